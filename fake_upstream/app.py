@@ -1,0 +1,467 @@
+"""Routes, auth, provider quirks and faults of the fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Self
+
+import orjson
+
+from fake_upstream import openrouter_wire, zai_wire
+from fake_upstream.answers import Answer, plan_answer
+from fake_upstream.http import (
+    CloseConnection,
+    ConnectionStats,
+    Hang,
+    HTTPServer,
+    Request,
+    Response,
+    Result,
+    StreamResponse,
+)
+from fake_upstream.plan import StreamPlan, sse
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from types import TracebackType
+
+OPENROUTER_PREFIX = "/openrouter/api/v1"
+ZAI_GENERAL_PREFIX = "/zai/api/paas/v4"
+ZAI_CODING_PREFIX = "/zai/api/coding/paas/v4"
+FAULT_PREFIX = "fault-"
+
+# Z.AI business codes and the HTTP status each usually arrives with.
+ZAI_CODES = {
+    "1000": (401, "Authentication failed"),
+    "1113": (429, "Insufficient balance or no resource package. Please recharge."),
+    "1210": (400, "Invalid API parameter, please check the documentation."),
+    "1211": (400, "Model does not exist"),
+    "1214": (400, "temperature参数非法。请检查文档。"),
+    "1231": (400, "Duplicate request_id"),
+    "1234": (500, "网络错误，错误id：2026022610，请联系客服。"),
+    "1261": (400, "Prompt too long"),
+    "1301": (400, "Unsafe or sensitive content detected"),
+    "1302": (429, "Rate limit reached for requests"),
+    "1305": (429, "该模型当前访问量过大，请您稍后再试"),
+    "1308": (429, "已达到 5 小时的使用上限。您的限额将在 2026-08-25 07:41:44 重置。"),
+    "1313": (429, "Fair use policy violated"),
+    "500": (500, "Internal error"),
+}
+# The business code Z.AI pairs with a bare HTTP status.
+_ZAI_CODE_FOR_STATUS = {400: "1210", 401: "1000", 429: "1302", 500: "500"}
+_MODELS = [
+    {
+        "id": "openai/gpt-4o-mini",
+        "name": "OpenAI: GPT-4o-mini",
+        "context_length": 128000,
+        "pricing": {
+            "prompt": "0.00000015",
+            "completion": "0.0000006",
+            "input_cache_read": "0.000000075",
+        },
+    },
+    {
+        "id": "anthropic/claude-sonnet-4.5",
+        "name": "Anthropic: Claude Sonnet 4.5",
+        "context_length": 1000000,
+        "pricing": {"prompt": "0.000003", "completion": "0.000015"},
+    },
+    {
+        "id": "z-ai/glm-4.7",
+        "name": "Z.AI: GLM 4.7",
+        "context_length": 202752,
+        "pricing": {"prompt": "0.0000004", "completion": "0.0000015"},
+    },
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """A request the fake received, for tests to inspect."""
+
+    provider: str  # "openrouter" or "zai"
+    endpoint: str  # "openrouter", "general" or "coding"
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class FakeUpstream:
+    """Both providers on one loopback port, under path prefixes."""
+
+    def __init__(
+        self,
+        *,
+        openrouter_key: str = "sk-or-v1-fake-test-key",
+        zai_key: str = "fake-zai-id.fake-zai-secret",
+        chunk_delay: float = 0.0,
+        slow_chunk_delay: float = 0.02,
+    ) -> None:
+        self.openrouter_key = openrouter_key
+        self.zai_key = zai_key
+        # Pause between streamed chunks for every stream (0: as fast as possible).
+        self.chunk_delay = chunk_delay
+        self.slow_chunk_delay = slow_chunk_delay
+        self.requests: list[RecordedRequest] = []
+        self.record = True
+        self._http = HTTPServer(self.handle)
+        self._ids = itertools.count(1)
+        self.port = 0
+
+    @property
+    def stats(self) -> ConnectionStats:
+        """Connection statistics (open connections, abandoned streams)."""
+        return self._http.stats
+
+    @property
+    def base_url(self) -> str:
+        """http://127.0.0.1:PORT"""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openrouter_base_url(self) -> str:
+        """Value for OPENROUTER_BASE_URL."""
+        return self.base_url + OPENROUTER_PREFIX
+
+    @property
+    def zai_base_url(self) -> str:
+        """Value for ZAI_BASE_URL."""
+        return self.base_url + ZAI_GENERAL_PREFIX
+
+    @property
+    def zai_coding_base_url(self) -> str:
+        """Value for ZAI_CODING_BASE_URL."""
+        return self.base_url + ZAI_CODING_PREFIX
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables that point a gateway at this fake."""
+        return {
+            "OPENROUTER_API_KEY": self.openrouter_key,
+            "OPENROUTER_BASE_URL": self.openrouter_base_url,
+            "ZAI_API_KEY": self.zai_key,
+            "ZAI_BASE_URL": self.zai_base_url,
+            "ZAI_CODING_BASE_URL": self.zai_coding_base_url,
+        }
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on host:port (0: any free port)."""
+        self.port = await self._http.start(host, port)
+
+    async def close(self) -> None:
+        """Stop and drop every connection."""
+        await self._http.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def handle(self, request: Request) -> Result:
+        """Answer one HTTP request."""
+        if request.path == f"{OPENROUTER_PREFIX}/models" and request.method == "GET":
+            return _json(200, {"data": _MODELS})
+        routes = {
+            f"{OPENROUTER_PREFIX}/chat/completions": ("openrouter", "openrouter"),
+            f"{ZAI_GENERAL_PREFIX}/chat/completions": ("zai", "general"),
+            f"{ZAI_CODING_PREFIX}/chat/completions": ("zai", "coding"),
+        }
+        if request.method != "POST" or request.path not in routes:
+            return _json(404, {"error": {"code": 404, "message": f"no route {request.path}"}})
+        provider, endpoint = routes[request.path]
+        key = self.openrouter_key if provider == "openrouter" else self.zai_key
+        if request.headers.get("authorization") != f"Bearer {key}":
+            return _error(provider, 401, "1000", "Invalid API key")
+        try:
+            body = orjson.loads(request.body)
+        except orjson.JSONDecodeError:
+            return _error(provider, 400, "1210", "Request body is not valid JSON")
+        if self.record:
+            self.requests.append(
+                RecordedRequest(provider, endpoint, request.path, request.headers, body)
+            )
+        if provider == "zai":
+            rejection = _zai_quirks(body)
+            if rejection is not None:
+                return rejection
+        model = str(body.get("model", ""))
+        fault = model.rsplit("/", 1)[-1]
+        fault = fault[len(FAULT_PREFIX) :] if fault.startswith(FAULT_PREFIX) else ""
+        return await self._answer(provider, body, fault)
+
+    async def _answer(self, provider: str, body: dict[str, Any], fault: str) -> Result:
+        early = _early_fault(provider, fault)
+        if early is not None:
+            return early
+        answer = plan_answer(body, thinks=_thinks(provider, body))
+        if fault == "fallback" and body.get("models"):
+            answer.model = str(body["models"][0])
+        if fault in ("sensitive", "network-error", "context-window"):
+            answer.finish_reason = {
+                "sensitive": "sensitive",
+                "network-error": "network_error",
+                "context-window": "model_context_window_exceeded",
+            }[fault]
+        number = next(self._ids)
+        wire = openrouter_wire if provider == "openrouter" else zai_wire
+        upstream_id = (
+            f"gen-{number:010d}" if provider == "openrouter" else f"2026112610{number:08d}"
+        )
+        headers = {"X-Generation-Id": upstream_id} if provider == "openrouter" else {}
+        if not body.get("stream"):
+            return self._unary(provider, wire.unary_body(answer, upstream_id), fault, headers)
+        plan = wire.stream_plan(answer, upstream_id)
+        return self._stream(provider, plan, answer, fault, headers)
+
+    def _unary(
+        self, provider: str, payload: dict[str, Any], fault: str, headers: dict[str, str]
+    ) -> Result:
+        if fault == "malformed-body":
+            return Response(
+                200,
+                b"<html>upstream proxy error</html>",
+                {"Content-Type": "application/json", **headers},
+            )
+        if fault == "finish-error":
+            payload["choices"][0]["finish_reason"] = "error"
+            payload["choices"][0]["error"] = {
+                "code": 502,
+                "message": "Provider returned error",
+                "metadata": {"error_type": "provider_unavailable"},
+            }
+        if fault == "no-usage":
+            payload.pop("usage", None)
+        return _json(200, payload, headers)
+
+    def _stream(
+        self, provider: str, plan: StreamPlan, answer: Answer, fault: str, headers: dict[str, str]
+    ) -> Result:
+        frames = plan.frames()
+        abort_after = False
+        stall = False
+        if fault == "truncated":
+            frames, abort_after = [*plan.preamble, *plan.deltas[:3]], True
+        elif fault == "no-done":
+            frames = [*plan.preamble, *plan.deltas, *plan.closing]
+        elif fault == "no-finish":
+            frames = [
+                *plan.preamble,
+                *plan.deltas,
+                *plan.closing_without_finish,
+                b"data: [DONE]\n\n",
+            ]
+        elif fault == "malformed-event":
+            frames = [*plan.preamble, *plan.deltas[:3], b'data: {"id": "x", "choices": [\n\n']
+        elif fault in ("midstream-error", "finish-error"):
+            frames = [
+                *plan.preamble,
+                *plan.deltas[:3],
+                _midstream_error(provider, answer),
+                b"data: [DONE]\n\n",
+            ]
+        elif fault == "stall":
+            frames, stall = [*plan.preamble, *plan.deltas[:2]], True
+        elif fault == "no-usage":
+            frames = [f for f in frames if b'"usage"' not in f]
+        delay = self.slow_chunk_delay if fault == "slow" else self.chunk_delay
+        if fault == "slow":
+            frames = [*frames[:-2], *_slow_content(provider, 200), *frames[-2:]]
+        return StreamResponse(
+            _paced(frames, delay, stall),
+            headers={"Content-Type": "text/event-stream; charset=utf-8", **headers},
+            abort_after=abort_after,
+        )
+
+
+async def _paced(frames: list[bytes], delay: float, stall: bool) -> AsyncIterator[bytes]:
+    for frame in frames:
+        yield frame
+        if delay:
+            await asyncio.sleep(delay)
+        else:
+            await asyncio.sleep(0)
+    while stall:
+        # Send nothing, but hand control back so the server notices a hang-up.
+        await asyncio.sleep(0.05)
+        yield b""
+
+
+def _slow_content(provider: str, count: int) -> list[bytes]:
+    if provider == "openrouter":
+        return [
+            sse(
+                {
+                    "id": "gen-slow",
+                    "model": "slow",
+                    "provider": "Slow",
+                    "choices": [{"index": 0, "delta": {"content": f"{i} "}, "finish_reason": None}],
+                }
+            )
+            for i in range(count)
+        ]
+    return [
+        sse(
+            {
+                "id": "slow",
+                "model": "slow",
+                "choices": [{"index": 0, "delta": {"content": f"{i} "}}],
+            }
+        )
+        for i in range(count)
+    ]
+
+
+def _midstream_error(provider: str, answer: Answer) -> bytes:
+    if provider == "openrouter":
+        # As OpenRouter's streaming docs show it: status already 200, so the
+        # error arrives as a chunk with finish_reason "error".
+        return sse(
+            {
+                "id": "gen-err",
+                "object": "chat.completion.chunk",
+                "model": answer.model,
+                "provider": "OpenAI",
+                "error": {
+                    "code": 502,
+                    "message": "Provider disconnected",
+                    "metadata": {"error_type": "provider_unavailable"},
+                },
+                "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+            }
+        )
+    return b"event: error\n" + sse(zai_wire.error_body("1234", "Network error, error id: 42"))
+
+
+def _early_fault(provider: str, fault: str) -> Result | None:
+    """Faults that replace the whole response."""
+    if fault == "hang":
+        return Hang()
+    if fault == "reset":
+        return CloseConnection()
+    if fault.startswith("http-"):
+        status = int(fault.removeprefix("http-"))
+        headers = {"Retry-After": "7"} if status in (429, 503) else {}
+        return _error(
+            provider,
+            status,
+            _ZAI_CODE_FOR_STATUS.get(status, str(status)),
+            f"fake upstream returned HTTP {status}",
+            headers,
+        )
+    if fault.startswith("zai-"):
+        code = fault.removeprefix("zai-")
+        status, message = ZAI_CODES.get(code, (400, "Unknown error"))
+        return _json(status, zai_wire.error_body(code, message))
+    if provider == "openrouter":
+        return _openrouter_fault(fault)
+    return None
+
+
+def _openrouter_fault(fault: str) -> Result | None:
+    if fault == "moderation":
+        return _json(
+            403,
+            openrouter_wire.error_body(
+                403,
+                "Input was flagged by moderation",
+                metadata={
+                    "reasons": ["harassment"],
+                    "flagged_input": "...",
+                    "provider_name": "OpenAI",
+                    "model_slug": "openai/gpt-4o",
+                },
+            ),
+        )
+    if fault == "context-length":
+        return _json(
+            400,
+            openrouter_wire.error_body(
+                400,
+                "This endpoint's maximum context length is 8192 tokens",
+                metadata={"error_type": "context_length_exceeded", "provider_code": "context"},
+            ),
+        )
+    if fault == "no-endpoints":
+        return _json(
+            404,
+            openrouter_wire.error_body(
+                404,
+                "No endpoints found for the model",
+                availability={"code": "no_endpoints", "retryable": False},
+            ),
+        )
+    if fault == "error-in-200":
+        return _json(
+            200,
+            {
+                "error": {
+                    "code": 429,
+                    "message": "Rate limit exceeded: free-models-per-day",
+                    "metadata": {"headers": {"X-RateLimit-Limit": "50"}},
+                },
+                "user_id": "user_fake",
+            },
+        )
+    if fault == "credits":
+        return _json(402, openrouter_wire.error_body(402, "Insufficient credits"))
+    return None
+
+
+def _zai_quirks(body: dict[str, Any]) -> Result | None:
+    """Z.AI rejects what its docs and issue threads say it rejects."""
+    choice = body.get("tool_choice")
+    if choice is not None and choice != "auto":
+        return _json(400, zai_wire.error_body("1210", "Tool choice must be auto"))
+    stop = body.get("stop")
+    if isinstance(stop, list) and len(stop) > 1:
+        return _json(400, zai_wire.error_body("1210", "Only one stop word is supported"))
+    # The strict legacy interval: 0 and 1 themselves were rejected with 1214.
+    for name in ("temperature", "top_p"):
+        value = body.get(name)
+        if value is not None and not 0 < value < 1:
+            return _json(400, zai_wire.error_body("1214", f"{name}参数非法。请检查文档。"))
+    for message in body.get("messages", []):
+        if message.get("role") != "user" and isinstance(message.get("content"), list):
+            return _json(400, zai_wire.error_body("1214", "content must be a string"))
+    user_id = body.get("user_id")
+    if user_id is not None and not 6 <= len(user_id) <= 128:
+        return _json(400, zai_wire.error_body("1214", "user_id must be 6 to 128 characters"))
+    return None
+
+
+def _thinks(provider: str, body: dict[str, Any]) -> bool:
+    if provider == "zai":
+        thinking = body.get("thinking") or {}
+        return thinking.get("type") != "disabled" and not str(body.get("model")).startswith(
+            "glm-4-"
+        )
+    reasoning = body.get("reasoning")
+    if not isinstance(reasoning, dict):
+        return False
+    return (
+        not reasoning.get("exclude")
+        and reasoning.get("enabled") is not False
+        and reasoning.get("effort") != "none"
+    )
+
+
+def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        status, orjson.dumps(payload), {"Content-Type": "application/json", **(headers or {})}
+    )
+
+
+def _error(
+    provider: str, status: int, zai_code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    if provider == "openrouter":
+        return _json(status, openrouter_wire.error_body(status, message), headers)
+    return _json(status, zai_wire.error_body(zai_code, message), headers)

@@ -1,0 +1,170 @@
+"""What ListModels returns: aliases, Z.AI's models, and OpenRouter's catalogue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+
+from service.routing import gateway_model_name, parse_model_name
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from service.providers.openrouter import OpenRouterProvider
+    from service.providers.zai import ZaiProvider
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _ZaiModel:
+    name: str
+    context: int
+    prompt: float
+    cached: float | None
+    completion: float
+
+
+# Z.AI has no model-listing endpoint. USD per million tokens and context
+# windows from ../shared/reference/zai-api.md §6; free models cost 0.
+ZAI_MODELS: tuple[_ZaiModel, ...] = (
+    _ZaiModel("glm-4.7", 204_800, 0.60, 0.11, 2.20),
+    _ZaiModel("glm-4.7-flashx", 200_000, 0.07, 0.01, 0.40),
+    _ZaiModel("glm-4.6", 200_000, 0.60, 0.11, 2.20),
+    _ZaiModel("glm-4.5", 131_072, 0.60, 0.11, 2.20),
+    _ZaiModel("glm-4.5-air", 131_072, 0.20, 0.03, 1.10),
+    _ZaiModel("glm-4.5-x", 131_072, 2.20, 0.45, 8.90),
+    _ZaiModel("glm-4.5-airx", 131_072, 1.10, 0.22, 4.50),
+    _ZaiModel("glm-4.5v", 64_000, 0.60, 0.11, 1.80),
+    _ZaiModel("glm-4.5-flash", 131_072, 0.0, 0.0, 0.0),
+    _ZaiModel("glm-4-32b-0414-128k", 131_072, 0.10, None, 0.10),
+)
+
+_OPENROUTER_TTL = 600.0
+_OPENROUTER_TIMEOUT = 10.0
+_PER_MILLION = 1_000_000
+
+
+class Catalog:
+    """Builds ListModels responses; caches OpenRouter's catalogue for ten minutes."""
+
+    def __init__(
+        self, aliases: Mapping[str, str], openrouter: OpenRouterProvider, zai: ZaiProvider
+    ) -> None:
+        self._aliases = aliases
+        self._openrouter = openrouter
+        self._zai = zai
+        self._openrouter_models: list[pb.ModelInfo] = []
+        self._fetched_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def list_models(self, provider: common.Provider.ValueType) -> pb.ListModelsResponse:
+        """Every routable model, optionally of one provider."""
+        response = pb.ListModelsResponse()
+        for alias, target in sorted(self._aliases.items()):
+            parsed = parse_model_name(target)
+            if parsed and provider in (common.PROVIDER_UNSPECIFIED, parsed[0]):
+                response.models.add(
+                    name=alias,
+                    provider=parsed[0],
+                    upstream_model=parsed[1],
+                    alias_of=target,
+                    available=self._available(parsed[0]),
+                )
+        if provider in (common.PROVIDER_UNSPECIFIED, common.PROVIDER_ZAI):
+            response.models.extend(self._zai_models())
+        if provider in (common.PROVIDER_UNSPECIFIED, common.PROVIDER_OPENROUTER):
+            models = await self._openrouter_catalogue()
+            if models is None:
+                response.incomplete_providers.append(common.PROVIDER_OPENROUTER)
+            else:
+                response.models.extend(models)
+        return response
+
+    def _available(self, provider: common.Provider.ValueType) -> bool:
+        return (
+            self._openrouter if provider == common.PROVIDER_OPENROUTER else self._zai
+        ).configured
+
+    def _zai_models(self) -> list[pb.ModelInfo]:
+        available = self._zai.configured
+        out = []
+        for model in ZAI_MODELS:
+            pricing = pb.ModelPricing(
+                prompt_per_million=model.prompt, completion_per_million=model.completion
+            )
+            if model.cached is not None:
+                pricing.cached_prompt_per_million = model.cached
+            out.append(
+                pb.ModelInfo(
+                    name=gateway_model_name(common.PROVIDER_ZAI, model.name),
+                    provider=common.PROVIDER_ZAI,
+                    upstream_model=model.name,
+                    display_name=model.name.upper(),
+                    context_length=model.context,
+                    pricing=pricing,
+                    available=available,
+                )
+            )
+        return out
+
+    async def _openrouter_catalogue(self) -> list[pb.ModelInfo] | None:
+        async with self._lock:
+            now = asyncio.get_running_loop().time()
+            if self._fetched_at is not None and now - self._fetched_at < _OPENROUTER_TTL:
+                return self._openrouter_models
+            try:
+                document = await self._openrouter.get_json(
+                    "/models", self._openrouter.settings.base_url, _OPENROUTER_TIMEOUT
+                )
+            except Exception as exc:  # noqa: BLE001  # any failure: report the gap, keep serving
+                logger.warning(
+                    "could not fetch the OpenRouter model catalogue: %s", type(exc).__name__
+                )
+                return self._openrouter_models or None
+            self._openrouter_models = _openrouter_models(document, self._openrouter.configured)
+            self._fetched_at = now
+            return self._openrouter_models
+
+
+def _openrouter_models(document: object, available: bool) -> list[pb.ModelInfo]:
+    data = document.get("data") if isinstance(document, dict) else None
+    out = []
+    for entry in data if isinstance(data, list) else ():
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            continue
+        info = pb.ModelInfo(
+            name=gateway_model_name(common.PROVIDER_OPENROUTER, entry["id"]),
+            provider=common.PROVIDER_OPENROUTER,
+            upstream_model=entry["id"],
+            display_name=str(entry.get("name") or ""),
+            available=available,
+        )
+        context = entry.get("context_length")
+        if isinstance(context, int) and context > 0:
+            info.context_length = context
+        pricing = entry.get("pricing")
+        if isinstance(pricing, dict):
+            # OpenRouter quotes USD per token as decimal strings.
+            for source, target in (
+                ("prompt", "prompt_per_million"),
+                ("completion", "completion_per_million"),
+                ("input_cache_read", "cached_prompt_per_million"),
+            ):
+                per_token = _decimal(pricing.get(source))
+                if per_token is not None and per_token >= 0:
+                    setattr(info.pricing, target, per_token * _PER_MILLION)
+        out.append(info)
+    return out
+
+
+def _decimal(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]  # strings and numbers both occur
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,85 @@
+"""The `llmgateway` command: `serve` runs the gateway, `demo` shows it working with no keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from service.config import ConfigError, Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = argparse.ArgumentParser(prog="llmgateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC gateway")
+    serve.add_argument(
+        "--address", help="HOST:PORT to listen on (default 0.0.0.0:50051, or LLMGATEWAY_ADDRESS)"
+    )
+    serve.add_argument("--config", type=Path, help="TOML config file (or LLMGATEWAY_CONFIG)")
+    serve.add_argument("--log-level", default="INFO")
+
+    demo = commands.add_parser(
+        "demo", help="start a fake upstream and the gateway, then stream a completion"
+    )
+    demo.add_argument("prompt", nargs="?", default="Say hello to a new user of llmgateway.")
+    demo.add_argument(
+        "--model",
+        action="append",
+        help="model to stream from (repeatable; default: one of each provider)",
+    )
+    demo.add_argument(
+        "--address",
+        default="127.0.0.1:0",
+        help="HOST:PORT for the demo gateway (default: a free loopback port)",
+    )
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="keep the gateway and fake upstream up afterwards, for grpcurl",
+    )
+    demo.add_argument("--log-level", default="WARNING")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # httpx logs every request URL at INFO; that is noise at our INFO level.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        if args.command == "serve":
+            settings = Settings.load(os.environ, args.config)
+            if args.address:
+                settings = _with_address(settings, args.address)
+            asyncio.run(_serve(settings))
+            return 0
+        from service.demo import run_demo
+
+        models = args.model or ["zai/glm-4.7", "openrouter/openai/gpt-4o-mini"]
+        return asyncio.run(run_demo(args.prompt, models, args.address, args.keep_running))
+    except ConfigError as exc:
+        print(f"llmgateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _serve(settings: Settings) -> None:
+    from service.server import serve
+
+    await serve(settings)
+
+
+def _with_address(settings: Settings, address: str) -> Settings:
+    import dataclasses
+
+    return dataclasses.replace(settings, address=address)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

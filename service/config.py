@@ -1,0 +1,227 @@
+"""Gateway settings, read from the environment and an optional TOML file.
+
+The environment wins over the file, so one file can serve several deployments.
+API keys come from the environment only: they never sit in a config file, and
+`Secret` keeps them out of reprs, logs and error messages.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+DEFAULT_ADDRESS = "0.0.0.0:50051"
+DEFAULT_OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+DEFAULT_ZAI_BASE_URL = "https://api.z.ai/api/paas/v4"
+DEFAULT_ZAI_CODING_BASE_URL = "https://api.z.ai/api/coding/paas/v4"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which setting to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A credential whose value never appears in repr() or str()."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Upstream time limits in seconds; each is further bounded by the caller's deadline."""
+
+    connect: float = 10.0
+    # Whole unary call. Reasoning models can think for minutes.
+    request: float = 600.0
+    # Longest silence between two reads of a stream (SSE keep-alive comments count).
+    stream_idle: float = 300.0
+
+
+_DEFAULT_TIMEOUTS = Timeouts()
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRouterSettings:
+    """How to reach OpenRouter."""
+
+    api_key: Secret | None = None
+    base_url: str = DEFAULT_OPENROUTER_BASE_URL
+    http_referer: str | None = None
+    app_title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ZaiSettings:
+    """How to reach Z.AI."""
+
+    api_key: Secret | None = None
+    base_url: str = DEFAULT_ZAI_BASE_URL
+    coding_base_url: str = DEFAULT_ZAI_CODING_BASE_URL
+    accept_language: str = "en-US,en"
+    # Z.AI models (without the `zai/` prefix) served from the coding endpoint by default.
+    coding_models: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the gateway needs to start."""
+
+    address: str = DEFAULT_ADDRESS
+    openrouter: OpenRouterSettings = OpenRouterSettings()
+    zai: ZaiSettings = ZaiSettings()
+    timeouts: Timeouts = Timeouts()
+    # alias -> model name, e.g. {"coding": "zai/glm-4.7"}
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    shutdown_grace: float = 30.0
+    max_request_bytes: int = 8 * 1024 * 1024
+    max_connections_per_provider: int = 1000
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str], config_file: Path | None = None) -> Settings:
+        """Settings from a TOML file (optional) overlaid with the environment."""
+        path = config_file or _path_or_none(environ.get("LLMGATEWAY_CONFIG"))
+        doc = _read_toml(path) if path else {}
+        server = _table(doc, "server")
+        timeouts = _table(doc, "timeouts")
+        openrouter = _table(doc, "openrouter")
+        zai = _table(doc, "zai")
+        aliases = _table(doc, "aliases")
+        for name, target in aliases.items():
+            if not isinstance(target, str) or not target:
+                raise ConfigError(f"[aliases] {name} must be a model name string")
+
+        def pick(env_name: str, table: dict[str, Any], key: str, default: str) -> str:
+            value = environ.get(env_name) or table.get(key) or default
+            if not isinstance(value, str):
+                raise ConfigError(f"{key} must be a string")
+            return value
+
+        return cls(
+            address=pick("LLMGATEWAY_ADDRESS", server, "address", DEFAULT_ADDRESS),
+            openrouter=OpenRouterSettings(
+                api_key=_secret(environ.get("OPENROUTER_API_KEY")),
+                base_url=_url(
+                    pick(
+                        "OPENROUTER_BASE_URL", openrouter, "base_url", DEFAULT_OPENROUTER_BASE_URL
+                    ),
+                    "OPENROUTER_BASE_URL",
+                ),
+                http_referer=pick("OPENROUTER_HTTP_REFERER", openrouter, "http_referer", "")
+                or None,
+                app_title=pick("OPENROUTER_APP_TITLE", openrouter, "app_title", "") or None,
+            ),
+            zai=ZaiSettings(
+                api_key=_secret(environ.get("ZAI_API_KEY")),
+                base_url=_url(
+                    pick("ZAI_BASE_URL", zai, "base_url", DEFAULT_ZAI_BASE_URL), "ZAI_BASE_URL"
+                ),
+                coding_base_url=_url(
+                    pick(
+                        "ZAI_CODING_BASE_URL", zai, "coding_base_url", DEFAULT_ZAI_CODING_BASE_URL
+                    ),
+                    "ZAI_CODING_BASE_URL",
+                ),
+                accept_language=pick("ZAI_ACCEPT_LANGUAGE", zai, "accept_language", "en-US,en"),
+                coding_models=frozenset(
+                    _string_list(zai.get("coding_models", []), "[zai] coding_models")
+                ),
+            ),
+            timeouts=Timeouts(
+                connect=_seconds(
+                    environ,
+                    "LLMGATEWAY_CONNECT_TIMEOUT",
+                    timeouts,
+                    "connect_seconds",
+                    _DEFAULT_TIMEOUTS.connect,
+                ),
+                request=_seconds(
+                    environ,
+                    "LLMGATEWAY_REQUEST_TIMEOUT",
+                    timeouts,
+                    "request_seconds",
+                    _DEFAULT_TIMEOUTS.request,
+                ),
+                stream_idle=_seconds(
+                    environ,
+                    "LLMGATEWAY_STREAM_IDLE_TIMEOUT",
+                    timeouts,
+                    "stream_idle_seconds",
+                    _DEFAULT_TIMEOUTS.stream_idle,
+                ),
+            ),
+            aliases=dict(aliases),
+            shutdown_grace=_seconds(
+                environ, "LLMGATEWAY_SHUTDOWN_GRACE", server, "shutdown_grace_seconds", 30.0
+            ),
+            max_request_bytes=int(
+                _seconds(
+                    environ,
+                    "LLMGATEWAY_MAX_REQUEST_BYTES",
+                    server,
+                    "max_request_bytes",
+                    8 * 1024 * 1024,
+                )
+            ),
+        )
+
+
+def _path_or_none(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    table = doc.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] in the config file must be a table")
+    return table
+
+
+def _secret(value: str | None) -> Secret | None:
+    value = (value or "").strip()
+    return Secret(value) if value else None
+
+
+def _url(value: str, name: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _string_list(value: object, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{name} must be a list of strings")
+    return list(value)
+
+
+def _seconds(
+    environ: Mapping[str, str], env_name: str, table: dict[str, Any], key: str, default: float
+) -> float:
+    raw: object = environ.get(env_name) or table.get(key, default)
+    try:
+        value = float(raw)  # type: ignore[arg-type]  # validated just below
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{env_name} ({key}) must be a number, got {raw!r}") from exc
+    if not value > 0:
+        raise ConfigError(f"{env_name} ({key}) must be greater than 0, got {raw!r}")
+    return value

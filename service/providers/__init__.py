@@ -1,0 +1,1 @@
+"""Upstream providers: one OpenAI-compatible core, and what differs per provider."""

@@ -1,0 +1,445 @@
+"""The OpenAI-compatible provider core: HTTP, deadlines, parsing and error mapping.
+
+OpenRouter and Z.AI subclass it and override only the hooks where their wire
+differs. One long-lived httpx.AsyncClient per provider keeps connections pooled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, ClassVar
+
+import grpc
+import httpx
+import orjson
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+
+from service.errors import FieldViolation, GatewayError
+from service.providers import upstream_errors as ue
+from service.providers.sse import SSEDecoder
+from service.providers.stream import StreamAssembler, as_object, failure_from_error_object
+from service.providers.wire import AnyCompletionRequest, JSONObject, usage_from_json
+from service.routing import gateway_model_name
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Iterator
+
+    from service.config import Secret, Timeouts
+    from service.routing import Route
+
+logger = logging.getLogger(__name__)
+
+# Error bodies are small; a provider that sends megabytes with a 4xx is not
+# worth buffering in full.
+_MAX_ERROR_BODY = 64 * 1024
+
+_COMMON_FINISH_REASONS: dict[str, common.FinishReason.ValueType] = {
+    "stop": common.FINISH_REASON_STOP,
+    "length": common.FINISH_REASON_LENGTH,
+    "tool_calls": common.FINISH_REASON_TOOL_CALLS,
+    "function_call": common.FINISH_REASON_TOOL_CALLS,
+    "content_filter": common.FINISH_REASON_CONTENT_FILTER,
+}
+
+
+class OpenAICompatibleProvider:
+    """A provider that speaks OpenAI's chat-completions wire format."""
+
+    kind: ClassVar[common.Provider.ValueType]
+    provider_id: ClassVar[str]
+    display_name: ClassVar[str]
+    key_env: ClassVar[str]
+    # (field read first, fallback) in deltas and messages.
+    reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning", "reasoning_content")
+    default_upstream_provider: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        api_key: Secret | None,
+        timeouts: Timeouts,
+        *,
+        max_connections: int = 1000,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._api_key = api_key
+        self._timeouts = timeouts
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeouts.request, connect=timeouts.connect),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            transport=transport,
+            # Upstream base URLs come from configuration; redirects would only
+            # hide a misconfiguration (and could leak the key to another host).
+            follow_redirects=False,
+        )
+        self._secrets = (api_key.value,) if api_key else ()
+
+    # -- hooks for subclasses -------------------------------------------------
+
+    def url(self, request: AnyCompletionRequest, route: Route) -> str:
+        """The chat-completions URL for this request."""
+        raise NotImplementedError
+
+    def extra_headers(self) -> dict[str, str]:
+        """Headers beyond auth and content type."""
+        return {}
+
+    def body(self, request: AnyCompletionRequest, route: Route, *, stream: bool) -> JSONObject:
+        """The JSON body for this request."""
+        raise NotImplementedError
+
+    def check(self, request: AnyCompletionRequest) -> list[FieldViolation]:
+        """What this provider cannot accept in an otherwise valid request."""
+        del request
+        return []
+
+    def classify(self, failure: ue.UpstreamFailure) -> ue.Reason:
+        """The reason for an upstream failure."""
+        if failure.http_status is not None:
+            return ue.reason_for_http_status(failure.http_status)
+        return pb.ERROR_REASON_UPSTREAM_UNAVAILABLE
+
+    def map_finish_reason(self, native: str) -> common.FinishReason.ValueType | None:
+        """Provider-specific finish reasons; None defers to the common table."""
+        del native
+        return None
+
+    def include_reasoning(self, request: AnyCompletionRequest) -> bool:
+        """Whether reasoning text goes back to the caller."""
+        return not request.reasoning.exclude
+
+    # -- public API -----------------------------------------------------------
+
+    @property
+    def configured(self) -> bool:
+        """True when the gateway has an API key for this provider."""
+        return self._api_key is not None
+
+    def not_configured_error(self, route: Route) -> GatewayError:
+        """FAILED_PRECONDITION naming the variable to set."""
+        return GatewayError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            pb.ERROR_REASON_PROVIDER_NOT_CONFIGURED,
+            f"{self.display_name} is not configured on this gateway: set {self.key_env} "
+            f"and restart it to use {route.requested!r}",
+            metadata={
+                "provider": self.provider_id,
+                "model": route.requested,
+                "variable": self.key_env,
+            },
+        )
+
+    async def complete(
+        self, request: AnyCompletionRequest, route: Route, deadline: float | None
+    ) -> pb.CompleteResponse:
+        """One non-streaming completion."""
+        body = orjson.dumps(self.body(request, route, stream=False))
+        budget = self._budget(self._timeouts.request, deadline)
+        try:
+            async with asyncio.timeout(budget):
+                with self._transport_errors(route):
+                    response = await self._client.post(
+                        self.url(request, route),
+                        content=body,
+                        headers=self._headers(),
+                        timeout=self._httpx_timeout(budget, budget),
+                    )
+        except TimeoutError:
+            raise self._timeout_error(route, budget) from None
+        if response.status_code != 200:
+            raise self._http_error(response.status_code, response.content, response.headers, route)
+        try:
+            payload = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise self.malformed("the response body is not JSON", route) from None
+        if not isinstance(payload, dict):
+            raise self.malformed("the response body is not a JSON object", route)
+        return self._completion_from_json(payload, route, self.include_reasoning(request))
+
+    async def stream(
+        self, request: AnyCompletionRequest, route: Route, deadline: float | None
+    ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
+        """Stream a completion. Closing the generator closes the upstream response."""
+        body = orjson.dumps(self.body(request, route, stream=True))
+        budget = self._budget(self._timeouts.request, deadline)
+        http_request = self._client.build_request(
+            "POST",
+            self.url(request, route),
+            content=body,
+            headers=self._headers(),
+            timeout=self._httpx_timeout(budget, self._timeouts.stream_idle),
+        )
+        with self._transport_errors(route):
+            response = await self._client.send(http_request, stream=True)
+        try:
+            if response.status_code != 200:
+                content = await _read_capped(response)
+                raise self._http_error(response.status_code, content, response.headers, route)
+            content_type = response.headers.get("content-type", "")
+            if "text/event-stream" not in content_type:
+                # A 200 that is not a stream: usually a JSON body holding only an error.
+                content = await _read_capped(response)
+                raise self._non_stream_body(content, route)
+            assembler = StreamAssembler(
+                self, route, include_reasoning=self.include_reasoning(request)
+            )
+            decoder = SSEDecoder()
+            with self._transport_errors(route, mid_stream=True):
+                async for raw in response.aiter_bytes():
+                    for event in decoder.feed(raw):
+                        for out in assembler.on_event(event):
+                            yield out
+                    if assembler.done:
+                        break
+            for out in assembler.finish():
+                yield out
+        finally:
+            # Also runs when the caller cancels: closing an unfinished response
+            # drops the connection, which is what stops upstream generation.
+            await response.aclose()
+
+    async def get_json(self, path: str, base_url: str, within: float) -> object:
+        """GET a JSON document from the provider (catalogue look-ups)."""
+        response = await self._client.get(
+            f"{base_url}{path}", headers=self._headers(), timeout=within
+        )
+        response.raise_for_status()
+        return orjson.loads(response.content)
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        await self._client.aclose()
+
+    # -- error construction (used by the stream assembler too) ----------------
+
+    def error_context(self, route: Route) -> ue.ErrorContext:
+        """Who failed, for messages and ErrorInfo metadata."""
+        return ue.ErrorContext(
+            provider_name=self.display_name,
+            provider_id=self.provider_id,
+            key_env=self.key_env,
+            model=route.requested,
+            secrets=self._secrets,
+        )
+
+    def in_band_error(self, error: object, route: Route) -> GatewayError:
+        """An error the provider sent inside a 200 response or stream."""
+        failure = failure_from_error_object(error, None)
+        # OpenRouter puts an HTTP-style status in error.code; classify by it when present.
+        status = _int_or_none(failure.code)
+        if status is not None and 400 <= status <= 599:
+            reason = self.classify(dataclasses.replace(failure, http_status=status))
+        else:
+            reason = self.classify(failure)
+        return ue.build_error(reason, failure, self.error_context(route))
+
+    def malformed(self, detail: str, route: Route) -> GatewayError:
+        """The upstream broke its own wire format."""
+        return ue.local_error(
+            pb.ERROR_REASON_UPSTREAM_MALFORMED_RESPONSE, detail, self.error_context(route)
+        )
+
+    def truncated(self, detail: str, route: Route) -> GatewayError:
+        """The upstream stream ended before it was complete."""
+        return ue.local_error(
+            pb.ERROR_REASON_UPSTREAM_STREAM_TRUNCATED, detail, self.error_context(route)
+        )
+
+    def finish_reason(self, native: str, route: Route) -> common.FinishReason.ValueType:
+        """Our enum for a provider finish reason (unknown ones become OTHER)."""
+        del route
+        specific = self.map_finish_reason(native)
+        if specific is not None:
+            return specific
+        return _COMMON_FINISH_REASONS.get(native, common.FINISH_REASON_OTHER)
+
+    def usage(self, usage: JSONObject) -> common.Usage:
+        """Our Usage from the provider's usage object."""
+        return usage_from_json(usage)
+
+    # -- internals ------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", **self.extra_headers()}
+        if self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key.value}"
+        return headers
+
+    @staticmethod
+    def _budget(limit: float, deadline: float | None) -> float:
+        if deadline is None:
+            return limit
+        return max(0.001, min(limit, deadline - asyncio.get_running_loop().time()))
+
+    def _httpx_timeout(self, budget: float, read: float) -> httpx.Timeout:
+        return httpx.Timeout(
+            connect=min(self._timeouts.connect, budget),
+            read=min(read, budget),
+            write=budget,
+            pool=budget,
+        )
+
+    def _timeout_error(self, route: Route, budget: float) -> GatewayError:
+        return ue.local_error(
+            pb.ERROR_REASON_UPSTREAM_TIMEOUT,
+            f"no complete answer within {budget:.3g} s",
+            self.error_context(route),
+        )
+
+    @contextlib.contextmanager
+    def _transport_errors(self, route: Route, *, mid_stream: bool = False) -> Iterator[None]:
+        """httpx's exceptions as gateway errors, most specific first."""
+        ctx = self.error_context(route)
+        try:
+            yield
+        except httpx.ConnectTimeout:
+            raise ue.local_error(
+                pb.ERROR_REASON_UPSTREAM_UNREACHABLE, "connecting timed out", ctx
+            ) from None
+        except httpx.TimeoutException as exc:
+            what = "no data within the stream idle timeout" if mid_stream else type(exc).__name__
+            raise ue.local_error(pb.ERROR_REASON_UPSTREAM_TIMEOUT, what, ctx) from None
+        except httpx.ConnectError:
+            raise ue.local_error(
+                pb.ERROR_REASON_UPSTREAM_UNREACHABLE, "the connection failed", ctx
+            ) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            reason = (
+                pb.ERROR_REASON_UPSTREAM_STREAM_TRUNCATED
+                if mid_stream
+                else pb.ERROR_REASON_UPSTREAM_UNREACHABLE
+            )
+            raise ue.local_error(
+                reason, f"the connection broke ({type(exc).__name__})", ctx
+            ) from None
+        except httpx.DecodingError:
+            raise ue.local_error(
+                pb.ERROR_REASON_UPSTREAM_MALFORMED_RESPONSE, "the body could not be decoded", ctx
+            ) from None
+        except httpx.TransportError as exc:
+            raise ue.local_error(
+                pb.ERROR_REASON_UPSTREAM_UNREACHABLE, type(exc).__name__, ctx
+            ) from None
+
+    def _http_error(
+        self, status: int, content: bytes, headers: httpx.Headers, route: Route
+    ) -> GatewayError:
+        error: object = None
+        try:
+            payload = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            payload = None
+        if isinstance(payload, dict):
+            error = payload.get("error", payload)
+        failure = (
+            failure_from_error_object(error, status)
+            if error is not None
+            else (
+                ue.UpstreamFailure(status, None, content[:200].decode("utf-8", "replace").strip())
+            )
+        )
+        retry_after = ue.parse_retry_after(headers.get("retry-after"))
+        if retry_after is not None:
+            failure = dataclasses.replace(failure, retry_after=retry_after)
+        return ue.build_error(self.classify(failure), failure, self.error_context(route))
+
+    def _non_stream_body(self, content: bytes, route: Route) -> GatewayError:
+        try:
+            payload = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            return self.malformed(
+                "a 200 response to a stream request is not an event stream", route
+            )
+        if isinstance(payload, dict) and payload.get("error") is not None:
+            return self.in_band_error(payload["error"], route)
+        return self.malformed("a 200 response to a stream request is not an event stream", route)
+
+    def _completion_from_json(
+        self, payload: JSONObject, route: Route, include_reasoning: bool
+    ) -> pb.CompleteResponse:
+        if payload.get("error") is not None:
+            # OpenRouter: HTTP 200 whose body holds only an error.
+            raise self.in_band_error(payload["error"], route)
+        choices = payload.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise self.malformed("the response has no choices", route)
+        choice = choices[0]
+        if choice.get("error") is not None:
+            raise self.in_band_error(choice["error"], route)
+        native = choice.get("finish_reason")
+        if not native:
+            raise self.malformed("the response has no finish_reason", route)
+        if native == "error":
+            raise self.in_band_error({"message": "finish_reason 'error'"}, route)
+        message = as_object(choice.get("message"))
+        reason = self.finish_reason(str(native), route)
+        content = _text(message.get("content"))
+        if reason == common.FINISH_REASON_CONTENT_FILTER:
+            content = ""  # Z.AI: partial output blocked by content safety is withdrawn
+        response = pb.CompleteResponse(
+            id=str(payload.get("id") or ""),
+            model=gateway_model_name(
+                route.provider, str(payload.get("model") or route.upstream_model)
+            ),
+            provider=route.provider,
+            upstream_provider=str(payload.get("provider") or self.default_upstream_provider),
+            content=content,
+            finish_reason=reason,
+            native_finish_reason=str(choice.get("native_finish_reason") or native),
+        )
+        if include_reasoning:
+            primary, secondary = self.reasoning_fields
+            response.reasoning = _text(message.get(primary) or message.get(secondary))
+        for call in message.get("tool_calls") or ():
+            if isinstance(call, dict):
+                function = as_object(call.get("function"))
+                arguments = function.get("arguments")
+                if not isinstance(arguments, str):
+                    arguments = orjson.dumps(arguments if arguments is not None else {}).decode()
+                response.tool_calls.add(
+                    id=str(call.get("id") or ""),
+                    name=str(function.get("name") or ""),
+                    arguments=arguments,
+                )
+        usage = payload.get("usage")
+        if isinstance(usage, dict):
+            response.usage.CopyFrom(self.usage(usage))
+        return response
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= _MAX_ERROR_BODY:
+            break
+    return b"".join(parts)[:_MAX_ERROR_BODY]
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        # Some upstreams return content parts; keep their text.
+        return "".join(
+            part["text"]
+            for part in value
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def _int_or_none(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None

@@ -1,0 +1,195 @@
+"""OpenRouter: the OpenAI wire plus routing fields, attribution headers and error types."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+
+from service.providers.core import OpenAICompatibleProvider
+from service.providers.wire import AnyCompletionRequest, JSONObject, chat_body
+from service.routing import OPENROUTER_PREFIX
+
+if TYPE_CHECKING:
+    import httpx
+
+    from service.config import OpenRouterSettings, Timeouts
+    from service.providers.upstream_errors import Reason, UpstreamFailure
+    from service.routing import Route
+
+_EFFORTS = {
+    common.REASONING_EFFORT_NONE: "none",
+    common.REASONING_EFFORT_MINIMAL: "minimal",
+    common.REASONING_EFFORT_LOW: "low",
+    common.REASONING_EFFORT_MEDIUM: "medium",
+    common.REASONING_EFFORT_HIGH: "high",
+    common.REASONING_EFFORT_XHIGH: "xhigh",
+}
+_SORTS = {
+    common.PROVIDER_SORT_PRICE: "price",
+    common.PROVIDER_SORT_THROUGHPUT: "throughput",
+    common.PROVIDER_SORT_LATENCY: "latency",
+}
+_DATA_COLLECTION = {common.DATA_COLLECTION_ALLOW: "allow", common.DATA_COLLECTION_DENY: "deny"}
+
+# OpenRouter's stable `error_type` values (and availability codes), switched on
+# instead of message text, as its docs ask.
+_ERROR_TYPES: dict[str, Reason] = {
+    **dict.fromkeys(
+        [
+            "context_length_exceeded",
+            "max_tokens_exceeded",
+            "token_limit_exceeded",
+            "string_too_long",
+        ],
+        pb.ERROR_REASON_UPSTREAM_CONTEXT_LENGTH_EXCEEDED,
+    ),
+    "authentication": pb.ERROR_REASON_UPSTREAM_AUTH_FAILED,
+    "payment_required": pb.ERROR_REASON_UPSTREAM_INSUFFICIENT_CREDITS,
+    **dict.fromkeys(
+        ["permission_denied", "region_restricted", "privacy_restricted"],
+        pb.ERROR_REASON_UPSTREAM_PERMISSION_DENIED,
+    ),
+    "rate_limit_exceeded": pb.ERROR_REASON_UPSTREAM_RATE_LIMITED,
+    **dict.fromkeys(
+        ["provider_overloaded", "capacity_exhausted"], pb.ERROR_REASON_UPSTREAM_OVERLOADED
+    ),
+    **dict.fromkeys(
+        [
+            "provider_unavailable",
+            "server",
+            "unmapped",
+            "temporarily_unavailable",
+            "model_unavailable_upstream",
+        ],
+        pb.ERROR_REASON_UPSTREAM_UNAVAILABLE,
+    ),
+    "timeout": pb.ERROR_REASON_UPSTREAM_TIMEOUT,
+    **dict.fromkeys(
+        [
+            "not_found",
+            "model_not_found",
+            "no_endpoints",
+            "model_deprecated",
+            "wrong_endpoint",
+            "free_variant_ended",
+            "constraint_filtered",
+        ],
+        pb.ERROR_REASON_UPSTREAM_MODEL_NOT_FOUND,
+    ),
+    **dict.fromkeys(
+        ["content_policy_violation", "refusal"], pb.ERROR_REASON_UPSTREAM_CONTENT_FLAGGED
+    ),
+    **dict.fromkeys(
+        [
+            "invalid_request",
+            "invalid_prompt",
+            "precondition_failed",
+            "payload_too_large",
+            "unprocessable",
+            "invalid_image",
+            "image_too_large",
+            "image_too_small",
+            "unsupported_image_format",
+            "image_not_found",
+            "image_download_failed",
+        ],
+        pb.ERROR_REASON_UPSTREAM_REJECTED_REQUEST,
+    ),
+}
+
+
+class OpenRouterProvider(OpenAICompatibleProvider):
+    """openrouter/<vendor>/<model>."""
+
+    kind = common.PROVIDER_OPENROUTER
+    provider_id = "openrouter"
+    display_name = "OpenRouter"
+    key_env = "OPENROUTER_API_KEY"
+    reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning", "reasoning_content")
+
+    def __init__(
+        self,
+        settings: OpenRouterSettings,
+        timeouts: Timeouts,
+        *,
+        max_connections: int = 1000,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            settings.api_key, timeouts, max_connections=max_connections, transport=transport
+        )
+        self.settings = settings
+        self._chat_url = f"{settings.base_url}/chat/completions"
+        headers = {}
+        if settings.http_referer:
+            headers["HTTP-Referer"] = settings.http_referer
+        if settings.app_title:
+            # X-Title is the long-standing name; OpenRouter accepts both.
+            headers["X-Title"] = settings.app_title
+            headers["X-OpenRouter-Title"] = settings.app_title
+        self._extra_headers = headers
+
+    def url(self, request: AnyCompletionRequest, route: Route) -> str:
+        return self._chat_url
+
+    def extra_headers(self) -> dict[str, str]:
+        return self._extra_headers
+
+    def body(self, request: AnyCompletionRequest, route: Route, *, stream: bool) -> JSONObject:
+        body = chat_body(request, route.upstream_model, stream=stream, reasoning_field="reasoning")
+        # Deprecated and harmless: older deployments needed it to report cost.
+        body["usage"] = {"include": True}
+        if request.user:
+            body["user"] = request.user
+        if request.HasField("reasoning"):
+            body["reasoning"] = _reasoning_json(request.reasoning)
+        options = request.openrouter
+        if options.models:
+            body["models"] = [m.removeprefix(OPENROUTER_PREFIX) for m in options.models]
+        if options.HasField("provider"):
+            body["provider"] = _provider_json(options.provider)
+        return body
+
+    def classify(self, failure: UpstreamFailure) -> Reason:
+        if failure.moderation:
+            return pb.ERROR_REASON_UPSTREAM_CONTENT_FLAGGED
+        if failure.error_type in _ERROR_TYPES:
+            return _ERROR_TYPES[failure.error_type]
+        return super().classify(failure)
+
+
+def _reasoning_json(reasoning: common.ReasoningOptions) -> JSONObject:
+    out: JSONObject = {}
+    if reasoning.HasField("enabled"):
+        out["enabled"] = reasoning.enabled
+    if reasoning.effort in _EFFORTS:
+        out["effort"] = _EFFORTS[reasoning.effort]
+    if reasoning.HasField("max_tokens"):
+        out["max_tokens"] = reasoning.max_tokens
+    if reasoning.exclude:
+        out["exclude"] = True
+    return out
+
+
+def _provider_json(prefs: common.ProviderPreferences) -> JSONObject:
+    out: JSONObject = {}
+    if prefs.order:
+        out["order"] = list(prefs.order)
+    if prefs.HasField("allow_fallbacks"):
+        out["allow_fallbacks"] = prefs.allow_fallbacks
+    if prefs.HasField("require_parameters"):
+        out["require_parameters"] = prefs.require_parameters
+    if prefs.data_collection in _DATA_COLLECTION:
+        out["data_collection"] = _DATA_COLLECTION[prefs.data_collection]
+    if prefs.sort in _SORTS:
+        out["sort"] = _SORTS[prefs.sort]
+    if prefs.HasField("max_price"):
+        price = prefs.max_price
+        out["max_price"] = {
+            name: getattr(price, name)
+            for name in ("prompt", "completion", "request", "image")
+            if price.HasField(name)
+        }
+    return out

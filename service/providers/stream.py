@@ -1,0 +1,219 @@
+"""Turns an upstream SSE stream of chat-completion chunks into the gateway's events.
+
+Rules that other clients got wrong, and this one keeps:
+- usage may come after the finish chunk, in a chunk with empty `choices`, so
+  reading stops at `[DONE]`, not at the first finish_reason;
+- finish_reason may repeat (Z.AI): the last one wins;
+- any chunk may carry `error` (or come as `event: error`): that ends the
+  stream with a non-OK status, never a quiet success;
+- a stream without its finish_reason or its `[DONE]` is incomplete, and says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import orjson
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+
+from service.providers.upstream_errors import UpstreamFailure
+from service.routing import gateway_model_name
+
+if TYPE_CHECKING:
+    from service.providers.core import OpenAICompatibleProvider
+    from service.providers.sse import ServerSentEvent
+    from service.providers.wire import JSONObject
+    from service.routing import Route
+
+_DONE = b"[DONE]"
+
+
+@dataclass(slots=True)
+class _ToolCallBuilder:
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class StreamAssembler:
+    """Feed it SSE events; it returns the gRPC events they produce."""
+
+    def __init__(
+        self, provider: OpenAICompatibleProvider, route: Route, *, include_reasoning: bool
+    ) -> None:
+        self._provider = provider
+        self._route = route
+        self._include_reasoning = include_reasoning
+        self._reasoning_keys = provider.reasoning_fields
+        self._id = ""
+        self._model = ""
+        self._upstream_provider = ""
+        self._finish_reason: str | None = None
+        self._native_finish_reason: str | None = None
+        self._usage: JSONObject | None = None
+        self._tool_calls: list[_ToolCallBuilder] = []
+        self.done = False
+
+    def on_event(self, event: ServerSentEvent) -> list[pb.StreamCompleteResponse]:
+        """The events one upstream SSE event produces (often one, sometimes none)."""
+        data = event.data
+        if data == _DONE:
+            self.done = True
+            return []
+        if self.done:
+            return []  # nothing after [DONE] counts
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise self._provider.malformed(
+                f"an SSE event is not JSON ({exc})", self._route
+            ) from None
+        if not isinstance(chunk, dict):
+            raise self._provider.malformed("an SSE event is not a JSON object", self._route)
+        if event.event == "error" or chunk.get("error") is not None:
+            raise self._provider.in_band_error(chunk.get("error", chunk), self._route)
+        self._note_metadata(chunk)
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage = usage
+        choices = chunk.get("choices")
+        if not choices or not isinstance(choices, list):
+            return []  # the usage chunk, a debug chunk or a keep-alive
+        out: list[pb.StreamCompleteResponse] = []
+        for choice in choices:
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                self._on_choice(choice, out)
+        return out
+
+    def _on_choice(self, choice: JSONObject, out: list[pb.StreamCompleteResponse]) -> None:
+        if choice.get("error") is not None:
+            raise self._provider.in_band_error(choice["error"], self._route)
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            if self._include_reasoning:
+                primary, secondary = self._reasoning_keys
+                reasoning = delta.get(primary) or delta.get(secondary)
+                if reasoning and isinstance(reasoning, str):
+                    out.append(
+                        pb.StreamCompleteResponse(reasoning_delta=pb.ReasoningDelta(text=reasoning))
+                    )
+            content = delta.get("content")
+            if content and isinstance(content, str):
+                out.append(pb.StreamCompleteResponse(content_delta=pb.ContentDelta(text=content)))
+            tool_calls = delta.get("tool_calls")
+            if tool_calls and isinstance(tool_calls, list):
+                self._on_tool_call_fragments(tool_calls)
+        finish = choice.get("finish_reason")
+        if finish:
+            if finish == "error":
+                raise self._provider.in_band_error(
+                    {"message": "the provider ended generation with finish_reason 'error'"},
+                    self._route,
+                )
+            self._finish_reason = str(finish)
+            native = choice.get("native_finish_reason")
+            self._native_finish_reason = str(native) if native else str(finish)
+
+    def _on_tool_call_fragments(self, fragments: list[object]) -> None:
+        for fragment in fragments:
+            if not isinstance(fragment, dict):
+                continue
+            builder = self._builder_for(fragment)
+            if fragment.get("id"):
+                builder.id = str(fragment["id"])
+            function = fragment.get("function")
+            if isinstance(function, dict):
+                if function.get("name"):
+                    builder.name = str(function["name"])
+                arguments = function.get("arguments")
+                if isinstance(arguments, str):
+                    builder.arguments.append(arguments)
+                elif arguments is not None:
+                    # Z.AI's documented schema shows an object; send JSON text either way.
+                    builder.arguments.append(orjson.dumps(arguments).decode())
+
+    def _builder_for(self, fragment: JSONObject) -> _ToolCallBuilder:
+        index = fragment.get("index")
+        call_id = fragment.get("id")
+        if isinstance(index, int) and not isinstance(index, bool):
+            for builder in self._tool_calls:
+                if builder.index == index and not (
+                    call_id and builder.id and builder.id != call_id
+                ):
+                    return builder
+        elif self._tool_calls and not (call_id and call_id != self._tool_calls[-1].id):
+            # No usable index (seen with Gemini-style upstreams): a fragment
+            # without a new id continues the call being streamed.
+            return self._tool_calls[-1]
+        new_index = index if isinstance(index, int) else len(self._tool_calls)
+        builder = _ToolCallBuilder(index=new_index)
+        self._tool_calls.append(builder)
+        return builder
+
+    def finish(self) -> list[pb.StreamCompleteResponse]:
+        """The closing events, once the upstream body has ended."""
+        if not self.done:
+            raise self._provider.truncated("the stream ended without [DONE]", self._route)
+        if self._finish_reason is None:
+            raise self._provider.truncated(
+                "the stream reached [DONE] without a finish_reason", self._route
+            )
+        reason = self._provider.finish_reason(self._finish_reason, self._route)
+        out = [
+            pb.StreamCompleteResponse(
+                tool_call=common.ToolCall(id=b.id, name=b.name, arguments="".join(b.arguments))
+            )
+            for b in self._tool_calls
+        ]
+        done = pb.CompletionDone(
+            id=self._id,
+            model=gateway_model_name(
+                self._route.provider, self._model or self._route.upstream_model
+            ),
+            provider=self._route.provider,
+            upstream_provider=self._upstream_provider or self._provider.default_upstream_provider,
+            finish_reason=reason,
+            native_finish_reason=self._native_finish_reason or "",
+        )
+        if self._usage is not None:
+            done.usage.CopyFrom(self._provider.usage(self._usage))
+        out.append(pb.StreamCompleteResponse(done=done))
+        return out
+
+    def _note_metadata(self, chunk: JSONObject) -> None:
+        if not self._id and isinstance(chunk.get("id"), str):
+            self._id = chunk["id"]
+        model = chunk.get("model")
+        if model and isinstance(model, str):
+            self._model = model
+        served_by = chunk.get("provider")
+        if served_by and isinstance(served_by, str):
+            self._upstream_provider = served_by
+
+
+def failure_from_error_object(error: object, http_status: int | None) -> UpstreamFailure:
+    """An UpstreamFailure from a provider's `error` object (either provider's shape)."""
+    if not isinstance(error, dict):
+        return UpstreamFailure(http_status, None, str(error)[:500])
+    code = error.get("code")
+    metadata = as_object(error.get("metadata"))
+    availability = as_object(error.get("availability"))
+    error_type = metadata.get("error_type") or availability.get("code") or error.get("error_type")
+    retry_after = availability.get("retry_after")
+    message = error.get("message")
+    return UpstreamFailure(
+        http_status=http_status,
+        code=None if code is None else str(code),
+        message=message if isinstance(message, str) else "",
+        error_type=error_type if isinstance(error_type, str) else None,
+        retry_after=float(retry_after) if isinstance(retry_after, int | float) else None,
+        moderation=bool(metadata.get("reasons") or metadata.get("flagged_input")),
+    )
+
+
+def as_object(value: object) -> JSONObject:
+    """`value` if it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}

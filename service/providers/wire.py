@@ -1,0 +1,238 @@
+"""The OpenAI-compatible wire format both providers share: request bodies and usage.
+
+Providers start from `chat_body()` and change only what their wire does
+differently (see openrouter.py and zai.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+
+if TYPE_CHECKING:
+    from google.protobuf import struct_pb2
+
+AnyCompletionRequest = pb.CompleteRequest | pb.StreamCompleteRequest
+JSONObject = dict[str, Any]
+
+ROLE_NAMES: dict[int, str] = {
+    common.ROLE_SYSTEM: "system",
+    common.ROLE_USER: "user",
+    common.ROLE_ASSISTANT: "assistant",
+    common.ROLE_TOOL: "tool",
+}
+_IMAGE_DETAIL = {
+    common.IMAGE_DETAIL_AUTO: "auto",
+    common.IMAGE_DETAIL_LOW: "low",
+    common.IMAGE_DETAIL_HIGH: "high",
+}
+_TOOL_CHOICE_MODES = {
+    common.TOOL_CHOICE_MODE_AUTO: "auto",
+    common.TOOL_CHOICE_MODE_NONE: "none",
+    common.TOOL_CHOICE_MODE_REQUIRED: "required",
+}
+# Beyond this a double no longer holds every integer exactly.
+_MAX_EXACT_INT = 2**53
+
+
+def chat_body(
+    request: AnyCompletionRequest,
+    upstream_model: str,
+    *,
+    stream: bool,
+    reasoning_field: str,
+    flatten_content_roles: frozenset[str] = frozenset(),
+) -> JSONObject:
+    """The body of POST /chat/completions for `request`.
+
+    `reasoning_field` names the assistant-message field that carries reasoning
+    back upstream; `flatten_content_roles` lists roles whose multi-part content
+    must be sent as one string.
+    """
+    body: JSONObject = {
+        "model": upstream_model,
+        "messages": [
+            message_json(m, reasoning_field, flatten_content_roles) for m in request.messages
+        ],
+    }
+    if stream:
+        body["stream"] = True
+        # Without it some upstreams send no usage at all on streams.
+        body["stream_options"] = {"include_usage": True}
+    if request.HasField("sampling"):
+        _add_sampling(body, request.sampling)
+    if request.tools:
+        body["tools"] = [tool_json(t) for t in request.tools]
+        if request.HasField("tool_choice"):
+            choice = tool_choice_json(request.tool_choice)
+            if choice is not None:
+                body["tool_choice"] = choice
+    if request.HasField("response_format"):
+        response_format = response_format_json(request.response_format)
+        if response_format is not None:
+            body["response_format"] = response_format
+    return body
+
+
+def message_json(
+    message: common.ChatMessage, reasoning_field: str, flatten_content_roles: frozenset[str]
+) -> JSONObject:
+    """One message in the OpenAI shape."""
+    role = ROLE_NAMES[message.role]
+    out: JSONObject = {"role": role}
+    if message.parts:
+        if role in flatten_content_roles:
+            out["content"] = "".join(
+                p.text for p in message.parts if p.WhichOneof("part") == "text"
+            )
+        else:
+            out["content"] = [part_json(p) for p in message.parts]
+    elif message.content or not message.tool_calls:
+        out["content"] = message.content
+    else:
+        # An assistant turn that only called tools: OpenAI-compatible APIs want null.
+        out["content"] = None
+    if message.name:
+        out["name"] = message.name
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments or "{}"},
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id:
+        out["tool_call_id"] = message.tool_call_id
+    if message.reasoning:
+        out[reasoning_field] = message.reasoning
+    return out
+
+
+def part_json(part: common.ContentPart) -> JSONObject:
+    """One content part in the OpenAI shape."""
+    if part.WhichOneof("part") == "image":
+        image: JSONObject = {"url": part.image.url}
+        if part.image.detail in _IMAGE_DETAIL:
+            image["detail"] = _IMAGE_DETAIL[part.image.detail]
+        return {"type": "image_url", "image_url": image}
+    return {"type": "text", "text": part.text}
+
+
+def tool_json(tool: common.Tool) -> JSONObject:
+    """One function tool in the OpenAI shape."""
+    function: JSONObject = {"name": tool.name}
+    if tool.description:
+        function["description"] = tool.description
+    function["parameters"] = (
+        struct_to_json(tool.parameters)
+        if tool.HasField("parameters")
+        else {"type": "object", "properties": {}}
+    )
+    if tool.HasField("strict"):
+        function["strict"] = tool.strict
+    return {"type": "function", "function": function}
+
+
+def tool_choice_json(choice: common.ToolChoice) -> str | JSONObject | None:
+    """The OpenAI `tool_choice` value, or None for "leave the default"."""
+    if choice.WhichOneof("choice") == "function_name":
+        return {"type": "function", "function": {"name": choice.function_name}}
+    return _TOOL_CHOICE_MODES.get(choice.mode)
+
+
+def response_format_json(response_format: common.ResponseFormat) -> JSONObject | None:
+    """The OpenAI `response_format` value, or None for plain text."""
+    kind = response_format.type
+    if kind == common.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+        return {"type": "json_object"}
+    if kind == common.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+        schema = response_format.json_schema
+        spec: JSONObject = {"name": schema.name, "schema": struct_to_json(schema.schema)}
+        if schema.description:
+            spec["description"] = schema.description
+        if schema.HasField("strict"):
+            spec["strict"] = schema.strict
+        return {"type": "json_schema", "json_schema": spec}
+    return None
+
+
+def _add_sampling(body: JSONObject, sampling: common.SamplingParams) -> None:
+    if sampling.HasField("temperature"):
+        body["temperature"] = sampling.temperature
+    if sampling.HasField("top_p"):
+        body["top_p"] = sampling.top_p
+    if sampling.HasField("max_tokens"):
+        body["max_tokens"] = sampling.max_tokens
+    if sampling.stop:
+        body["stop"] = list(sampling.stop)
+    if sampling.HasField("seed"):
+        body["seed"] = sampling.seed
+    if sampling.HasField("presence_penalty"):
+        body["presence_penalty"] = sampling.presence_penalty
+    if sampling.HasField("frequency_penalty"):
+        body["frequency_penalty"] = sampling.frequency_penalty
+
+
+def struct_to_json(struct: struct_pb2.Struct) -> JSONObject:
+    """A Struct as plain JSON; whole numbers become integers.
+
+    Struct stores every number as a double, so a schema's `"maxItems": 3`
+    would otherwise reach the provider as `3.0`, which strict validators reject.
+    """
+    return {key: _value_to_json(value) for key, value in struct.fields.items()}
+
+
+def _value_to_json(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        if number.is_integer() and abs(number) <= _MAX_EXACT_INT:
+            return int(number)
+        return number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_json(value.struct_value)
+    if kind == "list_value":
+        return [_value_to_json(v) for v in value.list_value.values]
+    return None
+
+
+def usage_from_json(usage: JSONObject) -> common.Usage:
+    """Our Usage from an OpenAI-style `usage` object, tolerant of missing parts."""
+    prompt = _count(usage.get("prompt_tokens"))
+    completion = _count(usage.get("completion_tokens"))
+    total = _count(usage.get("total_tokens")) or prompt + completion
+    prompt_details = usage.get("prompt_tokens_details")
+    completion_details = usage.get("completion_tokens_details")
+    result = common.Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total,
+        cached_tokens=_count(prompt_details.get("cached_tokens"))
+        if isinstance(prompt_details, dict)
+        else 0,
+        reasoning_tokens=_count(completion_details.get("reasoning_tokens"))
+        if isinstance(completion_details, dict)
+        else 0,
+    )
+    cost = usage.get("cost")
+    if isinstance(cost, int | float) and not isinstance(cost, bool):
+        result.cost_usd = float(cost)
+    return result
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(0, value)
+    if isinstance(value, float) and value.is_integer():
+        return max(0, int(value))
+    return 0

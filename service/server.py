@@ -1,0 +1,137 @@
+"""Builds, starts and drains the gateway's grpc.aio server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
+
+from service.catalog import Catalog
+from service.config import ConfigError
+from service.providers.openrouter import OpenRouterProvider
+from service.providers.zai import ZaiProvider
+from service.routing import Router
+from service.servicer import CompletionServicer
+
+if TYPE_CHECKING:
+    import httpx
+
+    from service.config import Settings
+    from service.providers.core import OpenAICompatibleProvider
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CompletionService"].full_name
+# gRPC's own ceiling sits above ours, so an oversized request gets our
+# INVALID_ARGUMENT naming the limit rather than a bare RESOURCE_EXHAUSTED.
+_GRPC_MESSAGE_SLACK = 1024 * 1024
+
+
+@dataclass
+class Gateway:
+    """A started gateway: its server, bound port and what must be closed."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    providers: dict[common.Provider.ValueType, OpenAICompatibleProvider]
+
+    async def stop(self, grace: float | None) -> None:
+        """Drain: refuse new calls, let in-flight ones finish within `grace`, close upstreams."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await asyncio.gather(*(p.aclose() for p in self.providers.values()))
+
+
+async def start_gateway(
+    settings: Settings,
+    *,
+    address: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Gateway:
+    """Bind, start and report SERVING. `transport` is a test seam for httpx."""
+    router = Router(settings.aliases)
+    openrouter = OpenRouterProvider(
+        settings.openrouter,
+        settings.timeouts,
+        max_connections=settings.max_connections_per_provider,
+        transport=transport,
+    )
+    zai = ZaiProvider(
+        settings.zai,
+        settings.timeouts,
+        max_connections=settings.max_connections_per_provider,
+        transport=transport,
+    )
+    providers: dict[common.Provider.ValueType, OpenAICompatibleProvider] = {
+        common.PROVIDER_OPENROUTER: openrouter,
+        common.PROVIDER_ZAI: zai,
+    }
+    max_message = settings.max_request_bytes + _GRPC_MESSAGE_SLACK
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message),
+            # One process per port unless asked otherwise: a second gateway
+            # on a busy port should fail, not silently share it.
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    servicer = CompletionServicer(
+        router,
+        providers,
+        Catalog(settings.aliases, openrouter, zai),
+        max_request_bytes=settings.max_request_bytes,
+    )
+    pb_grpc.add_CompletionServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    bind = address or settings.address
+    try:
+        port = server.add_insecure_port(bind)
+    except RuntimeError as exc:
+        raise ConfigError(f"cannot listen on {bind}: {exc}") from exc
+    await server.start()
+    for provider in providers.values():
+        if provider.configured:
+            logger.info("%s: configured", provider.display_name)
+        else:
+            logger.warning(
+                "%s: not configured; set %s to enable it (its models fail with "
+                "FAILED_PRECONDITION until then)",
+                provider.display_name,
+                provider.key_env,
+            )
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    logger.info("llmgateway listening on %s", _display_address(bind, port))
+    return Gateway(server=server, port=port, health=health_servicer, providers=providers)
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then drain within settings.shutdown_grace."""
+    gateway = await start_gateway(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    logger.info("shutting down: draining in-flight calls for up to %.0f s", settings.shutdown_grace)
+    await gateway.stop(settings.shutdown_grace)
+    logger.info("stopped")
+
+
+def _display_address(bind: str, port: int) -> str:
+    host = bind.rsplit(":", 1)[0]
+    return f"{host}:{port}"
