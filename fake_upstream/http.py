@@ -80,6 +80,7 @@ class ConnectionStats:
     """What the server saw of its clients, for tests to assert on."""
 
     open_connections: int = 0
+    connections_accepted: int = 0
     streams_started: int = 0
     streams_completed: int = 0
     # Streams the client closed before the server finished sending them.
@@ -124,6 +125,7 @@ class HTTPServer:
         self._tasks.add(task)
         self._writers.add(writer)
         self.stats.open_connections += 1
+        self.stats.connections_accepted += 1
         try:
             while True:
                 request = await _read_request(reader)

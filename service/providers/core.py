@@ -26,7 +26,7 @@ from service.providers.wire import AnyCompletionRequest, JSONObject, usage_from_
 from service.routing import gateway_model_name
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Iterator
+    from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
     from service.config import Secret, Timeouts
     from service.routing import Route
@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 # Error bodies are small; a provider that sends megabytes with a 4xx is not
 # worth buffering in full.
 _MAX_ERROR_BODY = 64 * 1024
+# How long to wait for the end of a body after [DONE] before dropping the connection.
+_DRAIN_TIMEOUT = 1.0
 
 _COMMON_FINISH_REASONS: dict[str, common.FinishReason.ValueType] = {
     "stop": common.FINISH_REASON_STOP,
@@ -189,8 +191,9 @@ class OpenAICompatibleProvider:
                 self, route, include_reasoning=self.include_reasoning(request)
             )
             decoder = SSEDecoder()
+            body = response.aiter_bytes()
             with self._transport_errors(route, mid_stream=True):
-                async for raw in response.aiter_bytes():
+                async for raw in body:
                     for event in decoder.feed(raw):
                         for out in assembler.on_event(event):
                             yield out
@@ -198,6 +201,7 @@ class OpenAICompatibleProvider:
                         break
             for out in assembler.finish():
                 yield out
+            await _drain(body)
         finally:
             # Also runs when the caller cancels: closing an unfinished response
             # drops the connection, which is what stops upstream generation.
@@ -410,6 +414,18 @@ class OpenAICompatibleProvider:
         if isinstance(usage, dict):
             response.usage.CopyFrom(self.usage(usage))
         return response
+
+
+async def _drain(body: AsyncIterator[bytes]) -> None:
+    """Read what follows [DONE] (normally only the end of the chunked body).
+
+    A response read to its end goes back to the pool; one closed early costs
+    a new connection on the next call.
+    """
+    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+        async with asyncio.timeout(_DRAIN_TIMEOUT):
+            async for _ in body:
+                pass
 
 
 async def _read_capped(response: httpx.Response) -> bytes:

@@ -1,0 +1,94 @@
+"""Shared fixtures: the fake upstream, a gateway pointed at it, and a real gRPC channel."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
+
+from fake_upstream import FakeUpstream
+from service.config import Settings
+from service.server import Gateway, start_gateway
+
+ALIASES = {"fast": "zai/glm-4.5-flash", "coder": "zai/glm-4.7"}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def settings(fake: FakeUpstream) -> Settings:
+    env = {
+        **fake.environment(),
+        "OPENROUTER_HTTP_REFERER": "https://gateway.example.test",
+        "OPENROUTER_APP_TITLE": "llmgateway-tests",
+        "LLMGATEWAY_STREAM_IDLE_TIMEOUT": "2",
+    }
+    loaded = Settings.load(env)
+    return dataclasses.replace(
+        loaded,
+        aliases=ALIASES,
+        zai=dataclasses.replace(loaded.zai, coding_models=frozenset({"glm-4.6"})),
+    )
+
+
+@pytest.fixture
+async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    running = await start_gateway(settings, address="127.0.0.1:0")
+    yield running
+    await running.stop(grace=0)
+
+
+@pytest.fixture
+async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as opened:
+        yield opened
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> pb_grpc.CompletionServiceAsyncStub:
+    return pb_grpc.CompletionServiceStub(channel)
+
+
+def user(text: str) -> common.ChatMessage:
+    """A user message."""
+    return common.ChatMessage(role=common.ROLE_USER, content=text)
+
+
+@dataclasses.dataclass
+class RichStatus:
+    """The details the gateway packs into an error status."""
+
+    code: grpc.StatusCode
+    message: str
+    info: error_details_pb2.ErrorInfo
+    bad_request: error_details_pb2.BadRequest | None
+    retry: error_details_pb2.RetryInfo | None
+
+
+def rich_status(error: grpc.aio.AioRpcError) -> RichStatus:
+    """Decode `grpc-status-details-bin`; fails the test if ErrorInfo is missing."""
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    assert isinstance(raw, bytes), "the error carries no google.rpc.Status"
+    status = status_pb2.Status.FromString(raw)
+    assert status.code == error.code().value[0]
+    found: dict[str, any_pb2.Any] = {d.TypeName(): d for d in status.details}
+    info = error_details_pb2.ErrorInfo()
+    assert found["google.rpc.ErrorInfo"].Unpack(info)
+    bad_request = retry = None
+    if "google.rpc.BadRequest" in found:
+        bad_request = error_details_pb2.BadRequest()
+        found["google.rpc.BadRequest"].Unpack(bad_request)
+    if "google.rpc.RetryInfo" in found:
+        retry = error_details_pb2.RetryInfo()
+        found["google.rpc.RetryInfo"].Unpack(retry)
+    return RichStatus(error.code(), status.message, info, bad_request, retry)

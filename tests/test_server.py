@@ -1,0 +1,160 @@
+"""The server around the service: health, reflection, ListModels, drain, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
+
+from tests.conftest import user
+
+SERVICE = "llmgateway.v1.CompletionService"
+
+
+async def test_health_reports_serving(channel):
+    health = health_pb2_grpc.HealthStub(channel)
+    for name in ("", SERVICE):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_describes_the_service(channel):
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    async def ask(**kwargs):
+        call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(**kwargs)]))
+        return [reply async for reply in call][0]
+
+    listed = await ask(list_services="")
+    names = {s.name for s in listed.list_services_response.service}
+    assert {SERVICE, "grpc.health.v1.Health"} <= names
+    described = await ask(file_containing_symbol=SERVICE)
+    assert described.file_descriptor_response.file_descriptor_proto
+
+
+async def test_list_models(stub):
+    reply = await stub.ListModels(pb.ListModelsRequest(), timeout=10)
+    by_name = {m.name: m for m in reply.models}
+    assert list(reply.incomplete_providers) == []
+    assert by_name["fast"].alias_of == "zai/glm-4.5-flash"
+    glm = by_name["zai/glm-4.7"]
+    assert glm.provider == common.PROVIDER_ZAI
+    assert glm.context_length == 204_800
+    assert glm.pricing.prompt_per_million == pytest.approx(0.60)
+    assert glm.available
+    mini = by_name["openrouter/openai/gpt-4o-mini"]
+    assert mini.context_length == 128_000
+    assert mini.pricing.prompt_per_million == pytest.approx(0.15)
+    assert mini.pricing.completion_per_million == pytest.approx(0.60)
+    only_zai = await stub.ListModels(pb.ListModelsRequest(provider=common.PROVIDER_ZAI))
+    assert {m.provider for m in only_zai.models} == {common.PROVIDER_ZAI}
+
+
+async def test_list_models_reports_an_unreachable_catalogue(stub, fake):
+    await fake.close()
+    reply = await stub.ListModels(pb.ListModelsRequest(), timeout=30)
+    assert list(reply.incomplete_providers) == [common.PROVIDER_OPENROUTER]
+    assert any(m.name == "zai/glm-4.7" for m in reply.models)
+
+
+async def test_stop_lets_in_flight_streams_finish(gateway, stub, fake):
+    fake.slow_chunk_delay = 0.005
+    request = pb.StreamCompleteRequest(model="zai/fault-slow", messages=[user("go")])
+    call = stub.StreamComplete(request, timeout=30)
+    first = await call.read()
+    assert first.WhichOneof("event") == "reasoning_delta"
+    stopping = asyncio.create_task(gateway.stop(grace=10))
+    events = [first]
+    while (event := await call.read()) is not grpc.aio.EOF:
+        events.append(event)
+    await stopping
+    assert events[-1].WhichOneof("event") == "done"
+    assert fake.stats.streams_completed == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_serve_command_starts_answers_and_drains_on_sigterm(fake):
+    port = _free_port()
+    env = {**os.environ, **fake.environment(), "PYTHONUNBUFFERED": "1"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--address",
+        f"127.0.0.1:{port}",
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), timeout=30)
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            stub = pb_grpc.CompletionServiceStub(channel)
+            answer = await stub.Complete(
+                pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")]), timeout=10
+            )
+            assert answer.content
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    output = (await process.stdout.read()).decode() if process.stdout else ""
+    assert code == 0, output
+    assert "llmgateway listening on 127.0.0.1" in output
+    assert "shutting down" in output
+    assert fake.openrouter_key not in output
+    assert fake.zai_key not in output
+
+
+def test_serve_reports_a_missing_key_at_startup_and_a_bad_setting_clearly():
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env["LLMGATEWAY_CONNECT_TIMEOUT"] = "soon"
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--address", "127.0.0.1:0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "LLMGATEWAY_CONNECT_TIMEOUT" in result.stderr
+
+
+def test_demo_command_streams_from_both_providers():
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "demo", "Hi!"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("You said: Hi!") == 2
+    assert "served by zai/glm-4.7" in result.stdout
+    assert "served by openrouter/openai/gpt-4o-mini" in result.stdout
+    assert "[reasoning]" in result.stdout

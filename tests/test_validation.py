@@ -1,0 +1,327 @@
+"""Bad requests are refused before any upstream call, naming the field to fix."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grpc
+import pytest
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
+
+from service.config import Secret
+from service.server import start_gateway
+from tests.conftest import rich_status, user
+
+OK_MODEL = "zai/glm-4.7"
+TOOL = common.Tool(name="lookup")
+
+
+def violations(error):
+    status = rich_status(error)
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert status.bad_request is not None
+    return {v.field: v.description for v in status.bad_request.field_violations}
+
+
+CASES = [
+    ("no model", pb.CompleteRequest(messages=[user("hi")]), "model"),
+    ("no messages", pb.CompleteRequest(model=OK_MODEL), "messages"),
+    (
+        "unknown role",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[common.ChatMessage(role=common.ROLE_UNSPECIFIED, content="hi")],
+        ),
+        "messages[0].role",
+    ),
+    (
+        "role from the future",
+        pb.CompleteRequest(model=OK_MODEL, messages=[common.ChatMessage(role=42, content="hi")]),
+        "messages[0].role",
+    ),  # type: ignore[arg-type]
+    (
+        "empty user message",
+        pb.CompleteRequest(model=OK_MODEL, messages=[common.ChatMessage(role=common.ROLE_USER)]),
+        "messages[0].content",
+    ),
+    (
+        "content and parts",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[
+                common.ChatMessage(
+                    role=common.ROLE_USER, content="a", parts=[common.ContentPart(text="b")]
+                )
+            ],
+        ),
+        "messages[0].parts",
+    ),
+    (
+        "tool message without id",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[user("hi"), common.ChatMessage(role=common.ROLE_TOOL, content="42")],
+        ),
+        "messages[1].tool_call_id",
+    ),
+    (
+        "tool calls on a user message",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[
+                common.ChatMessage(
+                    role=common.ROLE_USER,
+                    content="hi",
+                    tool_calls=[common.ToolCall(id="c", name="f")],
+                )
+            ],
+        ),
+        "messages[0].tool_calls",
+    ),
+    (
+        "bad image url",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[
+                common.ChatMessage(
+                    role=common.ROLE_USER,
+                    parts=[common.ContentPart(image=common.ImagePart(url="file:///etc/passwd"))],
+                )
+            ],
+        ),
+        "messages[0].parts[0].image.url",
+    ),
+    (
+        "temperature too high",
+        pb.CompleteRequest(
+            model=OK_MODEL, messages=[user("hi")], sampling=common.SamplingParams(temperature=2.5)
+        ),
+        "sampling.temperature",
+    ),
+    (
+        "temperature NaN",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[user("hi")],
+            sampling=common.SamplingParams(temperature=float("nan")),
+        ),
+        "sampling.temperature",
+    ),
+    (
+        "top_p zero",
+        pb.CompleteRequest(
+            model=OK_MODEL, messages=[user("hi")], sampling=common.SamplingParams(top_p=0.0)
+        ),
+        "sampling.top_p",
+    ),
+    (
+        "max_tokens zero",
+        pb.CompleteRequest(
+            model=OK_MODEL, messages=[user("hi")], sampling=common.SamplingParams(max_tokens=0)
+        ),
+        "sampling.max_tokens",
+    ),
+    (
+        "too many stops",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[user("hi")],
+            sampling=common.SamplingParams(stop=["a", "b", "c", "d", "e"]),
+        ),
+        "sampling.stop",
+    ),
+    (
+        "penalty out of range",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[user("hi")],
+            sampling=common.SamplingParams(presence_penalty=-3),
+        ),
+        "sampling.presence_penalty",
+    ),
+    (
+        "bad tool name",
+        pb.CompleteRequest(
+            model=OK_MODEL, messages=[user("hi")], tools=[common.Tool(name="has space")]
+        ),
+        "tools[0].name",
+    ),
+    (
+        "duplicate tool",
+        pb.CompleteRequest(model=OK_MODEL, messages=[user("hi")], tools=[TOOL, TOOL]),
+        "tools[1].name",
+    ),
+    (
+        "forced tool not offered",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[user("hi")],
+            tools=[TOOL],
+            tool_choice=common.ToolChoice(function_name="other"),
+        ),
+        "tool_choice.function_name",
+    ),
+    (
+        "required without tools",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[user("hi")],
+            tool_choice=common.ToolChoice(mode=common.TOOL_CHOICE_MODE_REQUIRED),
+        ),
+        "tool_choice.mode",
+    ),
+    (
+        "json schema without schema",
+        pb.CompleteRequest(
+            model="openrouter/openai/gpt-4o",
+            messages=[user("hi")],
+            response_format=common.ResponseFormat(
+                type=common.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+                json_schema=common.JsonSchemaFormat(name="x"),
+            ),
+        ),
+        "response_format.json_schema.schema",
+    ),
+    (
+        "effort and budget",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[user("hi")],
+            reasoning=common.ReasoningOptions(effort=common.REASONING_EFFORT_LOW, max_tokens=10),
+        ),
+        "reasoning.max_tokens",
+    ),
+    (
+        "zai model in openrouter fallbacks",
+        pb.CompleteRequest(
+            model="openrouter/openai/gpt-4o",
+            messages=[user("hi")],
+            openrouter=common.OpenRouterOptions(models=["zai/glm-4.7"]),
+        ),
+        "openrouter.models[0]",
+    ),
+    (
+        "negative max price",
+        pb.CompleteRequest(
+            model="openrouter/openai/gpt-4o",
+            messages=[user("hi")],
+            openrouter=common.OpenRouterOptions(
+                provider=common.ProviderPreferences(max_price=common.MaxPrice(prompt=-1))
+            ),
+        ),
+        "openrouter.provider.max_price.prompt",
+    ),
+    (
+        "zai: two stop words",
+        pb.CompleteRequest(
+            model=OK_MODEL, messages=[user("hi")], sampling=common.SamplingParams(stop=["a", "b"])
+        ),
+        "sampling.stop",
+    ),
+    (
+        "zai: json schema",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[user("hi")],
+            response_format=common.ResponseFormat(
+                type=common.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+                json_schema=common.JsonSchemaFormat(name="x", schema={"type": "object"}),
+            ),
+        ),
+        "response_format.type",
+    ),
+    (
+        "zai: short user id",
+        pb.CompleteRequest(model=OK_MODEL, messages=[user("hi")], user="u1"),
+        "user",
+    ),
+    (
+        "zai: only a system message",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[common.ChatMessage(role=common.ROLE_SYSTEM, content="be terse")],
+        ),
+        "messages",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "request_", "field"), CASES, ids=[c[0] for c in CASES])
+async def test_invalid_requests_name_the_field(stub, fake, name, request_, field):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Complete(request_, timeout=10)
+    found = violations(caught.value)
+    assert field in found, f"{name}: expected a violation on {field}, got {found}"
+    assert rich_status(caught.value).info.reason == "INVALID_REQUEST"
+    assert field in caught.value.details()
+    assert fake.requests == [], "nothing may reach the upstream"
+
+
+async def test_stream_validation_fails_before_any_event(stub, fake):
+    request = pb.StreamCompleteRequest(model=OK_MODEL)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stub.StreamComplete(request, timeout=10):
+            pytest.fail("no event may precede a validation error")
+    assert "messages" in violations(caught.value)
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "openrouter/gpt-4o", "zai/", "zai/a/b", "openai/x"])
+async def test_unknown_model_names_explain_naming(stub, model):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Complete(pb.CompleteRequest(model=model, messages=[user("hi")]), timeout=10)
+    status = rich_status(caught.value)
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert status.info.reason == "UNKNOWN_MODEL"
+    assert "openrouter/<vendor>/<model>" in status.message
+    assert "zai/<model>" in status.message
+    assert "fast" in status.message  # configured aliases are listed
+
+
+async def test_oversized_request_is_refused_with_the_limit(settings, fake):
+    small = dataclasses.replace(settings, max_request_bytes=1000)
+    gateway = await start_gateway(small, address="127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = pb_grpc.CompletionServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Complete(
+                    pb.CompleteRequest(model=OK_MODEL, messages=[user("x" * 5000)]), timeout=10
+                )
+    finally:
+        await gateway.stop(0)
+    assert "at most 1000" in violations(caught.value)["messages"]
+    assert fake.requests == []
+
+
+async def test_missing_key_fails_only_that_provider(settings, fake):
+    no_zai = dataclasses.replace(settings, zai=dataclasses.replace(settings.zai, api_key=None))
+    gateway = await start_gateway(no_zai, address="127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = pb_grpc.CompletionServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Complete(
+                    pb.CompleteRequest(model=OK_MODEL, messages=[user("hi")]), timeout=10
+                )
+            working = await stub.Complete(
+                pb.CompleteRequest(model="openrouter/openai/gpt-4o", messages=[user("hi")]),
+                timeout=10,
+            )
+    finally:
+        await gateway.stop(0)
+    status = rich_status(caught.value)
+    assert status.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert status.info.reason == "PROVIDER_NOT_CONFIGURED"
+    assert "ZAI_API_KEY" in status.message
+    assert status.info.metadata["variable"] == "ZAI_API_KEY"
+    assert working.content
+    assert [r.provider for r in fake.requests] == ["openrouter"]
+
+
+def test_secret_is_never_printed():
+    secret = Secret("sk-or-v1-should-not-leak")
+    assert "should-not-leak" not in repr(secret)
+    assert "should-not-leak" not in str(secret)
