@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
@@ -15,6 +14,11 @@ from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 from fake_upstream import FakeUpstream
 from service.config import Settings
 from service.server import Gateway, start_gateway
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from google.protobuf import any_pb2
 
 ALIASES = {"fast": "zai/glm-4.5-flash", "coder": "zai/glm-4.7"}
 

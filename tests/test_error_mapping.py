@@ -13,7 +13,6 @@ from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 from service.server import start_gateway
-
 from tests.conftest import rich_status, user
 
 S = grpc.StatusCode

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import grpc
 import pytest
@@ -23,18 +24,20 @@ SERVICE = "llmgateway.v1.CompletionService"
 
 
 async def test_health_reports_serving(channel):
-    health = health_pb2_grpc.HealthStub(channel)
+    health: Any = health_pb2_grpc.HealthStub(channel)  # its stubs type only the sync API
     for name in ("", SERVICE):
         reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_reflection_describes_the_service(channel):
-    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)  # as above
 
     async def ask(**kwargs):
         call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(**kwargs)]))
-        return [reply async for reply in call][0]
+        async for reply in call:
+            return reply
+        raise AssertionError("reflection sent no reply")
 
     listed = await ask(list_services="")
     names = {s.name for s in listed.list_services_response.service}
@@ -106,7 +109,7 @@ async def test_serve_command_starts_answers_and_drains_on_sigterm(fake):
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=30)
-            health = health_pb2_grpc.HealthStub(channel)
+            health: Any = health_pb2_grpc.HealthStub(channel)  # its stubs type only the sync API
             reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
             stub = pb_grpc.CompletionServiceStub(channel)

@@ -202,7 +202,7 @@ async def test_stalled_stream_ends_with_idle_timeout(stub):
 
 async def test_finished_streams_reuse_the_upstream_connection(stub, fake):
     for _ in range(3):
-        events, error = await collect(stub, "openrouter/openai/gpt-4o-mini")
+        _events, error = await collect(stub, "openrouter/openai/gpt-4o-mini")
         assert error is None
     assert fake.stats.streams_completed == 3
     assert fake.stats.connections_accepted == 1

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
@@ -16,6 +18,10 @@ from tests.conftest import rich_status, user
 
 OK_MODEL = "zai/glm-4.7"
 TOOL = common.Tool(name="lookup")
+# A role number a newer client might send; this server does not know it.
+FUTURE_ROLE = cast("common.Role.ValueType", 42)
+OBJECT_SCHEMA = struct_pb2.Struct()
+OBJECT_SCHEMA.update({"type": "object"})
 
 
 def violations(error):
@@ -38,9 +44,11 @@ CASES = [
     ),
     (
         "role from the future",
-        pb.CompleteRequest(model=OK_MODEL, messages=[common.ChatMessage(role=42, content="hi")]),
+        pb.CompleteRequest(
+            model=OK_MODEL, messages=[common.ChatMessage(role=FUTURE_ROLE, content="hi")]
+        ),
         "messages[0].role",
-    ),  # type: ignore[arg-type]
+    ),
     (
         "empty user message",
         pb.CompleteRequest(model=OK_MODEL, messages=[common.ChatMessage(role=common.ROLE_USER)]),
@@ -227,7 +235,7 @@ CASES = [
             messages=[user("hi")],
             response_format=common.ResponseFormat(
                 type=common.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
-                json_schema=common.JsonSchemaFormat(name="x", schema={"type": "object"}),
+                json_schema=common.JsonSchemaFormat(name="x", schema=OBJECT_SCHEMA),
             ),
         ),
         "response_format.type",
@@ -255,7 +263,7 @@ async def test_invalid_requests_name_the_field(stub, fake, name, request_, field
     found = violations(caught.value)
     assert field in found, f"{name}: expected a violation on {field}, got {found}"
     assert rich_status(caught.value).info.reason == "INVALID_REQUEST"
-    assert field in caught.value.details()
+    assert field in (caught.value.details() or "")
     assert fake.requests == [], "nothing may reach the upstream"
 
 

@@ -191,9 +191,9 @@ class OpenAICompatibleProvider:
                 self, route, include_reasoning=self.include_reasoning(request)
             )
             decoder = SSEDecoder()
-            body = response.aiter_bytes()
+            chunks = response.aiter_bytes()
             with self._transport_errors(route, mid_stream=True):
-                async for raw in body:
+                async for raw in chunks:
                     for event in decoder.feed(raw):
                         for out in assembler.on_event(event):
                             yield out
@@ -201,7 +201,7 @@ class OpenAICompatibleProvider:
                         break
             for out in assembler.finish():
                 yield out
-            await _drain(body)
+            await _drain(chunks)
         finally:
             # Also runs when the caller cancels: closing an unfinished response
             # drops the connection, which is what stops upstream generation.
