@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up, then run the gateway.
+#   No API keys in the environment: start a fake upstream and a gateway on
+#   loopback and stream a completion from each provider into the terminal.
+#   OPENROUTER_API_KEY and/or ZAI_API_KEY set: serve the real providers
+#   (llmgateway serve; extra arguments are passed on, e.g. --address).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+if [ -n "${OPENROUTER_API_KEY:-}" ] || [ -n "${ZAI_API_KEY:-}" ]; then
+  exec .venv/bin/llmgateway serve "$@"
+fi
+echo "==> no OPENROUTER_API_KEY or ZAI_API_KEY set: running the demo against the fake upstream" >&2
+exec .venv/bin/llmgateway demo "$@"
