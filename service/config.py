@@ -104,8 +104,11 @@ class Settings:
         def pick(env_name: str, table: dict[str, Any], key: str, default: str) -> str:
             value = environ.get(env_name) or table.get(key) or default
             if not isinstance(value, str):
-                raise ConfigError(f"{key} must be a string")
+                section = next(n for n, t in sections.items() if t is table)
+                raise ConfigError(f"[{section}] {key} must be a string")
             return value
+
+        sections = {"server": server, "timeouts": timeouts, "openrouter": openrouter, "zai": zai}
 
         return cls(
             address=pick("LLMGATEWAY_ADDRESS", server, "address", DEFAULT_ADDRESS),
@@ -218,6 +221,8 @@ def _seconds(
     environ: Mapping[str, str], env_name: str, table: dict[str, Any], key: str, default: float
 ) -> float:
     raw: object = environ.get(env_name) or table.get(key, default)
+    if isinstance(raw, bool):
+        raise ConfigError(f"{env_name} ({key}) must be a number, got {raw!r}")
     try:
         value = float(raw)  # type: ignore[arg-type]  # validated just below
     except (TypeError, ValueError) as exc:

@@ -70,7 +70,11 @@ class GatewayError(Exception):
             )
             details.append(_pack(bad_request))
         if self.retry_after is not None:
-            seconds = max(0.0, self.retry_after)
+            seconds = (
+                min(max(0.0, self.retry_after), 86_400.0)
+                if math.isfinite(self.retry_after)
+                else 0.0
+            )
             whole = math.floor(seconds)
             delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
             details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))

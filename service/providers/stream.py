@@ -18,7 +18,7 @@ import orjson
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
-from service.providers.upstream_errors import UpstreamFailure
+from service.providers.upstream_errors import UpstreamFailure, sane_retry_after
 from service.routing import gateway_model_name
 
 if TYPE_CHECKING:
@@ -139,7 +139,9 @@ class StreamAssembler:
         index = fragment.get("index")
         call_id = fragment.get("id")
         if isinstance(index, int) and not isinstance(index, bool):
-            for builder in self._tool_calls:
+            # Newest first: upstreams that number every call 0 start a new
+            # call with a new id, and later fragments belong to that one.
+            for builder in reversed(self._tool_calls):
                 if builder.index == index and not (
                     call_id and builder.id and builder.id != call_id
                 ):
@@ -209,7 +211,9 @@ def failure_from_error_object(error: object, http_status: int | None) -> Upstrea
         code=None if code is None else str(code),
         message=message if isinstance(message, str) else "",
         error_type=error_type if isinstance(error_type, str) else None,
-        retry_after=float(retry_after) if isinstance(retry_after, int | float) else None,
+        retry_after=sane_retry_after(float(retry_after))
+        if isinstance(retry_after, int | float) and not isinstance(retry_after, bool)
+        else None,
         moderation=bool(metadata.get("reasons") or metadata.get("flagged_input")),
     )
 

@@ -62,6 +62,8 @@ _SUMMARIES: dict[Reason, str] = {
 }
 
 _MAX_UPSTREAM_MESSAGE = 500
+# Retry hints beyond a day are not hints; a nonsensical one must not break error reporting.
+MAX_RETRY_AFTER = 86_400.0
 
 
 def reason_for_http_status(status: int) -> Reason:
@@ -167,6 +169,11 @@ def parse_retry_after(value: str | None) -> float | None:
         except (TypeError, ValueError):
             return None
         seconds = when.timestamp() - time.time()
-    if math.isnan(seconds):
+    return sane_retry_after(seconds)
+
+
+def sane_retry_after(seconds: float) -> float | None:
+    """`seconds` as a usable retry delay: never negative, NaN or infinite, at most a day."""
+    if not math.isfinite(seconds):
         return None
-    return max(0.0, seconds)
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
