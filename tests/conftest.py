@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,9 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 from fake_upstream import FakeUpstream
-from service.config import Settings
+from service.config import OpenRouterSettings, Secret, Settings, Timeouts, ZaiSettings
+from service.providers.openrouter import OpenRouterProvider
+from service.providers.zai import ZaiProvider
 from service.server import Gateway, start_gateway
 
 if TYPE_CHECKING:
@@ -61,6 +64,42 @@ async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> pb_grpc.CompletionServiceAsyncStub:
     return pb_grpc.CompletionServiceStub(channel)
+
+
+# Providers built directly, for unit tests of translation and stream assembly.
+@pytest.fixture
+async def openrouter() -> AsyncIterator[OpenRouterProvider]:
+    provider = OpenRouterProvider(
+        OpenRouterSettings(api_key=Secret("sk-or-v1-test-not-a-key")), Timeouts()
+    )
+    yield provider
+    await provider.aclose()
+
+
+@pytest.fixture
+async def zai() -> AsyncIterator[ZaiProvider]:
+    provider = ZaiProvider(
+        ZaiSettings(
+            api_key=Secret("zai-test-not-a-key"),
+            base_url="https://general.zai.test/api/paas/v4",
+            coding_base_url="https://coding.zai.test/api/coding/paas/v4",
+            coding_models=frozenset({"glm-4.6"}),
+        ),
+        Timeouts(),
+    )
+    yield provider
+    await provider.aclose()
+
+
+@contextlib.asynccontextmanager
+async def gateway_stub(settings: Settings) -> AsyncIterator[pb_grpc.CompletionServiceAsyncStub]:
+    """A separate gateway started from `settings`, and a stub connected to it."""
+    running = await start_gateway(settings, address="127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as opened:
+            yield pb_grpc.CompletionServiceStub(opened)
+    finally:
+        await running.stop(grace=0)
 
 
 def user(text: str) -> common.ChatMessage:

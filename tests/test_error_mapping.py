@@ -10,10 +10,8 @@ import dataclasses
 import grpc
 import pytest
 from llmgateway.v1 import completion_service_pb2 as pb
-from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
-from service.server import start_gateway
-from tests.conftest import rich_status, user
+from tests.conftest import gateway_stub, rich_status, user
 
 S = grpc.StatusCode
 
@@ -128,16 +126,11 @@ async def test_unreachable_upstream(settings):
         settings,
         zai=dataclasses.replace(settings.zai, base_url="http://127.0.0.1:9/api/paas/v4"),
     )
-    gateway = await start_gateway(dead, address="127.0.0.1:0")
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
-            stub = pb_grpc.CompletionServiceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.Complete(
-                    pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")]), timeout=10
-                )
-    finally:
-        await gateway.stop(0)
+    async with gateway_stub(dead) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Complete(
+                pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")]), timeout=10
+            )
     status = rich_status(caught.value)
     assert (status.code, status.info.reason) == (S.UNAVAILABLE, "UPSTREAM_UNREACHABLE")
 

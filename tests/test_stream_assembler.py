@@ -10,12 +10,9 @@ import pytest
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
-from service.config import OpenRouterSettings, Secret, Timeouts, ZaiSettings
 from service.errors import GatewayError
-from service.providers.openrouter import OpenRouterProvider
 from service.providers.sse import ServerSentEvent
 from service.providers.stream import StreamAssembler
-from service.providers.zai import ZaiProvider
 from service.routing import Route
 
 OPENROUTER_ROUTE = Route(
@@ -23,22 +20,6 @@ OPENROUTER_ROUTE = Route(
 )
 ZAI_ROUTE = Route(common.PROVIDER_ZAI, "glm-4.7", "zai/glm-4.7")
 DONE = ServerSentEvent(data=b"[DONE]")
-
-
-@pytest.fixture
-async def openrouter():
-    provider = OpenRouterProvider(
-        OpenRouterSettings(api_key=Secret("sk-or-v1-test-not-a-key")), Timeouts()
-    )
-    yield provider
-    await provider.aclose()
-
-
-@pytest.fixture
-async def zai():
-    provider = ZaiProvider(ZaiSettings(api_key=Secret("zai-test-not-a-key")), Timeouts())
-    yield provider
-    await provider.aclose()
 
 
 def event(payload: Any, name: str = "") -> ServerSentEvent:

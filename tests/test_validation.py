@@ -10,11 +10,9 @@ import pytest
 from google.protobuf import struct_pb2
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
-from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 from service.config import Secret
-from service.server import start_gateway
-from tests.conftest import rich_status, user
+from tests.conftest import gateway_stub, rich_status, user
 
 OK_MODEL = "zai/glm-4.7"
 TOOL = common.Tool(name="lookup")
@@ -290,36 +288,26 @@ async def test_unknown_model_names_explain_naming(stub, model):
 
 async def test_oversized_request_is_refused_with_the_limit(settings, fake):
     small = dataclasses.replace(settings, max_request_bytes=1000)
-    gateway = await start_gateway(small, address="127.0.0.1:0")
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
-            stub = pb_grpc.CompletionServiceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.Complete(
-                    pb.CompleteRequest(model=OK_MODEL, messages=[user("x" * 5000)]), timeout=10
-                )
-    finally:
-        await gateway.stop(0)
+    async with gateway_stub(small) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Complete(
+                pb.CompleteRequest(model=OK_MODEL, messages=[user("x" * 5000)]), timeout=10
+            )
     assert "at most 1000" in violations(caught.value)["messages"]
     assert fake.requests == []
 
 
 async def test_missing_key_fails_only_that_provider(settings, fake):
     no_zai = dataclasses.replace(settings, zai=dataclasses.replace(settings.zai, api_key=None))
-    gateway = await start_gateway(no_zai, address="127.0.0.1:0")
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
-            stub = pb_grpc.CompletionServiceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.Complete(
-                    pb.CompleteRequest(model=OK_MODEL, messages=[user("hi")]), timeout=10
-                )
-            working = await stub.Complete(
-                pb.CompleteRequest(model="openrouter/openai/gpt-4o", messages=[user("hi")]),
-                timeout=10,
+    async with gateway_stub(no_zai) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Complete(
+                pb.CompleteRequest(model=OK_MODEL, messages=[user("hi")]), timeout=10
             )
-    finally:
-        await gateway.stop(0)
+        working = await stub.Complete(
+            pb.CompleteRequest(model="openrouter/openai/gpt-4o", messages=[user("hi")]),
+            timeout=10,
+        )
     status = rich_status(caught.value)
     assert status.code == grpc.StatusCode.FAILED_PRECONDITION
     assert status.info.reason == "PROVIDER_NOT_CONFIGURED"

@@ -10,8 +10,6 @@ from google.protobuf import struct_pb2
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
-from service.config import OpenRouterSettings, Secret, Timeouts, ZaiSettings
-from service.providers.openrouter import OpenRouterProvider
 from service.providers.wire import (
     chat_body,
     message_json,
@@ -19,7 +17,6 @@ from service.providers.wire import (
     tool_choice_json,
     tool_json,
 )
-from service.providers.zai import ZaiProvider
 from service.routing import Route
 
 OPENROUTER_ROUTE = Route(
@@ -60,30 +57,6 @@ def weather_tool(name: str = "weather") -> common.Tool:
 def request(**fields: object) -> pb.CompleteRequest:
     fields.setdefault("messages", [user("hi")])
     return pb.CompleteRequest(model="x", **fields)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def openrouter():
-    provider = OpenRouterProvider(
-        OpenRouterSettings(api_key=Secret("sk-or-v1-test-not-a-key")), Timeouts()
-    )
-    yield provider
-    await provider.aclose()
-
-
-@pytest.fixture
-async def zai():
-    provider = ZaiProvider(
-        ZaiSettings(
-            api_key=Secret("zai-test-not-a-key"),
-            base_url="https://general.zai.test/api/paas/v4",
-            coding_base_url="https://coding.zai.test/api/coding/paas/v4",
-            coding_models=frozenset({"glm-4.6"}),
-        ),
-        Timeouts(),
-    )
-    yield provider
-    await provider.aclose()
 
 
 # -- the shared OpenAI wire ---------------------------------------------------
