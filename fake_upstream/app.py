@@ -195,6 +195,10 @@ class FakeUpstream:
         model = str(body.get("model", ""))
         fault = model.rsplit("/", 1)[-1]
         fault = fault[len(FAULT_PREFIX) :] if fault.startswith(FAULT_PREFIX) else ""
+        if fault == "echo-auth":
+            # Some upstreams quote what they were sent; the gateway must redact it.
+            sent = request.headers.get("authorization", "")
+            return _error(provider, 400, "1210", f"Invalid header Authorization: {sent}")
         return await self._answer(provider, body, fault)
 
     async def _answer(self, provider: str, body: dict[str, Any], fault: str) -> Result:
@@ -204,12 +208,14 @@ class FakeUpstream:
         answer = plan_answer(body, thinks=_thinks(provider, body))
         if fault == "fallback" and body.get("models"):
             answer.model = str(body["models"][0])
-        if fault in ("sensitive", "network-error", "context-window"):
-            answer.finish_reason = {
-                "sensitive": "sensitive",
-                "network-error": "network_error",
-                "context-window": "model_context_window_exceeded",
-            }[fault]
+        finishes = {
+            "sensitive": "sensitive",
+            "network-error": "network_error",
+            "context-window": "model_context_window_exceeded",
+            "content-filter": "content_filter",
+        }
+        if fault in finishes:
+            answer.finish_reason = finishes[fault]
         number = next(self._ids)
         wire = openrouter_wire if provider == "openrouter" else zai_wire
         upstream_id = (
@@ -239,6 +245,8 @@ class FakeUpstream:
             }
         if fault == "no-usage":
             payload.pop("usage", None)
+        if fault == "bad-types":
+            payload["choices"][0]["message"]["tool_calls"] = 5
         return _json(200, payload, headers)
 
     def _stream(
@@ -247,6 +255,7 @@ class FakeUpstream:
         frames = plan.frames()
         abort_after = False
         stall = False
+        keepalive = b""
         if fault == "truncated":
             frames, abort_after = [*plan.preamble, *plan.deltas[:3]], True
         elif fault == "no-done":
@@ -271,17 +280,27 @@ class FakeUpstream:
             frames, stall = [*plan.preamble, *plan.deltas[:2]], True
         elif fault == "no-usage":
             frames = [f for f in frames if b'"usage"' not in f]
+        elif fault == "done-no-blank":
+            frames = [*frames[:-1], b"data: [DONE]\n"]
+        elif fault == "keepalive-forever":
+            frames, stall, keepalive = [*plan.preamble], True, openrouter_wire.PROCESSING
+        elif fault == "linger":
+            frames = [*frames, *[b""] * 600]  # 30 s of silence after [DONE] at 0.05 s a step
         delay = self.slow_chunk_delay if fault == "slow" else self.chunk_delay
+        if fault in ("keepalive-forever", "linger"):
+            delay = 0.05
         if fault == "slow":
             frames = [*frames[:-2], *_slow_content(provider, 200), *frames[-2:]]
         return StreamResponse(
-            _paced(frames, delay, stall),
+            _paced(frames, delay, stall, keepalive),
             headers={"Content-Type": "text/event-stream; charset=utf-8", **headers},
             abort_after=abort_after,
         )
 
 
-async def _paced(frames: list[bytes], delay: float, stall: bool) -> AsyncIterator[bytes]:
+async def _paced(
+    frames: list[bytes], delay: float, stall: bool, keepalive: bytes = b""
+) -> AsyncIterator[bytes]:
     for frame in frames:
         yield frame
         if delay:
@@ -289,9 +308,10 @@ async def _paced(frames: list[bytes], delay: float, stall: bool) -> AsyncIterato
         else:
             await asyncio.sleep(0)
     while stall:
-        # Send nothing, but hand control back so the server notices a hang-up.
+        # Send only `keepalive` (possibly nothing), handing control back so
+        # the server notices a hang-up.
         await asyncio.sleep(0.05)
-        yield b""
+        yield keepalive
 
 
 def _slow_content(provider: str, count: int) -> list[bytes]:
@@ -344,6 +364,8 @@ def _early_fault(provider: str, fault: str) -> Result | None:
     """Faults that replace the whole response."""
     if fault == "hang":
         return Hang()
+    if fault == "redirect":
+        return Response(301, b"", {"Location": "https://api.example.test/v1/chat/completions"})
     if fault == "reset":
         return CloseConnection()
     if fault.startswith("http-"):

@@ -47,6 +47,7 @@ ZAI_MODELS: tuple[_ZaiModel, ...] = (
 
 _OPENROUTER_TTL = 600.0
 _OPENROUTER_TIMEOUT = 10.0
+_FAILURE_TTL = 30.0
 _PER_MILLION = 1_000_000
 
 
@@ -61,10 +62,15 @@ class Catalog:
         self._zai = zai
         self._openrouter_models: list[pb.ModelInfo] = []
         self._fetched_at: float | None = None
+        # After a failed fetch, callers get the gap reported at once for a while
+        # instead of each waiting out another fetch.
+        self._failed_at: float | None = None
         self._lock = asyncio.Lock()
 
-    async def list_models(self, provider: common.Provider.ValueType) -> pb.ListModelsResponse:
-        """Every routable model, optionally of one provider."""
+    async def list_models(
+        self, provider: common.Provider.ValueType, within: float = _OPENROUTER_TIMEOUT
+    ) -> pb.ListModelsResponse:
+        """Every routable model, optionally of one provider, within `within` seconds."""
         response = pb.ListModelsResponse()
         for alias, target in sorted(self._aliases.items()):
             parsed = parse_model_name(target)
@@ -79,7 +85,7 @@ class Catalog:
         if provider in (common.PROVIDER_UNSPECIFIED, common.PROVIDER_ZAI):
             response.models.extend(self._zai_models())
         if provider in (common.PROVIDER_UNSPECIFIED, common.PROVIDER_OPENROUTER):
-            models = await self._openrouter_catalogue()
+            models = await self._openrouter_catalogue(within)
             if models is None:
                 response.incomplete_providers.append(common.PROVIDER_OPENROUTER)
             else:
@@ -113,23 +119,36 @@ class Catalog:
             )
         return out
 
-    async def _openrouter_catalogue(self) -> list[pb.ModelInfo] | None:
-        async with self._lock:
-            now = asyncio.get_running_loop().time()
-            if self._fetched_at is not None and now - self._fetched_at < _OPENROUTER_TTL:
-                return self._openrouter_models
-            try:
-                document = await self._openrouter.get_json(
-                    "/models", self._openrouter.settings.base_url, _OPENROUTER_TIMEOUT
-                )
-            except Exception as exc:  # noqa: BLE001  # any failure: report the gap, keep serving
-                logger.warning(
-                    "could not fetch the OpenRouter model catalogue: %s", type(exc).__name__
-                )
-                return self._openrouter_models or None
-            self._openrouter_models = _openrouter_models(document, self._openrouter.configured)
-            self._fetched_at = now
-            return self._openrouter_models
+    async def _openrouter_catalogue(self, within: float) -> list[pb.ModelInfo] | None:
+        """The cached catalogue, refreshed when stale; None when it cannot be had."""
+        loop = asyncio.get_running_loop()
+        try:
+            # One fetch at a time; callers queue behind it but never past their deadline.
+            async with asyncio.timeout(within):
+                async with self._lock:
+                    now = loop.time()
+                    if self._fetched_at is not None and now - self._fetched_at < _OPENROUTER_TTL:
+                        return self._openrouter_models
+                    if self._failed_at is not None and now - self._failed_at < _FAILURE_TTL:
+                        return self._openrouter_models or None
+                    return await self._fetch_openrouter(now)
+        except TimeoutError:
+            return self._openrouter_models or None
+
+    async def _fetch_openrouter(self, now: float) -> list[pb.ModelInfo] | None:
+        try:
+            document = await self._openrouter.get_json(
+                "/models", self._openrouter.settings.base_url, _OPENROUTER_TIMEOUT
+            )
+            models = _openrouter_models(document, self._openrouter.configured)
+        except Exception as exc:  # noqa: BLE001  # any failure: report the gap, keep serving
+            logger.warning("could not fetch the OpenRouter model catalogue: %s", type(exc).__name__)
+            self._failed_at = now
+            return self._openrouter_models or None
+        self._openrouter_models = models
+        self._fetched_at = now
+        self._failed_at = None
+        return models
 
 
 def _openrouter_models(document: object, available: bool) -> list[pb.ModelInfo]:

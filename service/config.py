@@ -84,6 +84,9 @@ class Settings:
     # alias -> model name, e.g. {"coding": "zai/glm-4.7"}
     aliases: Mapping[str, str] = field(default_factory=dict)
     shutdown_grace: float = 30.0
+    # Seconds between reporting NOT_SERVING and refusing new calls, so load
+    # balancers that poll health stop sending before the listener closes.
+    shutdown_delay: float = 0.0
     max_request_bytes: int = 8 * 1024 * 1024
     max_connections_per_provider: int = 1000
 
@@ -167,6 +170,14 @@ class Settings:
             shutdown_grace=_seconds(
                 environ, "LLMGATEWAY_SHUTDOWN_GRACE", server, "shutdown_grace_seconds", 30.0
             ),
+            shutdown_delay=_seconds(
+                environ,
+                "LLMGATEWAY_SHUTDOWN_DELAY",
+                server,
+                "shutdown_delay_seconds",
+                0.0,
+                allow_zero=True,
+            ),
             max_request_bytes=int(
                 _seconds(
                     environ,
@@ -218,7 +229,13 @@ def _string_list(value: object, name: str) -> list[str]:
 
 
 def _seconds(
-    environ: Mapping[str, str], env_name: str, table: dict[str, Any], key: str, default: float
+    environ: Mapping[str, str],
+    env_name: str,
+    table: dict[str, Any],
+    key: str,
+    default: float,
+    *,
+    allow_zero: bool = False,
 ) -> float:
     raw: object = environ.get(env_name) or table.get(key, default)
     if isinstance(raw, bool):
@@ -227,6 +244,7 @@ def _seconds(
         value = float(raw)  # type: ignore[arg-type]  # validated just below
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{env_name} ({key}) must be a number, got {raw!r}") from exc
-    if not value > 0:
-        raise ConfigError(f"{env_name} ({key}) must be greater than 0, got {raw!r}")
+    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+        bound = "0 or more" if allow_zero else "greater than 0"
+        raise ConfigError(f"{env_name} ({key}) must be a finite number {bound}, got {raw!r}")
     return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CompletionService"].full_name
 # gRPC's own ceiling sits above ours, so an oversized request gets our
 # INVALID_ARGUMENT naming the limit rather than a bare RESOURCE_EXHAUSTED.
 _GRPC_MESSAGE_SLACK = 1024 * 1024
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 @dataclass
@@ -45,9 +47,12 @@ class Gateway:
     health: health.aio.HealthServicer
     providers: dict[common.Provider.ValueType, OpenAICompatibleProvider]
 
-    async def stop(self, grace: float | None) -> None:
-        """Drain: refuse new calls, let in-flight ones finish within `grace`, close upstreams."""
+    async def stop(self, grace: float | None, delay: float = 0.0) -> None:
+        """Drain: report NOT_SERVING, wait `delay`, refuse new calls, let in-flight
+        ones finish within `grace`, then close upstream connections."""
         await self.health.enter_graceful_shutdown()
+        if delay:
+            await asyncio.sleep(delay)
         await self.server.stop(grace)
         await asyncio.gather(*(p.aclose() for p in self.providers.values()))
 
@@ -113,6 +118,7 @@ async def start_gateway(
                 provider.display_name,
                 provider.key_env,
             )
+    _warn_on_plaintext_upstreams(settings)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("llmgateway listening on %s", _display_address(bind, port))
@@ -127,11 +133,31 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    logger.info("shutting down: draining in-flight calls for up to %.0f s", settings.shutdown_grace)
-    await gateway.stop(settings.shutdown_grace)
+    logger.info(
+        "shutting down: NOT_SERVING now, refusing new calls in %.0f s, then draining in-flight "
+        "calls for up to %.0f s",
+        settings.shutdown_delay,
+        settings.shutdown_grace,
+    )
+    await gateway.stop(settings.shutdown_grace, settings.shutdown_delay)
     logger.info("stopped")
 
 
 def _display_address(bind: str, port: int) -> str:
     host = bind.rsplit(":", 1)[0]
     return f"{host}:{port}"
+
+
+def _warn_on_plaintext_upstreams(settings: Settings) -> None:
+    """An http:// base URL off this machine sends the API key in the clear."""
+    urls = {
+        "OPENROUTER_BASE_URL": settings.openrouter.base_url,
+        "ZAI_BASE_URL": settings.zai.base_url,
+        "ZAI_CODING_BASE_URL": settings.zai.coding_base_url,
+    }
+    for name, url in urls.items():
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme == "http" and parsed.hostname not in _LOOPBACK:
+            logger.warning(
+                "%s is plain http to %s: API keys travel unencrypted", name, parsed.hostname
+            )

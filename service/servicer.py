@@ -89,7 +89,10 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         context: grpc.aio.ServicerContext[pb.ListModelsRequest, pb.ListModelsResponse],
     ) -> pb.ListModelsResponse:
         try:
-            return await self._catalog.list_models(request.provider)
+            remaining = context.time_remaining()
+            # Leave a little of the caller's deadline for the reply itself.
+            within = 10.0 if remaining is None else max(0.01, min(10.0, remaining - 0.05))
+            return await self._catalog.list_models(request.provider, within)
         except Exception:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback
             await _abort_internal(context, "ListModels")
         raise AssertionError("unreachable: abort raises")  # pragma: no cover

@@ -36,7 +36,7 @@ def validate(request: AnyCompletionRequest, max_request_bytes: int) -> list[Fiel
     if size > max_request_bytes:
         add(
             FieldViolation(
-                "messages",
+                _largest_field(request),
                 f"the request is {size} bytes; the gateway accepts at most {max_request_bytes}",
             )
         )
@@ -208,6 +208,16 @@ def _check_response_format(response_format: common.ResponseFormat, add: _Add) ->
 def _check_reasoning(reasoning: common.ReasoningOptions, add: _Add) -> None:
     if reasoning.effort not in common.ReasoningEffort.values():
         add(FieldViolation("reasoning.effort", "unknown effort value"))
+    if (
+        reasoning.HasField("enabled")
+        and not reasoning.enabled
+        and (
+            reasoning.effort
+            not in (common.REASONING_EFFORT_UNSPECIFIED, common.REASONING_EFFORT_NONE)
+            or reasoning.HasField("max_tokens")
+        )
+    ):
+        add(FieldViolation("reasoning.enabled", "false contradicts the effort or max_tokens set"))
     if reasoning.HasField("max_tokens"):
         if reasoning.effort != common.REASONING_EFFORT_UNSPECIFIED:
             add(FieldViolation("reasoning.max_tokens", "set effort or max_tokens, not both"))
@@ -219,7 +229,8 @@ def _check_openrouter(options: common.OpenRouterOptions, add: _Add) -> None:
     if len(options.models) > MAX_FALLBACK_MODELS:
         add(FieldViolation("openrouter.models", f"at most {MAX_FALLBACK_MODELS} models"))
     for i, model in enumerate(options.models):
-        if not model or model.startswith("zai/"):
+        slug = model.removeprefix("openrouter/")
+        if "/" not in slug or model.startswith("zai/") or not slug.split("/", 1)[1]:
             add(
                 FieldViolation(
                     f"openrouter.models[{i}]",
@@ -238,3 +249,13 @@ def _check_openrouter(options: common.OpenRouterOptions, add: _Add) -> None:
             value = getattr(prefs.max_price, name)
             if not (math.isfinite(value) and value >= 0):
                 add(FieldViolation(f"openrouter.provider.max_price.{name}", "must be zero or more"))
+
+
+def _largest_field(request: AnyCompletionRequest) -> str:
+    """The top-level field that makes an oversized request big, to name it."""
+    sizes = {
+        "messages": sum(m.ByteSize() for m in request.messages),
+        "tools": sum(t.ByteSize() for t in request.tools),
+        "response_format": request.response_format.ByteSize(),
+    }
+    return max(sizes, key=lambda name: sizes[name])

@@ -53,6 +53,9 @@ ROWS = [
     ("zai/fault-zai-500", S.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"),
     ("zai/fault-http-503", S.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"),
     ("zai/fault-malformed-body", S.UNAVAILABLE, "UPSTREAM_MALFORMED_RESPONSE"),
+    ("openrouter/x/fault-redirect", S.UNAVAILABLE, "UPSTREAM_MALFORMED_RESPONSE"),
+    ("openrouter/x/fault-http-409", S.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"),
+    ("openrouter/x/fault-bad-types", S.UNAVAILABLE, "UPSTREAM_MALFORMED_RESPONSE"),
 ]
 
 
@@ -68,7 +71,8 @@ async def test_unary_error_mapping(stub, fake, model, code, reason):
     _assert_no_secrets(status.message + str(dict(status.info.metadata)), fake)
 
 
-STREAMABLE = [r for r in ROWS if "malformed-body" not in r[0] and "finish-error" not in r[0]]
+UNARY_ONLY = ("malformed-body", "finish-error", "bad-types")
+STREAMABLE = [r for r in ROWS if not any(fault in r[0] for fault in UNARY_ONLY)]
 
 
 @pytest.mark.parametrize(("model", "code", "reason"), STREAMABLE, ids=[r[0] for r in STREAMABLE])
@@ -139,3 +143,30 @@ def _assert_no_secrets(text, fake):
     assert fake.openrouter_key not in text
     assert fake.zai_key not in text
     assert "Traceback" not in text
+
+
+async def test_redirect_names_the_base_url_setting(stub):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Complete(
+            pb.CompleteRequest(model="openrouter/x/fault-redirect", messages=[user("hi")]),
+            timeout=10,
+        )
+    assert "check OPENROUTER_BASE_URL" in rich_status(caught.value).message
+
+
+async def test_wrong_endpoint_hint_for_zai_1113(stub):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Complete(
+            pb.CompleteRequest(model="zai/fault-zai-1113", messages=[user("hi")]), timeout=10
+        )
+    assert "Coding Plan key" in rich_status(caught.value).message
+
+
+@pytest.mark.parametrize("model", ["openrouter/x/fault-echo-auth", "zai/fault-echo-auth"])
+async def test_an_upstream_quoting_the_key_is_redacted(stub, fake, model):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Complete(pb.CompleteRequest(model=model, messages=[user("hi")]), timeout=10)
+    status = rich_status(caught.value)
+    assert status.info.reason == "UPSTREAM_REJECTED_REQUEST"
+    assert "Bearer [redacted]" in status.message
+    _assert_no_secrets(status.message, fake)

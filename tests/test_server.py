@@ -92,9 +92,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_serve_command_starts_answers_and_drains_on_sigterm(fake):
+async def test_serve_command_drains_on_sigterm(fake):
+    """SIGTERM: NOT_SERVING during the delay, then new calls refused, in-flight streams finish."""
+    fake.slow_chunk_delay = 0.01  # the slow stream below lasts about 2 s
     port = _free_port()
-    env = {**os.environ, **fake.environment(), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        **fake.environment(),
+        "PYTHONUNBUFFERED": "1",
+        "LLMGATEWAY_SHUTDOWN_DELAY": "0.5",
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -113,11 +120,29 @@ async def test_serve_command_starts_answers_and_drains_on_sigterm(fake):
             reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
             stub = pb_grpc.CompletionServiceStub(channel)
-            answer = await stub.Complete(
-                pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")]), timeout=10
+            in_flight = stub.StreamComplete(
+                pb.StreamCompleteRequest(model="zai/fault-slow", messages=[user("count")]),
+                timeout=30,
             )
-            assert answer.content
-        process.send_signal(signal.SIGTERM)
+            first = await in_flight.read()
+            assert isinstance(first, pb.StreamCompleteResponse)
+            assert first.WhichOneof("event") == "reasoning_delta"
+
+            process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.2)  # inside the 0.5 s delay
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            await asyncio.sleep(0.6)  # past the delay: the listener refuses new calls
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Complete(
+                    pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")]), timeout=5
+                )
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+            events = []
+            while isinstance(event := await in_flight.read(), pb.StreamCompleteResponse):
+                events.append(event)
+            assert events[-1].WhichOneof("event") == "done"
         code = await asyncio.wait_for(process.wait(), timeout=30)
     finally:
         if process.returncode is None:

@@ -211,3 +211,21 @@ def test_several_events_in_one_feed_come_back_in_order():
     raw = b"".join(f"data: {i}\n\n".encode() for i in range(10))
     events, _ = decode([raw])
     assert [e.data for e in events] == [str(i).encode() for i in range(10)]
+
+
+def test_end_dispatches_a_last_event_without_its_blank_line():
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: [DONE]\n") == []
+    assert decoder.end() == [ServerSentEvent(data=b"[DONE]")]
+
+
+def test_end_dispatches_an_unterminated_last_line():
+    decoder = SSEDecoder()
+    assert decoder.feed(b'data: {"a"') == []
+    assert decoder.end() == [ServerSentEvent(data=b'{"a"')]
+
+
+def test_end_with_nothing_pending_is_empty():
+    decoder = SSEDecoder()
+    decoder.feed(b"data: x\n\n")
+    assert decoder.end() == []

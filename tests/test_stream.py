@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import grpc
@@ -10,7 +11,8 @@ import pytest
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
-from tests.conftest import rich_status, user
+from service.config import Timeouts
+from tests.conftest import gateway_stub, rich_status, user
 from tests.test_complete import WEATHER_TOOL
 
 
@@ -176,19 +178,18 @@ async def test_deadline_bounds_a_hanging_upstream(stub, fake):
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert elapsed < 5  # bounded by the deadline, not by the upstream
     # The gateway gave up on the upstream too: its connection closes.
-    for _ in range(100):
-        if fake.stats.open_connections == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert fake.stats.open_connections == 0
+    await _until_no_upstream_connections(fake)
 
 
-async def test_unary_deadline_bounds_a_hanging_upstream(stub):
+async def test_unary_deadline_bounds_a_hanging_upstream(stub, fake):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Complete(
             pb.CompleteRequest(model="openrouter/x/fault-hang", messages=[user("hi")]), timeout=0.5
         )
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The caller's deadline alone would produce that code; the gateway must
+    # also have let go of the upstream request.
+    await _until_no_upstream_connections(fake)
 
 
 async def test_stalled_stream_ends_with_idle_timeout(stub):
@@ -206,3 +207,52 @@ async def test_finished_streams_reuse_the_upstream_connection(stub, fake):
         assert error is None
     assert fake.stats.streams_completed == 3
     assert fake.stats.connections_accepted == 1
+
+
+async def _until_no_upstream_connections(fake):
+    for _ in range(250):
+        if fake.stats.open_connections == 0:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{fake.stats.open_connections} upstream connection(s) still open")
+
+
+async def test_keepalive_comments_do_not_keep_a_stream_alive_forever(settings, fake):
+    short = dataclasses.replace(settings, timeouts=Timeouts(connect=1, request=1, stream_idle=0.5))
+    async with gateway_stub(short) as short_stub:
+        events, error = await collect(
+            short_stub, "openrouter/x/fault-keepalive-forever", timeout=30
+        )
+    assert events == []
+    assert error is not None
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert rich_status(error).info.reason == "UPSTREAM_TIMEOUT"
+    await _until_no_upstream_connections(fake)
+
+
+@pytest.mark.parametrize(
+    "model", ["openrouter/openai/fault-done-no-blank", "zai/fault-done-no-blank"]
+)
+async def test_a_final_done_without_its_blank_line_still_completes(stub, model):
+    events, error = await collect(stub, model)
+    assert error is None
+    assert kinds(events)[-1] == "done"
+
+
+async def test_an_upstream_lingering_after_done_does_not_hold_the_call(stub):
+    # The fake keeps the body open for 30 s after [DONE]; the call must end long before.
+    events, error = await asyncio.wait_for(
+        collect(stub, "openrouter/openai/fault-linger"), timeout=10
+    )
+    assert error is None
+    assert kinds(events)[-1] == "done"
+
+
+async def test_openrouter_content_filter_keeps_what_was_said(stub, fake):
+    # Only Z.AI asks for withdrawal; an OpenRouter content_filter keeps its text.
+    response = await stub.Complete(
+        pb.CompleteRequest(model="openrouter/openai/fault-content-filter", messages=[user("hi")]),
+        timeout=10,
+    )
+    assert response.finish_reason == common.FINISH_REASON_CONTENT_FILTER
+    assert response.content

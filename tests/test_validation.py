@@ -244,6 +244,38 @@ CASES = [
         "user",
     ),
     (
+        "reasoning off with an effort",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[user("hi")],
+            reasoning=common.ReasoningOptions(enabled=False, effort=common.REASONING_EFFORT_HIGH),
+        ),
+        "reasoning.enabled",
+    ),
+    (
+        "alias in openrouter fallbacks",
+        pb.CompleteRequest(
+            model="openrouter/openai/gpt-4o",
+            messages=[user("hi")],
+            openrouter=common.OpenRouterOptions(models=["fast"]),
+        ),
+        "openrouter.models[0]",
+    ),
+    (
+        "zai: image in a system message",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[
+                common.ChatMessage(
+                    role=common.ROLE_SYSTEM,
+                    parts=[common.ContentPart(image=common.ImagePart(url="https://x.test/a.png"))],
+                ),
+                user("hi"),
+            ],
+        ),
+        "messages[0].parts",
+    ),
+    (
         "zai: only a system message",
         pb.CompleteRequest(
             model=OK_MODEL,
@@ -294,6 +326,19 @@ async def test_oversized_request_is_refused_with_the_limit(settings, fake):
                 pb.CompleteRequest(model=OK_MODEL, messages=[user("x" * 5000)]), timeout=10
             )
     assert "at most 1000" in violations(caught.value)["messages"]
+    assert fake.requests == []
+
+
+async def test_oversized_request_names_the_field_that_makes_it_big(settings, fake):
+    small = dataclasses.replace(settings, max_request_bytes=1000)
+    big_tool = common.Tool(name="lookup", description="d" * 5000)
+    async with gateway_stub(small) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Complete(
+                pb.CompleteRequest(model=OK_MODEL, messages=[user("hi")], tools=[big_tool]),
+                timeout=10,
+            )
+    assert "at most 1000" in violations(caught.value)["tools"]
     assert fake.requests == []
 
 

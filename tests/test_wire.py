@@ -16,6 +16,7 @@ from service.providers.wire import (
     response_format_json,
     tool_choice_json,
     tool_json,
+    usage_from_json,
 )
 from service.routing import Route
 
@@ -426,12 +427,13 @@ async def test_openrouter_empty_provider_preferences_send_nothing_unset(openrout
         ),
         (common.ReasoningOptions(effort=common.REASONING_EFFORT_XHIGH), {"effort": "xhigh"}),
         (common.ReasoningOptions(effort=common.REASONING_EFFORT_NONE), {"effort": "none"}),
-        (common.ReasoningOptions(), {}),
+        # Never `reasoning: {}`: OpenRouter reads it as "on, default effort".
+        (common.ReasoningOptions(), None),
     ],
 )
 async def test_openrouter_reasoning_object(openrouter, options, expected):
     body = openrouter.body(request(reasoning=options), OPENROUTER_ROUTE, stream=False)
-    assert body["reasoning"] == expected
+    assert body.get("reasoning") == expected
 
 
 async def test_openrouter_no_reasoning_object_unless_asked(openrouter):
@@ -741,3 +743,17 @@ async def test_zai_requested_endpoint_wins_over_configuration(zai):
     assert zai.url(coding, ZAI_ROUTE) == (
         "https://coding.zai.test/api/coding/paas/v4/chat/completions"
     )
+
+
+async def test_zai_effort_none_turns_thinking_off(zai):
+    req = request(reasoning=common.ReasoningOptions(effort=common.REASONING_EFFORT_NONE))
+    assert zai.body(req, ZAI_ROUTE, stream=False)["thinking"] == {"type": "disabled"}
+
+
+@pytest.mark.parametrize(
+    ("reported", "expected"),
+    [(10**30, 2**63 - 1), (1e20, 0), (-5, 0), (12.0, 12), ("12", 0), (True, 0), (None, 0)],
+)
+def test_token_counts_stay_within_the_proto_range(reported, expected):
+    usage = usage_from_json({"prompt_tokens": reported})
+    assert usage.prompt_tokens == expected

@@ -55,6 +55,7 @@ class OpenAICompatibleProvider:
     provider_id: ClassVar[str]
     display_name: ClassVar[str]
     key_env: ClassVar[str]
+    base_url_env: ClassVar[str]
     # (field read first, fallback) in deltas and messages.
     reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning", "reasoning_content")
     default_upstream_provider: ClassVar[str] = ""
@@ -80,6 +81,7 @@ class OpenAICompatibleProvider:
             follow_redirects=False,
         )
         self._secrets = (api_key.value,) if api_key else ()
+        self._drains: set[asyncio.Task[None]] = set()
 
     # -- hooks for subclasses -------------------------------------------------
 
@@ -109,6 +111,16 @@ class OpenAICompatibleProvider:
     def map_finish_reason(self, native: str) -> common.FinishReason.ValueType | None:
         """Provider-specific finish reasons; None defers to the common table."""
         del native
+        return None
+
+    def withdraws_content(self, native_finish_reason: str) -> bool:
+        """Whether this finish means the partial output must not be shown."""
+        del native_finish_reason
+        return False
+
+    def hint(self, failure: ue.UpstreamFailure) -> str | None:
+        """Advice to add to the message for a provider error, if any."""
+        del failure
         return None
 
     def include_reasoning(self, request: AnyCompletionRequest) -> bool:
@@ -161,7 +173,8 @@ class OpenAICompatibleProvider:
             raise self.malformed("the response body is not JSON", route) from None
         if not isinstance(payload, dict):
             raise self.malformed("the response body is not a JSON object", route)
-        return self._completion_from_json(payload, route, self.include_reasoning(request))
+        with self._parse_errors(route):
+            return self._completion_from_json(payload, route, self.include_reasoning(request))
 
     async def stream(
         self, request: AnyCompletionRequest, route: Route, deadline: float | None
@@ -169,6 +182,8 @@ class OpenAICompatibleProvider:
         """Stream a completion. Closing the generator closes the upstream response."""
         body = orjson.dumps(self.body(request, route, stream=True))
         budget = self._budget(self._timeouts.request, deadline)
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + budget
         http_request = self._client.build_request(
             "POST",
             self.url(request, route),
@@ -178,6 +193,7 @@ class OpenAICompatibleProvider:
         )
         with self._transport_errors(route):
             response = await self._client.send(http_request, stream=True)
+        handed_off = False
         try:
             if response.status_code != 200:
                 content = await _read_capped(response)
@@ -192,20 +208,36 @@ class OpenAICompatibleProvider:
             )
             decoder = SSEDecoder()
             chunks = response.aiter_bytes()
-            with self._transport_errors(route, mid_stream=True):
+            with self._transport_errors(route, mid_stream=True), self._parse_errors(route):
                 async for raw in chunks:
                     for event in decoder.feed(raw):
                         for out in assembler.on_event(event):
                             yield out
                     if assembler.done:
                         break
-            for out in assembler.finish():
+                    if loop.time() > give_up_at:
+                        # Keep-alive comments reset httpx's idle timer, so the
+                        # whole stream needs a bound of its own.
+                        raise self._timeout_error(route, budget)
+                else:
+                    # End of body. Accept a last "data: [DONE]" that lacks its
+                    # blank line; anything else unfinished is a truncation.
+                    for event in decoder.end():
+                        if event.data == b"[DONE]":
+                            assembler.on_event(event)
+                final = assembler.finish()
+            for out in final:
                 yield out
-            await _drain(chunks)
+            # Reading the rest of the body (normally only the chunked
+            # terminator) returns the connection to the pool; doing it in the
+            # background lets the call end now.
+            self._drain_in_background(response, chunks)
+            handed_off = True
         finally:
-            # Also runs when the caller cancels: closing an unfinished response
-            # drops the connection, which is what stops upstream generation.
-            await response.aclose()
+            if not handed_off:
+                # Also runs when the caller cancels: closing an unfinished
+                # response drops the connection, which stops upstream generation.
+                await response.aclose()
 
     async def get_json(self, path: str, base_url: str, within: float) -> object:
         """GET a JSON document from the provider (catalogue look-ups)."""
@@ -216,8 +248,15 @@ class OpenAICompatibleProvider:
         return orjson.loads(response.content)
 
     async def aclose(self) -> None:
-        """Close pooled connections."""
+        """Close pooled connections (after the background drains, which end within a second)."""
+        if self._drains:
+            await asyncio.gather(*self._drains, return_exceptions=True)
         await self._client.aclose()
+
+    def _drain_in_background(self, response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
+        task = asyncio.create_task(_drain_and_close(response, chunks))
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
 
     # -- error construction (used by the stream assembler too) ----------------
 
@@ -296,6 +335,17 @@ class OpenAICompatibleProvider:
         )
 
     @contextlib.contextmanager
+    def _parse_errors(self, route: Route) -> Iterator[None]:
+        """A response of the wrong shape (a number where a list belongs, an
+        out-of-range count) is the upstream's fault, not an internal error."""
+        try:
+            yield
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            raise self.malformed(
+                f"a field has an unexpected type or value ({type(exc).__name__})", route
+            ) from None
+
+    @contextlib.contextmanager
     def _transport_errors(self, route: Route, *, mid_stream: bool = False) -> Iterator[None]:
         """httpx's exceptions as gateway errors, most specific first."""
         ctx = self.error_context(route)
@@ -350,7 +400,10 @@ class OpenAICompatibleProvider:
         retry_after = ue.parse_retry_after(headers.get("retry-after"))
         if retry_after is not None:
             failure = dataclasses.replace(failure, retry_after=retry_after)
-        return ue.build_error(self.classify(failure), failure, self.error_context(route))
+        hint = self.hint(failure)
+        if 300 <= status < 400:
+            hint = f"the upstream redirected the request; check {self.base_url_env}"
+        return ue.build_error(self.classify(failure), failure, self.error_context(route), hint)
 
     def _non_stream_body(self, content: bytes, route: Route) -> GatewayError:
         try:
@@ -383,8 +436,8 @@ class OpenAICompatibleProvider:
         message = as_object(choice.get("message"))
         reason = self.finish_reason(str(native), route)
         content = _text(message.get("content"))
-        if reason == common.FINISH_REASON_CONTENT_FILTER:
-            content = ""  # Z.AI: partial output blocked by content safety is withdrawn
+        if self.withdraws_content(str(native)):
+            content = ""
         response = pb.CompleteResponse(
             id=str(payload.get("id") or ""),
             model=gateway_model_name(
@@ -416,16 +469,19 @@ class OpenAICompatibleProvider:
         return response
 
 
-async def _drain(body: AsyncIterator[bytes]) -> None:
-    """Read what follows [DONE] (normally only the end of the chunked body).
+async def _drain_and_close(response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows [DONE], then close.
 
     A response read to its end goes back to the pool; one closed early costs
     a new connection on the next call.
     """
-    with contextlib.suppress(httpx.HTTPError, TimeoutError):
-        async with asyncio.timeout(_DRAIN_TIMEOUT):
-            async for _ in body:
-                pass
+    try:
+        with contextlib.suppress(httpx.HTTPError, TimeoutError):
+            async with asyncio.timeout(_DRAIN_TIMEOUT):
+                async for _ in chunks:
+                    pass
+    finally:
+        await response.aclose()
 
 
 async def _read_capped(response: httpx.Response) -> bytes:

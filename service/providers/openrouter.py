@@ -107,6 +107,7 @@ class OpenRouterProvider(OpenAICompatibleProvider):
     provider_id = "openrouter"
     display_name = "OpenRouter"
     key_env = "OPENROUTER_API_KEY"
+    base_url_env = "OPENROUTER_BASE_URL"
     reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning", "reasoning_content")
 
     def __init__(
@@ -143,8 +144,10 @@ class OpenRouterProvider(OpenAICompatibleProvider):
         body["usage"] = {"include": True}
         if request.user:
             body["user"] = request.user
-        if request.HasField("reasoning"):
-            body["reasoning"] = _reasoning_json(request.reasoning)
+        reasoning = _reasoning_json(request.reasoning)
+        if reasoning:
+            # Never an empty object: OpenRouter reads `reasoning: {}` as "on, default effort".
+            body["reasoning"] = reasoning
         options = request.openrouter
         if options.models:
             body["models"] = [m.removeprefix(OPENROUTER_PREFIX) for m in options.models]

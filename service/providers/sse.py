@@ -92,6 +92,18 @@ class SSEDecoder:
         joined = data[0] if len(data) == 1 else b"\n".join(data)
         return ServerSentEvent(data=joined, event=event, id=self._last_id)
 
+    def end(self) -> list[ServerSentEvent]:
+        """At end of stream: dispatch what is buffered as if a blank line followed.
+
+        The spec discards an unfinished event at EOF; callers decide whether
+        such a last event may count (the gateway accepts only `[DONE]`).
+        """
+        events = self.feed(b"\n\n") if self._pending else []
+        if not events and self._data:
+            event = self._dispatch()
+            events = [event] if event else []
+        return events
+
     @property
     def has_partial_event(self) -> bool:
         """True when bytes or fields of an unfinished event are buffered."""

@@ -80,7 +80,11 @@ def reason_for_http_status(status: int) -> Reason:
     }
     if status in table:
         return table[status]
-    if status >= 500:
+    if status < 400:
+        # A redirect or an odd 2xx: the base URL is wrong, or something
+        # between here and the provider answers in its place.
+        return pb.ERROR_REASON_UPSTREAM_MALFORMED_RESPONSE
+    if status in (409, 425) or status >= 500:
         return pb.ERROR_REASON_UPSTREAM_UNAVAILABLE
     return pb.ERROR_REASON_UPSTREAM_REJECTED_REQUEST
 
@@ -111,7 +115,9 @@ class ErrorContext:
     secrets: tuple[str, ...] = ()
 
 
-def build_error(reason: Reason, failure: UpstreamFailure, ctx: ErrorContext) -> GatewayError:
+def build_error(
+    reason: Reason, failure: UpstreamFailure, ctx: ErrorContext, hint: str | None = None
+) -> GatewayError:
     """A GatewayError for `failure`, with the provider's message, keys redacted."""
     summary = _SUMMARIES[reason].format(p=ctx.provider_name, env=ctx.key_env)
     where = []
@@ -125,6 +131,8 @@ def build_error(reason: Reason, failure: UpstreamFailure, ctx: ErrorContext) -> 
     message = f"{summary} ({', '.join(where)})"
     if upstream_message:
         message += f": {upstream_message}"
+    if hint:
+        message += f" ({hint})"
     metadata = {"provider": ctx.provider_id, "model": ctx.model}
     if failure.http_status is not None:
         metadata["upstreamStatus"] = str(failure.http_status)

@@ -228,11 +228,15 @@ def usage_from_json(usage: JSONObject) -> common.Usage:
     return result
 
 
+_MAX_COUNT = 2**63 - 1  # int64, the proto field's range
+
+
 def _count(value: object) -> int:
+    """A token count: non-negative, within int64, 0 when absent or nonsense."""
     if isinstance(value, bool):
         return 0
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        value = int(value)
     if isinstance(value, int):
-        return max(0, value)
-    if isinstance(value, float) and value.is_integer():
-        return max(0, int(value))
+        return min(max(0, value), _MAX_COUNT)
     return 0

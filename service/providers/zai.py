@@ -59,6 +59,7 @@ class ZaiProvider(OpenAICompatibleProvider):
     provider_id = "zai"
     display_name = "Z.AI"
     key_env = "ZAI_API_KEY"
+    base_url_env = "ZAI_BASE_URL or ZAI_CODING_BASE_URL"
     reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning_content", "reasoning")
     default_upstream_provider = "Z.AI"
 
@@ -121,6 +122,16 @@ class ZaiProvider(OpenAICompatibleProvider):
                     "user", f"Z.AI needs a user id of at least {_MIN_USER_ID} characters"
                 )
             )
+        for i, message in enumerate(request.messages):
+            if message.role != common.ROLE_USER and any(
+                p.WhichOneof("part") == "image" for p in message.parts
+            ):
+                violations.append(
+                    FieldViolation(
+                        f"messages[{i}].parts",
+                        "Z.AI takes images only in user messages; move the image to a user message",
+                    )
+                )
         roles = {m.role for m in request.messages}
         if roles and roles <= {common.ROLE_SYSTEM, common.ROLE_ASSISTANT}:
             violations.append(
@@ -141,6 +152,9 @@ class ZaiProvider(OpenAICompatibleProvider):
         thinking: JSONObject = {}
         if request.reasoning.HasField("enabled"):
             thinking["type"] = "enabled" if request.reasoning.enabled else "disabled"
+        elif request.reasoning.effort == common.REASONING_EFFORT_NONE:
+            # Z.AI has no effort levels, but "none" has an exact equivalent.
+            thinking["type"] = "disabled"
         if request.zai.HasField("clear_thinking"):
             thinking.setdefault("type", "enabled")
             thinking["clear_thinking"] = request.zai.clear_thinking
@@ -158,6 +172,18 @@ class ZaiProvider(OpenAICompatibleProvider):
         if code is not None and code in _BUSINESS_CODES:
             return _BUSINESS_CODES[code]
         return super().classify(failure)
+
+    def withdraws_content(self, native_finish_reason: str) -> bool:
+        # `sensitive`: content safety blocked the output; Z.AI says withdraw it.
+        return native_finish_reason == "sensitive"
+
+    def hint(self, failure: ue.UpstreamFailure) -> str | None:
+        if failure.code == "1113":
+            return (
+                "Z.AI also answers 1113 when a Coding Plan key is used on the general "
+                "endpoint or the reverse; check ZAI_API_KEY against the endpoint"
+            )
+        return None
 
     def finish_reason(self, native: str, route: Route) -> common.FinishReason.ValueType:
         if native == "network_error":

@@ -374,7 +374,8 @@ class ChatMessage(_message.Message):
         """Optional. Multi-part content (text and images), for user messages that
         show the model an image. Mutually exclusive with `content`. At most 64
         parts. Z.AI receives text parts of system, assistant and tool messages
-        joined into one string, since it drops list content on those roles.
+        joined into one string, since it drops list content on those roles, and
+        takes images only in user messages.
         """
 
     @_builtins.property
@@ -411,10 +412,10 @@ class ContentPart(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """A text fragment. Must not be empty."""
+    """Required unless `image` is set. A text fragment, not empty."""
     @_builtins.property
     def image(self) -> Global___ImagePart:
-        """An image, by URL or data URL."""
+        """Required unless `text` is set. An image, by URL or data URL."""
 
     def __init__(
         self,
@@ -591,9 +592,11 @@ class ToolChoice(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     FUNCTION_NAME_FIELD_NUMBER: _builtins.int
     mode: Global___ToolChoiceMode.ValueType
-    """A general policy."""
+    """Optional. A general policy. Default: TOOL_CHOICE_MODE_AUTO."""
     function_name: _builtins.str
-    """Force a call to the named tool, which must be among `tools`."""
+    """Optional. Force a call to the named tool, which must be among the
+    request's `tools`. Default: none.
+    """
     def __init__(
         self,
         *,
@@ -620,15 +623,16 @@ class ToolCall(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Output only in responses; required when sent back in an assistant
-    message. The provider's id for the call, quoted by the tool result.
+    """Required when sent back in an assistant message; always set in
+    responses. The provider's id for the call, which the tool result quotes
+    in `tool_call_id`. At most 256 characters in practice.
     """
     name: _builtins.str
-    """Required. The name of the function called."""
+    """Required. The name of the function called (1 to 64 of [A-Za-z0-9_-])."""
     arguments: _builtins.str
-    """Required. The arguments as a JSON text, exactly as the model produced
-    it (it may be invalid JSON if the model erred; the gateway does not
-    repair it).
+    """Optional when sent back (default "{}"); set in responses. The arguments
+    as JSON text, exactly as the model produced them: it may be invalid JSON
+    if the model erred, and the gateway does not repair it.
     """
     def __init__(
         self,
@@ -725,11 +729,13 @@ class ReasoningOptions(_message.Message):
     EXCLUDE_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
     """Optional. Turn reasoning on or off. On Z.AI this is `thinking.type`; on
-    OpenRouter `reasoning.enabled`. Default: the model's (GLM-4.7 thinks by
-    default; GLM-4.5 and 4.6 decide for themselves).
+    OpenRouter `reasoning.enabled`. False together with an effort other than
+    NONE, or with `max_tokens`, is rejected. Default: the model's (GLM-4.7
+    thinks by default; GLM-4.5 and 4.6 decide for themselves).
     """
     effort: Global___ReasoningEffort.ValueType
-    """Optional. How hard to think. OpenRouter only; Z.AI ignores it.
+    """Optional. How hard to think. Z.AI has no levels: it reads
+    REASONING_EFFORT_NONE as thinking off and ignores the others.
     Default: the model's. Mutually exclusive with `max_tokens`.
     """
     max_tokens: _builtins.int
@@ -947,7 +953,7 @@ Global___ZaiOptions: _TypeAlias = ZaiOptions  # noqa: Y015
 
 @_typing.final
 class Usage(_message.Message):
-    """Token counts and cost of one completion."""
+    """Token counts and cost of one completion. Output only."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -958,18 +964,24 @@ class Usage(_message.Message):
     REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
     prompt_tokens: _builtins.int
-    """Tokens in the prompt, cached ones included."""
+    """Always set. Tokens in the prompt, cached ones included. 0 or more."""
     completion_tokens: _builtins.int
-    """Tokens generated, reasoning included."""
+    """Always set. Tokens generated, reasoning included. 0 or more."""
     total_tokens: _builtins.int
-    """prompt_tokens + completion_tokens, as the provider reports it."""
+    """Always set. prompt_tokens + completion_tokens, as the provider reports
+    it. 0 or more.
+    """
     cached_tokens: _builtins.int
-    """Prompt tokens served from the provider's cache (0 when not reported)."""
+    """Always set. Prompt tokens served from the provider's cache, at most
+    prompt_tokens. 0 when the provider does not report it.
+    """
     reasoning_tokens: _builtins.int
-    """Completion tokens spent on reasoning (0 when not reported)."""
+    """Always set. Completion tokens spent on reasoning, at most
+    completion_tokens. 0 when the provider does not report it.
+    """
     cost_usd: _builtins.float
-    """Cost in USD as the provider reported it (OpenRouter `usage.cost`).
-    Unset when the provider does not report cost (Z.AI).
+    """Optional. Cost in USD as the provider reported it (OpenRouter
+    `usage.cost`), 0 or more. Unset when the provider reports no cost (Z.AI).
     """
     def __init__(
         self,

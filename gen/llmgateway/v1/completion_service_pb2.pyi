@@ -284,7 +284,7 @@ Global___CompleteRequest: _TypeAlias = CompleteRequest  # noqa: Y015
 
 @_typing.final
 class CompleteResponse(_message.Message):
-    """Response of `Complete`."""
+    """Response of `Complete`. Every field is output only."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -299,36 +299,40 @@ class CompleteResponse(_message.Message):
     NATIVE_FINISH_REASON_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """The upstream's id for the generation (OpenRouter `gen-...`, Z.AI's
-    request id).
+    """Set when the upstream reports one, else empty. The upstream's id for the
+    generation (OpenRouter `gen-...`, Z.AI's request id).
     """
     model: _builtins.str
-    """The model that actually served, in gateway naming (it may differ from
-    the requested one when an OpenRouter fallback served).
+    """Always set. The model that actually served, in gateway naming (it may
+    differ from the requested one when an OpenRouter fallback served).
     """
     provider: _completion_pb2.Provider.ValueType
-    """The gateway provider that served the call."""
+    """Always set. The gateway provider that served the call."""
     upstream_provider: _builtins.str
-    """The provider behind OpenRouter that served ("Anthropic"); for Z.AI,
-    "Z.AI". Empty when not reported.
+    """Set when known, else empty. The provider behind OpenRouter that served
+    ("Anthropic"); for Z.AI, "Z.AI".
     """
     content: _builtins.str
-    """The generated text. Empty when the model only called tools."""
+    """May be empty: when the model only called tools, or when Z.AI's content
+    filter withdrew the output. The generated text.
+    """
     reasoning: _builtins.str
-    """The model's reasoning, when it produced some and it was not excluded."""
+    """May be empty. The model's reasoning, when it produced some and the
+    request did not exclude it.
+    """
     finish_reason: _completion_pb2.FinishReason.ValueType
-    """Why the model stopped."""
+    """Always set, never FINISH_REASON_UNSPECIFIED. Why the model stopped."""
     native_finish_reason: _builtins.str
-    """The provider's own finish reason, unmapped (for example `tool_use` or
-    `model_context_window_exceeded`).
+    """Always set. The provider's own finish reason, unmapped (for example
+    `tool_use` or `model_context_window_exceeded`).
     """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_completion_pb2.ToolCall]:
-        """The tool calls the model made, in order."""
+        """Zero or more. The tool calls the model made, in order."""
 
     @_builtins.property
     def usage(self) -> _completion_pb2.Usage:
-        """Token counts and cost."""
+        """Unset only when the upstream reported no usage. Token counts and cost."""
 
     def __init__(
         self,
@@ -487,7 +491,7 @@ class ContentDelta(_message.Message):
 
     TEXT_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """The text fragment; never empty."""
+    """Always set, never empty. The text fragment."""
     def __init__(
         self,
         *,
@@ -509,7 +513,7 @@ class ReasoningDelta(_message.Message):
 
     TEXT_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """The reasoning fragment; never empty."""
+    """Always set, never empty. The reasoning fragment."""
     def __init__(
         self,
         *,
@@ -525,7 +529,7 @@ Global___ReasoningDelta: _TypeAlias = ReasoningDelta  # noqa: Y015
 
 @_typing.final
 class CompletionDone(_message.Message):
-    """The end of a complete stream."""
+    """The end of a complete stream. Every field is output only."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -537,20 +541,24 @@ class CompletionDone(_message.Message):
     NATIVE_FINISH_REASON_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """The upstream's id for the generation."""
+    """Set when the upstream reports one, else empty. The upstream's id for
+    the generation.
+    """
     model: _builtins.str
-    """The model that actually served, in gateway naming."""
+    """Always set. The model that actually served, in gateway naming."""
     provider: _completion_pb2.Provider.ValueType
-    """The gateway provider that served the call."""
+    """Always set. The gateway provider that served the call."""
     upstream_provider: _builtins.str
-    """The provider behind OpenRouter that served; for Z.AI, "Z.AI"."""
+    """Set when known, else empty. The provider behind OpenRouter that served;
+    for Z.AI, "Z.AI".
+    """
     finish_reason: _completion_pb2.FinishReason.ValueType
-    """Why the model stopped."""
+    """Always set, never FINISH_REASON_UNSPECIFIED. Why the model stopped."""
     native_finish_reason: _builtins.str
-    """The provider's own finish reason, unmapped."""
+    """Always set. The provider's own finish reason, unmapped."""
     @_builtins.property
     def usage(self) -> _completion_pb2.Usage:
-        """Token counts and cost. Unset only when the upstream reported no usage."""
+        """Unset only when the upstream reported no usage. Token counts and cost."""
 
     def __init__(
         self,
@@ -595,7 +603,7 @@ Global___ListModelsRequest: _TypeAlias = ListModelsRequest  # noqa: Y015
 
 @_typing.final
 class ListModelsResponse(_message.Message):
-    """Response of `ListModels`."""
+    """Response of `ListModels`. Every field is output only."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -603,14 +611,15 @@ class ListModelsResponse(_message.Message):
     INCOMPLETE_PROVIDERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInfo]:
-        """The routable models: configured aliases first, then Z.AI's, then
-        OpenRouter's catalogue.
+        """Zero or more. The routable models: configured aliases first, then
+        Z.AI's, then OpenRouter's catalogue.
         """
 
     @_builtins.property
     def incomplete_providers(self) -> _containers.RepeatedScalarFieldContainer[_completion_pb2.Provider.ValueType]:
-        """Providers whose catalogue could not be fetched just now; their models
-        are missing from `models`, though they can still be called by name.
+        """Usually empty. Providers whose catalogue could not be fetched just now;
+        their models are missing from `models`, though they can still be called
+        by name.
         """
 
     def __init__(
@@ -629,7 +638,7 @@ Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
 
 @_typing.final
 class ModelInfo(_message.Message):
-    """A model the gateway can route to."""
+    """A model the gateway can route to. Every field is output only."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -642,24 +651,24 @@ class ModelInfo(_message.Message):
     AVAILABLE_FIELD_NUMBER: _builtins.int
     ALIAS_OF_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The name to put in a request's `model` field."""
+    """Always set. The name to put in a request's `model` field."""
     provider: _completion_pb2.Provider.ValueType
-    """The provider that serves it."""
+    """Always set. The provider that serves it."""
     upstream_model: _builtins.str
-    """The model's id at the provider ("openai/gpt-4o", "glm-4.7")."""
+    """Always set. The model's id at the provider ("openai/gpt-4o", "glm-4.7")."""
     display_name: _builtins.str
-    """A human-readable name, where known."""
+    """Empty when unknown. A human-readable name."""
     context_length: _builtins.int
-    """Context window in tokens. Unset when unknown."""
+    """Unset when unknown. Context window in tokens, greater than 0."""
     available: _builtins.bool
-    """False when the gateway has no API key for the provider, so calls would
-    fail with FAILED_PRECONDITION.
+    """Always set. False when the gateway has no API key for the provider, so
+    calls would fail with FAILED_PRECONDITION.
     """
     alias_of: _builtins.str
-    """For an alias: the model name it stands for. Empty otherwise."""
+    """Set for an alias: the model name it stands for. Empty otherwise."""
     @_builtins.property
     def pricing(self) -> Global___ModelPricing:
-        """Prices, where known."""
+        """Unset when no price is known. Prices."""
 
     def __init__(
         self,
@@ -685,7 +694,7 @@ Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
 
 @_typing.final
 class ModelPricing(_message.Message):
-    """Prices in USD per million tokens. Unset fields are unknown."""
+    """Prices in USD per million tokens. Output only; unset fields are unknown."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -693,11 +702,13 @@ class ModelPricing(_message.Message):
     COMPLETION_PER_MILLION_FIELD_NUMBER: _builtins.int
     CACHED_PROMPT_PER_MILLION_FIELD_NUMBER: _builtins.int
     prompt_per_million: _builtins.float
-    """Optional. USD per million prompt tokens."""
+    """Unset when unknown. USD per million prompt tokens, 0 or more."""
     completion_per_million: _builtins.float
-    """Optional. USD per million completion tokens."""
+    """Unset when unknown. USD per million completion tokens, 0 or more."""
     cached_prompt_per_million: _builtins.float
-    """Optional. USD per million prompt tokens served from cache."""
+    """Unset when unknown. USD per million prompt tokens served from cache,
+    0 or more.
+    """
     def __init__(
         self,
         *,
