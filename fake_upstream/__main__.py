@@ -9,12 +9,13 @@ import contextlib
 from fake_upstream.app import FakeUpstream
 
 
-async def _main(host: str, port: int, chunk_delay: float) -> None:
-    fake = FakeUpstream(chunk_delay=chunk_delay)
-    await fake.start(host, port)
-    print("fake upstream listening; point the gateway at it with:")
+async def _main(args: argparse.Namespace) -> None:
+    fake = FakeUpstream(chunk_delay=args.chunk_delay, stream_chunks=args.stream_chunks)
+    fake.record = not args.no_record
+    await fake.start(args.host, args.port)
+    print("fake upstream listening; point the gateway at it with:", flush=True)
     for name, value in fake.environment().items():
-        print(f"  export {name}={value}")
+        print(f"  export {name}={value}", flush=True)
     await asyncio.Event().wait()
 
 
@@ -26,9 +27,15 @@ def main() -> None:
     parser.add_argument(
         "--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks (default 0)"
     )
+    parser.add_argument(
+        "--stream-chunks", type=int, help="make every streamed answer exactly this many chunks"
+    )
+    parser.add_argument(
+        "--no-record", action="store_true", help="keep no log of requests (long benchmark runs)"
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args.host, args.port, args.chunk_delay))
+        asyncio.run(_main(args))
 
 
 if __name__ == "__main__":

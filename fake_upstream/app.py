@@ -98,12 +98,15 @@ class FakeUpstream:
         zai_key: str = "fake-zai-id.fake-zai-secret",
         chunk_delay: float = 0.0,
         slow_chunk_delay: float = 0.02,
+        stream_chunks: int | None = None,
     ) -> None:
         self.openrouter_key = openrouter_key
         self.zai_key = zai_key
         # Pause between streamed chunks for every stream (0: as fast as possible).
         self.chunk_delay = chunk_delay
         self.slow_chunk_delay = slow_chunk_delay
+        # When set, every streamed answer is exactly this many content chunks (benchmarks).
+        self.stream_chunks = stream_chunks
         self.requests: list[RecordedRequest] = []
         self.record = True
         self._http = HTTPServer(self.handle)
@@ -224,6 +227,9 @@ class FakeUpstream:
         headers = {"X-Generation-Id": upstream_id} if provider == "openrouter" else {}
         if not body.get("stream"):
             return self._unary(provider, wire.unary_body(answer, upstream_id), fault, headers)
+        if self.stream_chunks is not None and not answer.tool_calls:
+            answer.content = ["tok "] * self.stream_chunks
+            answer.reasoning = []
         plan = wire.stream_plan(answer, upstream_id)
         return self._stream(provider, plan, answer, fault, headers)
 

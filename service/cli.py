@@ -22,6 +22,13 @@ def main(argv: list[str] | None = None) -> int:
         "--address", help="HOST:PORT to listen on (default 0.0.0.0:50051, or LLMGATEWAY_ADDRESS)"
     )
     serve.add_argument("--config", type=Path, help="TOML config file (or LLMGATEWAY_CONFIG)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes sharing the port (default: LLMGATEWAY_WORKERS, else one per core)",
+    )
+    # Set by the parent of several workers; not for direct use.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--log-level", default="INFO")
 
     demo = commands.add_parser(
@@ -47,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
     )
     # httpx logs every request URL at INFO; that is noise at our INFO level.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -56,7 +64,14 @@ def main(argv: list[str] | None = None) -> int:
             settings = Settings.load(os.environ, args.config)
             if args.address:
                 settings = _with_address(settings, args.address)
-            asyncio.run(_serve(settings))
+            workers = args.workers or _workers_from_env()
+            if workers < 1:
+                raise ConfigError(f"--workers must be 1 or more, got {workers}")
+            if workers > 1:
+                from service.workers import run_workers
+
+                return run_workers(settings.address, workers, args.config, args.log_level)
+            asyncio.run(_serve(settings, reuse_port=args.reuse_port))
             return 0
         from service.demo import run_demo
 
@@ -69,10 +84,22 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, *, reuse_port: bool) -> None:
     from service.server import serve
 
-    await serve(settings)
+    await serve(settings, reuse_port=reuse_port)
+
+
+def _workers_from_env() -> int:
+    from service.workers import default_workers
+
+    raw = os.environ.get("LLMGATEWAY_WORKERS")
+    if not raw:
+        return default_workers()
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"LLMGATEWAY_WORKERS must be a whole number, got {raw!r}") from exc
 
 
 def _with_address(settings: Settings, address: str) -> Settings:

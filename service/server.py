@@ -62,6 +62,7 @@ async def start_gateway(
     *,
     address: str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    reuse_port: bool = False,
 ) -> Gateway:
     """Bind, start and report SERVING. `transport` is a test seam for httpx."""
     router = Router(settings.aliases)
@@ -85,9 +86,9 @@ async def start_gateway(
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message),
-            # One process per port unless asked otherwise: a second gateway
-            # on a busy port should fail, not silently share it.
-            ("grpc.so_reuseport", 0),
+            # One process per port unless this is one of several workers: a
+            # second gateway on a busy port should fail, not silently share it.
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
     servicer = CompletionServicer(
@@ -125,9 +126,9 @@ async def start_gateway(
     return Gateway(server=server, port=port, health=health_servicer, providers=providers)
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     """Run until SIGTERM or SIGINT, then drain within settings.shutdown_grace."""
-    gateway = await start_gateway(settings)
+    gateway = await start_gateway(settings, reuse_port=reuse_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

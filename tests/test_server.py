@@ -186,3 +186,95 @@ def test_demo_command_streams_from_both_providers():
     assert "served by zai/glm-4.7" in result.stdout
     assert "served by openrouter/openai/gpt-4o-mini" in result.stdout
     assert "[reasoning]" in result.stdout
+
+
+def _serve_process(fake, port, *extra, **env_extra):
+    env = {**os.environ, **fake.environment(), "PYTHONUNBUFFERED": "1", **env_extra}
+    return asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--address",
+        f"127.0.0.1:{port}",
+        *extra,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _worker_pids(output: str) -> list[int]:
+    line = next(line for line in output.splitlines() if "started 2 workers" in line)
+    return [int(pid) for pid in line.split("(pids ")[1].rstrip(")").split(", ")]
+
+
+async def test_workers_share_the_port_and_stop_together(fake):
+    port = _free_port()
+    process = await _serve_process(fake, port, "--workers", "2")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), timeout=30)
+            stub = pb_grpc.CompletionServiceStub(channel)
+            for _ in range(4):
+                answer = await stub.Complete(
+                    pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")]), timeout=10
+                )
+                assert answer.content
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    output = (await process.stdout.read()).decode() if process.stdout else ""
+    assert code == 0, output
+    assert output.count("llmgateway listening on") == 2
+    assert output.count("stopped") >= 2
+
+
+async def test_a_dying_worker_stops_the_rest_and_fails_loudly(fake):
+    port = _free_port()
+    process = await _serve_process(fake, port, "--workers", "2")
+    assert process.stdout is not None
+    seen = ""
+    try:
+        while "started 2 workers" not in seen:
+            seen += (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
+        first, second = _worker_pids(seen)
+        os.kill(first, signal.SIGKILL)
+        code = await asyncio.wait_for(process.wait(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    output = seen + (await process.stdout.read()).decode()
+    assert code == 1, output
+    assert "stopping the others" in output
+    with pytest.raises(ProcessLookupError):
+        os.kill(second, 0)
+
+
+def test_workers_refuse_a_port_already_in_use():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "serve",
+                "--address",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr

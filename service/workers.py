@@ -1,0 +1,106 @@
+"""Serve on every core: worker processes sharing one port through SO_REUSEPORT.
+
+Python runs one thread of code at a time, so one process uses one core. The
+parent starts N `llmgateway serve --workers 1 --reuse-port` children on the
+same address, lets the kernel spread connections among them, forwards
+SIGTERM/SIGINT so each drains, and exits non-zero if a worker dies on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from service.config import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from types import FrameType
+
+logger = logging.getLogger(__name__)
+
+_POLL_SECONDS = 0.2
+
+
+def default_workers() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_workers(address: str, workers: int, config: Path | None, log_level: str) -> int:
+    """Run `workers` gateway processes on `address` until signalled; the exit code."""
+    _check_port_is_free(address)
+    command = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--address",
+        address,
+        "--workers",
+        "1",
+        "--reuse-port",
+        "--log-level",
+        log_level,
+    ]
+    if config is not None:
+        command += ["--config", str(config)]
+    children = [subprocess.Popen(command) for _ in range(workers)]  # noqa: S603  # our own CLI
+    logger.info(
+        "started %d workers on %s (pids %s)",
+        workers,
+        address,
+        ", ".join(str(c.pid) for c in children),
+    )
+    stopping = False
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        del frame
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    failed = False
+    while any(child.poll() is None for child in children):
+        died = [c for c in children if c.poll() not in (None, 0)]
+        if died and not stopping:
+            # A worker that dies alone leaves the port half-served: stop them all, loudly.
+            logger.error(
+                "worker %d exited with %s; stopping the others", died[0].pid, died[0].returncode
+            )
+            failed = True
+            forward(signal.SIGTERM, None)
+        time.sleep(_POLL_SECONDS)
+    codes = [child.returncode for child in children]
+    if failed or any(codes):
+        logger.error("workers exited with codes %s", codes)
+        return 1
+    return 0
+
+
+def _check_port_is_free(address: str) -> None:
+    """Fail now if something already listens there: with SO_REUSEPORT the
+    workers would otherwise share the port with it silently."""
+    host, _, port_text = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104  # the operator chose the address
+    port = int(port_text)
+    if port == 0:
+        raise ConfigError(
+            "several workers need a fixed port; pass --address HOST:PORT or --workers 1"
+        )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {address}: {exc.strerror}") from exc
