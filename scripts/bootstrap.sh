@@ -22,7 +22,7 @@ wanted=$(cat pyproject.toml | .venv/bin/python -c 'import hashlib, sys; print(ha
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "==> installing llmgateway and its dev tools into .venv" >&2
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
   echo "$wanted" > "$stamp"
 fi
 

@@ -12,7 +12,7 @@ from llmgateway.v1 import completion_service_pb2 as pb
 
 from service.errors import GatewayError
 from service.providers.sse import ServerSentEvent
-from service.providers.stream import StreamAssembler
+from service.providers.stream import StreamAssembler, coalesce
 from service.routing import Route
 
 OPENROUTER_ROUTE = Route(
@@ -616,3 +616,23 @@ async def test_nothing_after_done_counts(openrouter):
     assert assembler.on_event(ServerSentEvent(data=b"{garbage")) == []
     done = final(assembler.finish())
     assert done.finish_reason == common.FINISH_REASON_STOP
+
+
+def _content(text):
+    return pb.StreamCompleteResponse(content_delta=pb.ContentDelta(text=text))
+
+
+def _reasoning(text):
+    return pb.StreamCompleteResponse(reasoning_delta=pb.ReasoningDelta(text=text))
+
+
+def test_coalesce_merges_runs_of_the_same_delta_kind_in_order():
+    call = pb.StreamCompleteResponse(tool_call=common.ToolCall(id="c", name="f", arguments="{}"))
+    events = [_reasoning("a"), _reasoning("b"), _content("c"), _content("d"), call, _content("e")]
+    assert coalesce(events) == [_reasoning("ab"), _content("cd"), call, _content("e")]
+
+
+def test_coalesce_leaves_single_events_alone():
+    event = _content("x")
+    assert coalesce([event]) == [event]
+    assert coalesce([]) == []

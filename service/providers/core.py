@@ -20,8 +20,14 @@ from llmgateway.v1 import completion_service_pb2 as pb
 
 from service.errors import FieldViolation, GatewayError
 from service.providers import upstream_errors as ue
+from service.providers.aiohttp_transport import AiohttpTransport
 from service.providers.sse import SSEDecoder
-from service.providers.stream import StreamAssembler, as_object, failure_from_error_object
+from service.providers.stream import (
+    StreamAssembler,
+    as_object,
+    coalesce,
+    failure_from_error_object,
+)
 from service.providers.wire import AnyCompletionRequest, JSONObject, usage_from_json
 from service.routing import gateway_model_name
 
@@ -75,7 +81,7 @@ class OpenAICompatibleProvider:
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            transport=transport,
+            transport=transport or AiohttpTransport(max_connections=max_connections),
             # Upstream base URLs come from configuration; redirects would only
             # hide a misconfiguration (and could leak the key to another host).
             follow_redirects=False,
@@ -210,9 +216,17 @@ class OpenAICompatibleProvider:
             chunks = response.aiter_bytes()
             with self._transport_errors(route, mid_stream=True), self._parse_errors(route):
                 async for raw in chunks:
-                    for event in decoder.feed(raw):
-                        for out in assembler.on_event(event):
+                    batch: list[pb.StreamCompleteResponse] = []
+                    try:
+                        for event in decoder.feed(raw):
+                            batch.extend(assembler.on_event(event))
+                    except GatewayError:
+                        # What arrived before the error still reaches the caller.
+                        for out in coalesce(batch):
                             yield out
+                        raise
+                    for out in coalesce(batch):
+                        yield out
                     if assembler.done:
                         break
                     if loop.time() > give_up_at:

@@ -1,0 +1,229 @@
+"""The processes a benchmark runs: fake upstream, gateway, LiteLLM; and their memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+
+import httpx
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+ROOT = Path(__file__).resolve().parent.parent
+LITELLM_VERSION = "1.108.7"
+LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
+FAKE_OPENROUTER_KEY = "sk-or-v1-fake-test-key"  # the fake upstream's default; not a secret
+
+
+def free_port() -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    """Until something accepts connections on `port`; fail if `process` died first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on port {port} within {seconds} s")
+
+
+@contextlib.contextmanager
+def running(
+    command: list[str], env: Mapping[str, str] | None = None, log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `command` for the duration of the block; SIGTERM it (then SIGKILL) after."""
+    with contextlib.ExitStack() as stack:
+        output = stack.enter_context(log.open("wb")) if log else subprocess.DEVNULL
+        process = subprocess.Popen(  # noqa: S603  # our own commands
+            command,
+            env={**os.environ, **(env or {})},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield process
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def fake_upstream_command(port: int, chunks: int, delay: float) -> list[str]:
+    """The fake upstream: instant unary answers, `chunks` stream chunks `delay` s apart."""
+    return [
+        sys.executable,
+        "-m",
+        "fake_upstream",
+        "--port",
+        str(port),
+        "--no-record",
+        "--stream-chunks",
+        str(chunks),
+        "--chunk-delay",
+        str(delay),
+    ]
+
+
+def fake_environment(fake_port: int) -> dict[str, str]:
+    """Environment that points a gateway at the fake upstream."""
+    base = f"http://127.0.0.1:{fake_port}"
+    return {
+        "OPENROUTER_API_KEY": FAKE_OPENROUTER_KEY,
+        "OPENROUTER_BASE_URL": f"{base}/openrouter/api/v1",
+        "ZAI_API_KEY": "fake-zai-id.fake-zai-secret",
+        "ZAI_BASE_URL": f"{base}/zai/api/paas/v4",
+        "ZAI_CODING_BASE_URL": f"{base}/zai/api/coding/paas/v4",
+    }
+
+
+def gateway_command(port: int, workers: int | None) -> list[str]:
+    """llmgateway serve with its default settings (workers: one per core unless given)."""
+    command = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--address",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "WARNING",
+    ]
+    if workers:
+        command += ["--workers", str(workers)]
+    return command
+
+
+def ensure_litellm() -> Path:
+    """LiteLLM's proxy in its own virtual environment (installed once, pinned)."""
+    executable = LITELLM_VENV / "bin" / "litellm"
+    marker = LITELLM_VENV / f".litellm-{LITELLM_VERSION}"
+    if not marker.exists():
+        print(
+            f"installing LiteLLM {LITELLM_VERSION} into {LITELLM_VENV} (once)...", file=sys.stderr
+        )
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)  # noqa: S603
+        subprocess.run(  # noqa: S603  # pinned package from the registry
+            [
+                str(LITELLM_VENV / "bin" / "pip"),
+                "install",
+                "--quiet",
+                f"litellm[proxy]=={LITELLM_VERSION}",
+            ],
+            check=True,
+        )
+        marker.touch()
+    return executable
+
+
+def litellm_command(port: int, fake_port: int, workers: int, config_dir: Path) -> list[str]:
+    """LiteLLM's proxy in its lean mode (no database, no callbacks) before the fake upstream."""
+    config = config_dir / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: bench\n"
+        "    litellm_params:\n"
+        "      model: openai/openai/gpt-4o-mini\n"
+        f"      api_base: http://127.0.0.1:{fake_port}/openrouter/api/v1\n"
+        f"      api_key: {FAKE_OPENROUTER_KEY}\n"
+        "litellm_settings:\n"
+        "  callbacks: []\n"
+        "  num_retries: 0\n"
+        "  request_timeout: 120\n"
+        "general_settings:\n"
+        "  master_key: sk-bench-master\n"
+    )
+    return [
+        str(ensure_litellm()),
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        str(workers),
+    ]
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], seconds: float = 120) -> None:
+    """Until `url` answers 200; fail if `process` died first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+class MemorySampler:
+    """Peak resident memory of a process and all its descendants, sampled every 50 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        """The highest total seen, in MiB."""
+        return self._peak / 1024
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, sum(_rss_kb(p) for p in _tree(self._pid)))
+            self._stop.wait(0.05)
+
+
+def _tree(pid: int) -> list[int]:
+    pids, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        pids.append(current)
+        with contextlib.suppress(OSError):
+            queue.extend(
+                int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            )
+    return pids
+
+
+def _rss_kb(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0

@@ -1,0 +1,113 @@
+"""An httpx transport that sends requests with aiohttp.
+
+httpx stays the API; this replaces what sits under it. httpcore's pool checks
+every pooled connection on each request, which costs O(connections) per call
+and grew to a third of the gateway's CPU under a few hundred concurrent
+streams; aiohttp's connector and C-accelerated HTTP parser do not
+(docs/performance.md has the figures). aiohttp's exceptions are mapped to
+httpx's, most specific first, so the gateway's error mapping is unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+import aiohttp
+import httpx
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+# aiohttp exception -> httpx exception; the first match wins, so subclasses come first.
+_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ClientConnectorError, httpx.ConnectError),
+    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
+    (aiohttp.ClientOSError, httpx.ReadError),
+    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    (aiohttp.ClientError, httpx.TransportError),
+)
+
+
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except aiohttp.ClientError as exc:
+        for source, target in _ERRORS:
+            if isinstance(exc, source):
+                raise target(str(exc) or type(exc).__name__) from exc
+        raise  # pragma: no cover  # ClientError itself is the last row
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    """The body as aiohttp delivers it: whatever has arrived, no fixed chunk size."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _httpx_errors():
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()  # read to the end: the connection is reusable
+        else:
+            self._response.close()  # unfinished: drop the connection, stopping the upstream
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """One aiohttp session (and connection pool), created on first use."""
+
+    def __init__(self, *, max_connections: int, keepalive_expiry: float = 30.0) -> None:
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._session: aiohttp.ClientSession | None = None
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=0,
+                keepalive_timeout=self._keepalive_expiry,
+                ttl_dns_cache=300,
+            )
+            # httpx decodes Content-Encoding itself; decoding twice would fail.
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {})
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        with _httpx_errors():
+            response = await self._session_now().request(
+                request.method,
+                str(request.url),
+                headers=headers,
+                data=request.content or None,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=timeout.get("pool"),
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                ),
+            )
+        return httpx.Response(
+            status_code=response.status,
+            headers=[(k, v) for k, v in response.raw_headers],
+            stream=_ResponseStream(response),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
