@@ -236,7 +236,13 @@ def drive(
     raw = json.loads(done.stdout)
     time.sleep(0.5)  # let the target settle before the next load
     return Row.from_raw(
-        load.name, load.mode, target, load.concurrency, raw, sampler.peak_mb if sampler else None
+        load.name,
+        load.mode,
+        target,
+        load.concurrency,
+        raw,
+        sampler.peak_mb if sampler else None,
+        sampler.peak_pss_mb if sampler else None,
     )
 
 

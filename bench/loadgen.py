@@ -31,6 +31,12 @@ PROMPT = "Say hello."
 GATEWAY_MODEL = "openrouter/openai/gpt-4o-mini"
 
 
+def upstream_chunks(text: str) -> int:
+    """How many of the fake upstream's chunks ("tok " each) `text` holds; the
+    gateway may merge chunks that arrived together into one message."""
+    return max(1, text.count("tok "))
+
+
 @dataclass
 class Result:
     """Raw figures of one run; times in seconds."""
@@ -123,8 +129,9 @@ class HttpTarget(Target):
                     break
                 chunk = orjson.loads(data)
                 choices = chunk.get("choices") or []
-                if choices and (choices[0].get("delta") or {}).get("content"):
-                    chunks += 1
+                text = choices[0].get("delta", {}).get("content") if choices else None
+                if text:
+                    chunks += upstream_chunks(text)
                     if not first:
                         first = time.perf_counter() - started
         if not done:
@@ -168,7 +175,7 @@ class GatewayTarget(Target):
         async for event in self._stub().StreamComplete(self._stream, timeout=120):
             kind = event.WhichOneof("event")
             if kind == "content_delta":
-                chunks += 1
+                chunks += upstream_chunks(event.content_delta.text)
                 if not first:
                     first = time.perf_counter() - started
             elif kind == "done":

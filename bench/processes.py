@@ -182,11 +182,17 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], seconds: float = 1
 
 
 class MemorySampler:
-    """Peak resident memory of a process and all its descendants, sampled every 50 ms."""
+    """Peak memory of a process and all its descendants, sampled every 50 ms.
+
+    Two sums: RSS counts pages shared between the processes (the grpc and
+    Python libraries every worker maps) once per process; PSS divides each
+    shared page among its sharers, so its sum is what the tree really holds.
+    """
 
     def __init__(self, pid: int) -> None:
         self._pid = pid
         self._peak = 0
+        self._peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -200,12 +206,21 @@ class MemorySampler:
 
     @property
     def peak_mb(self) -> float:
-        """The highest total seen, in MiB."""
+        """The highest RSS total seen, in MiB."""
         return self._peak / 1024
+
+    @property
+    def peak_pss_mb(self) -> float:
+        """The highest PSS total seen, in MiB."""
+        return self._peak_pss / 1024
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._peak = max(self._peak, sum(_rss_kb(p) for p in _tree(self._pid)))
+            pids = _tree(self._pid)
+            self._peak = max(self._peak, sum(_field_kb(p, "status", "VmRSS:") for p in pids))
+            self._peak_pss = max(
+                self._peak_pss, sum(_field_kb(p, "smaps_rollup", "Pss:") for p in pids)
+            )
             self._stop.wait(0.05)
 
 
@@ -221,9 +236,9 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def _rss_kb(pid: int) -> int:
+def _field_kb(pid: int, name: str, field: str) -> int:
     with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1])
     return 0

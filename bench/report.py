@@ -31,6 +31,7 @@ class Row:
     total_s: float | None = None
     chunks_per_s: float | None = None
     peak_rss_mb: float | None = None
+    peak_pss_mb: float | None = None
     error_samples: list[str] = field(default_factory=list)
 
     @classmethod
@@ -42,6 +43,7 @@ class Row:
         concurrency: int,
         raw: dict[str, Any],
         peak_rss_mb: float | None,
+        peak_pss_mb: float | None,
     ) -> Row:
         """A row from the load generator's raw figures."""
         latencies = sorted(raw["latencies"])
@@ -63,6 +65,7 @@ class Row:
             total_s=wall / waves if mode == "stream" else None,
             chunks_per_s=raw["chunks"] / wall if mode == "stream" else None,
             peak_rss_mb=peak_rss_mb,
+            peak_pss_mb=peak_pss_mb,
             error_samples=raw["error_samples"],
         )
 
@@ -83,6 +86,7 @@ _COLUMNS = [
     ("chunks_per_s", "chunks/s", "{:.0f}"),
     ("errors", "errors", "{}"),
     ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+    ("peak_pss_mb", "peak PSS MB", "{:.0f}"),
 ]
 
 
@@ -176,10 +180,16 @@ def check_targets(rows: list[Row]) -> list[str]:
     big = _find(rows, "1000 streams", "gateway")
     if big:
         verdict(big.errors == 0, f"1000 streams: {big.errors} errors (target 0)")
+        if big.peak_pss_mb is not None:
+            verdict(
+                big.peak_pss_mb <= 150,
+                f"1000 streams: peak PSS {big.peak_pss_mb:.0f} MB, all processes (target <= 150)",
+            )
         if big.peak_rss_mb is not None:
             verdict(
                 big.peak_rss_mb <= 150,
-                f"1000 streams: peak RSS {big.peak_rss_mb:.0f} MB, all workers (target <= 150)",
+                f"1000 streams: peak RSS summed over processes {big.peak_rss_mb:.0f} MB, shared "
+                "pages counted once per process (target <= 150)",
             )
     return lines
 
@@ -212,7 +222,7 @@ def write_chart(rows: list[Row], path: Path) -> Path | None:
                 values.append(getattr(row, attr) or 0 if row else 0)
             axis.bar([x + i * width for x in range(len(loads))], values, width, label=target)
         axis.set_xticks([x + width * (len(targets) - 1) / 2 for x in range(len(loads))])
-        axis.set_xticklabels(loads, fontsize=8)
+        axis.set_xticklabels(loads, fontsize=7, rotation=20)
         axis.set_title(title, fontsize=9)
     axes[0].legend(fontsize=8)
     figure.tight_layout()
