@@ -47,6 +47,7 @@ class Result:
     error_samples: list[str] = field(default_factory=list)
     chunks: int = 0
     wall: float = 0.0
+    waves: int = 1
 
     def fail(self, what: str) -> None:
         self.errors += 1
@@ -221,7 +222,7 @@ async def run_unary(target: Target, concurrency: int, requests: int, duration: f
 
 async def run_streams(target: Target, concurrency: int, waves: int) -> Result:
     """`waves` times, `concurrency` streams started together."""
-    result = Result()
+    result = Result(waves=waves)
 
     async def one() -> None:
         started = time.perf_counter()
@@ -230,7 +231,8 @@ async def run_streams(target: Target, concurrency: int, waves: int) -> Result:
         except Exception as exc:  # noqa: BLE001  # every failure is counted
             result.fail(f"{type(exc).__name__}: {exc}")
             return
-        result.ttfts.append(first)
+        if first:  # a stream without content has no time to first token
+            result.ttfts.append(first)
         result.latencies.append(time.perf_counter() - started)
         result.chunks += chunks
 

@@ -260,6 +260,7 @@ class FakeUpstream:
     ) -> Result:
         frames = plan.frames()
         abort_after = False
+        raw_tail = b""
         stall = False
         keepalive = b""
         if fault == "truncated":
@@ -290,6 +291,9 @@ class FakeUpstream:
             frames = [*frames[:-1], b"data: [DONE]\n"]
         elif fault == "keepalive-forever":
             frames, stall, keepalive = [*plan.preamble], True, openrouter_wire.PROCESSING
+        elif fault == "bad-chunking":
+            # A chunk-size line that is not hex: broken HTTP framing mid-body.
+            frames, raw_tail = [*plan.preamble, *plan.deltas[:3]], b"zz\r\nnot a chunk\r\n"
         elif fault == "linger":
             frames = [*frames, *[b""] * 600]  # 30 s of silence after [DONE] at 0.05 s a step
         delay = self.slow_chunk_delay if fault == "slow" else self.chunk_delay
@@ -301,6 +305,7 @@ class FakeUpstream:
             _paced(frames, delay, stall, keepalive),
             headers={"Content-Type": "text/event-stream; charset=utf-8", **headers},
             abort_after=abort_after,
+            raw_tail=raw_tail,
         )
 
 

@@ -59,6 +59,8 @@ class StreamResponse:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     abort_after: bool = False
+    # Raw bytes written after the chunks, outside the chunked framing (a fault).
+    raw_tail: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +183,11 @@ class HTTPServer:
                 except ConnectionError:
                     self._abandoned()
                     return False
+            if result.raw_tail:
+                writer.write(result.raw_tail)
+                await writer.drain()
+                await hangup  # leave the connection open until the client hangs up
+                return False
             if result.abort_after:
                 writer.transport.abort()
                 return False

@@ -63,13 +63,17 @@ def main(argv: list[str] | None = None) -> int:
             settings = Settings.load(os.environ, args.config)
             if args.address:
                 settings = _with_address(settings, args.address)
-            workers = args.workers or _workers_from_env()
+            workers = args.workers if args.workers is not None else _workers_from_env()
             if workers < 1:
                 raise ConfigError(f"--workers must be 1 or more, got {workers}")
             if workers > 1:
                 from service.workers import run_workers
 
                 return run_workers(settings.address, workers, args.config, args.log_level)
+            if args.reuse_port:
+                from service.workers import die_with_parent
+
+                die_with_parent()
             # asyncio is imported here, not at the top: the parent of several
             # workers never runs an event loop and stays ~7 MB smaller without it.
             import asyncio

@@ -8,6 +8,7 @@ SIGTERM/SIGINT so each drains, and exits non-zero if a worker dies on its own.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -26,6 +27,22 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.2
+_PARENT_ENV = "LLMGATEWAY_WORKER_PARENT_PID"
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a worker: ask the kernel for SIGTERM when the parent dies, so a
+    killed parent never leaves workers serving the port on their own."""
+    parent = os.environ.get(_PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        logger.warning("could not arrange to stop with the parent process")
+    if os.getppid() != int(parent):
+        # The parent died before the request took effect.
+        raise SystemExit(1)
 
 
 def default_workers() -> int:
@@ -51,7 +68,8 @@ def run_workers(address: str, workers: int, config: Path | None, log_level: str)
     ]
     if config is not None:
         command += ["--config", str(config)]
-    children = [subprocess.Popen(command) for _ in range(workers)]  # noqa: S603  # our own CLI
+    env = {**os.environ, _PARENT_ENV: str(os.getpid())}
+    children = [subprocess.Popen(command, env=env) for _ in range(workers)]  # noqa: S603  # our own CLI
     logger.info(
         "started %d workers on %s (pids %s)",
         workers,
@@ -72,9 +90,10 @@ def run_workers(address: str, workers: int, config: Path | None, log_level: str)
     signal.signal(signal.SIGINT, forward)
     failed = False
     while any(child.poll() is None for child in children):
-        died = [c for c in children if c.poll() not in (None, 0)]
+        died = [c for c in children if c.poll() is not None]
         if died and not stopping:
-            # A worker that dies alone leaves the port half-served: stop them all, loudly.
+            # A worker that exits on its own, even with 0, leaves the port
+            # half-served: stop them all, loudly.
             logger.error(
                 "worker %d exited with %s; stopping the others", died[0].pid, died[0].returncode
             )
@@ -100,6 +119,9 @@ def _check_port_is_free(address: str) -> None:
         )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR: connections of a previous run lingering in TIME_WAIT must
+        # not block a restart; on Linux a live listener still refuses the bind.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -209,6 +211,33 @@ def _worker_pids(output: str) -> list[int]:
     return [int(pid) for pid in line.split("(pids ")[1].rstrip(")").split(", ")]
 
 
+async def _call_once(port):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await asyncio.wait_for(channel.channel_ready(), timeout=30)
+        stub = pb_grpc.CompletionServiceStub(channel)
+        answer = await stub.Complete(
+            pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")]), timeout=10
+        )
+        assert answer.content
+
+
+async def test_workers_restart_at_once_on_the_same_port(fake):
+    """Connections of the last run in TIME_WAIT must not block a restart."""
+    port = _free_port()
+    for _ in range(2):
+        process = await _serve_process(fake, port, "--workers", "2")
+        try:
+            await _call_once(port)
+            process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(process.wait(), timeout=30)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        output = (await process.stdout.read()).decode() if process.stdout else ""
+        assert code == 0, output
+
+
 async def test_workers_share_the_port_and_stop_together(fake):
     port = _free_port()
     process = await _serve_process(fake, port, "--workers", "2")
@@ -233,7 +262,9 @@ async def test_workers_share_the_port_and_stop_together(fake):
     assert output.count("stopped") >= 2
 
 
-async def test_a_dying_worker_stops_the_rest_and_fails_loudly(fake):
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+async def test_a_dying_worker_stops_the_rest_and_fails_loudly(fake, how):
+    """Even a worker that exits cleanly on its own leaves the port half-served."""
     port = _free_port()
     process = await _serve_process(fake, port, "--workers", "2")
     assert process.stdout is not None
@@ -242,7 +273,7 @@ async def test_a_dying_worker_stops_the_rest_and_fails_loudly(fake):
         while "started 2 workers" not in seen:
             seen += (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
         first, second = _worker_pids(seen)
-        os.kill(first, signal.SIGKILL)
+        os.kill(first, how)
         code = await asyncio.wait_for(process.wait(), timeout=30)
     finally:
         if process.returncode is None:
@@ -278,3 +309,35 @@ def test_workers_refuse_a_port_already_in_use():
         )
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+async def test_workers_stop_when_the_parent_is_killed(fake):
+    port = _free_port()
+    process = await _serve_process(fake, port, "--workers", "2")
+    assert process.stdout is not None
+    seen = ""
+    try:
+        while "started 2 workers" not in seen:
+            seen += (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
+        workers = _worker_pids(seen)
+        await _call_once(port)
+        process.kill()  # SIGKILL: the parent cannot forward anything
+        await process.wait()
+        for _ in range(250):
+            alive = [pid for pid in workers if _alive(pid)]
+            if not alive:
+                break
+            await asyncio.sleep(0.02)
+        assert not alive, f"workers {alive} outlived their parent"
+    finally:
+        for pid in _worker_pids(seen) if "started 2 workers" in seen else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's reaping is left

@@ -256,3 +256,15 @@ async def test_openrouter_content_filter_keeps_what_was_said(stub, fake):
     )
     assert response.finish_reason == common.FINISH_REASON_CONTENT_FILTER
     assert response.content
+
+
+@pytest.mark.parametrize(
+    "model", ["openrouter/openai/fault-bad-chunking", "zai/fault-bad-chunking"]
+)
+async def test_broken_http_framing_mid_stream_ends_the_call(stub, fake, model):
+    # The test gateway's stream idle timeout is 2 s; the call must not hang past it.
+    events, error = await asyncio.wait_for(collect(stub, model, timeout=30), timeout=15)
+    assert error is not None
+    assert error.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+    assert "done" not in kinds(events)
+    await _until_no_upstream_connections(fake)

@@ -10,6 +10,7 @@ httpx's, most specific first, so the gateway's error mapping is unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
@@ -25,11 +26,14 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
     (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
     (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
     (aiohttp.ClientConnectorError, httpx.ConnectError),
+    # Writing to a connection the server is closing (the keep-alive race).
+    (aiohttp.ClientConnectionResetError, httpx.WriteError),
     (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),
     (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
     (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
     (aiohttp.ClientOSError, httpx.ReadError),
     (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
     (aiohttp.ClientError, httpx.TransportError),
 )
 
@@ -48,12 +52,28 @@ def _httpx_errors() -> Iterator[None]:
 class _ResponseStream(httpx.AsyncByteStream):
     """The body as aiohttp delivers it: whatever has arrived, no fixed chunk size."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, read_timeout: float | None) -> None:
         self._response = response
+        self._read_timeout = read_timeout
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._response.content
         with _httpx_errors():
-            async for chunk in self._response.content.iter_any():
+            while True:
+                # Our own bound on every read: aiohttp's C parser stops its read
+                # timer when the chunked framing is malformed and then never
+                # wakes the reader, so its sock_read timeout alone can hang.
+                try:
+                    async with asyncio.timeout(self._read_timeout):
+                        chunk = await content.readany()
+                except TimeoutError:
+                    raise httpx.ReadTimeout("no data within the read timeout") from None
+                except RuntimeError as exc:
+                    # aiohttp's word for a connection that closed under a
+                    # reader (seen after malformed chunked framing).
+                    raise httpx.RemoteProtocolError(f"the body broke off: {exc}") from exc
+                if not chunk:
+                    return
                 yield chunk
 
     async def aclose(self) -> None:
@@ -74,13 +94,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
+                # The same CA bundle and SSL_CERT_* handling as httpx's own transport.
+                ssl=httpx.create_ssl_context(),
                 limit=self._max_connections,
                 limit_per_host=0,
                 keepalive_timeout=self._keepalive_expiry,
                 ttl_dns_cache=300,
             )
             # httpx decodes Content-Encoding itself; decoding twice would fail.
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+            # trust_env keeps HTTP(S)_PROXY and NO_PROXY working as they did with
+            # httpx's own transport.
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, trust_env=True
+            )
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -103,7 +129,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             status_code=response.status,
             headers=[(k, v) for k, v in response.raw_headers],
-            stream=_ResponseStream(response),
+            stream=_ResponseStream(response, timeout.get("read")),
             request=request,
             extensions={"http_version": b"HTTP/1.1"},
         )

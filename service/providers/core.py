@@ -220,7 +220,7 @@ class OpenAICompatibleProvider:
                     try:
                         for event in decoder.feed(raw):
                             batch.extend(assembler.on_event(event))
-                    except GatewayError:
+                    except Exception:
                         # What arrived before the error still reaches the caller.
                         for out in coalesce(batch):
                             yield out
@@ -367,7 +367,10 @@ class OpenAICompatibleProvider:
             yield
         except httpx.ConnectTimeout:
             raise ue.local_error(
-                pb.ERROR_REASON_UPSTREAM_UNREACHABLE, "connecting timed out", ctx
+                pb.ERROR_REASON_UPSTREAM_UNREACHABLE,
+                "connecting timed out (or every pooled connection stayed busy; the gateway "
+                "allows max_connections_per_provider at once)",
+                ctx,
             ) from None
         except httpx.TimeoutException as exc:
             what = "no data within the stream idle timeout" if mid_stream else type(exc).__name__
