@@ -212,6 +212,9 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
         return None
     lines = head.decode("latin-1").split("\r\n")
     method, path, _version = lines[0].split(" ", 2)
+    if path.startswith(("http://", "https://")):
+        # Absolute form: the client sent the request through us as a proxy.
+        path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
     headers = {}
     for line in lines[1:]:
         if line:

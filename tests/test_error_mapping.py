@@ -170,3 +170,20 @@ async def test_an_upstream_quoting_the_key_is_redacted(stub, fake, model):
     assert status.info.reason == "UPSTREAM_REJECTED_REQUEST"
     assert "Bearer [redacted]" in status.message
     _assert_no_secrets(status.message, fake)
+
+
+async def test_http_proxy_from_the_environment_is_used(settings, fake, monkeypatch):
+    # The upstream host does not resolve; only the proxy (the fake) can answer.
+    monkeypatch.setenv("HTTP_PROXY", fake.base_url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    unresolvable = "http://upstream.invalid/zai/api/paas/v4"
+    proxied = dataclasses.replace(
+        settings, zai=dataclasses.replace(settings.zai, base_url=unresolvable)
+    )
+    async with gateway_stub(proxied) as stub:
+        answer = await stub.Complete(
+            pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")]), timeout=10
+        )
+    assert answer.content
+    assert fake.requests[-1].endpoint == "general"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.request
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -90,6 +91,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str], str | None] = {}
+
+    def _proxy_for(self, url: httpx.URL) -> str | None:
+        """HTTP(S)_PROXY / NO_PROXY for this host, as httpx's own transport honours
+        them; read from the environment once per host."""
+        key = (url.scheme, url.host)
+        if key not in self._proxies:
+            proxy = None
+            if not urllib.request.proxy_bypass(url.host):
+                proxy = urllib.request.getproxies_environment().get(url.scheme)
+            self._proxies[key] = proxy
+        return self._proxies[key]
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -102,11 +115,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 ttl_dns_cache=300,
             )
             # httpx decodes Content-Encoding itself; decoding twice would fail.
-            # trust_env keeps HTTP(S)_PROXY and NO_PROXY working as they did with
-            # httpx's own transport.
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, trust_env=True
-            )
+            # No trust_env: aiohttp would then scan the environment for proxies
+            # on every request (it cost a third of unary throughput); proxies
+            # are resolved once per host in _proxy_for instead.
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -119,6 +131,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers=headers,
                 data=request.content or None,
                 allow_redirects=False,
+                proxy=self._proxy_for(request.url),
                 timeout=aiohttp.ClientTimeout(
                     total=None,
                     connect=timeout.get("pool"),
