@@ -144,21 +144,21 @@ class Settings:
                 ),
             ),
             timeouts=Timeouts(
-                connect=_seconds(
+                connect=_positive_number(
                     environ,
                     "LLMGATEWAY_CONNECT_TIMEOUT",
                     timeouts,
                     "connect_seconds",
                     _DEFAULT_TIMEOUTS.connect,
                 ),
-                request=_seconds(
+                request=_positive_number(
                     environ,
                     "LLMGATEWAY_REQUEST_TIMEOUT",
                     timeouts,
                     "request_seconds",
                     _DEFAULT_TIMEOUTS.request,
                 ),
-                stream_idle=_seconds(
+                stream_idle=_positive_number(
                     environ,
                     "LLMGATEWAY_STREAM_IDLE_TIMEOUT",
                     timeouts,
@@ -167,10 +167,10 @@ class Settings:
                 ),
             ),
             aliases=dict(aliases),
-            shutdown_grace=_seconds(
+            shutdown_grace=_positive_number(
                 environ, "LLMGATEWAY_SHUTDOWN_GRACE", server, "shutdown_grace_seconds", 30.0
             ),
-            shutdown_delay=_seconds(
+            shutdown_delay=_positive_number(
                 environ,
                 "LLMGATEWAY_SHUTDOWN_DELAY",
                 server,
@@ -179,12 +179,21 @@ class Settings:
                 allow_zero=True,
             ),
             max_request_bytes=int(
-                _seconds(
+                _positive_number(
                     environ,
                     "LLMGATEWAY_MAX_REQUEST_BYTES",
                     server,
                     "max_request_bytes",
                     8 * 1024 * 1024,
+                )
+            ),
+            max_connections_per_provider=int(
+                _positive_number(
+                    environ,
+                    "LLMGATEWAY_MAX_UPSTREAM_CONNECTIONS",
+                    server,
+                    "max_upstream_connections",
+                    1000,
                 )
             ),
         )
@@ -228,7 +237,7 @@ def _string_list(value: object, name: str) -> list[str]:
     return list(value)
 
 
-def _seconds(
+def _positive_number(
     environ: Mapping[str, str],
     env_name: str,
     table: dict[str, Any],

@@ -365,3 +365,14 @@ def test_router_rejects_aliases_to_bad_names(target):
         Router({"mine": target})
     assert "'mine'" in str(caught.value)
     assert repr(target) in str(caught.value)
+
+
+def test_upstream_connection_limit_from_env_and_file(tmp_path):
+    config = tmp_path / "gw.toml"
+    config.write_text("[server]\nmax_upstream_connections = 64\n")
+    assert Settings.load({}, config).max_connections_per_provider == 64
+    env = {"LLMGATEWAY_MAX_UPSTREAM_CONNECTIONS": "8"}
+    assert Settings.load(env, config).max_connections_per_provider == 8
+    assert Settings.load({}).max_connections_per_provider == 1000
+    with pytest.raises(ConfigError, match="LLMGATEWAY_MAX_UPSTREAM_CONNECTIONS"):
+        Settings.load({"LLMGATEWAY_MAX_UPSTREAM_CONNECTIONS": "0"})
