@@ -51,7 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--log-level", default="WARNING")
 
+    from clients.cli import add_commands
+
+    add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in ("chat", "models"):
+        from clients.cli import run
+
+        return run(args)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",

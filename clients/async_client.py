@@ -1,0 +1,128 @@
+"""The asyncio client: `async with AsyncCompletionClient("host:port") as client: ...`."""
+
+from __future__ import annotations
+
+from types import EllipsisType
+from typing import TYPE_CHECKING, Any, Self
+
+import grpc
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
+
+from clients.channel import call_metadata, channel_options, credentials
+from clients.errors import from_rpc_error
+from clients.messages import to_messages
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+    from types import TracebackType
+
+    from clients.messages import Messages
+
+DEFAULT_TIMEOUT = 120.0
+
+
+class AsyncCompletionClient:
+    """Calls llmgateway.v1.CompletionService; failures raise `clients.errors` types.
+
+    Every call takes `timeout` (seconds; None for no deadline), and extra
+    request fields as keywords (`sampling=`, `tools=`, `reasoning=`, ...).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        tls: bool = False,
+        ca_file: Path | None = None,
+        api_key: str | None = None,
+        keepalive_seconds: float | None = 30.0,
+        max_attempts: int = 3,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        options = channel_options(keepalive_seconds=keepalive_seconds, max_attempts=max_attempts)
+        creds = credentials(tls=tls, ca_file=ca_file)
+        self._channel = (
+            grpc.aio.secure_channel(target, creds, options=options)
+            if creds is not None
+            else grpc.aio.insecure_channel(target, options=options)
+        )
+        self._stub = pb_grpc.CompletionServiceStub(self._channel)
+        self._metadata = call_metadata(api_key)
+        self._timeout = timeout
+
+    async def complete(
+        self,
+        model: str,
+        messages: Messages,
+        *,
+        timeout: float | EllipsisType | None = ...,
+        **fields: Any,
+    ) -> pb.CompleteResponse:
+        """One whole completion."""
+        request = pb.CompleteRequest(model=model, messages=to_messages(messages), **fields)
+        try:
+            return await self._stub.Complete(
+                request, timeout=self._deadline(timeout), metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+
+    async def stream(
+        self,
+        model: str,
+        messages: Messages,
+        *,
+        timeout: float | EllipsisType | None = ...,
+        **fields: Any,
+    ) -> AsyncIterator[pb.StreamCompleteResponse]:
+        """Events as they arrive; the last is `done`. Leaving the loop early
+        cancels the call, which closes the upstream request."""
+        request = pb.StreamCompleteRequest(model=model, messages=to_messages(messages), **fields)
+        call = self._stub.StreamComplete(
+            request, timeout=self._deadline(timeout), metadata=self._metadata
+        )
+        try:
+            async for event in call:
+                yield event
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+        finally:
+            call.cancel()  # a no-op when the call has already ended
+
+    async def list_models(
+        self,
+        provider: common.Provider.ValueType = common.PROVIDER_UNSPECIFIED,
+        *,
+        timeout: float | EllipsisType | None = ...,
+    ) -> pb.ListModelsResponse:
+        """The models the gateway routes to."""
+        try:
+            return await self._stub.ListModels(
+                pb.ListModelsRequest(provider=provider),
+                timeout=self._deadline(timeout),
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+
+    async def close(self) -> None:
+        """Close the channel, cancelling calls in flight."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _deadline(self, timeout: float | EllipsisType | None) -> float | None:
+        # `...` means "the client's default"; None means no deadline at all.
+        return self._timeout if isinstance(timeout, EllipsisType) else timeout

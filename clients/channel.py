@@ -1,0 +1,65 @@
+"""Channel settings shared by the async and sync clients."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import grpc
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+SERVICE = "llmgateway.v1.CompletionService"
+
+
+def channel_options(
+    *, keepalive_seconds: float | None, max_attempts: int
+) -> list[tuple[str, str | int]]:
+    """gRPC channel options: keepalive, and retries of UNAVAILABLE on unary calls only.
+
+    A stream is never retried: once events have reached the caller a retry
+    would repeat them, and gRPC cannot retry a call whose response has begun.
+    """
+    options: list[tuple[str, str | int]] = []
+    if max_attempts > 1:
+        config = {
+            "methodConfig": [
+                {
+                    "name": [
+                        {"service": SERVICE, "method": "Complete"},
+                        {"service": SERVICE, "method": "ListModels"},
+                    ],
+                    "retryPolicy": {
+                        "maxAttempts": min(max_attempts, 5),
+                        "initialBackoff": "0.2s",
+                        "maxBackoff": "5s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+        options += [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(config))]
+    else:
+        options.append(("grpc.enable_retries", 0))
+    if keepalive_seconds:
+        options += [
+            ("grpc.keepalive_time_ms", int(keepalive_seconds * 1000)),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+    return options
+
+
+def credentials(*, tls: bool, ca_file: Path | None) -> grpc.ChannelCredentials | None:
+    """TLS credentials (system roots, or `ca_file`), or None for plaintext."""
+    if not tls and ca_file is None:
+        return None
+    roots = ca_file.read_bytes() if ca_file is not None else None
+    return grpc.ssl_channel_credentials(root_certificates=roots)
+
+
+def call_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    """Per-call metadata: the API key as `authorization: Bearer ...`."""
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()

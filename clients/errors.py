@@ -1,0 +1,199 @@
+"""Typed exceptions for llmgateway calls, decoded from the status the server sends.
+
+    GatewayError                      any failed call; .code, .reason, .message, .metadata
+    ├── InvalidRequestError           INVALID_ARGUMENT; .field_violations {field: description}
+    ├── ModelNotFoundError            NOT_FOUND
+    ├── RateLimitedError              RESOURCE_EXHAUSTED; .retry_after (seconds or None)
+    ├── UpstreamUnavailableError      UNAVAILABLE; .retry_after; safe to retry with backoff
+    ├── DeadlineExceededError         DEADLINE_EXCEEDED
+    ├── UnauthenticatedError          UNAUTHENTICATED
+    ├── PermissionDeniedError         PERMISSION_DENIED
+    ├── FailedPreconditionError       FAILED_PRECONDITION (e.g. a provider without a key)
+    ├── CancelledError                CANCELLED
+    └── InternalError                 INTERNAL, UNKNOWN and anything else
+
+Each is raised `from` the original grpc error. `reason` is the ErrorInfo reason
+(`UPSTREAM_RATE_LIMITED`, ...; see the contract's ErrorReason enum).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, cast
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "CancelledError",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "GatewayError",
+    "InternalError",
+    "InvalidRequestError",
+    "ModelNotFoundError",
+    "PermissionDeniedError",
+    "RateLimitedError",
+    "UnauthenticatedError",
+    "UpstreamUnavailableError",
+    "from_rpc_error",
+]
+
+_DETAILS_KEY = "grpc-status-details-bin"
+
+
+class GatewayError(Exception):
+    """A call to the gateway failed."""
+
+    codes: ClassVar[tuple[grpc.StatusCode, ...]] = ()
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        reason: str = "",
+        domain: str = "",
+        metadata: Mapping[str, str] | None = None,
+        field_violations: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{code.name} {reason or ''}: {message}".replace(" :", ":"))
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.domain = domain
+        self.metadata = dict(metadata or {})
+        self.field_violations = dict(field_violations or {})
+        self.retry_after = retry_after
+
+
+class InvalidRequestError(GatewayError):
+    """The request broke the contract; `field_violations` names each field."""
+
+    codes = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE)
+
+
+class ModelNotFoundError(GatewayError):
+    """The provider does not know the model."""
+
+    codes = (grpc.StatusCode.NOT_FOUND,)
+
+
+class RateLimitedError(GatewayError):
+    """Rate limit or quota; `retry_after` says when to try again, if known."""
+
+    codes = (grpc.StatusCode.RESOURCE_EXHAUSTED,)
+
+
+class UpstreamUnavailableError(GatewayError):
+    """The provider (or the gateway) is unavailable for now; retry with backoff."""
+
+    codes = (grpc.StatusCode.UNAVAILABLE,)
+
+
+class DeadlineExceededError(GatewayError):
+    """The call ran out of time."""
+
+    codes = (grpc.StatusCode.DEADLINE_EXCEEDED,)
+
+
+class UnauthenticatedError(GatewayError):
+    """The gateway did not accept the caller's credentials."""
+
+    codes = (grpc.StatusCode.UNAUTHENTICATED,)
+
+
+class PermissionDeniedError(GatewayError):
+    """The caller, or the provider's moderation, refused the request."""
+
+    codes = (grpc.StatusCode.PERMISSION_DENIED,)
+
+
+class FailedPreconditionError(GatewayError):
+    """The gateway cannot serve this now (a missing provider key, no credit)."""
+
+    codes = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS)
+
+
+class CancelledError(GatewayError):
+    """The call was cancelled."""
+
+    codes = (grpc.StatusCode.CANCELLED,)
+
+
+class InternalError(GatewayError):
+    """A bug in the gateway, or a status this client does not know."""
+
+    codes = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+
+
+_CLASSES: dict[grpc.StatusCode, type[GatewayError]] = {
+    code: cls
+    for cls in (
+        InvalidRequestError,
+        ModelNotFoundError,
+        RateLimitedError,
+        UpstreamUnavailableError,
+        DeadlineExceededError,
+        UnauthenticatedError,
+        PermissionDeniedError,
+        FailedPreconditionError,
+        CancelledError,
+        InternalError,
+    )
+    for code in cls.codes
+}
+
+
+@dataclass
+class _Details:
+    reason: str = ""
+    domain: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    field_violations: dict[str, str] = field(default_factory=dict)
+    retry_after: float | None = None
+
+
+def from_rpc_error(error: grpc.RpcError) -> GatewayError:
+    """The typed exception for a failed call (sync or asyncio)."""
+    # Every RpcError a call raises is also a grpc.Call (sync) or an AioRpcError.
+    call = cast("grpc.Call", error)
+    code = call.code() or grpc.StatusCode.UNKNOWN
+    raw = dict(call.trailing_metadata() or ()).get(_DETAILS_KEY)
+    details = _decode(raw) if isinstance(raw, bytes) else _Details()
+    cls = _CLASSES.get(code, InternalError)
+    return cls(
+        code,
+        call.details() or "",
+        reason=details.reason,
+        domain=details.domain,
+        metadata=details.metadata,
+        field_violations=details.field_violations,
+        retry_after=details.retry_after,
+    )
+
+
+def _decode(raw: bytes) -> _Details:
+    found = _Details()
+    for detail in status_pb2.Status.FromString(raw).details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            found.reason, found.domain, found.metadata = (
+                info.reason,
+                info.domain,
+                dict(info.metadata),
+            )
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            found.field_violations = {v.field: v.description for v in bad.field_violations}
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            found.retry_after = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
+    return found

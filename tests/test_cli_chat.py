@@ -1,0 +1,189 @@
+"""`llmgateway chat` and `models`: scripted with grpcio-testing, and once for real."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import grpc_testing
+from google.rpc import error_details_pb2, status_pb2
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+
+from clients.cli import add_commands, run
+from clients.sync_client import CompletionClient
+
+SERVICE = pb.DESCRIPTOR.services_by_name["CompletionService"]
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+class Scripted:
+    """Runs the CLI in a thread against a grpc_testing channel the test answers."""
+
+    def __init__(self, *argv, stdin=""):
+        self.channel = grpc_testing.channel([SERVICE], grpc_testing.strict_real_time())
+        self.stdout, self.stderr = io.StringIO(), io.StringIO()
+        args = parse("chat", "--target", "scripted", *argv)
+        client = CompletionClient(channel=self.channel, timeout=10)
+        self.code = None
+
+        def main():
+            self.code = run(args, io.StringIO(stdin), self.stdout, self.stderr, client=client)
+
+        self.thread = threading.Thread(target=main)
+        self.thread.start()
+
+    def finish(self):
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+        return self.code
+
+
+def event(**kwargs):
+    return pb.StreamCompleteResponse(**kwargs)
+
+
+def test_chat_streams_answer_to_stdout_and_the_rest_to_stderr():
+    cli = Scripted(
+        "zai/glm-4.7",
+        "--usage",
+        "--system",
+        "Be terse.",
+        "--temperature",
+        "0.2",
+        stdin="What is 2+2?",
+    )
+    _, request, rpc = cli.channel.take_unary_stream(SERVICE.methods_by_name["StreamComplete"])
+    assert [(m.role, m.content) for m in request.messages] == [
+        (common.ROLE_SYSTEM, "Be terse."),
+        (common.ROLE_USER, "What is 2+2?"),
+    ]
+    assert request.sampling.temperature == 0.2
+    rpc.send_response(event(reasoning_delta=pb.ReasoningDelta(text="Add them.")))
+    rpc.send_response(event(content_delta=pb.ContentDelta(text="It is ")))
+    rpc.send_response(event(content_delta=pb.ContentDelta(text="4.")))
+    rpc.send_response(event(tool_call=common.ToolCall(id="c1", name="calc", arguments="{}")))
+    rpc.send_response(
+        event(
+            done=pb.CompletionDone(
+                model="zai/glm-4.7",
+                finish_reason=common.FINISH_REASON_STOP,
+                usage=common.Usage(
+                    prompt_tokens=5, completion_tokens=3, total_tokens=8, cost_usd=0.0001
+                ),
+            )
+        )
+    )
+    rpc.terminate((), grpc.StatusCode.OK, "")
+    assert cli.finish() == 0
+    assert cli.stdout.getvalue() == "It is 4.\n"
+    errors = cli.stderr.getvalue()
+    assert "[reasoning] Add them." in errors
+    assert "[tool call] calc({})" in errors
+    assert "[usage] zai/glm-4.7: 5 prompt (0 cached) + 3 completion" in errors
+    assert "$0.000100" in errors
+
+
+def test_chat_error_prints_status_reason_and_message_and_exits_non_zero():
+    cli = Scripted("zai/glm-4.7", "hi")
+    _, _, rpc = cli.channel.take_unary_stream(SERVICE.methods_by_name["StreamComplete"])
+    rpc.send_response(event(content_delta=pb.ContentDelta(text="Half an ans")))
+    # The text is printed as it arrives, before the stream ends.
+    deadline = time.monotonic() + 10
+    while cli.stdout.getvalue() != "Half an ans" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    info = error_details_pb2.ErrorInfo(reason="UPSTREAM_STREAM_TRUNCATED", domain="llmgateway.v1")
+    status = status_pb2.Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message="cut short")
+    status.details.add().Pack(info)
+    rpc.terminate(
+        (("grpc-status-details-bin", status.SerializeToString()),),
+        grpc.StatusCode.UNAVAILABLE,
+        "cut short",
+    )
+    assert cli.finish() == 1
+    assert cli.stdout.getvalue() == "Half an ans"
+    assert "error: UNAVAILABLE UPSTREAM_STREAM_TRUNCATED: cut short" in cli.stderr.getvalue()
+
+
+def test_chat_no_stream_and_json():
+    cli = Scripted("openrouter/openai/gpt-4o", "hi", "--no-stream", "--json")
+    _, request, rpc = cli.channel.take_unary_unary(SERVICE.methods_by_name["Complete"])
+    assert request.model == "openrouter/openai/gpt-4o"
+    rpc.terminate(
+        pb.CompleteResponse(content="Hello", model="openrouter/openai/gpt-4o"),
+        (),
+        grpc.StatusCode.OK,
+        "",
+    )
+    assert cli.finish() == 0
+    assert '"content": "Hello"' in cli.stdout.getvalue()
+
+
+def test_models_table():
+    channel = grpc_testing.channel([SERVICE], grpc_testing.strict_real_time())
+    stdout = io.StringIO()
+    args = argparse.Namespace(command="models", json=False)
+    client = CompletionClient(channel=channel, timeout=10)
+    result: dict[str, int] = {}
+    thread = threading.Thread(
+        target=lambda: result.update(
+            code=run(args, io.StringIO(), stdout, io.StringIO(), client=client)
+        )
+    )
+    thread.start()
+    _, _, rpc = channel.take_unary_unary(SERVICE.methods_by_name["ListModels"])
+    reply = pb.ListModelsResponse(
+        models=[
+            pb.ModelInfo(
+                name="zai/glm-4.7",
+                provider=common.PROVIDER_ZAI,
+                context_length=204800,
+                pricing=pb.ModelPricing(prompt_per_million=0.6, completion_per_million=2.2),
+                available=True,
+            )
+        ]
+    )
+    rpc.terminate(reply, (), grpc.StatusCode.OK, "")
+    thread.join(timeout=10)
+    assert result["code"] == 0
+    lines = stdout.getvalue().splitlines()
+    assert lines[0].split()[:2] == ["MODEL", "CONTEXT"]
+    assert lines[1].split() == ["zai/glm-4.7", "204800", "0.6", "2.2", "yes"]
+
+
+async def _run_cli(*argv, stdin=""):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        *argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(stdin.encode()), timeout=60)
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_chat_against_a_real_gateway(gateway):
+    # The gateway runs in this test's event loop, so the CLI must not block it.
+    target = f"127.0.0.1:{gateway.port}"
+    code, out, err = await _run_cli(
+        "chat", "--target", target, "zai/glm-4.7", stdin="Hello from stdin"
+    )
+    assert code == 0, err
+    assert out == "Hello from the fake upstream! You said: Hello from stdin\n"
+    code, out, err = await _run_cli("chat", "--target", target, "nonsense", "hi")
+    assert code == 1
+    assert "error: INVALID_ARGUMENT UNKNOWN_MODEL" in err

@@ -1,0 +1,176 @@
+"""The Python clients end to end: typed results and errors, cancellation, the sync twin."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import grpc
+import pytest
+from llmgateway.v1 import completion_pb2 as common
+
+from clients import (
+    AsyncCompletionClient,
+    CompletionClient,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    UpstreamUnavailableError,
+    acollect,
+    collect,
+    message,
+    to_messages,
+    tool,
+)
+
+
+@pytest.fixture
+async def client(gateway):
+    async with AsyncCompletionClient(f"127.0.0.1:{gateway.port}", timeout=10) as opened:
+        yield opened
+
+
+async def test_complete_with_pairs_and_a_tool_schema(client, fake):
+    weather = tool(
+        "get_weather",
+        {
+            "type": "object",
+            "properties": {"location": {"type": "string"}},
+            "required": ["location"],
+        },
+        "Current weather",
+    )
+    response = await client.complete(
+        "zai/glm-4.7", [("system", "Be terse."), ("user", "Weather in Boston?")], tools=[weather]
+    )
+    assert [(c.name, json.loads(c.arguments)) for c in response.tool_calls] == [
+        ("get_weather", {"location": "Boston"})
+    ]
+    sent = fake.requests[-1].body
+    assert [m["role"] for m in sent["messages"]] == ["system", "user"]
+    assert sent["tools"][0]["function"]["parameters"]["required"] == ["location"]
+
+
+async def test_stream_collects_text_reasoning_usage_and_cost(client):
+    collected = await acollect(
+        client.stream(
+            "openrouter/openai/gpt-4o-mini",
+            "hi there",
+            reasoning=common.ReasoningOptions(enabled=True),
+        )
+    )
+    assert collected.text == "Hello from the fake upstream! You said: hi there"
+    assert collected.reasoning
+    assert collected.done is not None
+    assert collected.done.finish_reason == common.FINISH_REASON_STOP
+    assert collected.usage is not None
+    assert collected.usage.total_tokens > 0
+    assert collected.cost_usd is not None
+    assert collected.cost_usd > 0
+
+
+@pytest.mark.parametrize(
+    ("model", "error_type", "reason"),
+    [
+        ("openrouter/x/fault-http-429", RateLimitedError, "UPSTREAM_RATE_LIMITED"),
+        ("openrouter/x/fault-http-404", ModelNotFoundError, "UPSTREAM_MODEL_NOT_FOUND"),
+        ("openrouter/x/fault-http-503", UpstreamUnavailableError, "UPSTREAM_UNAVAILABLE"),
+        ("openrouter/x/fault-moderation", PermissionDeniedError, "UPSTREAM_CONTENT_FLAGGED"),
+        ("zai/fault-zai-1113", FailedPreconditionError, "UPSTREAM_INSUFFICIENT_CREDITS"),
+        ("not-a-model", InvalidRequestError, "UNKNOWN_MODEL"),
+    ],
+)
+async def test_typed_errors_from_each_status(client, model, error_type, reason):
+    with pytest.raises(error_type) as caught:
+        await client.complete(model, "hi")
+    error = caught.value
+    assert error.reason == reason
+    assert error.domain == "llmgateway.v1"
+    assert error.metadata["model"] == model or reason == "UNKNOWN_MODEL"
+    assert isinstance(error.__cause__, grpc.aio.AioRpcError)
+
+
+async def test_rate_limit_error_carries_retry_after(client):
+    with pytest.raises(RateLimitedError) as caught:
+        await client.complete("openrouter/x/fault-http-429", "hi")
+    assert caught.value.retry_after == 7
+    assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_invalid_request_names_the_fields(client):
+    with pytest.raises(InvalidRequestError) as caught:
+        await client.complete("zai/glm-4.7", "hi", sampling=common.SamplingParams(temperature=7))
+    assert "sampling.temperature" in caught.value.field_violations
+
+
+async def test_stream_errors_are_typed_too(client):
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        await acollect(client.stream("zai/fault-truncated", "hi"))
+    assert caught.value.reason == "UPSTREAM_STREAM_TRUNCATED"
+
+
+async def test_timeout_raises_deadline_exceeded(client):
+    with pytest.raises(DeadlineExceededError):
+        await client.complete("zai/fault-hang", "hi", timeout=0.3)
+
+
+async def test_breaking_out_of_a_stream_cancels_the_upstream_request(client, fake):
+    received = 0
+    async for event in client.stream("openrouter/openai/fault-slow", "count"):
+        if event.WhichOneof("event") == "content_delta":
+            received += 1
+            if received == 2:
+                break
+    await asyncio.wait_for(fake.stats.abandoned.wait(), timeout=5)
+    assert fake.stats.streams_completed == 0
+
+
+async def test_list_models(client):
+    reply = await client.list_models(common.PROVIDER_ZAI)
+    assert "zai/glm-4.7" in {m.name for m in reply.models}
+
+
+async def test_sync_twin(gateway, fake):
+    target = f"127.0.0.1:{gateway.port}"
+
+    def use_sync_client():
+        with CompletionClient(target, timeout=10) as sync:
+            response = sync.complete("zai/glm-4.7", "hello")
+            collected = collect(sync.stream("openrouter/openai/gpt-4o-mini", "hello"))
+            try:
+                sync.complete("openrouter/x/fault-http-429", "hi")
+            except RateLimitedError as error:
+                retry_after = error.retry_after
+            # Breaking out early cancels the call.
+            for event in sync.stream("openrouter/openai/fault-slow", "count"):
+                if event.WhichOneof("event") == "content_delta":
+                    break
+            return response, collected, retry_after
+
+    response, collected, retry_after = await asyncio.to_thread(use_sync_client)
+    assert response.content.endswith("You said: hello")
+    assert collected.text.endswith("You said: hello")
+    assert collected.done is not None
+    assert retry_after == 7
+    await asyncio.wait_for(fake.stats.abandoned.wait(), timeout=5)
+
+
+def test_message_helpers():
+    assert to_messages("hi") == [message("user", "hi")]
+    assert to_messages(("system", "s")) == [message("system", "s")]
+    assert [m.role for m in to_messages([("user", "a"), message("assistant", "b")])] == [
+        common.ROLE_USER,
+        common.ROLE_ASSISTANT,
+    ]
+    with pytest.raises(ValueError, match="unknown role"):
+        message("robot", "x")
+    with pytest.raises(TypeError):
+        to_messages([42])  # type: ignore[list-item]
+
+
+def test_tool_schema_keeps_whole_numbers_whole():
+    made = tool("f", {"type": "object", "maxProperties": 2})
+    assert made.parameters["maxProperties"] == 2
