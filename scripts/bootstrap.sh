@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the other scripts need; cheap to run again.
 #   .venv/         the project and its dev tools (pinned in pyproject.toml)
-#   node_modules/  buf, pinned in package.json (only with --with-buf)
+#   node_modules/  buf and the Node.js client's packages, locked in package-lock.json
+#                  (only with --with-npm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "$wanted" > "$stamp"
 fi
 
-if [ "${1:-}" = "--with-buf" ] && [ ! -x node_modules/.bin/buf ]; then
-  echo "==> installing buf from npm" >&2
-  npm ci --no-audit --no-fund --silent
+if [ "${1:-}" = "--with-npm" ]; then
+  npm_stamp=node_modules/.installed-from
+  npm_wanted=$(.venv/bin/python -c 'import hashlib, sys; print(hashlib.sha256(open("package-lock.json", "rb").read()).hexdigest())')
+  if [ ! -f "$npm_stamp" ] || [ "$(cat "$npm_stamp")" != "$npm_wanted" ]; then
+    echo "==> installing buf and the Node.js client's packages from npm" >&2
+    npm ci --no-audit --no-fund --silent
+    echo "$npm_wanted" > "$npm_stamp"
+  fi
 fi

@@ -1,0 +1,124 @@
+// Runs the Node.js client against a real gateway and the fake upstream (both
+// started here, from the repository's Python environment).
+'use strict';
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const net = require('node:net');
+const path = require('node:path');
+const { GatewayClient, GatewayError } = require('./gateway-client');
+
+const ROOT = path.join(__dirname, '..', '..');
+const PYTHON = process.env.PYTHON || path.join(ROOT, '.venv', 'bin', 'python');
+const children = [];
+let client;
+
+function freePort() {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function start(args, env) {
+  const child = spawn(PYTHON, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: 'ignore' });
+  children.push(child);
+  return child;
+}
+
+async function waitForPort(port) {
+  for (let i = 0; i < 300; i++) {
+    const open = await new Promise((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => resolve(socket.end() || true));
+      socket.on('error', () => resolve(false));
+    });
+    if (open) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nothing listened on ${port}`);
+}
+
+before(async () => {
+  const fakePort = await freePort();
+  const gatewayPort = await freePort();
+  start(['-m', 'fake_upstream', '--port', String(fakePort)]);
+  await waitForPort(fakePort);
+  const base = `http://127.0.0.1:${fakePort}`;
+  start(['-m', 'service.cli', 'serve', '--address', `127.0.0.1:${gatewayPort}`, '--workers', '1',
+    '--log-level', 'WARNING'], {
+    OPENROUTER_API_KEY: 'sk-or-v1-fake-test-key',
+    OPENROUTER_BASE_URL: `${base}/openrouter/api/v1`,
+    ZAI_API_KEY: 'fake-zai-id.fake-zai-secret',
+    ZAI_BASE_URL: `${base}/zai/api/paas/v4`,
+    ZAI_CODING_BASE_URL: `${base}/zai/api/coding/paas/v4`,
+  });
+  client = new GatewayClient(`127.0.0.1:${gatewayPort}`);
+  await client.waitForReady();
+});
+
+after(() => {
+  if (client) client.close();
+  for (const child of children) child.kill('SIGTERM');
+});
+
+const user = (content) => ({ role: 'ROLE_USER', content });
+
+test('unary Complete', async () => {
+  const reply = await client.complete({ model: 'zai/glm-4.7', messages: [user('hi from node')] });
+  assert.equal(reply.content, 'Hello from the fake upstream! You said: hi from node');
+  assert.equal(reply.finish_reason, 'FINISH_REASON_STOP');
+  assert.equal(reply.provider, 'PROVIDER_ZAI');
+  assert.ok(reply.usage.total_tokens > 0);
+});
+
+test('StreamComplete delivers deltas then exactly one done', async () => {
+  const kinds = [];
+  let text = '';
+  for await (const event of client.stream({
+    model: 'openrouter/openai/gpt-4o-mini',
+    messages: [user('stream please')],
+  })) {
+    kinds.push(event.event);
+    if (event.event === 'content_delta') text += event.content_delta.text;
+  }
+  assert.equal(text, 'Hello from the fake upstream! You said: stream please');
+  assert.equal(kinds.filter((k) => k === 'done').length, 1);
+  assert.equal(kinds.at(-1), 'done');
+});
+
+test('an upstream rate limit arrives as RESOURCE_EXHAUSTED with its details', async () => {
+  await assert.rejects(
+    client.complete({ model: 'openrouter/x/fault-http-429', messages: [user('hi')] }),
+    (error) => {
+      assert.ok(error instanceof GatewayError);
+      assert.equal(error.code, 'RESOURCE_EXHAUSTED');
+      assert.equal(error.reason, 'UPSTREAM_RATE_LIMITED');
+      assert.equal(error.domain, 'llmgateway.v1');
+      assert.equal(error.metadata.upstreamStatus, '429');
+      assert.equal(error.retryAfterSeconds, 7);
+      return true;
+    },
+  );
+});
+
+test('a stream that breaks upstream ends with a typed error', async () => {
+  await assert.rejects(
+    (async () => {
+      for await (const event of client.stream({ model: 'zai/fault-truncated', messages: [user('hi')] })) {
+        assert.notEqual(event.event, 'done');
+      }
+    })(),
+    (error) => error.code === 'UNAVAILABLE' && error.reason === 'UPSTREAM_STREAM_TRUNCATED',
+  );
+});
+
+test('invalid requests name the offending field', async () => {
+  await assert.rejects(
+    client.complete({ model: 'zai/glm-4.7', messages: [] }),
+    (error) => error.code === 'INVALID_ARGUMENT' && 'messages' in error.fieldViolations,
+  );
+});
