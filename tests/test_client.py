@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import grpc
+import grpc_testing
 import pytest
 from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
 
 from clients import (
     AsyncCompletionClient,
@@ -25,6 +28,8 @@ from clients import (
     to_messages,
     tool,
 )
+
+SERVICE = pb.DESCRIPTOR.services_by_name["CompletionService"]
 
 
 @pytest.fixture
@@ -174,3 +179,29 @@ def test_message_helpers():
 def test_tool_schema_keeps_whole_numbers_whole():
     made = tool("f", {"type": "object", "maxProperties": 2})
     assert made.parameters["maxProperties"] == 2
+
+
+async def test_unary_calls_retry_unavailable_but_streams_never_do(gateway, fake):
+    async with AsyncCompletionClient(f"127.0.0.1:{gateway.port}", max_attempts=3) as retrying:
+        with pytest.raises(UpstreamUnavailableError):
+            await retrying.complete("openrouter/x/fault-http-503", "hi")
+        assert len(fake.requests) == 3  # the first try and two retries
+        with pytest.raises(UpstreamUnavailableError):
+            await acollect(retrying.stream("openrouter/x/fault-http-503", "hi"))
+        assert len(fake.requests) == 4  # a stream is tried once
+        with pytest.raises(RateLimitedError):
+            await retrying.complete("openrouter/x/fault-http-429", "hi")
+        assert len(fake.requests) == 5  # only UNAVAILABLE is retried
+
+
+async def test_api_key_travels_as_bearer_metadata():
+    channel = grpc_testing.channel([SERVICE], grpc_testing.strict_real_time())
+    sync = CompletionClient(channel=channel, api_key="gw-key-for-tests", timeout=10)
+    reply: dict[str, pb.CompleteResponse] = {}
+    thread = threading.Thread(target=lambda: reply.update(r=sync.complete("zai/glm-4.7", "hi")))
+    thread.start()
+    metadata, _, rpc = channel.take_unary_unary(SERVICE.methods_by_name["Complete"])
+    rpc.terminate(pb.CompleteResponse(content="ok"), (), grpc.StatusCode.OK, "")
+    thread.join(timeout=10)
+    assert ("authorization", "Bearer gw-key-for-tests") in tuple(metadata)
+    assert reply["r"].content == "ok"
