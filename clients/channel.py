@@ -1,14 +1,20 @@
-"""Channel settings shared by the async and sync clients."""
+"""What the async and sync clients share: channel settings, requests, deadlines."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from types import EllipsisType
+from typing import TYPE_CHECKING, Any
 
 import grpc
+from llmgateway.v1 import completion_service_pb2 as pb
+
+from clients.messages import to_messages
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from clients.messages import Messages
 
 SERVICE = "llmgateway.v1.CompletionService"
 
@@ -63,3 +69,20 @@ def credentials(*, tls: bool, ca_file: Path | None) -> grpc.ChannelCredentials |
 def call_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
     """Per-call metadata: the API key as `authorization: Bearer ...`."""
     return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+def complete_request(model: str, messages: Messages, fields: dict[str, Any]) -> pb.CompleteRequest:
+    """A CompleteRequest from the client's arguments."""
+    return pb.CompleteRequest(model=model, messages=to_messages(messages), **fields)
+
+
+def stream_request(
+    model: str, messages: Messages, fields: dict[str, Any]
+) -> pb.StreamCompleteRequest:
+    """A StreamCompleteRequest from the client's arguments."""
+    return pb.StreamCompleteRequest(model=model, messages=to_messages(messages), **fields)
+
+
+def deadline(default: float | None, timeout: float | EllipsisType | None) -> float | None:
+    """The call's timeout: `...` means the client's default; None means no deadline."""
+    return default if isinstance(timeout, EllipsisType) else timeout

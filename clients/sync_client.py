@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Self
 
 import grpc
@@ -11,14 +10,20 @@ from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 from clients.async_client import DEFAULT_TIMEOUT
-from clients.channel import call_metadata, channel_options, credentials
+from clients.channel import (
+    call_metadata,
+    channel_options,
+    complete_request,
+    credentials,
+    deadline,
+    stream_request,
+)
 from clients.errors import from_rpc_error
-from clients.messages import to_messages
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
-    from types import TracebackType
+    from types import EllipsisType, TracebackType
 
     from clients.messages import Messages
 
@@ -64,7 +69,7 @@ class CompletionClient:
         **fields: Any,
     ) -> pb.CompleteResponse:
         """One whole completion."""
-        request = pb.CompleteRequest(model=model, messages=to_messages(messages), **fields)
+        request = complete_request(model, messages, fields)
         try:
             return self._stub.Complete(
                 request, timeout=self._deadline(timeout), metadata=self._metadata
@@ -82,7 +87,7 @@ class CompletionClient:
     ) -> Iterator[pb.StreamCompleteResponse]:
         """Events as they arrive; the last is `done`. Leaving the loop early
         cancels the call, which closes the upstream request."""
-        request = pb.StreamCompleteRequest(model=model, messages=to_messages(messages), **fields)
+        request = stream_request(model, messages, fields)
         call = self._stub.StreamComplete(
             request, timeout=self._deadline(timeout), metadata=self._metadata
         )
@@ -125,5 +130,4 @@ class CompletionClient:
         self.close()
 
     def _deadline(self, timeout: float | EllipsisType | None) -> float | None:
-        # `...` means "the client's default"; None means no deadline at all.
-        return self._timeout if isinstance(timeout, EllipsisType) else timeout
+        return deadline(self._timeout, timeout)
