@@ -11,6 +11,7 @@ import grpc_testing
 import pytest
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 from clients import (
     AsyncCompletionClient,
@@ -28,6 +29,7 @@ from clients import (
     to_messages,
     tool,
 )
+from tests.tls import make_certificates
 
 SERVICE = pb.DESCRIPTOR.services_by_name["CompletionService"]
 
@@ -205,3 +207,38 @@ async def test_api_key_travels_as_bearer_metadata():
     thread.join(timeout=10)
     assert ("authorization", "Bearer gw-key-for-tests") in tuple(metadata)
     assert reply["r"].content == "ok"
+
+
+class _ModelsOnly(pb_grpc.CompletionServiceServicer):
+    """Just enough of the service to prove a TLS connection."""
+
+    async def ListModels(self, request, context):  # noqa: N802  # generated method name
+        return pb.ListModelsResponse(models=[pb.ModelInfo(name="zai/glm-4.7")])
+
+    async def Complete(self, request, context):  # noqa: N802
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this test")
+
+    async def StreamComplete(self, request, context):  # noqa: N802
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this test")
+        yield pb.StreamCompleteResponse()  # unreachable; makes this an async generator
+
+
+async def test_tls_with_a_ca_file_and_refusal_without_it(tmp_path):
+    certs = make_certificates()
+    server = grpc.aio.server()
+    pb_grpc.add_CompletionServiceServicer_to_server(_ModelsOnly(), server)
+    credentials = grpc.ssl_server_credentials([(certs.server_key, certs.server_cert)])
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(certs.ca_cert)
+    try:
+        async with AsyncCompletionClient(f"localhost:{port}", ca_file=ca_file) as trusted:
+            reply = await trusted.list_models(timeout=10)
+        assert [m.name for m in reply.models] == ["zai/glm-4.7"]
+        # The system roots do not know the throwaway CA: the handshake fails.
+        async with AsyncCompletionClient(f"localhost:{port}", tls=True, max_attempts=1) as other:
+            with pytest.raises(UpstreamUnavailableError):
+                await other.list_models(timeout=5)
+    finally:
+        await server.stop(0)
