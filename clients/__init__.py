@@ -22,10 +22,12 @@ from clients.errors import (
     UpstreamUnavailableError,
 )
 from clients.messages import Collected, acollect, collect, message, to_messages, tool
+from clients.streams import AsyncStream, Stream
 from clients.sync_client import CompletionClient
 
 __all__ = [
     "AsyncCompletionClient",
+    "AsyncStream",
     "CancelledError",
     "Collected",
     "CompletionClient",
@@ -37,6 +39,7 @@ __all__ = [
     "ModelNotFoundError",
     "PermissionDeniedError",
     "RateLimitedError",
+    "Stream",
     "UnauthenticatedError",
     "UpstreamUnavailableError",
     "acollect",

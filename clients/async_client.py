@@ -18,9 +18,9 @@ from clients.channel import (
     stream_request,
 )
 from clients.errors import from_rpc_error
+from clients.streams import AsyncStream
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
     from types import EllipsisType, TracebackType
 
@@ -75,27 +75,22 @@ class AsyncCompletionClient:
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from error
 
-    async def stream(
+    def stream(
         self,
         model: str,
         messages: Messages,
         *,
         timeout: float | EllipsisType | None = ...,
         **fields: Any,
-    ) -> AsyncIterator[pb.StreamCompleteResponse]:
-        """Events as they arrive; the last is `done`. Leaving the loop early
-        cancels the call, which closes the upstream request."""
+    ) -> AsyncStream:
+        """Events as they arrive; the last is `done`. Use `async with` to be sure
+        that leaving early cancels the call, and so the upstream request."""
         request = stream_request(model, messages, fields)
-        call = self._stub.StreamComplete(
-            request, timeout=self._deadline(timeout), metadata=self._metadata
+        return AsyncStream(
+            self._stub.StreamComplete(
+                request, timeout=self._deadline(timeout), metadata=self._metadata
+            )
         )
-        try:
-            async for event in call:
-                yield event
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from error
-        finally:
-            call.cancel()  # a no-op when the call has already ended
 
     async def list_models(
         self,

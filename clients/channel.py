@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from clients.messages import Messages
 
 SERVICE = "llmgateway.v1.CompletionService"
+MIN_KEEPALIVE_SECONDS = 10.0
 
 
 def channel_options(
@@ -50,8 +51,11 @@ def channel_options(
     else:
         options.append(("grpc.enable_retries", 0))
     if keepalive_seconds:
+        # The gateway accepts a ping every 10 s while a call is silent; more
+        # often and it would hang up ("too many pings").
+        interval = max(keepalive_seconds, MIN_KEEPALIVE_SECONDS)
         options += [
-            ("grpc.keepalive_time_ms", int(keepalive_seconds * 1000)),
+            ("grpc.keepalive_time_ms", int(interval * 1000)),
             ("grpc.keepalive_timeout_ms", 20_000),
             ("grpc.http2.max_pings_without_data", 0),
         ]

@@ -19,9 +19,9 @@ from clients.channel import (
     stream_request,
 )
 from clients.errors import from_rpc_error
+from clients.streams import Stream
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
     from types import EllipsisType, TracebackType
 
@@ -84,19 +84,15 @@ class CompletionClient:
         *,
         timeout: float | EllipsisType | None = ...,
         **fields: Any,
-    ) -> Iterator[pb.StreamCompleteResponse]:
-        """Events as they arrive; the last is `done`. Leaving the loop early
-        cancels the call, which closes the upstream request."""
+    ) -> Stream:
+        """Events as they arrive; the last is `done`. Use `with` to be sure that
+        leaving early cancels the call, and so the upstream request."""
         request = stream_request(model, messages, fields)
-        call = self._stub.StreamComplete(
-            request, timeout=self._deadline(timeout), metadata=self._metadata
+        return Stream(
+            self._stub.StreamComplete(
+                request, timeout=self._deadline(timeout), metadata=self._metadata
+            )
         )
-        try:
-            yield from call
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
-        finally:
-            call.cancel()
 
     def list_models(
         self,

@@ -14,15 +14,18 @@ echo "==> buf lint / format" >&2
 buf lint
 buf format --diff --exit-code
 echo "==> buf breaking" >&2
-# On a branch: against main. On main itself (as CI runs): against the commit
-# before, so every landed change is checked against what callers had.
+# Against the commit that first published llmgateway.v1: no change since may
+# break a caller of v1, however many commits ago it was made. On a branch,
+# also against main.
+first=$(git log --diff-filter=A --format=%H -- protos/llmgateway/v1/completion_service.proto | tail -n 1)
+if [ -z "$first" ]; then
+  echo "cannot find the commit that added the v1 contract (a shallow clone? git fetch --unshallow)" >&2
+  exit 1
+fi
+buf breaking --against ".git#ref=$first"
 branch=$(git rev-parse --abbrev-ref HEAD)
 if [ "$branch" != "main" ] && git rev-parse --verify --quiet main >/dev/null; then
   buf breaking --against '.git#branch=main'
-elif git rev-parse --verify --quiet HEAD~1 >/dev/null && git cat-file -e HEAD~1:protos 2>/dev/null; then
-  buf breaking --against '.git#ref=HEAD~1'
-else
-  echo "no earlier contract to compare with" >&2
 fi
 echo "==> TypeScript stubs generate from the contract" >&2
 stubs=$(mktemp -d)

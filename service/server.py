@@ -89,6 +89,14 @@ async def start_gateway(
             # One process per port unless this is one of several workers: a
             # second gateway on a busy port should fail, not silently share it.
             ("grpc.so_reuseport", 1 if reuse_port else 0),
+            # Accept client keepalive pings every 10 s while a call waits for
+            # data (gRPC's default is 5 minutes, and it hangs up on clients that
+            # ping more often: a reasoning model can be silent for minutes).
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            # Ping clients that have gone quiet, so a vanished caller's calls
+            # (and their upstream requests) are cancelled within a minute.
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
         ]
     )
     servicer = CompletionServicer(

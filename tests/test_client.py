@@ -135,6 +135,15 @@ async def test_breaking_out_of_a_stream_cancels_the_upstream_request(client, fak
     assert fake.stats.streams_completed == 0
 
 
+async def test_leaving_async_with_cancels_even_while_the_iterator_is_held(client, fake):
+    async with client.stream("openrouter/openai/fault-slow", "count") as events:
+        iterator = aiter(events)  # held: no garbage collection will close it
+        await anext(iterator)
+    await asyncio.wait_for(fake.stats.abandoned.wait(), timeout=3)
+    assert fake.stats.streams_completed == 0
+    assert iterator is not None
+
+
 async def test_list_models(client):
     reply = await client.list_models(common.PROVIDER_ZAI)
     assert "zai/glm-4.7" in {m.name for m in reply.models}
@@ -142,6 +151,8 @@ async def test_list_models(client):
 
 async def test_sync_twin(gateway, fake):
     target = f"127.0.0.1:{gateway.port}"
+
+    held = []
 
     def use_sync_client():
         with CompletionClient(target, timeout=10) as sync:
@@ -151,10 +162,11 @@ async def test_sync_twin(gateway, fake):
                 sync.complete("openrouter/x/fault-http-429", "hi")
             except RateLimitedError as error:
                 retry_after = error.retry_after
-            # Breaking out early cancels the call.
-            for event in sync.stream("openrouter/openai/fault-slow", "count"):
-                if event.WhichOneof("event") == "content_delta":
-                    break
+            # Leaving the `with` cancels the call, though the iterator is still held.
+            with sync.stream("openrouter/openai/fault-slow", "count") as events:
+                iterator = iter(events)
+                next(iterator)
+            held.append(iterator)
             return response, collected, retry_after
 
     response, collected, retry_after = await asyncio.to_thread(use_sync_client)
@@ -162,7 +174,9 @@ async def test_sync_twin(gateway, fake):
     assert collected.text.endswith("You said: hello")
     assert collected.done is not None
     assert retry_after == 7
-    await asyncio.wait_for(fake.stats.abandoned.wait(), timeout=5)
+    await asyncio.wait_for(fake.stats.abandoned.wait(), timeout=3)
+    assert fake.stats.streams_completed == 1  # only the collected stream
+    assert held  # the iterator was alive while the upstream saw the hang-up
 
 
 def test_message_helpers():
@@ -238,7 +252,11 @@ async def test_tls_with_a_ca_file_and_refusal_without_it(tmp_path):
         assert [m.name for m in reply.models] == ["zai/glm-4.7"]
         # The system roots do not know the throwaway CA: the handshake fails.
         async with AsyncCompletionClient(f"localhost:{port}", tls=True, max_attempts=1) as other:
-            with pytest.raises(UpstreamUnavailableError):
+            with pytest.raises(UpstreamUnavailableError) as refused:
                 await other.list_models(timeout=5)
+        # A TLS handshake that failed on the certificate, not a plaintext mismatch.
+        assert (
+            "ssl" in refused.value.message.lower() or "handshake" in refused.value.message.lower()
+        )
     finally:
         await server.stop(0)
