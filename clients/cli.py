@@ -40,6 +40,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="print one JSON object per event (or the response) instead of text",
     )
     chat.add_argument(
+        "--reasoning",
+        choices=["on", "off"],
+        help="ask the model to reason, or not (default: the model's own choice)",
+    )
+    chat.add_argument(
         "--hide-reasoning",
         action="store_true",
         help="do not print the model's reasoning (shown on stderr by default)",
@@ -70,6 +75,9 @@ def run(
     client: CompletionClient | None = None,
 ) -> int:
     """Run `chat` or `models`; the exit code. `client` replaces the one built from args."""
+    if client is None and args.ca_file is not None and not args.ca_file.is_file():
+        print(f"error: --ca-file {args.ca_file} is not a readable file", file=stderr)
+        return 2
     if client is None:
         client = CompletionClient(
             args.target,
@@ -106,7 +114,8 @@ def _chat(
     stdout: TextIO,
     stderr: TextIO,
 ) -> int:
-    prompt = args.prompt if args.prompt is not None else stdin.read()
+    # A prompt piped in ends with the newline of its last line; that is not part of it.
+    prompt = args.prompt if args.prompt is not None else stdin.read().rstrip("\n")
     messages = [message("user", prompt)]
     if args.system:
         messages.insert(0, message("system", args.system))
@@ -115,6 +124,8 @@ def _chat(
         fields["sampling"] = common.SamplingParams(
             temperature=args.temperature, max_tokens=args.max_tokens
         )
+    if args.reasoning is not None:
+        fields["reasoning"] = common.ReasoningOptions(enabled=args.reasoning == "on")
     if args.no_stream:
         response = client.complete(args.model, messages, **fields)
         if args.json:
@@ -137,6 +148,11 @@ def _chat(
         if args.json:
             print(_json(event), file=stdout, flush=True)
         elif kind == "content_delta":
+            if in_reasoning:
+                # End the reasoning's line, so the answer starts on its own.
+                stderr.write("\n")
+                stderr.flush()
+                in_reasoning = False
             stdout.write(event.content_delta.text)
             stdout.flush()
         elif kind == "reasoning_delta" and not args.hide_reasoning:

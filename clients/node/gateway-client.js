@@ -97,8 +97,10 @@ function decodeError(error) {
 
 class GatewayError extends Error {
   constructor(details) {
-    super(`${details.code} ${details.reason}: ${details.message}`);
-    Object.assign(this, details);
+    const { message, ...rest } = details;
+    super(`${details.code} ${details.reason}: ${message}`);
+    Object.assign(this, rest);
+    this.details = message; // the server's message alone; `message` keeps code and reason
   }
 }
 
@@ -115,8 +117,10 @@ class GatewayClient {
     return metadata;
   }
 
+  // timeoutMs: undefined means 60 s; null means no deadline at all.
   _deadline(timeoutMs) {
-    return { deadline: Date.now() + (timeoutMs || 60000) };
+    if (timeoutMs === null) return {};
+    return { deadline: Date.now() + (timeoutMs === undefined ? 60000 : timeoutMs) };
   }
 
   /** One whole completion; rejects with a GatewayError. */
