@@ -260,3 +260,17 @@ async def test_tls_with_a_ca_file_and_refusal_without_it(tmp_path):
         )
     finally:
         await server.stop(0)
+
+
+def test_channel_options_never_ping_faster_than_the_gateway_accepts():
+    from clients.channel import channel_options
+
+    options = dict(channel_options(keepalive_seconds=1, max_attempts=1))
+    assert options["grpc.keepalive_time_ms"] == 10_000
+    assert options["grpc.enable_retries"] == 0
+    retrying = dict(channel_options(keepalive_seconds=None, max_attempts=3))
+    config = json.loads(str(retrying["grpc.service_config"]))
+    policy = config["methodConfig"][0]
+    assert {n["method"] for n in policy["name"]} == {"Complete", "ListModels"}
+    assert policy["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert "grpc.keepalive_time_ms" not in retrying
