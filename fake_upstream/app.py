@@ -110,6 +110,8 @@ class FakeUpstream:
         self.requests: list[RecordedRequest] = []
         self.record = True
         self._http = HTTPServer(self.handle)
+        # Requests seen per model, for faults that fail the first few.
+        self._seen: dict[str, int] = {}
         self._ids = itertools.count(1)
         self.port = 0
 
@@ -205,6 +207,11 @@ class FakeUpstream:
         return await self._answer(provider, body, fault)
 
     async def _answer(self, provider: str, body: dict[str, Any], fault: str) -> Result:
+        model = str(body.get("model", ""))
+        self._seen[model] = self._seen.get(model, 0) + 1
+        if fault == "flaky" and self._seen[model] <= 2:
+            # The first two requests for this model fail as an overloaded provider would.
+            return _error(provider, 502, "1234", "upstream briefly unavailable")
         early = _early_fault(provider, fault)
         if early is not None:
             return early

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service.retry import RetryPolicy
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -89,6 +91,7 @@ class Settings:
     shutdown_delay: float = 0.0
     max_request_bytes: int = 8 * 1024 * 1024
     max_connections_per_provider: int = 1000
+    retries: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
     def load(cls, environ: Mapping[str, str], config_file: Path | None = None) -> Settings:
@@ -100,6 +103,7 @@ class Settings:
         openrouter = _table(doc, "openrouter")
         zai = _table(doc, "zai")
         aliases = _table(doc, "aliases")
+        retries = _table(doc, "retries")
         for name, target in aliases.items():
             if not isinstance(target, str) or not target:
                 raise ConfigError(f"[aliases] {name} must be a model name string")
@@ -186,6 +190,29 @@ class Settings:
                     "max_request_bytes",
                     8 * 1024 * 1024,
                 )
+            ),
+            retries=RetryPolicy(
+                max_attempts=int(
+                    _positive_number(environ, "LLMGATEWAY_MAX_ATTEMPTS", retries, "max_attempts", 3)
+                ),
+                initial_backoff=_positive_number(
+                    environ,
+                    "LLMGATEWAY_RETRY_INITIAL_BACKOFF",
+                    retries,
+                    "initial_backoff_seconds",
+                    0.25,
+                ),
+                max_backoff=_positive_number(
+                    environ, "LLMGATEWAY_RETRY_MAX_BACKOFF", retries, "max_backoff_seconds", 4.0
+                ),
+                max_retry_after=_positive_number(
+                    environ,
+                    "LLMGATEWAY_MAX_RETRY_AFTER",
+                    retries,
+                    "max_retry_after_seconds",
+                    10.0,
+                    allow_zero=True,
+                ),
             ),
             max_connections_per_provider=int(
                 _positive_number(

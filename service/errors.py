@@ -79,7 +79,24 @@ class GatewayError(Exception):
             delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
             details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
         status = status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
-        return rpc_status.to_status(status)
+        plain = rpc_status.to_status(status)
+        return _Status(
+            code=plain.code,
+            details=plain.details,
+            # The gateway has already retried what was worth retrying; a
+            # negative pushback tells gRPC clients with a retry policy not to
+            # multiply that (they still retry when the gateway is unreachable).
+            trailing_metadata=(*plain.trailing_metadata, ("grpc-retry-pushback-ms", "-1")),
+        )
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    """A grpc.Status with our trailing metadata."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 def _pack(

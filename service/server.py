@@ -104,6 +104,7 @@ async def start_gateway(
         providers,
         Catalog(settings.aliases, openrouter, zai),
         max_request_bytes=settings.max_request_bytes,
+        retries=settings.retries,
     )
     pb_grpc.add_CompletionServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()

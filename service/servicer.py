@@ -16,7 +16,8 @@ import grpc
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
-from service.errors import GatewayError, invalid_request
+from service.errors import GatewayError, invalid_request, reason_name
+from service.retry import RETRYABLE, RetryBudget, RetryPolicy, delay_before_retry
 from service.validation import validate
 
 if TYPE_CHECKING:
@@ -44,11 +45,14 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         catalog: Catalog,
         *,
         max_request_bytes: int,
+        retries: RetryPolicy | None = None,
     ) -> None:
         self._router = router
         self._providers = providers
         self._catalog = catalog
         self._max_request_bytes = max_request_bytes
+        self._retries = retries or RetryPolicy()
+        self._budgets = {kind: RetryBudget() for kind in providers}
 
     async def Complete(
         self,
@@ -57,7 +61,18 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
     ) -> pb.CompleteResponse:
         try:
             route, provider = self._prepare(request)
-            return await provider.complete(request, route, _deadline(context))
+            deadline = _deadline(context)
+            attempt = 1
+            while True:
+                try:
+                    response = await provider.complete(request, route, deadline)
+                except GatewayError as error:
+                    await self._before_retry(route, attempt, error, deadline)
+                    attempt += 1
+                    continue
+                self._budgets[route.provider].record_success()
+                response.attempts = attempt
+                return response
         except GatewayError as error:
             await _abort(context, error)
         except Exception:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback
@@ -71,13 +86,29 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
     ) -> AsyncIterator[pb.StreamCompleteResponse]:
         try:
             route, provider = self._prepare(request)
-            # aclosing: a cancelled call must close the upstream response now,
-            # not whenever the generator happens to be collected.
-            async with contextlib.aclosing(
-                provider.stream(request, route, _deadline(context))
-            ) as events:
-                async for event in events:
-                    yield event
+            deadline = _deadline(context)
+            attempt = 1
+            while True:
+                started = False
+                try:
+                    # aclosing: a cancelled call must close the upstream
+                    # response now, not whenever the generator is collected.
+                    async with contextlib.aclosing(
+                        provider.stream(request, route, deadline)
+                    ) as events:
+                        async for event in events:
+                            started = True
+                            if event.HasField("done"):
+                                event.done.attempts = attempt
+                            yield event
+                except GatewayError as error:
+                    if started:
+                        raise  # output reached the caller: a retry would repeat it
+                    await self._before_retry(route, attempt, error, deadline)
+                    attempt += 1
+                    continue
+                self._budgets[route.provider].record_success()
+                return
         except GatewayError as error:
             await _abort(context, error)
         except Exception:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback
@@ -96,6 +127,28 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         except Exception:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback
             await _abort_internal(context, "ListModels")
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+    async def _before_retry(
+        self, route: Route, attempt: int, error: GatewayError, deadline: float | None
+    ) -> None:
+        """Wait before the next attempt, or raise `error` if there must be none."""
+        budget = self._budgets[route.provider]
+        if error.reason in RETRYABLE:
+            budget.record_failure()
+        remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        delay = delay_before_retry(self._retries, attempt, error, remaining)
+        if delay is None or not budget.allows_retry:
+            if attempt > 1:
+                error.metadata["attempts"] = str(attempt)
+            raise error
+        logger.info(
+            "attempt %d for %s failed (%s); retrying in %.2f s",
+            attempt,
+            route.requested,
+            reason_name(error.reason),
+            delay,
+        )
+        await asyncio.sleep(delay)
 
     def _prepare(self, request: AnyCompletionRequest) -> tuple[Route, OpenAICompatibleProvider]:
         violations = validate(request, self._max_request_bytes)

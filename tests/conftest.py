@@ -16,6 +16,7 @@ from fake_upstream import FakeUpstream
 from service.config import OpenRouterSettings, Secret, Settings, Timeouts, ZaiSettings
 from service.providers.openrouter import OpenRouterProvider
 from service.providers.zai import ZaiProvider
+from service.retry import RetryPolicy
 from service.server import Gateway, start_gateway
 
 if TYPE_CHECKING:
@@ -43,6 +44,11 @@ def settings(fake: FakeUpstream) -> Settings:
     loaded = Settings.load(env)
     return dataclasses.replace(
         loaded,
+        # Retries as in production, with backoffs short enough for tests; Retry-After
+        # hints (the fake's are 7 s) go back to the caller instead of being waited out.
+        retries=RetryPolicy(
+            max_attempts=3, initial_backoff=0.01, max_backoff=0.02, max_retry_after=0.0
+        ),
         aliases=ALIASES,
         zai=dataclasses.replace(loaded.zai, coding_models=frozenset({"glm-4.6"})),
     )

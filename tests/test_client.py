@@ -197,17 +197,17 @@ def test_tool_schema_keeps_whole_numbers_whole():
     assert made.parameters["maxProperties"] == 2
 
 
-async def test_unary_calls_retry_unavailable_but_streams_never_do(gateway, fake):
+async def test_the_client_does_not_multiply_the_gateways_retries(gateway, fake):
+    # The gateway retries transient upstream failures itself and says so with a
+    # negative retry pushback, so a client with a retry policy adds no attempts.
     async with AsyncCompletionClient(f"127.0.0.1:{gateway.port}", max_attempts=3) as retrying:
-        with pytest.raises(UpstreamUnavailableError):
-            await retrying.complete("openrouter/x/fault-http-503", "hi")
-        assert len(fake.requests) == 3  # the first try and two retries
+        with pytest.raises(UpstreamUnavailableError) as caught:
+            await retrying.complete("zai/fault-zai-1305", "hi")
+        assert caught.value.metadata["attempts"] == "3"
+        assert len(fake.requests) == 3  # the gateway's three, not nine
         with pytest.raises(UpstreamUnavailableError):
             await acollect(retrying.stream("openrouter/x/fault-http-503", "hi"))
-        assert len(fake.requests) == 4  # a stream is tried once
-        with pytest.raises(RateLimitedError):
-            await retrying.complete("openrouter/x/fault-http-429", "hi")
-        assert len(fake.requests) == 5  # only UNAVAILABLE is retried
+        assert len(fake.requests) == 4  # a stream: the gateway's one try (Retry-After too long)
 
 
 async def test_api_key_travels_as_bearer_metadata():

@@ -55,6 +55,8 @@ before(async () => {
     ZAI_API_KEY: 'fake-zai-id.fake-zai-secret',
     ZAI_BASE_URL: `${base}/zai/api/paas/v4`,
     ZAI_CODING_BASE_URL: `${base}/zai/api/coding/paas/v4`,
+    // The fake's Retry-After is 7 s: hand it back at once rather than wait it out.
+    LLMGATEWAY_MAX_RETRY_AFTER: '0',
   });
   client = new GatewayClient(`127.0.0.1:${gatewayPort}`);
   await client.waitForReady();

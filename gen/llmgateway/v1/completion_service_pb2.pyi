@@ -298,6 +298,7 @@ class CompleteResponse(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     NATIVE_FINISH_REASON_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Set when the upstream reports one, else empty. The upstream's id for the
     generation (OpenRouter `gen-...`, Z.AI's request id).
@@ -326,6 +327,10 @@ class CompleteResponse(_message.Message):
     """Always set. The provider's own finish reason, unmapped (for example
     `tool_use` or `model_context_window_exceeded`).
     """
+    attempts: _builtins.int
+    """Always set, 1 or more. Upstream requests the gateway made for this call:
+    1 when the first succeeded, more when it retried a transient failure.
+    """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_completion_pb2.ToolCall]:
         """Zero or more. The tool calls the model made, in order."""
@@ -347,10 +352,11 @@ class CompleteResponse(_message.Message):
         finish_reason: _completion_pb2.FinishReason.ValueType = ...,
         native_finish_reason: _builtins.str = ...,
         usage: _completion_pb2.Usage | None = ...,
+        attempts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "reasoning", b"reasoning", "tool_calls", b"tool_calls", "upstream_provider", b"upstream_provider", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "reasoning", b"reasoning", "tool_calls", b"tool_calls", "upstream_provider", b"upstream_provider", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -540,6 +546,7 @@ class CompletionDone(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     NATIVE_FINISH_REASON_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Set when the upstream reports one, else empty. The upstream's id for
     the generation.
@@ -556,6 +563,11 @@ class CompletionDone(_message.Message):
     """Always set, never FINISH_REASON_UNSPECIFIED. Why the model stopped."""
     native_finish_reason: _builtins.str
     """Always set. The provider's own finish reason, unmapped."""
+    attempts: _builtins.int
+    """Always set, 1 or more. Upstream requests the gateway made for this call:
+    1 when the first succeeded, more when it retried a transient failure
+    (only ever before the first event reached the caller).
+    """
     @_builtins.property
     def usage(self) -> _completion_pb2.Usage:
         """Unset only when the upstream reported no usage. Token counts and cost."""
@@ -570,10 +582,11 @@ class CompletionDone(_message.Message):
         finish_reason: _completion_pb2.FinishReason.ValueType = ...,
         native_finish_reason: _builtins.str = ...,
         usage: _completion_pb2.Usage | None = ...,
+        attempts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "upstream_provider", b"upstream_provider", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "upstream_provider", b"upstream_provider", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
