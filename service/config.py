@@ -91,6 +91,8 @@ class Settings:
     shutdown_delay: float = 0.0
     max_request_bytes: int = 8 * 1024 * 1024
     max_connections_per_provider: int = 1000
+    # Calls in flight per provider (and worker) before new ones are refused.
+    max_concurrent_upstream: int = 1000
     retries: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
@@ -213,6 +215,15 @@ class Settings:
                     10.0,
                     allow_zero=True,
                 ),
+            ),
+            max_concurrent_upstream=int(
+                _positive_number(
+                    environ,
+                    "LLMGATEWAY_MAX_CONCURRENT_UPSTREAM",
+                    server,
+                    "max_concurrent_upstream",
+                    1000,
+                )
             ),
             max_connections_per_provider=int(
                 _positive_number(

@@ -105,6 +105,7 @@ async def start_gateway(
         Catalog(settings.aliases, openrouter, zai),
         max_request_bytes=settings.max_request_bytes,
         retries=settings.retries,
+        max_concurrent_upstream=settings.max_concurrent_upstream,
     )
     pb_grpc.add_CompletionServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()

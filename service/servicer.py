@@ -21,7 +21,7 @@ from service.retry import RETRYABLE, RetryBudget, RetryPolicy, delay_before_retr
 from service.validation import validate
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 
     from llmgateway.v1 import completion_pb2 as common
 
@@ -46,6 +46,7 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         *,
         max_request_bytes: int,
         retries: RetryPolicy | None = None,
+        max_concurrent_upstream: int = 1000,
     ) -> None:
         self._router = router
         self._providers = providers
@@ -53,6 +54,8 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         self._max_request_bytes = max_request_bytes
         self._retries = retries or RetryPolicy()
         self._budgets = {kind: RetryBudget() for kind in providers}
+        self._max_in_flight = max_concurrent_upstream
+        self._in_flight = dict.fromkeys(providers, 0)
 
     async def Complete(
         self,
@@ -61,23 +64,32 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
     ) -> pb.CompleteResponse:
         try:
             route, provider = self._prepare(request)
-            deadline = _deadline(context)
-            attempt = 1
-            while True:
-                try:
-                    response = await provider.complete(request, route, deadline)
-                except GatewayError as error:
-                    await self._before_retry(route, attempt, error, deadline)
-                    attempt += 1
-                    continue
-                self._budgets[route.provider].record_success()
-                response.attempts = attempt
-                return response
+            with self._admitted(route):
+                return await self._complete(request, route, provider, _deadline(context))
         except GatewayError as error:
             await _abort(context, error)
         except Exception:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback
             await _abort_internal(context, "Complete")
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+    async def _complete(
+        self,
+        request: pb.CompleteRequest,
+        route: Route,
+        provider: OpenAICompatibleProvider,
+        deadline: float | None,
+    ) -> pb.CompleteResponse:
+        attempt = 1
+        while True:
+            try:
+                response = await provider.complete(request, route, deadline)
+            except GatewayError as error:
+                await self._before_retry(route, attempt, error, deadline)
+                attempt += 1
+                continue
+            self._budgets[route.provider].record_success()
+            response.attempts = attempt
+            return response
 
     async def StreamComplete(
         self,
@@ -86,33 +98,44 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
     ) -> AsyncIterator[pb.StreamCompleteResponse]:
         try:
             route, provider = self._prepare(request)
-            deadline = _deadline(context)
-            attempt = 1
-            while True:
-                started = False
-                try:
-                    # aclosing: a cancelled call must close the upstream
-                    # response now, not whenever the generator is collected.
-                    async with contextlib.aclosing(
-                        provider.stream(request, route, deadline)
-                    ) as events:
-                        async for event in events:
-                            started = True
-                            if event.HasField("done"):
-                                event.done.attempts = attempt
-                            yield event
-                except GatewayError as error:
-                    if started:
-                        raise  # output reached the caller: a retry would repeat it
-                    await self._before_retry(route, attempt, error, deadline)
-                    attempt += 1
-                    continue
-                self._budgets[route.provider].record_success()
-                return
+            with self._admitted(route):
+                # aclosing: a cancelled call must close the upstream response
+                # now, not whenever a generator happens to be collected.
+                async with contextlib.aclosing(
+                    self._stream(request, route, provider, _deadline(context))
+                ) as events:
+                    async for event in events:
+                        yield event
         except GatewayError as error:
             await _abort(context, error)
         except Exception:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback
             await _abort_internal(context, "StreamComplete")
+
+    async def _stream(
+        self,
+        request: pb.StreamCompleteRequest,
+        route: Route,
+        provider: OpenAICompatibleProvider,
+        deadline: float | None,
+    ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
+        attempt = 1
+        while True:
+            started = False
+            try:
+                async with contextlib.aclosing(provider.stream(request, route, deadline)) as events:
+                    async for event in events:
+                        started = True
+                        if event.HasField("done"):
+                            event.done.attempts = attempt
+                        yield event
+            except GatewayError as error:
+                if started:
+                    raise  # output reached the caller: a retry would repeat it
+                await self._before_retry(route, attempt, error, deadline)
+                attempt += 1
+                continue
+            self._budgets[route.provider].record_success()
+            return
 
     async def ListModels(
         self,
@@ -127,6 +150,25 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         except Exception:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback
             await _abort_internal(context, "ListModels")
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def _admitted(self, route: Route) -> Iterator[None]:
+        """Count the call against its provider's limit, or refuse it now: a
+        bounded refusal beats an unbounded queue in front of a slow provider."""
+        if self._in_flight[route.provider] >= self._max_in_flight:
+            raise GatewayError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                pb.ERROR_REASON_GATEWAY_BUSY,
+                f"the gateway has {self._max_in_flight} calls in flight to this provider, its "
+                "limit; retry shortly",
+                metadata={"model": route.requested, "limit": str(self._max_in_flight)},
+                retry_after=1.0,
+            )
+        self._in_flight[route.provider] += 1
+        try:
+            yield
+        finally:
+            self._in_flight[route.provider] -= 1
 
     async def _before_retry(
         self, route: Route, attempt: int, error: GatewayError, deadline: float | None

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+
 import grpc
 import pytest
 from llmgateway.v1 import completion_service_pb2 as pb
 
 from service.errors import GatewayError
 from service.retry import RetryBudget, RetryPolicy, delay_before_retry
-from tests.conftest import rich_status, user
+from tests.conftest import gateway_stub, rich_status, user
 
 
 async def test_unary_retries_a_flaky_upstream_and_says_so(stub, fake):
@@ -112,3 +115,44 @@ def test_budget_stops_retries_in_an_outage_and_recovers():
     for _ in range(10):
         budget.record_success()
     assert budget.allows_retry
+
+
+async def test_calls_beyond_the_concurrency_limit_are_refused_not_queued(settings, fake):
+    limited = dataclasses.replace(settings, max_concurrent_upstream=2)
+    async with gateway_stub(limited) as stub:
+        slow = [
+            stub.StreamComplete(
+                pb.StreamCompleteRequest(model="openrouter/x/fault-slow", messages=[user("a")]),
+                timeout=30,
+            )
+            for _ in range(2)
+        ]
+        for call in slow:
+            await call.read()  # both are now in flight upstream
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Complete(
+                pb.CompleteRequest(model="openrouter/x/y", messages=[user("b")]), timeout=10
+            )
+        status = rich_status(caught.value)
+        assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert status.info.reason == "GATEWAY_BUSY"
+        assert status.retry is not None
+        assert len(fake.requests) == 2  # the refused call never reached the upstream
+        for call in slow:
+            call.cancel()
+        # Slots come back after cancellations and failures alike.
+        for _ in range(3):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Complete(
+                    pb.CompleteRequest(model="zai/fault-http-400", messages=[user("c")]),
+                    timeout=10,
+                )
+        for _ in range(50):
+            try:
+                answer = await stub.Complete(
+                    pb.CompleteRequest(model="zai/glm-4.7", messages=[user("d")]), timeout=10
+                )
+                break
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.02)  # the cancelled streams are still unwinding
+        assert answer.content

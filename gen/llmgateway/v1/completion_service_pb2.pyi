@@ -108,6 +108,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INTERNAL: a bug in the gateway. The message carries a request id to
     find the details in the gateway's logs.
     """
+    ERROR_REASON_GATEWAY_BUSY: _ErrorReason.ValueType  # 21
+    """RESOURCE_EXHAUSTED: the gateway already has as many upstream requests in
+    flight to this provider as it allows (LLMGATEWAY_MAX_CONCURRENT_UPSTREAM);
+    it refuses rather than queue without bound. A RetryInfo suggests a delay.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The `reason` values of the `google.rpc.ErrorInfo` the gateway sends with
@@ -198,6 +203,11 @@ ERROR_REASON_UPSTREAM_DUPLICATE_REQUEST: ErrorReason.ValueType  # 19
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 20
 """INTERNAL: a bug in the gateway. The message carries a request id to
 find the details in the gateway's logs.
+"""
+ERROR_REASON_GATEWAY_BUSY: ErrorReason.ValueType  # 21
+"""RESOURCE_EXHAUSTED: the gateway already has as many upstream requests in
+flight to this provider as it allows (LLMGATEWAY_MAX_CONCURRENT_UPSTREAM);
+it refuses rather than queue without bound. A RetryInfo suggests a delay.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
