@@ -184,18 +184,16 @@ class Settings:
                 0.0,
                 allow_zero=True,
             ),
-            max_request_bytes=int(
-                _positive_number(
-                    environ,
-                    "LLMGATEWAY_MAX_REQUEST_BYTES",
-                    server,
-                    "max_request_bytes",
-                    8 * 1024 * 1024,
-                )
+            max_request_bytes=_whole_number(
+                environ,
+                "LLMGATEWAY_MAX_REQUEST_BYTES",
+                server,
+                "max_request_bytes",
+                8 * 1024 * 1024,
             ),
             retries=RetryPolicy(
-                max_attempts=int(
-                    _positive_number(environ, "LLMGATEWAY_MAX_ATTEMPTS", retries, "max_attempts", 3)
+                max_attempts=_whole_number(
+                    environ, "LLMGATEWAY_MAX_ATTEMPTS", retries, "max_attempts", 3
                 ),
                 initial_backoff=_positive_number(
                     environ,
@@ -216,23 +214,19 @@ class Settings:
                     allow_zero=True,
                 ),
             ),
-            max_concurrent_upstream=int(
-                _positive_number(
-                    environ,
-                    "LLMGATEWAY_MAX_CONCURRENT_UPSTREAM",
-                    server,
-                    "max_concurrent_upstream",
-                    1000,
-                )
+            max_concurrent_upstream=_whole_number(
+                environ,
+                "LLMGATEWAY_MAX_CONCURRENT_UPSTREAM",
+                server,
+                "max_concurrent_upstream",
+                1000,
             ),
-            max_connections_per_provider=int(
-                _positive_number(
-                    environ,
-                    "LLMGATEWAY_MAX_UPSTREAM_CONNECTIONS",
-                    server,
-                    "max_upstream_connections",
-                    1000,
-                )
+            max_connections_per_provider=_whole_number(
+                environ,
+                "LLMGATEWAY_MAX_UPSTREAM_CONNECTIONS",
+                server,
+                "max_upstream_connections",
+                1000,
             ),
         )
 
@@ -295,3 +289,13 @@ def _positive_number(
         bound = "0 or more" if allow_zero else "greater than 0"
         raise ConfigError(f"{env_name} ({key}) must be a finite number {bound}, got {raw!r}")
     return value
+
+
+def _whole_number(
+    environ: Mapping[str, str], env_name: str, table: dict[str, Any], key: str, default: int
+) -> int:
+    """A count: a whole number, 1 or more."""
+    value = _positive_number(environ, env_name, table, key, default)
+    if not value.is_integer() or value < 1:
+        raise ConfigError(f"{env_name} ({key}) must be a whole number, 1 or more")
+    return int(value)

@@ -9,12 +9,15 @@ provider's retry budget lasts, so an outage does not multiply the load on it.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from service.errors import GatewayError
 
 RETRYABLE = frozenset(
@@ -25,8 +28,9 @@ RETRYABLE = frozenset(
         pb.ERROR_REASON_UPSTREAM_UNREACHABLE,
     }
 )
-# An attempt that cannot get this long before the deadline is not worth starting.
-_MIN_ATTEMPT_SECONDS = 0.05
+# An attempt that cannot get this long before the deadline is not worth starting:
+# the caller is better served by the original error (and its RetryInfo) now.
+_MIN_ATTEMPT_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,25 +46,45 @@ class RetryPolicy:
 
 
 class RetryBudget:
-    """gRPC's retry throttling, per provider: failures drain tokens, successes
-    refill a tenth of one; retries stop while fewer than half remain."""
+    """Retry throttling per provider, after gRPC's: each retryable failure
+    drains a token; tokens come back with successes (a tenth each) and with
+    time (one a second); retries stop while fewer than half remain. So in an
+    outage retries fall to about one a second per worker, and a quiet gateway
+    recovers within seconds rather than waiting for successes."""
 
-    def __init__(self, max_tokens: float = 10.0, refill: float = 0.1) -> None:
+    def __init__(
+        self,
+        max_tokens: float = 20.0,
+        refill_per_success: float = 0.1,
+        refill_per_second: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._max = max_tokens
-        self._refill = refill
+        self._per_success = refill_per_success
+        self._per_second = refill_per_second
+        self._clock = clock
         self._tokens = max_tokens
+        self._updated = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self._max, self._tokens + (now - self._updated) * self._per_second)
+        self._updated = now
 
     def record_success(self) -> None:
-        """One call (or attempt) succeeded."""
-        self._tokens = min(self._max, self._tokens + self._refill)
+        """One call succeeded."""
+        self._refill()
+        self._tokens = min(self._max, self._tokens + self._per_success)
 
     def record_failure(self) -> None:
         """One attempt failed in a retryable way."""
+        self._refill()
         self._tokens = max(0.0, self._tokens - 1)
 
     @property
     def allows_retry(self) -> bool:
         """Whether a retry may be sent now."""
+        self._refill()
         return self._tokens > self._max / 2
 
 

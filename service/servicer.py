@@ -130,7 +130,10 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
                         yield event
             except GatewayError as error:
                 if started:
-                    raise  # output reached the caller: a retry would repeat it
+                    # Output reached the caller: a retry would repeat it.
+                    if attempt > 1:
+                        error.metadata["attempts"] = str(attempt)
+                    raise
                 await self._before_retry(route, attempt, error, deadline)
                 attempt += 1
                 continue

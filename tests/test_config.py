@@ -376,3 +376,28 @@ def test_upstream_connection_limit_from_env_and_file(tmp_path):
     assert Settings.load({}).max_connections_per_provider == 1000
     with pytest.raises(ConfigError, match="LLMGATEWAY_MAX_UPSTREAM_CONNECTIONS"):
         Settings.load({"LLMGATEWAY_MAX_UPSTREAM_CONNECTIONS": "0"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LLMGATEWAY_MAX_CONCURRENT_UPSTREAM", "0.5"),
+        ("LLMGATEWAY_MAX_ATTEMPTS", "2.5"),
+        ("LLMGATEWAY_MAX_UPSTREAM_CONNECTIONS", "0"),
+    ],
+)
+def test_counts_must_be_whole_numbers(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.load({name: value})
+
+
+def test_retry_settings():
+    env = {
+        "LLMGATEWAY_MAX_ATTEMPTS": "1",
+        "LLMGATEWAY_MAX_RETRY_AFTER": "0",
+        "LLMGATEWAY_RETRY_INITIAL_BACKOFF": "0.5",
+        "LLMGATEWAY_RETRY_MAX_BACKOFF": "2",
+    }
+    retries = Settings.load(env).retries
+    assert (retries.max_attempts, retries.max_retry_after) == (1, 0.0)
+    assert (retries.initial_backoff, retries.max_backoff) == (0.5, 2.0)

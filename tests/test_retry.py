@@ -107,14 +107,22 @@ def test_retry_after_is_honoured_up_to_the_cap():
 
 
 def test_budget_stops_retries_in_an_outage_and_recovers():
-    budget = RetryBudget(max_tokens=10, refill=0.1)
+    now = [0.0]
+    budget = RetryBudget(
+        max_tokens=10, refill_per_success=0.1, refill_per_second=1.0, clock=lambda: now[0]
+    )
     for _ in range(5):
         assert budget.allows_retry
         budget.record_failure()
-    assert not budget.allows_retry
+    assert not budget.allows_retry  # an outage: retries stop
     for _ in range(10):
         budget.record_success()
-    assert budget.allows_retry
+    assert budget.allows_retry  # successes bring them back
+    for _ in range(10):
+        budget.record_failure()
+    assert not budget.allows_retry
+    now[0] += 6.0
+    assert budget.allows_retry  # and so does time, on a quiet gateway
 
 
 async def test_calls_beyond_the_concurrency_limit_are_refused_not_queued(settings, fake):

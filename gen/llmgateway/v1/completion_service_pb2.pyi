@@ -109,9 +109,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     find the details in the gateway's logs.
     """
     ERROR_REASON_GATEWAY_BUSY: _ErrorReason.ValueType  # 21
-    """RESOURCE_EXHAUSTED: the gateway already has as many upstream requests in
-    flight to this provider as it allows (LLMGATEWAY_MAX_CONCURRENT_UPSTREAM);
-    it refuses rather than queue without bound. A RetryInfo suggests a delay.
+    """RESOURCE_EXHAUSTED: the gateway (one worker process) already has as many
+    calls in flight to this provider, retries and their backoff included, as
+    it allows (LLMGATEWAY_MAX_CONCURRENT_UPSTREAM); it refuses rather than
+    queue without bound. A RetryInfo suggests a delay.
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -119,7 +120,8 @@ class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     every error, without the `ERROR_REASON_` prefix (for example
     `UPSTREAM_RATE_LIMITED`). The ErrorInfo's metadata carries `provider`,
     `model`, and, for upstream errors, `upstreamStatus` (the HTTP status) and
-    `upstreamCode` (the provider's error code or type) where known.
+    `upstreamCode` (the provider's error code or type) where known, and
+    `attempts` when the gateway tried the upstream more than once.
     """
 
 ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
@@ -205,9 +207,10 @@ ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 20
 find the details in the gateway's logs.
 """
 ERROR_REASON_GATEWAY_BUSY: ErrorReason.ValueType  # 21
-"""RESOURCE_EXHAUSTED: the gateway already has as many upstream requests in
-flight to this provider as it allows (LLMGATEWAY_MAX_CONCURRENT_UPSTREAM);
-it refuses rather than queue without bound. A RetryInfo suggests a delay.
+"""RESOURCE_EXHAUSTED: the gateway (one worker process) already has as many
+calls in flight to this provider, retries and their backoff included, as
+it allows (LLMGATEWAY_MAX_CONCURRENT_UPSTREAM); it refuses rather than
+queue without bound. A RetryInfo suggests a delay.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
