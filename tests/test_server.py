@@ -98,23 +98,7 @@ async def test_serve_command_drains_on_sigterm(fake):
     """SIGTERM: NOT_SERVING during the delay, then new calls refused, in-flight streams finish."""
     fake.slow_chunk_delay = 0.01  # the slow stream below lasts about 2 s
     port = _free_port()
-    env = {
-        **os.environ,
-        **fake.environment(),
-        "PYTHONUNBUFFERED": "1",
-        "LLMGATEWAY_SHUTDOWN_DELAY": "0.5",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.cli",
-        "serve",
-        "--address",
-        f"127.0.0.1:{port}",
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    process = await _serve_process(fake, port, LLMGATEWAY_SHUTDOWN_DELAY="0.5")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=30)
