@@ -98,8 +98,7 @@ async def test_serve_command_drains_on_sigterm(fake):
     """SIGTERM: NOT_SERVING during the delay, then new calls refused, in-flight streams finish."""
     fake.slow_chunk_delay = 0.01  # the slow stream below lasts about 2 s
     port = _free_port()
-    process = await _serve_process(fake, port, LLMGATEWAY_SHUTDOWN_DELAY="0.5")
-    try:
+    async with _serving(fake, port, LLMGATEWAY_SHUTDOWN_DELAY="0.5") as process:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=30)
             health: Any = health_pb2_grpc.HealthStub(channel)  # its stubs type only the sync API
@@ -129,12 +128,7 @@ async def test_serve_command_drains_on_sigterm(fake):
             while isinstance(event := await in_flight.read(), pb.StreamCompleteResponse):
                 events.append(event)
             assert events[-1].WhichOneof("event") == "done"
-        code = await asyncio.wait_for(process.wait(), timeout=30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    output = (await process.stdout.read()).decode() if process.stdout else ""
+        code, output = await _exit_of(process)
     assert code == 0, output
     assert "llmgateway listening on 127.0.0.1" in output
     assert "shutting down" in output
@@ -190,6 +184,34 @@ def _serve_process(fake, port, *extra, **env_extra):
     )
 
 
+@contextlib.asynccontextmanager
+async def _serving(fake, port, *extra, **env_extra):
+    """A `serve` process for the block; killed if it is still running at the end."""
+    process = await _serve_process(fake, port, *extra, **env_extra)
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _exit_of(process):
+    """(exit code, what it printed) once `process` has ended, within 30 s."""
+    code = await asyncio.wait_for(process.wait(), timeout=30)
+    output = (await process.stdout.read()).decode() if process.stdout else ""
+    return code, output
+
+
+async def _until_workers_started(process: asyncio.subprocess.Process) -> str:
+    """What the parent printed up to its 'started 2 workers' line."""
+    assert process.stdout is not None
+    seen = ""
+    while "started 2 workers" not in seen:
+        seen += (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
+    return seen
+
+
 def _worker_pids(output: str) -> list[int]:
     line = next(line for line in output.splitlines() if "started 2 workers" in line)
     return [int(pid) for pid in line.split("(pids ")[1].rstrip(")").split(", ")]
@@ -209,23 +231,16 @@ async def test_workers_restart_at_once_on_the_same_port(fake):
     """Connections of the last run in TIME_WAIT must not block a restart."""
     port = _free_port()
     for _ in range(2):
-        process = await _serve_process(fake, port, "--workers", "2")
-        try:
+        async with _serving(fake, port, "--workers", "2") as process:
             await _call_once(port)
             process.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(process.wait(), timeout=30)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        output = (await process.stdout.read()).decode() if process.stdout else ""
+            code, output = await _exit_of(process)
         assert code == 0, output
 
 
 async def test_workers_share_the_port_and_stop_together(fake):
     port = _free_port()
-    process = await _serve_process(fake, port, "--workers", "2")
-    try:
+    async with _serving(fake, port, "--workers", "2") as process:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=30)
             stub = pb_grpc.CompletionServiceStub(channel)
@@ -235,12 +250,7 @@ async def test_workers_share_the_port_and_stop_together(fake):
                 )
                 assert answer.content
         process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(process.wait(), timeout=30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    output = (await process.stdout.read()).decode() if process.stdout else ""
+        code, output = await _exit_of(process)
     assert code == 0, output
     assert output.count("llmgateway listening on") == 2
     assert output.count("stopped") >= 2
@@ -250,20 +260,12 @@ async def test_workers_share_the_port_and_stop_together(fake):
 async def test_a_dying_worker_stops_the_rest_and_fails_loudly(fake, how):
     """Even a worker that exits cleanly on its own leaves the port half-served."""
     port = _free_port()
-    process = await _serve_process(fake, port, "--workers", "2")
-    assert process.stdout is not None
-    seen = ""
-    try:
-        while "started 2 workers" not in seen:
-            seen += (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
+    async with _serving(fake, port, "--workers", "2") as process:
+        seen = await _until_workers_started(process)
         first, second = _worker_pids(seen)
         os.kill(first, how)
-        code = await asyncio.wait_for(process.wait(), timeout=30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    output = seen + (await process.stdout.read()).decode()
+        code, output = await _exit_of(process)
+    output = seen + output
     assert code == 1, output
     assert "stopping the others" in output
     with pytest.raises(ProcessLookupError):
@@ -298,11 +300,9 @@ def test_workers_refuse_a_port_already_in_use():
 async def test_workers_stop_when_the_parent_is_killed(fake):
     port = _free_port()
     process = await _serve_process(fake, port, "--workers", "2")
-    assert process.stdout is not None
     seen = ""
     try:
-        while "started 2 workers" not in seen:
-            seen += (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
+        seen = await _until_workers_started(process)
         workers = _worker_pids(seen)
         await _call_once(port)
         process.kill()  # SIGKILL: the parent cannot forward anything
