@@ -13,15 +13,13 @@ from llmgateway.v1 import completion_pb2 as common
 
 from clients.errors import GatewayError
 from clients.messages import message
+from clients.render import StreamPrinter, dim
 from clients.sync_client import CompletionClient
 
 if TYPE_CHECKING:
     import argparse
 
     from google.protobuf.message import Message
-    from llmgateway.v1 import completion_service_pb2 as pb
-
-_DIM, _RESET = "\033[2m", "\033[0m"
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -132,7 +130,7 @@ def _chat(
             print(_json(response), file=stdout)
         else:
             if response.reasoning and not args.hide_reasoning:
-                print(_dim(f"[reasoning] {response.reasoning}", stderr), file=stderr)
+                print(dim(f"[reasoning] {response.reasoning}", stderr), file=stderr)
             for call in response.tool_calls:
                 print(f"[tool call] {call.name}({call.arguments})", file=stderr)
             print(response.content, file=stdout)
@@ -141,34 +139,18 @@ def _chat(
                 response.usage if response.HasField("usage") else None, response.model, stderr
             )
         return 0
-    done: pb.CompletionDone | None = None
-    in_reasoning = False
+    printer = StreamPrinter(stdout, stderr, show_reasoning=not args.hide_reasoning)
     for event in client.stream(args.model, messages, **fields):
-        kind = event.WhichOneof("event")
         if args.json:
             print(_json(event), file=stdout, flush=True)
-        elif kind == "content_delta":
-            if in_reasoning:
-                # End the reasoning's line, so the answer starts on its own.
-                stderr.write("\n")
-                stderr.flush()
-                in_reasoning = False
-            stdout.write(event.content_delta.text)
-            stdout.flush()
-        elif kind == "reasoning_delta" and not args.hide_reasoning:
-            if not in_reasoning:
-                stderr.write(_dim("[reasoning] ", stderr))
-                in_reasoning = True
-            stderr.write(_dim(event.reasoning_delta.text, stderr))
-            stderr.flush()
-        elif kind == "tool_call":
-            print(f"\n[tool call] {event.tool_call.name}({event.tool_call.arguments})", file=stderr)
-        if kind == "done":
-            done = event.done
-    if in_reasoning:
-        stderr.write("\n")
+            if event.HasField("done"):
+                printer.done = event.done
+        else:
+            printer.show(event)
+    printer.end()
     if not args.json:
         stdout.write("\n")
+    done = printer.done
     if args.usage and done is not None:
         _print_usage(done.usage if done.HasField("usage") else None, done.model, stderr)
     return 0
@@ -226,7 +208,3 @@ def _print_usage(usage: common.Usage | None, model: str, stderr: TextIO) -> None
 
 def _json(message_: Message) -> str:
     return json_format.MessageToJson(message_, indent=None, preserving_proto_field_name=True)
-
-
-def _dim(text: str, stream: TextIO) -> str:
-    return f"{_DIM}{text}{_RESET}" if stream.isatty() else text

@@ -15,12 +15,10 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
+from clients.render import StreamPrinter, dim
 from fake_upstream import FakeUpstream
 from service.config import Settings
 from service.server import start_gateway
-
-_DIM = "\033[2m"
-_RESET = "\033[0m"
 
 
 async def run_demo(prompt: str, models: list[str], address: str, keep_running: bool) -> int:
@@ -57,35 +55,26 @@ async def _stream_one(
     request = pb.StreamCompleteRequest(
         model=model, messages=[common.ChatMessage(role=common.ROLE_USER, content=prompt)]
     )
-    in_reasoning = False
+    printer = StreamPrinter(out, out)
     try:
         async for event in stub.StreamComplete(request, timeout=30):
-            kind = event.WhichOneof("event")
-            if kind == "reasoning_delta":
-                if not in_reasoning:
-                    out.write(f"{_DIM}[reasoning] ")
-                    in_reasoning = True
-                out.write(event.reasoning_delta.text)
-            elif kind == "content_delta":
-                if in_reasoning:
-                    out.write(f"{_RESET}\n")
-                    in_reasoning = False
-                out.write(event.content_delta.text)
-            elif kind == "tool_call":
-                out.write(f"\n[tool call] {event.tool_call.name}({event.tool_call.arguments})")
-            elif kind == "done":
-                done = event.done
-                usage = done.usage
-                cost = f", cost ${usage.cost_usd:.6f}" if usage.HasField("cost_usd") else ""
-                out.write(
-                    f"\n{_DIM}[done] served by {done.model} via "
-                    f"{done.upstream_provider or common.Provider.Name(done.provider)}, "
-                    f"finish {common.FinishReason.Name(done.finish_reason)}, "
-                    f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion "
-                    f"tokens{cost}{_RESET}\n\n"
-                )
+            printer.show(event)
+        printer.end()
+        done = printer.done
+        if done is not None:
+            usage = done.usage
+            cost = f", cost ${usage.cost_usd:.6f}" if usage.HasField("cost_usd") else ""
+            summary = (
+                f"[done] served by {done.model} via "
+                f"{done.upstream_provider or common.Provider.Name(done.provider)}, "
+                f"finish {common.FinishReason.Name(done.finish_reason)}, "
+                f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion "
+                f"tokens{cost}"
+            )
+            out.write(f"\n{dim(summary, out)}\n\n")
             out.flush()
     except grpc.aio.AioRpcError as error:
-        out.write(f"{_RESET}\nerror: {error.code().name}: {error.details()}\n\n")
+        printer.end()
+        out.write(f"\nerror: {error.code().name}: {error.details()}\n\n")
         return 1
     return 0

@@ -1,0 +1,60 @@
+"""Showing a streamed completion to a person, as it arrives.
+
+Shared by `llmgateway chat` and `llmgateway demo`: the answer goes to one
+stream, the model's reasoning (dimmed on a terminal) and its tool calls to
+another, so reasoning stays visibly apart from the answer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from llmgateway.v1 import completion_service_pb2 as pb
+
+_DIM, _RESET = "\033[2m", "\033[0m"
+
+
+def dim(text: str, stream: TextIO) -> str:
+    """`text` dimmed when `stream` is a terminal."""
+    return f"{_DIM}{text}{_RESET}" if stream.isatty() else text
+
+
+class StreamPrinter:
+    """Feed it events; it writes them where they belong and keeps the final `done`."""
+
+    def __init__(self, answer: TextIO, notes: TextIO, *, show_reasoning: bool = True) -> None:
+        self._answer = answer
+        self._notes = notes
+        self._show_reasoning = show_reasoning
+        self._in_reasoning = False
+        self.done: pb.CompletionDone | None = None
+
+    def show(self, event: pb.StreamCompleteResponse) -> None:
+        """Write one event."""
+        kind = event.WhichOneof("event")
+        if kind == "content_delta":
+            if self._in_reasoning:
+                # End the reasoning's line, so the answer starts on its own.
+                self._notes.write("\n")
+                self._notes.flush()
+                self._in_reasoning = False
+            self._answer.write(event.content_delta.text)
+            self._answer.flush()
+        elif kind == "reasoning_delta" and self._show_reasoning:
+            if not self._in_reasoning:
+                self._notes.write(dim("[reasoning] ", self._notes))
+                self._in_reasoning = True
+            self._notes.write(dim(event.reasoning_delta.text, self._notes))
+            self._notes.flush()
+        elif kind == "tool_call":
+            call = event.tool_call
+            print(f"\n[tool call] {call.name}({call.arguments})", file=self._notes)
+        elif kind == "done":
+            self.done = event.done
+
+    def end(self) -> None:
+        """After the last event: close an unfinished reasoning line."""
+        if self._in_reasoning:
+            self._notes.write("\n")
+            self._in_reasoning = False
