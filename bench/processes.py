@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING, Self
 
 import httpx
 
+from fake_upstream.app import DEFAULT_OPENROUTER_KEY, environment_for
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 LITELLM_VERSION = "1.108.7"
 LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
-FAKE_OPENROUTER_KEY = "sk-or-v1-fake-test-key"  # the fake upstream's default; not a secret
+FAKE_OPENROUTER_KEY = DEFAULT_OPENROUTER_KEY
 
 
 def free_port() -> int:
@@ -89,14 +91,7 @@ def fake_upstream_command(port: int, chunks: int, delay: float) -> list[str]:
 
 def fake_environment(fake_port: int) -> dict[str, str]:
     """Environment that points a gateway at the fake upstream."""
-    base = f"http://127.0.0.1:{fake_port}"
-    return {
-        "OPENROUTER_API_KEY": FAKE_OPENROUTER_KEY,
-        "OPENROUTER_BASE_URL": f"{base}/openrouter/api/v1",
-        "ZAI_API_KEY": "fake-zai-id.fake-zai-secret",
-        "ZAI_BASE_URL": f"{base}/zai/api/paas/v4",
-        "ZAI_CODING_BASE_URL": f"{base}/zai/api/coding/paas/v4",
-    }
+    return environment_for(f"http://127.0.0.1:{fake_port}")
 
 
 def gateway_command(port: int, workers: int | None) -> list[str]:

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from types import TracebackType
 
+# The fake's own keys: made up, accepted only by this fake.
+DEFAULT_OPENROUTER_KEY = "sk-or-v1-fake-test-key"
+DEFAULT_ZAI_KEY = "fake-zai-id.fake-zai-secret"
 OPENROUTER_PREFIX = "/openrouter/api/v1"
 ZAI_GENERAL_PREFIX = "/zai/api/paas/v4"
 ZAI_CODING_PREFIX = "/zai/api/coding/paas/v4"
@@ -88,14 +91,29 @@ class RecordedRequest:
     body: dict[str, Any]
 
 
+def environment_for(
+    base_url: str,
+    openrouter_key: str = DEFAULT_OPENROUTER_KEY,
+    zai_key: str = DEFAULT_ZAI_KEY,
+) -> dict[str, str]:
+    """Environment variables that point a gateway at a fake listening on `base_url`."""
+    return {
+        "OPENROUTER_API_KEY": openrouter_key,
+        "OPENROUTER_BASE_URL": base_url + OPENROUTER_PREFIX,
+        "ZAI_API_KEY": zai_key,
+        "ZAI_BASE_URL": base_url + ZAI_GENERAL_PREFIX,
+        "ZAI_CODING_BASE_URL": base_url + ZAI_CODING_PREFIX,
+    }
+
+
 class FakeUpstream:
     """Both providers on one loopback port, under path prefixes."""
 
     def __init__(
         self,
         *,
-        openrouter_key: str = "sk-or-v1-fake-test-key",
-        zai_key: str = "fake-zai-id.fake-zai-secret",
+        openrouter_key: str = DEFAULT_OPENROUTER_KEY,
+        zai_key: str = DEFAULT_ZAI_KEY,
         chunk_delay: float = 0.0,
         slow_chunk_delay: float = 0.02,
         stream_chunks: int | None = None,
@@ -142,13 +160,7 @@ class FakeUpstream:
 
     def environment(self) -> dict[str, str]:
         """Environment variables that point a gateway at this fake."""
-        return {
-            "OPENROUTER_API_KEY": self.openrouter_key,
-            "OPENROUTER_BASE_URL": self.openrouter_base_url,
-            "ZAI_API_KEY": self.zai_key,
-            "ZAI_BASE_URL": self.zai_base_url,
-            "ZAI_CODING_BASE_URL": self.zai_coding_base_url,
-        }
+        return environment_for(self.base_url, self.openrouter_key, self.zai_key)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Listen on host:port (0: any free port)."""
