@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
-from service.routing import gateway_model_name, parse_model_name
+from service.routing import gateway_model_name
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from service.providers.openrouter import OpenRouterProvider
     from service.providers.zai import ZaiProvider
+    from service.routing import Plan
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class Catalog:
     """Builds ListModels responses; caches OpenRouter's catalogue for ten minutes."""
 
     def __init__(
-        self, aliases: Mapping[str, str], openrouter: OpenRouterProvider, zai: ZaiProvider
+        self, aliases: Mapping[str, Plan], openrouter: OpenRouterProvider, zai: ZaiProvider
     ) -> None:
         self._aliases = aliases
         self._openrouter = openrouter
@@ -72,15 +73,16 @@ class Catalog:
     ) -> pb.ListModelsResponse:
         """Every routable model, optionally of one provider, within `within` seconds."""
         response = pb.ListModelsResponse()
-        for alias, target in sorted(self._aliases.items()):
-            parsed = parse_model_name(target)
-            if parsed and provider in (common.PROVIDER_UNSPECIFIED, parsed[0]):
+        for alias, plan in sorted(self._aliases.items()):
+            first = plan.routes[0]
+            if provider in (common.PROVIDER_UNSPECIFIED, first.provider):
                 response.models.add(
                     name=alias,
-                    provider=parsed[0],
-                    upstream_model=parsed[1],
-                    alias_of=target,
-                    available=self._available(parsed[0]),
+                    provider=first.provider,
+                    upstream_model=first.upstream_model,
+                    alias_of=first.target,
+                    fallbacks=[route.target for route in plan.routes[1:]],
+                    available=any(self._available(route.provider) for route in plan.routes),
                 )
         if provider in (common.PROVIDER_UNSPECIFIED, common.PROVIDER_ZAI):
             response.models.extend(self._zai_models())

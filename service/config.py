@@ -46,8 +46,15 @@ class Timeouts:
     connect: float = 10.0
     # Whole unary call. Reasoning models can think for minutes.
     request: float = 600.0
+    # From sending a streamed request to its first body bytes (headers, then
+    # an event or keep-alive comment). Streaming upstreams answer at once, so a
+    # silent one is stuck; a fallback target can take over while the caller waits.
+    first_byte: float = 60.0
     # Longest silence between two reads of a stream (SSE keep-alive comments count).
     stream_idle: float = 300.0
+    # Whole streamed call. Keep-alive comments reset the idle timer, so a
+    # stream needs a bound of its own.
+    stream_total: float = 1800.0
 
 
 _DEFAULT_TIMEOUTS = Timeouts()
@@ -76,6 +83,42 @@ class ZaiSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AliasTarget:
+    """One target of an alias's fallback chain, as configured."""
+
+    model: str
+    # "general" or "coding" pins a Z.AI endpoint for this target.
+    zai_endpoint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AliasConfig:
+    """An alias: targets tried in order, and the ErrorReason names (without
+    the prefix) that move a call to the next target; None means the default set."""
+
+    targets: tuple[AliasTarget, ...]
+    fallback_on: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, value: str | AliasConfig) -> AliasConfig:
+        """A plain model name is a one-target alias."""
+        return value if isinstance(value, AliasConfig) else cls((AliasTarget(value),))
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitSettings:
+    """When a provider (or Z.AI endpoint) is skipped after failing."""
+
+    # Consecutive failures (5xx, overload, unreachable, timeouts) that open it.
+    failure_threshold: int = 5
+    # How long it stays open before one probe call may try the provider again.
+    cool_down: float = 30.0
+
+
+_DEFAULT_CIRCUIT = CircuitSettings()
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the gateway needs to start."""
 
@@ -83,8 +126,8 @@ class Settings:
     openrouter: OpenRouterSettings = OpenRouterSettings()
     zai: ZaiSettings = ZaiSettings()
     timeouts: Timeouts = Timeouts()
-    # alias -> model name, e.g. {"coding": "zai/glm-4.7"}
-    aliases: Mapping[str, str] = field(default_factory=dict)
+    # alias -> model name, e.g. {"coding": "zai/glm-4.7"}, or a fallback chain
+    aliases: Mapping[str, str | AliasConfig] = field(default_factory=dict)
     shutdown_grace: float = 30.0
     # Seconds between reporting NOT_SERVING and refusing new calls, so load
     # balancers that poll health stop sending before the listener closes.
@@ -94,6 +137,7 @@ class Settings:
     # Calls in flight per provider (and worker) before new ones are refused.
     max_concurrent_upstream: int = 1000
     retries: RetryPolicy = field(default_factory=RetryPolicy)
+    circuit: CircuitSettings = CircuitSettings()
 
     @classmethod
     def load(cls, environ: Mapping[str, str], config_file: Path | None = None) -> Settings:
@@ -106,9 +150,7 @@ class Settings:
         zai = _table(doc, "zai")
         aliases = _table(doc, "aliases")
         retries = _table(doc, "retries")
-        for name, target in aliases.items():
-            if not isinstance(target, str) or not target:
-                raise ConfigError(f"[aliases] {name} must be a model name string")
+        circuit = _table(doc, "circuit_breaker")
 
         def pick(env_name: str, table: dict[str, Any], key: str, default: str) -> str:
             value = environ.get(env_name) or table.get(key) or default
@@ -164,6 +206,13 @@ class Settings:
                     "request_seconds",
                     _DEFAULT_TIMEOUTS.request,
                 ),
+                first_byte=_positive_number(
+                    environ,
+                    "LLMGATEWAY_FIRST_BYTE_TIMEOUT",
+                    timeouts,
+                    "first_byte_seconds",
+                    _DEFAULT_TIMEOUTS.first_byte,
+                ),
                 stream_idle=_positive_number(
                     environ,
                     "LLMGATEWAY_STREAM_IDLE_TIMEOUT",
@@ -171,8 +220,31 @@ class Settings:
                     "stream_idle_seconds",
                     _DEFAULT_TIMEOUTS.stream_idle,
                 ),
+                stream_total=_positive_number(
+                    environ,
+                    "LLMGATEWAY_MAX_STREAM_DURATION",
+                    timeouts,
+                    "stream_total_seconds",
+                    _DEFAULT_TIMEOUTS.stream_total,
+                ),
             ),
-            aliases=dict(aliases),
+            aliases={name: _alias(name, value) for name, value in aliases.items()},
+            circuit=CircuitSettings(
+                failure_threshold=_whole_number(
+                    environ,
+                    "LLMGATEWAY_CIRCUIT_FAILURES",
+                    circuit,
+                    "failure_threshold",
+                    _DEFAULT_CIRCUIT.failure_threshold,
+                ),
+                cool_down=_positive_number(
+                    environ,
+                    "LLMGATEWAY_CIRCUIT_COOL_DOWN",
+                    circuit,
+                    "cool_down_seconds",
+                    _DEFAULT_CIRCUIT.cool_down,
+                ),
+            ),
             shutdown_grace=_positive_number(
                 environ, "LLMGATEWAY_SHUTDOWN_GRACE", server, "shutdown_grace_seconds", 30.0
             ),
@@ -229,6 +301,43 @@ class Settings:
                 1000,
             ),
         )
+
+
+def _alias(name: str, value: object) -> AliasConfig:
+    """`name = "zai/glm-4.7"`, `name = [target, ...]` or
+    `name = { targets = [target, ...], fallback_on = ["UPSTREAM_RATE_LIMITED", ...] }`,
+    where a target is a model name or `{ model = "...", zai_endpoint = "coding" }`."""
+    where = f"[aliases] {name}"
+    fallback_on = None
+    if isinstance(value, dict):
+        unknown = set(value) - {"targets", "fallback_on"}
+        if unknown:
+            raise ConfigError(f"{where} has unknown keys {sorted(unknown)}")
+        if "fallback_on" in value:
+            fallback_on = tuple(_string_list(value["fallback_on"], f"{where}.fallback_on"))
+        value = value.get("targets")
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            f"{where} must be a model name, a non-empty list of targets, or a table with `targets`"
+        )
+    return AliasConfig(tuple(_alias_target(where, item) for item in value), fallback_on)
+
+
+def _alias_target(where: str, item: object) -> AliasTarget:
+    if isinstance(item, str) and item:
+        return AliasTarget(item)
+    if isinstance(item, dict) and isinstance(item.get("model"), str) and item["model"]:
+        unknown = set(item) - {"model", "zai_endpoint"}
+        endpoint = item.get("zai_endpoint")
+        if unknown or not (endpoint is None or isinstance(endpoint, str)):
+            raise ConfigError(f"{where}: a target takes `model` and `zai_endpoint` only")
+        return AliasTarget(item["model"], endpoint)
+    raise ConfigError(
+        f"{where}: each target must be a model name string or "
+        '{ model = "...", zai_endpoint = "general" | "coding" }'
+    )
 
 
 def _path_or_none(value: str | None) -> Path | None:

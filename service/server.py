@@ -18,6 +18,8 @@ from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 from service.catalog import Catalog
 from service.config import ConfigError
+from service.dispatch import Dispatcher
+from service.health import ProviderHealth
 from service.providers.openrouter import OpenRouterProvider
 from service.providers.zai import ZaiProvider
 from service.routing import Router
@@ -99,16 +101,22 @@ async def start_gateway(
             ("grpc.keepalive_timeout_ms", 20_000),
         ]
     )
-    servicer = CompletionServicer(
-        router,
+    health_servicer = health.aio.HealthServicer()
+    provider_health = ProviderHealth(health_servicer)
+    dispatcher = Dispatcher(
         providers,
-        Catalog(settings.aliases, openrouter, zai),
-        max_request_bytes=settings.max_request_bytes,
         retries=settings.retries,
         max_concurrent_upstream=settings.max_concurrent_upstream,
+        circuit=settings.circuit,
+        on_circuit_change=provider_health.on_circuit_change,
+    )
+    servicer = CompletionServicer(
+        router,
+        dispatcher,
+        Catalog(router.aliases, openrouter, zai),
+        max_request_bytes=settings.max_request_bytes,
     )
     pb_grpc.add_CompletionServiceServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -132,6 +140,10 @@ async def start_gateway(
     _warn_on_plaintext_upstreams(settings)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await provider_health.start(
+        configured=[n for p in providers.values() if p.configured for n in p.circuit_names],
+        unconfigured=[n for p in providers.values() if not p.configured for n in p.circuit_names],
+    )
     logger.info("llmgateway listening on %s", _display_address(bind, port))
     return Gateway(server=server, port=port, health=health_servicer, providers=providers)
 

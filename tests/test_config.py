@@ -11,12 +11,14 @@ from service.config import (
     DEFAULT_OPENROUTER_BASE_URL,
     DEFAULT_ZAI_BASE_URL,
     DEFAULT_ZAI_CODING_BASE_URL,
+    AliasConfig,
+    AliasTarget,
     ConfigError,
     Secret,
     Settings,
 )
 from service.errors import GatewayError
-from service.routing import Route, Router
+from service.routing import Plan, Route, Router
 
 OPENROUTER_KEY = "sk-or-v1-test-not-a-key"
 ZAI_KEY = "zai-test-not-a-key.0123456789"
@@ -152,8 +154,8 @@ def test_toml_file(config_file):
     assert settings.zai.accept_language == "zh-CN"
     assert settings.zai.coding_models == frozenset({"glm-4.6", "glm-4.7"})
     assert dict(settings.aliases) == {
-        "coding": "zai/glm-4.7",
-        "smart": "openrouter/anthropic/claude-sonnet-4.5",
+        "coding": AliasConfig((AliasTarget("zai/glm-4.7"),)),
+        "smart": AliasConfig((AliasTarget("openrouter/anthropic/claude-sonnet-4.5"),)),
     }
 
 
@@ -300,22 +302,22 @@ def test_settings_repr_hides_both_keys():
     ],
 )
 def test_router_resolves_model_names(name, provider, upstream):
-    assert Router({}).resolve(name) == Route(provider, upstream, name)
+    assert Router({}).resolve(name) == Plan((Route(provider, upstream, name),))
 
 
 def test_router_resolves_aliases_and_keeps_the_requested_name():
     router = Router({"coding": "zai/glm-4.7", "smart": "openrouter/anthropic/claude-sonnet-4.5"})
-    assert router.resolve("coding") == Route(common.PROVIDER_ZAI, "glm-4.7", "coding")
-    assert router.resolve("smart") == Route(
-        common.PROVIDER_OPENROUTER, "anthropic/claude-sonnet-4.5", "smart"
+    assert router.resolve("coding").routes == (Route(common.PROVIDER_ZAI, "glm-4.7", "coding"),)
+    assert router.resolve("smart").routes == (
+        Route(common.PROVIDER_OPENROUTER, "anthropic/claude-sonnet-4.5", "smart"),
     )
     # Aliases add names; they do not take the full names away.
-    assert router.resolve("zai/glm-4.5").upstream_model == "glm-4.5"
+    assert router.resolve("zai/glm-4.5").routes[0].upstream_model == "glm-4.5"
 
 
 def test_router_aliases_from_the_config_file(config_file):
     router = Router(Settings.load({}, config_file).aliases)
-    assert router.resolve("coding").provider == common.PROVIDER_ZAI
+    assert router.resolve("coding").routes[0].provider == common.PROVIDER_ZAI
 
 
 @pytest.mark.parametrize(

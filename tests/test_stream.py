@@ -218,7 +218,9 @@ async def _until_no_upstream_connections(fake):
 
 
 async def test_keepalive_comments_do_not_keep_a_stream_alive_forever(settings, fake):
-    short = dataclasses.replace(settings, timeouts=Timeouts(connect=1, request=1, stream_idle=0.5))
+    short = dataclasses.replace(
+        settings, timeouts=Timeouts(connect=1, stream_idle=0.5, stream_total=1)
+    )
     async with gateway_stub(short) as short_stub:
         events, error = await collect(
             short_stub, "openrouter/x/fault-keepalive-forever", timeout=30

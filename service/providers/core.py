@@ -129,6 +129,23 @@ class OpenAICompatibleProvider:
         del failure
         return None
 
+    @property
+    def circuit_names(self) -> tuple[str, ...]:
+        """Every circuit breaker this provider's calls go through."""
+        return (self.provider_id,)
+
+    def circuit_name(self, request: AnyCompletionRequest, route: Route) -> str:
+        """The circuit breaker for this request: one per provider by default."""
+        del request, route
+        return self.provider_id
+
+    def served_endpoint(
+        self, request: AnyCompletionRequest, route: Route
+    ) -> common.ZaiEndpoint.ValueType:
+        """The Z.AI endpoint this request goes to; unspecified elsewhere."""
+        del request, route
+        return common.ZAI_ENDPOINT_UNSPECIFIED
+
     def include_reasoning(self, request: AnyCompletionRequest) -> bool:
         """Whether reasoning text goes back to the caller."""
         return not request.reasoning.exclude
@@ -187,9 +204,11 @@ class OpenAICompatibleProvider:
     ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
         """Stream a completion. Closing the generator closes the upstream response."""
         body = orjson.dumps(self.body(request, route, stream=True))
-        budget = self._budget(self._timeouts.request, deadline)
+        budget = self._budget(self._timeouts.stream_total, deadline)
+        first_byte = self._budget(self._timeouts.first_byte, deadline)
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + budget
+        first_byte_at = loop.time() + first_byte
         http_request = self._client.build_request(
             "POST",
             self.url(request, route),
@@ -197,8 +216,12 @@ class OpenAICompatibleProvider:
             headers=self._headers(),
             timeout=self._httpx_timeout(budget, self._timeouts.stream_idle),
         )
-        with self._transport_errors(route):
-            response = await self._client.send(http_request, stream=True)
+        try:
+            async with asyncio.timeout_at(first_byte_at):
+                with self._transport_errors(route):
+                    response = await self._client.send(http_request, stream=True)
+        except TimeoutError:
+            raise self._first_byte_error(route, first_byte) from None
         handed_off = False
         try:
             if response.status_code != 200:
@@ -214,8 +237,9 @@ class OpenAICompatibleProvider:
             )
             decoder = SSEDecoder()
             chunks = response.aiter_bytes()
+            timed = self._first_chunk_by(first_byte_at, chunks, route, first_byte)
             with self._transport_errors(route, mid_stream=True), self._parse_errors(route):
-                async for raw in chunks:
+                async for raw in timed:
                     batch: list[pb.StreamCompleteResponse] = []
                     try:
                         for event in decoder.feed(raw):
@@ -232,7 +256,7 @@ class OpenAICompatibleProvider:
                     if loop.time() > give_up_at:
                         # Keep-alive comments reset httpx's idle timer, so the
                         # whole stream needs a bound of its own.
-                        raise self._timeout_error(route, budget)
+                        raise self._timeout_error(route, budget, "the stream did not end")
                 else:
                     # End of body. Accept a last "data: [DONE]" that lacks its
                     # blank line; anything else unfinished is a truncation.
@@ -341,12 +365,33 @@ class OpenAICompatibleProvider:
             pool=budget,
         )
 
-    def _timeout_error(self, route: Route, budget: float) -> GatewayError:
+    def _timeout_error(
+        self, route: Route, budget: float, what: str = "no complete answer"
+    ) -> GatewayError:
         return ue.local_error(
             pb.ERROR_REASON_UPSTREAM_TIMEOUT,
-            f"no complete answer within {budget:.3g} s",
+            f"{what} within {budget:.3g} s",
             self.error_context(route),
         )
+
+    def _first_byte_error(self, route: Route, first_byte: float) -> GatewayError:
+        return self._timeout_error(route, first_byte, "the response had not begun")
+
+    async def _first_chunk_by(
+        self, when: float, chunks: AsyncIterator[bytes], route: Route, first_byte: float
+    ) -> AsyncGenerator[bytes, None]:
+        """`chunks`, failing if the first has not arrived by loop time `when`:
+        an upstream that accepted the request but never starts is stuck."""
+        try:
+            async with asyncio.timeout_at(when):
+                first = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise self._first_byte_error(route, first_byte) from None
+        yield first
+        async for raw in chunks:
+            yield raw
 
     @contextlib.contextmanager
     def _parse_errors(self, route: Route) -> Iterator[None]:

@@ -37,6 +37,8 @@ REASON_CODES: dict[Reason, grpc.StatusCode] = {
     pb.ERROR_REASON_UPSTREAM_MALFORMED_RESPONSE: grpc.StatusCode.UNAVAILABLE,
     pb.ERROR_REASON_UPSTREAM_STREAM_TRUNCATED: grpc.StatusCode.UNAVAILABLE,
     pb.ERROR_REASON_UPSTREAM_DUPLICATE_REQUEST: grpc.StatusCode.ALREADY_EXISTS,
+    # Raised by the gateway's circuit breaker (service/dispatch.py), not parsed.
+    pb.ERROR_REASON_UPSTREAM_CIRCUIT_OPEN: grpc.StatusCode.UNAVAILABLE,
 }
 
 # What the caller should read first, per reason; the provider's words follow.
@@ -59,6 +61,8 @@ _SUMMARIES: dict[Reason, str] = {
     pb.ERROR_REASON_UPSTREAM_MALFORMED_RESPONSE: "{p} sent a response the gateway cannot parse",
     pb.ERROR_REASON_UPSTREAM_STREAM_TRUNCATED: "{p}'s stream ended early; the output is incomplete",
     pb.ERROR_REASON_UPSTREAM_DUPLICATE_REQUEST: "{p} is already processing a request with this id",
+    pb.ERROR_REASON_UPSTREAM_CIRCUIT_OPEN: "{p} failed repeatedly just now and is skipped for "
+    "a cool-down",
 }
 
 _MAX_UPSTREAM_MESSAGE = 500

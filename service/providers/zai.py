@@ -80,12 +80,27 @@ class ZaiProvider(OpenAICompatibleProvider):
         self._extra_headers = {"Accept-Language": settings.accept_language}
 
     def endpoint(self, request: AnyCompletionRequest, route: Route) -> common.ZaiEndpoint.ValueType:
-        """The endpoint serving this request: asked for, else configured, else general."""
+        """The endpoint serving this request: pinned by an alias target, else asked
+        for, else configured for the model, else general."""
+        if route.zai_endpoint != common.ZAI_ENDPOINT_UNSPECIFIED:
+            return route.zai_endpoint
         if request.zai.endpoint != common.ZAI_ENDPOINT_UNSPECIFIED:
             return request.zai.endpoint
         if route.upstream_model in self.settings.coding_models:
             return common.ZAI_ENDPOINT_CODING
         return common.ZAI_ENDPOINT_GENERAL
+
+    served_endpoint = endpoint
+
+    @property
+    def circuit_names(self) -> tuple[str, ...]:
+        return (self.provider_id, f"{self.provider_id}-coding")
+
+    def circuit_name(self, request: AnyCompletionRequest, route: Route) -> str:
+        # The endpoints fail independently (different plans, different capacity).
+        if self.endpoint(request, route) == common.ZAI_ENDPOINT_CODING:
+            return f"{self.provider_id}-coding"
+        return self.provider_id
 
     def url(self, request: AnyCompletionRequest, route: Route) -> str:
         if self.endpoint(request, route) == common.ZAI_ENDPOINT_CODING:

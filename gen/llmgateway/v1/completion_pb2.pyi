@@ -928,7 +928,8 @@ class ZaiOptions(_message.Message):
     CLEAR_THINKING_FIELD_NUMBER: _builtins.int
     endpoint: Global___ZaiEndpoint.ValueType
     """Optional. Which Z.AI endpoint serves the call. Default: the endpoint
-    configured for the model, else the general endpoint.
+    configured for the model, else the general endpoint. An alias target
+    that names its endpoint in the gateway's configuration keeps it.
     """
     clear_thinking: _builtins.bool
     """Optional. Z.AI `thinking.clear_thinking`: false keeps reasoning from

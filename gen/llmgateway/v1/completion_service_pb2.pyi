@@ -114,6 +114,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     it allows (LLMGATEWAY_MAX_CONCURRENT_UPSTREAM); it refuses rather than
     queue without bound. A RetryInfo suggests a delay.
     """
+    ERROR_REASON_UPSTREAM_CIRCUIT_OPEN: _ErrorReason.ValueType  # 22
+    """UNAVAILABLE: the provider (or Z.AI endpoint) failed repeatedly just now,
+    so the gateway's circuit breaker skips it for a cool-down instead of
+    adding load; no upstream request was made. A RetryInfo says when the
+    gateway will try the provider again. Aliases with a fallback chain move
+    on to their next target instead.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The `reason` values of the `google.rpc.ErrorInfo` the gateway sends with
@@ -211,6 +218,13 @@ ERROR_REASON_GATEWAY_BUSY: ErrorReason.ValueType  # 21
 calls in flight to this provider, retries and their backoff included, as
 it allows (LLMGATEWAY_MAX_CONCURRENT_UPSTREAM); it refuses rather than
 queue without bound. A RetryInfo suggests a delay.
+"""
+ERROR_REASON_UPSTREAM_CIRCUIT_OPEN: ErrorReason.ValueType  # 22
+"""UNAVAILABLE: the provider (or Z.AI endpoint) failed repeatedly just now,
+so the gateway's circuit breaker skips it for a cool-down instead of
+adding load; no upstream request was made. A RetryInfo says when the
+gateway will try the provider again. Aliases with a fallback chain move
+on to their next target instead.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
@@ -312,6 +326,8 @@ class CompleteResponse(_message.Message):
     NATIVE_FINISH_REASON_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ZAI_ENDPOINT_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Set when the upstream reports one, else empty. The upstream's id for the
     generation (OpenRouter `gen-...`, Z.AI's request id).
@@ -341,8 +357,18 @@ class CompleteResponse(_message.Message):
     `tool_use` or `model_context_window_exceeded`).
     """
     attempts: _builtins.int
-    """Always set, 1 or more. Upstream requests the gateway made for this call:
-    1 when the first succeeded, more when it retried a transient failure.
+    """Always set, 1 or more. Upstream requests the gateway made for this call,
+    across every target of a fallback chain: 1 when the first succeeded,
+    more when it retried a transient failure or fell back.
+    """
+    zai_endpoint: _completion_pb2.ZaiEndpoint.ValueType
+    """Set when Z.AI served: the endpoint that served. Unspecified for
+    OpenRouter.
+    """
+    fallbacks: _builtins.int
+    """Always set, 0 or more. How many targets of the alias's fallback chain
+    were passed over (failed, or skipped while their circuit was open)
+    before the one that served; 0 for a model named directly.
     """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_completion_pb2.ToolCall]:
@@ -366,10 +392,12 @@ class CompleteResponse(_message.Message):
         native_finish_reason: _builtins.str = ...,
         usage: _completion_pb2.Usage | None = ...,
         attempts: _builtins.int = ...,
+        zai_endpoint: _completion_pb2.ZaiEndpoint.ValueType = ...,
+        fallbacks: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "reasoning", b"reasoning", "tool_calls", b"tool_calls", "upstream_provider", b"upstream_provider", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "fallbacks", b"fallbacks", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "reasoning", b"reasoning", "tool_calls", b"tool_calls", "upstream_provider", b"upstream_provider", "usage", b"usage", "zai_endpoint", b"zai_endpoint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -560,6 +588,8 @@ class CompletionDone(_message.Message):
     NATIVE_FINISH_REASON_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ZAI_ENDPOINT_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Set when the upstream reports one, else empty. The upstream's id for
     the generation.
@@ -579,7 +609,17 @@ class CompletionDone(_message.Message):
     attempts: _builtins.int
     """Always set, 1 or more. Upstream requests the gateway made for this call:
     1 when the first succeeded, more when it retried a transient failure
-    (only ever before the first event reached the caller).
+    (only ever before the first event reached the caller), across every
+    target of a fallback chain.
+    """
+    zai_endpoint: _completion_pb2.ZaiEndpoint.ValueType
+    """Set when Z.AI served: the endpoint that served. Unspecified for
+    OpenRouter.
+    """
+    fallbacks: _builtins.int
+    """Always set, 0 or more. How many targets of the alias's fallback chain
+    were passed over before the one that served (only ever before the first
+    event reached the caller); 0 for a model named directly.
     """
     @_builtins.property
     def usage(self) -> _completion_pb2.Usage:
@@ -596,10 +636,12 @@ class CompletionDone(_message.Message):
         native_finish_reason: _builtins.str = ...,
         usage: _completion_pb2.Usage | None = ...,
         attempts: _builtins.int = ...,
+        zai_endpoint: _completion_pb2.ZaiEndpoint.ValueType = ...,
+        fallbacks: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "upstream_provider", b"upstream_provider", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "fallbacks", b"fallbacks", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "upstream_provider", b"upstream_provider", "usage", b"usage", "zai_endpoint", b"zai_endpoint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -676,6 +718,7 @@ class ModelInfo(_message.Message):
     PRICING_FIELD_NUMBER: _builtins.int
     AVAILABLE_FIELD_NUMBER: _builtins.int
     ALIAS_OF_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Always set. The name to put in a request's `model` field."""
     provider: _completion_pb2.Provider.ValueType
@@ -691,10 +734,19 @@ class ModelInfo(_message.Message):
     calls would fail with FAILED_PRECONDITION.
     """
     alias_of: _builtins.str
-    """Set for an alias: the model name it stands for. Empty otherwise."""
+    """Set for an alias: the model name it stands for (the first target of
+    its fallback chain). Empty otherwise.
+    """
     @_builtins.property
     def pricing(self) -> Global___ModelPricing:
         """Unset when no price is known. Prices."""
+
+    @_builtins.property
+    def fallbacks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Zero or more, for an alias only: the later targets of its fallback
+        chain, in the order they are tried (`zai/glm-4.7@coding` for a target
+        pinned to a Z.AI endpoint).
+        """
 
     def __init__(
         self,
@@ -707,10 +759,11 @@ class ModelInfo(_message.Message):
         pricing: Global___ModelPricing | None = ...,
         available: _builtins.bool = ...,
         alias_of: _builtins.str = ...,
+        fallbacks: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_context_length", b"_context_length", "context_length", b"context_length", "pricing", b"pricing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_context_length", b"_context_length", "alias_of", b"alias_of", "available", b"available", "context_length", b"context_length", "display_name", b"display_name", "name", b"name", "pricing", b"pricing", "provider", b"provider", "upstream_model", b"upstream_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_context_length", b"_context_length", "alias_of", b"alias_of", "available", b"available", "context_length", b"context_length", "display_name", b"display_name", "fallbacks", b"fallbacks", "name", b"name", "pricing", b"pricing", "provider", b"provider", "upstream_model", b"upstream_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__context_length: _TypeAlias = _typing.Literal["context_length"]  # noqa: Y015
     _WhichOneofArgType__context_length: _TypeAlias = _typing.Literal["_context_length", b"_context_length"]  # noqa: Y015

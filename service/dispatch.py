@@ -1,0 +1,338 @@
+"""Carrying one validated call to an answer: targets, retries, breakers, limits.
+
+A call follows its plan's routes in order. On each route it is counted
+against the provider's concurrency limit, passes the provider's circuit
+breaker, and is retried on transient failures within the retry policy and
+budget. A failure whose reason the plan falls back on moves it to the next
+route. All of it happens only before the first event reached the caller:
+after that, a retry or a fallback would repeat output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import grpc
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+
+from service.circuit import Admission, CircuitBreaker, CircuitState
+from service.config import CircuitSettings
+from service.errors import GatewayError, invalid_request, reason_name
+from service.retry import RETRYABLE, RetryBudget, RetryPolicy, delay_before_retry
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+
+    from service.providers.core import OpenAICompatibleProvider
+    from service.providers.wire import AnyCompletionRequest
+    from service.routing import Plan, Route
+
+logger = logging.getLogger(__name__)
+
+# A timeout this close to the caller's own deadline is the caller's choice,
+# not a sign of a sick provider.
+_DEADLINE_SLACK = 0.05
+_NO_PROBE = Admission(probe=False)
+
+
+@dataclass(slots=True)
+class _Journey:
+    """What one call went through: upstream requests made, targets passed over."""
+
+    plan: Plan
+    attempts: int = 0
+    passed_over: list[str] = field(default_factory=list)
+
+    def may_fall_back(self, index: int, error: GatewayError) -> bool:
+        if index + 1 >= len(self.plan.routes):
+            return False
+        # A target that cannot take this request (a provider-specific limit)
+        # does not stop a later one that can.
+        return (
+            error.reason in self.plan.fallback_on or error.reason == pb.ERROR_REASON_INVALID_REQUEST
+        )
+
+    def pass_over(self, route: Route, error: GatewayError) -> None:
+        self.passed_over.append(f"{route.target}: {reason_name(error.reason)}")
+        logger.info(
+            "%s: target %s failed (%s); falling back",
+            route.requested,
+            route.target,
+            reason_name(error.reason),
+        )
+
+    def final(self, route: Route, error: GatewayError) -> GatewayError:
+        """`error`, annotated with the journey, to report to the caller."""
+        if self.attempts > 1:
+            error.metadata["attempts"] = str(self.attempts)
+        if len(self.plan.routes) > 1:
+            error.metadata["target"] = route.target
+        if self.passed_over:
+            error.metadata["fallbacks"] = str(len(self.passed_over))
+            error.metadata["tried"] = "; ".join(self.passed_over)
+            error.message += (
+                f" (the last of {len(self.passed_over) + 1} targets of "
+                f"{route.requested!r}; earlier: {'; '.join(self.passed_over)})"
+            )
+        return error
+
+
+class Dispatcher:
+    """Runs calls along their plans for one worker process."""
+
+    def __init__(
+        self,
+        providers: Mapping[common.Provider.ValueType, OpenAICompatibleProvider],
+        *,
+        retries: RetryPolicy | None = None,
+        max_concurrent_upstream: int = 1000,
+        circuit: CircuitSettings | None = None,
+        on_circuit_change: Callable[[str, CircuitState], None] | None = None,
+    ) -> None:
+        self._providers = providers
+        self._retries = retries or RetryPolicy()
+        self._budgets = {kind: RetryBudget() for kind in providers}
+        self._max_in_flight = max_concurrent_upstream
+        self._in_flight = dict.fromkeys(providers, 0)
+        circuit = circuit or CircuitSettings()
+        self.breakers = {
+            name: CircuitBreaker(
+                name,
+                failure_threshold=circuit.failure_threshold,
+                cool_down=circuit.cool_down,
+                on_change=on_circuit_change,
+            )
+            for provider in providers.values()
+            for name in provider.circuit_names
+        }
+
+    def check(self, request: AnyCompletionRequest, plan: Plan) -> None:
+        """Refuse before any upstream byte what a one-target plan cannot serve.
+        (A chain checks each target when it gets there, so a later target may
+        serve what an earlier one cannot.)"""
+        if len(plan.routes) == 1:
+            self._provider_for(request, plan.routes[0])
+
+    async def complete(
+        self, request: AnyCompletionRequest, plan: Plan, deadline: float | None
+    ) -> pb.CompleteResponse:
+        """The first answer any route of `plan` gives."""
+        journey = _Journey(plan)
+        for index, route in enumerate(plan.routes):
+            has_next = index + 1 < len(plan.routes)
+            try:
+                provider = self._provider_for(request, route)
+                with self._admitted(route):
+                    response = await self._complete_on(
+                        provider, request, route, deadline, journey, has_next=has_next
+                    )
+            except GatewayError as error:
+                if not journey.may_fall_back(index, error):
+                    raise journey.final(route, error) from None
+                journey.pass_over(route, error)
+                continue
+            response.attempts = journey.attempts
+            response.fallbacks = index
+            response.zai_endpoint = provider.served_endpoint(request, route)
+            return response
+        raise AssertionError("unreachable: the last route raises or returns")  # pragma: no cover
+
+    async def stream(
+        self, request: AnyCompletionRequest, plan: Plan, deadline: float | None
+    ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
+        """The events of the first route of `plan` that starts answering."""
+        journey = _Journey(plan)
+        for index, route in enumerate(plan.routes):
+            has_next = index + 1 < len(plan.routes)
+            started = False
+            try:
+                provider = self._provider_for(request, route)
+                endpoint = provider.served_endpoint(request, route)
+                with self._admitted(route):
+                    async with contextlib.aclosing(
+                        self._stream_on(
+                            provider, request, route, deadline, journey, has_next=has_next
+                        )
+                    ) as events:
+                        async for event in events:
+                            started = True
+                            if event.HasField("done"):
+                                event.done.attempts = journey.attempts
+                                event.done.fallbacks = index
+                                event.done.zai_endpoint = endpoint
+                            yield event
+            except GatewayError as error:
+                if started or not journey.may_fall_back(index, error):
+                    raise journey.final(route, error) from None
+                journey.pass_over(route, error)
+                continue
+            return
+
+    async def _complete_on(
+        self,
+        provider: OpenAICompatibleProvider,
+        request: AnyCompletionRequest,
+        route: Route,
+        deadline: float | None,
+        journey: _Journey,
+        *,
+        has_next: bool,
+    ) -> pb.CompleteResponse:
+        attempt = 1
+        while True:
+            breaker = self.breakers[provider.circuit_name(request, route)]
+            admission = self._admit(breaker, route)
+            journey.attempts += 1
+            try:
+                response = await provider.complete(request, route, deadline)
+            except GatewayError as error:
+                self._judge(breaker, admission, error, deadline)
+                await self._before_retry(route, attempt, error, deadline, has_next=has_next)
+                attempt += 1
+                continue
+            except BaseException:
+                breaker.abandon(admission)
+                raise
+            breaker.record(admission, None)
+            self._budgets[route.provider].record_success()
+            return response
+
+    async def _stream_on(
+        self,
+        provider: OpenAICompatibleProvider,
+        request: AnyCompletionRequest,
+        route: Route,
+        deadline: float | None,
+        journey: _Journey,
+        *,
+        has_next: bool,
+    ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
+        attempt = 1
+        while True:
+            breaker = self.breakers[provider.circuit_name(request, route)]
+            admission: Admission | None = self._admit(breaker, route)
+            journey.attempts += 1
+            started = False
+            try:
+                async with contextlib.aclosing(provider.stream(request, route, deadline)) as events:
+                    async for event in events:
+                        if admission is not None:
+                            # The upstream is answering: that is the verdict on
+                            # its health, however long the stream runs.
+                            breaker.record(admission, None)
+                            admission = None
+                        started = True
+                        yield event
+            except GatewayError as error:
+                self._judge(breaker, admission or _NO_PROBE, error, deadline)
+                if started:
+                    raise
+                await self._before_retry(route, attempt, error, deadline, has_next=has_next)
+                attempt += 1
+                continue
+            except BaseException:
+                if admission is not None:
+                    breaker.abandon(admission)
+                raise
+            if admission is not None:
+                breaker.record(admission, None)
+            self._budgets[route.provider].record_success()
+            return
+
+    def _provider_for(
+        self, request: AnyCompletionRequest, route: Route
+    ) -> OpenAICompatibleProvider:
+        provider = self._providers[route.provider]
+        if not provider.configured:
+            raise provider.not_configured_error(route)
+        violations = provider.check(request)
+        if violations:
+            raise invalid_request(violations)
+        return provider
+
+    @contextlib.contextmanager
+    def _admitted(self, route: Route) -> Iterator[None]:
+        """Count the call against its provider's limit, or refuse it now: a
+        bounded refusal beats an unbounded queue in front of a slow provider."""
+        if self._in_flight[route.provider] >= self._max_in_flight:
+            raise GatewayError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                pb.ERROR_REASON_GATEWAY_BUSY,
+                f"the gateway has {self._max_in_flight} calls in flight to this provider, its "
+                "limit; retry shortly",
+                metadata={"model": route.requested, "limit": str(self._max_in_flight)},
+                retry_after=1.0,
+            )
+        self._in_flight[route.provider] += 1
+        try:
+            yield
+        finally:
+            self._in_flight[route.provider] -= 1
+
+    @staticmethod
+    def _admit(breaker: CircuitBreaker, route: Route) -> Admission:
+        admitted = breaker.admit()
+        if isinstance(admitted, Admission):
+            return admitted
+        raise GatewayError(
+            grpc.StatusCode.UNAVAILABLE,
+            pb.ERROR_REASON_UPSTREAM_CIRCUIT_OPEN,
+            f"{breaker.name} failed repeatedly just now; the gateway skips it for "
+            f"{max(admitted, 0.0):.3g} s more and made no request (circuit breaker open)",
+            metadata={"provider": breaker.name, "model": route.requested},
+            retry_after=max(admitted, 0.001),
+        )
+
+    @staticmethod
+    def _judge(
+        breaker: CircuitBreaker,
+        admission: Admission,
+        error: GatewayError,
+        deadline: float | None,
+    ) -> None:
+        """Tell the breaker what `error` says about the provider's health."""
+        loop_time = asyncio.get_running_loop().time()
+        if (
+            error.reason == pb.ERROR_REASON_UPSTREAM_TIMEOUT
+            and deadline is not None
+            and loop_time >= deadline - _DEADLINE_SLACK
+        ):
+            breaker.abandon(admission)
+            return
+        breaker.record(admission, error.reason)
+
+    async def _before_retry(
+        self,
+        route: Route,
+        attempt: int,
+        error: GatewayError,
+        deadline: float | None,
+        *,
+        has_next: bool,
+    ) -> None:
+        """Wait before the next attempt on this route, or raise `error` if there
+        must be none. With a fallback waiting, an upstream that asked for time
+        (Retry-After) is not waited for."""
+        budget = self._budgets[route.provider]
+        if error.reason in RETRYABLE:
+            budget.record_failure()
+        if has_next and error.retry_after is not None:
+            raise error
+        remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        delay = delay_before_retry(self._retries, attempt, error, remaining)
+        if delay is None or not budget.allows_retry:
+            raise error
+        logger.info(
+            "attempt %d for %s on %s failed (%s); retrying in %.2f s",
+            attempt,
+            route.requested,
+            route.target,
+            reason_name(error.reason),
+            delay,
+        )
+        await asyncio.sleep(delay)
