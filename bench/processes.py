@@ -48,16 +48,24 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 
 
 @contextlib.contextmanager
 def running(
-    command: list[str], env: Mapping[str, str] | None = None, log: Path | None = None
+    command: list[str],
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+    *,
+    piped: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `command` for the duration of the block; SIGTERM it (then SIGKILL) after."""
+    """Run `command` for the duration of the block; SIGTERM it (then SIGKILL) after.
+
+    `piped`: stdin and stdout are pipes to the caller (only stderr goes to `log`).
+    """
     with contextlib.ExitStack() as stack:
         output = stack.enter_context(log.open("wb")) if log else subprocess.DEVNULL
         process = subprocess.Popen(  # noqa: S603  # our own commands
             command,
             env={**os.environ, **(env or {})},
-            stdout=output,
-            stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE if piped else None,
+            stdout=subprocess.PIPE if piped else output,
+            stderr=output if piped else subprocess.STDOUT,
             start_new_session=True,
         )
         try:
@@ -212,11 +220,16 @@ class MemorySampler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             pids = _tree(self._pid)
-            self._peak = max(self._peak, sum(_field_kb(p, "status", "VmRSS:") for p in pids))
+            self._peak = max(self._peak, sum(rss_kb(p) for p in pids))
             self._peak_pss = max(
                 self._peak_pss, sum(_field_kb(p, "smaps_rollup", "Pss:") for p in pids)
             )
             self._stop.wait(0.05)
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of one process in KiB (0 once it is gone)."""
+    return _field_kb(pid, "status", "VmRSS:")
 
 
 def _tree(pid: int) -> list[int]:
