@@ -94,6 +94,14 @@ class Catalog:
                 response.models.extend(models)
         return response
 
+    def openrouter_pricing(self, model: str) -> pb.ModelPricing | None:
+        """The catalogue's prices for an OpenRouter model (gateway naming), from
+        the cached catalogue only: never a fetch on a call's path."""
+        for info in self._openrouter_models:
+            if info.name == model and info.HasField("pricing"):
+                return info.pricing
+        return None
+
     def _available(self, provider: common.Provider.ValueType) -> bool:
         return (
             self._openrouter if provider == common.PROVIDER_OPENROUTER else self._zai

@@ -7,6 +7,8 @@ API keys come from the environment only: they never sit in a config file, and
 
 from __future__ import annotations
 
+import re
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +121,38 @@ _DEFAULT_CIRCUIT = CircuitSettings()
 
 
 @dataclass(frozen=True, slots=True)
+class PriceOverride:
+    """USD per million tokens for one model, from `[prices."<model>"]`."""
+
+    prompt: float
+    completion: float
+    cached_prompt: float | None = None
+
+
+def default_db_path(environ: Mapping[str, str]) -> str:
+    """Where the state database lives unless configured: the user's data directory."""
+    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "llmgateway" / "llmgateway.db")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """TLS on the gRPC listener: PEM paths, checked when the settings are loaded
+    (the key itself is read only to bind, and never kept here or logged).
+    With `client_ca_file` it is mutual TLS: clients must present a certificate
+    signed by that CA, or the handshake fails."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+    @property
+    def mutual(self) -> bool:
+        """Whether client certificates are required."""
+        return self.client_ca_file is not None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the gateway needs to start."""
 
@@ -138,6 +172,13 @@ class Settings:
     max_concurrent_upstream: int = 1000
     retries: RetryPolicy = field(default_factory=RetryPolicy)
     circuit: CircuitSettings = CircuitSettings()
+    # The state database: a SQLite path, or a postgresql:// URL. Empty: none
+    # (no keys, no ledger), which only tests and benchmarks choose.
+    db: str = ""
+    # Model (gateway naming) -> price, overriding the built-in Z.AI table.
+    prices: Mapping[str, PriceOverride] = field(default_factory=dict)
+    # None: the listener is plaintext.
+    tls: TlsSettings | None = None
 
     @classmethod
     def load(cls, environ: Mapping[str, str], config_file: Path | None = None) -> Settings:
@@ -151,6 +192,9 @@ class Settings:
         aliases = _table(doc, "aliases")
         retries = _table(doc, "retries")
         circuit = _table(doc, "circuit_breaker")
+        state = _table(doc, "state")
+        prices = _table(doc, "prices")
+        tls = _table(doc, "tls")
 
         def pick(env_name: str, table: dict[str, Any], key: str, default: str) -> str:
             value = environ.get(env_name) or table.get(key) or default
@@ -159,7 +203,22 @@ class Settings:
                 raise ConfigError(f"[{section}] {key} must be a string")
             return value
 
-        sections = {"server": server, "timeouts": timeouts, "openrouter": openrouter, "zai": zai}
+        sections = {
+            "server": server,
+            "timeouts": timeouts,
+            "openrouter": openrouter,
+            "zai": zai,
+            "tls": tls,
+        }
+
+        def tls_path(env_name: str, key: str) -> Path | None:
+            """A TLS file setting; a relative path in the file is relative to the file."""
+            if environ.get(env_name):
+                return Path(environ[env_name])
+            value = pick(env_name, tls, key, "")
+            if not value:
+                return None
+            return path.parent / value if path is not None else Path(value)
 
         return cls(
             address=pick("LLMGATEWAY_ADDRESS", server, "address", DEFAULT_ADDRESS),
@@ -229,6 +288,8 @@ class Settings:
                 ),
             ),
             aliases={name: _alias(name, value) for name, value in aliases.items()},
+            db=_db_location(environ.get("LLMGATEWAY_DB") or state.get("db"), environ),
+            prices={name: _price(name, value) for name, value in prices.items()},
             circuit=CircuitSettings(
                 failure_threshold=_whole_number(
                     environ,
@@ -300,7 +361,143 @@ class Settings:
                 "max_upstream_connections",
                 1000,
             ),
+            tls=_tls(
+                tls_path("LLMGATEWAY_TLS_CERT", "cert_file"),
+                tls_path("LLMGATEWAY_TLS_KEY", "key_file"),
+                tls_path("LLMGATEWAY_TLS_CLIENT_CA", "client_ca_file"),
+            ),
         )
+
+
+_TLS_CERT = "LLMGATEWAY_TLS_CERT ([tls] cert_file)"
+_TLS_KEY = "LLMGATEWAY_TLS_KEY ([tls] key_file)"
+_TLS_CLIENT_CA = "LLMGATEWAY_TLS_CLIENT_CA ([tls] client_ca_file)"
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN (?:TRUSTED |X509 )?CERTIFICATE-----")
+_PEM_PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
+_PEM_ENCRYPTED = re.compile(rb"-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: *4, *ENCRYPTED")
+
+
+class _EncryptedKeyError(Exception):
+    """OpenSSL asked for a passphrase; gRPC cannot supply one."""
+
+
+def _tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> TlsSettings | None:
+    """The listener's TLS settings, or None for plaintext; every file is read and
+    checked now, so a mistake stops the gateway before it binds its port."""
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise ConfigError(
+                f"{_TLS_CLIENT_CA} turns on mutual TLS, which needs the server's own "
+                f"certificate and key too: set {_TLS_CERT} and {_TLS_KEY}"
+            )
+        return None
+    if cert is None or key is None:
+        given, missing = (_TLS_CERT, _TLS_KEY) if key is None else (_TLS_KEY, _TLS_CERT)
+        raise ConfigError(
+            f"{given} is set but {missing} is not: TLS needs both the certificate "
+            "and its private key"
+        )
+    cert_pem = _read_pem(cert, _TLS_CERT)
+    if not _PEM_CERTIFICATE.search(cert_pem):
+        hint = (
+            f"it holds a private key: are {_TLS_CERT} and {_TLS_KEY} swapped?"
+            if _PEM_PRIVATE_KEY.search(cert_pem)
+            else f"a DER file converts with `openssl x509 -inform der -in {cert} -out cert.pem`"
+        )
+        raise ConfigError(
+            f"{_TLS_CERT}: {cert} holds no PEM certificate (-----BEGIN CERTIFICATE-----); {hint}"
+        )
+    key_pem = _read_pem(key, _TLS_KEY)
+    if not _PEM_PRIVATE_KEY.search(key_pem):
+        hint = (
+            f"it holds a certificate: are {_TLS_CERT} and {_TLS_KEY} swapped?"
+            if _PEM_CERTIFICATE.search(key_pem)
+            else f"a DER file converts with `openssl pkey -inform der -in {key} -out key.pem`"
+        )
+        raise ConfigError(
+            f"{_TLS_KEY}: {key} holds no PEM private key (-----BEGIN PRIVATE KEY-----); {hint}"
+        )
+    if _PEM_ENCRYPTED.search(key_pem):
+        raise _encrypted_key(key)
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key, password=_no_passphrase)
+    except _EncryptedKeyError as exc:
+        raise _encrypted_key(key) from exc
+    except ssl.SSLError as exc:
+        # The reason, never the key: OpenSSL's messages do not quote the file.
+        raise ConfigError(
+            f"{_TLS_KEY} and {_TLS_CERT} do not make a pair ({exc.reason or exc}): "
+            f"{key} must be the private key of the first certificate in {cert}"
+        ) from exc
+    if client_ca is not None:
+        if not _PEM_CERTIFICATE.search(_read_pem(client_ca, _TLS_CLIENT_CA)):
+            raise ConfigError(
+                f"{_TLS_CLIENT_CA}: {client_ca} holds no PEM certificate "
+                "(-----BEGIN CERTIFICATE-----); it must be the CA certificate(s) that "
+                "sign client certificates"
+            )
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(client_ca)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"{_TLS_CLIENT_CA}: {client_ca} is not a usable CA certificate file "
+                f"({exc.reason or exc})"
+            ) from exc
+    return TlsSettings(cert_file=cert, key_file=key, client_ca_file=client_ca)
+
+
+def _read_pem(file: Path, setting: str) -> bytes:
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"{setting}: cannot read {file}: {exc.strerror or exc}; check the path "
+            "and that the gateway's user may read it"
+        ) from exc
+
+
+def _no_passphrase() -> bytes:
+    raise _EncryptedKeyError
+
+
+def _encrypted_key(key: Path) -> ConfigError:
+    return ConfigError(
+        f"{_TLS_KEY}: {key} is encrypted, and gRPC cannot take a passphrase; store it "
+        f"unencrypted (`openssl pkey -in {key} -out key.pem`), readable only by the gateway"
+    )
+
+
+def _db_location(value: object, environ: Mapping[str, str]) -> str:
+    if value is None or value == "":
+        return default_db_path(environ)
+    if not isinstance(value, str):
+        raise ConfigError("[state] db must be a path or a postgresql:// URL")
+    return value
+
+
+def _price(name: str, value: object) -> PriceOverride:
+    where = f'[prices."{name}"]'
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(value) - {"prompt_per_million", "completion_per_million", "cached_per_million"}
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {sorted(unknown)}")
+    numbers: dict[str, float] = {}
+    for key in ("prompt_per_million", "completion_per_million", "cached_per_million"):
+        raw = value.get(key)
+        if raw is None:
+            continue
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
+            raise ConfigError(f"{where} {key} must be a number, 0 or more")
+        numbers[key] = float(raw)
+    if "prompt_per_million" not in numbers or "completion_per_million" not in numbers:
+        raise ConfigError(f"{where} needs prompt_per_million and completion_per_million")
+    return PriceOverride(
+        numbers["prompt_per_million"],
+        numbers["completion_per_million"],
+        numbers.get("cached_per_million"),
+    )
 
 
 def _alias(name: str, value: object) -> AliasConfig:

@@ -23,6 +23,7 @@ from llmgateway.v1 import completion_service_pb2 as pb
 from service.circuit import Admission, CircuitBreaker, CircuitState
 from service.config import CircuitSettings
 from service.errors import GatewayError, invalid_request, reason_name
+from service.observe import CallRecord
 from service.retry import RETRYABLE, RetryBudget, RetryPolicy, delay_before_retry
 
 if TYPE_CHECKING:
@@ -45,8 +46,16 @@ class _Journey:
     """What one call went through: upstream requests made, targets passed over."""
 
     plan: Plan
+    record: CallRecord
     attempts: int = 0
     passed_over: list[str] = field(default_factory=list)
+
+    def attempt_failed(self, provider: OpenAICompatibleProvider, error: GatewayError) -> None:
+        self.record.upstream_errors.append((provider.provider_id, reason_name(error.reason)))
+
+    def served(self, index: int) -> None:
+        self.record.attempts = self.attempts
+        self.record.fallbacks = index
 
     def may_fall_back(self, index: int, error: GatewayError) -> bool:
         if index + 1 >= len(self.plan.routes):
@@ -68,6 +77,7 @@ class _Journey:
 
     def final(self, route: Route, error: GatewayError) -> GatewayError:
         """`error`, annotated with the journey, to report to the caller."""
+        self.served(len(self.passed_over))
         if self.attempts > 1:
             error.metadata["attempts"] = str(self.attempts)
         if len(self.plan.routes) > 1:
@@ -119,10 +129,14 @@ class Dispatcher:
             self._provider_for(request, plan.routes[0])
 
     async def complete(
-        self, request: AnyCompletionRequest, plan: Plan, deadline: float | None
+        self,
+        request: AnyCompletionRequest,
+        plan: Plan,
+        deadline: float | None,
+        record: CallRecord | None = None,
     ) -> pb.CompleteResponse:
-        """The first answer any route of `plan` gives."""
-        journey = _Journey(plan)
+        """The first answer any route of `plan` gives; `record` learns the journey."""
+        journey = _Journey(plan, record or CallRecord("", ""))
         for index, route in enumerate(plan.routes):
             has_next = index + 1 < len(plan.routes)
             try:
@@ -136,6 +150,7 @@ class Dispatcher:
                     raise journey.final(route, error) from None
                 journey.pass_over(route, error)
                 continue
+            journey.served(index)
             response.attempts = journey.attempts
             response.fallbacks = index
             response.zai_endpoint = provider.served_endpoint(request, route)
@@ -143,10 +158,15 @@ class Dispatcher:
         raise AssertionError("unreachable: the last route raises or returns")  # pragma: no cover
 
     async def stream(
-        self, request: AnyCompletionRequest, plan: Plan, deadline: float | None
+        self,
+        request: AnyCompletionRequest,
+        plan: Plan,
+        deadline: float | None,
+        record: CallRecord | None = None,
     ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
-        """The events of the first route of `plan` that starts answering."""
-        journey = _Journey(plan)
+        """The events of the first route of `plan` that starts answering;
+        `record` learns the journey."""
+        journey = _Journey(plan, record or CallRecord("", ""))
         for index, route in enumerate(plan.routes):
             has_next = index + 1 < len(plan.routes)
             started = False
@@ -162,6 +182,7 @@ class Dispatcher:
                         async for event in events:
                             started = True
                             if event.HasField("done"):
+                                journey.served(index)
                                 event.done.attempts = journey.attempts
                                 event.done.fallbacks = index
                                 event.done.zai_endpoint = endpoint
@@ -191,6 +212,7 @@ class Dispatcher:
             try:
                 response = await provider.complete(request, route, deadline)
             except GatewayError as error:
+                journey.attempt_failed(provider, error)
                 self._judge(breaker, admission, error, deadline)
                 await self._before_retry(route, attempt, error, deadline, has_next=has_next)
                 attempt += 1
@@ -229,6 +251,7 @@ class Dispatcher:
                         started = True
                         yield event
             except GatewayError as error:
+                journey.attempt_failed(provider, error)
                 self._judge(breaker, admission or _NO_PROBE, error, deadline)
                 if started:
                     raise

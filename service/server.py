@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 import urllib.parse
@@ -16,19 +17,26 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
+from service.access import Access
+from service.calls import Calls
 from service.catalog import Catalog
 from service.config import ConfigError
 from service.dispatch import Dispatcher
 from service.health import ProviderHealth
+from service.pricing import PriceBook
 from service.providers.openrouter import OpenRouterProvider
 from service.providers.zai import ZaiProvider
 from service.routing import Router
 from service.servicer import CompletionServicer
+from service.state.runtime import State, open_state
+from service.usage import UsageReader
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import httpx
 
-    from service.config import Settings
+    from service.config import Settings, TlsSettings
     from service.providers.core import OpenAICompatibleProvider
 
 logger = logging.getLogger(__name__)
@@ -48,6 +56,8 @@ class Gateway:
     port: int
     health: health.aio.HealthServicer
     providers: dict[common.Provider.ValueType, OpenAICompatibleProvider]
+    calls: Calls
+    state: State | None = None
 
     async def stop(self, grace: float | None, delay: float = 0.0) -> None:
         """Drain: report NOT_SERVING, wait `delay`, refuse new calls, let in-flight
@@ -57,6 +67,9 @@ class Gateway:
             await asyncio.sleep(delay)
         await self.server.stop(grace)
         await asyncio.gather(*(p.aclose() for p in self.providers.values()))
+        await self.calls.aclose()
+        if self.state is not None:
+            await self.state.close()
 
 
 async def start_gateway(
@@ -110,11 +123,21 @@ async def start_gateway(
         circuit=settings.circuit,
         on_circuit_change=provider_health.on_circuit_change,
     )
+    catalog = Catalog(router.aliases, openrouter, zai)
+    state = await open_state(settings)
+    calls = Calls(
+        Access(state.keys if state else None),
+        state.limiter if state else None,
+        PriceBook(settings.prices, catalog.openrouter_pricing),
+        observers=[state.ledger] if state else [],
+    )
     servicer = CompletionServicer(
         router,
         dispatcher,
-        Catalog(router.aliases, openrouter, zai),
+        catalog,
+        calls,
         max_request_bytes=settings.max_request_bytes,
+        usage=UsageReader(state.db, state.ledger) if state else None,
     )
     pb_grpc.add_CompletionServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -123,7 +146,10 @@ async def start_gateway(
     )
     bind = address or settings.address
     try:
-        port = server.add_insecure_port(bind)
+        if settings.tls is None:
+            port = server.add_insecure_port(bind)
+        else:
+            port = server.add_secure_port(bind, _server_credentials(settings.tls))
     except RuntimeError as exc:
         raise ConfigError(f"cannot listen on {bind}: {exc}") from exc
     await server.start()
@@ -144,8 +170,25 @@ async def start_gateway(
         configured=[n for p in providers.values() if p.configured for n in p.circuit_names],
         unconfigured=[n for p in providers.values() if not p.configured for n in p.circuit_names],
     )
-    logger.info("llmgateway listening on %s", _display_address(bind, port))
-    return Gateway(server=server, port=port, health=health_servicer, providers=providers)
+    logger.info(
+        "llmgateway listening on %s (%s)", _display_address(bind, port), _transport(settings.tls)
+    )
+    if settings.tls is None and not _is_loopback(bind):
+        logger.warning(
+            "plaintext gRPC on %s: calls, answers and their metadata travel unencrypted; set "
+            "LLMGATEWAY_TLS_CERT and LLMGATEWAY_TLS_KEY, or listen on loopback behind a proxy "
+            "that terminates TLS",
+            bind,
+        )
+    await _announce_access(state)
+    return Gateway(
+        server=server,
+        port=port,
+        health=health_servicer,
+        providers=providers,
+        calls=calls,
+        state=state,
+    )
 
 
 async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
@@ -164,6 +207,66 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     )
     await gateway.stop(settings.shutdown_grace, settings.shutdown_delay)
     logger.info("stopped")
+
+
+def _server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
+    """The listener's TLS credentials; with a client CA, client certificates are
+    required and verified against it. Settings.load checked the files; each
+    worker process reads them again here, when it binds."""
+    client_ca = tls.client_ca_file
+    return grpc.ssl_server_credentials(
+        [(_read("LLMGATEWAY_TLS_KEY", tls.key_file), _read("LLMGATEWAY_TLS_CERT", tls.cert_file))],
+        root_certificates=_read("LLMGATEWAY_TLS_CLIENT_CA", client_ca) if client_ca else None,
+        require_client_auth=tls.mutual,
+    )
+
+
+def _read(setting: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _transport(tls: TlsSettings | None) -> str:
+    """How the listener is secured, for the start-up log (paths only, never key material)."""
+    if tls is None:
+        return "plaintext"
+    if tls.client_ca_file is None:
+        return f"TLS, certificate {tls.cert_file}"
+    return (
+        f"mTLS, certificate {tls.cert_file}; client certificates required, "
+        f"verified against {tls.client_ca_file}"
+    )
+
+
+def _is_loopback(bind: str) -> bool:
+    """Whether `bind` (HOST:PORT, [V6]:PORT or unix:PATH) listens on this machine only."""
+    if bind.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = bind.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: whatever it resolves to, it may not be loopback
+
+
+async def _announce_access(state: State | None) -> None:
+    """Say loudly when anyone who can reach the port may call."""
+    if state is None:
+        logger.warning("no state database: no caller keys, limits or usage ledger")
+    elif await Access(state.keys).is_open():
+        logger.warning(
+            "OPEN GATEWAY: no caller keys exist in %s, so every call is accepted without "
+            "one. Fine for local development; before sharing this gateway, issue keys with "
+            "`llmgateway keys create --db %s --name NAME`",
+            state.db.display,
+            state.db.display,
+        )
+    else:
+        logger.info("caller keys required (authorization: Bearer <key>)")
 
 
 def _display_address(bind: str, port: int) -> str:

@@ -9,27 +9,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
+from service.calls import new_request_id
 from service.errors import GatewayError, invalid_request
 from service.validation import validate
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from service.calls import Calls, CallScope
     from service.catalog import Catalog
     from service.dispatch import Dispatcher
     from service.providers.wire import AnyCompletionRequest
     from service.routing import Plan, Router
+    from service.usage import UsageReader
 
     _AnyContext = grpc.aio.ServicerContext[Any, Any]
 
 logger = logging.getLogger(__name__)
+
+# Sent to the caller in initial metadata, and in trailing metadata on errors.
+REQUEST_ID_HEADER = "x-request-id"
 
 
 class CompletionServicer(pb_grpc.CompletionServiceServicer):
@@ -40,26 +46,45 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         router: Router,
         dispatcher: Dispatcher,
         catalog: Catalog,
+        calls: Calls,
         *,
         max_request_bytes: int,
+        usage: UsageReader | None = None,
     ) -> None:
         self._router = router
         self._dispatcher = dispatcher
         self._catalog = catalog
+        self._calls = calls
         self._max_request_bytes = max_request_bytes
+        self._usage = usage
 
     async def Complete(
         self,
         request: pb.CompleteRequest,
         context: grpc.aio.ServicerContext[pb.CompleteRequest, pb.CompleteResponse],
     ) -> pb.CompleteResponse:
+        scope = self._calls.open("Complete", request.model)
+        await _send_request_id(context, scope.record.request_id)
+        failure: BaseException | None = None
         try:
-            plan = self._prepare(request)
-            return await self._dispatcher.complete(request, plan, _deadline(context))
+            plan = await self._prepare(request, scope, context)
+            response = await self._dispatcher.complete(
+                request, plan, _deadline(context), scope.record
+            )
+            scope.first_output()
+            scope.answered(response.model, response.provider, _usage(response), self._calls.prices)
+            return response
         except GatewayError as error:
-            await _abort(context, error)
-        except Exception:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback
-            await _abort_internal(context, "Complete")
+            failure = error
+            await _abort(context, error, scope.record.request_id)
+        except asyncio.CancelledError as cancelled:
+            failure = cancelled
+            raise
+        except Exception as exc:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback
+            failure = exc
+            await _abort_internal(context, "Complete", scope.record.request_id)
+        finally:
+            self._calls.close(scope, failure, context)
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
     async def StreamComplete(
@@ -67,19 +92,36 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         request: pb.StreamCompleteRequest,
         context: grpc.aio.ServicerContext[pb.StreamCompleteRequest, pb.StreamCompleteResponse],
     ) -> AsyncIterator[pb.StreamCompleteResponse]:
+        scope = self._calls.open("StreamComplete", request.model)
+        await _send_request_id(context, scope.record.request_id)
+        failure: BaseException | None = None
         try:
-            plan = self._prepare(request)
+            plan = await self._prepare(request, scope, context)
             # aclosing: a cancelled call must close the upstream response
             # now, not whenever a generator happens to be collected.
             async with contextlib.aclosing(
-                self._dispatcher.stream(request, plan, _deadline(context))
+                self._dispatcher.stream(request, plan, _deadline(context), scope.record)
             ) as events:
                 async for event in events:
+                    if event.HasField("done"):
+                        done = event.done
+                        scope.answered(done.model, done.provider, _usage(done), self._calls.prices)
+                    else:
+                        scope.first_output()
                     yield event
         except GatewayError as error:
-            await _abort(context, error)
-        except Exception:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback
-            await _abort_internal(context, "StreamComplete")
+            failure = error
+            await _abort(context, error, scope.record.request_id)
+        except (asyncio.CancelledError, GeneratorExit) as cancelled:
+            failure = (
+                asyncio.CancelledError() if isinstance(cancelled, GeneratorExit) else cancelled
+            )
+            raise
+        except Exception as exc:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback
+            failure = exc
+            await _abort_internal(context, "StreamComplete", scope.record.request_id)
+        finally:
+            self._calls.close(scope, failure, context)
 
     async def ListModels(
         self,
@@ -87,21 +129,57 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         context: grpc.aio.ServicerContext[pb.ListModelsRequest, pb.ListModelsResponse],
     ) -> pb.ListModelsResponse:
         try:
+            await self._calls.authenticate_only(context.invocation_metadata() or ())
             remaining = context.time_remaining()
             # Leave a little of the caller's deadline for the reply itself.
             within = 10.0 if remaining is None else max(0.01, min(10.0, remaining - 0.05))
             return await self._catalog.list_models(request.provider, within)
+        except GatewayError as error:
+            await _abort(context, error, None)
         except Exception:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback
-            await _abort_internal(context, "ListModels")
+            await _abort_internal(context, "ListModels", None)
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
-    def _prepare(self, request: AnyCompletionRequest) -> Plan:
+    async def GetUsage(
+        self,
+        request: pb.GetUsageRequest,
+        context: grpc.aio.ServicerContext[pb.GetUsageRequest, pb.GetUsageResponse],
+    ) -> pb.GetUsageResponse:
+        try:
+            key = await self._calls.authenticate_only(context.invocation_metadata() or ())
+            if self._usage is None:
+                raise GatewayError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    pb.ERROR_REASON_INTERNAL,
+                    "this gateway keeps no usage ledger",
+                )
+            return await self._usage.get_usage(request, key)
+        except GatewayError as error:
+            await _abort(context, error, None)
+        except Exception:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback
+            await _abort_internal(context, "GetUsage", None)
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+    async def _prepare(
+        self, request: AnyCompletionRequest, scope: CallScope, context: _AnyContext
+    ) -> Plan:
+        # Who is calling comes first: a caller without a key learns nothing else.
+        await self._calls.authenticate(scope, context.invocation_metadata() or ())
         violations = validate(request, self._max_request_bytes)
         if violations:
             raise invalid_request(violations)
         plan = self._router.resolve(request.model)
         self._dispatcher.check(request, plan)
+        await self._calls.admit(scope, request, plan)
         return plan
+
+
+def _usage(answer: pb.CompleteResponse | pb.CompletionDone) -> common.Usage | None:
+    return answer.usage if answer.HasField("usage") else None
+
+
+async def _send_request_id(context: _AnyContext, request_id: str) -> None:
+    await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
 
 
 def _deadline(context: _AnyContext) -> float | None:
@@ -112,14 +190,17 @@ def _deadline(context: _AnyContext) -> float | None:
     return asyncio.get_running_loop().time() + remaining
 
 
-async def _abort(context: _AnyContext, error: GatewayError) -> None:
+async def _abort(context: _AnyContext, error: GatewayError, request_id: str | None) -> None:
+    if request_id is not None:
+        error.metadata["requestId"] = request_id
+        context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
     logger.info("call failed: %s", error)
     await context.abort_with_status(error.to_rpc_status())
 
 
-async def _abort_internal(context: _AnyContext, method: str) -> None:
+async def _abort_internal(context: _AnyContext, method: str, request_id: str | None) -> None:
     # The traceback stays in our logs; the caller gets an id to quote.
-    request_id = uuid.uuid4().hex[:16]
+    request_id = request_id or new_request_id()
     logger.exception("%s failed unexpectedly (request id %s)", method, request_id)
     error = GatewayError(
         grpc.StatusCode.INTERNAL,
@@ -127,4 +208,5 @@ async def _abort_internal(context: _AnyContext, method: str) -> None:
         f"internal gateway error; quote request id {request_id} to the operator",
         metadata={"requestId": request_id},
     )
+    context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
     await context.abort_with_status(error.to_rpc_status())

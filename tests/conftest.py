@@ -21,6 +21,7 @@ from service.server import Gateway, start_gateway
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
     from google.protobuf import any_pb2
 
@@ -34,9 +35,10 @@ async def fake() -> AsyncIterator[FakeUpstream]:
 
 
 @pytest.fixture
-def settings(fake: FakeUpstream) -> Settings:
+def settings(fake: FakeUpstream, tmp_path: Path) -> Settings:
     env = {
         **fake.environment(),
+        "LLMGATEWAY_DB": str(tmp_path / "state.db"),
         "OPENROUTER_HTTP_REFERER": "https://gateway.example.test",
         "OPENROUTER_APP_TITLE": "llmgateway-tests",
         "LLMGATEWAY_STREAM_IDLE_TIMEOUT": "2",

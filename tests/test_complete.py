@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from google.protobuf import struct_pb2
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -47,7 +48,7 @@ async def test_openrouter_answer_usage_cost_and_served_model(stub, fake):
     assert sent.headers["x-title"] == "llmgateway-tests"
 
 
-async def test_zai_answer_with_reasoning_and_no_cost(stub, fake):
+async def test_zai_answer_with_reasoning_and_a_cost_from_the_price_table(stub, fake):
     response = await stub.Complete(
         pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hello")]), timeout=10
     )
@@ -57,7 +58,8 @@ async def test_zai_answer_with_reasoning_and_no_cost(stub, fake):
     assert response.reasoning == "Let me think about what the user asked, then answer."
     assert response.content.endswith("You said: hello")
     assert response.usage.reasoning_tokens == 10
-    assert not response.usage.HasField("cost_usd")
+    # Z.AI reports no cost; glm-4.7 costs $0.60 / $2.20 per million tokens.
+    assert response.usage.cost_usd == pytest.approx((6 * 0.60 + 18 * 2.20) / 1e6)
     sent = fake.requests[-1]
     assert sent.endpoint == "general"
     assert sent.headers["accept-language"] == "en-US,en"

@@ -16,6 +16,7 @@ def test_service_methods_and_streaming_flags():
         "Complete": ("CompleteRequest", "CompleteResponse", False, False),
         "StreamComplete": ("StreamCompleteRequest", "StreamCompleteResponse", False, True),
         "ListModels": ("ListModelsRequest", "ListModelsResponse", False, False),
+        "GetUsage": ("GetUsageRequest", "GetUsageResponse", False, False),
     }
 
 

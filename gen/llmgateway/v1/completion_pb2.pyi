@@ -981,8 +981,9 @@ class Usage(_message.Message):
     completion_tokens. 0 when the provider does not report it.
     """
     cost_usd: _builtins.float
-    """Optional. Cost in USD as the provider reported it (OpenRouter
-    `usage.cost`), 0 or more. Unset when the provider reports no cost (Z.AI).
+    """Optional. Cost in USD, 0 or more: as OpenRouter reported it
+    (`usage.cost`), or for Z.AI computed from the gateway's price table.
+    Unset when neither is known.
     """
     def __init__(
         self,

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from llmgateway.v1 import completion_pb2 as _completion_pb2
@@ -19,6 +20,38 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _UsageGrouping:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UsageGroupingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UsageGrouping.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    USAGE_GROUPING_UNSPECIFIED: _UsageGrouping.ValueType  # 0
+    """Unset: by model."""
+    USAGE_GROUPING_KEY: _UsageGrouping.ValueType  # 1
+    """One row per caller key (`group` is the key's id; calls made without a
+    key, while the gateway ran open, are grouped under an empty id).
+    """
+    USAGE_GROUPING_MODEL: _UsageGrouping.ValueType  # 2
+    """One row per requested model name (aliases stay aliases)."""
+    USAGE_GROUPING_DAY: _UsageGrouping.ValueType  # 3
+    """One row per UTC day (`group` is `YYYY-MM-DD`)."""
+
+class UsageGrouping(_UsageGrouping, metaclass=_UsageGroupingEnumTypeWrapper):
+    """How `GetUsage` groups calls into rows."""
+
+USAGE_GROUPING_UNSPECIFIED: UsageGrouping.ValueType  # 0
+"""Unset: by model."""
+USAGE_GROUPING_KEY: UsageGrouping.ValueType  # 1
+"""One row per caller key (`group` is the key's id; calls made without a
+key, while the gateway ran open, are grouped under an empty id).
+"""
+USAGE_GROUPING_MODEL: UsageGrouping.ValueType  # 2
+"""One row per requested model name (aliases stay aliases)."""
+USAGE_GROUPING_DAY: UsageGrouping.ValueType  # 3
+"""One row per UTC day (`group` is `YYYY-MM-DD`)."""
+Global___UsageGrouping: _TypeAlias = UsageGrouping  # noqa: Y015
 
 class _ErrorReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -120,6 +153,27 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     adding load; no upstream request was made. A RetryInfo says when the
     gateway will try the provider again. Aliases with a fallback chain move
     on to their next target instead.
+    """
+    ERROR_REASON_UNAUTHENTICATED: _ErrorReason.ValueType  # 23
+    """UNAUTHENTICATED: the gateway has caller keys and the call carried none,
+    an unknown one or a revoked one in `authorization: Bearer <key>`.
+    """
+    ERROR_REASON_MODEL_NOT_ALLOWED: _ErrorReason.ValueType  # 24
+    """PERMISSION_DENIED: the caller's key may not use this model (its model
+    patterns do not match the requested name).
+    """
+    ERROR_REASON_KEY_RATE_LIMITED: _ErrorReason.ValueType  # 25
+    """RESOURCE_EXHAUSTED: the caller's key is at its requests- or
+    tokens-per-minute limit. A RetryInfo says when capacity frees up.
+    """
+    ERROR_REASON_KEY_BUDGET_EXCEEDED: _ErrorReason.ValueType  # 26
+    """RESOURCE_EXHAUSTED: the caller's key has spent (or reserved, for calls
+    in flight) its USD budget for the day or month. A RetryInfo says when the
+    period ends.
+    """
+    ERROR_REASON_USAGE_NOT_ALLOWED: _ErrorReason.ValueType  # 27
+    """PERMISSION_DENIED: GetUsage asked for another key's usage with a key
+    that has no usage access to every key.
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -225,6 +279,27 @@ so the gateway's circuit breaker skips it for a cool-down instead of
 adding load; no upstream request was made. A RetryInfo says when the
 gateway will try the provider again. Aliases with a fallback chain move
 on to their next target instead.
+"""
+ERROR_REASON_UNAUTHENTICATED: ErrorReason.ValueType  # 23
+"""UNAUTHENTICATED: the gateway has caller keys and the call carried none,
+an unknown one or a revoked one in `authorization: Bearer <key>`.
+"""
+ERROR_REASON_MODEL_NOT_ALLOWED: ErrorReason.ValueType  # 24
+"""PERMISSION_DENIED: the caller's key may not use this model (its model
+patterns do not match the requested name).
+"""
+ERROR_REASON_KEY_RATE_LIMITED: ErrorReason.ValueType  # 25
+"""RESOURCE_EXHAUSTED: the caller's key is at its requests- or
+tokens-per-minute limit. A RetryInfo says when capacity frees up.
+"""
+ERROR_REASON_KEY_BUDGET_EXCEEDED: ErrorReason.ValueType  # 26
+"""RESOURCE_EXHAUSTED: the caller's key has spent (or reserved, for calls
+in flight) its USD budget for the day or month. A RetryInfo says when the
+period ends.
+"""
+ERROR_REASON_USAGE_NOT_ALLOWED: ErrorReason.ValueType  # 27
+"""PERMISSION_DENIED: GetUsage asked for another key's usage with a key
+that has no usage access to every key.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
@@ -703,6 +778,126 @@ class ListModelsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
+
+@_typing.final
+class GetUsageRequest(_message.Message):
+    """Request for `GetUsage`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    group_by: Global___UsageGrouping.ValueType
+    """Optional. How rows are grouped. Default: by model."""
+    key_id: _builtins.str
+    """Optional. Only this key's calls (its id, `key_...`). Default: every key
+    the caller may see.
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional. Only calls started at or after this time. Default: 30 days
+        before `end_time`.
+        """
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional. Only calls started before this time. Default: now."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        group_by: Global___UsageGrouping.ValueType = ...,
+        key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "group_by", b"group_by", "key_id", b"key_id", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageRequest: _TypeAlias = GetUsageRequest  # noqa: Y015
+
+@_typing.final
+class GetUsageResponse(_message.Message):
+    """Response of `GetUsage`. Every field is output only."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageRow]:
+        """Zero or more, ordered by `group`. The aggregates."""
+
+    def __init__(
+        self,
+        *,
+        rows: _abc.Iterable[Global___UsageRow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageResponse: _TypeAlias = GetUsageResponse  # noqa: Y015
+
+@_typing.final
+class UsageRow(_message.Message):
+    """Usage of one group of calls. Every field is output only."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    FAILED_CALLS_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHED_TOKENS_FIELD_NUMBER: _builtins.int
+    REASONING_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    """Always set. The key id, model name or day this row adds up."""
+    calls: _builtins.int
+    """Always set, 1 or more. Calls recorded, finished or not."""
+    failed_calls: _builtins.int
+    """Always set, 0 or more. Calls that ended with a non-OK status
+    (cancelled ones included).
+    """
+    prompt_tokens: _builtins.int
+    """Always set, 0 or more. Prompt tokens."""
+    completion_tokens: _builtins.int
+    """Always set, 0 or more. Completion tokens."""
+    cached_tokens: _builtins.int
+    """Always set, 0 or more. Prompt tokens served from cache."""
+    reasoning_tokens: _builtins.int
+    """Always set, 0 or more. Completion tokens spent on reasoning."""
+    cost_usd: _builtins.float
+    """Always set, 0 or more. Cost in USD (OpenRouter's reported cost, Z.AI's
+    from the gateway's price table).
+    """
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        calls: _builtins.int = ...,
+        failed_calls: _builtins.int = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        cached_tokens: _builtins.int = ...,
+        reasoning_tokens: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_tokens", b"cached_tokens", "calls", b"calls", "completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "failed_calls", b"failed_calls", "group", b"group", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageRow: _TypeAlias = UsageRow  # noqa: Y015
 
 @_typing.final
 class ModelInfo(_message.Message):

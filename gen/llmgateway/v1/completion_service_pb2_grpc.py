@@ -36,6 +36,11 @@ class CompletionServiceStub:
     `google.rpc.ErrorInfo` (domain `llmgateway.v1`, reason from `ErrorReason`
     without its prefix), a `google.rpc.BadRequest` for invalid fields and a
     `google.rpc.RetryInfo` when the upstream said when to retry.
+
+    When the operator has issued caller keys, every call carries
+    `authorization: Bearer <key>` metadata. Every response carries an
+    `x-request-id` header (initial metadata; trailing metadata too on errors)
+    that also appears in the gateway's logs and usage ledger.
     """
 
     def __init__(self, channel):
@@ -59,6 +64,11 @@ class CompletionServiceStub:
                 request_serializer=llmgateway_dot_v1_dot_completion__service__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=llmgateway_dot_v1_dot_completion__service__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/llmgateway.v1.CompletionService/GetUsage',
+                request_serializer=llmgateway_dot_v1_dot_completion__service__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=llmgateway_dot_v1_dot_completion__service__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class CompletionServiceServicer:
@@ -72,6 +82,11 @@ class CompletionServiceServicer:
     `google.rpc.ErrorInfo` (domain `llmgateway.v1`, reason from `ErrorReason`
     without its prefix), a `google.rpc.BadRequest` for invalid fields and a
     `google.rpc.RetryInfo` when the upstream said when to retry.
+
+    When the operator has issued caller keys, every call carries
+    `authorization: Bearer <key>` metadata. Every response carries an
+    `x-request-id` header (initial metadata; trailing metadata too on errors)
+    that also appears in the gateway's logs and usage ledger.
     """
 
     def Complete(self, request, context):
@@ -100,6 +115,16 @@ class CompletionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """Aggregates the usage and cost the gateway recorded. A caller key sees
+        its own calls only, unless it was issued with usage access to every key
+        (`llmgateway keys create --usage-reader`); with no keys issued, anyone
+        sees everything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CompletionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +142,11 @@ def add_CompletionServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=llmgateway_dot_v1_dot_completion__service__pb2.ListModelsRequest.FromString,
                     response_serializer=llmgateway_dot_v1_dot_completion__service__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=llmgateway_dot_v1_dot_completion__service__pb2.GetUsageRequest.FromString,
+                    response_serializer=llmgateway_dot_v1_dot_completion__service__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +167,11 @@ class CompletionService:
     `google.rpc.ErrorInfo` (domain `llmgateway.v1`, reason from `ErrorReason`
     without its prefix), a `google.rpc.BadRequest` for invalid fields and a
     `google.rpc.RetryInfo` when the upstream said when to retry.
+
+    When the operator has issued caller keys, every call carries
+    `authorization: Bearer <key>` metadata. Every response carries an
+    `x-request-id` header (initial metadata; trailing metadata too on errors)
+    that also appears in the gateway's logs and usage ledger.
     """
 
     @staticmethod
@@ -210,6 +245,33 @@ class CompletionService:
             '/llmgateway.v1.CompletionService/ListModels',
             llmgateway_dot_v1_dot_completion__service__pb2.ListModelsRequest.SerializeToString,
             llmgateway_dot_v1_dot_completion__service__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmgateway.v1.CompletionService/GetUsage',
+            llmgateway_dot_v1_dot_completion__service__pb2.GetUsageRequest.SerializeToString,
+            llmgateway_dot_v1_dot_completion__service__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,11 @@ class CompletionServiceStub:
     `google.rpc.ErrorInfo` (domain `llmgateway.v1`, reason from `ErrorReason`
     without its prefix), a `google.rpc.BadRequest` for invalid fields and a
     `google.rpc.RetryInfo` when the upstream said when to retry.
+
+    When the operator has issued caller keys, every call carries
+    `authorization: Bearer <key>` metadata. Every response carries an
+    `x-request-id` header (initial metadata; trailing metadata too on errors)
+    that also appears in the gateway's logs and usage ledger.
     """
 
     @_typing.overload
@@ -55,6 +60,12 @@ class CompletionServiceStub:
     """
     ListModels: _grpc.UnaryUnaryMultiCallable[_completion_service_pb2.ListModelsRequest, _completion_service_pb2.ListModelsResponse]
     """Lists the models the gateway can route to."""
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_completion_service_pb2.GetUsageRequest, _completion_service_pb2.GetUsageResponse]
+    """Aggregates the usage and cost the gateway recorded. A caller key sees
+    its own calls only, unless it was issued with usage access to every key
+    (`llmgateway keys create --usage-reader`); with no keys issued, anyone
+    sees everything.
+    """
 
 @_typing.type_check_only
 class CompletionServiceAsyncStub(CompletionServiceStub):
@@ -68,6 +79,11 @@ class CompletionServiceAsyncStub(CompletionServiceStub):
     `google.rpc.ErrorInfo` (domain `llmgateway.v1`, reason from `ErrorReason`
     without its prefix), a `google.rpc.BadRequest` for invalid fields and a
     `google.rpc.RetryInfo` when the upstream said when to retry.
+
+    When the operator has issued caller keys, every call carries
+    `authorization: Bearer <key>` metadata. Every response carries an
+    `x-request-id` header (initial metadata; trailing metadata too on errors)
+    that also appears in the gateway's logs and usage ledger.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -83,6 +99,12 @@ class CompletionServiceAsyncStub(CompletionServiceStub):
     """
     ListModels: _aio.UnaryUnaryMultiCallable[_completion_service_pb2.ListModelsRequest, _completion_service_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Lists the models the gateway can route to."""
+    GetUsage: _aio.UnaryUnaryMultiCallable[_completion_service_pb2.GetUsageRequest, _completion_service_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """Aggregates the usage and cost the gateway recorded. A caller key sees
+    its own calls only, unless it was issued with usage access to every key
+    (`llmgateway keys create --usage-reader`); with no keys issued, anyone
+    sees everything.
+    """
 
 class CompletionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Chat completions from OpenRouter and Z.AI behind one typed contract.
@@ -95,6 +117,11 @@ class CompletionServiceServicer(metaclass=_abc_1.ABCMeta):
     `google.rpc.ErrorInfo` (domain `llmgateway.v1`, reason from `ErrorReason`
     without its prefix), a `google.rpc.BadRequest` for invalid fields and a
     `google.rpc.RetryInfo` when the upstream said when to retry.
+
+    When the operator has issued caller keys, every call carries
+    `authorization: Bearer <key>` metadata. Every response carries an
+    `x-request-id` header (initial metadata; trailing metadata too on errors)
+    that also appears in the gateway's logs and usage ledger.
     """
 
     @_abc_1.abstractmethod
@@ -126,5 +153,17 @@ class CompletionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_completion_service_pb2.ListModelsResponse, _abc.Awaitable[_completion_service_pb2.ListModelsResponse]]:
         """Lists the models the gateway can route to."""
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _completion_service_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_completion_service_pb2.GetUsageResponse, _abc.Awaitable[_completion_service_pb2.GetUsageResponse]]:
+        """Aggregates the usage and cost the gateway recorded. A caller key sees
+        its own calls only, unless it was issued with usage access to every key
+        (`llmgateway keys create --usage-reader`); with no keys issued, anyone
+        sees everything.
+        """
 
 def add_CompletionServiceServicer_to_server(servicer: CompletionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

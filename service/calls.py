@@ -1,0 +1,206 @@
+"""The bookkeeping around one call: its id, key, reservation, timings and record.
+
+The servicer opens a `CallScope` per Complete/StreamComplete call. The scope
+authenticates the caller, checks the model against the key, reserves against
+the key's limits, notes the first output and the answer, and at the end
+settles the reservation and hands the finished `CallRecord` to the observers
+(ledger, metrics). None of it sees prompts or completions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from llmgateway.v1 import completion_pb2 as common
+
+from service.access import Access, check_model
+from service.errors import GatewayError, reason_name
+from service.observe import CallObserver, CallRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    import grpc
+
+    from service.pricing import PriceBook
+    from service.providers.wire import AnyCompletionRequest
+    from service.routing import Plan
+    from service.state.keys import CallerKey
+    from service.state.limits import Limiter, Reservation
+
+logger = logging.getLogger(__name__)
+
+# Output tokens assumed for a request without max_tokens, to size reservations.
+DEFAULT_OUTPUT_ESTIMATE = 1024
+# Cost reserved for a call whose model has no known price (settled to the
+# reported cost afterwards).
+UNKNOWN_PRICE_RESERVATION_USD = 0.05
+_PROVIDER_IDS = {common.PROVIDER_OPENROUTER: "openrouter", common.PROVIDER_ZAI: "zai"}
+
+
+def new_request_id() -> str:
+    """A short random id for logs, metadata and the ledger."""
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass(slots=True)
+class CallScope:
+    """One call in flight."""
+
+    record: CallRecord
+    started: float
+    key: CallerKey | None = None
+    reservation: Reservation | None = None
+    admitted: bool = False
+    _observers: Sequence[CallObserver] = field(default=())
+
+    def first_output(self) -> None:
+        """The first content reached the caller."""
+        if self.record.time_to_first_token is None:
+            self.record.time_to_first_token = time.monotonic() - self.started
+
+    def answered(
+        self,
+        model: str,
+        provider: common.Provider.ValueType,
+        usage: common.Usage | None,
+        prices: PriceBook,
+    ) -> None:
+        """The call's answer (or its final stream event) arrived; fills in a
+        Z.AI cost from the price table, on `usage` too, so the caller sees it."""
+        record = self.record
+        record.served_model = model
+        record.provider = _PROVIDER_IDS.get(provider, "")
+        if usage is None:
+            return
+        if not usage.HasField("cost_usd"):
+            price = prices.price(model) if provider == common.PROVIDER_ZAI else None
+            if price is not None:
+                usage.cost_usd = price.cost(
+                    usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+                )
+        record.prompt_tokens = usage.prompt_tokens
+        record.completion_tokens = usage.completion_tokens
+        record.cached_tokens = usage.cached_tokens
+        record.reasoning_tokens = usage.reasoning_tokens
+        record.cost_usd = usage.cost_usd if usage.HasField("cost_usd") else None
+
+
+class Calls:
+    """Opens and closes call scopes."""
+
+    def __init__(
+        self,
+        access: Access,
+        limiter: Limiter | None,
+        prices: PriceBook,
+        observers: Sequence[CallObserver] = (),
+    ) -> None:
+        self._access = access
+        self._limiter = limiter
+        self.prices = prices
+        self._observers = observers
+        # Settling runs after the call's reply; strong references keep it alive.
+        self._settling: set[asyncio.Task[None]] = set()
+
+    def open(self, method: str, model: str) -> CallScope:
+        """A scope for a call that just arrived."""
+        record = CallRecord(
+            request_id=new_request_id(),
+            method=method,
+            requested_model=model[:256],
+            started_at=time.time(),
+        )
+        return CallScope(record, time.monotonic(), _observers=self._observers)
+
+    async def authenticate(
+        self, scope: CallScope, metadata: Iterable[tuple[str, str | bytes]]
+    ) -> None:
+        """Find the caller's key, or raise UNAUTHENTICATED."""
+        key = await self._access.authenticate(metadata)
+        scope.key = key
+        if key is not None:
+            scope.record.key_id, scope.record.key_name = key.id, key.name
+
+    async def admit(self, scope: CallScope, request: AnyCompletionRequest, plan: Plan) -> None:
+        """Check the model against the key, reserve against its limits; or
+        raise the refusal."""
+        key = scope.key
+        check_model(key, request.model)
+        if key is not None and key.limited and self._limiter is not None:
+            tokens, cost = self.estimate(request, plan)
+            scope.reservation = await self._limiter.reserve(key, tokens, cost)
+        scope.admitted = True
+        for observer in self._observers:
+            observer.call_started(scope.record)
+
+    async def authenticate_only(
+        self, metadata: Iterable[tuple[str, str | bytes]]
+    ) -> CallerKey | None:
+        """The caller's key (None when open), for calls that reserve nothing."""
+        return await self._access.authenticate(metadata)
+
+    def estimate(self, request: AnyCompletionRequest, plan: Plan) -> tuple[int, float]:
+        """Tokens and USD to reserve: the prompt at ~4 bytes a token plus the
+        output allowed, priced at the dearest target of the plan."""
+        prompt = max(1, request.ByteSize() // 4)
+        output = (
+            request.sampling.max_tokens
+            if request.sampling.HasField("max_tokens")
+            else DEFAULT_OUTPUT_ESTIMATE
+        )
+        costs = []
+        for route in plan.routes:
+            price = self.prices.price(route.target.split("@", 1)[0])
+            costs.append(
+                UNKNOWN_PRICE_RESERVATION_USD if price is None else price.cost(prompt, output)
+            )
+        return prompt + output, max(costs)
+
+    def close(
+        self,
+        scope: CallScope,
+        error: BaseException | None,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        """Record how the call ended; settle its reservation in the background."""
+        record = scope.record
+        record.latency = time.monotonic() - scope.started
+        if isinstance(error, GatewayError):
+            record.status, record.reason = error.code.name, reason_name(error.reason)
+        elif isinstance(error, asyncio.CancelledError):
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            record.status = "DEADLINE_EXCEEDED" if expired else "CANCELLED"
+        elif error is not None:
+            record.status, record.reason = "INTERNAL", "INTERNAL"
+        if scope.reservation is not None and self._limiter is not None:
+            task = asyncio.get_running_loop().create_task(self._settle(scope.reservation, record))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+        for observer in self._observers:
+            try:
+                observer.call_finished(record)
+            except Exception:
+                logger.exception("a call observer failed")
+
+    async def _settle(self, reservation: Reservation, record: CallRecord) -> None:
+        assert self._limiter is not None  # noqa: S101  # only scheduled with a limiter
+        try:
+            await self._limiter.settle(
+                reservation,
+                record.prompt_tokens + record.completion_tokens,
+                record.cost_usd or 0.0,
+            )
+        except Exception:
+            logger.exception("settling reservation %d failed", reservation.id)
+
+    async def aclose(self) -> None:
+        """Wait for settlements still running."""
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)

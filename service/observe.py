@@ -1,0 +1,52 @@
+"""What the gateway tells its observers (ledger, metrics, logs) about each call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One Complete or StreamComplete call, filled in as it runs.
+
+    Never holds prompts, completions or keys: only who, what, how much, how
+    long and how it ended.
+    """
+
+    request_id: str
+    method: str
+    requested_model: str = ""
+    # The caller key's id and name; empty while the gateway runs open.
+    key_id: str = ""
+    key_name: str = ""
+    served_model: str = ""
+    # "openrouter" or "zai"; empty when no provider answered.
+    provider: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float | None = None
+    # Wall-clock start (epoch seconds), and monotonic durations in seconds.
+    started_at: float = 0.0
+    latency: float = 0.0
+    # Until the first content reached the caller (for unary calls: the answer).
+    time_to_first_token: float | None = None
+    # A gRPC status code name ("OK", "CANCELLED", ...) and an ErrorReason name.
+    status: str = "OK"
+    reason: str = ""
+    attempts: int = 0
+    fallbacks: int = 0
+    # (provider, ErrorReason name) of each failed upstream attempt.
+    upstream_errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+class CallObserver(Protocol):
+    """Something that watches calls: the ledger, the metrics."""
+
+    def call_started(self, record: CallRecord) -> None:
+        """A call passed validation and authentication and is about to go upstream."""
+
+    def call_finished(self, record: CallRecord) -> None:
+        """A call ended, whichever way; `record` is complete."""

@@ -1,0 +1,1 @@
+"""The gateway's state: caller keys, rate-limit reservations and the usage ledger."""
