@@ -2,7 +2,7 @@
 
 Used by the tests, the demo and the benchmarks; it never touches the internet.
 Model names choose behaviour: a model whose last path segment is
-`fault-<name>` triggers that fault (see `faults.py`), anything else answers.
+`fault-<name>` triggers that fault (see `app.py`), anything else answers.
 """
 
 from __future__ import annotations

@@ -34,6 +34,15 @@ OPENROUTER_PREFIX = "/openrouter/api/v1"
 ZAI_GENERAL_PREFIX = "/zai/api/paas/v4"
 ZAI_CODING_PREFIX = "/zai/api/coding/paas/v4"
 FAULT_PREFIX = "fault-"
+# `drip`: the stream arrives in DRIP_PAUSES + 1 bursts, DRIP_PAUSE seconds apart;
+# a gateway whose stream idle timeout exceeds DRIP_PAUSE must deliver it whole.
+DRIP_PAUSE = 0.3
+DRIP_PAUSES = 3
+# `oversized`: an answer this big, in one unary body or one stream event; above
+# gRPC's default 4 MiB limit on a message a caller's channel accepts.
+OVERSIZED_BYTES = 5 * 1024 * 1024
+# `rate-limited-once`: the Retry-After, in seconds, of the one 429 before the answer.
+RATE_LIMITED_ONCE_RETRY_AFTER = 1
 
 # Z.AI business codes and the HTTP status each usually arrives with.
 ZAI_CODES = {
@@ -224,6 +233,15 @@ class FakeUpstream:
         if fault == "flaky" and self._seen[model] <= 2:
             # The first two requests for this model fail as an overloaded provider would.
             return _error(provider, 502, "1234", "upstream briefly unavailable")
+        if fault == "rate-limited-once" and self._seen[model] == 1:
+            # A short Retry-After the gateway can wait out itself, then the answer.
+            return _error(
+                provider,
+                429,
+                "1302",
+                "Rate limit reached for requests",
+                {"Retry-After": str(RATE_LIMITED_ONCE_RETRY_AFTER)},
+            )
         early = _early_fault(provider, fault)
         if early is not None:
             return early
@@ -238,6 +256,9 @@ class FakeUpstream:
         }
         if fault in finishes:
             answer.finish_reason = finishes[fault]
+        if fault == "oversized":
+            answer.content = ["x" * OVERSIZED_BYTES]
+            answer.reasoning = []
         number = next(self._ids)
         wire = openrouter_wire if provider == "openrouter" else zai_wire
         upstream_id = (
@@ -282,8 +303,16 @@ class FakeUpstream:
         raw_tail = b""
         stall = False
         keepalive = b""
+        reset_after = False
         if fault == "truncated":
             frames, abort_after = [*plan.preamble, *plan.deltas[:3]], True
+        elif fault == "reset-midstream":
+            frames, reset_after = [*plan.preamble, *plan.deltas[:3]], True
+        elif fault == "drip":
+            return StreamResponse(
+                _dripped(frames, DRIP_PAUSES, DRIP_PAUSE),
+                headers={"Content-Type": "text/event-stream; charset=utf-8", **headers},
+            )
         elif fault == "no-done":
             frames = [*plan.preamble, *plan.deltas, *plan.closing]
         elif fault == "no-finish":
@@ -324,6 +353,7 @@ class FakeUpstream:
             _paced(frames, delay, stall, keepalive),
             headers={"Content-Type": "text/event-stream; charset=utf-8", **headers},
             abort_after=abort_after,
+            reset_after=reset_after,
             raw_tail=raw_tail,
         )
 
@@ -342,6 +372,15 @@ async def _paced(
         # the server notices a hang-up.
         await asyncio.sleep(0.05)
         yield keepalive
+
+
+async def _dripped(frames: list[bytes], pauses: int, pause: float) -> AsyncIterator[bytes]:
+    """`frames` in `pauses + 1` bursts with `pause` seconds of silence between them."""
+    per_burst = -(-len(frames) // (pauses + 1))
+    for start in range(0, len(frames), per_burst):
+        if start:
+            await asyncio.sleep(pause)
+        yield b"".join(frames[start : start + per_burst])
 
 
 def _slow_content(provider: str, count: int) -> list[bytes]:
@@ -397,7 +436,9 @@ def _early_fault(provider: str, fault: str) -> Result | None:
     if fault == "redirect":
         return Response(301, b"", {"Location": "https://api.example.test/v1/chat/completions"})
     if fault == "reset":
-        return CloseConnection()
+        return CloseConnection(reset=True)
+    if fault == "close-before-headers":
+        return CloseConnection(reset=False)
     if fault.startswith("http-"):
         status = int(fault.removeprefix("http-"))
         headers = {"Retry-After": "7"} if status in (429, 503) else {}

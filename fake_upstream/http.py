@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +32,9 @@ _REASONS = {
     529: "Site Overloaded",
 }
 _MAX_BODY = 64 * 1024 * 1024
+# Every task the fake starts carries this name prefix, so a test counting the
+# tasks a call leaves behind can tell the fake's own from the gateway's.
+TASK_NAME_PREFIX = "fake-upstream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,19 +58,25 @@ class Response:
 
 @dataclass(slots=True)
 class StreamResponse:
-    """A chunked response. `abort_after` cuts the connection once the chunks run out."""
+    """A chunked response. `abort_after` cuts the connection once the chunks run
+    out (a FIN: the client sees the body end early); `reset_after` resets it (a
+    TCP RST: the client's next read fails)."""
 
     chunks: AsyncIterator[bytes]
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     abort_after: bool = False
+    reset_after: bool = False
     # Raw bytes written after the chunks, outside the chunked framing (a fault).
     raw_tail: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
 class CloseConnection:
-    """Close the connection without answering (a reset before headers)."""
+    """Close the connection without answering: with a TCP RST (`reset`, a reset
+    before headers) or an orderly FIN (the server hung up before answering)."""
+
+    reset: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,10 @@ class ConnectionStats:
     """What the server saw of its clients, for tests to assert on."""
 
     open_connections: int = 0
+    # Connections between reading a request and finishing its answer. An idle
+    # keep-alive connection is not busy; one still busy after its call ended
+    # is held open for nothing.
+    busy_connections: int = 0
     connections_accepted: int = 0
     streams_started: int = 0
     streams_completed: int = 0
@@ -124,6 +139,7 @@ class HTTPServer:
         task = asyncio.current_task()
         if task is None:  # pragma: no cover  # start_server always runs us in a task
             return
+        task.set_name(f"{TASK_NAME_PREFIX}-connection")
         self._tasks.add(task)
         self._writers.add(writer)
         self.stats.open_connections += 1
@@ -133,9 +149,13 @@ class HTTPServer:
                 request = await _read_request(reader)
                 if request is None:
                     return
-                result = await self._handler(request)
-                if not await self._send(result, reader, writer):
-                    return
+                self.stats.busy_connections += 1
+                try:
+                    result = await self._handler(request)
+                    if not await self._send(result, reader, writer):
+                        return
+                finally:
+                    self.stats.busy_connections -= 1
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return
         finally:
@@ -151,7 +171,10 @@ class HTTPServer:
     ) -> bool:
         """Send `result`; False when the connection must close afterwards."""
         if isinstance(result, CloseConnection):
-            writer.transport.abort()
+            if result.reset:
+                _reset(writer)
+            else:
+                writer.transport.abort()
             return False
         if isinstance(result, Hang):
             await reader.read()  # returns at EOF, when the client hangs up
@@ -170,7 +193,7 @@ class HTTPServer:
         writer.write(_head(result.status, {"Transfer-Encoding": "chunked", **result.headers}))
         # The client sends nothing while it reads a response, so a finished
         # read here means it hung up.
-        hangup = asyncio.ensure_future(reader.read(1))
+        hangup = asyncio.create_task(reader.read(1), name=f"{TASK_NAME_PREFIX}-hangup-watch")
         try:
             async for chunk in result.chunks:
                 if hangup.done():
@@ -188,6 +211,9 @@ class HTTPServer:
                 await writer.drain()
                 await hangup  # leave the connection open until the client hangs up
                 return False
+            if result.reset_after:
+                _reset(writer)
+                return False
             if result.abort_after:
                 writer.transport.abort()
                 return False
@@ -203,6 +229,15 @@ class HTTPServer:
     def _abandoned(self) -> None:
         self.stats.streams_abandoned_by_client += 1
         self.stats.abandoned.set()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP RST rather than a FIN: a zero linger time makes the
+    kernel drop the connection at once, as a crashed peer or a middlebox would."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Request | None:

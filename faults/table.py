@@ -1,0 +1,497 @@
+"""One row per upstream fault and RPC kind: the status, reason, attempts and time bound.
+
+The README's error table says the same in prose; keep the two in step. Faults are
+chosen by model name (`…/fault-<name>`, see fake_upstream/app.py), except
+`refused`, which points the gateway at a port nothing listens on. Rows whose
+model is one of ALIASES go through a fallback chain.
+
+Timings are the suite's own, short so the whole table runs in seconds; the
+runner passes them to the gateway through its documented environment variables
+(and ALIASES through a config file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import grpc
+
+from fake_upstream.app import (
+    DRIP_PAUSE,
+    DRIP_PAUSES,
+    OVERSIZED_BYTES,
+    RATE_LIMITED_ONCE_RETRY_AFTER,
+)
+
+S = grpc.StatusCode
+Rpc = Literal["unary", "stream"]
+Upstream = Literal["fake", "refused"]
+
+# The gateway's settings for the suite.
+CONNECT_TIMEOUT = 1.0
+REQUEST_TIMEOUT = 1.5
+# In the same order as the defaults (60 s, 300 s, 1800 s), so each is the one
+# that ends its fault: a stream that never begins, one that stalls, one kept
+# alive by comments alone.
+FIRST_BYTE_TIMEOUT = 0.3
+STREAM_IDLE_TIMEOUT = 0.5
+MAX_STREAM_DURATION = 1.5
+MAX_ATTEMPTS = 3
+# Waited out by the gateway itself: the fake's one-off 429 (1 s). Not its usual
+# Retry-After of 7 s, which goes back to the caller at once, in RetryInfo.
+MAX_RETRY_AFTER = 2.0
+FAKE_RETRY_AFTER = 7.0
+
+# The caller's gRPC deadline, unless a row sets its own.
+CALLER_DEADLINE = 10.0
+SHORT_CALLER_DEADLINE = 0.5
+# Bound for a failure the upstream states at once: retries and their backoff
+# (at most 0.02 s each in the suite) included.
+PROMPTLY = 1.0
+# Allowance on top of a timeout for the status to travel back to the caller.
+SLACK = 1.0
+DRIP_SECONDS = DRIP_PAUSE * DRIP_PAUSES
+
+# Fallback chains (config-file aliases) for the rows that fall back. Each
+# failing target is on a different provider from the one after it, and fails
+# fewer times than opens a circuit (5 by default).
+ALIASES = {
+    "chain-after-502": ["openrouter/x/fault-http-502", "zai/glm-4.7"],
+    "chain-after-429": ["openrouter/x/fault-http-429", "zai/glm-4.7"],
+    "chain-after-hang": ["openrouter/x/fault-hang", "zai/glm-4.7"],
+    "chain-after-400": ["openrouter/x/fault-http-400", "zai/glm-4.7"],
+    "chain-after-truncated": ["openrouter/x/fault-truncated", "zai/glm-4.7"],
+    "chain-all-failing": ["openrouter/x/fault-http-502", "zai/fault-zai-1234"],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One fault, one RPC kind, and everything the caller must observe."""
+
+    label: str
+    model: str
+    code: grpc.StatusCode
+    # ErrorInfo.reason; None for OK, or for a status gRPC sets without ErrorInfo.
+    reason: str | None
+    # Upstream requests the call makes: 1 unless the failure is transient and
+    # nothing reached the caller yet (then up to MAX_ATTEMPTS).
+    attempts: int = 1
+    # The call must end within this many seconds, and not before `at_least`
+    # (a fault that works by taking time must have taken it).
+    within: float = PROMPTLY
+    at_least: float = 0.0
+    rpc: Rpc = "unary"
+    deadline: float = CALLER_DEADLINE
+    upstream: Upstream = "fake"
+    # Stream rows: whether output reached the caller before the error.
+    output_first: bool = False
+    # RetryInfo the caller must get, in seconds; None: no RetryInfo.
+    retry_after: float | None = None
+    # The caller's deadline and the gateway's own timeout (derived from that
+    # deadline) expire together: either status may reach the caller first.
+    deadline_race: bool = False
+    # For an alias: the target that serves, or whose failure the caller gets,
+    # and how many targets were passed over before it.
+    target: str | None = None
+    fallbacks: int = 0
+
+    @property
+    def served_by(self) -> str:
+        """The model that answers or fails last: the target, or the model itself."""
+        return self.target or self.model
+
+    @property
+    def provider(self) -> str:
+        """`openrouter` or `zai`: the provider of `served_by`."""
+        return self.served_by.split("/", 1)[0]
+
+    @property
+    def id(self) -> str:
+        """A unique, stable name for the row (the pytest id)."""
+        suffix = f"@{self.upstream}" if self.upstream != "fake" else ""
+        if self.deadline != CALLER_DEADLINE:
+            suffix += f"@deadline={self.deadline:g}s"
+        return f"{self.rpc}:{self.model}{suffix}"
+
+    @property
+    def ok(self) -> bool:
+        """Whether the call must succeed."""
+        return self.code == S.OK
+
+
+def _stream(row: Fault) -> Fault:
+    return dataclasses.replace(row, rpc="stream")
+
+
+def _both(row: Fault) -> list[Fault]:
+    return [row, _stream(row)]
+
+
+OR = "openrouter/x/fault-"
+ZAI = "zai/fault-"
+REJECTED = "UPSTREAM_REJECTED_REQUEST"
+UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
+UNREACHABLE = "UPSTREAM_UNREACHABLE"
+TIMEOUT = "UPSTREAM_TIMEOUT"
+MALFORMED = "UPSTREAM_MALFORMED_RESPONSE"
+TRUNCATED = "UPSTREAM_STREAM_TRUNCATED"
+RATE_LIMITED = "UPSTREAM_RATE_LIMITED"
+RETRIED = MAX_ATTEMPTS
+
+FAULTS: list[Fault] = [
+    # -- HTTP error statuses ---------------------------------------------------
+    *_both(Fault("HTTP 400", OR + "http-400", S.INVALID_ARGUMENT, REJECTED)),
+    *_both(Fault("HTTP 401", OR + "http-401", S.FAILED_PRECONDITION, "UPSTREAM_AUTH_FAILED")),
+    *_both(
+        Fault("HTTP 402", OR + "http-402", S.FAILED_PRECONDITION, "UPSTREAM_INSUFFICIENT_CREDITS")
+    ),
+    *_both(
+        Fault(
+            "HTTP 402, credits",
+            OR + "credits",
+            S.FAILED_PRECONDITION,
+            "UPSTREAM_INSUFFICIENT_CREDITS",
+        )
+    ),
+    *_both(Fault("HTTP 403", OR + "http-403", S.PERMISSION_DENIED, "UPSTREAM_PERMISSION_DENIED")),
+    *_both(
+        Fault(
+            "HTTP 403, moderation",
+            OR + "moderation",
+            S.PERMISSION_DENIED,
+            "UPSTREAM_CONTENT_FLAGGED",
+        )
+    ),
+    *_both(Fault("HTTP 404", OR + "http-404", S.NOT_FOUND, "UPSTREAM_MODEL_NOT_FOUND")),
+    *_both(
+        Fault(
+            "HTTP 404, no endpoints", OR + "no-endpoints", S.NOT_FOUND, "UPSTREAM_MODEL_NOT_FOUND"
+        )
+    ),
+    *_both(Fault("HTTP 408", OR + "http-408", S.DEADLINE_EXCEEDED, TIMEOUT)),
+    *_both(Fault("HTTP 409", OR + "http-409", S.UNAVAILABLE, UNAVAILABLE, RETRIED)),
+    *_both(Fault("HTTP 413", OR + "http-413", S.INVALID_ARGUMENT, REJECTED)),
+    *_both(Fault("HTTP 422", OR + "http-422", S.INVALID_ARGUMENT, REJECTED)),
+    *_both(
+        Fault(
+            "HTTP 400, context length",
+            OR + "context-length",
+            S.INVALID_ARGUMENT,
+            "UPSTREAM_CONTEXT_LENGTH_EXCEEDED",
+        )
+    ),
+    # Retry-After beyond what the gateway waits out: back to the caller at once.
+    *_both(
+        Fault(
+            "HTTP 429, Retry-After 7 s",
+            OR + "http-429",
+            S.RESOURCE_EXHAUSTED,
+            RATE_LIMITED,
+            retry_after=FAKE_RETRY_AFTER,
+        )
+    ),
+    # A short Retry-After is waited out, and the next attempt answers.
+    *_both(
+        Fault(
+            "HTTP 429, Retry-After 1 s, then OK",
+            OR + "rate-limited-once",
+            S.OK,
+            None,
+            2,
+            at_least=RATE_LIMITED_ONCE_RETRY_AFTER,
+            within=RATE_LIMITED_ONCE_RETRY_AFTER + PROMPTLY,
+        )
+    ),
+    *_both(Fault("HTTP 500", OR + "http-500", S.UNAVAILABLE, UNAVAILABLE, RETRIED)),
+    *_both(Fault("HTTP 502", OR + "http-502", S.UNAVAILABLE, UNAVAILABLE, RETRIED)),
+    *_both(
+        Fault(
+            "HTTP 503, Retry-After 7 s",
+            OR + "http-503",
+            S.UNAVAILABLE,
+            UNAVAILABLE,
+            retry_after=FAKE_RETRY_AFTER,
+        )
+    ),
+    *_both(Fault("HTTP 524", OR + "http-524", S.DEADLINE_EXCEEDED, TIMEOUT)),
+    *_both(Fault("HTTP 529", OR + "http-529", S.UNAVAILABLE, "UPSTREAM_OVERLOADED", RETRIED)),
+    *_both(Fault("HTTP 502 twice, then OK", OR + "flaky", S.OK, None, RETRIED)),
+    *_both(Fault("HTTP 301 redirect", OR + "redirect", S.UNAVAILABLE, MALFORMED)),
+    *_both(
+        Fault(
+            "HTTP 503, Retry-After 7 s",
+            ZAI + "http-503",
+            S.UNAVAILABLE,
+            UNAVAILABLE,
+            retry_after=FAKE_RETRY_AFTER,
+        )
+    ),
+    # -- Z.AI business codes (they decide, not the HTTP status) ----------------
+    *_both(Fault("Z.AI 1000", ZAI + "zai-1000", S.FAILED_PRECONDITION, "UPSTREAM_AUTH_FAILED")),
+    *_both(
+        Fault("Z.AI 1113", ZAI + "zai-1113", S.FAILED_PRECONDITION, "UPSTREAM_INSUFFICIENT_CREDITS")
+    ),
+    *_both(Fault("Z.AI 1210", ZAI + "zai-1210", S.INVALID_ARGUMENT, REJECTED)),
+    *_both(Fault("Z.AI 1211", ZAI + "zai-1211", S.NOT_FOUND, "UPSTREAM_MODEL_NOT_FOUND")),
+    *_both(Fault("Z.AI 1231", ZAI + "zai-1231", S.ALREADY_EXISTS, "UPSTREAM_DUPLICATE_REQUEST")),
+    *_both(Fault("Z.AI 1234", ZAI + "zai-1234", S.UNAVAILABLE, UNAVAILABLE, RETRIED)),
+    *_both(
+        Fault("Z.AI 1261", ZAI + "zai-1261", S.INVALID_ARGUMENT, "UPSTREAM_CONTEXT_LENGTH_EXCEEDED")
+    ),
+    *_both(Fault("Z.AI 1301", ZAI + "zai-1301", S.PERMISSION_DENIED, "UPSTREAM_CONTENT_FLAGGED")),
+    *_both(Fault("Z.AI 1302", ZAI + "zai-1302", S.RESOURCE_EXHAUSTED, RATE_LIMITED, RETRIED)),
+    *_both(Fault("Z.AI 1305", ZAI + "zai-1305", S.UNAVAILABLE, "UPSTREAM_OVERLOADED", RETRIED)),
+    *_both(Fault("Z.AI 1308", ZAI + "zai-1308", S.RESOURCE_EXHAUSTED, "UPSTREAM_QUOTA_EXCEEDED")),
+    *_both(Fault("Z.AI 1313", ZAI + "zai-1313", S.PERMISSION_DENIED, "UPSTREAM_PERMISSION_DENIED")),
+    *_both(Fault("Z.AI 500", ZAI + "zai-500", S.UNAVAILABLE, UNAVAILABLE, RETRIED)),
+    # -- the connection ----------------------------------------------------------
+    *_both(
+        Fault(
+            "connection refused",
+            "openrouter/openai/gpt-4o-mini",
+            S.UNAVAILABLE,
+            UNREACHABLE,
+            RETRIED,
+            upstream="refused",
+        )
+    ),
+    *_both(
+        Fault(
+            "connection refused",
+            "zai/glm-4.7",
+            S.UNAVAILABLE,
+            UNREACHABLE,
+            RETRIED,
+            upstream="refused",
+        )
+    ),
+    *_both(Fault("reset before headers (RST)", OR + "reset", S.UNAVAILABLE, UNREACHABLE, RETRIED)),
+    *_both(Fault("reset before headers (RST)", ZAI + "reset", S.UNAVAILABLE, UNREACHABLE, RETRIED)),
+    *_both(
+        Fault(
+            "closed before headers (FIN)",
+            OR + "close-before-headers",
+            S.UNAVAILABLE,
+            UNREACHABLE,
+            RETRIED,
+        )
+    ),
+    # -- bodies that are not what they claim -----------------------------------
+    Fault("malformed JSON body", OR + "malformed-body", S.UNAVAILABLE, MALFORMED),
+    Fault("malformed JSON body", ZAI + "malformed-body", S.UNAVAILABLE, MALFORMED),
+    Fault("fields of the wrong type", OR + "bad-types", S.UNAVAILABLE, MALFORMED),
+    # A 200 whose body holds only an error (as OpenRouter sends it).
+    *_both(
+        Fault(
+            "200 holding only an error",
+            OR + "error-in-200",
+            S.RESOURCE_EXHAUSTED,
+            RATE_LIMITED,
+            RETRIED,
+        )
+    ),
+    # Unary: finish_reason "error" before anything was returned, so it is retried.
+    Fault("finish_reason error", OR + "finish-error", S.UNAVAILABLE, UNAVAILABLE, RETRIED),
+    # -- streams that break after output reached the caller (never retried) ----
+    *[
+        _stream(Fault(label, prefix + name, S.UNAVAILABLE, reason, output_first=True))
+        for prefix in (OR, ZAI)
+        for label, name, reason in (
+            ("in-band error chunk", "midstream-error", UNAVAILABLE),
+            ("cut off mid-stream (FIN)", "truncated", TRUNCATED),
+            ("reset mid-stream (RST)", "reset-midstream", TRUNCATED),
+            ("no [DONE]", "no-done", TRUNCATED),
+            ("[DONE] without a finish chunk", "no-finish", TRUNCATED),
+            ("malformed SSE event", "malformed-event", MALFORMED),
+            ("broken chunked framing", "bad-chunking", TRUNCATED),
+        )
+    ],
+    _stream(
+        Fault(
+            "network_error finish",
+            ZAI + "network-error",
+            S.UNAVAILABLE,
+            UNAVAILABLE,
+            output_first=True,
+        )
+    ),
+    # -- time ------------------------------------------------------------------
+    *[
+        _stream(
+            Fault(
+                "stall mid-stream",
+                prefix + "stall",
+                S.DEADLINE_EXCEEDED,
+                TIMEOUT,
+                within=STREAM_IDLE_TIMEOUT + SLACK,
+                at_least=STREAM_IDLE_TIMEOUT,
+                output_first=True,
+            )
+        )
+        for prefix in (OR, ZAI)
+    ],
+    # Keep-alive comments reset the idle timer; the stream's maximum duration still ends it.
+    _stream(
+        Fault(
+            "keep-alive comments forever",
+            OR + "keepalive-forever",
+            S.DEADLINE_EXCEEDED,
+            TIMEOUT,
+            within=MAX_STREAM_DURATION + SLACK,
+            at_least=MAX_STREAM_DURATION,
+        )
+    ),
+    # Slower in total than the idle timeout, but no gap as long: must succeed.
+    *[
+        _stream(
+            Fault(
+                "slow drip",
+                prefix + "drip",
+                S.OK,
+                None,
+                at_least=DRIP_SECONDS,
+                within=DRIP_SECONDS + PROMPTLY,
+            )
+        )
+        for prefix in (OR, ZAI)
+    ],
+    # 30 s of silence after [DONE]: the call ends at [DONE]. (The fake paces this
+    # stream at 0.05 s an event, so it takes about 0.7 s to get there.)
+    _stream(Fault("lingers after [DONE]", OR + "linger", S.OK, None, within=PROMPTLY + SLACK)),
+    # No bytes at all: a unary call ends at the request timeout, a stream at the
+    # first-byte timeout.
+    *[
+        Fault(
+            "hang",
+            prefix + "hang",
+            S.DEADLINE_EXCEEDED,
+            TIMEOUT,
+            within=REQUEST_TIMEOUT + SLACK,
+            at_least=REQUEST_TIMEOUT,
+        )
+        for prefix in (OR, ZAI)
+    ],
+    *[
+        _stream(
+            Fault(
+                "hang",
+                prefix + "hang",
+                S.DEADLINE_EXCEEDED,
+                TIMEOUT,
+                within=FIRST_BYTE_TIMEOUT + SLACK,
+                at_least=FIRST_BYTE_TIMEOUT,
+            )
+        )
+        for prefix in (OR, ZAI)
+    ],
+    # ...and the caller's own deadline bounds it when that comes first.
+    *_both(
+        Fault(
+            "hang, caller deadline 0.5 s",
+            OR + "hang",
+            S.DEADLINE_EXCEEDED,
+            None,
+            deadline=SHORT_CALLER_DEADLINE,
+            within=SHORT_CALLER_DEADLINE + SLACK,
+            deadline_race=True,
+        )
+    ),
+    # -- size --------------------------------------------------------------------
+    # An answer bigger than gRPC's default 4 MiB message limit, in one body or one
+    # event. The gateway sets no limit on what it reads from an upstream: it
+    # buffers the whole answer and relays it, and the caller's own gRPC library
+    # refuses the message, so the status carries no ErrorInfo (reason None).
+    *_both(
+        Fault(
+            f"oversized answer ({OVERSIZED_BYTES // 2**20} MiB)",
+            OR + "oversized",
+            S.RESOURCE_EXHAUSTED,
+            None,
+        )
+    ),
+    # -- fallback chains ---------------------------------------------------------
+    # Retried on the first target, then served by the second.
+    *_both(
+        Fault(
+            "fallback after HTTP 502 (3 tries)",
+            "chain-after-502",
+            S.OK,
+            None,
+            MAX_ATTEMPTS + 1,
+            target="zai/glm-4.7",
+            fallbacks=1,
+        )
+    ),
+    # An upstream that asks for time is left at once when another target waits.
+    *_both(
+        Fault(
+            "fallback after 429, Retry-After 7 s",
+            "chain-after-429",
+            S.OK,
+            None,
+            2,
+            target="zai/glm-4.7",
+            fallbacks=1,
+        )
+    ),
+    Fault(
+        "fallback after a hang",
+        "chain-after-hang",
+        S.OK,
+        None,
+        2,
+        at_least=REQUEST_TIMEOUT,
+        within=REQUEST_TIMEOUT + PROMPTLY,
+        target="zai/glm-4.7",
+        fallbacks=1,
+    ),
+    _stream(
+        Fault(
+            "fallback after a hang",
+            "chain-after-hang",
+            S.OK,
+            None,
+            2,
+            at_least=FIRST_BYTE_TIMEOUT,
+            within=FIRST_BYTE_TIMEOUT + PROMPTLY,
+            target="zai/glm-4.7",
+            fallbacks=1,
+        )
+    ),
+    # The request's own fault: another target would refuse it too.
+    *_both(
+        Fault(
+            "no fallback after HTTP 400",
+            "chain-after-400",
+            S.INVALID_ARGUMENT,
+            REJECTED,
+            target="openrouter/x/fault-http-400",
+        )
+    ),
+    # Output reached the caller: falling back would repeat it.
+    _stream(
+        Fault(
+            "no fallback once output was sent",
+            "chain-after-truncated",
+            S.UNAVAILABLE,
+            TRUNCATED,
+            output_first=True,
+            target="openrouter/x/fault-truncated",
+        )
+    ),
+    # Every target fails: the caller gets the last one's error, and the journey.
+    *_both(
+        Fault(
+            "every target fails",
+            "chain-all-failing",
+            S.UNAVAILABLE,
+            UNAVAILABLE,
+            2 * MAX_ATTEMPTS,
+            target="zai/fault-zai-1234",
+            fallbacks=1,
+        )
+    ),
+]
