@@ -1,7 +1,8 @@
 """Who may call: caller keys from `authorization: Bearer <key>` metadata.
 
-With no live keys in the database the gateway runs open (and says so at
-start-up). Look-ups are cached for a couple of seconds, so a call costs no
+Until the first key is issued the gateway runs open (and says so at
+start-up); from then on every call needs a live key, even after the last one
+is revoked. Look-ups are cached for a couple of seconds, so a call costs no
 database round trip in the common case; a revoked key stops working within
 that time.
 """
@@ -38,12 +39,12 @@ class Access:
         self._cache: dict[str, tuple[float, CallerKey | None]] = {}
 
     async def is_open(self) -> bool:
-        """Whether calls need no key (no live key exists)."""
+        """Whether calls need no key (none was ever issued)."""
         if self._keys is None:
             return True
         now = asyncio.get_running_loop().time()
         if self._open_checked_at is None or now - self._open_checked_at > CACHE_SECONDS:
-            self._open = not await self._keys.any_live()
+            self._open = not await self._keys.any_issued()
             self._open_checked_at = now
         return self._open
 

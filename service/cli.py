@@ -1,4 +1,5 @@
-"""The `llmgateway` command: `serve` runs the gateway, `demo` shows it working with no keys."""
+"""The `llmgateway` command: `serve` runs the gateway, `demo` shows it working with no keys,
+`keys` and `usage` manage caller keys and read the ledger, `chat` and `models` call a gateway."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
         "--address", help="HOST:PORT to listen on (default 0.0.0.0:50051, or LLMGATEWAY_ADDRESS)"
     )
     serve.add_argument("--config", type=Path, help="TOML config file (or LLMGATEWAY_CONFIG)")
+    serve.add_argument(
+        "--db",
+        help="state database: SQLite path or postgresql:// URL (default: LLMGATEWAY_DB, the "
+        "config file's [state] db, else the user's data directory)",
+    )
     serve.add_argument(
         "--workers",
         type=int,
@@ -52,13 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--log-level", default="WARNING")
 
     from clients.cli import add_commands
+    from service import admin_cli
 
     add_commands(commands)
+    admin_cli.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command in ("chat", "models"):
         from clients.cli import run
 
         return run(args)
+    if args.command in ("keys", "usage"):
+        return admin_cli.run(args)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
@@ -70,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
             settings = Settings.load(os.environ, args.config)
             if args.address:
                 settings = _with_address(settings, args.address)
+            if args.db:
+                # Workers read their settings from the environment, as this process did.
+                os.environ["LLMGATEWAY_DB"] = args.db
+                settings = Settings.load(os.environ, args.config)
+                if args.address:
+                    settings = _with_address(settings, args.address)
             workers = args.workers if args.workers is not None else _workers_from_env()
             if workers < 1:
                 raise ConfigError(f"--workers must be 1 or more, got {workers}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import uuid
 from typing import TYPE_CHECKING
 
 import grpc
@@ -18,14 +20,45 @@ from service.providers.openrouter import OpenRouterProvider
 from service.providers.zai import ZaiProvider
 from service.retry import RetryPolicy
 from service.server import Gateway, start_gateway
+from tests.postgres import fresh_database, throwaway_postgres
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
     from google.protobuf import any_pb2
 
 ALIASES = {"fast": "zai/glm-4.5-flash", "coder": "zai/glm-4.7"}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Nothing a test starts (serve subprocesses included) writes to the real
+    user's data directory, where the default state database lives."""
+    saved = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = saved
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str | None]:
+    """A throwaway PostgreSQL server for the whole run, if the machine has one."""
+    with throwaway_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_location(request: pytest.FixtureRequest, tmp_path: Path, postgres_server: str | None) -> str:
+    """A fresh state database: SQLite, then PostgreSQL (skipped without a server)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state.db")
+    if postgres_server is None:
+        pytest.skip("PostgreSQL is not installed here (.ci/run installs it)")
+    return fresh_database(postgres_server, f"t_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture

@@ -174,11 +174,11 @@ class KeyStore:
         )
         return _record(rows[0]) if rows else None
 
-    async def any_live(self) -> bool:
-        """Whether at least one key is live (the gateway then requires one)."""
-        rows = await self._db.run(
-            lambda tx: tx.fetchall("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1")
-        )
+    async def any_issued(self) -> bool:
+        """Whether any key was ever issued: from then on the gateway requires
+        one. Revoked keys count, so revoking the last key closes the gateway
+        rather than opening it to everyone."""
+        rows = await self._db.run(lambda tx: tx.fetchall("SELECT 1 FROM api_keys LIMIT 1"))
         return bool(rows)
 
 

@@ -1,0 +1,212 @@
+"""The usage ledger: a row per call however it ended, the usage report and GetUsage."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+from llmgateway.v1 import completion_service_pb2 as pb
+
+from service.cli import main
+from service.state.db import Database
+from service.state.keys import KeyStore
+from service.state.ledger import parse_since
+from service.state.schema import migrate
+from tests.conftest import rich_status, user
+from tests.test_keys import bearer, gateway
+
+if TYPE_CHECKING:
+    from service.config import Settings
+
+COLUMNS = (
+    "request_id, key_id, method, requested_model, served_model, provider, prompt_tokens, "
+    "completion_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, "
+    "status, reason, attempts, fallbacks"
+)
+
+
+def ledger_rows(location: str) -> list[dict[str, object]]:
+    db = Database(location)
+    try:
+        rows = db.run_sync(
+            lambda tx: tx.fetchall(f"SELECT {COLUMNS} FROM usage_records ORDER BY id")  # noqa: S608
+        )
+    finally:
+        db.close()
+    names = [c.strip() for c in COLUMNS.split(",")]
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+@pytest.fixture
+def keyed(settings: Settings, db_location: str) -> Settings:
+    return dataclasses.replace(settings, db=db_location)
+
+
+async def test_every_call_is_recorded_however_it_ends(keyed, fake):
+    async with gateway(keyed) as (stub, _):
+        unary = stub.Complete(pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")]))
+        response = await unary
+        request_id = dict(await unary.initial_metadata())["x-request-id"]
+
+        streamed = [
+            e
+            async for e in stub.StreamComplete(
+                pb.StreamCompleteRequest(model="openrouter/openai/gpt-4o", messages=[user("hi")]),
+                timeout=10,
+            )
+        ]
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.Complete(
+                pb.CompleteRequest(model="openrouter/x/fault-http-400", messages=[user("hi")])
+            )
+
+        # A stream the caller abandons after its first event.
+        slow = stub.StreamComplete(
+            pb.StreamCompleteRequest(model="openrouter/x/fault-slow", messages=[user("hi")])
+        )
+        async for _ in slow:
+            break
+        slow.cancel()
+        await asyncio.sleep(0.3)
+    rows = ledger_rows(keyed.db)
+    assert [r["status"] for r in rows] == ["OK", "OK", "INVALID_ARGUMENT", "CANCELLED"]
+
+    first = rows[0]
+    assert first["request_id"] == request_id
+    assert (first["method"], first["requested_model"], first["served_model"]) == (
+        "Complete",
+        "zai/glm-4.7",
+        "zai/glm-4.7",
+    )
+    assert first["provider"] == "zai"
+    assert first["prompt_tokens"] == response.usage.prompt_tokens
+    assert first["completion_tokens"] == response.usage.completion_tokens
+    assert first["reasoning_tokens"] == response.usage.reasoning_tokens
+    assert first["cost_usd"] == pytest.approx(response.usage.cost_usd)
+    assert first["key_id"] == ""  # the gateway runs open in this test
+    assert first["attempts"] == 1
+
+    stream = rows[1]
+    done = streamed[-1].done
+    assert (stream["method"], stream["provider"]) == ("StreamComplete", "openrouter")
+    assert stream["completion_tokens"] == done.usage.completion_tokens
+    assert stream["cost_usd"] == pytest.approx(done.usage.cost_usd)
+    assert 0 < stream["ttft_ms"] <= stream["latency_ms"]  # type: ignore[operator]
+
+    assert rows[2]["reason"] == "UPSTREAM_REJECTED_REQUEST"
+    assert rich_status(failed.value).info.metadata["requestId"] == rows[2]["request_id"]
+    assert rows[3]["method"] == "StreamComplete"
+    assert rows[3]["ttft_ms"] is not None  # an event reached the caller before it left
+
+
+async def test_get_usage_shows_a_key_its_own_calls_only(keyed, db_location):
+    db = Database(db_location)
+    migrate(db)
+    store = KeyStore(db)
+    alice, alice_key = store.create("alice")
+    bob, bob_key = store.create("bob")
+    _, reader_key = store.create("finance", usage_reader=True)
+    db.close()
+    async with gateway(keyed) as (stub, _):
+        for key in (alice_key, alice_key, bob_key):
+            await stub.Complete(
+                pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")]),
+                metadata=bearer(key),
+            )
+        by_key = pb.GetUsageRequest(group_by=pb.USAGE_GROUPING_KEY)
+        mine = await stub.GetUsage(by_key, metadata=bearer(alice_key))
+        everyone = await stub.GetUsage(by_key, metadata=bearer(reader_key))
+        with pytest.raises(grpc.aio.AioRpcError) as peeking:
+            await stub.GetUsage(
+                pb.GetUsageRequest(key_id=bob.id), metadata=bearer(alice_key), timeout=10
+            )
+        with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+            await stub.GetUsage(by_key, timeout=10)
+        later = int(time.time()) + 3600
+        empty = await stub.GetUsage(
+            pb.GetUsageRequest(
+                start_time=timestamp_pb2.Timestamp(seconds=later),
+                end_time=timestamp_pb2.Timestamp(seconds=later + 60),
+            ),
+            metadata=bearer(reader_key),
+        )
+    assert [(r.group, r.calls) for r in mine.rows] == [(alice.id, 2)]
+    assert sorted((r.group, r.calls) for r in everyone.rows) == sorted([(alice.id, 2), (bob.id, 1)])
+    assert all(r.cost_usd > 0 and r.prompt_tokens > 0 for r in everyone.rows)
+    status = rich_status(peeking.value)
+    assert (status.code, status.info.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "USAGE_NOT_ALLOWED",
+    )
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert list(empty.rows) == []
+
+
+def test_usage_report_from_the_command_line(keyed, capsys):
+    db = Database(keyed.db)
+    migrate(db)
+    now = time.time()
+    rows = [
+        ("r1", "", "Complete", "zai/glm-4.7", "zai/glm-4.7", "zai", 10, 20, 0, 5, 0.25, "OK"),
+        ("r2", "", "Complete", "zai/glm-4.7", "zai/glm-4.7", "zai", 30, 40, 10, 0, 0.5, "OK"),
+        ("r3", "", "StreamComplete", "fast", "", "", 0, 0, 0, 0, None, "UNAVAILABLE"),
+    ]
+    db.run_sync(
+        lambda tx: [
+            tx.execute(
+                "INSERT INTO usage_records (request_id, key_id, method, requested_model, "
+                "served_model, provider, prompt_tokens, completion_tokens, cached_tokens, "
+                "reasoning_tokens, cost_usd, latency_ms, ttft_ms, status, reason, attempts, "
+                "fallbacks, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1, ?, '', 1, "
+                "0, ?)",
+                (*row, now),
+            )
+            for row in rows
+        ]
+    )
+    db.close()
+    assert main(["usage", "--db", keyed.db, "--by", "model", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == [
+        {
+            "model": "fast",
+            "calls": 1,
+            "failed_calls": 1,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cached_tokens": 0,
+            "reasoning_tokens": 0,
+            "cost_usd": 0.0,
+        },
+        {
+            "model": "zai/glm-4.7",
+            "calls": 2,
+            "failed_calls": 0,
+            "prompt_tokens": 40,
+            "completion_tokens": 60,
+            "cached_tokens": 10,
+            "reasoning_tokens": 5,
+            "cost_usd": 0.75,
+        },
+    ]
+    assert main(["usage", "--db", keyed.db, "--by", "day"]) == 0
+    table = capsys.readouterr().out
+    today = time.strftime("%Y-%m-%d", time.gmtime(now))
+    assert today in table
+    assert "TOTAL" in table
+    assert "0.750000" in table
+
+
+def test_since_accepts_durations_and_dates():
+    now = 1_800_000_000.0
+    assert parse_since("7d", now) == now - 7 * 86400
+    assert parse_since("24h", now) == now - 86400
+    assert parse_since("2026-11-01", now) == 1_793_491_200.0
+    with pytest.raises(ValueError, match="--since"):
+        parse_since("last week", now)
