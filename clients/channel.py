@@ -62,12 +62,30 @@ def channel_options(
     return options
 
 
-def credentials(*, tls: bool, ca_file: Path | None) -> grpc.ChannelCredentials | None:
-    """TLS credentials (system roots, or `ca_file`), or None for plaintext."""
-    if not tls and ca_file is None:
+def credentials(
+    *,
+    tls: bool,
+    ca_file: Path | None,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials (system roots, or `ca_file`), or None for plaintext.
+
+    `cert_file` and `key_file` (PEM, together) are the client's own certificate
+    for a gateway that requires mutual TLS; either implies TLS.
+    """
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("cert_file and key_file go together: a client certificate needs its key")
+    if not tls and ca_file is None and cert_file is None:
         return None
     roots = ca_file.read_bytes() if ca_file is not None else None
-    return grpc.ssl_channel_credentials(root_certificates=roots)
+    if cert_file is None or key_file is None:
+        return grpc.ssl_channel_credentials(root_certificates=roots)
+    return grpc.ssl_channel_credentials(
+        root_certificates=roots,
+        private_key=key_file.read_bytes(),
+        certificate_chain=cert_file.read_bytes(),
+    )
 
 
 def call_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:

@@ -58,6 +58,12 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls", action="store_true", help="connect with TLS (system roots)")
     parser.add_argument("--ca-file", type=Path, help="TLS with this CA certificate file")
     parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        help="TLS with this client certificate (PEM), for a gateway that requires mutual TLS",
+    )
+    parser.add_argument("--tls-key", type=Path, help="the private key (PEM) of --tls-cert")
+    parser.add_argument(
         "--api-key",
         default=os.environ.get("LLMGATEWAY_API_KEY"),
         help="sent as authorization: Bearer (default: LLMGATEWAY_API_KEY)",
@@ -73,14 +79,17 @@ def run(
     client: CompletionClient | None = None,
 ) -> int:
     """Run `chat` or `models`; the exit code. `client` replaces the one built from args."""
-    if client is None and args.ca_file is not None and not args.ca_file.is_file():
-        print(f"error: --ca-file {args.ca_file} is not a readable file", file=stderr)
-        return 2
     if client is None:
+        problem = _tls_file_problem(args)
+        if problem:
+            print(f"error: {problem}", file=stderr)
+            return 2
         client = CompletionClient(
             args.target,
             tls=args.tls,
             ca_file=args.ca_file,
+            cert_file=args.tls_cert,
+            key_file=args.tls_key,
             api_key=args.api_key,
             timeout=args.timeout,
         )
@@ -103,6 +112,20 @@ def run(
         return 141
     finally:
         client.close()
+
+
+def _tls_file_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the TLS file options, if anything."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        return "--tls-cert and --tls-key go together: a client certificate needs its key"
+    for option, path in (
+        ("--ca-file", args.ca_file),
+        ("--tls-cert", args.tls_cert),
+        ("--tls-key", args.tls_key),
+    ):
+        if path is not None and not path.is_file():
+            return f"{option} {path} is not a readable file"
+    return None
 
 
 def _chat(

@@ -39,6 +39,8 @@ class CompletionClient:
         *,
         tls: bool = False,
         ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
         api_key: str | None = None,
         keepalive_seconds: float | None = 30.0,
         max_attempts: int = 3,
@@ -49,7 +51,7 @@ class CompletionClient:
             options = channel_options(
                 keepalive_seconds=keepalive_seconds, max_attempts=max_attempts
             )
-            creds = credentials(tls=tls, ca_file=ca_file)
+            creds = credentials(tls=tls, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
             channel = (
                 grpc.secure_channel(target, creds, options=options)
                 if creds is not None
