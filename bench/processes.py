@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -98,8 +99,14 @@ def fake_upstream_command(port: int, chunks: int, delay: float) -> list[str]:
 
 
 def fake_environment(fake_port: int) -> dict[str, str]:
-    """Environment that points a gateway at the fake upstream."""
-    return environment_for(f"http://127.0.0.1:{fake_port}")
+    """Environment that points a gateway at the fake upstream, with its state
+    database (and so the usage ledger, as in production) in a fresh temporary
+    directory rather than the user's data directory."""
+    state = tempfile.mkdtemp(prefix="llmgateway-bench-")
+    return {
+        **environment_for(f"http://127.0.0.1:{fake_port}"),
+        "LLMGATEWAY_DB": str(Path(state) / "state.db"),
+    }
 
 
 def gateway_command(port: int, workers: int | None) -> list[str]:

@@ -29,6 +29,8 @@ class Answer:
     finish_reason: str = "stop"
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    # OpenRouter only: whether usage carries the inline `cost` (fault no-cost).
+    reports_cost: bool = True
 
     @property
     def completion_tokens(self) -> int:

@@ -140,6 +140,10 @@ class FakeUpstream:
         # Requests seen per model, for faults that fail the first few.
         self._seen: dict[str, int] = {}
         self._ids = itertools.count(1)
+        # OpenRouter generation id -> its /generation document, and how often
+        # each was looked up (the first look-up 404s, like OpenRouter's lag).
+        self._generations: dict[str, dict[str, Any]] = {}
+        self.generation_lookups: dict[str, int] = {}
         self.port = 0
 
     @property
@@ -195,6 +199,11 @@ class FakeUpstream:
         """Answer one HTTP request."""
         if request.path == f"{OPENROUTER_PREFIX}/models" and request.method == "GET":
             return _json(200, {"data": _MODELS})
+        if (
+            request.path.startswith(f"{OPENROUTER_PREFIX}/generation?id=")
+            and request.method == "GET"
+        ):
+            return self._generation(request)
         routes = {
             f"{OPENROUTER_PREFIX}/chat/completions": ("openrouter", "openrouter"),
             f"{ZAI_GENERAL_PREFIX}/chat/completions": ("zai", "general"),
@@ -265,6 +274,9 @@ class FakeUpstream:
             f"gen-{number:010d}" if provider == "openrouter" else f"2026112610{number:08d}"
         )
         headers = {"X-Generation-Id": upstream_id} if provider == "openrouter" else {}
+        if provider == "openrouter":
+            answer.reports_cost = fault != "no-cost"
+            self._generations[upstream_id] = openrouter_wire.generation(answer, upstream_id)
         if not body.get("stream"):
             return self._unary(provider, wire.unary_body(answer, upstream_id), fault, headers)
         if self.stream_chunks is not None and not answer.tool_calls:
@@ -272,6 +284,17 @@ class FakeUpstream:
             answer.reasoning = []
         plan = wire.stream_plan(answer, upstream_id)
         return self._stream(provider, plan, answer, fault, headers)
+
+    def _generation(self, request: Request) -> Result:
+        if request.headers.get("authorization") != f"Bearer {self.openrouter_key}":
+            return _error("openrouter", 401, "1000", "Invalid API key")
+        generation_id = request.path.split("?id=", 1)[1]
+        seen = self.generation_lookups.get(generation_id, 0) + 1
+        self.generation_lookups[generation_id] = seen
+        document = self._generations.get(generation_id)
+        if document is None or seen == 1:
+            return _error("openrouter", 404, "404", f"Generation {generation_id} not found")
+        return _json(200, document)
 
     def _unary(
         self, provider: str, payload: dict[str, Any], fault: str, headers: dict[str, str]

@@ -33,17 +33,42 @@ def native_finish(model: str, finish: str) -> str:
     return _NATIVE_FINISH.get(model.split("/", 1)[0], {}).get(finish, finish)
 
 
+def cost(answer: Answer) -> float:
+    """What the fake charges: 1 USD per million prompt tokens, 2 per million completion."""
+    return round(answer.prompt_tokens * 1e-6 + answer.completion_tokens * 2e-6, 9)
+
+
 def usage(answer: Answer) -> dict[str, Any]:
-    """Usage with OpenRouter's inline cost (1 USD per M prompt, 2 per M completion)."""
-    cost = round(answer.prompt_tokens * 1e-6 + answer.completion_tokens * 2e-6, 9)
-    return {
+    """Usage with OpenRouter's inline cost, unless the answer withholds it."""
+    out: dict[str, Any] = {
         "prompt_tokens": answer.prompt_tokens,
         "completion_tokens": answer.completion_tokens,
         "total_tokens": answer.prompt_tokens + answer.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": answer.cached_tokens},
         "completion_tokens_details": {"reasoning_tokens": len(answer.reasoning)},
-        "cost": cost,
         "is_byok": False,
+    }
+    if answer.reports_cost:
+        out["cost"] = cost(answer)
+    return out
+
+
+def generation(answer: Answer, generation_id: str) -> dict[str, Any]:
+    """The `GET /generation?id=` document for a finished answer."""
+    return {
+        "data": {
+            "id": generation_id,
+            "model": answer.model,
+            "provider_name": upstream_provider(answer.model),
+            "total_cost": cost(answer),
+            "tokens_prompt": answer.prompt_tokens,
+            "tokens_completion": answer.completion_tokens,
+            "native_tokens_cached": answer.cached_tokens,
+            "native_tokens_reasoning": len(answer.reasoning),
+            "finish_reason": answer.finish_reason,
+            "streamed": False,
+            "cancelled": False,
+        }
     }
 
 

@@ -7,7 +7,9 @@ completion through a real gRPC channel into the terminal.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
+import tempfile
 from typing import TextIO
 
 import grpc
@@ -23,8 +25,12 @@ from service.server import start_gateway
 
 async def run_demo(prompt: str, models: list[str], address: str, keep_running: bool) -> int:
     """Stream `prompt` from each model; returns the exit code."""
+    # The demo's calls go to a state database of its own, not the user's, and
+    # the gateway runs open: no need to say so loudly here.
+    logging.getLogger("service.server").setLevel(logging.ERROR)
+    state = tempfile.TemporaryDirectory(prefix="llmgateway-demo-")
     async with FakeUpstream(chunk_delay=0.03) as fake:
-        settings = Settings.load(fake.environment())
+        settings = Settings.load({**fake.environment(), "LLMGATEWAY_DB": f"{state.name}/state.db"})
         gateway = await start_gateway(settings, address=address)
         target = f"127.0.0.1:{gateway.port}"
         print(f"fake upstream on {fake.base_url}; gateway on {target}\n")
@@ -44,6 +50,7 @@ async def run_demo(prompt: str, models: list[str], address: str, keep_running: b
                 await asyncio.Event().wait()
         finally:
             await gateway.stop(grace=1.0)
+            state.cleanup()
     return 1 if failures else 0
 
 

@@ -28,6 +28,8 @@ class CallRecord:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     cost_usd: float | None = None
+    # The upstream's id for the generation (OpenRouter `gen-...`), when known.
+    generation_id: str = ""
     # Wall-clock start (epoch seconds), and monotonic durations in seconds.
     started_at: float = 0.0
     latency: float = 0.0

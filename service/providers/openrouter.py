@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import urllib.parse
 from typing import TYPE_CHECKING, ClassVar
 
+import httpx
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
@@ -12,11 +15,13 @@ from service.providers.wire import AnyCompletionRequest, JSONObject, chat_body
 from service.routing import OPENROUTER_PREFIX
 
 if TYPE_CHECKING:
-    import httpx
-
     from service.config import OpenRouterSettings, Timeouts
     from service.providers.upstream_errors import Reason, UpstreamFailure
     from service.routing import Route
+
+# Waits before each look-up of a generation record: its 404 window is
+# reported at 0.5 s and more, longer after interrupted streams (about 10 s in all).
+GENERATION_LOOKUP_DELAYS = (0.5, 1.0, 2.0, 2.5, 4.0)
 
 _EFFORTS = {
     common.REASONING_EFFORT_NONE: "none",
@@ -134,6 +139,31 @@ class OpenRouterProvider(OpenAICompatibleProvider):
 
     def url(self, request: AnyCompletionRequest, route: Route) -> str:
         return self._chat_url
+
+    async def generation_cost(self, generation_id: str) -> float | None:
+        """The cost OpenRouter's generation record gives, for answers whose usage
+        carried none. The record 404s for a while after a completion, so each
+        delay of GENERATION_LOOKUP_DELAYS is waited before a try; None when the
+        record never appears."""
+        if not generation_id.startswith("gen-"):
+            return None
+        path = "/generation?id=" + urllib.parse.quote(generation_id, safe="-")
+        for delay in GENERATION_LOOKUP_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                document = await self.get_json(path, self.settings.base_url, 10.0)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code in (404, 429) or exc.response.status_code >= 500:
+                    continue
+                return None
+            except httpx.HTTPError:
+                continue
+            data = document.get("data") if isinstance(document, dict) else None
+            cost = data.get("total_cost") if isinstance(data, dict) else None
+            if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0:
+                return float(cost)
+            return None
+        return None
 
     def extra_headers(self) -> dict[str, str]:
         return self._extra_headers

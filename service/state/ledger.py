@@ -28,6 +28,8 @@ _FLUSH_EVERY = 0.2
 # Beyond this many unwritten records (a database down for long), the oldest
 # are dropped and counted rather than growing memory without bound.
 _MAX_QUEUED = 100_000
+# Where cost_usd sits in a queued row (see _row).
+_COST_COLUMN = 10
 _INSERT = (
     "INSERT INTO usage_records (request_id, key_id, method, requested_model, served_model, "
     "provider, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, cost_usd, "
@@ -76,6 +78,19 @@ class Ledger:
         self._queue.append(_row(record))
         if len(self._queue) >= _BATCH:
             self._wakeup.set()
+
+    async def amend_cost(self, request_id: str, cost_usd: float) -> None:
+        """Set the cost of a recorded call (found after the call ended)."""
+        for index, row in enumerate(self._queue):
+            if row[0] == request_id:
+                self._queue[index] = (*row[:_COST_COLUMN], cost_usd, *row[_COST_COLUMN + 1 :])
+                return
+        await self._db.run(
+            lambda tx: tx.execute(
+                "UPDATE usage_records SET cost_usd = ? WHERE request_id = ?",
+                (cost_usd, request_id),
+            )
+        )
 
     async def flush(self) -> None:
         """Write every queued row now."""
