@@ -56,10 +56,14 @@ CHANNEL_READY = 5.0
 _DELTAS = ("content_delta", "reasoning_delta", "tool_call")
 
 
-def suite_environment(fake: FakeUpstream, refused_base_url: str | None = None) -> dict[str, str]:
-    """The gateway's environment for the suite: the fake (or a closed port) and short timings."""
+def suite_environment(
+    fake: FakeUpstream, state_dir: Path, refused_base_url: str | None = None
+) -> dict[str, str]:
+    """The gateway's environment for the suite: the fake (or a closed port), short
+    timings, and a state database of its own (never the operator's default one)."""
     environment = {
         **fake.environment(),
+        "LLMGATEWAY_DB": str(state_dir / "state.db"),
         "LLMGATEWAY_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT),
         "LLMGATEWAY_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
         "LLMGATEWAY_FIRST_BYTE_TIMEOUT": str(FIRST_BYTE_TIMEOUT),
@@ -77,17 +81,18 @@ def suite_environment(fake: FakeUpstream, refused_base_url: str | None = None) -
     return environment
 
 
-def suite_settings(fake: FakeUpstream, refused_base_url: str | None = None) -> Settings:
+def suite_settings(
+    fake: FakeUpstream, state_dir: Path, refused_base_url: str | None = None
+) -> Settings:
     """Settings as an operator would give them: the environment above, and the
-    fallback chains in a config file."""
+    fallback chains in a config file (written to `state_dir`)."""
     # TOML strings and arrays of them are written as in JSON.
     chains = "".join(
         f"{json.dumps(name)} = {json.dumps(targets)}\n" for name, targets in ALIASES.items()
     )
-    with tempfile.TemporaryDirectory(prefix="llmgateway-faults-") as directory:
-        config = Path(directory, "llmgateway.toml")
-        config.write_text(f"[aliases]\n{chains}", encoding="utf-8")
-        return Settings.load(suite_environment(fake, refused_base_url), config)
+    config = state_dir / "llmgateway.toml"
+    config.write_text(f"[aliases]\n{chains}", encoding="utf-8")
+    return Settings.load(suite_environment(fake, state_dir, refused_base_url), config)
 
 
 @contextlib.contextmanager
@@ -157,7 +162,9 @@ async def run_fault(fault: Fault, fake: FakeUpstream) -> Outcome:
     """Call the gateway once as `fault` says, against `fake`, and judge the result."""
     with contextlib.ExitStack() as stack:
         refused = stack.enter_context(refusing_base_url()) if fault.upstream == "refused" else None
-        settings = suite_settings(fake, refused)
+        # Outlives the gateway: its config file and state database live here.
+        state_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="llmgateway-faults-"))
+        settings = suite_settings(fake, Path(state_dir), refused)
         gateway = await start_gateway(settings, address="127.0.0.1:0")
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
