@@ -46,7 +46,8 @@ FAKE_RETRY_AFTER = 7.0
 
 # The caller's gRPC deadline, unless a row sets its own.
 CALLER_DEADLINE = 10.0
-SHORT_CALLER_DEADLINE = 0.5
+# Shorter than every gateway timeout above, so the caller's deadline is what ends a hang.
+SHORT_CALLER_DEADLINE = 0.2
 # Bound for a failure the upstream states at once: retries and their backoff
 # (at most 0.02 s each in the suite) included.
 PROMPTLY = 1.0
@@ -390,7 +391,7 @@ FAULTS: list[Fault] = [
     # ...and the caller's own deadline bounds it when that comes first.
     *_both(
         Fault(
-            "hang, caller deadline 0.5 s",
+            f"hang, caller deadline {SHORT_CALLER_DEADLINE:g} s",
             OR + "hang",
             S.DEADLINE_EXCEEDED,
             None,
