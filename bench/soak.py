@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from bench import processes as procs
 from bench.__main__ import describe_machine
-from bench.soak_traffic import Traffic
+from bench.soak_traffic import SCENARIOS, Traffic
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -56,6 +56,10 @@ CHUNK_DELAY = 0.005
 # Descriptors other than upstream connections that may differ between the two
 # measurements without a leak: see docs/performance.md ("Soak").
 FD_SLACK = 2
+# Frames tracemalloc keeps per allocation with --trace-memory: enough to see
+# who, above the library that allocated, holds on.
+TRACE_FRAMES = 12
+SHOWN_FRAMES = 6
 # ERROR entries of the gateway's log that are known and reported, not a leak:
 # listed and counted, but they do not fail the soak.
 KNOWN_LOG_ERRORS = {
@@ -95,6 +99,8 @@ class Sample:
     tasks: int
     objects: int = 0
     types: dict[str, int] = field(default_factory=dict)
+    blocks: int = 0  # blocks Python's allocator holds
+    traced_mb: float | None = None  # the Python heap, when tracemalloc traces
 
     @property
     def other_fds(self) -> int:
@@ -183,6 +189,8 @@ def measure(probe: GatewayProbe, fake_port: int, *, census: bool) -> Sample:
         tasks=int(reply["tasks"]),
         objects=int(reply.get("objects", 0)),
         types=dict(reply.get("types", {})),
+        blocks=int(reply.get("blocks", 0)),
+        traced_mb=reply.get("traced_mb"),
     )
 
 
@@ -213,18 +221,27 @@ class Run:
     traffic: Traffic
     warmup: float
     settled: tuple[float, float]
+    # With --trace-memory: where the Python heap grew most between start and end.
+    growth: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def drive(probe: GatewayProbe, fake_port: int, profile: Profile, seed: int) -> Run:
+async def drive(
+    probe: GatewayProbe,
+    fake_port: int,
+    profile: Profile,
+    traffic: Traffic,
+    *,
+    trace: bool,
+) -> Run:
     """Idle measurement, warm-up, start measurement, the soak, end measurement."""
-    address = f"127.0.0.1:{probe.port}"
-    traffic = Traffic(address, profile.callers, seed)
     idle = await asyncio.to_thread(measure, probe, fake_port, census=True)
     warmup = max(0.1 * profile.duration, min(5.0, 0.25 * profile.duration))
     say(f"warm-up: {warmup:.0f} s of traffic from {profile.callers} callers")
     await traffic.run(warmup)
     start, settled_start = await settle(probe, fake_port, idle.tasks, profile.settle_max)
     say(f"start measured (settled in {settled_start:.1f} s): {_brief(start)}")
+    if trace:
+        await asyncio.to_thread(probe.ask, "mark")
     soak_for = profile.duration - warmup
     interval = min(30.0, max(2.0, soak_for / 10))
     say(f"soak: {soak_for:.0f} s; a line every {interval:.0f} s")
@@ -253,13 +270,15 @@ async def drive(probe: GatewayProbe, fake_port: int, profile: Profile, seed: int
             await watcher
     end, settled_end = await settle(probe, fake_port, start.tasks, profile.settle_max)
     say(f"end measured (settled in {settled_end:.1f} s): {_brief(end)}")
-    return Run(idle, start, end, traffic, warmup, (settled_start, settled_end))
+    growth = (await asyncio.to_thread(probe.ask, "growth"))["growth"] if trace else []
+    return Run(idle, start, end, traffic, warmup, (settled_start, settled_end), growth)
 
 
 def _brief(sample: Sample) -> str:
     return (
         f"RSS {sample.rss_mb:.1f} MB, fds {sample.fds} (upstream {sample.upstream}), "
-        f"tasks {sample.tasks}, fake's connections {sample.fake_connections}"
+        f"tasks {sample.tasks}, blocks {sample.blocks / 1000:.0f}k, "
+        f"fake's connections {sample.fake_connections}"
     )
 
 
@@ -306,11 +325,15 @@ def judge(run: Run, profile: Profile, log: GatewayLog, exit_code: int | None) ->
         end.upstream_close_wait == 0,
         f"no upstream connection left half-closed (CLOSE_WAIT): {end.upstream_close_wait}",
     )
-    rss_limit = max(profile.rss_slack_mb, profile.rss_slack_fraction * start.rss_mb)
+    # Under tracemalloc, RSS holds tracemalloc's own records: judge the heap it traces.
+    memory, first, last = "RSS", start.rss_mb, end.rss_mb
+    if start.traced_mb is not None and end.traced_mb is not None:
+        memory, first, last = "Python heap (tracemalloc)", start.traced_mb, end.traced_mb
+    limit = max(profile.rss_slack_mb, profile.rss_slack_fraction * first)
     verdict.check(
-        end.rss_mb - start.rss_mb <= rss_limit,
-        f"RSS growth within {rss_limit:.1f} MB (the larger of {profile.rss_slack_mb:.0f} MB and "
-        f"{profile.rss_slack_fraction:.0%}): {end.rss_mb - start.rss_mb:+.1f} MB",
+        last - first <= limit,
+        f"{memory} growth within {limit:.1f} MB (the larger of {profile.rss_slack_mb:.0f} MB and "
+        f"{profile.rss_slack_fraction:.0%}): {last - first:+.1f} MB",
     )
     unexpected = run.traffic.tally.unexpected
     verdict.check(unexpected == 0, f"no unexpected outcome: {unexpected}")
@@ -326,41 +349,67 @@ def judge(run: Run, profile: Profile, log: GatewayLog, exit_code: int | None) ->
     return verdict
 
 
-def report(run: Run, verdict: Verdict, log: GatewayLog, started: float) -> None:
-    """The figures, on stdout."""
+def figures(run: Run) -> list[str]:
+    """The table of idle, start and end measurements."""
     start, end = run.start, run.end
-    rows = [
+    rows: list[tuple[str, float, float, float, str]] = [
         ("RSS MB", run.idle.rss_mb, start.rss_mb, end.rss_mb, "{:.1f}"),
-        ("open fds", run.idle.fds, start.fds, end.fds, "{:d}"),
-        ("  upstream connections", run.idle.upstream, start.upstream, end.upstream, "{:d}"),
-        ("  other fds", run.idle.other_fds, start.other_fds, end.other_fds, "{:d}"),
-        ("asyncio tasks", run.idle.tasks, start.tasks, end.tasks, "{:d}"),
-        ("Python objects", run.idle.objects, start.objects, end.objects, "{:d}"),
+        ("open fds", run.idle.fds, start.fds, end.fds, "{:.0f}"),
+        ("  upstream connections", run.idle.upstream, start.upstream, end.upstream, "{:.0f}"),
+        ("  other fds", run.idle.other_fds, start.other_fds, end.other_fds, "{:.0f}"),
+        ("asyncio tasks", run.idle.tasks, start.tasks, end.tasks, "{:.0f}"),
+        ("Python objects (tracked by gc)", run.idle.objects, start.objects, end.objects, "{:.0f}"),
+        ("Python allocator blocks", run.idle.blocks, start.blocks, end.blocks, "{:.0f}"),
         (
             "fake upstream's open connections",
             run.idle.fake_connections,
             start.fake_connections,
             end.fake_connections,
-            "{:d}",
+            "{:.0f}",
         ),
     ]
-    print(f"\n{'gateway process':<34}{'idle':>10}{'start':>10}{'end':>10}{'change':>10}")
+    if run.idle.traced_mb is not None and start.traced_mb is not None and end.traced_mb:
+        rows.append(
+            (
+                "Python heap MB (tracemalloc)",
+                run.idle.traced_mb,
+                start.traced_mb,
+                end.traced_mb,
+                "{:.1f}",
+            )
+        )
+    lines = [f"{'gateway process':<34}{'idle':>10}{'start':>10}{'end':>10}{'change':>10}"]
     for name, idle, first, last, form in rows:
         change = form.replace("{:", "{:+").format(last - first)
-        print(
+        lines.append(
             f"{name:<34}{form.format(idle):>10}{form.format(first):>10}"
             f"{form.format(last):>10}{change:>10}"
         )
+    return lines
+
+
+def report(run: Run, verdict: Verdict, log: GatewayLog, started: float) -> None:
+    """The figures, on stdout."""
+    print()
+    for line in figures(run):
+        print(line)
     print(
         "\nidle: before any traffic; start: after the warm-up "
         f"({run.warmup:.0f} s of traffic) and {run.settled[0]:.1f} s of settling; "
         f"end: after the soak and {run.settled[1]:.1f} s of settling."
     )
-    grown = sorted(((n - start.types.get(t, 0), t) for t, n in end.types.items()), reverse=True)[:5]
+    start, end = run.start, run.end
+    grown = sorted(((n - start.types.get(t, 0), t) for t, n in end.types.items()), reverse=True)
     print(
         "object types that grew most (start -> end): "
-        + (", ".join(f"{t} {n:+d}" for n, t in grown if n > 0) or "none")
+        + (", ".join(f"{t} {n:+d}" for n, t in grown[:5] if n > 0) or "none")
     )
+    if run.growth:
+        print("where the Python heap grew most (start -> end, tracemalloc):")
+        for place in run.growth:
+            print(f"  {place['kb']:+9.1f} KiB {place['blocks']:+7d} blocks  {place['where'][-1]}")
+            for frame in list(reversed(place["where"][:-1]))[:SHOWN_FRAMES]:
+                print(f"  {'':>30}{frame}")
     tally = run.traffic.tally
     print()
     for line in tally.table():
@@ -406,16 +455,17 @@ class GatewayLog:
 
 
 @contextlib.contextmanager
-def started_gateway(fake_port: int, out: Path) -> Iterator[GatewayProbe]:
+def started_gateway(fake_port: int, out: Path, *, trace: bool) -> Iterator[GatewayProbe]:
     """The fake upstream and the gateway under soak, each its own process."""
     env = {**procs.fake_environment(fake_port), **SOAK_SETTINGS}
+    tracing = ["-X", f"tracemalloc={TRACE_FRAMES}"] if trace else []
     with (
         procs.running(
             procs.fake_upstream_command(fake_port, STREAM_CHUNKS, CHUNK_DELAY),
             log=out / "fake_upstream.log",
         ) as fake,
         procs.running(
-            [sys.executable, "-m", "bench.soak_gateway"],
+            [sys.executable, *tracing, "-m", "bench.soak_gateway"],
             env=env,
             log=out / "gateway.log",
             piped=True,
@@ -446,7 +496,23 @@ def main() -> int:
     )
     parser.add_argument("--callers", type=int, help="concurrent callers (default 48)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the traffic mix")
+    parser.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="run the gateway under tracemalloc and show where its Python heap grew (slower; "
+        "RSS and allocator blocks then include tracemalloc's own, so judge the heap figure)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="KIND",
+        choices=list(dict.fromkeys(s.kind for s in SCENARIOS)),
+        help="run only this kind of call (repeatable; the kinds are the rows of the calls "
+        "table: 'unary', 'stream', 'stream, caller leaves', ...), to find which traffic makes "
+        "something grow",
+    )
     args = parser.parse_args()
+    scenarios = [s for s in SCENARIOS if not args.only or s.kind in args.only]
     profile = dataclasses.replace(
         SMOKE if args.smoke else FULL,
         **{name: value for name in ("duration", "callers") if (value := getattr(args, name))},
@@ -454,14 +520,17 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     machine = describe_machine()
     print(
-        f"soak: {profile.duration:.0f} s, {profile.callers} callers, seed {args.seed}; "
+        f"soak: {profile.duration:.0f} s, {profile.callers} callers, seed {args.seed}"
+        + (f", only {' / '.join(args.only)}" if args.only else "")
+        + "; "
         f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
         f"Python {machine['python']}, {machine['date']}"
     )
     started = time.monotonic()
     fake_port = procs.free_port()
-    with started_gateway(fake_port, args.out) as probe:
-        run = asyncio.run(drive(probe, fake_port, profile, args.seed))
+    with started_gateway(fake_port, args.out, trace=args.trace_memory) as probe:
+        traffic = Traffic(f"127.0.0.1:{probe.port}", profile.callers, args.seed, scenarios)
+        run = asyncio.run(drive(probe, fake_port, profile, traffic, trace=args.trace_memory))
         exit_code = probe.close()
     log = GatewayLog.read(args.out / "gateway.log")
     verdict = judge(run, profile, log, exit_code)
