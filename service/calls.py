@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmgateway.v1 import completion_pb2 as common
 
+from service import logs
 from service.access import Access, check_model
 from service.errors import GatewayError, reason_name
 from service.observe import CallObserver, CallRecord
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from service.routing import Plan
     from service.state.keys import CallerKey
     from service.state.limits import Limiter, Reservation
+    from service.tracing import CallTrace, Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ class CallScope:
     reservation: Reservation | None = None
     admitted: bool = False
     _observers: Sequence[CallObserver] = field(default=())
+    # The call's span, when tracing is on.
+    trace: CallTrace | None = None
 
     def first_output(self) -> None:
         """The first content reached the caller."""
@@ -94,6 +98,9 @@ class CallScope:
 class Calls:
     """Opens and closes call scopes."""
 
+    # Set by start_gateway when tracing is on (service/tracing.py).
+    tracing: Tracing | None = None
+
     def __init__(
         self,
         access: Access,
@@ -116,12 +123,16 @@ class Calls:
             requested_model=model[:256],
             started_at=time.time(),
         )
+        # Every log line of this call (this task) carries its request id.
+        logs.REQUEST_ID.set(record.request_id)
         return CallScope(record, time.monotonic(), _observers=self._observers)
 
     async def authenticate(
         self, scope: CallScope, metadata: Iterable[tuple[str, str | bytes]]
     ) -> None:
         """Find the caller's key, or raise UNAUTHENTICATED."""
+        if self.tracing is not None:
+            scope.trace = self.tracing.start_call(scope.record, metadata)
         key = await self._access.authenticate(metadata)
         scope.key = key
         if key is not None:
@@ -136,6 +147,8 @@ class Calls:
             tokens, cost = self.estimate(request, plan)
             scope.reservation = await self._limiter.reserve(key, tokens, cost)
         scope.admitted = True
+        if scope.trace is not None:
+            scope.trace.request(request)
         for observer in self._observers:
             observer.call_started(scope.record)
 
@@ -188,6 +201,11 @@ class Calls:
                 observer.call_finished(record)
             except Exception:
                 logger.exception("a call observer failed")
+        if scope.trace is not None:
+            scope.trace.finish(record)
+        elif self.tracing is not None:
+            # Ended before authentication began (the caller left at once).
+            self.tracing.start_call(record, ()).finish(record)
 
     async def _settle(self, reservation: Reservation, record: CallRecord) -> None:
         assert self._limiter is not None  # noqa: S101  # only scheduled with a limiter

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -35,6 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     # Set by the parent of several workers; not for direct use.
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="log lines as text or one JSON object each (default: LLMGATEWAY_LOG_FORMAT, "
+        "else text)",
+    )
+    serve.add_argument(
+        "--metrics-address",
+        help="HOST:PORT serving Prometheus metrics at /metrics (default: "
+        "LLMGATEWAY_METRICS_ADDRESS, else none)",
+    )
 
     demo = commands.add_parser(
         "demo", help="start a fake upstream and the gateway, then stream a completion"
@@ -69,12 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     if args.command in ("keys", "usage"):
         return admin_cli.run(args)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-    )
-    # httpx logs every request URL at INFO; that is noise at our INFO level.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from service import logs
+
     try:
         if args.command == "serve":
             settings = Settings.load(os.environ, args.config)
@@ -86,13 +92,22 @@ def main(argv: list[str] | None = None) -> int:
                 settings = Settings.load(os.environ, args.config)
                 if args.address:
                     settings = _with_address(settings, args.address)
+            settings = _with_observability(settings, args)
+            logs.configure(args.log_level, settings.log_format)
             workers = args.workers if args.workers is not None else _workers_from_env()
             if workers < 1:
                 raise ConfigError(f"--workers must be 1 or more, got {workers}")
             if workers > 1:
                 from service.workers import run_workers
 
-                return run_workers(settings.address, workers, args.config, args.log_level)
+                return run_workers(
+                    settings.address,
+                    workers,
+                    args.config,
+                    args.log_level,
+                    log_format=settings.log_format,
+                    metrics_address=settings.metrics_address,
+                )
             if args.reuse_port:
                 from service.workers import die_with_parent
 
@@ -103,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
             asyncio.run(_serve(settings, reuse_port=args.reuse_port))
             return 0
+        logs.configure(args.log_level)
         from service.demo import run_demo
 
         models = args.model or ["zai/glm-4.7", "openrouter/openai/gpt-4o-mini"]
@@ -119,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 async def _serve(settings: Settings, *, reuse_port: bool) -> None:
     from service.server import serve
 
-    await serve(settings, reuse_port=reuse_port)
+    # A worker of several leaves /metrics to its parent, which sums them all.
+    await serve(settings, reuse_port=reuse_port, serve_metrics=not reuse_port)
 
 
 def _workers_from_env() -> int:
@@ -138,6 +155,20 @@ def _with_address(settings: Settings, address: str) -> Settings:
     import dataclasses
 
     return dataclasses.replace(settings, address=address)
+
+
+def _with_observability(settings: Settings, args: argparse.Namespace) -> Settings:
+    """`settings` with --log-format and --metrics-address, when given."""
+    import dataclasses
+
+    from service.config import metrics_address
+
+    if args.log_format:
+        settings = dataclasses.replace(settings, log_format=args.log_format)
+    if args.metrics_address is not None:
+        address = metrics_address(args.metrics_address)
+        settings = dataclasses.replace(settings, metrics_address=address)
+    return settings
 
 
 if __name__ == "__main__":

@@ -179,6 +179,12 @@ class Settings:
     prices: Mapping[str, PriceOverride] = field(default_factory=dict)
     # None: the listener is plaintext.
     tls: TlsSettings | None = None
+    # HOST:PORT serving Prometheus metrics at /metrics; None: no metrics.
+    metrics_address: str | None = None
+    # OpenTelemetry tracing: "off", "otlp" (OTEL_EXPORTER_OTLP_* configure it) or "console".
+    tracing: str = "off"
+    # Log lines: "text" or "json" (one object per line).
+    log_format: str = "text"
 
     @classmethod
     def load(cls, environ: Mapping[str, str], config_file: Path | None = None) -> Settings:
@@ -366,6 +372,20 @@ class Settings:
                 tls_path("LLMGATEWAY_TLS_KEY", "key_file"),
                 tls_path("LLMGATEWAY_TLS_CLIENT_CA", "client_ca_file"),
             ),
+            metrics_address=metrics_address(
+                pick("LLMGATEWAY_METRICS_ADDRESS", server, "metrics_address", "")
+            ),
+            tracing=_choice(
+                pick("LLMGATEWAY_TRACING", server, "tracing", "off"),
+                "LLMGATEWAY_TRACING ([server] tracing)",
+                ("off", "otlp", "console"),
+                aliases={"": "off", "none": "off", "false": "off", "0": "off"},
+            ),
+            log_format=_choice(
+                pick("LLMGATEWAY_LOG_FORMAT", server, "log_format", "text"),
+                "LLMGATEWAY_LOG_FORMAT ([server] log_format)",
+                ("text", "json"),
+            ),
         )
 
 
@@ -466,6 +486,30 @@ def _encrypted_key(key: Path) -> ConfigError:
         f"{_TLS_KEY}: {key} is encrypted, and gRPC cannot take a passphrase; store it "
         f"unencrypted (`openssl pkey -in {key} -out key.pem`), readable only by the gateway"
     )
+
+
+def metrics_address(value: str) -> str | None:
+    """A metrics listen address (HOST:PORT, [V6]:PORT or :PORT), or None when empty."""
+    value = value.strip()
+    if not value:
+        return None
+    _, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"LLMGATEWAY_METRICS_ADDRESS ([server] metrics_address, --metrics-address) must be "
+            f"HOST:PORT, got {value!r}"
+        )
+    return value
+
+
+def _choice(
+    value: str, setting: str, choices: tuple[str, ...], aliases: Mapping[str, str] | None = None
+) -> str:
+    value = value.strip().lower()
+    value = (aliases or {}).get(value, value)
+    if value not in choices:
+        raise ConfigError(f"{setting} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def _db_location(value: object, environ: Mapping[str, str]) -> str:

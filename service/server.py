@@ -23,20 +23,25 @@ from service.catalog import Catalog
 from service.config import ConfigError
 from service.dispatch import Dispatcher
 from service.health import ProviderHealth
+from service.logs import AccessLog
 from service.pricing import PriceBook
 from service.providers.openrouter import OpenRouterProvider
 from service.providers.zai import ZaiProvider
 from service.routing import Router
 from service.servicer import CompletionServicer
 from service.state.runtime import State, open_state
+from service.tracing import Tracing
 from service.usage import UsageReader
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import httpx
+    from opentelemetry.trace import TracerProvider
 
     from service.config import Settings, TlsSettings
+    from service.metrics import GatewayMetrics, MetricsServer
+    from service.observe import CallObserver
     from service.providers.core import OpenAICompatibleProvider
 
 logger = logging.getLogger(__name__)
@@ -58,6 +63,10 @@ class Gateway:
     providers: dict[common.Provider.ValueType, OpenAICompatibleProvider]
     calls: Calls
     state: State | None = None
+    # Prometheus metrics (with --metrics-address), and their listener unless
+    # the parent of several workers serves them.
+    metrics: GatewayMetrics | None = None
+    metrics_server: MetricsServer | None = None
 
     async def stop(self, grace: float | None, delay: float = 0.0) -> None:
         """Drain: report NOT_SERVING, wait `delay`, refuse new calls, let in-flight
@@ -70,6 +79,8 @@ class Gateway:
         await self.calls.aclose()
         if self.state is not None:
             await self.state.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
 
 
 async def start_gateway(
@@ -78,8 +89,12 @@ async def start_gateway(
     address: str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     reuse_port: bool = False,
+    serve_metrics: bool = True,
+    tracer_provider: TracerProvider | None = None,
 ) -> Gateway:
-    """Bind, start and report SERVING. `transport` is a test seam for httpx."""
+    """Bind, start and report SERVING. `transport` is a test seam for httpx;
+    `serve_metrics=False` collects metrics without listening (a worker whose
+    parent serves them); `tracer_provider` (tests) turns tracing on."""
     router = Router(settings.aliases)
     openrouter = OpenRouterProvider(
         settings.openrouter,
@@ -125,12 +140,21 @@ async def start_gateway(
     )
     catalog = Catalog(router.aliases, openrouter, zai)
     state = await open_state(settings)
+    # Beyond the ledger: the metrics when asked for, the access log always.
+    watching: list[CallObserver] = [AccessLog()]
+    metrics: GatewayMetrics | None = None
+    if settings.metrics_address is not None:
+        from service.metrics import GatewayMetrics
+
+        metrics = GatewayMetrics()
+        watching.insert(0, metrics)
     calls = Calls(
         Access(state.keys if state else None),
         state.limiter if state else None,
         PriceBook(settings.prices, catalog.openrouter_pricing),
-        observers=[state.ledger] if state else [],
+        observers=[*([state.ledger] if state else []), *watching],
     )
+    calls.tracing = Tracing.create(settings.tracing, tracer_provider)
     servicer = CompletionServicer(
         router,
         dispatcher,
@@ -152,6 +176,11 @@ async def start_gateway(
             port = server.add_secure_port(bind, _server_credentials(settings.tls))
     except RuntimeError as exc:
         raise ConfigError(f"cannot listen on {bind}: {exc}") from exc
+    metrics_server: MetricsServer | None = None
+    if metrics is not None and serve_metrics and settings.metrics_address is not None:
+        from service.metrics import MetricsServer
+
+        metrics_server = await MetricsServer.start(metrics.registry, settings.metrics_address)
     await server.start()
     for provider in providers.values():
         if provider.configured:
@@ -180,6 +209,13 @@ async def start_gateway(
             "that terminates TLS",
             bind,
         )
+    if metrics_server is not None:
+        logger.info(
+            "metrics at http://%s/metrics",
+            _display_address(settings.metrics_address or "", metrics_server.port),
+        )
+    if calls.tracing is not None:
+        logger.info("tracing on (%s)", settings.tracing)
     await _announce_access(state)
     return Gateway(
         server=server,
@@ -188,12 +224,16 @@ async def start_gateway(
         providers=providers,
         calls=calls,
         state=state,
+        metrics=metrics,
+        metrics_server=metrics_server,
     )
 
 
-async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
+async def serve(
+    settings: Settings, *, reuse_port: bool = False, serve_metrics: bool = True
+) -> None:
     """Run until SIGTERM or SIGINT, then drain within settings.shutdown_grace."""
-    gateway = await start_gateway(settings, reuse_port=reuse_port)
+    gateway = await start_gateway(settings, reuse_port=reuse_port, serve_metrics=serve_metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -4,6 +4,8 @@ Python runs one thread of code at a time, so one process uses one core. The
 parent starts N `llmgateway serve --workers 1 --reuse-port` children on the
 same address, lets the kernel spread connections among them, forwards
 SIGTERM/SIGINT so each drains, and exits non-zero if a worker dies on its own.
+With a metrics address the parent serves /metrics, summed over the workers
+(service/metrics.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from service.config import ConfigError
 if TYPE_CHECKING:
     from pathlib import Path
     from types import FrameType
+
+    from service.metrics import MultiprocessMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +54,38 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def run_workers(address: str, workers: int, config: Path | None, log_level: str) -> int:
+def run_workers(
+    address: str,
+    workers: int,
+    config: Path | None,
+    log_level: str,
+    *,
+    log_format: str = "text",
+    metrics_address: str | None = None,
+) -> int:
     """Run `workers` gateway processes on `address` until signalled; the exit code."""
     _check_port_is_free(address)
+    metrics = None
+    if metrics_address is not None:
+        from service.metrics import MultiprocessMetrics
+
+        metrics = MultiprocessMetrics(metrics_address)
+        logger.info("metrics of all workers at http://%s/metrics", metrics.display_address)
+    try:
+        return _run(address, workers, config, log_level, log_format, metrics)
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+def _run(
+    address: str,
+    workers: int,
+    config: Path | None,
+    log_level: str,
+    log_format: str,
+    metrics: MultiprocessMetrics | None,
+) -> int:
     command = [
         sys.executable,
         "-m",
@@ -65,10 +98,15 @@ def run_workers(address: str, workers: int, config: Path | None, log_level: str)
         "--reuse-port",
         "--log-level",
         log_level,
+        "--log-format",
+        log_format,
     ]
     if config is not None:
         command += ["--config", str(config)]
     env = {**os.environ, _PARENT_ENV: str(os.getpid())}
+    if metrics is not None:
+        command += ["--metrics-address", metrics.address]
+        env.update(metrics.worker_environment())
     children = [subprocess.Popen(command, env=env) for _ in range(workers)]  # noqa: S603  # our own CLI
     logger.info(
         "started %d workers on %s (pids %s)",
@@ -89,8 +127,14 @@ def run_workers(address: str, workers: int, config: Path | None, log_level: str)
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     failed = False
+    marked: set[int] = set()
     while any(child.poll() is None for child in children):
         died = [c for c in children if c.poll() is not None]
+        if metrics is not None:
+            for child in died:
+                if child.pid not in marked:
+                    metrics.worker_exited(child.pid)
+                    marked.add(child.pid)
         if died and not stopping:
             # A worker that exits on its own, even with 0, leaves the port
             # half-served: stop them all, loudly.

@@ -18,6 +18,7 @@ import orjson
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
+from service import tracing
 from service.errors import FieldViolation, GatewayError
 from service.providers import upstream_errors as ue
 from service.providers.aiohttp_transport import AiohttpTransport
@@ -175,19 +176,47 @@ class OpenAICompatibleProvider:
         self, request: AnyCompletionRequest, route: Route, deadline: float | None
     ) -> pb.CompleteResponse:
         """One non-streaming completion."""
+        url = self.url(request, route)
+        trace = tracing.upstream(self.provider_id, url, request, route.upstream_model, stream=False)
+        if trace is None:
+            return await self._complete(request, route, deadline, url, None)
+        async with trace:
+            answer = await self._complete(request, route, deadline, url, trace)
+            trace.answered(answer.model, answer.id, answer.native_finish_reason, answer.usage)
+            return answer
+
+    def stream(
+        self, request: AnyCompletionRequest, route: Route, deadline: float | None
+    ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
+        """Stream a completion. Closing the generator closes the upstream response."""
+        url = self.url(request, route)
+        trace = tracing.upstream(self.provider_id, url, request, route.upstream_model, stream=True)
+        events = self._stream(request, route, deadline, url, trace)
+        return events if trace is None else trace.wrap(events)
+
+    async def _complete(
+        self,
+        request: AnyCompletionRequest,
+        route: Route,
+        deadline: float | None,
+        url: str,
+        trace: tracing.UpstreamTrace | None,
+    ) -> pb.CompleteResponse:
         body = orjson.dumps(self.body(request, route, stream=False))
         budget = self._budget(self._timeouts.request, deadline)
         try:
             async with asyncio.timeout(budget):
                 with self._transport_errors(route):
                     response = await self._client.post(
-                        self.url(request, route),
+                        url,
                         content=body,
                         headers=self._headers(),
                         timeout=self._httpx_timeout(budget, budget),
                     )
         except TimeoutError:
             raise self._timeout_error(route, budget) from None
+        if trace is not None:
+            trace.http_status(response.status_code)
         if response.status_code != 200:
             raise self._http_error(response.status_code, response.content, response.headers, route)
         try:
@@ -199,10 +228,14 @@ class OpenAICompatibleProvider:
         with self._parse_errors(route):
             return self._completion_from_json(payload, route, self.include_reasoning(request))
 
-    async def stream(
-        self, request: AnyCompletionRequest, route: Route, deadline: float | None
+    async def _stream(
+        self,
+        request: AnyCompletionRequest,
+        route: Route,
+        deadline: float | None,
+        url: str,
+        trace: tracing.UpstreamTrace | None,
     ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
-        """Stream a completion. Closing the generator closes the upstream response."""
         body = orjson.dumps(self.body(request, route, stream=True))
         budget = self._budget(self._timeouts.stream_total, deadline)
         first_byte = self._budget(self._timeouts.first_byte, deadline)
@@ -211,7 +244,7 @@ class OpenAICompatibleProvider:
         first_byte_at = loop.time() + first_byte
         http_request = self._client.build_request(
             "POST",
-            self.url(request, route),
+            url,
             content=body,
             headers=self._headers(),
             timeout=self._httpx_timeout(budget, self._timeouts.stream_idle),
@@ -222,6 +255,8 @@ class OpenAICompatibleProvider:
                     response = await self._client.send(http_request, stream=True)
         except TimeoutError:
             raise self._first_byte_error(route, first_byte) from None
+        if trace is not None:
+            trace.http_status(response.status_code)
         handed_off = False
         try:
             if response.status_code != 200:
