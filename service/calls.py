@@ -24,14 +24,16 @@ from service.errors import GatewayError, reason_name
 from service.observe import CallObserver, CallRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
 
     import grpc
+    from llmgateway.v1 import completion_service_pb2 as pb
 
     from service.pricing import PriceBook
     from service.providers.wire import AnyCompletionRequest
     from service.routing import Plan
     from service.state.keys import CallerKey
+    from service.state.ledger import Ledger
     from service.state.limits import Limiter, Reservation
     from service.tracing import CallTrace, Tracing
 
@@ -68,22 +70,19 @@ class CallScope:
         if self.record.time_to_first_token is None:
             self.record.time_to_first_token = time.monotonic() - self.started
 
-    def answered(
-        self,
-        model: str,
-        provider: common.Provider.ValueType,
-        usage: common.Usage | None,
-        prices: PriceBook,
-    ) -> None:
+    def answered(self, answer: pb.CompleteResponse | pb.CompletionDone, prices: PriceBook) -> None:
         """The call's answer (or its final stream event) arrived; fills in a
-        Z.AI cost from the price table, on `usage` too, so the caller sees it."""
+        Z.AI cost from the price table, on the answer too, so the caller sees it."""
         record = self.record
-        record.served_model = model
-        record.provider = _PROVIDER_IDS.get(provider, "")
+        record.served_model = answer.model
+        record.provider = _PROVIDER_IDS.get(answer.provider, "")
+        record.generation_id = answer.id
+        provider = answer.provider
+        usage = answer.usage if answer.HasField("usage") else None
         if usage is None:
             return
         if not usage.HasField("cost_usd"):
-            price = prices.price(model) if provider == common.PROVIDER_ZAI else None
+            price = prices.price(answer.model) if provider == common.PROVIDER_ZAI else None
             if price is not None:
                 usage.cost_usd = price.cost(
                     usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
@@ -107,11 +106,17 @@ class Calls:
         limiter: Limiter | None,
         prices: PriceBook,
         observers: Sequence[CallObserver] = (),
+        *,
+        ledger: Ledger | None = None,
+        cost_lookup: Callable[[str], Awaitable[float | None]] | None = None,
     ) -> None:
         self._access = access
         self._limiter = limiter
         self.prices = prices
         self._observers = observers
+        self._ledger = ledger
+        # OpenRouter's generation record, for answers that came without a cost.
+        self._cost_lookup = cost_lookup
         # Settling runs after the call's reply; strong references keep it alive.
         self._settling: set[asyncio.Task[None]] = set()
 
@@ -192,8 +197,16 @@ class Calls:
             record.status = "DEADLINE_EXCEEDED" if expired else "CANCELLED"
         elif error is not None:
             record.status, record.reason = "INTERNAL", "INTERNAL"
-        if scope.reservation is not None and self._limiter is not None:
-            task = asyncio.get_running_loop().create_task(self._settle(scope.reservation, record))
+        needs_cost = (
+            record.cost_usd is None
+            and record.provider == "openrouter"
+            and record.generation_id.startswith("gen-")
+            and self._cost_lookup is not None
+        )
+        if needs_cost or (scope.reservation is not None and self._limiter is not None):
+            task = asyncio.get_running_loop().create_task(
+                self._after(scope.reservation, record, needs_cost=needs_cost)
+            )
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
         for observer in self._observers:
@@ -207,18 +220,33 @@ class Calls:
             # Ended before authentication began (the caller left at once).
             self.tracing.start_call(record, ()).finish(record)
 
-    async def _settle(self, reservation: Reservation, record: CallRecord) -> None:
-        assert self._limiter is not None  # noqa: S101  # only scheduled with a limiter
+    async def _after(
+        self, reservation: Reservation | None, record: CallRecord, *, needs_cost: bool
+    ) -> None:
+        """After the reply: find a missing cost, then settle the reservation."""
         try:
-            await self._limiter.settle(
-                reservation,
-                record.prompt_tokens + record.completion_tokens,
-                record.cost_usd or 0.0,
-            )
+            if needs_cost and self._cost_lookup is not None:
+                cost = await self._cost_lookup(record.generation_id)
+                if cost is not None:
+                    record.cost_usd = cost
+                    if self._ledger is not None:
+                        await self._ledger.amend_cost(record.request_id, cost)
+                else:
+                    logger.warning(
+                        "no cost for generation %s: OpenRouter reported none inline and its "
+                        "generation record did not appear",
+                        record.generation_id,
+                    )
+            if reservation is not None and self._limiter is not None:
+                await self._limiter.settle(
+                    reservation,
+                    record.prompt_tokens + record.completion_tokens,
+                    record.cost_usd or 0.0,
+                )
         except Exception:
-            logger.exception("settling reservation %d failed", reservation.id)
+            logger.exception("settling call %s failed", record.request_id)
 
     async def aclose(self) -> None:
-        """Wait for settlements still running."""
+        """Wait for settlements (and cost look-ups) still running."""
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)

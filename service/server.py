@@ -75,8 +75,9 @@ class Gateway:
         if delay:
             await asyncio.sleep(delay)
         await self.server.stop(grace)
-        await asyncio.gather(*(p.aclose() for p in self.providers.values()))
+        # Cost look-ups and settlements still running need the providers' clients.
         await self.calls.aclose()
+        await asyncio.gather(*(p.aclose() for p in self.providers.values()))
         if self.state is not None:
             await self.state.close()
         if self.metrics_server is not None:
@@ -153,6 +154,8 @@ async def start_gateway(
         state.limiter if state else None,
         PriceBook(settings.prices, catalog.openrouter_pricing),
         observers=[*([state.ledger] if state else []), *watching],
+        ledger=state.ledger if state else None,
+        cost_lookup=openrouter.generation_cost,
     )
     calls.tracing = Tracing.create(settings.tracing, tracer_provider)
     servicer = CompletionServicer(

@@ -12,7 +12,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
@@ -72,7 +71,7 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
                 request, plan, _deadline(context), scope.record
             )
             scope.first_output()
-            scope.answered(response.model, response.provider, _usage(response), self._calls.prices)
+            scope.answered(response, self._calls.prices)
             return response
         except GatewayError as error:
             failure = error
@@ -104,8 +103,7 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
             ) as events:
                 async for event in events:
                     if event.HasField("done"):
-                        done = event.done
-                        scope.answered(done.model, done.provider, _usage(done), self._calls.prices)
+                        scope.answered(event.done, self._calls.prices)
                     else:
                         scope.first_output()
                     yield event
@@ -172,10 +170,6 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         self._dispatcher.check(request, plan)
         await self._calls.admit(scope, request, plan)
         return plan
-
-
-def _usage(answer: pb.CompleteResponse | pb.CompletionDone) -> common.Usage | None:
-    return answer.usage if answer.HasField("usage") else None
 
 
 async def _send_request_id(context: _AnyContext, request_id: str) -> None:

@@ -14,6 +14,7 @@ from google.protobuf import timestamp_pb2
 from llmgateway.v1 import completion_service_pb2 as pb
 
 from service.cli import main
+from service.providers import openrouter
 from service.state.db import Database
 from service.state.keys import KeyStore
 from service.state.ledger import parse_since
@@ -103,6 +104,21 @@ async def test_every_call_is_recorded_however_it_ends(keyed, fake):
     assert rich_status(failed.value).info.metadata["requestId"] == rows[2]["request_id"]
     assert rows[3]["method"] == "StreamComplete"
     assert rows[3]["ttft_ms"] is not None  # an event reached the caller before it left
+
+
+async def test_a_missing_openrouter_cost_comes_from_the_generation_record(keyed, fake, monkeypatch):
+    monkeypatch.setattr(openrouter, "GENERATION_LOOKUP_DELAYS", (0.01, 0.05, 0.1))
+    async with gateway(keyed) as (stub, _):
+        response = await stub.Complete(
+            pb.CompleteRequest(model="openrouter/openai/fault-no-cost", messages=[user("hi")])
+        )
+    assert not response.usage.HasField("cost_usd")
+    (row,) = ledger_rows(keyed.db)
+    # The fake charges $1 per million prompt tokens and $2 per million completion.
+    expected = response.usage.prompt_tokens * 1e-6 + response.usage.completion_tokens * 2e-6
+    assert row["cost_usd"] == pytest.approx(expected)
+    # Its first look-up 404s, as OpenRouter's does right after a completion.
+    assert fake.generation_lookups[response.id] == 2
 
 
 async def test_get_usage_shows_a_key_its_own_calls_only(keyed, db_location):
