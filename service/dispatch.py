@@ -25,6 +25,7 @@ from service.config import CircuitSettings
 from service.errors import GatewayError, invalid_request, reason_name
 from service.observe import CallRecord
 from service.retry import RETRYABLE, RetryBudget, RetryPolicy, delay_before_retry
+from service.routing import gateway_model_name
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
@@ -52,6 +53,12 @@ class _Journey:
 
     def attempt_failed(self, provider: OpenAICompatibleProvider, error: GatewayError) -> None:
         self.record.upstream_errors.append((provider.provider_id, reason_name(error.reason)))
+
+    def trying(self, provider: OpenAICompatibleProvider, route: Route) -> None:
+        # What the record says until an answer names the model that served:
+        # a call cut short is still charged to the target it was on.
+        self.record.provider = provider.provider_id
+        self.record.served_model = gateway_model_name(route.provider, route.upstream_model)
 
     def served(self, index: int) -> None:
         self.record.attempts = self.attempts
@@ -141,6 +148,7 @@ class Dispatcher:
             has_next = index + 1 < len(plan.routes)
             try:
                 provider = self._provider_for(request, route)
+                journey.trying(provider, route)
                 with self._admitted(route):
                     response = await self._complete_on(
                         provider, request, route, deadline, journey, has_next=has_next
@@ -172,6 +180,7 @@ class Dispatcher:
             started = False
             try:
                 provider = self._provider_for(request, route)
+                journey.trying(provider, route)
                 endpoint = provider.served_endpoint(request, route)
                 with self._admitted(route):
                     async with contextlib.aclosing(

@@ -102,7 +102,7 @@ async def test_every_call_is_recorded_however_it_ends(keyed, fake):
 
     assert rows[2]["reason"] == "UPSTREAM_REJECTED_REQUEST"
     assert rich_status(failed.value).info.metadata["requestId"] == rows[2]["request_id"]
-    assert rows[3]["method"] == "StreamComplete"
+    assert (rows[3]["method"], rows[3]["provider"]) == ("StreamComplete", "openrouter")
     assert rows[3]["ttft_ms"] is not None  # an event reached the caller before it left
 
 

@@ -127,7 +127,8 @@ async def test_metrics_count_unary_streamed_failed_and_cancelled_calls(
     cancelled = {
         "method": "StreamComplete",
         "model": "zai/fault-slow",
-        "provider": "",
+        # The target it was on when the caller left.
+        "provider": "zai",
         "status": "CANCELLED",
     }
     samples = await until(port, lambda v: v == 1, "llmgateway_requests_total", **cancelled)
