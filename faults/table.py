@@ -401,16 +401,15 @@ FAULTS: list[Fault] = [
         )
     ),
     # -- size --------------------------------------------------------------------
-    # An answer bigger than gRPC's default 4 MiB message limit, in one body or one
-    # event. The gateway sets no limit on what it reads from an upstream: it
-    # buffers the whole answer and relays it, and the caller's own gRPC library
-    # refuses the message, so the status carries no ErrorInfo (reason None).
+    # An answer bigger than the gateway accepts (LLMGATEWAY_MAX_RESPONSE_BYTES,
+    # 4 MiB by default), in one body or one event: the gateway stops reading at
+    # the limit and says so, rather than buffering whatever the upstream sends.
     *_both(
         Fault(
             f"oversized answer ({OVERSIZED_BYTES // 2**20} MiB)",
             OR + "oversized",
             S.RESOURCE_EXHAUSTED,
-            None,
+            "UPSTREAM_RESPONSE_TOO_LARGE",
         )
     ),
     # -- fallback chains ---------------------------------------------------------

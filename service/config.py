@@ -167,6 +167,8 @@ class Settings:
     # balancers that poll health stop sending before the listener closes.
     shutdown_delay: float = 0.0
     max_request_bytes: int = 8 * 1024 * 1024
+    # The largest upstream answer (unary body, or one stream event) accepted.
+    max_response_bytes: int = 4 * 1024 * 1024
     max_connections_per_provider: int = 1000
     # Calls in flight per provider (and worker) before new ones are refused.
     max_concurrent_upstream: int = 1000
@@ -329,6 +331,13 @@ class Settings:
                 server,
                 "max_request_bytes",
                 8 * 1024 * 1024,
+            ),
+            max_response_bytes=_whole_number(
+                environ,
+                "LLMGATEWAY_MAX_RESPONSE_BYTES",
+                server,
+                "max_response_bytes",
+                4 * 1024 * 1024,
             ),
             retries=RetryPolicy(
                 max_attempts=_whole_number(

@@ -101,12 +101,14 @@ async def start_gateway(
         settings.openrouter,
         settings.timeouts,
         max_connections=settings.max_connections_per_provider,
+        max_response_bytes=settings.max_response_bytes,
         transport=transport,
     )
     zai = ZaiProvider(
         settings.zai,
         settings.timeouts,
         max_connections=settings.max_connections_per_provider,
+        max_response_bytes=settings.max_response_bytes,
         transport=transport,
     )
     providers: dict[common.Provider.ValueType, OpenAICompatibleProvider] = {

@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 # Error bodies are small; a provider that sends megabytes with a 4xx is not
 # worth buffering in full.
 _MAX_ERROR_BODY = 64 * 1024
+# The largest answer (unary body, or one stream event) the gateway accepts by
+# default: gRPC's default limit on a message a caller's channel receives, so
+# anything larger could not reach a default client anyway.
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 # How long to wait for the end of a body after [DONE] before dropping the connection.
 _DRAIN_TIMEOUT = 1.0
 
@@ -73,10 +77,12 @@ class OpenAICompatibleProvider:
         timeouts: Timeouts,
         *,
         max_connections: int = 1000,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._api_key = api_key
         self._timeouts = timeouts
+        self._max_response = max_response_bytes
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeouts.request, connect=timeouts.connect),
             limits=httpx.Limits(
@@ -204,23 +210,29 @@ class OpenAICompatibleProvider:
     ) -> pb.CompleteResponse:
         body = orjson.dumps(self.body(request, route, stream=False))
         budget = self._budget(self._timeouts.request, deadline)
+        http_request = self._client.build_request(
+            "POST",
+            url,
+            content=body,
+            headers=self._headers(),
+            timeout=self._httpx_timeout(budget, budget),
+        )
         try:
             async with asyncio.timeout(budget):
                 with self._transport_errors(route):
-                    response = await self._client.post(
-                        url,
-                        content=body,
-                        headers=self._headers(),
-                        timeout=self._httpx_timeout(budget, budget),
-                    )
+                    response = await self._client.send(http_request, stream=True)
+                    try:
+                        content = await self._read_bounded(response, route)
+                    finally:
+                        await response.aclose()
         except TimeoutError:
             raise self._timeout_error(route, budget) from None
         if trace is not None:
             trace.http_status(response.status_code)
         if response.status_code != 200:
-            raise self._http_error(response.status_code, response.content, response.headers, route)
+            raise self._http_error(response.status_code, content, response.headers, route)
         try:
-            payload = orjson.loads(response.content)
+            payload = orjson.loads(content)
         except orjson.JSONDecodeError:
             raise self.malformed("the response body is not JSON", route) from None
         if not isinstance(payload, dict):
@@ -288,6 +300,9 @@ class OpenAICompatibleProvider:
                         yield out
                     if assembler.done:
                         break
+                    if decoder.buffered > self._max_response:
+                        # One event that never ends would otherwise grow without bound.
+                        raise self._too_large(route, "one stream event")
                     if loop.time() > give_up_at:
                         # Keep-alive comments reset httpx's idle timer, so the
                         # whole stream needs a bound of its own.
@@ -406,6 +421,25 @@ class OpenAICompatibleProvider:
         return ue.local_error(
             pb.ERROR_REASON_UPSTREAM_TIMEOUT,
             f"{what} within {budget:.3g} s",
+            self.error_context(route),
+        )
+
+    async def _read_bounded(self, response: httpx.Response, route: Route) -> bytes:
+        """The whole body, or UPSTREAM_RESPONSE_TOO_LARGE past the limit: the
+        gateway's memory per call must not be the upstream's choice."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_response:
+                raise self._too_large(route, "the answer")
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _too_large(self, route: Route, what: str) -> GatewayError:
+        return ue.local_error(
+            pb.ERROR_REASON_UPSTREAM_RESPONSE_TOO_LARGE,
+            f"{what} passed {self._max_response} bytes",
             self.error_context(route),
         )
 

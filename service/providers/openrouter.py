@@ -10,7 +10,7 @@ import httpx
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
-from service.providers.core import OpenAICompatibleProvider
+from service.providers.core import DEFAULT_MAX_RESPONSE_BYTES, OpenAICompatibleProvider
 from service.providers.wire import AnyCompletionRequest, JSONObject, chat_body
 from service.routing import OPENROUTER_PREFIX
 
@@ -121,10 +121,15 @@ class OpenRouterProvider(OpenAICompatibleProvider):
         timeouts: Timeouts,
         *,
         max_connections: int = 1000,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(
-            settings.api_key, timeouts, max_connections=max_connections, transport=transport
+            settings.api_key,
+            timeouts,
+            max_connections=max_connections,
+            max_response_bytes=max_response_bytes,
+            transport=transport,
         )
         self.settings = settings
         self._chat_url = f"{settings.base_url}/chat/completions"

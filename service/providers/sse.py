@@ -105,6 +105,11 @@ class SSEDecoder:
         return events
 
     @property
+    def buffered(self) -> int:
+        """Bytes held for the event being received (its fields and unfinished line)."""
+        return len(self._pending) + sum(len(d) for d in self._data)
+
+    @property
     def has_partial_event(self) -> bool:
         """True when bytes or fields of an unfinished event are buffered."""
         return bool(self._pending or self._data)

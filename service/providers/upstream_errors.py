@@ -39,6 +39,7 @@ REASON_CODES: dict[Reason, grpc.StatusCode] = {
     pb.ERROR_REASON_UPSTREAM_DUPLICATE_REQUEST: grpc.StatusCode.ALREADY_EXISTS,
     # Raised by the gateway's circuit breaker (service/dispatch.py), not parsed.
     pb.ERROR_REASON_UPSTREAM_CIRCUIT_OPEN: grpc.StatusCode.UNAVAILABLE,
+    pb.ERROR_REASON_UPSTREAM_RESPONSE_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 # What the caller should read first, per reason; the provider's words follow.
@@ -63,6 +64,8 @@ _SUMMARIES: dict[Reason, str] = {
     pb.ERROR_REASON_UPSTREAM_DUPLICATE_REQUEST: "{p} is already processing a request with this id",
     pb.ERROR_REASON_UPSTREAM_CIRCUIT_OPEN: "{p} failed repeatedly just now and is skipped for "
     "a cool-down",
+    pb.ERROR_REASON_UPSTREAM_RESPONSE_TOO_LARGE: "{p}'s answer is larger than the gateway "
+    "accepts (LLMGATEWAY_MAX_RESPONSE_BYTES)",
 }
 
 _MAX_UPSTREAM_MESSAGE = 500

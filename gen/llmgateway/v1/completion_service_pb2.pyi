@@ -175,6 +175,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """PERMISSION_DENIED: GetUsage asked for another key's usage with a key
     that has no usage access to every key.
     """
+    ERROR_REASON_UPSTREAM_RESPONSE_TOO_LARGE: _ErrorReason.ValueType  # 28
+    """RESOURCE_EXHAUSTED: the upstream's answer (a unary body, or one stream
+    event) is larger than the gateway accepts
+    (LLMGATEWAY_MAX_RESPONSE_BYTES); the upstream may have billed it.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The `reason` values of the `google.rpc.ErrorInfo` the gateway sends with
@@ -300,6 +305,11 @@ period ends.
 ERROR_REASON_USAGE_NOT_ALLOWED: ErrorReason.ValueType  # 27
 """PERMISSION_DENIED: GetUsage asked for another key's usage with a key
 that has no usage access to every key.
+"""
+ERROR_REASON_UPSTREAM_RESPONSE_TOO_LARGE: ErrorReason.ValueType  # 28
+"""RESOURCE_EXHAUSTED: the upstream's answer (a unary body, or one stream
+event) is larger than the gateway accepts
+(LLMGATEWAY_MAX_RESPONSE_BYTES); the upstream may have billed it.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
