@@ -238,11 +238,13 @@ async def serve(
     settings: Settings, *, reuse_port: bool = False, serve_metrics: bool = True
 ) -> None:
     """Run until SIGTERM or SIGINT, then drain within settings.shutdown_grace."""
-    gateway = await start_gateway(settings, reuse_port=reuse_port, serve_metrics=serve_metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Before start-up, which opens the database and binds: a signal that
+    # arrives meanwhile still ends in a clean stop, not a killed process.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    gateway = await start_gateway(settings, reuse_port=reuse_port, serve_metrics=serve_metrics)
     await stop.wait()
     logger.info(
         "shutting down: NOT_SERVING now, refusing new calls in %.0f s, then draining in-flight "

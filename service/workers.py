@@ -115,6 +115,8 @@ def _run(
         ", ".join(str(c.pid) for c in children),
     )
     stopping = False
+    # Set when the operator asked for the stop (not when a dying worker did).
+    asked: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -124,8 +126,12 @@ def _run(
             if child.poll() is None:
                 child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        asked.append(signum)
+        forward(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     failed = False
     marked: set[int] = set()
     while any(child.poll() is None for child in children):
@@ -145,7 +151,10 @@ def _run(
             forward(signal.SIGTERM, None)
         time.sleep(_POLL_SECONDS)
     codes = [child.returncode for child in children]
-    if failed or any(codes):
+    # A worker still starting up when the operator's signal came has no handler
+    # yet and dies of it: that is the stop that was asked for, not a failure.
+    clean = {0, *(-signum for signum in asked)}
+    if failed or any(code not in clean for code in codes):
         logger.error("workers exited with codes %s", codes)
         return 1
     return 0
