@@ -16,11 +16,13 @@ from clients.channel import (
     credentials,
     deadline,
     stream_request,
+    usage_request,
 )
 from clients.errors import from_rpc_error
 from clients.streams import AsyncStream
 
 if TYPE_CHECKING:
+    import datetime
     from pathlib import Path
     from types import EllipsisType, TracebackType
 
@@ -104,6 +106,27 @@ class AsyncCompletionClient:
         try:
             return await self._stub.ListModels(
                 pb.ListModelsRequest(provider=provider),
+                timeout=self._deadline(timeout),
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+
+    async def get_usage(
+        self,
+        *,
+        since: datetime.datetime | None = None,
+        until: datetime.datetime | None = None,
+        by: str = "model",
+        key_id: str | None = None,
+        timeout: float | EllipsisType | None = ...,
+    ) -> pb.GetUsageResponse:
+        """Usage and cost the gateway recorded, grouped `by` "model", "key" or
+        "day" (default window: the 30 days before `until`). A key sees its own
+        calls unless it was issued with usage access to every key."""
+        try:
+            return await self._stub.GetUsage(
+                usage_request(since, until, by, key_id),
                 timeout=self._deadline(timeout),
                 metadata=self._metadata,
             )

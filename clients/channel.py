@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any
@@ -103,6 +104,31 @@ def stream_request(
 ) -> pb.StreamCompleteRequest:
     """A StreamCompleteRequest from the client's arguments."""
     return pb.StreamCompleteRequest(model=model, messages=to_messages(messages), **fields)
+
+
+_GROUPINGS = {
+    "model": pb.USAGE_GROUPING_MODEL,
+    "key": pb.USAGE_GROUPING_KEY,
+    "day": pb.USAGE_GROUPING_DAY,
+}
+
+
+def usage_request(
+    since: datetime.datetime | None,
+    until: datetime.datetime | None,
+    by: str,
+    key_id: str | None,
+) -> pb.GetUsageRequest:
+    """A GetUsageRequest; naive datetimes are taken as UTC."""
+    if by not in _GROUPINGS:
+        raise ValueError(f"by must be one of {sorted(_GROUPINGS)}, got {by!r}")
+    request = pb.GetUsageRequest(group_by=_GROUPINGS[by], key_id=key_id or "")
+    for field, moment in (("start_time", since), ("end_time", until)):
+        if moment is not None:
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=datetime.UTC)
+            getattr(request, field).FromDatetime(moment)
+    return request
 
 
 def deadline(default: float | None, timeout: float | EllipsisType | None) -> float | None:

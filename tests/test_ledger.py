@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
 import time
 from typing import TYPE_CHECKING
@@ -13,6 +14,8 @@ import pytest
 from google.protobuf import timestamp_pb2
 from llmgateway.v1 import completion_service_pb2 as pb
 
+from clients import AsyncCompletionClient, CompletionClient
+from clients.errors import InvalidRequestError
 from service.cli import main
 from service.providers import openrouter
 from service.state.db import Database
@@ -226,3 +229,26 @@ def test_since_accepts_durations_and_dates():
     assert parse_since("2026-11-01", now) == 1_793_491_200.0
     with pytest.raises(ValueError, match="--since"):
         parse_since("last week", now)
+
+
+async def test_the_python_clients_read_usage(keyed, db_location):
+    db = Database(db_location)
+    migrate(db)
+    _, key = KeyStore(db).create("alice")
+    db.close()
+    async with gateway(keyed) as (_, port):
+        target = f"127.0.0.1:{port}"
+        async with AsyncCompletionClient(target, api_key=key) as client:
+            await client.complete("zai/glm-4.7", "hi")
+            by_day = await client.get_usage(by="day", since=dt.datetime(2020, 1, 1))
+            with pytest.raises(InvalidRequestError):
+                await client.get_usage(since=dt.datetime(2030, 1, 2), until=dt.datetime(2030, 1, 1))
+
+        def blocking() -> pb.GetUsageResponse:
+            with CompletionClient(target, api_key=key) as sync_client:
+                return sync_client.get_usage(by="model")
+
+        by_model = await asyncio.to_thread(blocking)
+    today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    assert [(r.group, r.calls) for r in by_day.rows] == [(today, 1)]
+    assert [(r.group, r.calls) for r in by_model.rows] == [("zai/glm-4.7", 1)]
