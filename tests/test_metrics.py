@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 from typing import TYPE_CHECKING
 
 import grpc
@@ -21,12 +17,12 @@ from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import metrics as gateway_metrics
 from service.config import ConfigError, Settings
 from service.metrics import MAX_MODELS, MODEL_LABEL_CHARS, GatewayMetrics, split_address
 from service.observe import CallRecord
 from service.server import Gateway, start_gateway
 from tests.conftest import user
+from tests.test_server import _serving
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -328,37 +324,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextlib.asynccontextmanager
-async def _serving_workers(
-    fake: FakeUpstream, port: int, metrics_port: int
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    env = {**os.environ, **fake.environment(), "PYTHONUNBUFFERED": "1"}
-    env.pop(gateway_metrics.MULTIPROC_ENV, None)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.cli",
-        "serve",
-        "--address",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-        "--metrics-address",
-        f"127.0.0.1:{metrics_port}",
-        "--log-format",
-        "json",
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
 async def _log_entries(process: asyncio.subprocess.Process) -> AsyncIterator[dict[str, object]]:
     """The processes' JSON log lines, as they come."""
     assert process.stdout is not None
@@ -394,7 +359,16 @@ async def _access_lines(
 
 async def test_metrics_of_two_workers_are_summed_by_the_parent(fake: FakeUpstream) -> None:
     port, metrics_port = _free_port(), _free_port()
-    async with _serving_workers(fake, port, metrics_port) as process:
+    async with _serving(
+        fake,
+        port,
+        "--workers",
+        "2",
+        "--metrics-address",
+        f"127.0.0.1:{metrics_port}",
+        "--log-format",
+        "json",
+    ) as process:
         await _until_both_listen(process)
         served_by: dict[str, int] = {}
         calls = 0

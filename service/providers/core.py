@@ -210,13 +210,7 @@ class OpenAICompatibleProvider:
     ) -> pb.CompleteResponse:
         body = orjson.dumps(self.body(request, route, stream=False))
         budget = self._budget(self._timeouts.request, deadline)
-        http_request = self._client.build_request(
-            "POST",
-            url,
-            content=body,
-            headers=self._headers(),
-            timeout=self._httpx_timeout(budget, budget),
-        )
+        http_request = self._post(url, body, self._httpx_timeout(budget, budget))
         try:
             async with asyncio.timeout(budget):
                 with self._transport_errors(route):
@@ -254,12 +248,8 @@ class OpenAICompatibleProvider:
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + budget
         first_byte_at = loop.time() + first_byte
-        http_request = self._client.build_request(
-            "POST",
-            url,
-            content=body,
-            headers=self._headers(),
-            timeout=self._httpx_timeout(budget, self._timeouts.stream_idle),
+        http_request = self._post(
+            url, body, self._httpx_timeout(budget, self._timeouts.stream_idle)
         )
         try:
             async with asyncio.timeout_at(first_byte_at):
@@ -422,6 +412,11 @@ class OpenAICompatibleProvider:
             pb.ERROR_REASON_UPSTREAM_TIMEOUT,
             f"{what} within {budget:.3g} s",
             self.error_context(route),
+        )
+
+    def _post(self, url: str, body: bytes, timeout: httpx.Timeout) -> httpx.Request:
+        return self._client.build_request(
+            "POST", url, content=body, headers=self._headers(), timeout=timeout
         )
 
     async def _read_bounded(self, response: httpx.Response, route: Route) -> bytes:
