@@ -78,7 +78,7 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `keys ...` or `usage`; the exit status."""
-    from service.state.db import Database
+    from service.state.db import Database, StateUnavailableError
     from service.state.keys import KeyStoreError
     from service.state.schema import migrate
 
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             return _keys(db, args)
         finally:
             db.close()
-    except (ConfigError, KeyStoreError, ValueError) as exc:
+    except (ConfigError, KeyStoreError, StateUnavailableError, ValueError) as exc:
         print(f"llmgateway: {exc}", file=sys.stderr)
         return 2
 
@@ -153,13 +153,13 @@ def _usage(db: Database, args: argparse.Namespace) -> int:
     since = parse_since(args.since, now)
     until = parse_since(args.until, now) if args.until else now
     keys = {r.id: r for r in KeyStore(db).list()}
-    key_id = None
+    key_ids = None
     if args.key:
-        matches = [r.id for r in keys.values() if args.key in (r.id, r.name)]
-        if not matches:
+        # A name may have been reused after a revocation: every key that bore it.
+        key_ids = [r.id for r in keys.values() if args.key in (r.id, r.name)]
+        if not key_ids:
             raise ValueError(f"no key has the id or name {args.key!r}")
-        key_id = matches[-1]
-    rows = usage_sync(db, args.by, since, until, key_id)
+    rows = usage_sync(db, args.by, since, until, key_ids)
     if args.json:
         print(json.dumps([_usage_json(row, keys, args.by) for row in rows], indent=2))
         return 0

@@ -10,24 +10,26 @@ settles the reservation and hands the finished `CallRecord` to the observers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import grpc
 from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
 
 from service import logs
 from service.access import Access, check_model
 from service.errors import GatewayError, reason_name
 from service.observe import CallObserver, CallRecord
+from service.routing import OPENROUTER_PREFIX
+from service.state.db import StateUnavailableError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Sequence
-
-    import grpc
-    from llmgateway.v1 import completion_service_pb2 as pb
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
     from service.pricing import PriceBook
     from service.providers.wire import AnyCompletionRequest
@@ -45,6 +47,41 @@ DEFAULT_OUTPUT_ESTIMATE = 1024
 # reported cost afterwards).
 UNKNOWN_PRICE_RESERVATION_USD = 0.05
 _PROVIDER_IDS = {common.PROVIDER_OPENROUTER: "openrouter", common.PROVIDER_ZAI: "zai"}
+
+
+@contextlib.contextmanager
+def state_errors() -> Iterator[None]:
+    """A state database that cannot answer now is UNAVAILABLE to the caller
+    (worth a retry), not an INTERNAL error."""
+    try:
+        yield
+    except StateUnavailableError as exc:
+        logger.warning("%s", exc)
+        raise GatewayError(
+            grpc.StatusCode.UNAVAILABLE,
+            pb.ERROR_REASON_GATEWAY_STATE_UNAVAILABLE,
+            "the gateway's state database did not answer in time; retry shortly",
+            retry_after=1.0,
+        ) from None
+
+
+def settlement(record: CallRecord, reservation: Reservation) -> tuple[int, float]:
+    """Tokens and USD a finished call settles at. What it used, when known. A
+    call the upstream may bill but whose use stays unknown (cut short after
+    output began or while generating, or priced nowhere) keeps its estimate.
+    A call that never went upstream, or that the upstream refused before any
+    output, settles at nothing."""
+    billable = record.attempts > 0 and (
+        record.time_to_first_token is not None
+        or record.status in ("OK", "CANCELLED", "DEADLINE_EXCEEDED")
+    )
+    used = record.prompt_tokens + record.completion_tokens
+    tokens = used if used or not billable else reservation.tokens
+    if record.cost_usd is not None:
+        cost = record.cost_usd
+    else:
+        cost = reservation.cost_usd if billable else 0.0
+    return tokens, cost
 
 
 def new_request_id() -> str:
@@ -138,7 +175,8 @@ class Calls:
         """Find the caller's key, or raise UNAUTHENTICATED."""
         if self.tracing is not None:
             scope.trace = self.tracing.start_call(scope.record, metadata)
-        key = await self._access.authenticate(metadata)
+        with state_errors():
+            key = await self._access.authenticate(metadata)
         scope.key = key
         if key is not None:
             scope.record.key_id, scope.record.key_name = key.id, key.name
@@ -148,20 +186,46 @@ class Calls:
         raise the refusal."""
         key = scope.key
         check_model(key, request.model)
+        # OpenRouter's own fallback list can name other models: each must be allowed too.
+        for slug in request.openrouter.models:
+            check_model(key, OPENROUTER_PREFIX + slug)
         if key is not None and key.limited and self._limiter is not None:
             tokens, cost = self.estimate(request, plan)
-            scope.reservation = await self._limiter.reserve(key, tokens, cost)
+            with state_errors():
+                scope.reservation = await self._reserve(key, tokens, cost)
         scope.admitted = True
         if scope.trace is not None:
             scope.trace.request(request)
         for observer in self._observers:
             observer.call_started(scope.record)
 
+    async def _reserve(self, key: CallerKey, tokens: int, cost: float) -> Reservation:
+        """Reserve; if the call is cancelled meanwhile, the reservation may still
+        commit, so it is released (settled at nothing) once it has."""
+        assert self._limiter is not None  # noqa: S101  # admit() checked
+        limiter = self._limiter
+        pending = asyncio.ensure_future(limiter.reserve(key, tokens, cost))
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            pending.add_done_callback(self._release_if_reserved)
+            raise
+
+    def _release_if_reserved(self, pending: asyncio.Future[Reservation]) -> None:
+        if pending.cancelled() or pending.exception() is not None or self._limiter is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._limiter.settle(pending.result(), 0, 0.0)
+        )
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
     async def authenticate_only(
         self, metadata: Iterable[tuple[str, str | bytes]]
     ) -> CallerKey | None:
         """The caller's key (None when open), for calls that reserve nothing."""
-        return await self._access.authenticate(metadata)
+        with state_errors():
+            return await self._access.authenticate(metadata)
 
     def estimate(self, request: AnyCompletionRequest, plan: Plan) -> tuple[int, float]:
         """Tokens and USD to reserve: the prompt at ~4 bytes a token plus the
@@ -172,9 +236,11 @@ class Calls:
             if request.sampling.HasField("max_tokens")
             else DEFAULT_OUTPUT_ESTIMATE
         )
+        models = [route.target.split("@", 1)[0] for route in plan.routes]
+        models += [OPENROUTER_PREFIX + slug for slug in request.openrouter.models]
         costs = []
-        for route in plan.routes:
-            price = self.prices.price(route.target.split("@", 1)[0])
+        for model in models:
+            price = self.prices.price(model)
             costs.append(
                 UNKNOWN_PRICE_RESERVATION_USD if price is None else price.cost(prompt, output)
             )
@@ -237,12 +303,12 @@ class Calls:
                         "generation record did not appear",
                         record.generation_id,
                     )
-            if reservation is not None and self._limiter is not None:
-                await self._limiter.settle(
-                    reservation,
-                    record.prompt_tokens + record.completion_tokens,
-                    record.cost_usd or 0.0,
-                )
+        except Exception:
+            logger.exception("finding the cost of call %s failed", record.request_id)
+        if reservation is None or self._limiter is None:
+            return
+        try:
+            await self._limiter.settle(reservation, *settlement(record, reservation))
         except Exception:
             logger.exception("settling call %s failed", record.request_id)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -67,6 +68,7 @@ class Catalog:
         # instead of each waiting out another fetch.
         self._failed_at: float | None = None
         self._lock = asyncio.Lock()
+        self._prefetch: asyncio.Task[list[pb.ModelInfo] | None] | None = None
 
     async def list_models(
         self, provider: common.Provider.ValueType, within: float = _OPENROUTER_TIMEOUT
@@ -93,6 +95,21 @@ class Catalog:
             else:
                 response.models.extend(models)
         return response
+
+    def prefetch(self) -> None:
+        """Fetch OpenRouter's catalogue in the background now, so its prices
+        size budget reservations from the first call on."""
+        if self._openrouter.configured and self._prefetch is None:
+            self._prefetch = asyncio.get_running_loop().create_task(
+                self._openrouter_catalogue(_OPENROUTER_TIMEOUT)
+            )
+
+    async def aclose(self) -> None:
+        """Stop a prefetch still running."""
+        if self._prefetch is not None and not self._prefetch.done():
+            self._prefetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prefetch
 
     def openrouter_pricing(self, model: str) -> pb.ModelPricing | None:
         """The catalogue's prices for an OpenRouter model (gateway naming), from

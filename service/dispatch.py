@@ -54,6 +54,11 @@ class _Journey:
     def attempt_failed(self, provider: OpenAICompatibleProvider, error: GatewayError) -> None:
         self.record.upstream_errors.append((provider.provider_id, reason_name(error.reason)))
 
+    def attempt(self) -> None:
+        # Counted as it happens: a call cut short still says it went upstream.
+        self.attempts += 1
+        self.record.attempts = self.attempts
+
     def trying(self, provider: OpenAICompatibleProvider, route: Route) -> None:
         # What the record says until an answer names the model that served:
         # a call cut short is still charged to the target it was on.
@@ -217,7 +222,7 @@ class Dispatcher:
         while True:
             breaker = self.breakers[provider.circuit_name(request, route)]
             admission = self._admit(breaker, route)
-            journey.attempts += 1
+            journey.attempt()
             try:
                 response = await provider.complete(request, route, deadline)
             except GatewayError as error:
@@ -247,7 +252,7 @@ class Dispatcher:
         while True:
             breaker = self.breakers[provider.circuit_name(request, route)]
             admission: Admission | None = self._admit(breaker, route)
-            journey.attempts += 1
+            journey.attempt()
             started = False
             try:
                 async with contextlib.aclosing(provider.stream(request, route, deadline)) as events:

@@ -62,6 +62,7 @@ class Gateway:
     health: health.aio.HealthServicer
     providers: dict[common.Provider.ValueType, OpenAICompatibleProvider]
     calls: Calls
+    catalog: Catalog
     state: State | None = None
     # Prometheus metrics (with --metrics-address), and their listener unless
     # the parent of several workers serves them.
@@ -77,6 +78,7 @@ class Gateway:
         await self.server.stop(grace)
         # Cost look-ups and settlements still running need the providers' clients.
         await self.calls.aclose()
+        await self.catalog.aclose()
         await asyncio.gather(*(p.aclose() for p in self.providers.values()))
         if self.state is not None:
             await self.state.close()
@@ -143,95 +145,111 @@ async def start_gateway(
     )
     catalog = Catalog(router.aliases, openrouter, zai)
     state = await open_state(settings)
-    # Beyond the ledger: the metrics when asked for, the access log always.
-    watching: list[CallObserver] = [AccessLog()]
-    metrics: GatewayMetrics | None = None
-    if settings.metrics_address is not None:
-        from service.metrics import GatewayMetrics
-
-        metrics = GatewayMetrics()
-        watching.insert(0, metrics)
-    calls = Calls(
-        Access(state.keys if state else None),
-        state.limiter if state else None,
-        PriceBook(settings.prices, catalog.openrouter_pricing),
-        observers=[*([state.ledger] if state else []), *watching],
-        ledger=state.ledger if state else None,
-        cost_lookup=openrouter.generation_cost,
-    )
-    calls.tracing = Tracing.create(settings.tracing, tracer_provider)
-    servicer = CompletionServicer(
-        router,
-        dispatcher,
-        catalog,
-        calls,
-        max_request_bytes=settings.max_request_bytes,
-        usage=UsageReader(state.db, state.ledger) if state else None,
-    )
-    pb_grpc.add_CompletionServiceServicer_to_server(servicer, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    bind = address or settings.address
+    if state is not None:
+        catalog.prefetch()
     try:
-        if settings.tls is None:
-            port = server.add_insecure_port(bind)
-        else:
-            port = server.add_secure_port(bind, _server_credentials(settings.tls))
-    except RuntimeError as exc:
-        raise ConfigError(f"cannot listen on {bind}: {exc}") from exc
-    metrics_server: MetricsServer | None = None
-    if metrics is not None and serve_metrics and settings.metrics_address is not None:
-        from service.metrics import MetricsServer
+        # Beyond the ledger: the metrics when asked for, the access log always.
+        watching: list[CallObserver] = [AccessLog()]
+        metrics: GatewayMetrics | None = None
+        if settings.metrics_address is not None:
+            from service.metrics import GatewayMetrics
 
-        metrics_server = await MetricsServer.start(metrics.registry, settings.metrics_address)
-    await server.start()
-    for provider in providers.values():
-        if provider.configured:
-            logger.info("%s: configured", provider.display_name)
-        else:
-            logger.warning(
-                "%s: not configured; set %s to enable it (its models fail with "
-                "FAILED_PRECONDITION until then)",
-                provider.display_name,
-                provider.key_env,
-            )
-    _warn_on_plaintext_upstreams(settings)
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    await provider_health.start(
-        configured=[n for p in providers.values() if p.configured for n in p.circuit_names],
-        unconfigured=[n for p in providers.values() if not p.configured for n in p.circuit_names],
-    )
-    logger.info(
-        "llmgateway listening on %s (%s)", _display_address(bind, port), _transport(settings.tls)
-    )
-    if settings.tls is None and not _is_loopback(bind):
-        logger.warning(
-            "plaintext gRPC on %s: calls, answers and their metadata travel unencrypted; set "
-            "LLMGATEWAY_TLS_CERT and LLMGATEWAY_TLS_KEY, or listen on loopback behind a proxy "
-            "that terminates TLS",
-            bind,
+            metrics = GatewayMetrics()
+            watching.insert(0, metrics)
+        calls = Calls(
+            Access(state.keys if state else None),
+            state.limiter if state else None,
+            PriceBook(settings.prices, catalog.openrouter_pricing),
+            observers=[*([state.ledger] if state else []), *watching],
+            ledger=state.ledger if state else None,
+            cost_lookup=openrouter.generation_cost,
         )
-    if metrics_server is not None:
+        calls.tracing = Tracing.create(settings.tracing, tracer_provider)
+        servicer = CompletionServicer(
+            router,
+            dispatcher,
+            catalog,
+            calls,
+            max_request_bytes=settings.max_request_bytes,
+            usage=UsageReader(state.db, state.ledger) if state else None,
+        )
+        pb_grpc.add_CompletionServiceServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        bind = address or settings.address
+        try:
+            if settings.tls is None:
+                port = server.add_insecure_port(bind)
+            else:
+                port = server.add_secure_port(bind, _server_credentials(settings.tls))
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {bind}: {exc}") from exc
+        metrics_server: MetricsServer | None = None
+        if metrics is not None and serve_metrics and settings.metrics_address is not None:
+            from service.metrics import MetricsServer
+
+            metrics_server = await MetricsServer.start(metrics.registry, settings.metrics_address)
+        await server.start()
+        for provider in providers.values():
+            if provider.configured:
+                logger.info("%s: configured", provider.display_name)
+            else:
+                logger.warning(
+                    "%s: not configured; set %s to enable it (its models fail with "
+                    "FAILED_PRECONDITION until then)",
+                    provider.display_name,
+                    provider.key_env,
+                )
+        _warn_on_plaintext_upstreams(settings)
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await provider_health.start(
+            configured=[n for p in providers.values() if p.configured for n in p.circuit_names],
+            unconfigured=[
+                n for p in providers.values() if not p.configured for n in p.circuit_names
+            ],
+        )
         logger.info(
-            "metrics at http://%s/metrics",
-            _display_address(settings.metrics_address or "", metrics_server.port),
+            "llmgateway listening on %s (%s)",
+            _display_address(bind, port),
+            _transport(settings.tls),
         )
-    if calls.tracing is not None:
-        logger.info("tracing on (%s)", settings.tracing)
-    await _announce_access(state)
-    return Gateway(
-        server=server,
-        port=port,
-        health=health_servicer,
-        providers=providers,
-        calls=calls,
-        state=state,
-        metrics=metrics,
-        metrics_server=metrics_server,
-    )
+        if settings.tls is None and not _is_loopback(bind):
+            logger.warning(
+                "plaintext gRPC on %s: calls, answers and their metadata travel unencrypted; set "
+                "LLMGATEWAY_TLS_CERT and LLMGATEWAY_TLS_KEY, or listen on loopback behind a proxy "
+                "that terminates TLS",
+                bind,
+            )
+        if metrics_server is not None:
+            logger.info(
+                "metrics at http://%s/metrics",
+                _display_address(settings.metrics_address or "", metrics_server.port),
+            )
+        if calls.tracing is not None:
+            logger.info("tracing on (%s)", settings.tracing)
+        await _announce_access(state)
+        return Gateway(
+            server=server,
+            port=port,
+            health=health_servicer,
+            providers=providers,
+            calls=calls,
+            catalog=catalog,
+            state=state,
+            metrics=metrics,
+            metrics_server=metrics_server,
+        )
+    except BaseException:
+        # Whatever failed after the state opened (a busy port, a bad metrics
+        # address): close what is open, so a failed start leaks nothing.
+        await catalog.aclose()
+        await asyncio.gather(*(p.aclose() for p in providers.values()))
+        if state is not None:
+            await state.close()
+        raise
 
 
 async def serve(

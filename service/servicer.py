@@ -15,7 +15,7 @@ import grpc
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
-from service.calls import new_request_id
+from service.calls import new_request_id, state_errors
 from service.errors import GatewayError, invalid_request
 from service.validation import validate
 
@@ -63,9 +63,9 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         context: grpc.aio.ServicerContext[pb.CompleteRequest, pb.CompleteResponse],
     ) -> pb.CompleteResponse:
         scope = self._calls.open("Complete", request.model)
-        await _send_request_id(context, scope.record.request_id)
         failure: BaseException | None = None
         try:
+            await _send_request_id(context, scope.record.request_id)
             plan = await self._prepare(request, scope, context)
             response = await self._dispatcher.complete(
                 request, plan, _deadline(context), scope.record
@@ -92,9 +92,9 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         context: grpc.aio.ServicerContext[pb.StreamCompleteRequest, pb.StreamCompleteResponse],
     ) -> AsyncIterator[pb.StreamCompleteResponse]:
         scope = self._calls.open("StreamComplete", request.model)
-        await _send_request_id(context, scope.record.request_id)
         failure: BaseException | None = None
         try:
+            await _send_request_id(context, scope.record.request_id)
             plan = await self._prepare(request, scope, context)
             # aclosing: a cancelled call must close the upstream response
             # now, not whenever a generator happens to be collected.
@@ -151,7 +151,8 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
                     pb.ERROR_REASON_INTERNAL,
                     "this gateway keeps no usage ledger",
                 )
-            return await self._usage.get_usage(request, key)
+            with state_errors():
+                return await self._usage.get_usage(request, key)
         except GatewayError as error:
             await _abort(context, error, None)
         except Exception:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback

@@ -49,6 +49,13 @@ class UsageReader:
                 pb.ERROR_REASON_INVALID_REQUEST,
                 "start_time must be before end_time",
             )
+        grouping = _GROUPINGS.get(request.group_by)
+        if grouping is None:
+            raise GatewayError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                pb.ERROR_REASON_INVALID_REQUEST,
+                f"group_by {request.group_by} is not a UsageGrouping value",
+            )
         key_id: str | None = request.key_id or None
         if caller is not None and not caller.usage_reader:
             if key_id not in (None, caller.id):
@@ -62,7 +69,7 @@ class UsageReader:
             key_id = caller.id
         # This worker's latest calls first, so a caller sees its own last call.
         await self._ledger.flush()
-        rows = await usage(self._db, _GROUPINGS[request.group_by], since, until, key_id)
+        rows = await usage(self._db, grouping, since, until, None if key_id is None else [key_id])
         return pb.GetUsageResponse(
             rows=[
                 pb.UsageRow(

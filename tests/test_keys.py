@@ -15,11 +15,12 @@ from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 from fake_upstream import FakeUpstream
 from service import access
-from service.config import PriceOverride, Settings
+from service.calls import UNKNOWN_PRICE_RESERVATION_USD
+from service.config import ConfigError, PriceOverride, Settings
 from service.server import start_gateway
 from service.state.db import Database
 from service.state.keys import KeyStore, hash_key
-from service.state.schema import migrate
+from service.state.schema import MIGRATIONS, migrate
 from tests.conftest import rich_status, user
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def test_keys_are_stored_as_hashes_and_listed_without_them(store, db_location):
 def test_migrations_are_idempotent(db_location):
     db = Database(db_location)
     try:
-        assert migrate(db) == migrate(db) == 1
+        assert migrate(db) == migrate(db) == len(MIGRATIONS)
     finally:
         db.close()
 
@@ -179,11 +180,118 @@ async def test_tokens_per_minute(keyed, store):
         too_big = await refused(complete(stub, key))  # 1,024 output tokens assumed
         assert "lower max_tokens" in (too_big.details() or "")
         assert rich_status(too_big).retry is None  # waiting would not help
+        # Each reserves about 70 tokens (its prompt and max_tokens 60) and uses
+        # about 25: only settling to the real use leaves room for the second.
         small = pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")])
-        small.sampling.max_tokens = 40
+        small.sampling.max_tokens = 60
         await stub.Complete(small, metadata=bearer(key), timeout=10)
-        # The first call settled at what it used, well under 100: room for another.
+        await until_settled(keyed.db)
         await stub.Complete(small, metadata=bearer(key), timeout=10)
+
+
+async def until_settled(location: str) -> list[tuple[int, float, int]]:
+    """The reservations, once every one is settled (settling runs after the reply)."""
+    db = Database(location)
+    try:
+        for _ in range(100):
+            rows = db.run_sync(
+                lambda tx: tx.fetchall("SELECT tokens, cost_usd, settled FROM reservations")
+            )
+            if all(row[2] for row in rows):
+                return [(int(r[0]), float(r[1]), int(r[2])) for r in rows]
+            await asyncio.sleep(0.05)
+    finally:
+        db.close()
+    raise AssertionError("reservations were never settled")
+
+
+async def test_a_stream_cut_short_keeps_its_reservation(keyed, store, fake):
+    # The caller leaves after the first event: the usage never arrives, but the
+    # upstream was generating (and billing), so the estimate stays spent.
+    _, key = store.create("leaver", budget_usd=10.0, budget_period="month")
+    request = pb.StreamCompleteRequest(model="zai/fault-slow", messages=[user("hi")])
+    request.sampling.max_tokens = 100
+    async with gateway(keyed) as (stub, _):
+        call = stub.StreamComplete(request, metadata=bearer(key))
+        async for _ in call:
+            break
+        call.cancel()
+        # A call the upstream refused produced nothing to pay for.
+        await refused(complete(stub, key, "zai/fault-http-400"))
+        reservations = await until_settled(keyed.db)
+    cut_short, refused_call = reservations
+    assert cut_short[0] >= 100  # the estimate: prompt plus max_tokens
+    # fault-slow has no price: what an unpriced model reserves.
+    assert cut_short[1] == pytest.approx(UNKNOWN_PRICE_RESERVATION_USD)
+    assert refused_call[:2] == (0, 0.0)
+
+
+async def test_openrouter_fallback_models_must_be_allowed_too(keyed, store, fake):
+    _, key = store.create("mini-only", models=("openrouter/openai/gpt-4o-mini",))
+    request = pb.CompleteRequest(model="openrouter/openai/gpt-4o-mini", messages=[user("hi")])
+    request.openrouter.models.append("anthropic/claude-opus-4")
+    async with gateway(keyed) as (stub, _):
+        denied = await refused(stub.Complete(request, metadata=bearer(key), timeout=10))
+    status = rich_status(denied)
+    assert (status.code, status.info.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "MODEL_NOT_ALLOWED",
+    )
+    assert status.info.metadata["model"] == "openrouter/anthropic/claude-opus-4"
+    assert fake.requests == []
+
+
+async def test_a_call_dearer_than_the_whole_budget_is_told_so(keyed, store):
+    _, key = store.create("pocket-money", budget_usd=0.0001, budget_period="day")
+    async with gateway(keyed) as (stub, _):
+        error = await refused(complete(stub, key))  # 1,024 output tokens at $2.20/M
+    status = rich_status(error)
+    assert status.info.reason == "KEY_BUDGET_EXCEEDED"
+    assert "lower max_tokens" in status.message
+    assert status.retry is None  # no day will be long enough
+
+
+async def test_calls_without_a_valid_key_stay_out_of_the_ledger(keyed, store):
+    _, key = store.create("alice")
+    async with gateway(keyed) as (stub, _):
+        for guess in ("lgw_a", "lgw_b", "lgw_c"):
+            await refused(complete(stub, guess))
+        await complete(stub, key)
+    db = Database(keyed.db)
+    try:
+        rows = db.run_sync(lambda tx: tx.fetchall("SELECT status FROM usage_records"))
+    finally:
+        db.close()
+    assert rows == [("OK",)]
+
+
+def test_a_database_newer_than_the_gateway_is_refused(db_location):
+    db = Database(db_location)
+    try:
+        migrate(db)
+        db.run_sync(
+            lambda tx: tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)",
+                (len(MIGRATIONS) + 1,),
+            )
+        )
+        with pytest.raises(ConfigError, match="upgrade the gateway"):
+            migrate(db)
+    finally:
+        db.close()
+
+
+def test_a_postgresql_password_is_never_displayed():
+    for url in (
+        "postgresql://gw:s3cret@db.internal:5432/ledger",
+        "postgresql://gw@db.internal/ledger?password=s3cret&sslmode=require",
+    ):
+        db = Database(url)
+        try:
+            assert "s3cret" not in db.display
+            assert "db.internal" in db.display
+        finally:
+            db.close()
 
 
 async def test_a_budget_is_not_overspent_by_concurrent_calls(keyed, store):

@@ -147,6 +147,12 @@ async def test_get_usage_shows_a_key_its_own_calls_only(keyed, db_location):
             )
         with pytest.raises(grpc.aio.AioRpcError) as anonymous:
             await stub.GetUsage(by_key, timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as bad_grouping:
+            await stub.GetUsage(
+                pb.GetUsageRequest(group_by=99),  # type: ignore[arg-type]  # deliberately invalid
+                metadata=bearer(reader_key),
+                timeout=10,
+            )
         later = int(time.time()) + 3600
         empty = await stub.GetUsage(
             pb.GetUsageRequest(
@@ -164,6 +170,7 @@ async def test_get_usage_shows_a_key_its_own_calls_only(keyed, db_location):
         "USAGE_NOT_ALLOWED",
     )
     assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert bad_grouping.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert list(empty.rows) == []
 
 

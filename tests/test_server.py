@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
-from tests.conftest import user
+from tests.conftest import gateway_stub, user
 
 SERVICE = "llmgateway.v1.CompletionService"
 
@@ -66,9 +67,15 @@ async def test_list_models(stub):
     assert {m.provider for m in only_zai.models} == {common.PROVIDER_ZAI}
 
 
-async def test_list_models_reports_an_unreachable_catalogue(stub, fake):
-    await fake.close()
-    reply = await stub.ListModels(pb.ListModelsRequest(), timeout=30)
+async def test_list_models_reports_an_unreachable_catalogue(settings):
+    nowhere = dataclasses.replace(
+        settings,
+        openrouter=dataclasses.replace(
+            settings.openrouter, base_url=f"http://127.0.0.1:{_free_port()}/api/v1"
+        ),
+    )
+    async with gateway_stub(nowhere) as stub:
+        reply = await stub.ListModels(pb.ListModelsRequest(), timeout=30)
     assert list(reply.incomplete_providers) == [common.PROVIDER_OPENROUTER]
     assert any(m.name == "zai/glm-4.7" for m in reply.models)
 

@@ -29,6 +29,11 @@ _POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 _POSTGRES_THREADS = 4
 
 
+class StateUnavailableError(RuntimeError):
+    """The database could not do the work now (locked past the timeout,
+    unreachable, out of space): a condition to retry, not a bug."""
+
+
 class Tx(Protocol):
     """One open transaction."""
 
@@ -109,21 +114,38 @@ class Database:
         if self.dialect == "sqlite":
             return self.location
         scheme, _, rest = self.location.partition("://")
+        # Query parameters may carry a password (…?password=…): never shown.
+        rest = rest.split("?", 1)[0]
         credentials, at, host = rest.rpartition("@")
         user = credentials.split(":", 1)[0]
         return f"{scheme}://{user}{'@' if at else ''}{host}"
 
-    async def run(self, work: Callable[[Tx], T]) -> T:
+    async def run(self, work: Callable[[Tx], T], *, write: bool = True) -> T:
         """`work` in one transaction on a database thread: committed if it
-        returns, rolled back if it raises."""
+        returns, rolled back if it raises. `write=False` for work that only
+        reads: on SQLite it then takes no write lock, so reads never queue
+        behind (or hold up) reservations and ledger writes."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.run_sync, work)
+        return await loop.run_in_executor(
+            self._executor, functools.partial(self.run_sync, work, write=write)
+        )
 
-    def run_sync(self, work: Callable[[Tx], T]) -> T:
-        """The same, blocking: for the command line."""
-        if self.dialect == "sqlite":
-            return self._run_sqlite(work)
-        return self._run_postgres(work)
+    def run_sync(self, work: Callable[[Tx], T], *, write: bool = True) -> T:
+        """The same, blocking: for the command line. Driver failures that say
+        the database is unavailable raise StateUnavailableError."""
+        try:
+            if self.dialect == "sqlite":
+                return self._run_sqlite(work, write=write)
+            return self._run_postgres(work)
+        except sqlite3.OperationalError as exc:
+            raise StateUnavailableError(f"the state database {self.display}: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg") and type(exc).__name__ in (
+                "OperationalError",
+                "InterfaceError",
+            ):
+                raise StateUnavailableError(f"the state database {self.display}: {exc}") from exc
+            raise
 
     def close(self) -> None:
         """Close every connection (waits for running transactions)."""
@@ -133,11 +155,12 @@ class Database:
                 connection.close()
             self._connections.clear()
 
-    def _run_sqlite(self, work: Callable[[Tx], T]) -> T:
+    def _run_sqlite(self, work: Callable[[Tx], T], *, write: bool) -> T:
         connection = self._sqlite_connection()
         # IMMEDIATE: take the write lock at the start, so two processes
         # reserving against one budget cannot both read before either writes.
-        connection.execute("BEGIN IMMEDIATE")
+        # Reads under WAL need no lock at all.
+        connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             result = work(_SQLiteTx(connection))
         except BaseException:

@@ -133,14 +133,21 @@ class KeyStore:
                 ),
             )
 
-        self._db.run_sync(insert)
+        try:
+            self._db.run_sync(insert)
+        except Exception as exc:
+            # Another `keys create` with this name won the race to the unique index.
+            if type(exc).__name__ in ("IntegrityError", "UniqueViolation"):
+                raise KeyStoreError(f"a live key named {record.name!r} exists") from exc
+            raise
         return record, key
 
     def list(self, *, include_revoked: bool = True) -> list[CallerKey]:
         """Every key, oldest first."""
         where = "" if include_revoked else " WHERE revoked_at IS NULL"
         rows = self._db.run_sync(
-            lambda tx: tx.fetchall(f"SELECT {_COLUMNS} FROM api_keys{where} ORDER BY created_at")  # noqa: S608  # fixed text
+            lambda tx: tx.fetchall(f"SELECT {_COLUMNS} FROM api_keys{where} ORDER BY created_at"),  # noqa: S608  # fixed text
+            write=False,
         )
         return [_record(row) for row in rows]
 
@@ -170,7 +177,8 @@ class KeyStore:
                 f"SELECT {_COLUMNS} FROM api_keys "  # noqa: S608  # fixed text
                 "WHERE key_hash = ? AND revoked_at IS NULL",
                 (hash_key(key),),
-            )
+            ),
+            write=False,
         )
         return _record(rows[0]) if rows else None
 
@@ -178,7 +186,9 @@ class KeyStore:
         """Whether any key was ever issued: from then on the gateway requires
         one. Revoked keys count, so revoking the last key closes the gateway
         rather than opening it to everyone."""
-        rows = await self._db.run(lambda tx: tx.fetchall("SELECT 1 FROM api_keys LIMIT 1"))
+        rows = await self._db.run(
+            lambda tx: tx.fetchall("SELECT 1 FROM api_keys LIMIT 1"), write=False
+        )
         return bool(rows)
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from service.observe import CallRecord
     from service.state.db import Database, Row, Tx
 
@@ -61,6 +63,8 @@ class Ledger:
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self.dropped = 0
+        # Costs found for rows that were in flight to the database at the time.
+        self._late_costs: dict[str, float] = {}
 
     def start(self) -> None:
         """Start the background writer (on the running event loop)."""
@@ -71,7 +75,11 @@ class Ledger:
         del record
 
     def call_finished(self, record: CallRecord) -> None:
-        """Queue the call's row."""
+        """Queue the call's row. Calls refused for want of a valid key are left
+        to the logs and metrics: anyone who can reach the port could otherwise
+        grow the ledger without bound."""
+        if record.status == "UNAUTHENTICATED":
+            return
         if len(self._queue) >= _MAX_QUEUED:
             self._queue.pop(0)
             self.dropped += 1
@@ -85,12 +93,10 @@ class Ledger:
             if row[0] == request_id:
                 self._queue[index] = (*row[:_COST_COLUMN], cost_usd, *row[_COST_COLUMN + 1 :])
                 return
-        await self._db.run(
-            lambda tx: tx.execute(
-                "UPDATE usage_records SET cost_usd = ? WHERE request_id = ?",
-                (cost_usd, request_id),
-            )
-        )
+        changed = await self._db.run(lambda tx: _set_cost(tx, request_id, cost_usd))
+        if not changed:
+            # The row is in a batch being written right now: set it after that.
+            self._late_costs[request_id] = cost_usd
 
     async def flush(self) -> None:
         """Write every queued row now."""
@@ -102,6 +108,12 @@ class Ledger:
                 # Keep the rows for the next try; the database may be back by then.
                 self._queue[:0] = batch
                 raise
+        if self._late_costs:
+            late, self._late_costs = self._late_costs, {}
+            for request_id, cost_usd in late.items():
+                await self._db.run(
+                    functools.partial(_set_cost, request_id=request_id, cost_usd=cost_usd)
+                )
 
     async def close(self) -> None:
         """Stop the writer and write what is left."""
@@ -151,13 +163,19 @@ def _row(r: CallRecord) -> tuple[object, ...]:
     )
 
 
+def _set_cost(tx: Tx, request_id: str, cost_usd: float) -> int:
+    return tx.execute(
+        "UPDATE usage_records SET cost_usd = ? WHERE request_id = ?", (cost_usd, request_id)
+    )
+
+
 def _insert(tx: Tx, rows: list[tuple[object, ...]]) -> None:
     for row in rows:
         tx.execute(_INSERT, row)
 
 
 def usage_query(
-    by: Grouping, since: float, until: float, key_id: str | None, dialect: str
+    by: Grouping, since: float, until: float, key_ids: Sequence[str] | None, dialect: str
 ) -> tuple[str, tuple[object, ...]]:
     """The aggregate query and its parameters."""
     if by == "key":
@@ -170,9 +188,9 @@ def usage_query(
         group = "strftime('%Y-%m-%d', created_at, 'unixepoch')"
     where = "created_at >= ? AND created_at < ?"
     params: tuple[object, ...] = (since, until)
-    if key_id is not None:
-        where += " AND key_id = ?"
-        params += (key_id,)
+    if key_ids is not None:
+        where += f" AND key_id IN ({', '.join('?' * len(key_ids))})"
+        params += tuple(key_ids)
     sql = (
         f"SELECT {group} AS grp, COUNT(*), "  # noqa: S608  # fixed text, values are parameters
         "SUM(CASE WHEN status = 'OK' THEN 0 ELSE 1 END), "
@@ -184,20 +202,21 @@ def usage_query(
 
 
 async def usage(
-    db: Database, by: Grouping, since: float, until: float, key_id: str | None = None
+    db: Database, by: Grouping, since: float, until: float, key_ids: Sequence[str] | None = None
 ) -> list[UsageRow]:
-    """Aggregated usage of calls started in [since, until)."""
-    sql, params = usage_query(by, since, until, key_id, db.dialect)
-    rows = await db.run(lambda tx: tx.fetchall(sql, params))
+    """Aggregated usage of calls started in [since, until), of some keys or all."""
+    sql, params = usage_query(by, since, until, key_ids, db.dialect)
+    rows = await db.run(lambda tx: tx.fetchall(sql, params), write=False)
     return [_usage_row(row) for row in rows]
 
 
 def usage_sync(
-    db: Database, by: Grouping, since: float, until: float, key_id: str | None = None
+    db: Database, by: Grouping, since: float, until: float, key_ids: Sequence[str] | None = None
 ) -> list[UsageRow]:
     """The same, blocking: for the command line."""
-    sql, params = usage_query(by, since, until, key_id, db.dialect)
-    return [_usage_row(row) for row in db.run_sync(lambda tx: tx.fetchall(sql, params))]
+    sql, params = usage_query(by, since, until, key_ids, db.dialect)
+    rows = db.run_sync(lambda tx: tx.fetchall(sql, params), write=False)
+    return [_usage_row(row) for row in rows]
 
 
 def _usage_row(row: Row) -> UsageRow:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from service.state.keys import CallerKey
 
 _WINDOW = 60.0
+# Sums of float dollars drift (0.1 * 30 > 3.0); a budget is met within this.
+_EPSILON_USD = 1e-9
 # Reservations older than this serve no limit any more (a month is at most 31 days).
 _KEEP = 32 * 86400.0
 
@@ -36,6 +38,9 @@ class Reservation:
 
     id: int
     key_id: str
+    # The estimate held: what the call settles at when its use stays unknown.
+    tokens: int
+    cost_usd: float
 
 
 class Limiter:
@@ -108,7 +113,15 @@ def _reserve(tx: Tx, key: CallerKey, tokens: int, cost_usd: float, prune: bool) 
             (key.id, start),
         )
         spent = float(rows[0][0])
-        if spent + cost_usd > key.budget_usd:
+        if cost_usd > key.budget_usd + _EPSILON_USD:
+            raise _refused(
+                pb.ERROR_REASON_KEY_BUDGET_EXCEEDED,
+                f"this call may cost up to ${cost_usd:.4f}, more than key {key.name!r} may "
+                f"spend in a {key.budget_period} (${key.budget_usd:.4f}); lower max_tokens",
+                key,
+                None,
+            )
+        if spent + cost_usd > key.budget_usd + _EPSILON_USD:
             raise _refused(
                 pb.ERROR_REASON_KEY_BUDGET_EXCEEDED,
                 f"key {key.name!r} has spent or reserved ${spent:.4f} of its "
@@ -122,7 +135,7 @@ def _reserve(tx: Tx, key: CallerKey, tokens: int, cost_usd: float, prune: bool) 
         "VALUES (?, ?, ?, ?) RETURNING id",
         (key.id, now, tokens, cost_usd),
     )
-    return Reservation(id=int(rows[0][0]), key_id=key.id)
+    return Reservation(id=int(rows[0][0]), key_id=key.id, tokens=tokens, cost_usd=cost_usd)
 
 
 def period_bounds(period: str, now: float) -> tuple[float, float]:

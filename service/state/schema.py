@@ -69,6 +69,8 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX usage_records_time ON usage_records (created_at)",
         "CREATE INDEX usage_records_key_time ON usage_records (key_id, created_at)",
     ],
+    # 2: find a call's row by request id (costs found after the call ended).
+    ["CREATE INDEX usage_records_request ON usage_records (request_id)"],
 ]
 
 

@@ -180,6 +180,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     event) is larger than the gateway accepts
     (LLMGATEWAY_MAX_RESPONSE_BYTES); the upstream may have billed it.
     """
+    ERROR_REASON_GATEWAY_STATE_UNAVAILABLE: _ErrorReason.ValueType  # 29
+    """UNAVAILABLE: the gateway's state database (caller keys, limits, usage)
+    could not answer in time: locked, unreachable or full. Nothing went
+    upstream. A RetryInfo suggests a delay.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The `reason` values of the `google.rpc.ErrorInfo` the gateway sends with
@@ -310,6 +315,11 @@ ERROR_REASON_UPSTREAM_RESPONSE_TOO_LARGE: ErrorReason.ValueType  # 28
 """RESOURCE_EXHAUSTED: the upstream's answer (a unary body, or one stream
 event) is larger than the gateway accepts
 (LLMGATEWAY_MAX_RESPONSE_BYTES); the upstream may have billed it.
+"""
+ERROR_REASON_GATEWAY_STATE_UNAVAILABLE: ErrorReason.ValueType  # 29
+"""UNAVAILABLE: the gateway's state database (caller keys, limits, usage)
+could not answer in time: locked, unreachable or full. Nothing went
+upstream. A RetryInfo suggests a delay.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
