@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import multiprocessing
 from typing import TYPE_CHECKING
 
 import grpc
@@ -17,9 +19,11 @@ from fake_upstream import FakeUpstream
 from service import access
 from service.calls import UNKNOWN_PRICE_RESERVATION_USD
 from service.config import ConfigError, PriceOverride, Settings
+from service.errors import GatewayError
 from service.server import start_gateway
 from service.state.db import Database
 from service.state.keys import KeyStore, hash_key
+from service.state.limits import Limiter
 from service.state.schema import MIGRATIONS, migrate
 from tests.conftest import rich_status, user
 
@@ -335,3 +339,35 @@ async def test_a_budget_is_not_overspent_by_concurrent_calls(keyed, store):
 
 async def _drain(call: object) -> list[pb.StreamCompleteResponse]:
     return [event async for event in call]  # type: ignore[attr-defined]
+
+
+def _reserve_many(location: str, key_id: str, count: int) -> int:
+    """In a process of its own: try `count` $0.10 reservations; how many passed."""
+    db = Database(location)
+    try:
+        key = next(k for k in KeyStore(db).list() if k.id == key_id)
+        limiter = Limiter(db)
+
+        async def attempt() -> int:
+            passed = 0
+            for _ in range(count):
+                try:
+                    await limiter.reserve(key, tokens=10, cost_usd=0.1)
+                    passed += 1
+                except GatewayError:
+                    pass
+            return passed
+
+        return asyncio.run(attempt())
+    finally:
+        db.close()
+
+
+def test_processes_sharing_a_database_cannot_overspend_together(store, db_location):
+    # Four processes (as four workers, or replicas on PostgreSQL) race 80 $0.10
+    # reservations against one $3.00 budget: exactly 30 may pass.
+    record, _ = store.create("shared", budget_usd=3.0, budget_period="day")
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(4, mp_context=context) as pool:
+        passed = list(pool.map(_reserve_many, [db_location] * 4, [record.id] * 4, [20] * 4))
+    assert sum(passed) == 30
