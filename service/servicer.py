@@ -190,6 +190,10 @@ async def _abort(context: _AnyContext, error: GatewayError, request_id: str | No
         error.metadata["requestId"] = request_id
         context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
     logger.info("call failed: %s", error)
+    if context.cancelled():
+        # The caller has gone: no status can reach it, and sending one anyway
+        # only makes gRPC log an ExecuteBatchError.
+        raise asyncio.CancelledError
     await context.abort_with_status(error.to_rpc_status())
 
 
