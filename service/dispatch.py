@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 # A timeout this close to the caller's own deadline is the caller's choice,
 # not a sign of a sick provider.
-_DEADLINE_SLACK = 0.05
+_DEADLINE_SLACK = 0.15
 _NO_PROBE = Admission(probe=False)
 
 

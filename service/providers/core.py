@@ -47,6 +47,8 @@ _MAX_ERROR_BODY = 64 * 1024
 # default: gRPC's default limit on a message a caller's channel receives, so
 # anything larger could not reach a default client anyway.
 DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+# Upstream time budgets end this long before the caller's deadline.
+_DEADLINE_MARGIN = 0.05
 # How long to wait for the end of a body after [DONE] before dropping the connection.
 _DRAIN_TIMEOUT = 1.0
 
@@ -395,7 +397,11 @@ class OpenAICompatibleProvider:
     def _budget(limit: float, deadline: float | None) -> float:
         if deadline is None:
             return limit
-        return max(0.001, min(limit, deadline - asyncio.get_running_loop().time()))
+        # End a little before the caller's deadline, so the caller gets the
+        # gateway's UPSTREAM_TIMEOUT (with details) rather than a race between
+        # it and gRPC's own DEADLINE_EXCEEDED for a call gRPC already closed.
+        remaining = deadline - asyncio.get_running_loop().time() - _DEADLINE_MARGIN
+        return max(0.001, min(limit, remaining))
 
     def _httpx_timeout(self, budget: float, read: float) -> httpx.Timeout:
         return httpx.Timeout(
