@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import signal
@@ -318,18 +319,26 @@ async def test_a_busy_metrics_port_fails_start_up(settings: Settings) -> None:
 # -- several workers: the parent serves the sum ----------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """Distinct free ports: all held open together while chosen, since ports
+    picked one after another may repeat once each socket is closed."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 async def _log_entries(process: asyncio.subprocess.Process) -> AsyncIterator[dict[str, object]]:
     """The processes' JSON log lines, as they come."""
     assert process.stdout is not None
+    printed: list[bytes] = []
     while True:
         line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
-        assert line, "serve exited early"
+        printed = [*printed[-40:], line]
+        assert line, "serve exited early; it printed:\n" + b"".join(printed).decode(
+            errors="replace"
+        )
         try:
             entry = json.loads(line)
         except ValueError:
@@ -358,7 +367,7 @@ async def _access_lines(
 
 
 async def test_metrics_of_two_workers_are_summed_by_the_parent(fake: FakeUpstream) -> None:
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = _free_ports(2)
     async with _serving(
         fake,
         port,
