@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing
+import time
 from typing import TYPE_CHECKING
 
 import grpc
@@ -371,3 +372,23 @@ def test_processes_sharing_a_database_cannot_overspend_together(store, db_locati
     with concurrent.futures.ProcessPoolExecutor(4, mp_context=context) as pool:
         passed = list(pool.map(_reserve_many, [db_location] * 4, [record.id] * 4, [20] * 4))
     assert sum(passed) == 30
+
+
+def _open_and_migrate(location: str, at: float) -> int:
+    time.sleep(max(0.0, at - time.time()))  # all at once, as workers starting together
+    db = Database(location)
+    try:
+        return migrate(db)
+    finally:
+        db.close()
+
+
+def test_workers_starting_together_on_a_new_database(tmp_path):
+    # Several workers (processes) open a database that does not exist yet at
+    # the same moment: each must wait its turn, none may fail with "locked".
+    location = str(tmp_path / "fresh.db")
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(6, mp_context=context) as pool:
+        at = time.time() + 3.0  # after every process has started
+        versions = list(pool.map(_open_and_migrate, [location] * 6, [at] * 6))
+    assert versions == [len(MIGRATIONS)] * 6

@@ -14,6 +14,7 @@ import asyncio
 import functools
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -82,6 +83,28 @@ class _PostgresTx:
 
     def lock(self, name: str) -> None:
         self._cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
+
+
+def _use_wal(connection: sqlite3.Connection, seconds: float = 30.0) -> None:
+    """Switch the database to write-ahead logging (readers and the writer stop
+    blocking each other). Switching needs a moment alone with the file, and
+    SQLite answers "locked" at once, not after its busy timeout, when another
+    process (another worker starting) holds it: so wait and try again."""
+    give_up = time.monotonic() + seconds
+    while True:
+        try:
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > give_up:
+                raise
+            time.sleep(0.05)
+            continue
+        if mode and str(mode[0]).lower() == "wal":
+            return
+        if time.monotonic() > give_up:
+            msg = f"the database stays in {mode[0] if mode else 'an unknown'} journal mode"
+            raise sqlite3.OperationalError(msg)
+        time.sleep(0.05)
 
 
 @functools.lru_cache(maxsize=256)
@@ -181,7 +204,7 @@ class Database:
                     timeout=30.0,
                     check_same_thread=False,
                 )
-                connection.execute("PRAGMA journal_mode=WAL")
+                _use_wal(connection)
                 connection.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.Error as exc:
                 raise ConfigError(f"cannot open the database {self.location}: {exc}") from exc
