@@ -61,7 +61,9 @@ class GatewayError(Exception):
         field_violations: Mapping[str, str] | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(f"{code.name} {reason or ''}: {message}".replace(" :", ":"))
+        # The reason adds nothing when it repeats the code (UNAUTHENTICATED).
+        shown = reason if reason and reason != code.name else ""
+        super().__init__(f"{code.name} {shown}: {message}".replace(" :", ":"))
         self.code = code
         self.message = message
         self.reason = reason

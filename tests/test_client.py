@@ -277,3 +277,12 @@ def test_channel_options_never_ping_faster_than_the_gateway_accepts():
     assert {n["method"] for n in policy["name"]} == {"Complete", "ListModels"}
     assert policy["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
     assert "grpc.keepalive_time_ms" not in retrying
+
+
+def test_an_error_names_its_reason_once():
+    from clients.errors import GatewayError as ClientError
+
+    same = ClientError(grpc.StatusCode.UNAUTHENTICATED, "send a key", reason="UNAUTHENTICATED")
+    other = ClientError(grpc.StatusCode.UNAVAILABLE, "down", reason="UPSTREAM_UNAVAILABLE")
+    assert str(same) == "UNAUTHENTICATED: send a key"
+    assert str(other) == "UNAVAILABLE UPSTREAM_UNAVAILABLE: down"
