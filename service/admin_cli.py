@@ -7,6 +7,7 @@ data directory), so they work whether or not a gateway is running.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -203,16 +204,8 @@ def _group_label(group: str, keys: dict[str, CallerKey], by: str) -> str:
 
 
 def _usage_json(row: UsageRow, keys: dict[str, CallerKey], by: str) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        by: row.group,
-        "calls": row.calls,
-        "failed_calls": row.failed_calls,
-        "prompt_tokens": row.prompt_tokens,
-        "completion_tokens": row.completion_tokens,
-        "cached_tokens": row.cached_tokens,
-        "reasoning_tokens": row.reasoning_tokens,
-        "cost_usd": row.cost_usd,
-    }
+    fields = dataclasses.asdict(row)
+    out: dict[str, Any] = {by: fields.pop("group"), **fields}
     if by == "key" and row.group in keys:
         out["key_name"] = keys[row.group].name
     return out

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -97,8 +97,6 @@ class CallScope:
     started: float
     key: CallerKey | None = None
     reservation: Reservation | None = None
-    admitted: bool = False
-    _observers: Sequence[CallObserver] = field(default=())
     # The call's span, when tracing is on.
     trace: CallTrace | None = None
 
@@ -167,7 +165,7 @@ class Calls:
         )
         # Every log line of this call (this task) carries its request id.
         logs.REQUEST_ID.set(record.request_id)
-        return CallScope(record, time.monotonic(), _observers=self._observers)
+        return CallScope(record, time.monotonic())
 
     async def authenticate(
         self, scope: CallScope, metadata: Iterable[tuple[str, str | bytes]]
@@ -193,7 +191,6 @@ class Calls:
             tokens, cost = self.estimate(request, plan)
             with state_errors():
                 scope.reservation = await self._reserve(key, tokens, cost)
-        scope.admitted = True
         if scope.trace is not None:
             scope.trace.request(request)
         for observer in self._observers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING
 
@@ -70,18 +71,5 @@ class UsageReader:
         # This worker's latest calls first, so a caller sees its own last call.
         await self._ledger.flush()
         rows = await usage(self._db, grouping, since, until, None if key_id is None else [key_id])
-        return pb.GetUsageResponse(
-            rows=[
-                pb.UsageRow(
-                    group=row.group,
-                    calls=row.calls,
-                    failed_calls=row.failed_calls,
-                    prompt_tokens=row.prompt_tokens,
-                    completion_tokens=row.completion_tokens,
-                    cached_tokens=row.cached_tokens,
-                    reasoning_tokens=row.reasoning_tokens,
-                    cost_usd=row.cost_usd,
-                )
-                for row in rows
-            ]
-        )
+        # The ledger's rows have the contract's fields, name for name.
+        return pb.GetUsageResponse(rows=[pb.UsageRow(**dataclasses.asdict(row)) for row in rows])

@@ -37,7 +37,6 @@ class Reservation:
     """What one call holds against its key's limits until it settles."""
 
     id: int
-    key_id: str
     # The estimate held: what the call settles at when its use stays unknown.
     tokens: int
     cost_usd: float
@@ -135,7 +134,7 @@ def _reserve(tx: Tx, key: CallerKey, tokens: int, cost_usd: float, prune: bool) 
         "VALUES (?, ?, ?, ?) RETURNING id",
         (key.id, now, tokens, cost_usd),
     )
-    return Reservation(id=int(rows[0][0]), key_id=key.id, tokens=tokens, cost_usd=cost_usd)
+    return Reservation(id=int(rows[0][0]), tokens=tokens, cost_usd=cost_usd)
 
 
 def period_bounds(period: str, now: float) -> tuple[float, float]:
