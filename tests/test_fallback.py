@@ -107,6 +107,15 @@ def with_aliases(settings: Settings, **aliases: AliasConfig) -> Settings:
     return dataclasses.replace(settings, aliases=aliases)
 
 
+async def complete_coding(settings: Settings, timeout: float = 10) -> pb.CompleteResponse:
+    """A unary call to the alias `coding` on a gateway started from `settings`."""
+    async with gateway_stub(settings) as stub:
+        response: pb.CompleteResponse = await stub.Complete(
+            pb.CompleteRequest(model="coding", messages=[user("hi")]), timeout=timeout
+        )
+    return response
+
+
 def sent_models(fake: FakeUpstream) -> list[tuple[str, str]]:
     """(endpoint, model) of every chat request the fake received, in order."""
     return [(r.endpoint, r.body["model"]) for r in fake.requests]
@@ -114,10 +123,7 @@ def sent_models(fake: FakeUpstream) -> list[tuple[str, str]]:
 
 async def test_unary_falls_back_and_says_which_target_served(settings, fake):
     alias = chain(AliasTarget("zai/fault-http-502", "coding"), "openrouter/z-ai/glm-4.7")
-    async with gateway_stub(with_aliases(settings, coding=alias)) as stub:
-        response = await stub.Complete(
-            pb.CompleteRequest(model="coding", messages=[user("hi")]), timeout=10
-        )
+    response = await complete_coding(with_aliases(settings, coding=alias), timeout=10)
     assert response.provider == common.PROVIDER_OPENROUTER
     assert response.model == "openrouter/z-ai/glm-4.7"
     assert response.fallbacks == 1
@@ -166,11 +172,8 @@ async def test_a_pinned_endpoint_serves_and_is_reported(settings, fake):
 
 async def test_a_reason_outside_fallback_on_ends_the_chain(settings, fake):
     alias = chain("openrouter/x/fault-http-400", "zai/glm-4.7")
-    async with gateway_stub(with_aliases(settings, coding=alias)) as stub:
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.Complete(
-                pb.CompleteRequest(model="coding", messages=[user("hi")]), timeout=10
-            )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await complete_coding(with_aliases(settings, coding=alias))
     status = rich_status(caught.value)
     assert (status.code, status.info.reason) == (
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -185,20 +188,14 @@ async def test_fallback_on_is_configurable(settings, fake):
     alias = chain(
         "openrouter/x/fault-http-400", "zai/glm-4.7", fallback_on=("UPSTREAM_REJECTED_REQUEST",)
     )
-    async with gateway_stub(with_aliases(settings, coding=alias)) as stub:
-        response = await stub.Complete(
-            pb.CompleteRequest(model="coding", messages=[user("hi")]), timeout=10
-        )
+    response = await complete_coding(with_aliases(settings, coding=alias), timeout=10)
     assert (response.provider, response.fallbacks) == (common.PROVIDER_ZAI, 1)
 
 
 async def test_when_every_target_fails_the_error_lists_them(settings, fake):
     alias = chain("zai/fault-http-529", "openrouter/x/fault-http-502")
-    async with gateway_stub(with_aliases(settings, coding=alias)) as stub:
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.Complete(
-                pb.CompleteRequest(model="coding", messages=[user("hi")]), timeout=10
-            )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await complete_coding(with_aliases(settings, coding=alias))
     status = rich_status(caught.value)
     assert (status.code, status.info.reason) == (
         grpc.StatusCode.UNAVAILABLE,
@@ -221,10 +218,7 @@ async def test_a_rate_limited_target_is_not_waited_for_when_a_fallback_exists(se
         retries=RetryPolicy(max_attempts=3, initial_backoff=0.01, max_retry_after=10.0),
         aliases={"coding": chain("zai/fault-http-429", "openrouter/z-ai/glm-4.7")},
     )
-    async with gateway_stub(patient) as stub:
-        response = await stub.Complete(
-            pb.CompleteRequest(model="coding", messages=[user("hi")]), timeout=5
-        )
+    response = await complete_coding(patient, timeout=5)
     assert (response.attempts, response.fallbacks) == (2, 1)
 
 
@@ -234,10 +228,7 @@ async def test_an_unconfigured_provider_is_passed_over(settings, fake):
         zai=dataclasses.replace(settings.zai, api_key=None),
         aliases={"coding": chain("zai/glm-4.7", "openrouter/z-ai/glm-4.7")},
     )
-    async with gateway_stub(no_zai) as stub:
-        response = await stub.Complete(
-            pb.CompleteRequest(model="coding", messages=[user("hi")]), timeout=10
-        )
+    response = await complete_coding(no_zai, timeout=10)
     assert (response.provider, response.attempts, response.fallbacks) == (
         common.PROVIDER_OPENROUTER,
         1,
