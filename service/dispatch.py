@@ -48,7 +48,6 @@ class _Journey:
 
     plan: Plan
     record: CallRecord
-    attempts: int = 0
     passed_over: list[str] = field(default_factory=list)
 
     def attempt_failed(self, provider: OpenAICompatibleProvider, error: GatewayError) -> None:
@@ -56,8 +55,7 @@ class _Journey:
 
     def attempt(self) -> None:
         # Counted as it happens: a call cut short still says it went upstream.
-        self.attempts += 1
-        self.record.attempts = self.attempts
+        self.record.attempts += 1
 
     def trying(self, provider: OpenAICompatibleProvider, route: Route) -> None:
         # What the record says until an answer names the model that served:
@@ -65,8 +63,12 @@ class _Journey:
         self.record.provider = provider.provider_id
         self.record.served_model = gateway_model_name(route.provider, route.upstream_model)
 
+    @property
+    def attempts(self) -> int:
+        """Upstream requests made so far, across every target."""
+        return self.record.attempts
+
     def served(self, index: int) -> None:
-        self.record.attempts = self.attempts
         self.record.fallbacks = index
 
     def may_fall_back(self, index: int, error: GatewayError) -> bool:
