@@ -1,0 +1,304 @@
+"""A legitimate caller's latency with and without an unauthenticated flood.
+
+python -m bench.flood [--calls N] [--flood-seconds S] [--concurrency C] [--workers W]
+
+Starts the fake upstream and the gateway (`serve`, INFO logging to a file, as
+in production) on loopback with one caller key issued. Then, in turn:
+
+1. baseline: the legitimate caller alone makes N sequential unary calls;
+2. for each flood kind, a separate process floods the gateway with
+   Complete calls that must be refused (`repeated`: one wrong key over and
+   over, as a misconfigured client does; `random`: a fresh well-formed random
+   key per call, as an attacker does; `garbage`: tokens that cannot be keys;
+   `none`: no key at all), while the legitimate caller makes its N calls again.
+
+Prints, per phase, the legitimate caller's p50 and p99, the flood's refused
+calls per second and the bytes of gateway log written per refused call. A
+benchmark, not a test: it judges nothing, and every phase stops by itself
+(after N calls, or after `--flood-seconds` at most).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
+
+from bench import processes as procs
+from service.state.db import Database
+from service.state.keys import KeyStore
+from service.state.schema import migrate
+
+MODEL = "openrouter/openai/gpt-4o-mini"
+FLOOD_KINDS = ("repeated", "random", "garbage", "none")
+CALL_TIMEOUT = 10.0
+
+
+def _request() -> pb.CompleteRequest:
+    return pb.CompleteRequest(
+        model=MODEL, messages=[common.ChatMessage(role=common.ROLE_USER, content="hi")]
+    )
+
+
+# -- the flooding process -------------------------------------------------------------
+
+
+def _flood_token(kind: str, fixed: str) -> str | None:
+    if kind == "repeated":
+        return fixed
+    if kind == "random":
+        return "lgw_" + secrets.token_urlsafe(32)
+    if kind == "garbage":
+        return secrets.token_hex(8)
+    return None
+
+
+async def _flood(address: str, kind: str, concurrency: int, seconds: float) -> dict[str, Any]:
+    """Refused calls as fast as `concurrency` loops can make them, until
+    stdin closes or `seconds` pass."""
+    statuses: Counter[str] = Counter()
+    fixed = "lgw_" + secrets.token_urlsafe(32)
+    request = _request()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # The parent closes our stdin when its measurement is done.
+    loop.add_reader(sys.stdin.fileno(), stop.set)
+    loop.call_later(seconds, stop.set)
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.CompletionServiceStub(channel)
+
+        async def worker() -> None:
+            while not stop.is_set():
+                token = _flood_token(kind, fixed)
+                metadata = (("authorization", f"Bearer {token}"),) if token else ()
+                try:
+                    await stub.Complete(request, metadata=metadata, timeout=CALL_TIMEOUT)
+                    statuses["OK"] += 1
+                except grpc.aio.AioRpcError as error:
+                    statuses[error.code().name] += 1
+
+        print("flooding", flush=True)
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.monotonic() - started
+    loop.remove_reader(sys.stdin.fileno())
+    return {"statuses": dict(statuses), "seconds": elapsed}
+
+
+# -- the legitimate caller -----------------------------------------------------------------
+
+
+async def _legitimate(address: str, key: str, calls: int, warmup: int) -> list[float]:
+    """Seconds per call of `calls` sequential unary calls (after `warmup`)."""
+    metadata = (("authorization", f"Bearer {key}"),)
+    request = _request()
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.CompletionServiceStub(channel)
+        for i in range(warmup + calls):
+            started = time.perf_counter()
+            await stub.Complete(request, metadata=metadata, timeout=CALL_TIMEOUT)
+            if i >= warmup:
+                latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+@dataclass
+class Phase:
+    """One measurement: the legitimate caller's figures, and the flood's."""
+
+    name: str
+    p50_ms: float
+    p99_ms: float
+    refused_per_second: float = 0.0
+    refused: int = 0
+    other_statuses: str = ""
+    log_bytes_per_refusal: float | None = None
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _phase(
+    name: str,
+    address: str,
+    key: str,
+    args: argparse.Namespace,
+    log: Path,
+    legit_log_bytes: float,
+) -> Phase:
+    """The legitimate caller's calls, with a flood of `name` running (unless baseline)."""
+    if name == "baseline":
+        latencies = asyncio.run(_legitimate(address, key, args.calls, args.warmup))
+        return Phase(
+            name,
+            statistics.median(latencies) * 1000,
+            _percentile(latencies, 0.99) * 1000,
+        )
+    command = [
+        sys.executable,
+        "-m",
+        "bench.flood",
+        "--flood",
+        name,
+        "--address",
+        address,
+        "--concurrency",
+        str(args.concurrency),
+        "--flood-seconds",
+        str(args.flood_seconds),
+    ]
+    log_before = log.stat().st_size
+    flood = subprocess.Popen(  # noqa: S603  # our own module
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert flood.stdout is not None  # noqa: S101  # piped above
+        if flood.stdout.readline().strip() != "flooding":
+            raise RuntimeError("the flood process did not start")
+        time.sleep(0.5)  # let the flood reach its pace
+        latencies = asyncio.run(_legitimate(address, key, args.calls, args.warmup))
+        # Closing its stdin (communicate does) stops the flood.
+        output, _ = flood.communicate(timeout=args.flood_seconds + 30)
+    finally:
+        if flood.poll() is None:
+            flood.kill()
+            flood.wait()
+    time.sleep(0.3)  # the gateway's last log lines reach the file
+    result = json.loads(output)
+    statuses: dict[str, int] = result["statuses"]
+    refused = statuses.pop("UNAUTHENTICATED", 0)
+    flood_bytes = log.stat().st_size - log_before - legit_log_bytes * (args.calls + args.warmup)
+    return Phase(
+        name,
+        statistics.median(latencies) * 1000,
+        _percentile(latencies, 0.99) * 1000,
+        refused_per_second=refused / result["seconds"],
+        refused=refused,
+        other_statuses=", ".join(f"{k}={v}" for k, v in sorted(statuses.items())),
+        log_bytes_per_refusal=max(0.0, flood_bytes) / refused if refused else None,
+    )
+
+
+def _issue_key(db_path: str) -> str:
+    db = Database(db_path)
+    try:
+        migrate(db)
+        _, key = KeyStore(db).create("bench-flood-caller")
+    finally:
+        db.close()
+    return key
+
+
+def run(args: argparse.Namespace) -> list[Phase]:
+    """Start the fake upstream and the gateway, run every phase, stop them."""
+    fake_port, gateway_port = procs.free_port(), procs.free_port()
+    env = procs.fake_environment(fake_port)
+    key = _issue_key(env["LLMGATEWAY_DB"])
+    address = f"127.0.0.1:{gateway_port}"
+    command = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--address",
+        address,
+        "--workers",
+        str(args.workers),
+        "--log-level",
+        "INFO",
+    ]
+    phases: list[Phase] = []
+    with contextlib.ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        log = scratch / "gateway.log"
+        fake = stack.enter_context(
+            procs.running(procs.fake_upstream_command(fake_port, 1, 0.0), log=scratch / "fake.log")
+        )
+        gateway = stack.enter_context(procs.running(command, env=env, log=log))
+        procs.wait_for_port(fake_port, fake)
+        procs.wait_for_port(gateway_port, gateway)
+        before = log.stat().st_size
+        print("baseline...", file=sys.stderr, flush=True)
+        phases.append(_phase("baseline", address, key, args, log, 0.0))
+        time.sleep(0.3)
+        legit_log_bytes = (log.stat().st_size - before) / (args.calls + args.warmup)
+        for kind in args.kinds:
+            print(f"flood: {kind}...", file=sys.stderr, flush=True)
+            phases.append(_phase(kind, address, key, args, log, legit_log_bytes))
+    return phases
+
+
+def table(phases: list[Phase]) -> str:
+    """The figures, one row per phase."""
+    header = (
+        f"{'flood':<10} {'p50 ms':>8} {'p99 ms':>8} {'refused/s':>10} {'refused':>8} "
+        f"{'log B/refusal':>14}  other"
+    )
+    lines = [header, "-" * len(header)]
+    for p in phases:
+        log_bytes = "" if p.log_bytes_per_refusal is None else f"{p.log_bytes_per_refusal:.1f}"
+        lines.append(
+            f"{p.name:<10} {p.p50_ms:>8.2f} {p.p99_ms:>8.2f} {p.refused_per_second:>10.0f} "
+            f"{p.refused:>8} {log_bytes:>14}  {p.other_statuses}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Entry point (also the flooding process, with --flood)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.flood",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--calls", type=int, default=500, help="legitimate calls per phase")
+    parser.add_argument("--warmup", type=int, default=50, help="legitimate calls not measured")
+    parser.add_argument(
+        "--flood-seconds", type=float, default=60.0, help="the longest a flood runs"
+    )
+    parser.add_argument("--concurrency", type=int, default=64, help="flood calls in flight")
+    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=FLOOD_KINDS,
+        default=list(FLOOD_KINDS),
+        help="which floods to run (default: all)",
+    )
+    parser.add_argument("--flood", choices=FLOOD_KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.flood:
+        result = asyncio.run(_flood(args.address, args.flood, args.concurrency, args.flood_seconds))
+        print(json.dumps(result), flush=True)
+        return
+    phases = run(args)
+    print(
+        f"gateway workers: {args.workers}; flood concurrency: {args.concurrency}; "
+        f"legitimate calls per phase: {args.calls} (sequential, unary, {MODEL})"
+    )
+    print(table(phases))
+
+
+if __name__ == "__main__":
+    main()
