@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
@@ -43,6 +45,10 @@ DRIP_PAUSES = 3
 OVERSIZED_BYTES = 5 * 1024 * 1024
 # `rate-limited-once`: the Retry-After, in seconds, of the one 429 before the answer.
 RATE_LIMITED_ONCE_RETRY_AFTER = 1
+# `flaky-<status>-<percent>`: that share of a model's requests fail with that HTTP
+# status (no Retry-After), in a pseudo-random pattern seeded by the fault's name,
+# so every model with the same fault (and every run) sees the same sequence.
+_FLAKY_SHARE = re.compile(r"flaky-([1-5][0-9][0-9])-([0-9]{1,3})")
 
 # Z.AI business codes and the HTTP status each usually arrives with.
 ZAI_CODES = {
@@ -139,6 +145,8 @@ class FakeUpstream:
         self._http = HTTPServer(self.handle)
         # Requests seen per model, for faults that fail the first few.
         self._seen: dict[str, int] = {}
+        # Per model, the pattern a `flaky-<status>-<percent>` fault follows.
+        self._flaky: dict[str, random.Random] = {}
         self._ids = itertools.count(1)
         # OpenRouter generation id -> its /generation document, and how often
         # each was looked up (the first look-up 404s, like OpenRouter's lag).
@@ -242,6 +250,13 @@ class FakeUpstream:
         if fault == "flaky" and self._seen[model] <= 2:
             # The first two requests for this model fail as an overloaded provider would.
             return _error(provider, 502, "1234", "upstream briefly unavailable")
+        share = _FLAKY_SHARE.fullmatch(fault)
+        if share is not None:
+            pattern = self._flaky.setdefault(model, random.Random(fault))  # noqa: S311  # a test pattern
+            if pattern.random() * 100 < int(share[2]):
+                status = int(share[1])
+                code = _ZAI_CODE_FOR_STATUS.get(status, str(status))
+                return _error(provider, status, code, f"fake upstream returned HTTP {status}")
         if fault == "rate-limited-once" and self._seen[model] == 1:
             # A short Retry-After the gateway can wait out itself, then the answer.
             return _error(

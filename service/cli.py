@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
                     settings = _with_address(settings, args.address)
             settings = _with_observability(settings, args)
             logs.configure(args.log_level, settings.log_format)
+            if not args.reuse_port:  # said once, by the parent, not again by each worker
+                import logging
+
+                for warning in settings.environment_warnings:
+                    logging.getLogger("service.config").warning(warning)
             workers = args.workers if args.workers is not None else _workers_from_env()
             if workers < 1:
                 raise ConfigError(f"--workers must be 1 or more, got {workers}")

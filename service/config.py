@@ -7,9 +7,12 @@ API keys come from the environment only: they never sit in a config file, and
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import re
 import ssl
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from service.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import ItemsView, Iterable, Iterator
 
 DEFAULT_ADDRESS = "0.0.0.0:50051"
 DEFAULT_OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
@@ -109,12 +112,24 @@ class AliasConfig:
 
 @dataclass(frozen=True, slots=True)
 class CircuitSettings:
-    """When a provider (or Z.AI endpoint) is skipped after failing."""
+    """When a model (per provider and Z.AI endpoint) is skipped after failing;
+    see service/circuit.py."""
 
-    # Consecutive failures (5xx, overload, unreachable, timeouts) that open it.
+    # Health failures (5xx, overload, unreachable, timeouts) within the window
+    # that open it, when they are also at least `failure_rate` of its calls.
     failure_threshold: int = 5
-    # How long it stays open before one probe call may try the provider again.
+    # How long its first opening lasts; each further one lasts that much longer
+    # (up to `max_cool_down`), before one probe call may try the model again.
     cool_down: float = 30.0
+    failure_rate: float = 0.5
+    # The sliding window the failures and calls are counted over, in seconds.
+    window: float = 30.0
+    max_cool_down: float = 300.0
+    # A call with no fallback target still goes through an open circuit while
+    # the model's success rate over the window is above this (the panic rule).
+    panic_success_rate: float = 0.1
+    # Breakers kept per worker (one per model in use); the least recently used go.
+    max_models: int = 1000
 
 
 _DEFAULT_CIRCUIT = CircuitSettings()
@@ -187,12 +202,44 @@ class Settings:
     tracing: str = "off"
     # Log lines: "text" or "json" (one object per line).
     log_format: str = "text"
+    # LLMGATEWAY_* variables set that no setting reads (typos, most likely),
+    # for `serve` to warn about; not refused, as the environment is shared.
+    environment_warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def load(cls, environ: Mapping[str, str], config_file: Path | None = None) -> Settings:
-        """Settings from a TOML file (optional) overlaid with the environment."""
-        path = config_file or _path_or_none(environ.get("LLMGATEWAY_CONFIG"))
-        doc = _read_toml(path) if path else {}
+        """Settings from a TOML file (optional) overlaid with the environment.
+        A key or table of the file that no setting reads is refused, naming the
+        closest one; LLMGATEWAY_* variables no setting reads are warned about."""
+        read_environ = _ReadEnvironment(environ)
+        documents: list[_ReadTable] = []
+        try:
+            settings = cls._load(read_environ, config_file, documents)
+        except ConfigError:
+            # A typo often causes the error (a misspelt [tls] key_file leaves the
+            # certificate alone): name it first. Not every key may have been read
+            # before the error, so what the defaults read counts as known too.
+            defaults: list[_ReadTable] = []
+            cls._load({}, None, defaults)
+            _refuse_unknown_keys(documents[0] if documents else {}, defaults[0])
+            raise
+        _refuse_unknown_keys(documents[0] if documents else {})
+        return dataclasses.replace(
+            settings, environment_warnings=read_environ.unread_variable_warnings()
+        )
+
+    @classmethod
+    def _load(
+        cls, environ: Mapping[str, str], config_file: Path | None, documents: list[_ReadTable]
+    ) -> Settings:
+        """Settings.load, which gets the file's tables in `documents`, as read.
+
+        Read every file key through its table even when the environment wins
+        (file first, then `or`): a key never read is refused as unknown."""
+        from_env = environ.get("LLMGATEWAY_CONFIG")
+        path = config_file or _path_or_none(from_env)
+        doc = _read_toml(path) if path else _ReadTable("defaults", {})
+        documents.append(doc)
         server = _table(doc, "server")
         timeouts = _table(doc, "timeouts")
         openrouter = _table(doc, "openrouter")
@@ -205,7 +252,8 @@ class Settings:
         tls = _table(doc, "tls")
 
         def pick(env_name: str, table: dict[str, Any], key: str, default: str) -> str:
-            value = environ.get(env_name) or table.get(key) or default
+            in_file = table.get(key)
+            value = environ.get(env_name) or in_file or default
             if not isinstance(value, str):
                 section = next(n for n, t in sections.items() if t is table)
                 raise ConfigError(f"[{section}] {key} must be a string")
@@ -221,9 +269,9 @@ class Settings:
 
         def tls_path(env_name: str, key: str) -> Path | None:
             """A TLS file setting; a relative path in the file is relative to the file."""
+            value = pick(env_name, tls, key, "")
             if environ.get(env_name):
                 return Path(environ[env_name])
-            value = pick(env_name, tls, key, "")
             if not value:
                 return None
             return path.parent / value if path is not None else Path(value)
@@ -296,7 +344,7 @@ class Settings:
                 ),
             ),
             aliases={name: _alias(name, value) for name, value in aliases.items()},
-            db=_db_location(environ.get("LLMGATEWAY_DB") or state.get("db"), environ),
+            db=_db_location(_env_over_file(environ.get("LLMGATEWAY_DB"), state.get("db")), environ),
             prices={name: _price(name, value) for name, value in prices.items()},
             circuit=CircuitSettings(
                 failure_threshold=_whole_number(
@@ -312,6 +360,41 @@ class Settings:
                     circuit,
                     "cool_down_seconds",
                     _DEFAULT_CIRCUIT.cool_down,
+                ),
+                failure_rate=_fraction(
+                    environ,
+                    "LLMGATEWAY_CIRCUIT_FAILURE_RATE",
+                    circuit,
+                    "failure_rate",
+                    _DEFAULT_CIRCUIT.failure_rate,
+                ),
+                window=_positive_number(
+                    environ,
+                    "LLMGATEWAY_CIRCUIT_WINDOW",
+                    circuit,
+                    "window_seconds",
+                    _DEFAULT_CIRCUIT.window,
+                ),
+                max_cool_down=_positive_number(
+                    environ,
+                    "LLMGATEWAY_CIRCUIT_MAX_COOL_DOWN",
+                    circuit,
+                    "max_cool_down_seconds",
+                    _DEFAULT_CIRCUIT.max_cool_down,
+                ),
+                panic_success_rate=_fraction(
+                    environ,
+                    "LLMGATEWAY_CIRCUIT_PANIC_SUCCESS_RATE",
+                    circuit,
+                    "panic_success_rate",
+                    _DEFAULT_CIRCUIT.panic_success_rate,
+                ),
+                max_models=_whole_number(
+                    environ,
+                    "LLMGATEWAY_CIRCUIT_MAX_MODELS",
+                    circuit,
+                    "max_models",
+                    _DEFAULT_CIRCUIT.max_models,
                 ),
             ),
             shutdown_grace=_positive_number(
@@ -533,9 +616,7 @@ def _price(name: str, value: object) -> PriceOverride:
     where = f'[prices."{name}"]'
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a table")
-    unknown = set(value) - {"prompt_per_million", "completion_per_million", "cached_per_million"}
-    if unknown:
-        raise ConfigError(f"{where} has unknown keys {sorted(unknown)}")
+    _only_keys(where, value, ("prompt_per_million", "completion_per_million", "cached_per_million"))
     numbers: dict[str, float] = {}
     for key in ("prompt_per_million", "completion_per_million", "cached_per_million"):
         raw = value.get(key)
@@ -560,9 +641,7 @@ def _alias(name: str, value: object) -> AliasConfig:
     where = f"[aliases] {name}"
     fallback_on = None
     if isinstance(value, dict):
-        unknown = set(value) - {"targets", "fallback_on"}
-        if unknown:
-            raise ConfigError(f"{where} has unknown keys {sorted(unknown)}")
+        _only_keys(where, value, ("targets", "fallback_on"))
         if "fallback_on" in value:
             fallback_on = tuple(_string_list(value["fallback_on"], f"{where}.fallback_on"))
         value = value.get("targets")
@@ -579,10 +658,10 @@ def _alias_target(where: str, item: object) -> AliasTarget:
     if isinstance(item, str) and item:
         return AliasTarget(item)
     if isinstance(item, dict) and isinstance(item.get("model"), str) and item["model"]:
-        unknown = set(item) - {"model", "zai_endpoint"}
+        _only_keys(f'{where} target "{item["model"]}"', item, ("model", "zai_endpoint"))
         endpoint = item.get("zai_endpoint")
-        if unknown or not (endpoint is None or isinstance(endpoint, str)):
-            raise ConfigError(f"{where}: a target takes `model` and `zai_endpoint` only")
+        if not (endpoint is None or isinstance(endpoint, str)):
+            raise ConfigError(f'{where}: a target\'s zai_endpoint must be "general" or "coding"')
         return AliasTarget(item["model"], endpoint)
     raise ConfigError(
         f"{where}: each target must be a model name string or "
@@ -594,10 +673,10 @@ def _path_or_none(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path) -> _ReadTable:
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            return _ReadTable(f"config file {path}", tomllib.load(handle))
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -608,7 +687,164 @@ def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
     table = doc.get(name, {})
     if not isinstance(table, dict):
         raise ConfigError(f"[{name}] in the config file must be a table")
-    return table
+    if not isinstance(doc, _ReadTable):
+        return table
+    # Replaced in the document, so the check for unknown keys finds it.
+    read = doc[name] = _ReadTable(f"[{name}]", table)
+    return read
+
+
+class _ReadTable(dict[str, Any]):
+    """A table of the config file that remembers which keys the settings asked
+    for, present or not. After Settings.load, a key never asked for is a typo
+    (`_refuse_unknown_keys`): a setting added to Settings.load is known by
+    being read, without a list of valid keys to keep in step."""
+
+    def __init__(self, where: str, items: dict[str, Any]) -> None:
+        super().__init__(items)
+        self.where = where
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.asked.add(key)
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        # Iterating a table (aliases, prices) reads every key in it: their
+        # names are free, and the code that reads them checks their values.
+        self.asked.update(super().keys())
+        return super().__iter__()
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]  # dict's own view
+        self.asked.update(super().keys())
+        return super().items()
+
+
+def _refuse_unknown_keys(doc: dict[str, Any], also_known: _ReadTable | None = None) -> None:
+    """Refuse what the file holds and no setting read (nor, when given, a read
+    of the defaults, `also_known`): a misspelt key is otherwise silently ignored
+    (`[zai] coding_model` would leave every model on the general endpoint)."""
+    if not isinstance(doc, _ReadTable):
+        return
+    if also_known is not None:
+        doc.asked |= also_known.asked
+        for name, table in dict.items(doc):
+            known = dict.get(also_known, name)
+            if isinstance(table, _ReadTable) and isinstance(known, _ReadTable):
+                table.asked |= known.asked
+    tables = [t for t in doc.values() if isinstance(t, _ReadTable)]
+    problems = [_unknown(doc, name, tables, top=True) for name in _unread(doc)]
+    for table in tables:
+        problems.extend(_unknown(table, key, tables, top=False) for key in _unread(table))
+    if len(problems) == 1:
+        raise ConfigError(f"{doc.where}: {problems[0]}")
+    if problems:
+        raise ConfigError(
+            f"{doc.where}: {len(problems)} unknown settings:\n  " + "\n  ".join(problems)
+        )
+
+
+def _unread(table: _ReadTable) -> list[str]:
+    # dict.keys, not iteration: iterating a _ReadTable counts as reading it.
+    return [key for key in dict.keys(table) if key not in table.asked]
+
+
+def _unknown(table: _ReadTable, key: str, tables: list[_ReadTable], *, top: bool) -> str:
+    """`key` of `table` named as the file has it, with the closest setting."""
+    if top:
+        what = (
+            f"[{key}] is not a known table"
+            if isinstance(dict.get(table, key), dict)
+            else f"{key} at the top of the file is not a known setting"
+        )
+    else:
+        what = f"{table.where} {key} is not a known setting"
+        if key == "api_key":
+            variable = f"{table.where.strip('[]').upper()}_API_KEY"
+            return f"{what}: API keys are read from the environment only ({variable})"
+    elsewhere = [t.where for t in tables if t is not table and key in t.asked]
+    if elsewhere:
+        return f"{what}; did you mean {elsewhere[0]} {key}?"
+    return what + _closest(key, table.asked, as_table=top)
+
+
+def _closest(key: str, valid: Iterable[str], *, as_table: bool = False) -> str:
+    """ "; did you mean X?" with the valid name closest to `key`, else the valid names."""
+    names = sorted(valid)
+    close = difflib.get_close_matches(key, names, n=1)
+    shown = [f"[{name}]" if as_table else name for name in close or names]
+    return f"; did you mean {shown[0]}?" if close else f" (known: {', '.join(shown)})"
+
+
+def _only_keys(where: str, table: dict[str, Any], known: tuple[str, ...]) -> None:
+    """Refuse keys of a fixed-shape table (a price, an alias) other than `known`."""
+    unknown = [key for key in dict.keys(table) if key not in known]
+    if unknown:
+        raise ConfigError(
+            "; ".join(
+                f"{where} {key} is not a known setting{_closest(key, known)}" for key in unknown
+            )
+        )
+
+
+def _env_over_file(from_env: str | None, in_file: object) -> object:
+    """The environment's value, else the file's; both read (see Settings.load)."""
+    return from_env or in_file
+
+
+# LLMGATEWAY_* variables read outside Settings.load, not to be warned about:
+# the worker count (service/cli.py), a worker's parent (service/workers.py) and
+# the client commands' caller key (clients/cli.py), often set in the same shell.
+_READ_ELSEWHERE = frozenset(
+    {"LLMGATEWAY_WORKERS", "LLMGATEWAY_WORKER_PARENT_PID", "LLMGATEWAY_API_KEY"}
+)
+
+
+class _ReadEnvironment(Mapping[str, str]):
+    """The environment, remembering which variables the settings asked for."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self.asked: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.asked.add(name)
+        return self._environ[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._environ)
+
+    def __len__(self) -> int:
+        return len(self._environ)
+
+    def unread_variable_warnings(self) -> tuple[str, ...]:
+        """One warning per LLMGATEWAY_* variable that is set and read by nothing.
+        Only our prefix: the environment holds everyone's variables."""
+        known = self.asked | _READ_ELSEWHERE
+        # Compared without the prefix, which every name shares: LLMGATEWAY_ZAI_API_KEY
+        # is closest to ZAI_API_KEY, and LLMGATEWAY_FOO close to nothing.
+        stems = {name.removeprefix("LLMGATEWAY_"): name for name in sorted(known)}
+        warnings = []
+        for name in sorted(self._environ):
+            if not name.startswith("LLMGATEWAY_") or name in known:
+                continue
+            close = difflib.get_close_matches(name.removeprefix("LLMGATEWAY_"), stems, n=1)
+            hint = (
+                f"did you mean {stems[close[0]]}?"
+                if close
+                else "the README's Configuration table lists the variables"
+            )
+            warnings.append(f"environment variable {name} is set but no setting reads it; {hint}")
+        return tuple(warnings)
 
 
 def _secret(value: str | None) -> Secret | None:
@@ -637,7 +873,8 @@ def _positive_number(
     *,
     allow_zero: bool = False,
 ) -> float:
-    raw: object = environ.get(env_name) or table.get(key, default)
+    in_file = table.get(key, default)  # read first: see Settings.load
+    raw: object = environ.get(env_name) or in_file
     if isinstance(raw, bool):
         raise ConfigError(f"{env_name} ({key}) must be a number, got {raw!r}")
     try:
@@ -647,6 +884,16 @@ def _positive_number(
     if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
         bound = "0 or more" if allow_zero else "greater than 0"
         raise ConfigError(f"{env_name} ({key}) must be a finite number {bound}, got {raw!r}")
+    return value
+
+
+def _fraction(
+    environ: Mapping[str, str], env_name: str, table: dict[str, Any], key: str, default: float
+) -> float:
+    """A share: a number from 0 to 1."""
+    value = _positive_number(environ, env_name, table, key, default, allow_zero=True)
+    if value > 1:
+        raise ConfigError(f"{env_name} ({key}) must be a number from 0 to 1, got {value:g}")
     return value
 
 

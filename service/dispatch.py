@@ -1,9 +1,9 @@
 """Carrying one validated call to an answer: targets, retries, breakers, limits.
 
 A call follows its plan's routes in order. On each route it is counted
-against the provider's concurrency limit, passes the provider's circuit
-breaker, and is retried on transient failures within the retry policy and
-budget. A failure whose reason the plan falls back on moves it to the next
+against the provider's concurrency limit, passes the model's circuit
+breaker (told whether the call could move to another route if refused), and
+is retried on transient failures within the retry policy and budget. A failure whose reason the plan falls back on moves it to the next
 route. All of it happens only before the first event reached the caller:
 after that, a retry or a fallback would repeat output.
 """
@@ -20,7 +20,7 @@ import grpc
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
-from service.circuit import Admission, CircuitBreaker, CircuitState
+from service.circuit import Admission, CircuitBreaker, Circuits
 from service.config import CircuitSettings
 from service.errors import GatewayError, invalid_request, reason_name
 from service.observe import CallRecord
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 # A timeout this close to the caller's own deadline is the caller's choice,
 # not a sign of a sick provider.
 _DEADLINE_SLACK = 0.15
-_NO_PROBE = Admission(probe=False)
+_NO_PROBE = Admission()
 
 
 @dataclass(slots=True)
@@ -116,24 +116,20 @@ class Dispatcher:
         retries: RetryPolicy | None = None,
         max_concurrent_upstream: int = 1000,
         circuit: CircuitSettings | None = None,
-        on_circuit_change: Callable[[str, CircuitState], None] | None = None,
+        on_circuit_change: Callable[[str, bool], None] | None = None,
     ) -> None:
         self._providers = providers
         self._retries = retries or RetryPolicy()
         self._budgets = {kind: RetryBudget() for kind in providers}
         self._max_in_flight = max_concurrent_upstream
         self._in_flight = dict.fromkeys(providers, 0)
-        circuit = circuit or CircuitSettings()
-        self.breakers = {
-            name: CircuitBreaker(
-                name,
-                failure_threshold=circuit.failure_threshold,
-                cool_down=circuit.cool_down,
-                on_change=on_circuit_change,
-            )
-            for provider in providers.values()
-            for name in provider.circuit_names
-        }
+        # on_circuit_change(provider group, serving): a provider as a whole
+        # started or stopped failing.
+        self.circuits = Circuits(
+            circuit or CircuitSettings(),
+            [name for provider in providers.values() for name in provider.circuit_names],
+            on_provider_change=on_circuit_change,
+        )
 
     def check(self, request: AnyCompletionRequest, plan: Plan) -> None:
         """Refuse before any upstream byte what a one-target plan cannot serve.
@@ -221,13 +217,15 @@ class Dispatcher:
         has_next: bool,
     ) -> pb.CompleteResponse:
         attempt = 1
+        failed: GatewayError | None = None
         while True:
-            breaker = self.breakers[provider.circuit_name(request, route)]
-            admission = self._admit(breaker, route)
+            breaker = self._breaker(provider, request, route)
+            admission = self._admit(breaker, route, has_fallback=has_next, retrying=failed)
             journey.attempt()
             try:
                 response = await provider.complete(request, route, deadline)
             except GatewayError as error:
+                failed = error
                 journey.attempt_failed(provider, error)
                 self._judge(breaker, admission, error, deadline)
                 await self._before_retry(route, attempt, error, deadline, has_next=has_next)
@@ -251,9 +249,12 @@ class Dispatcher:
         has_next: bool,
     ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
         attempt = 1
+        failed: GatewayError | None = None
         while True:
-            breaker = self.breakers[provider.circuit_name(request, route)]
-            admission: Admission | None = self._admit(breaker, route)
+            breaker = self._breaker(provider, request, route)
+            admission: Admission | None = self._admit(
+                breaker, route, has_fallback=has_next, retrying=failed
+            )
             journey.attempt()
             started = False
             try:
@@ -267,7 +268,11 @@ class Dispatcher:
                         started = True
                         yield event
             except GatewayError as error:
+                failed = error
                 journey.attempt_failed(provider, error)
+                # A stream that broke after it began answering counts as a
+                # failure too: a model whose streams keep breaking reads as
+                # failing half its calls.
                 self._judge(breaker, admission or _NO_PROBE, error, deadline)
                 if started:
                     raise
@@ -313,17 +318,42 @@ class Dispatcher:
         finally:
             self._in_flight[route.provider] -= 1
 
+    def _breaker(
+        self, provider: OpenAICompatibleProvider, request: AnyCompletionRequest, route: Route
+    ) -> CircuitBreaker:
+        """The breaker of what may fail on its own: this model on this provider
+        (and Z.AI endpoint)."""
+        return self.circuits.breaker(provider.circuit_name(request, route), route.upstream_model)
+
     @staticmethod
-    def _admit(breaker: CircuitBreaker, route: Route) -> Admission:
-        admitted = breaker.admit()
+    def _admit(
+        breaker: CircuitBreaker,
+        route: Route,
+        *,
+        has_fallback: bool,
+        retrying: GatewayError | None,
+    ) -> Admission:
+        """Leave from the breaker, or the error to end this route with: a retry
+        the breaker refuses ends with the failure it would have retried (what
+        the caller needs to know), a first attempt with UPSTREAM_CIRCUIT_OPEN."""
+        admitted = breaker.admit(has_fallback=has_fallback)
         if isinstance(admitted, Admission):
             return admitted
+        if retrying is not None:
+            raise retrying
+        group = breaker.name.split("/", 1)[0]
+        why = (
+            "another target of the chain takes the call"
+            if has_fallback
+            else "it answers too few calls to be worth trying"
+        )
         raise GatewayError(
             grpc.StatusCode.UNAVAILABLE,
             pb.ERROR_REASON_UPSTREAM_CIRCUIT_OPEN,
-            f"{breaker.name} failed repeatedly just now; the gateway skips it for "
-            f"{max(admitted, 0.0):.3g} s more and made no request (circuit breaker open)",
-            metadata={"provider": breaker.name, "model": route.requested},
+            f"{breaker.name} is failing ({breaker.describe()}); {why}, so the gateway "
+            f"skips it for {max(admitted, 0.0):.3g} s more and made no request "
+            "(circuit breaker open)",
+            metadata={"provider": group, "circuit": breaker.name, "model": route.requested},
             retry_after=max(admitted, 0.001),
         )
 

@@ -1,9 +1,12 @@
 """The standard health service, per provider as well as for the whole gateway.
 
-Besides "" and the CompletionService, each circuit breaker has a health
-service name, `provider/<breaker>` (`provider/openrouter`, `provider/zai`,
-`provider/zai-coding`): NOT_SERVING while its circuit is open or half-open,
-or while the gateway has no API key for the provider; SERVING otherwise.
+Besides "" and the CompletionService, each breaker group has a health
+service name, `provider/<group>` (`provider/openrouter`, `provider/zai`,
+`provider/zai-coding`): NOT_SERVING while the provider as a whole is failing
+(its calls across every model over the window have all but stopped
+succeeding, see `service.circuit.ProviderVerdict`: a failing model among
+working ones does not make it so), or while the gateway has no API key for it;
+SERVING otherwise. A model's own open circuit shows in its calls' errors.
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from grpc_health.v1 import health_pb2
-
-from service.circuit import CircuitState
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -26,7 +27,7 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class ProviderHealth:
-    """Mirrors circuit breaker states into the health service."""
+    """Mirrors the providers' verdicts into the health service."""
 
     def __init__(self, servicer: health.aio.HealthServicer) -> None:
         self._servicer = servicer
@@ -42,9 +43,10 @@ class ProviderHealth:
         for name in self._unconfigured:
             await self._servicer.set(PREFIX + name, _NOT_SERVING)
 
-    def on_circuit_change(self, name: str, state: CircuitState) -> None:
-        """A breaker changed state (called from the event loop, synchronously)."""
-        serving = state is CircuitState.CLOSED and name not in self._unconfigured
+    def on_circuit_change(self, name: str, serving: bool) -> None:
+        """A provider started or stopped failing (called from the event loop,
+        synchronously)."""
+        serving = serving and name not in self._unconfigured
         task = asyncio.get_running_loop().create_task(
             self._servicer.set(PREFIX + name, _SERVING if serving else _NOT_SERVING)
         )

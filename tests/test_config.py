@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
 import grpc
 import pytest
 from llmgateway.v1 import completion_pb2 as common
@@ -19,6 +26,7 @@ from service.config import (
 )
 from service.errors import GatewayError
 from service.routing import Plan, Route, Router
+from tests.tls import make_certificates
 
 OPENROUTER_KEY = "sk-or-v1-test-not-a-key"
 ZAI_KEY = "zai-test-not-a-key.0123456789"
@@ -192,10 +200,17 @@ def test_environment_overrides_the_file(config_file):
 
 
 def test_api_keys_are_never_read_from_the_file(tmp_path):
+    # Refused, not ignored: the operator believes the key is in use. The message
+    # names the variable to use instead, and never quotes the key.
     path = write(tmp_path, f'[openrouter]\napi_key = "{OPENROUTER_KEY}"\n[zai]\napi_key = "x"\n')
-    settings = Settings.load({}, path)
-    assert settings.openrouter.api_key is None
-    assert settings.zai.api_key is None
+    with pytest.raises(ConfigError) as caught:
+        Settings.load({}, path)
+    message = str(caught.value)
+    assert "[openrouter] api_key" in message
+    assert "OPENROUTER_API_KEY" in message
+    assert "[zai] api_key" in message
+    assert "ZAI_API_KEY" in message
+    assert OPENROUTER_KEY not in message
 
 
 def test_an_empty_file_gives_defaults(tmp_path):
@@ -403,3 +418,328 @@ def test_retry_settings():
     retries = Settings.load(env).retries
     assert (retries.max_attempts, retries.max_retry_after) == (1, 0.0)
     assert (retries.initial_backoff, retries.max_backoff) == (0.5, 2.0)
+
+
+# -- unknown keys and tables are refused ------------------------------------------------------
+
+# Every table Settings.load reads, with a key in it that is a typo of a real
+# one and the key the message should suggest.
+TYPOS = [
+    ("server", "shutdown_grace", "shutdown_grace_seconds"),
+    ("timeouts", "connect", "connect_seconds"),
+    ("openrouter", "http_referrer", "http_referer"),
+    ("zai", "coding_model", "coding_models"),
+    ("retries", "max_attempt", "max_attempts"),
+    ("circuit_breaker", "cool_down", "cool_down_seconds"),
+    ("state", "dbs", "db"),
+    ("tls", "cert", "cert_file"),
+]
+
+
+def refusal(tmp_path, text, environ=None):
+    """The message Settings.load refuses `text` with."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(environ or {}, write(tmp_path, text))
+    return str(caught.value)
+
+
+def test_an_unknown_table_is_refused_with_the_closest_one(tmp_path):
+    message = refusal(tmp_path, '[servr]\naddress = "127.0.0.1:6000"\n')
+    assert "[servr] is not a known table; did you mean [server]?" in message
+    assert str(tmp_path / "config.toml") in message
+
+
+def test_an_unknown_table_far_from_every_name_lists_the_tables(tmp_path):
+    message = refusal(tmp_path, "[wibble]\nx = 1\n")
+    assert "[wibble] is not a known table (known: " in message
+    assert "[server]" in message
+    assert "[zai]" in message
+
+
+@pytest.mark.parametrize(("table", "typo", "meant"), TYPOS)
+def test_an_unknown_key_is_refused_with_the_closest_one(tmp_path, table, typo, meant):
+    message = refusal(tmp_path, f"[{table}]\n{typo} = 1\n")
+    assert f"[{table}] {typo} is not a known setting; did you mean {meant}?" in message
+
+
+@pytest.mark.parametrize("table", [table for table, _, _ in TYPOS])
+def test_an_unknown_key_far_from_every_name_lists_the_keys(tmp_path, table):
+    message = refusal(tmp_path, f"[{table}]\nzzzz = 1\n")
+    assert f"[{table}] zzzz is not a known setting (known: " in message
+
+
+def test_the_misspelt_coding_models_of_the_issue(tmp_path):
+    # Ignored, it sent every coding model to the general endpoint.
+    message = refusal(tmp_path, '[zai]\ncoding_model = ["glm-4.7"]\n')
+    assert message.endswith(
+        "[zai] coding_model is not a known setting; did you mean coding_models?"
+    )
+
+
+def test_a_key_in_the_wrong_table_names_the_right_one(tmp_path):
+    message = refusal(tmp_path, '[server]\ncoding_models = ["glm-4.7"]\n')
+    assert "[server] coding_models is not a known setting; did you mean [zai] coding_models?" in (
+        message
+    )
+
+
+def test_a_setting_outside_any_table_names_its_table(tmp_path):
+    message = refusal(tmp_path, 'address = "127.0.0.1:6000"\n')
+    assert "address at the top of the file is not a known setting" in message
+    assert "did you mean [server] address?" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A table inside a known table.
+        ("[server.limits]\nx = 1\n", "[server] limits is not a known setting"),
+        ('[tls]\ncert_file = "a.pem"\nkey = "a.key"\n', "[tls] key is not a known setting"),
+        (
+            '[prices."zai/glm-4.7"]\npromt_per_million = 1\ncompletion_per_million = 2\n',
+            (
+                '[prices."zai/glm-4.7"] promt_per_million is not a known setting; '
+                "did you mean prompt_per_million?"
+            ),
+        ),
+        (
+            '[aliases.coding]\ntarget = ["zai/glm-4.7"]\n',
+            "[aliases] coding target is not a known setting; did you mean targets?",
+        ),
+        (
+            '[aliases.coding]\ntargets = ["zai/glm-4.7"]\nfallback = ["UPSTREAM_OVERLOADED"]\n',
+            "[aliases] coding fallback is not a known setting; did you mean fallback_on?",
+        ),
+        (
+            '[aliases]\ncoding = [{ model = "zai/glm-4.7", zai_endpiont = "coding" }]\n',
+            (
+                '[aliases] coding target "zai/glm-4.7" zai_endpiont is not a known setting; '
+                "did you mean zai_endpoint?"
+            ),
+        ),
+    ],
+)
+def test_unknown_keys_in_nested_tables_are_refused(tmp_path, text, expected):
+    assert expected in refusal(tmp_path, text)
+
+
+def test_every_unknown_key_is_named_at_once(tmp_path):
+    message = refusal(tmp_path, "[servr]\n[zai]\ncoding_model = []\n[timeouts]\nconnect = 3\n")
+    assert "3 unknown settings" in message
+    assert "[servr] is not a known table" in message
+    assert "[zai] coding_model" in message
+    assert "[timeouts] connect " in message
+
+
+def test_a_file_key_is_known_when_the_environment_overrides_it(tmp_path):
+    # The environment wins, but the file's key is a setting all the same.
+    path = write(
+        tmp_path,
+        '[server]\naddress = "127.0.0.1:6000"\nshutdown_grace_seconds = 5\n'
+        '[state]\ndb = "file.db"\n[timeouts]\nconnect_seconds = 3\n',
+    )
+    env = {
+        "LLMGATEWAY_ADDRESS": "127.0.0.1:7000",
+        "LLMGATEWAY_SHUTDOWN_GRACE": "6",
+        "LLMGATEWAY_DB": "env.db",
+        "LLMGATEWAY_CONNECT_TIMEOUT": "4",
+    }
+    settings = Settings.load(env, path)
+    assert (settings.address, settings.shutdown_grace) == ("127.0.0.1:7000", 6.0)
+    assert (settings.db, settings.timeouts.connect) == ("env.db", 4.0)
+
+
+# -- every documented setting is accepted ----------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+# Values for documented settings whose default is not a usable value ("unset").
+# Paths of the TLS files are filled in by the test.
+SAMPLES: dict[str, object] = {
+    "OPENROUTER_API_KEY": OPENROUTER_KEY,
+    "ZAI_API_KEY": ZAI_KEY,
+    "LLMGATEWAY_WORKERS": 2,
+    "[openrouter] http_referer": "https://gateway.example.test",
+    "[openrouter] app_title": "example",
+    "[zai] coding_models": ["glm-4.7"],
+    "[server] metrics_address": "127.0.0.1:9464",
+    "[state] db": "state.db",
+}
+
+
+def documented_settings():
+    """(environment variable or None, "[table] key" or None, default) for each row of
+    the README's configuration table; a row naming two settings gives two."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Configuration", 1)[1]
+    lines = [line for line in section.split("\n\n")[2].splitlines() if line.startswith("| ")]
+    rows = []
+    for line in lines[1:]:  # after the header
+        variables, keys, default = (cell.strip() for cell in line.split("|")[1:4])
+        names = re.findall(r"`([A-Z][A-Z0-9_]+)`", variables)
+        table = re.match(r"`\[([a-z_]+)\] ([a-z_]+)`", keys)
+        file_keys = (
+            [f"[{table[1]}] {key}" for key in [table[2], *re.findall(r" / `([a-z_]+)`", keys)]]
+            if table
+            else []
+        )
+        defaults = re.findall(r"`([^`]*)`", default) or [default]
+        for i in range(max(len(names), len(file_keys))):
+            rows.append(
+                (
+                    names[i] if i < len(names) else None,
+                    file_keys[i] if i < len(file_keys) else None,
+                    defaults[min(i, len(defaults) - 1)],
+                )
+            )
+    return rows
+
+
+def sample(samples, name, default):
+    """A valid value for a documented setting: a sample, else its default."""
+    if name in samples:
+        return samples[name]
+    try:
+        return tomllib.loads(f"value = {default}")["value"]
+    except tomllib.TOMLDecodeError:
+        return default
+
+
+def readme_example_toml():
+    """The README's example config file."""
+    text = README.read_text(encoding="utf-8")
+    return text.split("```toml\n# llmgateway.toml\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.fixture
+def documented(tmp_path):
+    """A config file setting every documented key, and an environment setting
+    every documented variable, both to valid values."""
+    files = make_certificates().write(tmp_path / "tls")
+    samples = {
+        **SAMPLES,
+        "[tls] cert_file": str(files.server_cert),
+        "[tls] key_file": str(files.server_key),
+        "[tls] client_ca_file": str(files.ca_cert),
+    }
+    tables: dict[str, dict[str, object]] = {}
+    environ = {}
+    for variable, key, default in documented_settings():
+        if key is not None:
+            table, name = key[1:].split("] ")
+            tables.setdefault(table, {})[name] = sample(samples, key, default)
+        if variable is not None:
+            environ[variable] = str(sample(samples, key or variable, default))
+    lines = []
+    for table, values in tables.items():
+        lines.append(f"[{table}]")
+        lines.extend(f"{name} = {toml_value(value)}" for name, value in values.items())
+    text = "\n".join(lines) + "\n"
+    # The example's [zai] and [openrouter] are set above; its aliases are not.
+    example = readme_example_toml().split("[aliases]", 1)[1]
+    text += '\n[prices."zai/glm-4.7"]\nprompt_per_million = 0.6\ncompletion_per_million = 2.2\n'
+    text += "cached_per_million = 0.11\n\n[aliases]" + example
+    return write(tmp_path, text), environ
+
+
+def toml_value(value):
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
+def test_the_readme_documents_the_settings_this_test_fills_in():
+    rows = documented_settings()
+    keys = {key for _, key, _ in rows if key}
+    variables = {variable for variable, _, _ in rows if variable}
+    assert {"[zai] coding_models", "[tls] client_ca_file", "[retries] max_backoff_seconds"} <= keys
+    assert {"LLMGATEWAY_RETRY_MAX_BACKOFF", "OPENROUTER_API_KEY", "LLMGATEWAY_DB"} <= variables
+
+
+def test_every_documented_key_is_accepted(documented):
+    path, _ = documented
+    settings = Settings.load({}, path)
+    assert settings.zai.coding_models == frozenset({"glm-4.7"})
+    assert settings.tls is not None
+    assert settings.tls.mutual
+    assert set(settings.aliases) == {"fast", "smart", "coding"}
+    assert settings.prices["zai/glm-4.7"].cached_prompt == 0.11
+
+
+def test_every_documented_key_is_accepted_when_the_environment_sets_it_too(documented):
+    path, environ = documented
+    settings = Settings.load(environ, path)
+    assert settings.openrouter.api_key == Secret(OPENROUTER_KEY)
+    assert settings.environment_warnings == ()
+
+
+# -- LLMGATEWAY_* variables nothing reads are warned about ------------------------------------
+
+
+def test_a_misspelt_variable_is_warned_about_with_the_closest_one():
+    settings = Settings.load({"LLMGATEWAY_SHUTDOWN_GRACE_SECONDS": "5"})
+    assert settings.environment_warnings == (
+        (
+            "environment variable LLMGATEWAY_SHUTDOWN_GRACE_SECONDS is set but no setting "
+            "reads it; did you mean LLMGATEWAY_SHUTDOWN_GRACE?"
+        ),
+    )
+    assert settings.shutdown_grace == 30.0
+
+
+def test_a_provider_variable_under_the_prefix_points_at_the_real_one():
+    (warning,) = Settings.load({"LLMGATEWAY_ZAI_API_KEY": ZAI_KEY}).environment_warnings
+    assert warning.endswith("did you mean ZAI_API_KEY?")
+    assert ZAI_KEY not in warning
+
+
+def test_other_variables_are_not_warned_about():
+    environ = {
+        "PATH": "/usr/bin",
+        "LLMGATEWAY_WORKERS": "2",
+        "LLMGATEWAY_API_KEY": "caller-key",  # the client commands' key, in the same shell
+        "LLMGATEWAY_CONFIG": "",
+        "OPENROUTER_MODEL": "x",
+    }
+    assert Settings.load(environ).environment_warnings == ()
+
+
+# -- `llmgateway serve` ----------------------------------------------------------------------
+
+
+def serve(tmp_path, *args, environ=None):
+    """`llmgateway serve ARGS` in a clean environment: (exit code, stderr)."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", *args],
+        cwd=README.parent,
+        env={**env, **(environ or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.returncode, done.stderr
+
+
+def test_serve_refuses_a_config_typo_with_exit_code_2(tmp_path):
+    bad = write(tmp_path, '[zai]\ncoding_model = ["glm-4.7"]\n[servr]\n')
+    # --workers 0 would stop serve right after loading: nothing is bound even if
+    # the typo went unnoticed.
+    code, stderr = serve(tmp_path, "--config", str(bad), "--workers", "0")
+    assert code == 2
+    assert "llmgateway: configuration error:" in stderr
+    assert "[zai] coding_model is not a known setting; did you mean coding_models?" in stderr
+    assert "[servr] is not a known table; did you mean [server]?" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_serve_warns_about_a_misspelt_variable(tmp_path):
+    # --workers 0 stops serve right after start-up's warnings, with no port bound.
+    environ = {"LLMGATEWAY_SHUTDOWN_GRACE_SECONDS": "5"}
+    code, stderr = serve(tmp_path, "--workers", "0", environ=environ)
+    assert code == 2
+    assert "LLMGATEWAY_SHUTDOWN_GRACE_SECONDS is set but no setting reads it" in stderr
+    assert "did you mean LLMGATEWAY_SHUTDOWN_GRACE?" in stderr
