@@ -52,11 +52,11 @@ _PROVIDER_IDS = {common.PROVIDER_OPENROUTER: "openrouter", common.PROVIDER_ZAI: 
 @contextlib.contextmanager
 def state_errors() -> Iterator[None]:
     """A state database that cannot answer now is UNAVAILABLE to the caller
-    (worth a retry), not an INTERNAL error."""
+    (worth a retry), not an INTERNAL error. Not logged per call: the database
+    layer says once (and reminds at intervals) that it is unavailable."""
     try:
         yield
-    except StateUnavailableError as exc:
-        logger.warning("%s", exc)
+    except StateUnavailableError:
         raise GatewayError(
             grpc.StatusCode.UNAVAILABLE,
             pb.ERROR_REASON_GATEWAY_STATE_UNAVAILABLE,
