@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 # not a sign of a sick provider.
 _DEADLINE_SLACK = 0.15
 _NO_PROBE = Admission()
+_ALWAYS_FALL_BACK_ON = frozenset(
+    {pb.ERROR_REASON_INVALID_REQUEST, pb.ERROR_REASON_UPSTREAM_CIRCUIT_OPEN}
+)
 
 
 @dataclass(slots=True)
@@ -75,10 +78,10 @@ class _Journey:
         if index + 1 >= len(self.plan.routes):
             return False
         # A target that cannot take this request (a provider-specific limit)
-        # does not stop a later one that can.
-        return (
-            error.reason in self.plan.fallback_on or error.reason == pb.ERROR_REASON_INVALID_REQUEST
-        )
+        # does not stop a later one that can; nor does one its open circuit
+        # skipped (no request was made, and the breaker refuses only calls that
+        # have somewhere else to go: it must not end a chain that would go on).
+        return error.reason in self.plan.fallback_on or error.reason in _ALWAYS_FALL_BACK_ON
 
     def pass_over(self, route: Route, error: GatewayError) -> None:
         self.passed_over.append(f"{route.target}: {reason_name(error.reason)}")

@@ -10,7 +10,7 @@ import pytest
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
-from service.config import AliasConfig, AliasTarget, ConfigError, Settings
+from service.config import AliasConfig, AliasTarget, CircuitSettings, ConfigError, Settings
 from service.retry import RetryPolicy
 from service.routing import DEFAULT_FALLBACK_ON, Route, Router
 from tests.conftest import gateway_stub, rich_status, user
@@ -278,3 +278,39 @@ async def test_list_models_shows_the_chain(settings):
     assert coding.alias_of == "zai/glm-4.7@coding"
     assert list(coding.fallbacks) == ["openrouter/z-ai/glm-4.7"]
     assert coding.provider == common.PROVIDER_ZAI
+
+
+async def test_a_target_skipped_by_its_open_circuit_is_passed_over_whatever_fallback_on_says(
+    settings, fake
+):
+    # The chain falls back on rate limits only. Its first target's circuit is
+    # open (opened by direct calls): the breaker refuses the chain's call only
+    # because it has somewhere else to go, so the chain must go there.
+    tripping = dataclasses.replace(
+        settings,
+        retries=RetryPolicy(max_attempts=1),
+        circuit=CircuitSettings(failure_threshold=2),
+        aliases={
+            "coding": chain(
+                "openrouter/x/fault-http-502",
+                "zai/glm-4.7",
+                fallback_on=("UPSTREAM_RATE_LIMITED",),
+            )
+        },
+    )
+    async with gateway_stub(tripping) as stub:
+        for _ in range(2):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Complete(
+                    pb.CompleteRequest(model="openrouter/x/fault-http-502", messages=[user("hi")]),
+                    timeout=10,
+                )
+        response = await stub.Complete(
+            pb.CompleteRequest(model="coding", messages=[user("hi")]), timeout=10
+        )
+    assert (response.provider, response.attempts, response.fallbacks) == (
+        common.PROVIDER_ZAI,
+        1,
+        1,
+    )
+    assert sent_models(fake) == [("openrouter", "x/fault-http-502")] * 2 + [("general", "glm-4.7")]
