@@ -84,6 +84,19 @@ class Gateway:
             return error
         return response
 
+    async def stream(self, model: str) -> pb.CompletionDone | grpc.aio.AioRpcError:
+        """One streaming call to `model`: its `done` event, or its error."""
+        done = pb.CompletionDone()
+        try:
+            async for event in self.stub.StreamComplete(
+                pb.StreamCompleteRequest(model=model, messages=[user("hi")]), timeout=30
+            ):
+                if event.HasField("done"):
+                    done = event.done
+        except grpc.aio.AioRpcError as error:
+            return error
+        return done
+
     async def health(self, service: str) -> int:
         stub: Any = health_pb2_grpc.HealthStub(self.channel)  # typed for the sync API only
         reply: health_pb2.HealthCheckResponse = await stub.Check(
@@ -160,21 +173,22 @@ async def test_a_half_failing_upstream_with_a_fallback_serves_nearly_every_call(
     assert later.rate >= 0.95
 
 
+@pytest.mark.parametrize("rpc", ["unary", "stream"])
 @pytest.mark.parametrize("upstream", ["http-503", "refused"])
-async def test_a_dead_upstream_fails_fast_once_the_circuit_is_open(settings, fake, upstream):
+async def test_a_dead_upstream_fails_fast_once_the_circuit_is_open(settings, fake, upstream, rpc):
     model = "openrouter/x/fault-http-503"
     if upstream == "refused":
         with refusing_base_url() as url:
             refused = dataclasses.replace(
                 settings, openrouter=dataclasses.replace(settings.openrouter, base_url=url)
             )
-            outcomes, sent = await _sequential_calls(refused, fake, model)
+            outcomes, sent = await _sequential_calls(refused, fake, model, rpc)
     else:
-        outcomes, sent = await _sequential_calls(settings, fake, model)
+        outcomes, sent = await _sequential_calls(settings, fake, model, rpc)
     kinds = [describe(e) for e in outcomes]
     first_refusal = kinds.index("UNAVAILABLE UPSTREAM_CIRCUIT_OPEN")
     print(
-        f"\nbreaker, dead upstream ({upstream}): {len(kinds)} calls, the first "
+        f"\nbreaker, dead upstream ({upstream}, {rpc}): {len(kinds)} calls, the first "
         f"{first_refusal} reached it ({Counter(kinds[:first_refusal])}), the other "
         f"{len(kinds) - first_refusal} were refused by the open circuit without a request"
     )
@@ -189,13 +203,13 @@ async def test_a_dead_upstream_fails_fast_once_the_circuit_is_open(settings, fak
 
 
 async def _sequential_calls(
-    settings: Settings, fake: FakeUpstream, model: str, count: int = 20
+    settings: Settings, fake: FakeUpstream, model: str, rpc: str, count: int = 20
 ) -> tuple[list[grpc.aio.AioRpcError], list[int]]:
     """`count` calls one after another, each failing; and the fake's request count after each."""
     outcomes, sent = [], []
     async for gateway in open_gateway(settings):
         for _ in range(count):
-            result = await gateway.call(model)
+            result = await (gateway.call(model) if rpc == "unary" else gateway.stream(model))
             assert isinstance(result, grpc.aio.AioRpcError)
             outcomes.append(result)
             sent.append(len(fake.requests))
