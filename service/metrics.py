@@ -124,6 +124,13 @@ class GatewayMetrics:
             multiprocess_mode="livesum",
             registry=reg,
         )
+        self._undecodable = Counter(
+            "llmgateway_undecodable_requests",
+            "Requests refused with INVALID_ARGUMENT because protobuf could not decode them "
+            "(any service; method is the bare method name).",
+            ("method",),
+            registry=reg,
+        )
         self._in_flight_children: dict[str, Gauge] = {}
         self._request_children: dict[tuple[str, str, str, str], Counter] = {}
         self._timing_children: dict[tuple[str, str, str], tuple[Histogram, Histogram]] = {}
@@ -180,6 +187,10 @@ class GatewayMetrics:
             if counter is None:
                 counter = self._error_children[error] = self._upstream_errors.labels(*error)
             counter.inc()
+
+    def request_undecodable(self, method: str) -> None:
+        """A request of `method` could not be decoded (service/decoding.py)."""
+        self._undecodable.labels(method).inc()
 
     # -- internals ----------------------------------------------------------------
 

@@ -8,11 +8,11 @@ import logging
 import signal
 import urllib.parse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
@@ -21,6 +21,7 @@ from service.access import Access
 from service.calls import Calls
 from service.catalog import Catalog
 from service.config import ConfigError
+from service.decoding import TolerantRegistrar
 from service.dispatch import Dispatcher
 from service.health import ProviderHealth
 from service.logs import AccessLog
@@ -173,10 +174,17 @@ async def start_gateway(
             max_request_bytes=settings.max_request_bytes,
             usage=UsageReader(state.db, state.ledger) if state else None,
         )
-        pb_grpc.add_CompletionServiceServicer_to_server(servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        # Every service decodes tolerantly: garbage gets INVALID_ARGUMENT, not UNKNOWN.
+        registrar: Any = TolerantRegistrar(
+            server, on_refused=metrics.request_undecodable if metrics is not None else None
+        )
+        pb_grpc.add_CompletionServiceServicer_to_server(servicer, registrar)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
+            reflection.aio.ReflectionServicer(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+            ),
+            registrar,
         )
         bind = address or settings.address
         try:

@@ -16,7 +16,7 @@ from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 from service.calls import new_request_id, state_errors
-from service.errors import GatewayError, invalid_request
+from service.errors import REQUEST_ID_HEADER, GatewayError, invalid_request
 from service.validation import validate
 
 if TYPE_CHECKING:
@@ -32,9 +32,6 @@ if TYPE_CHECKING:
     _AnyContext = grpc.aio.ServicerContext[Any, Any]
 
 logger = logging.getLogger(__name__)
-
-# Sent to the caller in initial metadata, and in trailing metadata on errors.
-REQUEST_ID_HEADER = "x-request-id"
 
 
 class CompletionServicer(pb_grpc.CompletionServiceServicer):
@@ -188,13 +185,13 @@ def _deadline(context: _AnyContext) -> float | None:
 async def _abort(context: _AnyContext, error: GatewayError, request_id: str | None) -> None:
     if request_id is not None:
         error.metadata["requestId"] = request_id
-        context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
     logger.info("call failed: %s", error)
     if context.cancelled():
         # The caller has gone: no status can reach it, and sending one anyway
         # only makes gRPC log an ExecuteBatchError.
         raise asyncio.CancelledError
-    await context.abort_with_status(error.to_rpc_status())
+    # The status's trailers replace any set before, so the id travels in them.
+    await context.abort_with_status(error.to_rpc_status(request_id))
 
 
 async def _abort_internal(context: _AnyContext, method: str, request_id: str | None) -> None:
@@ -207,5 +204,4 @@ async def _abort_internal(context: _AnyContext, method: str, request_id: str | N
         f"internal gateway error; quote request id {request_id} to the operator",
         metadata={"requestId": request_id},
     )
-    context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-    await context.abort_with_status(error.to_rpc_status())
+    await context.abort_with_status(error.to_rpc_status(request_id))

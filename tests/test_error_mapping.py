@@ -11,8 +11,19 @@ import dataclasses
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
+from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
+from clients.async_client import AsyncCompletionClient
+from clients.errors import InvalidRequestError
+from service.errors import (
+    MAX_FIELD_VIOLATIONS,
+    TRAILER_BUDGET,
+    FieldViolation,
+    GatewayError,
+    trailer_size,
+)
 from tests.conftest import gateway_stub, rich_status, user
 
 S = grpc.StatusCode
@@ -104,3 +115,82 @@ async def test_http_proxy_from_the_environment_is_used(settings, fake, monkeypat
         )
     assert answer.content
     assert fake.requests[-1].endpoint == "general"
+
+
+# -- statuses small enough for every client's trailer limit --------------------------
+
+
+async def test_thousands_of_field_violations_still_reach_the_caller_as_invalid_argument(stub):
+    bad_roles = [common.ChatMessage(role=99, content="x") for _ in range(2048)]  # type: ignore[arg-type]
+    for call in (stub.Complete, stub.StreamComplete):
+        request_type = pb.CompleteRequest if call is stub.Complete else pb.StreamCompleteRequest
+        pending = call(request_type(model="zai/glm-4.7", messages=bad_roles), timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            if call is stub.Complete:
+                await pending
+            else:
+                async for _ in pending:
+                    pass
+        status = rich_status(caught.value)
+        assert status.code == S.INVALID_ARGUMENT  # not the client's RESOURCE_EXHAUSTED
+        assert status.bad_request is not None
+        listed = [v.field for v in status.bad_request.field_violations]
+        assert listed == [f"messages[{i}].role" for i in range(MAX_FIELD_VIOLATIONS)]
+        assert status.info.metadata["omittedViolations"] == str(2048 - MAX_FIELD_VIOLATIONS)
+        assert "and 2043 more" in status.message
+
+
+async def test_the_python_client_sees_an_invalid_request_not_a_rate_limit(gateway):
+    bad_roles = [common.ChatMessage(role=99, content="x") for _ in range(2048)]  # type: ignore[arg-type]
+    async with AsyncCompletionClient(f"127.0.0.1:{gateway.port}") as client:
+        with pytest.raises(InvalidRequestError) as caught:
+            await client.complete("zai/glm-4.7", bad_roles, timeout=10)
+    assert len(caught.value.field_violations) == MAX_FIELD_VIOLATIONS
+
+
+# gRPC C core clients (Python's among them) refuse some trailer sets past this.
+CLIENT_SOFT_LIMIT = 8 * 1024
+
+
+def _trailers(status: grpc.Status) -> tuple[tuple[str, str | bytes], ...]:
+    return tuple(status.trailing_metadata)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a" * 100_000, "\u8bf7\u6c42\u8fc7\u591a\uff0c" * 20_000, "\U0001f525" * 50_000],
+    ids=["ascii", "full-width", "emoji"],
+)
+def test_a_status_fits_the_trailer_budget_whatever_its_message_and_metadata(text):
+    error = GatewayError(
+        S.UNAVAILABLE,
+        pb.ERROR_REASON_UPSTREAM_UNAVAILABLE,
+        f"Z.AI said: {text}",
+        metadata={"upstreamMessage": text, "upstreamCode": text[:5000], "model": "zai/glm-4.7"},
+        retry_after=3.0,
+        field_violations=tuple(FieldViolation(f"f{i}", text) for i in range(500)),
+    )
+    status = error.to_rpc_status("0123456789abcdef")
+    assert trailer_size(status.details, _trailers(status)) <= TRAILER_BUDGET < CLIENT_SOFT_LIMIT
+    decoded = status_pb2.Status.FromString(dict(_trailers(status))["grpc-status-details-bin"])
+    info = error_details_pb2.ErrorInfo()
+    assert decoded.details[0].Unpack(info)
+    assert info.reason == "UPSTREAM_UNAVAILABLE"  # the reason survives any shrinking
+    assert info.metadata["model"] == "zai/glm-4.7"
+    assert status.details.startswith("Z.AI said: ")
+    assert dict(_trailers(status))["x-request-id"] == "0123456789abcdef"
+    assert any(d.TypeName() == "google.rpc.RetryInfo" for d in decoded.details)
+
+
+def test_a_small_status_is_left_whole():
+    error = GatewayError(
+        S.INVALID_ARGUMENT,
+        pb.ERROR_REASON_INVALID_REQUEST,
+        "invalid request: model: required",
+        field_violations=(FieldViolation("model", "required"),),
+    )
+    status = error.to_rpc_status()
+    decoded = status_pb2.Status.FromString(dict(_trailers(status))["grpc-status-details-bin"])
+    assert status.details == "invalid request: model: required"
+    assert len(decoded.details) == 2
+    assert "x-request-id" not in dict(_trailers(status))

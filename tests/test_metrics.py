@@ -419,3 +419,28 @@ async def test_metrics_of_two_workers_are_summed_by_the_parent(fake: FakeUpstrea
 
 def labels_of(labels: dict[str, str]) -> dict[str, str]:
     return {"model": labels["model"], "provider": labels["provider"]}
+
+
+async def test_undecodable_requests_are_counted_by_method(
+    metered: Gateway, metered_stub: pb_grpc.CompletionServiceAsyncStub
+) -> None:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{metered.port}")
+    async with channel:
+        garbage = b"\xff\xff\xff\xff\x0f"
+        complete = channel.unary_unary("/llmgateway.v1.CompletionService/Complete", _raw, _raw)
+        for _ in range(3):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await complete(garbage, timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await channel.unary_unary("/grpc.health.v1.Health/Check", _raw, _raw)(
+                garbage, timeout=10
+            )
+    samples = await scrape(metrics_port(metered))
+    assert value(samples, "llmgateway_undecodable_requests_total", method="Complete") == 3
+    assert value(samples, "llmgateway_undecodable_requests_total", method="Check") == 1
+    # Refused before becoming calls: no call was counted.
+    assert not any(name == "llmgateway_requests_total" for name, _ in samples)
+
+
+def _raw(data: bytes) -> bytes:
+    return data

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import signal
 import socket
@@ -21,7 +22,9 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
-from tests.conftest import gateway_stub, user
+from faults.hostile import deeply_nested
+from service.decoding import RefusalLog
+from tests.conftest import gateway_stub, rich_status, user
 
 SERVICE = "llmgateway.v1.CompletionService"
 
@@ -332,3 +335,139 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"  # a zombie has exited; only its parent's reaping is left
+
+
+# -- requests protobuf cannot decode (service/decoding.py) ------------------------
+
+_COMPLETION = "/llmgateway.v1.CompletionService/"
+_UNDECODABLE = {
+    "random bytes": b"\xff\xff\xff\xff\x0f",
+    "invalid UTF-8 in a string": b"\x0a\x02\xc3\x28",
+    "nesting past protobuf's limit": deeply_nested(200),
+}
+
+
+def _assert_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    logged = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not logged, [r.getMessage() for r in logged]
+
+
+# What each method's request can be broken with (ListModelsRequest holds no
+# string and no nesting).
+_BROKEN = [
+    *((m, kind) for m in ("Complete", "StreamComplete") for kind in _UNDECODABLE),
+    ("GetUsage", "random bytes"),
+    ("GetUsage", "invalid UTF-8 in a string"),
+    ("ListModels", "random bytes"),
+]
+
+
+@pytest.mark.parametrize(("method", "kind"), _BROKEN)
+async def test_an_undecodable_request_is_invalid_argument_without_a_traceback(
+    channel, fake, caplog, method, kind
+):
+    payload = _UNDECODABLE[kind]
+    streaming = method == "StreamComplete"
+    call = (channel.unary_stream if streaming else channel.unary_unary)(_COMPLETION + method)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        if streaming:
+            async for _ in call(payload, timeout=10):
+                pass
+        else:
+            await call(payload, timeout=10)
+    status = rich_status(caught.value)
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert status.info.reason == "INVALID_REQUEST"
+    assert f"could not be decoded as llmgateway.v1.{method}Request" in status.message
+    assert "same contract version" in status.message
+    assert "UTF-8" in status.message
+    assert fake.requests == []
+    _assert_no_traceback(caplog)
+
+
+async def test_health_and_reflection_refuse_undecodable_requests_without_a_traceback(
+    channel, caplog
+):
+    garbage = _UNDECODABLE["random bytes"]
+    for method in ("Check", "Watch"):
+        path = f"/grpc.health.v1.Health/{method}"
+        call = channel.unary_unary(path) if method == "Check" else channel.unary_stream(path)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            if method == "Check":
+                await call(garbage, timeout=10)
+            else:
+                async for _ in call(garbage, timeout=10):
+                    pass
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    reflect = channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in reflect(iter([garbage]), timeout=10):
+            pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _assert_no_traceback(caplog)
+    # Still answering what it can decode.
+    health: Any = health_pb2_grpc.HealthStub(channel)
+    reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_refusals_are_logged_at_most_once_per_interval_with_a_count(caplog):
+    now = [100.0]
+    log = RefusalLog(interval=10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="service.decoding"):
+        for _ in range(1000):
+            log.refused("Complete", "Wire format was corrupt", "ipv4:127.0.0.1:1")
+        now[0] += 10.0
+        for _ in range(500):
+            log.refused("GetUsage", "String field had bad UTF-8", "ipv4:127.0.0.1:2")
+    lines = [r.getMessage() for r in caplog.records if r.name == "service.decoding"]
+    assert len(lines) == 2
+    assert lines[0].startswith("refused 1 undecodable request(s)")
+    # The second line counts the 999 left unlogged and the one that triggered it.
+    assert lines[1].startswith("refused 1000 undecodable request(s)")
+    assert "GetUsage from ipv4:127.0.0.1:2: String field had bad UTF-8" in lines[1]
+
+
+# -- x-request-id travels with every error ------------------------------------------
+
+
+async def test_errors_carry_the_request_id_in_their_trailers(stub):
+    bad = pb.CompleteRequest(model="nope/x", messages=[user("hi")])
+    unary = stub.Complete(bad, timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await unary
+    request_id = dict(await unary.initial_metadata())["x-request-id"]
+    assert dict(caught.value.trailing_metadata())["x-request-id"] == request_id
+    assert rich_status(caught.value).info.metadata["requestId"] == request_id
+
+    for model in ("nope/x", "zai/fault-midstream-error"):
+        stream = stub.StreamComplete(
+            pb.StreamCompleteRequest(model=model, messages=[user("hi")]), timeout=10
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in stream:
+                pass
+        request_id = dict(await stream.initial_metadata())["x-request-id"]
+        assert dict(caught.value.trailing_metadata())["x-request-id"] == request_id, model
+
+
+async def test_an_internal_error_carries_its_request_id_in_the_trailers(stub, monkeypatch):
+    def broken(*_args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("service.servicer.validate", broken)
+    request = pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")])
+    with pytest.raises(grpc.aio.AioRpcError) as unary:
+        await stub.Complete(request, timeout=10)
+    stream = stub.StreamComplete(
+        pb.StreamCompleteRequest(model="zai/glm-4.7", messages=[user("hi")]), timeout=10
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as streamed:
+        async for _ in stream:
+            pass
+    for error in (unary.value, streamed.value):
+        assert error.code() == grpc.StatusCode.INTERNAL
+        request_id = dict(error.trailing_metadata())["x-request-id"]
+        assert request_id in (error.details() or "")
