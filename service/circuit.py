@@ -208,6 +208,7 @@ class CircuitBreaker:
         # The success rate that opened it, for the panic rule once the window
         # has emptied (refused calls add nothing to it).
         self._success_rate_at_opening = 1.0
+        self._opened_because = ""
 
     @property
     def state(self) -> CircuitState:
@@ -241,8 +242,11 @@ class CircuitBreaker:
         return (calls - failures) / calls
 
     def describe(self) -> str:
-        """What the window says, for messages: `4 of 6 calls in the last 30 s failed`."""
+        """What the window says, for messages: `4 of 6 calls in the last 30 s failed`
+        (once the window has emptied, what it said when the circuit opened)."""
         calls, failures = self._window.counts(self._clock())
+        if calls == 0 and self._opened_because:
+            return self._opened_because
         return f"{failures} of {calls} calls in the last {self._settings.window:.3g} s failed"
 
     def record(self, admission: Admission, reason: Reason | None) -> None:
@@ -287,12 +291,17 @@ class CircuitBreaker:
         self._open_until = now + ejection
         calls, failures = self._window.counts(now)
         self._success_rate_at_opening = (calls - failures) / calls if calls else 0.0
+        self._opened_because = self.describe()
         last = reason_name(reason) if reason is not None else "none"
-        self._change(
-            CircuitState.OPEN,
-            f"{self.describe()}, last {last}; skipping it for {ejection:.3g} s "
-            f"(opening {self._ejections} in a row)",
-        )
+        why = f"{self._opened_because}, last {last}; skipping it for {ejection:.3g} s"
+        if self._ejections > 1:
+            why += f" (open {self._ejections} times in a row)"
+        if self._success_rate_at_opening > self._settings.panic_success_rate:
+            why += (
+                f"; calls with no other target still go through (it answers "
+                f"{self._success_rate_at_opening:.0%} of them)"
+            )
+        self._change(CircuitState.OPEN, why)
 
     def _change(self, state: CircuitState, why: str) -> None:
         if state is self._state:

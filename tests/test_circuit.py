@@ -488,3 +488,22 @@ async def test_an_unconfigured_provider_reports_not_serving(settings):
             assert await health_of(channel, "provider/openrouter") == SERVING
     finally:
         await gateway.stop(grace=0)
+
+
+async def test_a_retry_the_circuit_refuses_ends_with_the_upstream_failure(tripping, fake):
+    retrying = dataclasses.replace(
+        tripping, retries=RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02)
+    )
+    gateway = await start_gateway(retrying, address="127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub: pb_grpc.CompletionServiceAsyncStub = pb_grpc.CompletionServiceStub(channel)
+            # Two failed attempts open the circuit; the third is refused, and the
+            # caller learns what the upstream said, not only that it was skipped.
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call(stub, "zai/fault-http-502")
+    finally:
+        await gateway.stop(grace=0)
+    status = rich_status(caught.value)
+    assert (status.info.reason, status.info.metadata["attempts"]) == ("UPSTREAM_UNAVAILABLE", "2")
+    assert len(fake.requests) == 2
