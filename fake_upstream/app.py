@@ -238,13 +238,19 @@ class FakeUpstream:
         model = str(body.get("model", ""))
         fault = model.rsplit("/", 1)[-1]
         fault = fault[len(FAULT_PREFIX) :] if fault.startswith(FAULT_PREFIX) else ""
+        # Some upstreams (or proxies in front of them) quote what they were sent,
+        # anywhere at all; the gateway must redact it wherever it appears.
+        sent = request.headers.get("authorization", "")
         if fault == "echo-auth":
-            # Some upstreams quote what they were sent; the gateway must redact it.
-            sent = request.headers.get("authorization", "")
             return _error(provider, 400, "1210", f"Invalid header Authorization: {sent}")
-        return await self._answer(provider, body, fault)
+        leak = _leak_fault(provider, fault, sent)
+        if leak is not None:
+            return leak
+        return await self._answer(provider, body, fault, sent)
 
-    async def _answer(self, provider: str, body: dict[str, Any], fault: str) -> Result:
+    async def _answer(
+        self, provider: str, body: dict[str, Any], fault: str, sent: str = ""
+    ) -> Result:
         model = str(body.get("model", ""))
         self._seen[model] = self._seen.get(model, 0) + 1
         if fault == "flaky" and self._seen[model] <= 2:
@@ -288,16 +294,33 @@ class FakeUpstream:
         upstream_id = (
             f"gen-{number:010d}" if provider == "openrouter" else f"2026112610{number:08d}"
         )
+        if fault == "leak-answer":
+            # A 200 answer whose id, model, serving provider and finish reason
+            # all quote the Authorization header.
+            upstream_id = sent
+            answer.model = sent
+            answer.finish_reason = sent
         headers = {"X-Generation-Id": upstream_id} if provider == "openrouter" else {}
         if provider == "openrouter":
             answer.reports_cost = fault != "no-cost"
             self._generations[upstream_id] = openrouter_wire.generation(answer, upstream_id)
         if not body.get("stream"):
-            return self._unary(provider, wire.unary_body(answer, upstream_id), fault, headers)
+            payload = wire.unary_body(answer, upstream_id)
+            if fault == "leak-answer" and provider == "openrouter":
+                payload["provider"] = sent
+            if fault == "leak-midstream":
+                # The unary form: an error in the choice of a 200 answer.
+                payload["choices"][0]["finish_reason"] = "error"
+                payload["choices"][0]["error"] = _leaking_error_object(sent)
+            return self._unary(provider, payload, fault, headers)
         if self.stream_chunks is not None and not answer.tool_calls:
             answer.content = ["tok "] * self.stream_chunks
             answer.reasoning = []
         plan = wire.stream_plan(answer, upstream_id)
+        if fault == "leak-answer" and provider == "openrouter":
+            plan = _with_served_by(plan, openrouter_wire.upstream_provider(answer.model), sent)
+        if fault == "leak-midstream":
+            plan.closing = [_leaking_error(provider, sent)]
         return self._stream(provider, plan, answer, fault, headers)
 
     def _generation(self, request: Request) -> Result:
@@ -446,6 +469,84 @@ def _slow_content(provider: str, count: int) -> list[bytes]:
     ]
 
 
+# `leak-text-body`, `leak-string-error`: padding that puts the quoted key across
+# the point where a gateway that cuts before it redacts would cut (200 and 500),
+# so such a gateway would pass on the first 20 or so characters of the key.
+LEAK_TEXT_PADDING = 173
+LEAK_STRING_PADDING = 470
+
+
+def _leak_fault(provider: str, fault: str, sent: str) -> Result | None:
+    """Errors quoting the Authorization header (`sent`) in every place an upstream
+    or a proxy has been seen to, or could: code, metadata, raw bodies."""
+    if fault == "leak-code":
+        return _json(400, {"error": {"code": sent, "message": "the request was refused"}})
+    if fault == "leak-error-type":
+        return _json(
+            400,
+            {
+                "error": {
+                    "code": 400,
+                    "message": "the request was refused",
+                    "metadata": {"error_type": sent},
+                    "error_type": sent,
+                }
+            },
+        )
+    if fault == "leak-raw":
+        # OpenRouter's "Provider returned error", its reason in metadata.raw.
+        return _json(
+            429,
+            openrouter_wire.error_body(
+                429,
+                "Provider returned error",
+                metadata={"provider_name": sent, "raw": f"upstream refused {sent}"},
+            ),
+        )
+    if fault == "leak-text-body":
+        page = "<html><body>502 Bad Gateway: ".ljust(LEAK_TEXT_PADDING, ".")
+        return Response(
+            502,
+            f"{page}{sent} was not accepted</body></html>".encode(),
+            {"Content-Type": "text/html"},
+        )
+    if fault == "leak-bare-string":
+        return _json_value(400, f"invalid credentials: {sent}")
+    if fault == "leak-string-error":
+        return _json(400, {"error": "x" * LEAK_STRING_PADDING + f" {sent} was refused"})
+    if fault == "leak-long-message":
+        message = "y" * LEAK_STRING_PADDING + f" {sent} was refused"
+        return _error(provider, 400, "1210", message)
+    return None
+
+
+def _leaking_error(provider: str, sent: str) -> bytes:
+    """A mid-stream error event quoting `sent` in its code, message and metadata."""
+    error = _leaking_error_object(sent)
+    if provider == "openrouter":
+        return sse({"id": "gen-err", "error": error, "choices": []})
+    return b"event: error\n" + sse({"error": error})
+
+
+def _leaking_error_object(sent: str) -> dict[str, Any]:
+    return {"code": sent, "message": f"lost {sent}", "metadata": {"error_type": sent}}
+
+
+def _with_served_by(plan: StreamPlan, served_by: str, replacement: str) -> StreamPlan:
+    """`plan` with OpenRouter's `provider` field replaced in every frame."""
+    old, new = orjson.dumps(served_by), orjson.dumps(replacement)
+
+    def swap(frames: list[bytes]) -> list[bytes]:
+        return [frame.replace(b'"provider":' + old, b'"provider":' + new) for frame in frames]
+
+    return StreamPlan(
+        preamble=plan.preamble,
+        deltas=swap(plan.deltas),
+        closing=swap(plan.closing),
+        closing_without_finish=swap(plan.closing_without_finish),
+    )
+
+
 def _midstream_error(provider: str, answer: Answer) -> bytes:
     if provider == "openrouter":
         # As OpenRouter's streaming docs show it: status already 200, so the
@@ -585,8 +686,12 @@ def _thinks(provider: str, body: dict[str, Any]) -> bool:
 
 
 def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return _json_value(status, payload, headers)
+
+
+def _json_value(status: int, value: object, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        status, orjson.dumps(payload), {"Content-Type": "application/json", **(headers or {})}
+        status, orjson.dumps(value), {"Content-Type": "application/json", **(headers or {})}
     )
 
 

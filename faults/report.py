@@ -14,7 +14,7 @@ import sys
 import time
 
 from fake_upstream import FakeUpstream
-from faults.runner import SETTLE, Outcome, run_fault
+from faults.runner import KEY_LEAK, SETTLE, Outcome, run_fault
 from faults.table import (
     CONNECT_TIMEOUT,
     FAULTS,
@@ -101,9 +101,11 @@ def _summary(outcomes: list[Outcome], seconds: float) -> str:
     hung = sum(o.hung for o in outcomes)
     leaked_connections = sum(o.busy_connections for o in outcomes)
     leaked_tasks = sum(len(o.leaked_tasks) for o in outcomes)
+    leaked_keys = sum(KEY_LEAK in o.problems for o in outcomes)
     return (
         f"faults tried {tried} ({faults} faults, as unary and/or stream calls), "
         f"statuses correct {statuses}/{tried}, all checks passed {passed}/{tried}, "
+        f"provider keys reaching the caller {leaked_keys}, "
         f"hung calls {hung}, leaked connections {leaked_connections}, "
         f"leaked tasks {leaked_tasks} (after {SETTLE:g} s to settle); {seconds:.1f} s"
     )

@@ -37,6 +37,7 @@ from faults.table import (
 )
 from service.config import Settings
 from service.errors import DOMAIN
+from service.providers.redaction import PARTIAL_MIN
 from service.server import start_gateway
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ SETTLE = 2.0
 # How long a fresh gateway may take to accept the suite's channel.
 CHANNEL_READY = 5.0
 _DELTAS = ("content_delta", "reasoning_delta", "tool_call")
+KEY_LEAK = "a provider API key (or its start) reached the caller"
 
 
 def suite_environment(
@@ -132,6 +134,9 @@ class Outcome:
     busy_connections: int = 0
     # Tasks the call started that were still running SETTLE seconds after it ended.
     leaked_tasks: list[str] = field(default_factory=list)
+    # Everything else the caller received, serialized: the answer or each stream
+    # event, and the error's trailing metadata (the status details among them).
+    received: list[bytes] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -221,6 +226,7 @@ async def _call_unary(
     finally:
         call.cancel()  # a no-op once the call has ended; ends it if we gave up on it
     outcome.code = grpc.StatusCode.OK
+    outcome.received.append(response.SerializeToString())
     outcome.reported_attempts = response.attempts
     outcome.reported_fallbacks = response.fallbacks
     outcome.served_model = response.model
@@ -237,6 +243,7 @@ async def _call_stream(
         async for event in call:
             kind = event.WhichOneof("event")
             outcome.events.append(str(kind))
+            outcome.received.append(event.SerializeToString())
             if kind == "done":
                 outcome.reported_attempts = event.done.attempts
                 outcome.reported_fallbacks = event.done.fallbacks
@@ -252,6 +259,8 @@ async def _call_stream(
 def _record_error(error: grpc.aio.AioRpcError, outcome: Outcome) -> None:
     outcome.code = error.code()
     outcome.message = error.details() or ""
+    for _, value in error.trailing_metadata() or ():
+        outcome.received.append(value if isinstance(value, bytes) else value.encode())
     raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
     if not isinstance(raw, bytes):
         return  # a status gRPC set itself (the caller's deadline, a message too big)
@@ -303,10 +312,12 @@ def judge(outcome: Outcome, secrets: tuple[str, ...] = ()) -> list[str]:
         )
     if not outcome.hung and outcome.retry_after != fault.retry_after:
         problems.append(f"RetryInfo {outcome.retry_after}, expected {fault.retry_after}")
+    problems.extend(_leak_problems(outcome, secrets))
     if outcome.code not in (None, grpc.StatusCode.OK):
-        problems.extend(_error_problems(outcome, secrets))
-    if outcome.code == grpc.StatusCode.OK and outcome.served_model != fault.served_by:
-        problems.append(f"served by {outcome.served_model!r}, expected {fault.served_by!r}")
+        problems.extend(_error_problems(outcome))
+    expected_model = fault.served_model or fault.served_by
+    if outcome.code == grpc.StatusCode.OK and outcome.served_model != expected_model:
+        problems.append(f"served by {outcome.served_model!r}, expected {expected_model!r}")
     if fault.rpc == "stream" and not outcome.hung:
         problems.extend(_stream_problems(outcome))
     if outcome.busy_connections:
@@ -319,7 +330,18 @@ def judge(outcome: Outcome, secrets: tuple[str, ...] = ()) -> list[str]:
     return problems
 
 
-def _error_problems(outcome: Outcome, secrets: tuple[str, ...]) -> list[str]:
+def _leak_problems(outcome: Outcome, secrets: tuple[str, ...]) -> list[str]:
+    """Whether any provider key, or a long enough start of one, reached the caller:
+    in the status message, ErrorInfo, trailing metadata, the answer or an event."""
+    marks = {mark for s in secrets if s for mark in (s, s[:PARTIAL_MIN])}
+    text = outcome.message + str(outcome.metadata)
+    for mark in sorted(marks):
+        if mark in text or any(mark.encode() in blob for blob in outcome.received):
+            return [KEY_LEAK]
+    return []
+
+
+def _error_problems(outcome: Outcome) -> list[str]:
     fault = outcome.fault
     problems = []
     if outcome.reason is not None:
@@ -334,8 +356,6 @@ def _error_problems(outcome: Outcome, secrets: tuple[str, ...]) -> list[str]:
         if got != expected:
             problems.append(f"ErrorInfo metadata {got}, expected {expected}")
     text = outcome.message + str(outcome.metadata)
-    if any(secret and secret in text for secret in secrets):
-        problems.append("an API key appears in the error")
     if "Traceback" in text:
         problems.append("a traceback appears in the error")
     return problems

@@ -98,6 +98,9 @@ class Fault:
     # and how many targets were passed over before it.
     target: str | None = None
     fallbacks: int = 0
+    # The model an OK answer must name, when it is not `served_by` (an upstream
+    # that quotes the key as its model name is named redacted).
+    served_model: str | None = None
 
     @property
     def served_by(self) -> str:
@@ -412,6 +415,78 @@ FAULTS: list[Fault] = [
             "UPSTREAM_RESPONSE_TOO_LARGE",
         )
     ),
+    # -- provider keys quoted back ------------------------------------------------
+    # The upstream (or a proxy) quotes the Authorization header it was sent; the
+    # runner checks that no key, nor its start, reaches the caller anywhere.
+    *[
+        row
+        for prefix in (OR, ZAI)
+        for label, name, code, reason, attempts in (
+            ("key quoted in error.code", "leak-code", S.INVALID_ARGUMENT, REJECTED, 1),
+            ("key quoted in error_type", "leak-error-type", S.INVALID_ARGUMENT, REJECTED, 1),
+            ("key across the cut of a text page", "leak-text-body", S.UNAVAILABLE, UNAVAILABLE, 3),
+            ("key in a bare JSON string", "leak-bare-string", S.INVALID_ARGUMENT, REJECTED, 1),
+            (
+                "key across the cut of a string error",
+                "leak-string-error",
+                S.INVALID_ARGUMENT,
+                REJECTED,
+                1,
+            ),
+            (
+                "key across the cut of a message",
+                "leak-long-message",
+                S.INVALID_ARGUMENT,
+                REJECTED,
+                1,
+            ),
+        )
+        for row in _both(Fault(label, prefix + name, code, reason, attempts))
+    ],
+    *_both(
+        Fault(
+            "key in metadata.raw and provider_name",
+            OR + "leak-raw",
+            S.RESOURCE_EXHAUSTED,
+            RATE_LIMITED,
+            RETRIED,
+        )
+    ),
+    *[
+        row
+        for prefix in (OR, ZAI)
+        for row in (
+            Fault(
+                "key in a choice's error",
+                prefix + "leak-midstream",
+                S.UNAVAILABLE,
+                UNAVAILABLE,
+                RETRIED,
+            ),
+            _stream(
+                Fault(
+                    "key in a mid-stream error event",
+                    prefix + "leak-midstream",
+                    S.UNAVAILABLE,
+                    UNAVAILABLE,
+                    output_first=True,
+                )
+            ),
+        )
+    ],
+    *[
+        row
+        for prefix, provider in ((OR, "openrouter"), (ZAI, "zai"))
+        for row in _both(
+            Fault(
+                "key as a 200 answer's id and model",
+                prefix + "leak-answer",
+                S.OK,
+                None,
+                served_model=f"{provider}/Bearer [redacted]",
+            )
+        )
+    ],
     # -- fallback chains ---------------------------------------------------------
     # Retried on the first target, then served by the second.
     *_both(

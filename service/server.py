@@ -114,6 +114,9 @@ async def start_gateway(
         max_response_bytes=settings.max_response_bytes,
         transport=transport,
     )
+    # Neither provider's output may carry either key (a proxy could front both).
+    openrouter.also_redact(zai)
+    zai.also_redact(openrouter)
     providers: dict[common.Provider.ValueType, OpenAICompatibleProvider] = {
         common.PROVIDER_OPENROUTER: openrouter,
         common.PROVIDER_ZAI: zai,

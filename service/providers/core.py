@@ -22,6 +22,7 @@ from service import tracing
 from service.errors import FieldViolation, GatewayError
 from service.providers import upstream_errors as ue
 from service.providers.aiohttp_transport import AiohttpTransport
+from service.providers.redaction import Redactor
 from service.providers.sse import SSEDecoder
 from service.providers.stream import (
     StreamAssembler,
@@ -47,6 +48,8 @@ _MAX_ERROR_BODY = 64 * 1024
 # default: gRPC's default limit on a message a caller's channel receives, so
 # anything larger could not reach a default client anyway.
 DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+# How much of an error body that is not JSON (a proxy's HTML page) the caller sees.
+_MAX_TEXT_ERROR = 200
 # Upstream time budgets end this long before the caller's deadline.
 _DEADLINE_MARGIN = 0.05
 # How long to wait for the end of a body after [DONE] before dropping the connection.
@@ -95,7 +98,9 @@ class OpenAICompatibleProvider:
             # hide a misconfiguration (and could leak the key to another host).
             follow_redirects=False,
         )
-        self._secrets = (api_key.value,) if api_key else ()
+        self._secrets: tuple[str, ...] = (api_key.value,) if api_key else ()
+        # Every string this provider passes on goes through it (see redaction.py).
+        self._redactor = Redactor(self._secrets)
         self._drains: set[asyncio.Task[None]] = set()
 
     # -- hooks for subclasses -------------------------------------------------
@@ -161,6 +166,12 @@ class OpenAICompatibleProvider:
 
     # -- public API -----------------------------------------------------------
 
+    def also_redact(self, other: OpenAICompatibleProvider) -> None:
+        """Scrub `other`'s key from this provider's output too: a proxy in front
+        of both could quote either."""
+        self._redactor = self._redactor.joined(other._redactor)
+        self._secrets = self._redactor.secrets
+
     @property
     def configured(self) -> bool:
         """True when the gateway has an API key for this provider."""
@@ -210,6 +221,23 @@ class OpenAICompatibleProvider:
         url: str,
         trace: tracing.UpstreamTrace | None,
     ) -> pb.CompleteResponse:
+        """The answer or the error, scrubbed of provider keys before anything
+        (the trace, the caller, the ledger) sees either."""
+        try:
+            answer = await self._complete_unscrubbed(request, route, deadline, url, trace)
+        except GatewayError as error:
+            self._redactor.error(error)
+            raise
+        return self._redactor.response(answer)
+
+    async def _complete_unscrubbed(
+        self,
+        request: AnyCompletionRequest,
+        route: Route,
+        deadline: float | None,
+        url: str,
+        trace: tracing.UpstreamTrace | None,
+    ) -> pb.CompleteResponse:
         body = orjson.dumps(self.body(request, route, stream=False))
         budget = self._budget(self._timeouts.request, deadline)
         http_request = self._post(url, body, self._httpx_timeout(budget, budget))
@@ -237,6 +265,27 @@ class OpenAICompatibleProvider:
             return self._completion_from_json(payload, route, self.include_reasoning(request))
 
     async def _stream(
+        self,
+        request: AnyCompletionRequest,
+        route: Route,
+        deadline: float | None,
+        url: str,
+        trace: tracing.UpstreamTrace | None,
+    ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
+        """The stream's events and its error, each scrubbed of provider keys
+        before anything (the trace, the caller, the ledger) sees it."""
+        scrub = self._redactor.event
+        events = self._stream_unscrubbed(request, route, deadline, url, trace)
+        try:
+            async for event in events:
+                yield scrub(event)
+        except GatewayError as error:
+            self._redactor.error(error)
+            raise
+        finally:
+            await events.aclose()
+
+    async def _stream_unscrubbed(
         self,
         request: AnyCompletionRequest,
         route: Route,
@@ -325,7 +374,8 @@ class OpenAICompatibleProvider:
             f"{base_url}{path}", headers=self._headers(), timeout=within
         )
         response.raise_for_status()
-        return orjson.loads(response.content)
+        # Catalogue names and ids reach callers too (ListModels).
+        return self._redactor.json(orjson.loads(response.content))
 
     async def aclose(self) -> None:
         """Close pooled connections (after the background drains, which end within a second)."""
@@ -525,8 +575,16 @@ class OpenAICompatibleProvider:
         failure = (
             failure_from_error_object(error, status)
             if error is not None
+            # Not a JSON error: a proxy's page, or plain text. Redacted before
+            # it is cut to a useful length, as every upstream string is.
             else (
-                ue.UpstreamFailure(status, None, content[:200].decode("utf-8", "replace").strip())
+                ue.UpstreamFailure(
+                    status,
+                    None,
+                    self._redactor.bounded(
+                        content.decode("utf-8", "replace").strip(), _MAX_TEXT_ERROR
+                    ),
+                )
             )
         )
         retry_after = ue.parse_retry_after(headers.get("retry-after"))

@@ -196,26 +196,53 @@ class StreamAssembler:
             self._upstream_provider = served_by
 
 
+# An upstream's error text is cut to this before it is parsed further. Far
+# beyond what an error message keeps (500 characters, after redaction), so
+# nothing this cut leaves behind can reach the caller.
+_MAX_ERROR_TEXT = 8192
+
+
 def failure_from_error_object(error: object, http_status: int | None) -> UpstreamFailure:
-    """An UpstreamFailure from a provider's `error` object (either provider's shape)."""
+    """An UpstreamFailure from a provider's `error` object (either provider's shape).
+
+    Strings are taken whole (up to _MAX_ERROR_TEXT): redaction and the
+    caller-facing bounds are build_error's, in that order.
+    """
     if not isinstance(error, dict):
-        return UpstreamFailure(http_status, None, str(error)[:500])
+        return UpstreamFailure(http_status, None, str(error)[:_MAX_ERROR_TEXT])
     code = error.get("code")
     metadata = as_object(error.get("metadata"))
     availability = as_object(error.get("availability"))
     error_type = metadata.get("error_type") or availability.get("code") or error.get("error_type")
     retry_after = availability.get("retry_after")
     message = error.get("message")
+    provider_name = metadata.get("provider_name")
     return UpstreamFailure(
         http_status=http_status,
-        code=None if code is None else str(code),
-        message=message if isinstance(message, str) else "",
-        error_type=error_type if isinstance(error_type, str) else None,
+        code=None if code is None else str(code)[:_MAX_ERROR_TEXT],
+        message=message[:_MAX_ERROR_TEXT] if isinstance(message, str) else "",
+        error_type=error_type[:_MAX_ERROR_TEXT] if isinstance(error_type, str) else None,
         retry_after=sane_retry_after(float(retry_after))
         if isinstance(retry_after, int | float) and not isinstance(retry_after, bool)
         else None,
         moderation=bool(metadata.get("reasons") or metadata.get("flagged_input")),
+        raw=_raw_text(metadata.get("raw")),
+        upstream_provider=provider_name[:_MAX_ERROR_TEXT]
+        if isinstance(provider_name, str) and provider_name
+        else None,
     )
+
+
+def _raw_text(raw: object) -> str | None:
+    """OpenRouter's metadata.raw as text: the provider's own words, or its error as JSON."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        return raw[:_MAX_ERROR_TEXT]
+    try:
+        return orjson.dumps(raw).decode()[:_MAX_ERROR_TEXT]
+    except TypeError:
+        return None
 
 
 def as_object(value: object) -> JSONObject:

@@ -17,6 +17,7 @@ import grpc
 from llmgateway.v1 import completion_service_pb2 as pb
 
 from service.errors import GatewayError
+from service.providers.redaction import Redactor
 
 Reason: TypeAlias = pb.ErrorReason.ValueType
 
@@ -68,7 +69,13 @@ _SUMMARIES: dict[Reason, str] = {
     "accepts (LLMGATEWAY_MAX_RESPONSE_BYTES)",
 }
 
+# Bounds on what the upstream wrote, applied after redaction (never before:
+# cutting first could leave a key's prefix behind).
 _MAX_UPSTREAM_MESSAGE = 500
+_MAX_METADATA_VALUE = 64
+_MAX_RAW_METADATA = 256
+# OpenRouter's message when the provider behind it failed; the reason is in metadata.raw.
+PROVIDER_RETURNED_ERROR = "Provider returned error"
 # Retry hints beyond a day are not hints; a nonsensical one must not break error reporting.
 MAX_RETRY_AFTER = 86_400.0
 
@@ -109,6 +116,9 @@ class UpstreamFailure:
     error_type: str | None = None
     retry_after: float | None = None
     moderation: bool = False
+    # OpenRouter: what the provider behind it said (metadata.raw), and which one it was.
+    raw: str | None = None
+    upstream_provider: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,34 +129,61 @@ class ErrorContext:
     provider_id: str
     key_env: str
     model: str
+    # Every provider key the gateway holds: none may appear in an error.
     secrets: tuple[str, ...] = ()
+
+    @property
+    def redactor(self) -> Redactor:
+        """What scrubs the upstream's words of `secrets`."""
+        return Redactor(self.secrets)
 
 
 def build_error(
     reason: Reason, failure: UpstreamFailure, ctx: ErrorContext, hint: str | None = None
 ) -> GatewayError:
-    """A GatewayError for `failure`, with the provider's message, keys redacted."""
+    """A GatewayError for `failure`, with the provider's words redacted, then bounded.
+
+    Every upstream-provided field (message, code, error type, OpenRouter's raw
+    reason and the provider behind it) is redacted before it is cut to length.
+    """
+    r = ctx.redactor
     summary = _SUMMARIES[reason].format(p=ctx.provider_name, env=ctx.key_env)
+    code = r.bounded(failure.code, _MAX_METADATA_VALUE) if failure.code else ""
+    served_by = (
+        r.bounded(failure.upstream_provider, _MAX_METADATA_VALUE)
+        if failure.upstream_provider
+        else ""
+    )
     where = []
     if failure.http_status is not None:
         where.append(f"HTTP {failure.http_status}")
     else:
         where.append("in-band error")
-    if failure.code and failure.code != str(failure.http_status):
-        where.append(f"code {failure.code}")
-    upstream_message = redact(failure.message, ctx.secrets)[:_MAX_UPSTREAM_MESSAGE]
+    if code and code != str(failure.http_status):
+        where.append(f"code {code}")
+    if served_by:
+        where.append(f"provider {served_by}")
+    upstream_message = r.bounded(failure.message, _MAX_UPSTREAM_MESSAGE).strip()
+    raw = r.bounded(failure.raw, _MAX_UPSTREAM_MESSAGE).strip() if failure.raw else ""
     message = f"{summary} ({', '.join(where)})"
     if upstream_message:
         message += f": {upstream_message}"
+    if raw and raw != upstream_message:
+        # OpenRouter's own message is often only "Provider returned error".
+        message += f": {raw}"
     if hint:
         message += f" ({hint})"
     metadata = {"provider": ctx.provider_id, "model": ctx.model}
     if failure.http_status is not None:
         metadata["upstreamStatus"] = str(failure.http_status)
-    if failure.code:
-        metadata["upstreamCode"] = failure.code[:64]
+    if code:
+        metadata["upstreamCode"] = code
     if failure.error_type:
-        metadata["upstreamErrorType"] = failure.error_type[:64]
+        metadata["upstreamErrorType"] = r.bounded(failure.error_type, _MAX_METADATA_VALUE)
+    if served_by:
+        metadata["upstreamProvider"] = served_by
+    if raw:
+        metadata["upstreamRaw"] = raw[:_MAX_RAW_METADATA]
     return GatewayError(
         REASON_CODES[reason], reason, message, metadata=metadata, retry_after=failure.retry_after
     )
@@ -158,17 +195,14 @@ def local_error(reason: Reason, detail: str, ctx: ErrorContext) -> GatewayError:
     return GatewayError(
         REASON_CODES[reason],
         reason,
-        f"{summary}: {redact(detail, ctx.secrets)}",
+        f"{summary}: {ctx.redactor.text(detail)}",
         metadata={"provider": ctx.provider_id, "model": ctx.model},
     )
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
     """`text` with every secret replaced; upstream messages sometimes quote credentials."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return text
+    return Redactor(secrets).text(text)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -1,0 +1,195 @@
+"""The redaction rules themselves (service/providers/redaction.py), without a gateway."""
+
+from __future__ import annotations
+
+import grpc
+from hypothesis import given
+from hypothesis import strategies as st
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+
+from service.errors import GatewayError
+from service.providers import upstream_errors as ue
+from service.providers.redaction import PARTIAL_MIN, REDACTED, Redactor
+from service.providers.stream import failure_from_error_object
+
+OPENROUTER_KEY = "sk-or-v1-" + "3f9a" * 16
+# Not hex: only the configured key, never a key-shaped pattern, can match it.
+ZAI_KEY = "Zz-not-hex-id-canary-000000000000.SecretPartCanary"
+REDACTOR = Redactor((OPENROUTER_KEY, ZAI_KEY))
+
+
+def ctx() -> ue.ErrorContext:
+    return ue.ErrorContext(
+        provider_name="OpenRouter",
+        provider_id="openrouter",
+        key_env="OPENROUTER_API_KEY",
+        model="openrouter/x/y",
+        secrets=(OPENROUTER_KEY, ZAI_KEY),
+    )
+
+
+def test_every_configured_key_goes_and_the_text_around_it_stays() -> None:
+    text = f"bad key {OPENROUTER_KEY}; other {ZAI_KEY} end"
+    assert REDACTOR.text(text) == f"bad key {REDACTED}; other {REDACTED} end"
+
+
+def test_a_key_cut_short_by_the_upstream_still_goes() -> None:
+    # An upstream that quotes only the first 20 characters still gives most away.
+    assert REDACTOR.text(f"key {OPENROUTER_KEY[:20]}…") == f"key {REDACTED}…"
+    assert REDACTOR.text(f"key {ZAI_KEY[:PARTIAL_MIN]}") == f"key {REDACTED}"
+    # Fewer than PARTIAL_MIN characters tell nothing (OpenRouter keys share nine).
+    assert REDACTOR.text("key sk-or-v1-3f") == "key sk-or-v1-3f"
+
+
+def test_bearer_tokens_and_key_shapes_go_even_when_not_configured() -> None:
+    assert Redactor().text("Authorization: Bearer abcdefghijklmnop1234") == (
+        f"Authorization: Bearer {REDACTED}"
+    )
+    assert Redactor().text("key sk-or-v1-0123456789abcdef0123 x") == f"key {REDACTED} x"
+    zai_shaped = "0123456789abcdef0123456789abcdef.AbCdEfGhIjKlMnOp"
+    assert Redactor().text(f"({zai_shaped})") == f"({REDACTED})"
+    # Ordinary words survive.
+    assert Redactor().text("the bearer token was not accepted") == (
+        "the bearer token was not accepted"
+    )
+
+
+def test_redacting_twice_changes_nothing_more() -> None:
+    once = REDACTOR.text(f"Bearer {OPENROUTER_KEY} and {ZAI_KEY}")
+    assert REDACTOR.text(once) == once
+
+
+def test_answers_lose_only_the_exact_keys() -> None:
+    # A model asked to show an Authorization header keeps its example; an exact
+    # key (which no model can produce by chance) does not survive.
+    example = "curl -H 'Authorization: Bearer sk-or-v1-0123456789abcdef0123'"
+    assert REDACTOR.content(example) == example
+    assert REDACTOR.content(f"x {OPENROUTER_KEY} y") == f"x {REDACTED} y"
+
+
+@given(
+    before=st.text(max_size=600),
+    after=st.text(max_size=50),
+    limit=st.integers(min_value=0, max_value=700),
+    key=st.sampled_from([OPENROUTER_KEY, ZAI_KEY]),
+)
+def test_no_cut_leaves_a_keys_start_behind(before: str, after: str, limit: int, key: str) -> None:
+    bounded = REDACTOR.bounded(before + key + after, limit)
+    assert key[:PARTIAL_MIN] not in bounded
+    assert len(bounded) <= limit
+
+
+def test_a_key_straddling_the_message_cut_leaves_no_prefix() -> None:
+    # The key starts 20 characters before the 500-character cap on the upstream message.
+    failure = ue.UpstreamFailure(400, None, "x" * 480 + OPENROUTER_KEY)
+    error = ue.build_error(pb.ERROR_REASON_UPSTREAM_REJECTED_REQUEST, failure, ctx())
+    assert OPENROUTER_KEY[:PARTIAL_MIN] not in error.message
+    assert error.message.endswith("x" * 480 + REDACTED)
+
+
+def test_a_non_object_error_straddling_its_cut_leaves_no_prefix() -> None:
+    # A bare-string error used to be cut to 500 characters before redaction.
+    error_value = "x" * 480 + " " + OPENROUTER_KEY
+    failure = failure_from_error_object(error_value, 400)
+    error = ue.build_error(pb.ERROR_REASON_UPSTREAM_REJECTED_REQUEST, failure, ctx())
+    assert OPENROUTER_KEY[:PARTIAL_MIN] not in error.message
+
+
+def test_every_upstream_field_of_an_error_is_redacted() -> None:
+    quoted = f"Bearer {OPENROUTER_KEY}"
+    failure = failure_from_error_object(
+        {
+            "code": quoted,
+            "message": f"refused {ZAI_KEY}",
+            "metadata": {"error_type": quoted, "provider_name": quoted, "raw": {"auth": quoted}},
+        },
+        400,
+    )
+    error = ue.build_error(pb.ERROR_REASON_UPSTREAM_REJECTED_REQUEST, failure, ctx())
+    status = error.to_rpc_status()
+    everything = [error.message, *error.metadata.values(), status.details]
+    everything += [str(value) for _, value in status.trailing_metadata]
+    for text in everything:
+        for key in (OPENROUTER_KEY, ZAI_KEY):
+            assert key[:PARTIAL_MIN] not in text, text
+    assert error.metadata["upstreamCode"] == f"Bearer {REDACTED}"
+    assert error.metadata["upstreamErrorType"] == f"Bearer {REDACTED}"
+    assert error.metadata["upstreamProvider"] == f"Bearer {REDACTED}"
+
+
+def test_a_gateway_error_is_scrubbed_in_place() -> None:
+    error = GatewayError(
+        grpc.StatusCode.UNAVAILABLE,
+        pb.ERROR_REASON_UPSTREAM_UNAVAILABLE,
+        f"failed with {OPENROUTER_KEY}",
+        metadata={"upstreamCode": ZAI_KEY},
+    )
+    assert REDACTOR.error(error) is error
+    assert error.message == f"failed with {REDACTED}"
+    assert str(error).endswith(f"failed with {REDACTED}")
+    assert error.metadata == {"upstreamCode": REDACTED}
+
+
+def test_answers_and_stream_events_are_scrubbed() -> None:
+    quoted = f"Bearer {OPENROUTER_KEY}"
+    response = pb.CompleteResponse(
+        id=quoted,
+        model=f"openrouter/{quoted}",
+        upstream_provider=quoted,
+        native_finish_reason=quoted,
+        content=f"echo {ZAI_KEY}",
+        tool_calls=[common.ToolCall(id=quoted, name=OPENROUTER_KEY, arguments=ZAI_KEY)],
+    )
+    done = pb.StreamCompleteResponse(
+        done=pb.CompletionDone(
+            id=quoted, model=quoted, upstream_provider=quoted, native_finish_reason=quoted
+        )
+    )
+    delta = pb.StreamCompleteResponse(content_delta=pb.ContentDelta(text=OPENROUTER_KEY))
+    for message in (REDACTOR.response(response), REDACTOR.event(done), REDACTOR.event(delta)):
+        wire = message.SerializeToString()
+        for key in (OPENROUTER_KEY, ZAI_KEY):
+            assert key[:PARTIAL_MIN].encode() not in wire
+    assert response.model == f"openrouter/Bearer {REDACTED}"
+
+
+def test_catalogue_documents_are_scrubbed_throughout() -> None:
+    document = {"data": [{"id": OPENROUTER_KEY, "name": ["x", ZAI_KEY], "n": 3}]}
+    assert REDACTOR.json(document) == {"data": [{"id": REDACTED, "name": ["x", REDACTED], "n": 3}]}
+
+
+def test_openrouter_provider_returned_error_carries_the_real_reason() -> None:
+    # The shape real OpenRouter traffic shows: a 429 whose message says nothing,
+    # its reason in metadata.raw and the provider behind it in provider_name.
+    failure = failure_from_error_object(
+        {
+            "code": 429,
+            "message": "Provider returned error",
+            "metadata": {
+                "provider_name": "ExampleCloud",
+                "raw": "vendor/model-x is temporarily rate-limited upstream; retry shortly",
+            },
+        },
+        429,
+    )
+    error = ue.build_error(pb.ERROR_REASON_UPSTREAM_RATE_LIMITED, failure, ctx())
+    assert error.message == (
+        "OpenRouter rate-limited the request (HTTP 429, provider ExampleCloud): "
+        "Provider returned error: vendor/model-x is temporarily rate-limited upstream; "
+        "retry shortly"
+    )
+    assert error.metadata["upstreamProvider"] == "ExampleCloud"
+    assert error.metadata["upstreamRaw"] == (
+        "vendor/model-x is temporarily rate-limited upstream; retry shortly"
+    )
+
+
+def test_a_raw_reason_is_bounded_and_may_be_an_object() -> None:
+    failure = failure_from_error_object(
+        {"message": "Provider returned error", "metadata": {"raw": {"error": "z" * 5000}}}, 502
+    )
+    error = ue.build_error(pb.ERROR_REASON_UPSTREAM_UNAVAILABLE, failure, ctx())
+    assert '{"error":"zzz' in error.message
+    assert len(error.message) < 1200
+    assert len(error.metadata["upstreamRaw"]) == 256
