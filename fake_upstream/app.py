@@ -469,6 +469,12 @@ def _slow_content(provider: str, count: int) -> list[bytes]:
     ]
 
 
+# `provider-returned-error`: OpenRouter's words, and those of the provider behind it.
+PROVIDER_RETURNED_ERROR = "Provider returned error"
+PROVIDER_BEHIND = "ExampleCloud"
+PROVIDER_RAW_REASON = (
+    "x/fault-provider-returned-error is temporarily rate-limited upstream. Please retry shortly."
+)
 # `leak-text-body`, `leak-string-error`: padding that puts the quoted key across
 # the point where a gateway that cuts before it redacts would cut (200 and 500),
 # so such a gateway would pass on the first 20 or so characters of the key.
@@ -644,6 +650,30 @@ def _openrouter_fault(fault: str) -> Result | None:
         )
     if fault == "credits":
         return _json(402, openrouter_wire.error_body(402, "Insufficient credits"))
+    if fault == "provider-returned-error":
+        # As recorded OpenRouter traffic shows it: a message that says nothing,
+        # the serving provider's own words in metadata.raw, and its name.
+        return _json(
+            429,
+            openrouter_wire.error_body(
+                429,
+                PROVIDER_RETURNED_ERROR,
+                metadata={"provider_name": PROVIDER_BEHIND, "raw": PROVIDER_RAW_REASON},
+            ),
+        )
+    if fault == "provider-returned-error-object":
+        # metadata.raw may also be the provider's whole error object.
+        return _json(
+            502,
+            openrouter_wire.error_body(
+                502,
+                PROVIDER_RETURNED_ERROR,
+                metadata={
+                    "provider_name": PROVIDER_BEHIND,
+                    "raw": {"error": {"type": "server_error", "message": "backend crashed"}},
+                },
+            ),
+        )
     return None
 
 

@@ -160,6 +160,16 @@ FAULTS: list[Fault] = [
             "UPSTREAM_INSUFFICIENT_CREDITS",
         )
     ),
+    # The reason is in metadata.raw; the caller's message carries it (and the provider).
+    *_both(
+        Fault(
+            "HTTP 429, Provider returned error",
+            OR + "provider-returned-error",
+            S.RESOURCE_EXHAUSTED,
+            RATE_LIMITED,
+            RETRIED,
+        )
+    ),
     *_both(Fault("HTTP 403", OR + "http-403", S.PERMISSION_DENIED, "UPSTREAM_PERMISSION_DENIED")),
     *_both(
         Fault(

@@ -10,13 +10,16 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
+from fake_upstream.app import PROVIDER_BEHIND, PROVIDER_RAW_REASON
 from service.config import OpenRouterSettings, Secret, Timeouts, ZaiSettings
 from service.providers import upstream_errors as ue
 from service.providers.openrouter import OpenRouterProvider
 from service.providers.stream import failure_from_error_object
 from service.providers.zai import ZaiProvider
+from tests.conftest import rich_status
 
 if TYPE_CHECKING:
     from service.errors import GatewayError
@@ -433,3 +436,45 @@ def test_absurd_retry_after_still_yields_a_reportable_error(value):
     error = ue.build_error(pb.ERROR_REASON_UPSTREAM_RATE_LIMITED, failure, ctx())
     status, _ = details(error)
     assert status.code == S.RESOURCE_EXHAUSTED.value[0]
+
+
+# -- OpenRouter's "Provider returned error", end to end ------------------------
+
+
+@pytest.mark.parametrize("rpc", ["unary", "stream"])
+async def test_provider_returned_error_reaches_the_caller_with_its_reason_and_provider(
+    stub, rpc: str
+) -> None:
+    model = "openrouter/x/fault-provider-returned-error"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        if rpc == "unary":
+            await stub.Complete(pb.CompleteRequest(model=model, messages=[_user()]), timeout=10)
+        else:
+            call = stub.StreamComplete(
+                pb.StreamCompleteRequest(model=model, messages=[_user()]), timeout=10
+            )
+            async for _ in call:
+                pass
+    status = rich_status(caught.value)
+    assert status.code == S.RESOURCE_EXHAUSTED
+    assert status.info.reason == "UPSTREAM_RATE_LIMITED"
+    # The caller reads why, and who: not only OpenRouter's "Provider returned error".
+    assert PROVIDER_RAW_REASON in status.message
+    assert f"provider {PROVIDER_BEHIND}" in status.message
+    assert status.info.metadata["upstreamProvider"] == PROVIDER_BEHIND
+    assert status.info.metadata["upstreamRaw"] == PROVIDER_RAW_REASON
+
+
+async def test_a_raw_reason_given_as_an_object_reaches_the_caller_as_json(stub) -> None:
+    model = "openrouter/x/fault-provider-returned-error-object"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Complete(pb.CompleteRequest(model=model, messages=[_user()]), timeout=10)
+    status = rich_status(caught.value)
+    assert status.code == S.UNAVAILABLE
+    assert "backend crashed" in status.message
+    assert "backend crashed" in status.info.metadata["upstreamRaw"]
+    assert status.info.metadata["upstreamProvider"] == PROVIDER_BEHIND
+
+
+def _user() -> common.ChatMessage:
+    return common.ChatMessage(role=common.ROLE_USER, content="hi")
