@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Callable
 
 from llmgateway.v1 import completion_pb2 as common
@@ -22,7 +23,28 @@ MAX_TOOLS = 128
 MAX_USER = 128
 MAX_FALLBACK_MODELS = 8
 MAX_PROVIDER_ORDER = 32
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_PROVIDER_NAME = 64
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+# What a model name may hold (`model`, `openrouter.models[i]`; aliases are
+# model names too): segments separated by single '/', each made of ASCII
+# letters, digits and . _ : - and starting with a letter or digit, optionally
+# after one '~'. That covers every real slug (openai/gpt-4o-2024-08-06,
+# meta-llama/llama-3.1-8b-instruct:free, z-ai/glm-5-turbo-20260315, glm-4.5-air)
+# and refuses what could smuggle something into an upstream URL, header, log
+# line or routing decision: whitespace, control and format characters (CR/LF,
+# NUL, ANSI escapes, bidi overrides), '?', '#', '%', '\\', empty segments,
+# leading or trailing '/', and '.' or '..' segments.
+MODEL_NAME_RULE = (
+    "ASCII letters, digits and . _ : - in segments separated by single '/', "
+    "each segment starting with a letter or digit (or one '~' before it)"
+)
+_MODEL_SEGMENT = re.compile(r"~?[A-Za-z0-9][A-Za-z0-9._:-]*")
+_MODEL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-~/")
+# Unicode categories no identifier-like string may hold: control (C0, C1,
+# DEL), format (bidi overrides and isolates, zero-width characters), line
+# and paragraph separators, surrogates.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 _IMAGE_URL_SCHEMES = ("https://", "http://", "data:image/")
 
 _Add = Callable[[FieldViolation], None]
@@ -42,8 +64,10 @@ def validate(request: AnyCompletionRequest, max_request_bytes: int) -> list[Fiel
         )
     if not request.model:
         add(FieldViolation("model", "required; e.g. 'zai/glm-4.7' or 'openrouter/openai/gpt-4o'"))
-    elif len(request.model) > MAX_MODEL_NAME:
-        add(FieldViolation("model", f"at most {MAX_MODEL_NAME} characters"))
+    else:
+        problem = model_name_problem(request.model)
+        if problem is not None:
+            add(FieldViolation("model", problem))
     if not request.messages:
         add(FieldViolation("messages", "at least one message is required"))
     elif len(request.messages) > MAX_MESSAGES:
@@ -56,6 +80,8 @@ def validate(request: AnyCompletionRequest, max_request_bytes: int) -> list[Fiel
     _check_reasoning(request.reasoning, add)
     if len(request.user) > MAX_USER:
         add(FieldViolation("user", f"at most {MAX_USER} characters"))
+    elif (char := first_invisible(request.user)) is not None:
+        add(FieldViolation("user", f"must not contain {_describe(char)}"))
     _check_openrouter(request.openrouter, add)
     if request.zai.endpoint not in common.ZaiEndpoint.values():
         add(FieldViolation("zai.endpoint", "unknown endpoint value"))
@@ -162,7 +188,7 @@ def _check_tools(request: AnyCompletionRequest, add: _Add) -> None:
         add(FieldViolation("tools", f"at most {MAX_TOOLS} tools"))
     names: set[str] = set()
     for i, tool in enumerate(request.tools):
-        if not _IDENTIFIER.match(tool.name):
+        if not _IDENTIFIER.fullmatch(tool.name):
             add(FieldViolation(f"tools[{i}].name", "must be 1 to 64 of [A-Za-z0-9_-]"))
         elif tool.name in names:
             add(FieldViolation(f"tools[{i}].name", f"duplicate tool name {tool.name!r}"))
@@ -189,7 +215,7 @@ def _check_response_format(response_format: common.ResponseFormat, add: _Add) ->
         add(FieldViolation("response_format.type", "unknown type value"))
     elif kind == common.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
         schema = response_format.json_schema
-        if not _IDENTIFIER.match(schema.name):
+        if not _IDENTIFIER.fullmatch(schema.name):
             add(
                 FieldViolation(
                     "response_format.json_schema.name", "required: 1 to 64 of [A-Za-z0-9_-]"
@@ -228,9 +254,12 @@ def _check_reasoning(reasoning: common.ReasoningOptions, add: _Add) -> None:
 def _check_openrouter(options: common.OpenRouterOptions, add: _Add) -> None:
     if len(options.models) > MAX_FALLBACK_MODELS:
         add(FieldViolation("openrouter.models", f"at most {MAX_FALLBACK_MODELS} models"))
-    for i, model in enumerate(options.models):
+    for i, model in enumerate(options.models[:MAX_FALLBACK_MODELS]):
+        problem = model_name_problem(model)
         slug = model.removeprefix("openrouter/")
-        if "/" not in slug or model.startswith("zai/") or not slug.split("/", 1)[1]:
+        if problem is not None:
+            add(FieldViolation(f"openrouter.models[{i}]", problem))
+        elif "/" not in slug or model.startswith("zai/"):
             add(
                 FieldViolation(
                     f"openrouter.models[{i}]",
@@ -240,6 +269,10 @@ def _check_openrouter(options: common.OpenRouterOptions, add: _Add) -> None:
     prefs = options.provider
     if len(prefs.order) > MAX_PROVIDER_ORDER:
         add(FieldViolation("openrouter.provider.order", f"at most {MAX_PROVIDER_ORDER} entries"))
+    for i, provider in enumerate(prefs.order[:MAX_PROVIDER_ORDER]):
+        problem = _provider_name_problem(provider)
+        if problem is not None:
+            add(FieldViolation(f"openrouter.provider.order[{i}]", problem))
     if prefs.data_collection not in common.DataCollection.values():
         add(FieldViolation("openrouter.provider.data_collection", "unknown value"))
     if prefs.sort not in common.ProviderSort.values():
@@ -249,6 +282,74 @@ def _check_openrouter(options: common.OpenRouterOptions, add: _Add) -> None:
             value = getattr(prefs.max_price, name)
             if not (math.isfinite(value) and value >= 0):
                 add(FieldViolation(f"openrouter.provider.max_price.{name}", "must be zero or more"))
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a model name (see MODEL_NAME_RULE), or None."""
+    if not name:
+        return "required"
+    if len(name) > MAX_MODEL_NAME:
+        return f"at most {MAX_MODEL_NAME} characters"
+    for position, char in enumerate(name):
+        if char not in _MODEL_CHARS:
+            return (
+                f"must not contain {_describe(char)} (position {position}); "
+                f"a model name holds only {MODEL_NAME_RULE}"
+            )
+    if name.startswith("/") or name.endswith("/") or "//" in name:
+        return f"no leading, trailing or doubled '/'; a model name holds only {MODEL_NAME_RULE}"
+    for segment in name.split("/"):
+        if segment in (".", ".."):
+            return f"no '{segment}' path segments; a model name holds only {MODEL_NAME_RULE}"
+        if not _MODEL_SEGMENT.fullmatch(segment):
+            return (
+                f"segment {segment!r} must start with a letter or digit ('~' may only come "
+                f"first); a model name holds only {MODEL_NAME_RULE}"
+            )
+    return None
+
+
+def first_invisible(text: str) -> str | None:
+    """The first control, format or line-separator character in `text`, if any."""
+    if text.isprintable():  # the common case, in C
+        return None
+    for char in text:
+        if unicodedata.category(char) in _INVISIBLE_CATEGORIES:
+            return char
+    return None
+
+
+def _provider_name_problem(name: str) -> str | None:
+    """Provider slugs ("anthropic", "google-vertex") and names OpenRouter
+    accepts vary; refuse only what no provider name holds."""
+    if not name.strip():
+        return "must not be empty"
+    if len(name) > MAX_PROVIDER_NAME:
+        return f"at most {MAX_PROVIDER_NAME} characters"
+    char = first_invisible(name)
+    if char is not None:
+        return f"must not contain {_describe(char)}; use a provider slug like 'anthropic'"
+    if name != name.strip():
+        return "no leading or trailing spaces; use a provider slug like 'anthropic'"
+    return None
+
+
+_CONTROL_NAMES = {
+    "\x00": "NUL",
+    "\t": "tab",
+    "\n": "line feed",
+    "\r": "carriage return",
+    "\x1b": "escape",
+    "\x7f": "delete",
+}
+
+
+def _describe(char: str) -> str:
+    """A character named so that the description itself is plain ASCII."""
+    if char.isascii() and char.isprintable():
+        return f"{char!r}"
+    name = _CONTROL_NAMES.get(char) or unicodedata.name(char, "a control character").lower()
+    return f"U+{ord(char):04X} ({name})"
 
 
 def _largest_field(request: AnyCompletionRequest) -> str:

@@ -256,7 +256,7 @@ async def test_calls_refused_before_going_upstream_have_only_the_server_span(
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError):
         await traced.stub.Complete(
-            pb.CompleteRequest(model="no such model", messages=[user("hi")]), timeout=10
+            pb.CompleteRequest(model="no-such-model", messages=[user("hi")]), timeout=10
         )
     (server,) = traced.exporter.get_finished_spans()
     assert server.kind == SpanKind.SERVER

@@ -12,6 +12,7 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 from service.config import Secret
+from service.validation import first_invisible, model_name_problem
 from tests.conftest import gateway_stub, rich_status, user
 
 OK_MODEL = "zai/glm-4.7"
@@ -151,6 +152,13 @@ CASES = [
         "bad tool name",
         pb.CompleteRequest(
             model=OK_MODEL, messages=[user("hi")], tools=[common.Tool(name="has space")]
+        ),
+        "tools[0].name",
+    ),
+    (
+        "tool name with a trailing newline",
+        pb.CompleteRequest(
+            model=OK_MODEL, messages=[user("hi")], tools=[common.Tool(name="lookup\n")]
         ),
         "tools[0].name",
     ),
@@ -306,7 +314,7 @@ async def test_stream_validation_fails_before_any_event(stub, fake):
     assert fake.requests == []
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "openrouter/gpt-4o", "zai/", "zai/a/b", "openai/x"])
+@pytest.mark.parametrize("model", ["gpt-4o", "openrouter/gpt-4o", "zai", "zai/a/b", "openai/x"])
 async def test_unknown_model_names_explain_naming(stub, model):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Complete(pb.CompleteRequest(model=model, messages=[user("hi")]), timeout=10)
@@ -366,3 +374,171 @@ def test_secret_is_never_printed():
     secret = Secret("sk-or-v1-should-not-leak")
     assert "should-not-leak" not in repr(secret)
     assert "should-not-leak" not in str(secret)
+
+
+# Real names: slugs from OpenRouter's catalog and the recorded captures, Z.AI's
+# models, and the aliases of the test configuration.
+GOOD_MODEL_NAMES = [
+    "openrouter/meta-llama/llama-3.1-8b-instruct:free",
+    "openrouter/openai/gpt-4o-2024-08-06",
+    "openrouter/openai/gpt-5.4-nano-20260317",
+    "openrouter/anthropic/claude-4.5-haiku-20251001",
+    "openrouter/google/gemini-2.0-flash-exp:free",
+    "openrouter/minimax/minimax-m2:free",
+    "openrouter/z-ai/glm-5-turbo-20260315",
+    "openrouter/moonshotai/kimi-k2.5-0127",
+    "openrouter/x-ai/grok-4",
+    "openrouter/openai/gpt-4o:nitro",
+    "openrouter/openrouter/auto",
+    "openrouter/~anthropic/claude-sonnet-latest",
+    "openrouter/mistralai/mistral_nemo",
+    "zai/glm-4.5-air",
+    "zai/glm-4.7",
+    "zai/glm-4-32b-0414-128k",
+    "zai/glm-5.1",
+    "fast",
+    "coder",
+]
+
+BAD_MODEL_NAMES = [
+    ("zai/glm\r\nX-Injected: 1", "U+000D (carriage return)"),
+    ("zai/glm\nx", "U+000A (line feed)"),
+    ("openrouter/../../x", "'..'"),
+    ("openrouter/openai/./gpt-4o", "'.'"),
+    ("zai/glm?x=1#", "'?'"),
+    ("zai/glm#frag", "'#'"),
+    ("zai/glm%0d%0a", "'%'"),
+    ("zai/glm\x00", "U+0000 (NUL)"),
+    ("zai/glm\u202egpt", "U+202E (right-to-left override)"),
+    ("zai/glm\u2066x", "U+2066 (left-to-right isolate)"),
+    ("zai/glm\u200bx", "U+200B (zero width space)"),
+    ("zai/glm\u2028x", "U+2028 (line separator)"),
+    ("zai/\x1b[31mglm", "U+001B (escape)"),
+    ("zai/glm\x85", "U+0085"),
+    ("zai/glm\x7f", "U+007F (delete)"),
+    ("zai/glm 4.7", "' '"),
+    ("zai/glm\t4.7", "U+0009 (tab)"),
+    ("zai/glm\u00a04.7", "U+00A0 (no-break space)"),
+    ("zai/glm\\x", "'\\\\'"),
+    ("zai/glm;x", "';'"),
+    ("zai/gl\u043c", "U+043C (cyrillic small letter em)"),
+    ("/zai/glm-4.7", "leading, trailing or doubled '/'"),
+    ("zai/glm-4.7/", "leading, trailing or doubled '/'"),
+    ("zai/", "leading, trailing or doubled '/'"),
+    ("openrouter//gpt-4o", "leading, trailing or doubled '/'"),
+    ("zai/.glm", "must start with a letter or digit"),
+    ("zai/-glm", "must start with a letter or digit"),
+    ("zai/glm~1", "must start with a letter or digit"),
+    ("z" * 257, "at most 256 characters"),
+]
+
+
+@pytest.mark.parametrize("name", GOOD_MODEL_NAMES)
+def test_real_model_names_are_accepted(name):
+    assert model_name_problem(name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "why"), BAD_MODEL_NAMES, ids=[repr(n[:40]) for n, _ in BAD_MODEL_NAMES]
+)
+def test_hostile_model_names_are_refused_saying_why(name, why):
+    problem = model_name_problem(name)
+    assert problem is not None
+    assert why in problem
+    # The explanation is safe to log and to show: plain printable ASCII.
+    assert problem.isascii()
+    assert problem.isprintable()
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("end-user-42", None),
+        ("ünïcödé user 名前", None),
+        ("user\r\nX: 1", "\r"),
+        ("a\u202eb", "\u202e"),
+        ("a\x9bb", "\x9b"),
+        ("a\u2029b", "\u2029"),
+    ],
+)
+def test_first_invisible_finds_control_and_format_characters(text, found):
+    assert first_invisible(text) == found
+
+
+HOSTILE_REQUESTS = [
+    ("model", pb.CompleteRequest(model="zai/glm\r\nX-Injected: 1", messages=[user("hi")])),
+    ("model", pb.CompleteRequest(model="openrouter/../../x", messages=[user("hi")])),
+    ("model", pb.CompleteRequest(model="zai/glm?x=1#", messages=[user("hi")])),
+    ("model", pb.CompleteRequest(model="zai/glm\x00", messages=[user("hi")])),
+    ("model", pb.CompleteRequest(model="zai/glm\u202e7.4", messages=[user("hi")])),
+    (
+        "openrouter.models[2]",
+        pb.CompleteRequest(
+            model="openrouter/openai/gpt-4o",
+            messages=[user("hi")],
+            openrouter=common.OpenRouterOptions(
+                models=["openai/gpt-4o-mini", "anthropic/claude-haiku-4.5", "openai/x\r\nY: 1"]
+            ),
+        ),
+    ),
+    (
+        "openrouter.provider.order[0]",
+        pb.CompleteRequest(
+            model="openrouter/openai/gpt-4o",
+            messages=[user("hi")],
+            openrouter=common.OpenRouterOptions(
+                provider=common.ProviderPreferences(order=["anthropic\r\nX-Injected: 1"])
+            ),
+        ),
+    ),
+    (
+        "openrouter.provider.order[1]",
+        pb.CompleteRequest(
+            model="openrouter/openai/gpt-4o",
+            messages=[user("hi")],
+            openrouter=common.OpenRouterOptions(
+                provider=common.ProviderPreferences(order=["anthropic", "open\u202eai"])
+            ),
+        ),
+    ),
+    ("user", pb.CompleteRequest(model=OK_MODEL, messages=[user("hi")], user="user-42\r\nX: 1")),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "request_"),
+    HOSTILE_REQUESTS,
+    ids=[f"{f}:{i}" for i, (f, _) in enumerate(HOSTILE_REQUESTS)],
+)
+@pytest.mark.parametrize("method", ["Complete", "StreamComplete"])
+async def test_hostile_names_are_refused_before_any_upstream_request(
+    stub, fake, method, field, request_
+):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        if method == "Complete":
+            await stub.Complete(request_, timeout=10)
+        else:
+            streamed = pb.StreamCompleteRequest.FromString(request_.SerializeToString())
+            async for _ in stub.StreamComplete(streamed, timeout=10):
+                pytest.fail("no event may precede a validation error")
+    found = violations(caught.value)
+    assert field in found, f"expected a violation on {field}, got {found}"
+    assert rich_status(caught.value).info.reason == "INVALID_REQUEST"
+    assert fake.requests == [], "an invalid request must cost no upstream round trip"
+
+
+async def test_valid_provider_order_and_fallbacks_still_reach_the_upstream(stub, fake):
+    answer = await stub.Complete(
+        pb.CompleteRequest(
+            model="openrouter/meta-llama/llama-3.1-8b-instruct:free",
+            messages=[user("hi")],
+            user="end-user-42",
+            openrouter=common.OpenRouterOptions(
+                models=["openai/gpt-4o-2024-08-06"],
+                provider=common.ProviderPreferences(order=["google-vertex", "Together"]),
+            ),
+        ),
+        timeout=10,
+    )
+    assert answer.content
+    assert len(fake.requests) == 1
