@@ -11,12 +11,28 @@ answer or a key; only the caller key's id.
 
 A line's structured fields travel as `extra={"fields": {...}}`: JSON lines
 carry them as members, text lines as trailing key=value pairs.
+
+Text lines cannot be forged from outside: whatever a caller sent (a model
+name, a key) may hold CR/LF, ANSI escapes or bidi overrides, so every
+control, format and line-separator character in a text line is written as an
+escape (`\r`, `\x1b`, `\u202e`), values holding spaces, quotes or `=` are
+quoted logfmt-style, and the continuation lines of a traceback are indented:
+a text record starts at column 0, and only there. JSON lines need none of it
+(JSON escapes every control character).
+
+Refused calls (UNAUTHENTICATED) can arrive by the thousand per second from a
+caller that is not one; `AccessLog` writes the first of them in each
+`REFUSAL_LOG_INTERVAL` in full and then only a count of the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import sys
+import time
+import unicodedata
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING
@@ -24,6 +40,8 @@ from typing import IO, TYPE_CHECKING
 import orjson
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from service.observe import CallRecord
 
 # The request id of the call the current task is serving; None outside calls.
@@ -32,6 +50,35 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("llmgateway_request_id", default
 LOG_FORMATS = ("text", "json")
 ACCESS_LOGGER = "llmgateway.access"
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+# At most one full access line per this many seconds for each kind of refusal
+# a flood can produce; the others are counted.
+REFUSAL_LOG_INTERVAL = 1.0
+SAMPLED_STATUSES = frozenset({"UNAUTHENTICATED"})
+# Characters a text line writes escaped: C0 and C1 controls, DEL, format
+# characters (bidi embeddings, overrides and isolates, zero-width ones), line
+# and paragraph separators, lone surrogates.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+
+
+def escape_text(text: str) -> str:
+    """`text` with every control, format and separator character escaped, so
+    it can neither end a log line nor restyle or reorder the terminal
+    showing it. Printable text (the common case) comes back as it is."""
+    if text.isprintable():
+        return text
+    return "".join(_escape_char(char) for char in text)
+
+
+def _escape_char(char: str) -> str:
+    if unicodedata.category(char) not in _ESCAPED_CATEGORIES:
+        return char  # printable, only not by isprintable's rule (e.g. U+00A0)
+    short = _SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 class RequestIdFilter(logging.Filter):
@@ -80,28 +127,54 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     """The classic one-line format, followed by the record's fields and the
-    request id as key=value (empty fields left out)."""
+    request id as key=value (empty fields left out). Everything is escaped
+    (see the module's docstring); tracebacks follow on indented lines."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
+    def format(self, record: logging.LogRecord) -> str:
+        # Not logging.Formatter.format: it would reuse a traceback another
+        # handler cached on the record, unescaped.
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        if record.exc_info:
+            line += "\n" + _continuation(self.formatException(record.exc_info))
+        elif record.exc_text:
+            line += "\n" + _continuation(record.exc_text)
+        if record.stack_info:
+            line += "\n" + _continuation(self.formatStack(record.stack_info))
+        return line
+
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802  # logging's name
-        line = super().formatMessage(record)
+        line = escape_text(super().formatMessage(record))
         fields = _fields(record)
         pairs = (
-            [f"{key}={_text_value(value)}" for key, value in fields.items() if value or value == 0]
+            [
+                f"{escape_text(str(key))}={_text_value(value)}"
+                for key, value in fields.items()
+                if value or value == 0
+            ]
             if fields
             else []
         )
         request_id = record.__dict__.get("request_id")
         if request_id is not None:
-            pairs.append(f"request_id={request_id}")
+            pairs.append(f"request_id={_text_value(request_id)}")
         return f"{line} {' '.join(pairs)}" if pairs else line
 
 
 def _text_value(value: object) -> str:
-    text = str(value)
-    return f'"{text}"' if " " in text else text
+    text = escape_text(str(value))
+    if not _NEEDS_QUOTES.search(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _continuation(text: str) -> str:
+    """A traceback's lines, escaped and indented under the line they follow."""
+    return "\n".join("    " + escape_text(line) for line in text.splitlines())
 
 
 def make_handler(log_format: str, stream: IO[str] | None = None) -> logging.Handler:
@@ -121,24 +194,153 @@ def configure(level: str, log_format: str = "text") -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-class AccessLog:
-    """A CallObserver writing one INFO line per finished call."""
+class LogSampler:
+    """Lets through the first event of each `interval` and counts the rest.
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self._logger = logger or logging.getLogger(ACCESS_LOGGER)
+    `admit()` says whether to log this event and, when it does, how many
+    were held back since the last one logged. With an event loop running, a
+    count still held when the interval ends is handed to `on_suppressed`
+    then, so a flood that stops is still reported."""
+
+    def __init__(
+        self,
+        interval: float,
+        on_suppressed: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._interval = interval
+        self._on_suppressed = on_suppressed
+        self._clock = clock
+        self._window_start: float | None = None
+        self._suppressed = 0
+        self._flush: asyncio.TimerHandle | None = None
+
+    def admit(self) -> tuple[bool, int]:
+        """(log this event, events suppressed before it)."""
+        now = self._clock()
+        start = self._window_start
+        if start is None or now - start >= self._interval:
+            self._window_start = now
+            suppressed, self._suppressed = self._suppressed, 0
+            if self._flush is not None:
+                self._flush.cancel()
+                self._flush = None
+            return True, suppressed
+        self._suppressed += 1
+        if self._flush is None and self._on_suppressed is not None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return False, 0
+            self._flush = loop.call_later(start + self._interval - now, self.flush)
+        return False, 0
+
+    def flush(self) -> None:
+        """Report the events held back (if any) now."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._suppressed and self._on_suppressed is not None:
+            suppressed, self._suppressed = self._suppressed, 0
+            self._on_suppressed(suppressed)
+        self._window_start = None
+
+
+class SampledLog:
+    """INFO lines about calls that a flood can multiply: lines for a status
+    in `statuses` are sampled (one per `interval`, carrying `suppressed`,
+    the count held back before it; a count left at the end of an interval
+    gets a line of its own), every other line is written."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        interval: float = REFUSAL_LOG_INTERVAL,
+        statuses: frozenset[str] = SAMPLED_STATUSES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._samplers = {
+            status: LogSampler(interval, self._reporter(status), clock) for status in statuses
+        }
+
+    def info(
+        self,
+        status: str,
+        message: str,
+        *args: object,
+        fields: dict[str, object] | Callable[[], dict[str, object]] | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Log `message % args` at INFO with `fields` (built only when the
+        line is written, if a callable), unless sampling holds it back."""
+        logger = self._logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        sampler = self._samplers.get(status)
+        suppressed = None
+        if sampler is not None:
+            admitted, suppressed = sampler.admit()
+            if not admitted:
+                return
+        built = fields() if callable(fields) else dict(fields or {})
+        if suppressed is not None:
+            built["suppressed"] = suppressed
+        extra: dict[str, object] = {"fields": built}
+        if request_id is not None:
+            extra["request_id"] = request_id
+        logger.info(message, *args, extra=extra)
+
+    def flush(self) -> None:
+        """Write the counts held back now (at shutdown)."""
+        for sampler in self._samplers.values():
+            sampler.flush()
+
+    def _reporter(self, status: str) -> Callable[[int], None]:
+        def report(count: int) -> None:
+            self._logger.info(
+                "%d more %s lines in the last %g s were not written one by one",
+                count,
+                status,
+                self._interval,
+                extra={"request_id": None, "fields": {"status": status, "suppressed": count}},
+            )
+
+        return report
+
+
+class AccessLog:
+    """A CallObserver writing one INFO line per finished call; of refused
+    calls (SAMPLED_STATUSES) one per `refusal_interval`, and a count."""
+
+    def __init__(
+        self,
+        logger: logging.Logger | None = None,
+        *,
+        refusal_interval: float = REFUSAL_LOG_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = SampledLog(
+            logger or logging.getLogger(ACCESS_LOGGER), interval=refusal_interval, clock=clock
+        )
 
     def call_started(self, record: CallRecord) -> None:
         """Nothing to say until the call ends."""
 
     def call_finished(self, record: CallRecord) -> None:
         """Log the finished call (nothing is built when INFO is off)."""
-        logger = self._logger
-        if not logger.isEnabledFor(logging.INFO):
-            return
-        logger.info(
+        self._log.info(
+            record.status,
             "call finished",
-            extra={"request_id": record.request_id, "fields": _access_fields(record)},
+            fields=lambda: _access_fields(record),
+            request_id=record.request_id,
         )
+
+    def flush(self) -> None:
+        """Write the counts of refusals not yet reported."""
+        self._log.flush()
 
 
 def _access_fields(record: CallRecord) -> dict[str, object]:

@@ -15,6 +15,7 @@ import grpc
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
+from service import logs
 from service.calls import new_request_id, state_errors
 from service.errors import REQUEST_ID_HEADER, GatewayError, invalid_request
 from service.validation import validate
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     _AnyContext = grpc.aio.ServicerContext[Any, Any]
 
 logger = logging.getLogger(__name__)
+# A flood of refused calls gets one "call failed" line a second, and a count.
+_failures = logs.SampledLog(logger)
 
 
 class CompletionServicer(pb_grpc.CompletionServiceServicer):
@@ -185,7 +188,7 @@ def _deadline(context: _AnyContext) -> float | None:
 async def _abort(context: _AnyContext, error: GatewayError, request_id: str | None) -> None:
     if request_id is not None:
         error.metadata["requestId"] = request_id
-    logger.info("call failed: %s", error)
+    _failures.info(error.code.name, "call failed: %s", error)
     if context.cancelled():
         # The caller has gone: no status can reach it, and sending one anyway
         # only makes gRPC log an ExecuteBatchError.

@@ -3,14 +3,19 @@ and no prompt, answer or key in any line."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import grpc
+import httpx
 import pytest
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
@@ -21,10 +26,10 @@ from service.server import start_gateway
 from service.state.db import Database
 from service.state.keys import KeyStore
 from service.state.schema import migrate
-from tests.conftest import user
+from tests.conftest import gateway_stub, user
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from fake_upstream import FakeUpstream
@@ -231,3 +236,268 @@ def test_serve_refuses_an_unknown_log_format() -> None:
     )
     assert result.returncode == 2
     assert "--log-format" in result.stderr
+
+
+# What a text line must never carry raw: C0 controls, DEL, C1 controls, line and
+# paragraph separators, bidi marks, embeddings, overrides and isolates, zero-width
+# and byte-order marks.
+ESCAPED_CHARS = [
+    *(chr(code) for code in range(0x20)),
+    "\x7f",
+    *(chr(code) for code in range(0x80, 0xA0)),
+    "\u2028",
+    "\u2029",
+    "\u061c",
+    "\u200b",
+    "\u200e",
+    "\u200f",
+    *(chr(code) for code in range(0x202A, 0x202F)),
+    *(chr(code) for code in range(0x2066, 0x206A)),
+    "\ufeff",
+]
+FORGED = "2026-12-01 00:00:00,000 INFO [1] llmgateway.access: call finished key_id=key_admin"
+HOSTILE_MODEL = f"zai/glm\r\n{FORGED}\x1b[2J\x1b[31m\u202e\u2028\x85"
+LINE_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \[\d+\] ")
+
+
+def _text_output(log: Callable[[logging.Logger], None]) -> str:
+    stream = io.StringIO()
+    logger = logging.getLogger("tests.text.escape")
+    handler = logs.make_handler("text", stream)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        log(logger)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize("char", ESCAPED_CHARS, ids=[f"U+{ord(c):04X}" for c in ESCAPED_CHARS])
+def test_text_lines_escape_every_control_format_and_separator_character(char: str) -> None:
+    output = _text_output(
+        lambda logger: logger.warning(
+            "refused %s", f"a{char}b", extra={"fields": {"model": f"m{char}n", f"k{char}": 1}}
+        )
+    )
+    line = output.removesuffix("\n")
+    assert char not in line
+    assert len(output.splitlines()) == 1
+    assert "refused a\\" in line
+    assert "model=m\\" in line
+
+
+def test_a_hostile_value_cannot_forge_a_line_or_a_field() -> None:
+    output = _text_output(
+        lambda logger: logger.info(
+            "call failed: %s",
+            HOSTILE_MODEL,
+            extra={"fields": {"model": HOSTILE_MODEL, "note": 'a" key_id=key_admin x="'}},
+        )
+    )
+    (line,) = output.splitlines()
+    assert "\x1b" not in line
+    assert LINE_START.match(line)
+    assert line.count("llmgateway.access: call finished") == 2  # both inside the one line
+    # Quoted logfmt-style, the inner quotes escaped: no second key_id field.
+    assert 'note="a\\" key_id=key_admin x=\\""' in line
+
+
+def test_text_tracebacks_are_escaped_and_indented_under_their_line() -> None:
+    def log(logger: logging.Logger) -> None:
+        try:
+            raise ValueError(f"bad model {HOSTILE_MODEL}")
+        except ValueError:
+            logger.exception("failed")
+
+    first, *rest = _text_output(log).splitlines()
+    assert first.endswith("tests.text.escape: failed")
+    assert rest
+    assert all(line.startswith("    ") for line in rest)  # only a record starts at column 0
+    assert not any("\x1b" in line for line in rest)
+    assert any("ValueError: bad model zai/glm" in line for line in rest)
+
+
+def test_json_lines_keep_hostile_values_exactly_and_stay_one_line() -> None:
+    stream = io.StringIO()
+    logger = logging.getLogger("tests.json.hostile")
+    handler = logs.make_handler("json", stream)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        logger.info("call failed: %s", HOSTILE_MODEL, extra={"fields": {"model": HOSTILE_MODEL}})
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    output = stream.getvalue()
+    assert output.count("\n") == 1
+    assert "\x1b" not in output  # JSON writes it as \u001b
+    entry = json.loads(output)
+    assert entry["model"] == HOSTILE_MODEL
+    assert entry["message"] == f"call failed: {HOSTILE_MODEL}"
+
+
+@pytest.fixture
+def text_captured() -> Iterator[io.StringIO]:
+    """Everything logged at INFO and above, as text lines."""
+    stream = io.StringIO()
+    handler = logs.make_handler("text", stream)
+    root = logging.getLogger()
+    saved = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(saved)
+
+
+def _issue_key(settings: Settings) -> str:
+    db = Database(settings.db)
+    migrate(db)
+    _, caller_key = KeyStore(db).create("log-injection-test")
+    db.close()
+    return caller_key
+
+
+async def test_a_crlf_ansi_model_name_never_forges_a_text_log_line(
+    settings: Settings, fake: FakeUpstream, text_captured: io.StringIO
+) -> None:
+    caller_key = _issue_key(settings)
+    request = pb.CompleteRequest(model=HOSTILE_MODEL, messages=[user("hi")])
+    async with gateway_stub(settings) as stub:
+        # Before authentication: no key at all.
+        with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
+            await stub.Complete(request, timeout=10)
+        # After it: refused by validation.
+        with pytest.raises(grpc.aio.AioRpcError) as invalid:
+            await stub.Complete(
+                request, metadata=(("authorization", f"Bearer {caller_key}"),), timeout=10
+            )
+    assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    output = text_captured.getvalue()
+    assert "\x1b" not in output
+    assert "\r" not in output
+    lines = output.splitlines()
+    assert lines == output.split("\n")[:-1]  # no other line separator either
+    assert all(LINE_START.match(line) for line in lines), lines
+    access = [line for line in lines if f"{logs.ACCESS_LOGGER}: call finished" in line]
+    assert len(access) == 2
+    assert all(line.count("call finished") == 2 for line in access)  # the forged one is inside
+    assert fake.requests == []
+
+
+async def test_a_hostile_model_name_never_becomes_a_metric_label(
+    settings: Settings, fake: FakeUpstream
+) -> None:
+    metered = dataclasses.replace(settings, metrics_address="127.0.0.1:0")
+    gateway = await start_gateway(metered, address="127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = pb_grpc.CompletionServiceStub(channel)
+            for model in (HOSTILE_MODEL, "zai/glm-4.7\x1b[31m", "zai/glm-4.7\u202e"):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.Complete(
+                        pb.CompleteRequest(model=model, messages=[user("hi")]), timeout=10
+                    )
+                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert gateway.metrics_server is not None
+        async with httpx.AsyncClient() as client:
+            scraped = await client.get(
+                f"http://127.0.0.1:{gateway.metrics_server.port}/metrics", timeout=10
+            )
+    finally:
+        await gateway.stop(grace=0)
+    assert scraped.status_code == 200
+    assert 'model="other"' in scraped.text
+    for char in ("\x1b", "\u202e", "\u2028", "\x85", "\r"):
+        assert char not in scraped.text
+    assert fake.requests == []
+
+
+def test_a_refusal_flood_logs_one_line_per_interval_and_counts_the_rest() -> None:
+    now = [100.0]
+    stream = io.StringIO()
+    logger = logging.getLogger("tests.sampled")
+    logger.addHandler(logs.make_handler("json", stream))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    sampled = logs.SampledLog(logger, interval=1.0, clock=lambda: now[0])
+    try:
+        for _ in range(1000):
+            sampled.info("UNAUTHENTICATED", "refused", fields={"n": 1})
+            now[0] += 0.0005  # 1,000 refusals in half a second
+        now[0] += 1.0
+        sampled.info("UNAUTHENTICATED", "refused")
+        for _ in range(5):
+            sampled.info("UNAUTHENTICATED", "refused")
+        sampled.info("OK", "served")  # other statuses are never sampled
+        sampled.info("OK", "served")
+        sampled.flush()  # at shutdown: the count still held back
+    finally:
+        logger.handlers.clear()
+        logger.propagate = True
+    written = entries(stream)
+    assert [(e["message"], e.get("suppressed")) for e in written] == [
+        ("refused", 0),
+        ("refused", 999),
+        ("served", None),
+        ("served", None),
+        ("5 more UNAUTHENTICATED lines in the last 1 s were not written one by one", 5),
+    ]
+    assert written[0]["n"] == 1
+
+
+async def test_a_count_held_back_is_written_when_its_interval_ends() -> None:
+    reported: list[int] = []
+    written = asyncio.Event()
+
+    def report(count: int) -> None:
+        reported.append(count)
+        written.set()
+
+    sampler = logs.LogSampler(0.05, report)
+    assert sampler.admit() == (True, 0)
+    for _ in range(7):
+        assert sampler.admit() == (False, 0)
+    await asyncio.wait_for(written.wait(), timeout=10)
+    assert reported == [7]
+    assert sampler.admit() == (True, 0)  # a new interval, nothing left to report
+
+
+async def test_log_records_per_refused_call_are_bounded(
+    settings: Settings, fake: FakeUpstream, captured: io.StringIO
+) -> None:
+    _issue_key(settings)
+    refusals = 300
+    request = pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")])
+
+    async def refused(stub: pb_grpc.CompletionServiceAsyncStub, i: int) -> grpc.StatusCode:
+        # Well-formed keys nobody issued, and tokens that cannot be keys.
+        token = f"lgw_{i:043d}" if i % 2 else f"not-a-key-{i}"
+        try:
+            await stub.Complete(
+                request, metadata=(("authorization", f"Bearer {token}"),), timeout=30
+            )
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+        return grpc.StatusCode.OK
+
+    async with gateway_stub(settings) as stub:
+        captured.seek(0)
+        captured.truncate()  # start-up lines do not count
+        started = time.monotonic()
+        codes = await asyncio.gather(*(refused(stub, i) for i in range(refusals)))
+        elapsed = time.monotonic() - started
+        during = entries(captured)
+    assert set(codes) == {grpc.StatusCode.UNAUTHENTICATED}
+    # Two sampled kinds of line (the access line, "call failed"): each at most
+    # one in full per interval begun, and one count of the rest per interval.
+    intervals = int(elapsed / logs.REFUSAL_LOG_INTERVAL) + 1
+    assert len(during) <= 2 * 2 * intervals, [e["message"] for e in during]
+    first = next(e for e in during if e["logger"] == logs.ACCESS_LOGGER)
+    assert first["status"] == "UNAUTHENTICATED"
+    assert first["suppressed"] == 0
