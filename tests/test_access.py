@@ -1,0 +1,211 @@
+"""Caller-key checks stay cheap under a flood of refusals, and never lock out a real key."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import TYPE_CHECKING, cast
+
+import grpc
+import pytest
+from llmgateway.v1 import completion_service_pb2 as pb
+
+from service import access
+from service.access import KEY_SHAPE, Access
+from service.errors import GatewayError
+from service.state.db import Database, StateUnavailableError
+from service.state.keys import CallerKey, KeyStore
+from service.state.schema import migrate
+from tests.conftest import gateway_stub, user
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from fake_upstream import FakeUpstream
+    from service.config import Settings
+
+LIVE = CallerKey(
+    id="key_live",
+    name="live",
+    prefix="lgw_live",
+    models=(),
+    rpm=None,
+    tpm=None,
+    budget_usd=None,
+    budget_period=None,
+    usage_reader=False,
+    created_at=0.0,
+    revoked_at=None,
+)
+
+
+def token() -> str:
+    """A well-formed key nobody issued."""
+    return "lgw_" + secrets.token_urlsafe(32)
+
+
+class CountingStore:
+    """A key store that knows `issued` and counts the look-ups it serves."""
+
+    def __init__(self) -> None:
+        self.issued: dict[str, CallerKey] = {}
+        self.finds = 0
+        self.failing = False
+        self.gate: asyncio.Event | None = None
+
+    async def find(self, key: str) -> CallerKey | None:
+        self.finds += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.failing:
+            raise StateUnavailableError("the state database is unavailable")
+        return self.issued.get(key)
+
+    async def any_issued(self) -> bool:
+        return True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gate(store: CountingStore, clock: Clock | None = None) -> Access:
+    return Access(cast("KeyStore", store), clock=clock)
+
+
+async def refused(checker: Access, key: str) -> bool:
+    """Whether `key` is refused as UNAUTHENTICATED."""
+    try:
+        await checker.authenticate([("authorization", f"Bearer {key}")])
+    except GatewayError as error:
+        return error.code == grpc.StatusCode.UNAUTHENTICATED
+    return False
+
+
+def test_issued_keys_have_the_shape_the_gateway_checks_first(tmp_path: Path) -> None:
+    db = Database(str(tmp_path / "state.db"))
+    migrate(db)
+    try:
+        for i in range(20):
+            _, key = KeyStore(db).create(f"shape-{i}")
+            assert KEY_SHAPE.fullmatch(key)
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    ["x", "lgw_short", "sk-or-v1-" + "a" * 40, "lgw_" + "a" * 44, "lgw_" + "a" * 42 + "!"],
+)
+async def test_a_token_that_cannot_be_a_key_is_refused_without_a_look_up(garbage: str) -> None:
+    store = CountingStore()
+    assert await refused(gate(store), garbage)
+    assert store.finds == 0
+
+
+async def test_a_repeated_wrong_key_costs_one_look_up_per_cache_period() -> None:
+    store, clock = CountingStore(), Clock()
+    checker = gate(store, clock)
+    wrong = token()
+    for _ in range(500):
+        assert await refused(checker, wrong)
+    assert store.finds == 1
+    clock.now += access.REFUSED_CACHE_SECONDS + 0.001
+    assert await refused(checker, wrong)
+    assert store.finds == 2
+
+
+async def test_concurrent_look_ups_of_one_token_share_one_query() -> None:
+    store = CountingStore()
+    store.gate = asyncio.Event()
+    checker = gate(store)
+    wrong = token()
+    calls = [asyncio.ensure_future(refused(checker, wrong)) for _ in range(50)]
+    await asyncio.sleep(0)
+    # One caller leaving does not cancel the look-up the others wait on.
+    calls[0].cancel()
+    store.gate.set()
+    results = await asyncio.gather(*calls[1:])
+    assert all(results)
+    assert store.finds == 1
+
+
+async def test_a_key_issued_after_its_token_was_refused_works_within_the_cache_period() -> None:
+    store, clock = CountingStore(), Clock()
+    checker = gate(store, clock)
+    key = token()
+    assert await refused(checker, key)
+    store.issued[key] = LIVE  # `keys create` in another process
+    clock.now += access.REFUSED_CACHE_SECONDS / 2
+    assert await refused(checker, key)  # still remembered as refused
+    clock.now += access.REFUSED_CACHE_SECONDS / 2 + 0.001
+    assert await checker.authenticate([("authorization", f"Bearer {key}")]) == LIVE
+
+
+async def test_a_new_key_works_at_once_whatever_was_refused_before() -> None:
+    store = CountingStore()
+    checker = gate(store)
+    for _ in range(100):
+        assert await refused(checker, token())
+    key = token()
+    store.issued[key] = LIVE
+    assert await checker.authenticate([("authorization", f"Bearer {key}")]) == LIVE
+
+
+async def test_the_cache_of_refusals_cannot_grow_without_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(access, "MAX_REFUSED_CACHED", 64)
+    store = CountingStore()
+    checker = gate(store)
+    live = token()
+    store.issued[live] = LIVE
+    assert await checker.authenticate([("authorization", f"Bearer {live}")]) == LIVE
+    for _ in range(1000):
+        assert await refused(checker, token())
+    assert checker.cached_tokens <= 64 + 1
+    # The flood evicted refusals only: the live key is still served from the cache.
+    finds = store.finds
+    assert await checker.authenticate([("authorization", f"Bearer {live}")]) == LIVE
+    assert store.finds == finds
+
+
+async def test_a_failed_look_up_is_not_remembered() -> None:
+    store = CountingStore()
+    checker = gate(store)
+    key = token()
+    store.issued[key] = LIVE
+    store.failing = True
+    with pytest.raises(StateUnavailableError):
+        await checker.authenticate([("authorization", f"Bearer {key}")])
+    store.failing = False
+    assert await checker.authenticate([("authorization", f"Bearer {key}")]) == LIVE
+    assert store.finds == 2
+
+
+async def test_refused_callers_stay_unauthenticated_and_a_key_created_meanwhile_works(
+    settings: Settings, fake: FakeUpstream
+) -> None:
+    db = Database(settings.db)
+    migrate(db)
+    KeyStore(db).create("first")
+    request = pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")])
+    async with gateway_stub(settings) as stub:
+        for wrong in [token(), token(), "not-a-key", token()] * 5:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Complete(
+                    request, metadata=(("authorization", f"Bearer {wrong}"),), timeout=10
+                )
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # `llmgateway keys create` from another process, while the refusals are cached.
+        _, fresh = KeyStore(db).create("created-meanwhile")
+        answer = await stub.Complete(
+            request, metadata=(("authorization", f"Bearer {fresh}"),), timeout=10
+        )
+    db.close()
+    assert answer.content
+    assert len(fake.requests) == 1
