@@ -84,6 +84,19 @@ def settlement(record: CallRecord, reservation: Reservation) -> tuple[int, float
     return tokens, cost
 
 
+def deadline_passed(remaining: float | None, elapsed: float) -> bool:
+    """Whether a call the caller's side cancelled, `elapsed` seconds in with
+    `remaining` left of its deadline (None: it set none), was cut off by that
+    deadline. The caller's gRPC library cancels at its own copy of the
+    deadline, which runs ahead of ours by the time the request took to
+    arrive (grpc-timeout is relative, counted from when the client sent it),
+    so the cancellation often arrives just before our copy expires: within
+    a tenth of the deadline (at least 20 ms, at most 1 s) is the deadline."""
+    if remaining is None:
+        return False
+    return remaining <= min(1.0, max(0.02, 0.1 * (elapsed + remaining)))
+
+
 def new_request_id() -> str:
     """A short random id for logs, metadata and the ledger."""
     return uuid.uuid4().hex[:16]
@@ -191,6 +204,14 @@ class Calls:
             tokens, cost = self.estimate(request, plan)
             with state_errors():
                 scope.reservation = await self._reserve(key, tokens, cost)
+        if self._ledger is not None:
+            # Recorded before it goes upstream, so no call the upstream may
+            # bill is missing from the ledger if this process dies.
+            reservation = scope.reservation
+            with state_errors():
+                await self._ledger.call_admitted(
+                    scope.record, None if reservation is None else reservation.id
+                )
         if scope.trace is not None:
             scope.trace.request(request)
         for observer in self._observers:
@@ -255,8 +276,7 @@ class Calls:
         if isinstance(error, GatewayError):
             record.status, record.reason = error.code.name, reason_name(error.reason)
         elif isinstance(error, asyncio.CancelledError):
-            remaining = context.time_remaining()
-            expired = remaining is not None and remaining <= 0
+            expired = deadline_passed(context.time_remaining(), record.latency)
             record.status = "DEADLINE_EXCEEDED" if expired else "CANCELLED"
         elif error is not None:
             record.status, record.reason = "INTERNAL", "INTERNAL"

@@ -192,6 +192,10 @@ class Settings:
     # The state database: a SQLite path, or a postgresql:// URL. Empty: none
     # (no keys, no ledger), which only tests and benchmarks choose.
     db: str = ""
+    # Seconds a gateway process's lease lasts (renewed every third of it): a
+    # process that died is known dead, and its calls in flight marked LOST,
+    # this long after its last renewal (at once on its own host).
+    instance_lease: float = 15.0
     # Model (gateway naming) -> price, overriding the built-in Z.AI table.
     prices: Mapping[str, PriceOverride] = field(default_factory=dict)
     # None: the listener is plaintext.
@@ -345,6 +349,9 @@ class Settings:
             ),
             aliases={name: _alias(name, value) for name, value in aliases.items()},
             db=_db_location(_env_over_file(environ.get("LLMGATEWAY_DB"), state.get("db")), environ),
+            instance_lease=_positive_number(
+                environ, "LLMGATEWAY_INSTANCE_LEASE", state, "instance_lease_seconds", 15.0
+            ),
             prices={name: _price(name, value) for name, value in prices.items()},
             circuit=CircuitSettings(
                 failure_threshold=_whole_number(

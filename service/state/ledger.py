@@ -1,20 +1,32 @@
 """The usage ledger: one row per call, written in batches off the call's path.
 
-Calls hand their record to `Ledger.call_finished`, which only queues it; a
-background task writes what has queued up in one transaction, so a busy
-gateway makes a few database writes a second, not one per call. `close()`
-writes what is left. Reading is `usage()`: aggregates by key, model or day.
+A call's row is written when the call is admitted, with status IN_FLIGHT,
+before it goes upstream: `Ledger.call_admitted` waits for it. Admissions
+are group-committed: one transaction writes whatever has queued up while the
+previous one ran, so a busy gateway still makes a few writes a second, not one
+per call, and an idle one adds one short transaction to a call's start. When
+the call ends, `call_finished` queues its completed row (an update of the
+in-flight row, or a new row for a call refused before admission), written
+in the background every `_FLUSH_EVERY` seconds. So no call that went
+upstream is missing from the ledger, whatever happens to the process: the
+rows a dead process left IN_FLIGHT are reaped as LOST (service/state/reaper.py).
+
+`close()` writes what is left, within the shutdown grace, and says in the
+log how many rows it could not write. Reading is `usage()`: aggregates by
+key, model or day.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import functools
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
+
+from service.state.db import StateUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -25,19 +37,36 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Grouping = Literal["key", "model", "day"]
+# Statuses of rows that are not a gRPC status code: a call still running,
+# and one whose process died before it could say how the call ended.
+IN_FLIGHT = "IN_FLIGHT"
+LOST = "LOST"
 _BATCH = 500
 _FLUSH_EVERY = 0.2
+# After a failed write, background rows wait this long before the next try.
+_RETRY_EVERY = 1.0
+# Failed-write warnings, at most this often (a database down for long).
+_WARN_EVERY = 30.0
 # Beyond this many unwritten records (a database down for long), the oldest
 # are dropped and counted rather than growing memory without bound.
 _MAX_QUEUED = 100_000
-# Where cost_usd sits in a queued row (see _row).
-_COST_COLUMN = 10
-_INSERT = (
-    "INSERT INTO usage_records (request_id, key_id, method, requested_model, served_model, "
-    "provider, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, cost_usd, "
-    "latency_ms, ttft_ms, status, reason, attempts, fallbacks, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_COLUMNS = (
+    "request_id, key_id, method, requested_model, served_model, provider, prompt_tokens, "
+    "completion_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, "
+    "status, reason, attempts, fallbacks, created_at, instance_id, reservation_id"
 )
+_INSERT = (
+    f"INSERT INTO usage_records ({_COLUMNS}) "  # noqa: S608  # constants
+    f"VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"
+)
+# A finished call's fields, all but its id: what completing a row sets.
+_FINISHED_COLUMNS = _COLUMNS.split(", ")[1:18]
+_COMPLETE = (
+    "UPDATE usage_records SET "  # noqa: S608  # constants
+    f"{', '.join(f'{c} = ?' for c in _FINISHED_COLUMNS)} WHERE request_id = ?"
+)
+# Where cost_usd sits among a finished call's fields.
+_COST_FIELD = _FINISHED_COLUMNS.index("cost_usd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,95 +83,254 @@ class UsageRow:
     cost_usd: float
 
 
+@dataclass(slots=True)
+class _Admitted:
+    """A call's IN_FLIGHT row, and the future its admission waits on."""
+
+    row: tuple[object, ...]
+    written: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Finished:
+    """A call's completed row."""
+
+    request_id: str
+    fields: list[object]
+
+
+@dataclass(slots=True)
+class _CostFound:
+    """A cost found after the call's row was written."""
+
+    request_id: str
+    cost_usd: float
+
+
+@dataclass(slots=True)
+class _Barrier:
+    """flush() waits on this: written once everything queued before it is."""
+
+    written: asyncio.Future[None]
+
+
+_Op = _Admitted | _Finished | _CostFound | _Barrier
+
+
 class Ledger:
     """Records every call; a CallObserver."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, instance_id: str | None = None, close_grace: float = 30.0
+    ) -> None:
         self._db = db
-        self._queue: list[tuple[object, ...]] = []
+        # The gateway process (service/state/reaper.py) whose calls these are.
+        self._instance_id = instance_id
+        self._close_grace = close_grace
+        self._queue: list[_Op] = []
+        # Queued ops someone waits on (admissions, flushes): written at once.
+        self._waited = 0
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._writing = False
+        self._stopping = False
+        self._closed = False
+        # When close() gives up (event-loop time).
+        self._give_up = 0.0
+        self._last_warning = 0.0
         self.dropped = 0
-        # Costs found for rows that were in flight to the database at the time.
-        self._late_costs: dict[str, float] = {}
+        self.unwritten_at_close = 0
 
     def start(self) -> None:
         """Start the background writer (on the running event loop)."""
         self._writer = asyncio.get_running_loop().create_task(self._write_forever())
 
     def call_started(self, record: CallRecord) -> None:
-        """Nothing to record until the call ends."""
+        """Nothing: `call_admitted` records the start (and is awaited)."""
         del record
 
+    async def call_admitted(self, record: CallRecord, reservation_id: int | None) -> None:
+        """Write the call's IN_FLIGHT row; returns once it is committed, with the
+        rows of calls admitted meanwhile. Raises StateUnavailableError when it
+        cannot be written: a call the ledger cannot record is not admitted."""
+        if self._closed:
+            raise StateUnavailableError("the usage ledger is closed: the gateway is stopping")
+        admitted = _Admitted(
+            (
+                record.request_id,
+                *_fields(record, IN_FLIGHT),
+                self._instance_id,
+                reservation_id,
+            ),
+            asyncio.get_running_loop().create_future(),
+        )
+        self._push(admitted, waited=True)
+        if self._writer is None:
+            await self._write_queued()
+        # Shielded: the future is the batch's, not this call's to cancel.
+        await asyncio.shield(admitted.written)
+
     def call_finished(self, record: CallRecord) -> None:
-        """Queue the call's row. Calls refused for want of a valid key are left
-        to the logs and metrics: anyone who can reach the port could otherwise
+        """Queue the call's completed row. Calls refused for want of a valid key are
+        left to the logs and metrics: anyone who can reach the port could otherwise
         grow the ledger without bound."""
         if record.status == "UNAUTHENTICATED":
             return
-        if len(self._queue) >= _MAX_QUEUED:
-            self._queue.pop(0)
-            self.dropped += 1
-        self._queue.append(_row(record))
-        if len(self._queue) >= _BATCH:
-            self._wakeup.set()
+        if self._closed:
+            self.unwritten_at_close += 1
+            logger.error(
+                "call %s ended after the usage ledger closed; its row is not written",
+                record.request_id,
+            )
+            return
+        self._push(_Finished(record.request_id, _fields(record, record.status)))
 
     async def amend_cost(self, request_id: str, cost_usd: float) -> None:
         """Set the cost of a recorded call (found after the call ended)."""
-        for index, row in enumerate(self._queue):
-            if row[0] == request_id:
-                self._queue[index] = (*row[:_COST_COLUMN], cost_usd, *row[_COST_COLUMN + 1 :])
+        for op in self._queue:
+            if isinstance(op, _Finished) and op.request_id == request_id:
+                op.fields[_COST_FIELD] = cost_usd
                 return
-        changed = await self._db.run(lambda tx: _set_cost(tx, request_id, cost_usd))
-        if not changed:
-            # The row is in a batch being written right now: set it after that.
-            self._late_costs[request_id] = cost_usd
+        # Written, or being written: set it after that, in queue order.
+        self._push(_CostFound(request_id, cost_usd))
 
     async def flush(self) -> None:
-        """Write every queued row now."""
-        while self._queue:
-            batch, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
-            try:
-                await self._db.run(functools.partial(_insert, rows=batch))
-            except Exception:
-                # Keep the rows for the next try; the database may be back by then.
-                self._queue[:0] = batch
-                raise
-        if self._late_costs:
-            late, self._late_costs = self._late_costs, {}
-            for request_id, cost_usd in late.items():
-                await self._db.run(
-                    functools.partial(_set_cost, request_id=request_id, cost_usd=cost_usd)
-                )
+        """Write every queued row now (raises if the database cannot take them)."""
+        if not self._queue and not self._writing and self._writer is not None:
+            return
+        barrier = _Barrier(asyncio.get_running_loop().create_future())
+        self._push(barrier, waited=True)
+        if self._writer is None:
+            # Not started (or closed): write here.
+            await self._write_queued()
+        await asyncio.shield(barrier.written)
 
-    async def close(self) -> None:
-        """Stop the writer and write what is left."""
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
-        try:
-            await self.flush()
-        except Exception:
-            logger.exception("could not write %d usage records at shutdown", len(self._queue))
+    async def close(self) -> bool:
+        """Write what is left, trying for up to the close grace, then stop;
+        whether every row was written. A write in progress is never abandoned
+        (its transaction would commit unseen); rows still unwritten at the end
+        are counted in the log."""
+        self._give_up = asyncio.get_running_loop().time() + self._close_grace
+        self._stopping = True
+        self._wakeup.set()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer
+        else:
+            await self._drain()
+        self._closed = True
+        unwritten = sum(isinstance(op, _Finished) for op in self._queue)
+        costs = sum(isinstance(op, _CostFound) for op in self._queue)
+        for op in self._queue:
+            if isinstance(op, _Admitted | _Barrier) and not op.written.done():
+                op.written.set_exception(
+                    StateUnavailableError("the usage ledger closed before writing it")
+                )
+        self._queue.clear()
+        if unwritten or costs:
+            self.unwritten_at_close += unwritten
+            logger.error(
+                "the usage ledger could not write %d row(s) (and %d cost update(s)) within "
+                "the shutdown grace of %.1f s: those calls stay IN_FLIGHT, to be reaped as "
+                "LOST, or are missing if they were refused before admission",
+                unwritten,
+                costs,
+                self._close_grace,
+            )
+        return not (unwritten or costs or self.unwritten_at_close)
+
+    @property
+    def pending(self) -> int:
+        """Rows (and cost updates) not yet written."""
+        return len(self._queue)
+
+    def _push(self, op: _Op, *, waited: bool = False) -> None:
+        if len(self._queue) >= _MAX_QUEUED:
+            for index, queued in enumerate(self._queue):
+                if isinstance(queued, _Finished | _CostFound):
+                    del self._queue[index]
+                    self.dropped += 1
+                    break
+        self._queue.append(op)
+        if waited:
+            self._waited += 1
+        if waited or len(self._queue) >= _BATCH:
+            self._wakeup.set()
 
     async def _write_forever(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_FLUSH_EVERY):
-                    await self._wakeup.wait()
+        wait = _FLUSH_EVERY
+        while not self._stopping:
+            if not self._waited:
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    pass
             self._wakeup.clear()
+            if self._stopping:
+                break
+            wait = _FLUSH_EVERY if await self._write_queued() else _RETRY_EVERY
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """At close: write until the queue is empty or the close grace has passed."""
+        loop = asyncio.get_running_loop()
+        while self._queue and not await self._write_queued():
+            if loop.time() + _RETRY_EVERY > self._give_up:
+                return
+            await asyncio.sleep(_RETRY_EVERY)
+
+    async def _write_queued(self) -> bool:
+        """Write the queue, a batch per transaction; whether it all went in."""
+        while self._queue:
+            batch, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
+            waited = [op for op in batch if isinstance(op, _Admitted | _Barrier)]
+            self._waited -= len(waited)
+            self._writing = True
             try:
-                await self.flush()
-            except Exception:
-                logger.exception("writing the usage ledger failed; will retry")
-                await asyncio.sleep(1.0)
+                await self._db.run(
+                    functools.partial(_write, ops=batch, instance_id=self._instance_id)
+                )
+            except BaseException as exc:
+                # Admissions fail now (their calls are refused); flushes learn of
+                # it; finished rows wait for the next try, in order.
+                self._queue[:0] = [op for op in batch if isinstance(op, _Finished | _CostFound)]
+                for op in waited:
+                    if not op.written.done():
+                        op.written.set_exception(_unavailable(exc))
+                if not isinstance(exc, Exception):
+                    raise
+                self._warn(exc)
+                return False
+            finally:
+                self._writing = False
+            for op in waited:
+                if not op.written.done():
+                    op.written.set_result(None)
+        return True
+
+    def _warn(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_EVERY:
+            self._last_warning = now
+            logger.warning(
+                "writing the usage ledger failed (%d row(s) waiting); will retry: %s",
+                sum(isinstance(op, _Finished) for op in self._queue),
+                exc,
+            )
 
 
-def _row(r: CallRecord) -> tuple[object, ...]:
-    return (
-        r.request_id,
+def _unavailable(exc: BaseException) -> StateUnavailableError:
+    if isinstance(exc, StateUnavailableError):
+        return exc
+    if not isinstance(exc, Exception):
+        return StateUnavailableError("writing the usage ledger was interrupted")
+    return StateUnavailableError(f"writing the usage ledger failed: {exc}")
+
+
+def _fields(r: CallRecord, status: str) -> list[object]:
+    """A call's fields in _FINISHED_COLUMNS order."""
+    return [
         r.key_id,
         r.method,
         r.requested_model,
@@ -155,23 +343,28 @@ def _row(r: CallRecord) -> tuple[object, ...]:
         r.cost_usd,
         r.latency * 1000.0,
         None if r.time_to_first_token is None else r.time_to_first_token * 1000.0,
-        r.status,
+        status,
         r.reason,
         r.attempts,
         r.fallbacks,
         r.started_at,
-    )
+    ]
 
 
-def _set_cost(tx: Tx, request_id: str, cost_usd: float) -> int:
-    return tx.execute(
-        "UPDATE usage_records SET cost_usd = ? WHERE request_id = ?", (cost_usd, request_id)
-    )
-
-
-def _insert(tx: Tx, rows: list[tuple[object, ...]]) -> None:
-    for row in rows:
-        tx.execute(_INSERT, row)
+def _write(tx: Tx, ops: list[_Op], instance_id: str | None = None) -> None:
+    """One batch, in order: a call's IN_FLIGHT row comes before its completion."""
+    for op in ops:
+        if isinstance(op, _Admitted):
+            tx.execute(_INSERT, op.row)
+        elif isinstance(op, _Finished):
+            if not tx.execute(_COMPLETE, (*op.fields, op.request_id)):
+                # Refused before admission (or its in-flight row never made it).
+                tx.execute(_INSERT, (op.request_id, *op.fields, instance_id, None))
+        elif isinstance(op, _CostFound):
+            tx.execute(
+                "UPDATE usage_records SET cost_usd = ? WHERE request_id = ?",
+                (op.cost_usd, op.request_id),
+            )
 
 
 def usage_query(
@@ -193,7 +386,8 @@ def usage_query(
         params += tuple(key_ids)
     sql = (
         f"SELECT {group} AS grp, COUNT(*), "  # noqa: S608  # fixed text, values are parameters
-        "SUM(CASE WHEN status = 'OK' THEN 0 ELSE 1 END), "
+        # Calls in flight are calls, but have not failed (yet); LOST ones have.
+        f"SUM(CASE WHEN status IN ('OK', '{IN_FLIGHT}') THEN 0 ELSE 1 END), "
         "SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), "
         "SUM(reasoning_tokens), COALESCE(SUM(cost_usd), 0) "
         f"FROM usage_records WHERE {where} GROUP BY grp ORDER BY grp"

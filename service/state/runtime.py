@@ -10,6 +10,7 @@ from service.state.db import Database
 from service.state.keys import KeyStore
 from service.state.ledger import Ledger
 from service.state.limits import Limiter
+from service.state.reaper import InstanceLease
 from service.state.schema import migrate
 
 if TYPE_CHECKING:
@@ -26,10 +27,15 @@ class State:
     keys: KeyStore
     limiter: Limiter
     ledger: Ledger
+    # This process's lease in gateway_instances (service/state/reaper.py).
+    lease: InstanceLease | None = None
 
     async def close(self) -> None:
-        """Write queued ledger rows, then close the database."""
-        await self.ledger.close()
+        """Write queued ledger rows, give up the lease (when every row is
+        complete), then close the database."""
+        complete = await self.ledger.close()
+        if self.lease is not None:
+            await self.lease.close(release=complete)
         self.db.close()
 
 
@@ -39,12 +45,15 @@ async def open_state(settings: Settings) -> State | None:
     if not settings.db:
         return None
     db = Database(settings.db)
+    lease = InstanceLease(db, settings.instance_lease)
     try:
         version = migrate(db)
+        lease.register()
     except BaseException:
         db.close()
         raise
     logger.info("state database %s (%s, schema version %d)", db.display, db.dialect, version)
-    ledger = Ledger(db)
+    ledger = Ledger(db, instance_id=lease.id, close_grace=settings.shutdown_grace)
     ledger.start()
-    return State(db=db, keys=KeyStore(db), limiter=Limiter(db), ledger=ledger)
+    lease.start()
+    return State(db=db, keys=KeyStore(db), limiter=Limiter(db), ledger=ledger, lease=lease)

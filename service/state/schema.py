@@ -71,6 +71,28 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 2: find a call's row by request id (costs found after the call ended).
     ["CREATE INDEX usage_records_request ON usage_records (request_id)"],
+    # 3: a call's row is written when it is admitted (status IN_FLIGHT) by a
+    # gateway process holding a lease in gateway_instances, and completed when
+    # it ends; the rows and reservations of a process whose lease lapsed are
+    # reaped as LOST (service/state/reaper.py). Rows written before this
+    # migration have no instance and are never in flight.
+    [
+        """CREATE TABLE gateway_instances (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            pid_start TEXT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            lease_expires_at DOUBLE PRECISION NOT NULL
+        )""",
+        "ALTER TABLE usage_records ADD COLUMN instance_id TEXT",
+        "ALTER TABLE usage_records ADD COLUMN reservation_id BIGINT",
+        # The reaper looks at calls in flight only: a handful, however long the ledger.
+        (
+            "CREATE INDEX usage_records_in_flight ON usage_records (instance_id) "
+            "WHERE status = 'IN_FLIGHT'"
+        ),
+    ],
 ]
 
 
