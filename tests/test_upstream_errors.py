@@ -22,6 +22,8 @@ from service.providers.zai import ZaiProvider
 from tests.conftest import rich_status
 
 if TYPE_CHECKING:
+    from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
+
     from service.errors import GatewayError
 
 OPENROUTER_KEY = "sk-or-v1-test-not-a-key"
@@ -443,7 +445,7 @@ def test_absurd_retry_after_still_yields_a_reportable_error(value):
 
 @pytest.mark.parametrize("rpc", ["unary", "stream"])
 async def test_provider_returned_error_reaches_the_caller_with_its_reason_and_provider(
-    stub, rpc: str
+    stub: pb_grpc.CompletionServiceAsyncStub, rpc: str
 ) -> None:
     model = "openrouter/x/fault-provider-returned-error"
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -465,7 +467,9 @@ async def test_provider_returned_error_reaches_the_caller_with_its_reason_and_pr
     assert status.info.metadata["upstreamRaw"] == PROVIDER_RAW_REASON
 
 
-async def test_a_raw_reason_given_as_an_object_reaches_the_caller_as_json(stub) -> None:
+async def test_a_raw_reason_given_as_an_object_reaches_the_caller_as_json(
+    stub: pb_grpc.CompletionServiceAsyncStub,
+) -> None:
     model = "openrouter/x/fault-provider-returned-error-object"
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Complete(pb.CompleteRequest(model=model, messages=[_user()]), timeout=10)
