@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
+from service.pricing import ZAI_MODELS
 from service.routing import gateway_model_name
 
 if TYPE_CHECKING:
@@ -22,30 +22,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class _ZaiModel:
-    name: str
-    context: int
-    prompt: float
-    cached: float | None
-    completion: float
-
-
-# Z.AI has no model-listing endpoint. USD per million tokens and context
-# windows from ../shared/reference/zai-api.md §6; free models cost 0.
-ZAI_MODELS: tuple[_ZaiModel, ...] = (
-    _ZaiModel("glm-4.7", 204_800, 0.60, 0.11, 2.20),
-    _ZaiModel("glm-4.7-flashx", 200_000, 0.07, 0.01, 0.40),
-    _ZaiModel("glm-4.6", 200_000, 0.60, 0.11, 2.20),
-    _ZaiModel("glm-4.5", 131_072, 0.60, 0.11, 2.20),
-    _ZaiModel("glm-4.5-air", 131_072, 0.20, 0.03, 1.10),
-    _ZaiModel("glm-4.5-x", 131_072, 2.20, 0.45, 8.90),
-    _ZaiModel("glm-4.5-airx", 131_072, 1.10, 0.22, 4.50),
-    _ZaiModel("glm-4.5v", 64_000, 0.60, 0.11, 1.80),
-    _ZaiModel("glm-4.5-flash", 131_072, 0.0, 0.0, 0.0),
-    _ZaiModel("glm-4-32b-0414-128k", 131_072, 0.10, None, 0.10),
-)
 
 _OPENROUTER_TTL = 600.0
 _OPENROUTER_TIMEOUT = 10.0
