@@ -11,6 +11,7 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -35,10 +36,59 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class PostgresServer:
+    """A throwaway server that a test may also restart, stop and pause."""
+
+    def __init__(self, pg_ctl: str, as_user: list[str], base: Path, port: int) -> None:
+        self._pg_ctl = pg_ctl
+        self._as_user = as_user
+        self.data = base / "data"
+        self._options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._log = base / "log"
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def _ctl(self, *args: str, check: bool = True) -> None:
+        subprocess.run(
+            [*self._as_user, self._pg_ctl, "-D", str(self.data), *args],
+            check=check,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        """Start and wait until it accepts connections."""
+        self._ctl("-o", self._options, "-l", str(self._log), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop (`fast`: sessions are told the administrator ends them)."""
+        self._ctl("-m", mode, "-w", "stop", check=mode != "immediate")
+
+    def processes(self) -> list[int]:
+        """The postmaster and every process it started (backends too)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                # The parent's pid is the second field after the command's ")".
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                    children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+    def pause(self) -> None:
+        """SIGSTOP every process of the server: it accepts TCP connections
+        (the kernel does) but never answers, as a hung server."""
+        for pid in self.processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self.processes():
+            os.kill(pid, signal.SIGCONT)
+
+
 @contextlib.contextmanager
-def throwaway_postgres() -> Iterator[str | None]:
-    """A running server's URL (database `postgres`, user `postgres`, no
-    password, loopback only), or None when PostgreSQL is not installed."""
+def throwaway_server() -> Iterator[PostgresServer | None]:
+    """A running server (database `postgres`, user `postgres`, no password,
+    loopback only), or None when PostgreSQL is not installed."""
     initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
     if initdb is None or pg_ctl is None:
         yield None
@@ -52,30 +102,29 @@ def throwaway_postgres() -> Iterator[str | None]:
     base.chmod(0o755)
     if as_user:
         shutil.chown(base, "postgres")
-    port = _free_port()
     subprocess.run(
         [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = PostgresServer(pg_ctl, as_user, base, _free_port())
+    server.start()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield server
     finally:
-        subprocess.run(
-            [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with contextlib.suppress(OSError, ValueError):
+            server.resume()  # a paused server would not stop
+        server.stop("immediate")
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[str | None]:
+    """A running server's URL (see throwaway_server), or None when
+    PostgreSQL is not installed."""
+    with throwaway_server() as server:
+        yield None if server is None else server.url
 
 
 def fresh_database(server_url: str, name: str) -> str:

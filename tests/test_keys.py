@@ -24,7 +24,7 @@ from service.errors import GatewayError
 from service.server import start_gateway
 from service.state.db import Database
 from service.state.keys import KeyStore, hash_key
-from service.state.limits import Limiter
+from service.state.limits import Limiter, Reservation
 from service.state.schema import MIGRATIONS, migrate
 from tests.conftest import rich_status, user
 
@@ -195,12 +195,17 @@ async def test_tokens_per_minute(keyed, store):
 
 
 async def until_settled(location: str) -> list[tuple[int, float, int]]:
-    """The reservations, once every one is settled (settling runs after the reply)."""
+    """The reservations in the order they were made, once every one is settled
+    (settling runs after the reply). The order must be asked for: PostgreSQL
+    returns updated rows in no particular order (an UPDATE writes a new row
+    version, so a scan may meet the last one settled first)."""
     db = Database(location)
     try:
         for _ in range(100):
             rows = db.run_sync(
-                lambda tx: tx.fetchall("SELECT tokens, cost_usd, settled FROM reservations")
+                lambda tx: tx.fetchall(
+                    "SELECT tokens, cost_usd, settled FROM reservations ORDER BY id"
+                )
             )
             if all(row[2] for row in rows):
                 return [(int(r[0]), float(r[1]), int(r[2])) for r in rows]
@@ -210,10 +215,26 @@ async def until_settled(location: str) -> list[tuple[int, float, int]]:
     raise AssertionError("reservations were never settled")
 
 
-async def test_a_stream_cut_short_keeps_its_reservation(keyed, store, fake):
+async def test_a_stream_cut_short_keeps_its_reservation(keyed, store, fake, monkeypatch):
     # The caller leaves after the first event: the usage never arrives, but the
     # upstream was generating (and billing), so the estimate stays spent.
     _, key = store.create("leaver", budget_usd=10.0, budget_period="month")
+    # The cut-short call settles once the gateway notices the caller left,
+    # which may be after the second call settled (the race that once made
+    # this test fail): make it always so.
+    settle = Limiter.settle
+    refused_call_settled = asyncio.Event()
+
+    async def second_settles_first(
+        limiter: Limiter, reservation: Reservation, tokens: int, cost_usd: float
+    ) -> None:
+        if tokens:  # the cut-short call, which keeps its estimate
+            await refused_call_settled.wait()
+        await settle(limiter, reservation, tokens, cost_usd)
+        if not tokens:
+            refused_call_settled.set()
+
+    monkeypatch.setattr(Limiter, "settle", second_settles_first)
     request = pb.StreamCompleteRequest(model="zai/fault-slow", messages=[user("hi")])
     request.sampling.max_tokens = 100
     async with gateway(keyed) as (stub, _):

@@ -5,13 +5,22 @@ also checks the key's requests and tokens in the last minute and its spend
 this day or month, reservations of calls still in flight included. So
 concurrent calls, in any worker or replica, cannot together pass a limit:
 the last one to reserve is refused. After the call the reservation is
-settled to what was really used.
+settled to what was really used. A settlement the database cannot take
+now (it is down or restarting) is kept and retried with backoff until it
+goes through: until then the reservation only holds its estimate, which errs
+on the side of the limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import calendar
+import contextlib
 import datetime as dt
+import functools
+import itertools
+import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,8 +29,11 @@ import grpc
 from llmgateway.v1 import completion_service_pb2 as pb
 
 from service.errors import GatewayError
+from service.state.db import StateUnavailableError
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from service.state.db import Database, Tx
     from service.state.keys import CallerKey
 
@@ -30,6 +42,16 @@ _WINDOW = 60.0
 _EPSILON_USD = 1e-9
 # Reservations older than this serve no limit any more (a month is at most 31 days).
 _KEEP = 32 * 86400.0
+_PRUNE_EVERY = 1000
+# Settlements waiting for the database: retried after a backoff that starts
+# here and doubles up to the maximum, in batches; beyond the cap the oldest
+# are given up (their reservations keep the estimate) so memory stays bounded.
+_RETRY_FIRST = 0.25
+_RETRY_MAX = 10.0
+_RETRY_BATCH = 500
+MAX_UNSETTLED = 100_000
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,31 +70,141 @@ class Limiter:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._reservations_since_prune = 0
+        # Reservation id -> (tokens, cost_usd) it settles at, in arrival order.
+        self._unsettled: dict[int, tuple[int, float]] = {}
+        self._retrying: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        # Since start: settlements that had to wait for the database, and
+        # those given up (beyond MAX_UNSETTLED, or still waiting at close).
+        self.settlements_waited = 0
+        self.settlements_lost = 0
+
+    @property
+    def unsettled(self) -> int:
+        """Settlements waiting for the database to take them."""
+        return len(self._unsettled)
 
     async def reserve(self, key: CallerKey, tokens: int, cost_usd: float) -> Reservation:
         """Hold `tokens` and `cost_usd` for one call of `key`, or refuse it with
         RESOURCE_EXHAUSTED and a RetryInfo saying when it could pass."""
         self._reservations_since_prune += 1
-        prune = self._reservations_since_prune >= 1000
-        if prune:
+        if self._reservations_since_prune >= _PRUNE_EVERY:
             self._reservations_since_prune = 0
-        return await self._db.run(lambda tx: _reserve(tx, key, tokens, cost_usd, prune))
+            self._in_background(self._prune())
+        return await self._db.run(
+            lambda tx: _reserve(tx, key, tokens, cost_usd),
+            # Committed after the caller was told the database was unavailable:
+            # the call never ran, so the reservation is released.
+            if_late=lambda late: self._defer(late.id, 0, 0.0),
+        )
 
     async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
-        """Replace the estimate with what the call used."""
-        await self._db.run(
-            lambda tx: tx.execute(
-                "UPDATE reservations SET tokens = ?, cost_usd = ?, settled = 1 WHERE id = ?",
-                (tokens, cost_usd, reservation.id),
+        """Replace the estimate with what the call used; when the database is
+        unavailable, keep the settlement and retry it in the background."""
+        try:
+            await self._db.run(lambda tx: _settle(tx, [(reservation.id, tokens, cost_usd)]))
+        except StateUnavailableError:
+            self._defer(reservation.id, tokens, cost_usd)
+
+    async def drain(self) -> None:
+        """Wait until every settlement that waited for the database is written
+        (for as long as that takes: bound it with asyncio.timeout)."""
+        while self._retrying is not None and not self._retrying.done():
+            await asyncio.shield(self._retrying)
+
+    async def close(self) -> None:
+        """Try the waiting settlements once more, then say what is lost."""
+        if self._retrying is not None:
+            self._retrying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrying
+            self._retrying = None
+        for task in list(self._background):
+            task.cancel()
+        if self._unsettled:
+            with contextlib.suppress(StateUnavailableError):
+                await self._write_unsettled()
+        if self._unsettled:
+            self.settlements_lost += len(self._unsettled)
+            logger.warning(
+                "%d settlements could not be written to the state database at shutdown; "
+                "their reservations keep the estimates they hold",
+                len(self._unsettled),
             )
+            self._unsettled.clear()
+
+    def _defer(self, reservation_id: int, tokens: int, cost_usd: float) -> None:
+        if reservation_id not in self._unsettled and len(self._unsettled) >= MAX_UNSETTLED:
+            del self._unsettled[next(iter(self._unsettled))]
+            self.settlements_lost += 1
+            if self.settlements_lost == 1 or self.settlements_lost % 10_000 == 0:
+                logger.warning(
+                    "%d settlements wait for the state database; %d given up so far (the "
+                    "oldest: their reservations keep their estimates)",
+                    MAX_UNSETTLED,
+                    self.settlements_lost,
+                )
+        if reservation_id not in self._unsettled:
+            self.settlements_waited += 1
+        self._unsettled[reservation_id] = (tokens, cost_usd)
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.get_running_loop().create_task(self._retry_forever())
+
+    async def _retry_forever(self) -> None:
+        delay = _RETRY_FIRST
+        while self._unsettled:
+            # Jittered, so workers do not all come back at the same instant.
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311  # not crypto
+            waited = len(self._unsettled)
+            try:
+                await self._write_unsettled()
+            except StateUnavailableError:
+                delay = min(2 * delay, _RETRY_MAX)
+                continue
+            except Exception:
+                # Not the database being away: a bug, to be seen (once a backoff).
+                logger.exception("writing settlements failed")
+                delay = _RETRY_MAX
+                continue
+            logger.info("wrote %d settlements that waited for the state database", waited)
+            delay = _RETRY_FIRST
+
+    async def _write_unsettled(self) -> None:
+        while self._unsettled:
+            batch = list(itertools.islice(self._unsettled.items(), _RETRY_BATCH))
+            rows = [(reservation_id, *settled) for reservation_id, settled in batch]
+            await self._db.run(functools.partial(_settle, rows=rows))
+            for reservation_id, settled in batch:
+                # A newer settlement of the same reservation (a release) stays.
+                if self._unsettled.get(reservation_id) == settled:
+                    del self._unsettled[reservation_id]
+
+    async def _prune(self) -> None:
+        """Forget reservations that serve no limit any more (off the call's
+        path: on a big table it may take a while)."""
+        cutoff = time.time() - _KEEP
+        with contextlib.suppress(StateUnavailableError):  # the next prune deletes these too
+            await self._db.run(
+                lambda tx: tx.execute("DELETE FROM reservations WHERE created_at < ?", (cutoff,))
+            )
+
+    def _in_background(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _settle(tx: Tx, rows: list[tuple[int, int, float]]) -> None:
+    for reservation_id, tokens, cost_usd in rows:
+        tx.execute(
+            "UPDATE reservations SET tokens = ?, cost_usd = ?, settled = 1 WHERE id = ?",
+            (tokens, cost_usd, reservation_id),
         )
 
 
-def _reserve(tx: Tx, key: CallerKey, tokens: int, cost_usd: float, prune: bool) -> Reservation:
+def _reserve(tx: Tx, key: CallerKey, tokens: int, cost_usd: float) -> Reservation:
     now = time.time()
     tx.lock(f"llmgateway-key-{key.id}")
-    if prune:
-        tx.execute("DELETE FROM reservations WHERE created_at < ?", (now - _KEEP,))
     if key.rpm is not None or key.tpm is not None:
         rows = tx.fetchall(
             "SELECT COUNT(*), COALESCE(SUM(tokens), 0), MIN(created_at) FROM reservations "

@@ -1,0 +1,396 @@
+"""The state database failing, restarting, stalling or locked: callers get
+UNAVAILABLE (GATEWAY_STATE_UNAVAILABLE) within a bounded time, never INTERNAL;
+the log says so once, without tracebacks; the gateway reconnects on its own;
+settlements that failed meanwhile are written once the database is back.
+
+The PostgreSQL tests run a server of their own (they restart and pause it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import sqlite3
+import subprocess
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
+
+from fake_upstream import FakeUpstream
+from service.config import Settings
+from service.server import Gateway, start_gateway
+from service.state.db import Database, StateUnavailableError
+from service.state.keys import KeyStore
+from service.state.limits import Limiter
+from service.state.schema import migrate
+from service.state.threads import WorkThreads
+from tests.conftest import rich_status, user
+from tests.postgres import PostgresServer, fresh_database, throwaway_server
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
+
+    from service.state.threads import Job
+
+# Short, so the tests are quick; the bounds asserted are generous multiples.
+DB_TIMEOUT = 0.5
+LIVENESS_BOUND = 4 * DB_TIMEOUT
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    with throwaway_server() as server:
+        if server is None:
+            pytest.skip("PostgreSQL is not installed here (.ci/run installs it)")
+        yield server
+
+
+@pytest.fixture
+def pg_location(pg: PostgresServer) -> Iterator[str]:
+    yield fresh_database(pg.url, "outage")
+    # A test that failed half-way must not leave the server down for the next.
+    with contextlib.suppress(OSError, ValueError):
+        pg.resume()
+    if not (pg.data / "postmaster.pid").exists():
+        pg.start()
+
+
+def issue_key(location: str, **limits: object) -> str:
+    db = Database(location)
+    try:
+        migrate(db)
+        _, key = KeyStore(db).create("outage", **limits)  # type: ignore[arg-type]
+    finally:
+        db.close()
+    return key
+
+
+@contextlib.asynccontextmanager
+async def gateway(
+    settings: Settings, location: str
+) -> AsyncIterator[tuple[pb_grpc.CompletionServiceAsyncStub, Gateway]]:
+    settings = dataclasses.replace(settings, db=location, db_timeout=DB_TIMEOUT)
+    running = await start_gateway(settings, address="127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield pb_grpc.CompletionServiceStub(channel), running
+    finally:
+        await running.stop(grace=0)
+
+
+async def unary(stub: pb_grpc.CompletionServiceAsyncStub, key: str) -> pb.CompleteResponse:
+    """A call with no deadline: only the gateway's own bounds end it."""
+    response: pb.CompleteResponse = await stub.Complete(
+        pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")]),
+        metadata=(("authorization", f"Bearer {key}"),),
+    )
+    return response
+
+
+def assert_state_unavailable(error: object) -> None:
+    assert isinstance(error, grpc.aio.AioRpcError), repr(error)
+    status = rich_status(error)
+    assert (status.code, status.info.reason) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "GATEWAY_STATE_UNAVAILABLE",
+    ), status.message
+
+
+def reservations(location: str) -> list[tuple[int, float, int]]:
+    db = Database(location)
+    try:
+        rows = db.run_sync(
+            lambda tx: tx.fetchall("SELECT tokens, cost_usd, settled FROM reservations ORDER BY id")
+        )
+    finally:
+        db.close()
+    return [(int(r[0]), float(r[1]), int(r[2])) for r in rows]
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.exc_info]
+
+
+async def test_a_postgresql_restart_gives_unavailable_then_calls_and_settlements_go_through(
+    pg, pg_location, caplog
+):
+    caplog.set_level(logging.WARNING)
+    key = issue_key(pg_location, budget_usd=100.0, budget_period="day")
+    # Streams long enough (40 chunks, 50 ms apart) to end while the server is down.
+    slow = FakeUpstream(chunk_delay=0.05, stream_chunks=40)
+    await slow.start()
+    used_tokens = 0
+    failures: list[BaseException] = []
+    try:
+        settings = Settings.load({**slow.environment(), "LLMGATEWAY_DB": pg_location})
+        async with gateway(settings, pg_location) as (stub, running):
+            assert running.state is not None
+            limiter = running.state.limiter
+            used_tokens += _tokens(await unary(stub, key))
+            streams = [
+                stub.StreamComplete(
+                    pb.StreamCompleteRequest(model="zai/glm-4.7", messages=[user("long")]),
+                    metadata=(("authorization", f"Bearer {key}"),),
+                )
+                for _ in range(4)
+            ]
+            for stream in streams:  # each reserved before its first event
+                await stream.read()
+            await asyncio.to_thread(pg.stop, "fast")
+
+            # While it is down: calls are refused as UNAVAILABLE, never INTERNAL.
+            while len(failures) < 10:
+                try:
+                    used_tokens += _tokens(await unary(stub, key))
+                except grpc.aio.AioRpcError as error:
+                    failures.append(error)
+            # The streams admitted before end well; their settlements wait.
+            for stream in streams:
+                while (event := await stream.read()) is not grpc.aio.EOF:
+                    assert isinstance(event, pb.StreamCompleteResponse)
+                    if event.HasField("done"):
+                        used_tokens += event.done.usage.prompt_tokens
+                        used_tokens += event.done.usage.completion_tokens
+            await running.calls.aclose()  # every settlement so far was tried
+            assert limiter.settlements_waited >= 4
+            assert limiter.unsettled >= 4
+
+            await asyncio.to_thread(pg.start)
+            # Back: the first call reconnects and succeeds, and the next ones.
+            for _ in range(5):
+                used_tokens += _tokens(await unary(stub, key))
+            async with asyncio.timeout(30):
+                await limiter.drain()
+            assert limiter.unsettled == 0
+            await running.calls.aclose()
+    finally:
+        await slow.close()
+
+    for failure in failures:
+        assert_state_unavailable(failure)
+    rows = reservations(pg_location)
+    assert all(settled for _, _, settled in rows)
+    # Every call was settled to what it used (calls refused before reserving hold nothing).
+    assert sum(tokens for tokens, _, _ in rows) == used_tokens
+    assert tracebacks(caplog) == []
+    said = [r.getMessage() for r in caplog.records if "is unavailable" in r.getMessage()]
+    assert len(said) == 1, said  # once, not once per call
+    assert any("answers again" in r.getMessage() for r in caplog.records)
+
+
+def _tokens(response: pb.CompleteResponse) -> int:
+    return response.usage.prompt_tokens + response.usage.completion_tokens
+
+
+async def test_a_paused_postgresql_answers_unavailable_within_a_bounded_time(
+    pg, pg_location, settings
+):
+    key = issue_key(pg_location, rpm=10_000)
+    async with gateway(settings, pg_location) as (stub, _):
+        await unary(stub, key)  # connected, key looked up
+        await asyncio.to_thread(pg.pause)
+        try:
+            # Twice as many calls as database threads, twice over: threads
+            # stuck on the stopped server must neither hold the callers nor
+            # pile up for the next ones.
+            for _ in range(2):
+                async with asyncio.timeout(LIVENESS_BOUND):
+                    outcomes = await asyncio.gather(
+                        *(unary(stub, key) for _ in range(8)), return_exceptions=True
+                    )
+                for outcome in outcomes:
+                    assert_state_unavailable(outcome)
+        finally:
+            await asyncio.to_thread(pg.resume)
+        async with asyncio.timeout(30):
+            while True:  # connections interrupted or timed out are replaced
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await unary(stub, key)
+                    break
+        await unary(stub, key)
+
+
+_HOLD_THE_LOCK = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def locked_by_another_process(location: str) -> Iterator[None]:
+    """Another process holds SQLite's write lock until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_THE_LOCK, location],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        assert holder.stdin is not None
+        assert holder.stdout is not None
+        holder.stdin.close()
+        holder.wait(10)
+        holder.stdout.close()
+
+
+async def test_a_locked_sqlite_answers_unavailable_within_a_bounded_time(settings, tmp_path):
+    location = str(tmp_path / "locked.db")
+    key = issue_key(location, rpm=10_000)
+    async with gateway(settings, location) as (stub, _):
+        await unary(stub, key)
+        with locked_by_another_process(location):
+            async with asyncio.timeout(LIVENESS_BOUND):
+                outcomes = await asyncio.gather(
+                    *(unary(stub, key) for _ in range(4)), return_exceptions=True
+                )
+            for outcome in outcomes:
+                assert_state_unavailable(outcome)
+        async with asyncio.timeout(30):
+            while True:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await unary(stub, key)
+                    break
+
+
+async def test_a_genuine_sql_error_is_not_called_unavailable(db_location):
+    db = Database(db_location, timeout=DB_TIMEOUT)
+    try:
+        with pytest.raises(Exception) as caught:  # noqa: PT011  # each driver has its own
+            await db.run(lambda tx: tx.fetchall("SELECT nothing FROM no_such_table"))
+        # A bug must surface (INTERNAL, with its traceback), not pass for an outage.
+        assert not isinstance(caught.value, StateUnavailableError)
+        assert not db.unavailable
+        assert await db.run(lambda tx: tx.fetchall("SELECT 1")) == [(1,)]
+    finally:
+        db.close()
+
+
+@contextlib.contextmanager
+def write_locked(location: str) -> Iterator[None]:
+    holder = sqlite3.connect(location, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+async def test_a_settlement_the_database_cannot_take_now_is_retried(tmp_path):
+    location = str(tmp_path / "state.db")
+    db = Database(location, timeout=0.2)
+    try:
+        migrate(db)
+        record, _ = KeyStore(db).create("settles", rpm=100)
+        limiter = Limiter(db)
+        held = await limiter.reserve(record, tokens=100, cost_usd=1.0)
+        with write_locked(location):
+            await limiter.settle(held, 10, 0.25)  # does not raise: it waits
+            assert limiter.unsettled == 1
+        async with asyncio.timeout(30):
+            await limiter.drain()
+        assert reservations(location) == [(10, 0.25, 1)]
+        await limiter.close()
+    finally:
+        db.close()
+
+
+async def test_settlements_still_waiting_at_shutdown_are_counted_in_the_log(tmp_path, caplog):
+    location = str(tmp_path / "state.db")
+    db = Database(location, timeout=0.2)
+    try:
+        migrate(db)
+        record, _ = KeyStore(db).create("settles", rpm=100)
+        limiter = Limiter(db)
+        held = [await limiter.reserve(record, tokens=100, cost_usd=1.0) for _ in range(3)]
+        with write_locked(location):
+            for reservation in held:
+                await limiter.settle(reservation, 10, 0.25)
+            await limiter.close()
+        assert limiter.settlements_lost == 3
+        assert any("3 settlements could not be written" in r.getMessage() for r in caplog.records)
+        # Not written: the reservations still hold their estimates.
+        assert reservations(location) == [(100, 1.0, 0)] * 3
+    finally:
+        db.close()
+
+
+def _threads(max_pending: int, timeout: float) -> WorkThreads[None]:
+    return WorkThreads(
+        1,
+        lambda: None,
+        lambda _: None,
+        timeout=timeout,
+        max_pending=max_pending,
+        name="test-db",
+    )
+
+
+async def test_work_beyond_the_queue_bound_is_refused_at_once() -> None:
+    threads = _threads(max_pending=2, timeout=60.0)
+    release = threading.Event()
+    running = threading.Event()
+
+    def blocked(session: None, job: Job[str]) -> str:
+        running.set()
+        release.wait()
+        return "done"
+
+    first = asyncio.ensure_future(threads.run(blocked))
+    await asyncio.to_thread(running.wait)
+    queued = [asyncio.ensure_future(threads.run(lambda s, j: "queued")) for _ in range(2)]
+    await asyncio.sleep(0)
+    # The queue is full while the thread is busy: refused now, not in 60 s.
+    with pytest.raises(StateUnavailableError, match="already wait"):
+        await threads.run(lambda s, j: "one too many")
+    release.set()
+    assert await first == "done"
+    assert await asyncio.gather(*queued) == ["queued", "queued"]
+    threads.close(timeout=5)
+
+
+async def test_work_past_its_deadline_is_skipped_or_interrupted() -> None:
+    threads = _threads(max_pending=10, timeout=0.2)
+    interrupted = threading.Event()
+    ran: list[str] = []
+
+    def stuck(session: None, job: Job[str]) -> str:
+        job.begin(interrupted.set)
+        interrupted.wait(30)  # a statement on a stopped server, until interrupted
+        return "interrupted"
+
+    def never(session: None, job: Job[str]) -> str:
+        ran.append("never")
+        return "never"
+
+    first = asyncio.ensure_future(threads.run(stuck))
+    await asyncio.sleep(0)
+    with pytest.raises(StateUnavailableError, match="no answer within"):
+        await threads.run(never)  # waited behind the stuck one past the deadline
+    # The running one was interrupted, and its caller heard how it ended.
+    assert await first == "interrupted"
+    threads.close(timeout=5)
+    assert ran == []
+
+
+def test_the_timeout_setting(tmp_path: Path) -> None:
+    assert Settings.load({}).db_timeout == 5.0
+    assert Settings.load({"LLMGATEWAY_DB_TIMEOUT": "0.75"}).db_timeout == 0.75
+    config = tmp_path / "gateway.toml"
+    config.write_text("[state]\ntimeout_seconds = 2\n")
+    assert Settings.load({}, config).db_timeout == 2.0
