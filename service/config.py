@@ -192,6 +192,9 @@ class Settings:
     # The state database: a SQLite path, or a postgresql:// URL. Empty: none
     # (no keys, no ledger), which only tests and benchmarks choose.
     db: str = ""
+    # Seconds a call may wait on the state database (a free database thread,
+    # connecting, a lock, a statement) before it gets UNAVAILABLE.
+    db_timeout: float = 5.0
     # Seconds a gateway process's lease lasts (renewed every third of it): a
     # process that died is known dead, and its calls in flight marked LOST,
     # this long after its last renewal (at once on its own host).
@@ -351,6 +354,9 @@ class Settings:
             db=_db_location(_env_over_file(environ.get("LLMGATEWAY_DB"), state.get("db")), environ),
             instance_lease=_positive_number(
                 environ, "LLMGATEWAY_INSTANCE_LEASE", state, "instance_lease_seconds", 15.0
+            ),
+            db_timeout=_positive_number(
+                environ, "LLMGATEWAY_DB_TIMEOUT", state, "timeout_seconds", 5.0
             ),
             prices={name: _price(name, value) for name, value in prices.items()},
             circuit=CircuitSettings(
