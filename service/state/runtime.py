@@ -6,7 +6,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from service.state.db import Database
+from service.config import ConfigError
+from service.state.db import Database, StateUnavailableError
 from service.state.keys import KeyStore
 from service.state.ledger import Ledger
 from service.state.limits import Limiter
@@ -31,8 +32,9 @@ class State:
     lease: InstanceLease | None = None
 
     async def close(self) -> None:
-        """Write queued ledger rows, give up the lease (when every row is
-        complete), then close the database."""
+        """Write waiting settlements and queued ledger rows, give up the lease
+        (when every row is complete), then close the database."""
+        await self.limiter.close()
         complete = await self.ledger.close()
         if self.lease is not None:
             await self.lease.close(release=complete)
@@ -44,11 +46,15 @@ async def open_state(settings: Settings) -> State | None:
     Call on the event loop that serves: the ledger's writer runs on it."""
     if not settings.db:
         return None
-    db = Database(settings.db)
+    db = Database(settings.db, timeout=settings.db_timeout)
     lease = InstanceLease(db, settings.instance_lease)
     try:
         version = migrate(db)
         lease.register()
+    except StateUnavailableError as exc:
+        db.close()
+        # At start-up a database that cannot be reached is the operator's to fix.
+        raise ConfigError(str(exc)) from exc
     except BaseException:
         db.close()
         raise
