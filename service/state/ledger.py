@@ -132,7 +132,8 @@ class Ledger:
         self._waited = 0
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        self._writing = False
+        # The batch being written now.
+        self._batch: list[_Op] = []
         self._stopping = False
         self._closed = False
         # When close() gives up (event-loop time).
@@ -196,7 +197,7 @@ class Ledger:
 
     async def flush(self) -> None:
         """Write every queued row now (raises if the database cannot take them)."""
-        if not self._queue and not self._writing and self._writer is not None:
+        if not self._queue and not self._batch and self._writer is not None:
             return
         barrier = _Barrier(asyncio.get_running_loop().create_future())
         self._push(barrier, waited=True)
@@ -241,8 +242,8 @@ class Ledger:
 
     @property
     def pending(self) -> int:
-        """Rows (and cost updates) not yet written."""
-        return len(self._queue)
+        """Rows (and cost updates) not yet written, the batch being written included."""
+        return len(self._queue) + len(self._batch)
 
     def _push(self, op: _Op, *, waited: bool = False) -> None:
         if len(self._queue) >= _MAX_QUEUED:
@@ -286,7 +287,7 @@ class Ledger:
             batch, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
             waited = [op for op in batch if isinstance(op, _Admitted | _Barrier)]
             self._waited -= len(waited)
-            self._writing = True
+            self._batch = batch
             try:
                 await self._db.run(
                     functools.partial(_write, ops=batch, instance_id=self._instance_id)
@@ -303,7 +304,7 @@ class Ledger:
                 self._warn(exc)
                 return False
             finally:
-                self._writing = False
+                self._batch = []
             for op in waited:
                 if not op.written.done():
                     op.written.set_result(None)
