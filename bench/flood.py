@@ -1,6 +1,6 @@
 """A legitimate caller's latency with and without an unauthenticated flood.
 
-python -m bench.flood [--calls N] [--flood-seconds S] [--concurrency C] [--workers W]
+python -m bench.flood [--calls N] [--rate R] [--concurrency C] [--workers W] [--kinds ...]
 
 Starts the fake upstream and the gateway (`serve`, INFO logging to a file, as
 in production) on loopback with one caller key issued. Then, in turn:
@@ -11,6 +11,11 @@ in production) on loopback with one caller key issued. Then, in turn:
    over, as a misconfigured client does; `random`: a fresh well-formed random
    key per call, as an attacker does; `garbage`: tokens that cannot be keys;
    `none`: no key at all), while the legitimate caller makes its N calls again.
+
+With `--rate` the flood is offered that many calls a second whatever the
+gateway's pace (open loop, as an attacker sends); without, it sends as fast
+as `--concurrency` calls in flight allow, so the gateway is always saturated
+and a cheaper refusal shows as more refusals a second.
 
 Prints, per phase, the legitimate caller's p50 and p99, the flood's refused
 calls per second and the bytes of gateway log written per refused call. A
@@ -69,9 +74,11 @@ def _flood_token(kind: str, fixed: str) -> str | None:
     return None
 
 
-async def _flood(address: str, kind: str, concurrency: int, seconds: float) -> dict[str, Any]:
-    """Refused calls as fast as `concurrency` loops can make them, until
-    stdin closes or `seconds` pass."""
+async def _flood(
+    address: str, kind: str, concurrency: int, seconds: float, rate: float
+) -> dict[str, Any]:
+    """Refused calls from `concurrency` loops, at `rate` calls/s in all (0:
+    as fast as they can), until stdin closes or `seconds` pass."""
     statuses: Counter[str] = Counter()
     fixed = "lgw_" + secrets.token_urlsafe(32)
     request = _request()
@@ -84,8 +91,18 @@ async def _flood(address: str, kind: str, concurrency: int, seconds: float) -> d
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.CompletionServiceStub(channel)
 
-        async def worker() -> None:
+        # Open loop: each worker keeps its own schedule, so a slower gateway
+        # is offered the same load rather than less.
+        interval = concurrency / rate if rate > 0 else 0.0
+
+        async def worker(offset: float) -> None:
+            due = loop.time() + offset
             while not stop.is_set():
+                if interval:
+                    due += interval
+                    delay = due - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
                 token = _flood_token(kind, fixed)
                 metadata = (("authorization", f"Bearer {token}"),) if token else ()
                 try:
@@ -96,7 +113,7 @@ async def _flood(address: str, kind: str, concurrency: int, seconds: float) -> d
 
         print("flooding", flush=True)
         started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(i * interval / concurrency) for i in range(concurrency)))
         elapsed = time.monotonic() - started
     loop.remove_reader(sys.stdin.fileno())
     return {"statuses": dict(statuses), "seconds": elapsed}
@@ -166,6 +183,8 @@ def _phase(
         str(args.concurrency),
         "--flood-seconds",
         str(args.flood_seconds),
+        "--rate",
+        str(args.rate),
     ]
     log_before = log.stat().st_size
     flood = subprocess.Popen(  # noqa: S603  # our own module
@@ -276,7 +295,15 @@ def main() -> None:
     parser.add_argument(
         "--flood-seconds", type=float, default=60.0, help="the longest a flood runs"
     )
-    parser.add_argument("--concurrency", type=int, default=64, help="flood calls in flight")
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="flood calls in flight, at most"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="flood calls per second offered (default 0: as fast as the gateway answers)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
     parser.add_argument(
         "--kinds",
@@ -289,12 +316,15 @@ def main() -> None:
     parser.add_argument("--address", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.flood:
-        result = asyncio.run(_flood(args.address, args.flood, args.concurrency, args.flood_seconds))
+        result = asyncio.run(
+            _flood(args.address, args.flood, args.concurrency, args.flood_seconds, args.rate)
+        )
         print(json.dumps(result), flush=True)
         return
     phases = run(args)
+    offered = f"{args.rate:g} calls/s offered" if args.rate else "closed loop"
     print(
-        f"gateway workers: {args.workers}; flood concurrency: {args.concurrency}; "
+        f"gateway workers: {args.workers}; flood concurrency: {args.concurrency} ({offered}); "
         f"legitimate calls per phase: {args.calls} (sequential, unary, {MODEL})"
     )
     print(table(phases))
