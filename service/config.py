@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service.names import model_name_problem
 from service.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -652,6 +653,10 @@ def _alias(name: str, value: object) -> AliasConfig:
     `name = { targets = [target, ...], fallback_on = ["UPSTREAM_RATE_LIMITED", ...] }`,
     where a target is a model name or `{ model = "...", zai_endpoint = "coding" }`."""
     where = f"[aliases] {name}"
+    # Callers send an alias as their model name, which must pass the same rule.
+    problem = model_name_problem(name)
+    if problem is not None:
+        raise ConfigError(f"[aliases] {name!r} cannot be an alias name: {problem}")
     fallback_on = None
     if isinstance(value, dict):
         _only_keys(where, value, ("targets", "fallback_on"))

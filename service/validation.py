@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections.abc import Callable
 
 from llmgateway.v1 import completion_pb2 as common
 
 from service.errors import FieldViolation
+from service.names import describe_char, first_invisible, model_name_problem
 from service.providers.wire import ROLE_NAMES, AnyCompletionRequest
 
-MAX_MODEL_NAME = 256
 MAX_MESSAGES = 2048
 MAX_PARTS = 64
 MAX_NAME = 64
@@ -25,26 +24,6 @@ MAX_FALLBACK_MODELS = 8
 MAX_PROVIDER_ORDER = 32
 MAX_PROVIDER_NAME = 64
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-# What a model name may hold (`model`, `openrouter.models[i]`; aliases are
-# model names too): segments separated by single '/', each made of ASCII
-# letters, digits and . _ : - and starting with a letter or digit, optionally
-# after one '~'. That covers every real slug (openai/gpt-4o-2024-08-06,
-# meta-llama/llama-3.1-8b-instruct:free, z-ai/glm-5-turbo-20260315, glm-4.5-air)
-# and refuses what could smuggle something into an upstream URL, header, log
-# line or routing decision: whitespace, control and format characters (CR/LF,
-# NUL, ANSI escapes, bidi overrides), '?', '#', '%', '\\', empty segments,
-# leading or trailing '/', and '.' or '..' segments.
-MODEL_NAME_RULE = (
-    "ASCII letters, digits and . _ : - in segments separated by single '/', "
-    "each segment starting with a letter or digit (or one '~' before it)"
-)
-_MODEL_SEGMENT = re.compile(r"~?[A-Za-z0-9][A-Za-z0-9._:-]*")
-_MODEL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-~/")
-# Unicode categories no identifier-like string may hold: control (C0, C1,
-# DEL), format (bidi overrides and isolates, zero-width characters), line
-# and paragraph separators, surrogates.
-_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 _IMAGE_URL_SCHEMES = ("https://", "http://", "data:image/")
 
 _Add = Callable[[FieldViolation], None]
@@ -81,7 +60,7 @@ def validate(request: AnyCompletionRequest, max_request_bytes: int) -> list[Fiel
     if len(request.user) > MAX_USER:
         add(FieldViolation("user", f"at most {MAX_USER} characters"))
     elif (char := first_invisible(request.user)) is not None:
-        add(FieldViolation("user", f"must not contain {_describe(char)}"))
+        add(FieldViolation("user", f"must not contain {describe_char(char)}"))
     _check_openrouter(request.openrouter, add)
     if request.zai.endpoint not in common.ZaiEndpoint.values():
         add(FieldViolation("zai.endpoint", "unknown endpoint value"))
@@ -284,41 +263,6 @@ def _check_openrouter(options: common.OpenRouterOptions, add: _Add) -> None:
                 add(FieldViolation(f"openrouter.provider.max_price.{name}", "must be zero or more"))
 
 
-def model_name_problem(name: str) -> str | None:
-    """Why `name` cannot be a model name (see MODEL_NAME_RULE), or None."""
-    if not name:
-        return "required"
-    if len(name) > MAX_MODEL_NAME:
-        return f"at most {MAX_MODEL_NAME} characters"
-    for position, char in enumerate(name):
-        if char not in _MODEL_CHARS:
-            return (
-                f"must not contain {_describe(char)} (position {position}); "
-                f"a model name holds only {MODEL_NAME_RULE}"
-            )
-    if name.startswith("/") or name.endswith("/") or "//" in name:
-        return f"no leading, trailing or doubled '/'; a model name holds only {MODEL_NAME_RULE}"
-    for segment in name.split("/"):
-        if segment in (".", ".."):
-            return f"no '{segment}' path segments; a model name holds only {MODEL_NAME_RULE}"
-        if not _MODEL_SEGMENT.fullmatch(segment):
-            return (
-                f"segment {segment!r} must start with a letter or digit ('~' may only come "
-                f"first); a model name holds only {MODEL_NAME_RULE}"
-            )
-    return None
-
-
-def first_invisible(text: str) -> str | None:
-    """The first control, format or line-separator character in `text`, if any."""
-    if text.isprintable():  # the common case, in C
-        return None
-    for char in text:
-        if unicodedata.category(char) in _INVISIBLE_CATEGORIES:
-            return char
-    return None
-
-
 def _provider_name_problem(name: str) -> str | None:
     """Provider slugs ("anthropic", "google-vertex") and names OpenRouter
     accepts vary; refuse only what no provider name holds."""
@@ -328,28 +272,10 @@ def _provider_name_problem(name: str) -> str | None:
         return f"at most {MAX_PROVIDER_NAME} characters"
     char = first_invisible(name)
     if char is not None:
-        return f"must not contain {_describe(char)}; use a provider slug like 'anthropic'"
+        return f"must not contain {describe_char(char)}; use a provider slug like 'anthropic'"
     if name != name.strip():
         return "no leading or trailing spaces; use a provider slug like 'anthropic'"
     return None
-
-
-_CONTROL_NAMES = {
-    "\x00": "NUL",
-    "\t": "tab",
-    "\n": "line feed",
-    "\r": "carriage return",
-    "\x1b": "escape",
-    "\x7f": "delete",
-}
-
-
-def _describe(char: str) -> str:
-    """A character named so that the description itself is plain ASCII."""
-    if char.isascii() and char.isprintable():
-        return f"{char!r}"
-    name = _CONTROL_NAMES.get(char) or unicodedata.name(char, "a control character").lower()
-    return f"U+{ord(char):04X} ({name})"
 
 
 def _largest_field(request: AnyCompletionRequest) -> str:

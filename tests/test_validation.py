@@ -11,8 +11,8 @@ from google.protobuf import struct_pb2
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
-from service.config import Secret
-from service.validation import first_invisible, model_name_problem
+from service.config import ConfigError, Secret, Settings
+from service.names import first_invisible, model_name_problem
 from tests.conftest import gateway_stub, rich_status, user
 
 OK_MODEL = "zai/glm-4.7"
@@ -542,3 +542,11 @@ async def test_valid_provider_order_and_fallbacks_still_reach_the_upstream(stub,
     )
     assert answer.content
     assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("alias", ["my fast", "fast\r\nX: 1", "../fast", "fast?", "fa\u202est"])
+def test_an_alias_name_callers_could_not_send_is_refused_at_start_up(alias, tmp_path):
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[aliases]\n"{alias.encode("unicode_escape").decode()}" = "zai/glm-4.7"\n')
+    with pytest.raises(ConfigError, match="cannot be an alias name"):
+        Settings.load({}, config)
