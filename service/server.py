@@ -51,6 +51,19 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CompletionService"].full_name
 # gRPC's own ceiling sits above ours, so an oversized request gets our
 # INVALID_ARGUMENT naming the limit rather than a bare RESOURCE_EXHAUSTED.
 _GRPC_MESSAGE_SLACK = 1024 * 1024
+# gRPC core queues calls that arrived before the event loop asks for them,
+# and past `grpc.server.max_pending_requests` (default 1,000) it cancels a
+# random share of newcomers, all of them past the hard limit (default 3,000):
+# a bare CANCELLED the gateway never sees, so no reason, access line, metric
+# or ledger row. Both limits are set to one number, far above what the
+# gateway itself admits, so a burst reaches the gateway's own admission,
+# which answers OK or RESOURCE_EXHAUSTED GATEWAY_BUSY with a reason. Each
+# waiting call holds ~12 KiB, so 20,000 bound a worker's backlog to ~250 MiB.
+_MIN_PENDING_CALLS = 20_000
+# Core also cancels, just as barely, a call left waiting 30 s (a loop that far
+# behind: seen on a loaded machine). An hour leaves that to the caller's own
+# deadline: DEADLINE_EXCEEDED, a status it asked for.
+_MAX_WAIT_FOR_THE_LOOP_SECONDS = 3600
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -122,9 +135,14 @@ async def start_gateway(
         common.PROVIDER_ZAI: zai,
     }
     max_message = settings.max_request_bytes + _GRPC_MESSAGE_SLACK
+    pending = max(_MIN_PENDING_CALLS, 4 * len(providers) * settings.max_concurrent_upstream)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message),
+            ("grpc.server.max_pending_requests", pending),
+            # Equal to the soft limit: no random early drops below it.
+            ("grpc.server.max_pending_requests_hard_limit", pending),
+            ("grpc.server_max_unrequested_time_in_server", _MAX_WAIT_FOR_THE_LOOP_SECONDS),
             # One process per port unless this is one of several workers: a
             # second gateway on a busy port should fail, not silently share it.
             ("grpc.so_reuseport", 1 if reuse_port else 0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -11,11 +12,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from llmgateway.v1 import completion_pb2 as common
@@ -24,6 +28,7 @@ from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 from faults.hostile import deeply_nested
 from service.decoding import RefusalLog
+from service.server import start_gateway
 from tests.conftest import gateway_stub, rich_status, user
 
 SERVICE = "llmgateway.v1.CompletionService"
@@ -471,3 +476,62 @@ async def test_an_internal_error_carries_its_request_id_in_the_trailers(stub, mo
         assert error.code() == grpc.StatusCode.INTERNAL
         request_id = dict(error.trailing_metadata())["x-request-id"]
         assert request_id in (error.details() or "")
+
+
+# -- overload: gRPC's own pending-call limits never drop a call ---------------------
+
+
+async def test_a_burst_the_event_loop_cannot_pick_up_at_once_still_reaches_the_gateway(
+    settings,
+):
+    """While the event loop is busy, gRPC core queues arriving calls; past its
+    default limits (1,000 soft, 3,000 hard) it cancelled them, a bare CANCELLED
+    the gateway never saw. Now every call reaches the gateway, which answers
+    it or refuses it with a reason (GATEWAY_BUSY past its own limit)."""
+    busy = dataclasses.replace(settings, max_concurrent_upstream=20)
+    burst = 2000  # between gRPC's default soft and hard limits
+    request = pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")])
+    sent = threading.Event()
+    running = await start_gateway(busy, address="127.0.0.1:0")
+
+    def call_in_a_burst() -> collections.Counter[str]:
+        outcomes: collections.Counter[str] = collections.Counter()
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+            stub = pb_grpc.CompletionServiceStub(channel)
+            calls = [stub.Complete.future(request, timeout=120) for _ in range(burst)]
+            sent.set()
+            for call in calls:
+                try:
+                    call.result()
+                except grpc.RpcError as error:
+                    outcomes[_outcome(error)] += 1
+                else:
+                    outcomes["OK"] += 1
+        return outcomes
+
+    try:
+        client = asyncio.get_running_loop().run_in_executor(None, call_in_a_burst)
+        # Keep the event loop busy (blocked) while the burst arrives, as a
+        # loaded worker's would be, so gRPC core has to queue the calls.
+        assert sent.wait(timeout=60)
+        time.sleep(1.0)  # noqa: ASYNC251  # blocking the loop is the point
+        outcomes = await client
+    finally:
+        await running.stop(grace=0)
+    assert sum(outcomes.values()) == burst
+    assert set(outcomes) <= {"OK", "RESOURCE_EXHAUSTED GATEWAY_BUSY"}, outcomes
+    assert outcomes["OK"] >= 20
+
+
+def _outcome(error: grpc.RpcError) -> str:
+    """CODE REASON, from a sync call's error (the reason from its ErrorInfo)."""
+    assert isinstance(error, grpc.Call)
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    reason = ""
+    if isinstance(raw, bytes):
+        info = error_details_pb2.ErrorInfo()
+        for detail in status_pb2.Status.FromString(raw).details:
+            if detail.Unpack(info):
+                reason = info.reason
+    return f"{error.code().name} {reason}".strip()
