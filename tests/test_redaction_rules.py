@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import grpc
+import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
+from service.config import OpenRouterSettings, Secret, Timeouts
 from service.errors import GatewayError
 from service.providers import upstream_errors as ue
+from service.providers.openrouter import OpenRouterProvider
 from service.providers.redaction import PARTIAL_MIN, REDACTED, Redactor
-from service.providers.stream import failure_from_error_object
+from service.providers.sse import ServerSentEvent
+from service.providers.stream import StreamAssembler, failure_from_error_object
+from service.routing import Route
 
 OPENROUTER_KEY = "sk-or-v1-" + "3f9a" * 16
 # Not hex: only the configured key, never a key-shaped pattern, can match it.
@@ -131,7 +136,7 @@ def test_a_gateway_error_is_scrubbed_in_place() -> None:
     assert error.metadata == {"upstreamCode": REDACTED}
 
 
-def test_answers_and_stream_events_are_scrubbed() -> None:
+def test_a_unary_answer_is_scrubbed() -> None:
     quoted = f"Bearer {OPENROUTER_KEY}"
     response = pb.CompleteResponse(
         id=quoted,
@@ -139,19 +144,64 @@ def test_answers_and_stream_events_are_scrubbed() -> None:
         upstream_provider=quoted,
         native_finish_reason=quoted,
         content=f"echo {ZAI_KEY}",
+        reasoning=OPENROUTER_KEY,
         tool_calls=[common.ToolCall(id=quoted, name=OPENROUTER_KEY, arguments=ZAI_KEY)],
     )
-    done = pb.StreamCompleteResponse(
-        done=pb.CompletionDone(
-            id=quoted, model=quoted, upstream_provider=quoted, native_finish_reason=quoted
-        )
-    )
-    delta = pb.StreamCompleteResponse(content_delta=pb.ContentDelta(text=OPENROUTER_KEY))
-    for message in (REDACTOR.response(response), REDACTOR.event(done), REDACTOR.event(delta)):
-        wire = message.SerializeToString()
-        for key in (OPENROUTER_KEY, ZAI_KEY):
-            assert key[:PARTIAL_MIN].encode() not in wire
+    wire = REDACTOR.response(response).SerializeToString()
+    for key in (OPENROUTER_KEY, ZAI_KEY):
+        assert key[:PARTIAL_MIN].encode() not in wire
     assert response.model == f"openrouter/Bearer {REDACTED}"
+    assert response.content == f"echo {REDACTED}"
+
+
+async def test_a_stream_is_scrubbed_as_it_is_assembled() -> None:
+    provider = OpenRouterProvider(OpenRouterSettings(api_key=Secret(OPENROUTER_KEY)), Timeouts())
+    try:
+        route = Route(common.PROVIDER_OPENROUTER, "x/y", "openrouter/x/y")
+        assembler = StreamAssembler(provider, route, include_reasoning=True)
+        quoted = f"Bearer {OPENROUTER_KEY}"
+        base = {"id": quoted, "model": quoted, "provider": quoted}
+        chunks = [
+            {**base, "choices": [{"index": 0, "delta": {"reasoning": OPENROUTER_KEY}}]},
+            {**base, "choices": [{"index": 0, "delta": {"content": f"a {OPENROUTER_KEY}"}}]},
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {
+                                    "index": 0,
+                                    "id": quoted,
+                                    "function": {"name": "f", "arguments": OPENROUTER_KEY},
+                                }
+                            ]
+                        },
+                        "finish_reason": quoted,
+                    }
+                ],
+            },
+        ]
+        events = [
+            out
+            for chunk in chunks
+            for out in assembler.on_event(ServerSentEvent(data=orjson.dumps(chunk)))
+        ]
+        assembler.on_event(ServerSentEvent(data=b"[DONE]"))
+        events += assembler.finish()
+    finally:
+        await provider.aclose()
+    assert [e.WhichOneof("event") for e in events] == [
+        "reasoning_delta",
+        "content_delta",
+        "tool_call",
+        "done",
+    ]
+    for event in events:
+        assert OPENROUTER_KEY[:PARTIAL_MIN].encode() not in event.SerializeToString(), event
+    assert events[-1].done.model == f"openrouter/Bearer {REDACTED}"
+    assert events[-1].done.native_finish_reason == f"Bearer {REDACTED}"
 
 
 def test_catalogue_documents_are_scrubbed_throughout() -> None:

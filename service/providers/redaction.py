@@ -104,7 +104,9 @@ class Redactor:
         return error
 
     def response(self, response: pb.CompleteResponse) -> pb.CompleteResponse:
-        """A unary answer scrubbed, in place: metadata fully, the answer of exact keys."""
+        """A unary answer scrubbed, in place: metadata fully, the answer of exact keys.
+        (Stream events are scrubbed as they are assembled, field by field: see
+        providers/stream.py.)"""
         text = self.text
         response.id = text(response.id)
         response.model = text(response.model)
@@ -118,28 +120,6 @@ class Redactor:
                 call.name = self.content(call.name)
                 call.arguments = self.content(call.arguments)
         return response
-
-    def event(self, event: pb.StreamCompleteResponse) -> pb.StreamCompleteResponse:
-        """One stream event scrubbed, in place (the same rules as `response`)."""
-        kind = event.WhichOneof("event")
-        if kind == "content_delta":
-            if self._secrets:
-                event.content_delta.text = self.content(event.content_delta.text)
-        elif kind == "reasoning_delta":
-            if self._secrets:
-                event.reasoning_delta.text = self.content(event.reasoning_delta.text)
-        elif kind == "tool_call":
-            call = event.tool_call
-            call.id = self.text(call.id)
-            call.name = self.content(call.name)
-            call.arguments = self.content(call.arguments)
-        elif kind == "done":
-            done = event.done
-            done.id = self.text(done.id)
-            done.model = self.text(done.model)
-            done.upstream_provider = self.text(done.upstream_provider)
-            done.native_finish_reason = self.text(done.native_finish_reason)
-        return event
 
 
 def _without(value: str, secret: str) -> str:

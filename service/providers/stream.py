@@ -45,6 +45,9 @@ class StreamAssembler:
         self, provider: OpenAICompatibleProvider, route: Route, *, include_reasoning: bool
     ) -> None:
         self._provider = provider
+        # Keys out of every string this stream passes on (redaction.py): answer
+        # text as it arrives, the rest when the closing events are built.
+        self._redactor = provider.redactor
         self._route = route
         self._include_reasoning = include_reasoning
         self._reasoning_keys = provider.reasoning_fields
@@ -97,11 +100,13 @@ class StreamAssembler:
                 primary, secondary = self._reasoning_keys
                 reasoning = delta.get(primary) or delta.get(secondary)
                 if reasoning and isinstance(reasoning, str):
+                    reasoning = self._redactor.content(reasoning)
                     out.append(
                         pb.StreamCompleteResponse(reasoning_delta=pb.ReasoningDelta(text=reasoning))
                     )
             content = delta.get("content")
             if content and isinstance(content, str):
+                content = self._redactor.content(content)
                 out.append(pb.StreamCompleteResponse(content_delta=pb.ContentDelta(text=content)))
             tool_calls = delta.get("tool_calls")
             if tool_calls and isinstance(tool_calls, list):
@@ -164,21 +169,26 @@ class StreamAssembler:
                 "the stream reached [DONE] without a finish_reason", self._route
             )
         reason = self._provider.finish_reason(self._finish_reason, self._route)
+        text, content = self._redactor.text, self._redactor.content
         out = [
             pb.StreamCompleteResponse(
-                tool_call=common.ToolCall(id=b.id, name=b.name, arguments="".join(b.arguments))
+                tool_call=common.ToolCall(
+                    id=text(b.id), name=content(b.name), arguments=content("".join(b.arguments))
+                )
             )
             for b in self._tool_calls
         ]
         done = pb.CompletionDone(
-            id=self._id,
-            model=gateway_model_name(
-                self._route.provider, self._model or self._route.upstream_model
+            id=text(self._id),
+            model=text(
+                gateway_model_name(self._route.provider, self._model or self._route.upstream_model)
             ),
             provider=self._route.provider,
-            upstream_provider=self._upstream_provider or self._provider.default_upstream_provider,
+            upstream_provider=text(
+                self._upstream_provider or self._provider.default_upstream_provider
+            ),
             finish_reason=reason,
-            native_finish_reason=self._native_finish_reason or "",
+            native_finish_reason=text(self._native_finish_reason or ""),
         )
         if self._usage is not None:
             done.usage.CopyFrom(self._provider.usage(self._usage))
