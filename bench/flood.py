@@ -18,7 +18,9 @@ as `--concurrency` calls in flight allow, so the gateway is always saturated
 and a cheaper refusal shows as more refusals a second.
 
 Prints, per phase, the legitimate caller's p50 and p99, the flood's refused
-calls per second and the bytes of gateway log written per refused call. A
+calls per second, and the bytes of log and the CPU time the gateway spent
+per refused call (the legitimate calls' share, measured alone, taken out;
+CPU time, unlike latency, barely depends on what else the machine runs). A
 benchmark, not a test: it judges nothing, and every phase stops by itself
 (after N calls, or after `--flood-seconds` at most).
 """
@@ -28,7 +30,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
+import os
 import secrets
 import statistics
 import subprocess
@@ -148,6 +152,22 @@ class Phase:
     refused: int = 0
     other_statuses: str = ""
     log_bytes_per_refusal: float | None = None
+    # Gateway CPU time per refused call (the legitimate calls' share taken out).
+    cpu_us_per_refusal: float | None = None
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and its descendants so far."""
+    total, queue = 0.0, [pid]
+    while queue:
+        current = queue.pop()
+        with contextlib.suppress(OSError):
+            # Fields 14 and 15 (utime, stime), after the parenthesised name.
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            children = Path(f"/proc/{current}/task/{current}/children").read_text()
+            queue.extend(int(child) for child in children.split())
+    return total
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -155,22 +175,37 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _phase(
-    name: str,
-    address: str,
-    key: str,
-    args: argparse.Namespace,
-    log: Path,
-    legit_log_bytes: float,
-) -> Phase:
-    """The legitimate caller's calls, with a flood of `name` running (unless baseline)."""
-    if name == "baseline":
-        latencies = asyncio.run(_legitimate(address, key, args.calls, args.warmup))
-        return Phase(
-            name,
-            statistics.median(latencies) * 1000,
-            _percentile(latencies, 0.99) * 1000,
-        )
+@dataclass(frozen=True)
+class Gateway:
+    """The running gateway: where it listens, its process, its log, and what
+    one legitimate call costs it (log bytes, CPU seconds), to take out."""
+
+    address: str
+    pid: int
+    log: Path
+    log_bytes_per_call: float = 0.0
+    cpu_per_call: float = 0.0
+
+
+def _baseline(gateway: Gateway, key: str, args: argparse.Namespace) -> tuple[Phase, Gateway]:
+    """The legitimate caller alone; and the gateway with its per-call costs."""
+    log_before, cpu_before = gateway.log.stat().st_size, _cpu_seconds(gateway.pid)
+    latencies = asyncio.run(_legitimate(gateway.address, key, args.calls, args.warmup))
+    time.sleep(0.3)  # the gateway's last log lines reach the file
+    calls = args.calls + args.warmup
+    measured = dataclasses.replace(
+        gateway,
+        log_bytes_per_call=(gateway.log.stat().st_size - log_before) / calls,
+        cpu_per_call=(_cpu_seconds(gateway.pid) - cpu_before) / calls,
+    )
+    phase = Phase(
+        "baseline", statistics.median(latencies) * 1000, _percentile(latencies, 0.99) * 1000
+    )
+    return phase, measured
+
+
+def _flooded(name: str, gateway: Gateway, key: str, args: argparse.Namespace) -> Phase:
+    """The legitimate caller's calls with a flood of kind `name` running."""
     command = [
         sys.executable,
         "-m",
@@ -178,7 +213,7 @@ def _phase(
         "--flood",
         name,
         "--address",
-        address,
+        gateway.address,
         "--concurrency",
         str(args.concurrency),
         "--flood-seconds",
@@ -186,7 +221,7 @@ def _phase(
         "--rate",
         str(args.rate),
     ]
-    log_before = log.stat().st_size
+    log_before, cpu_before = gateway.log.stat().st_size, _cpu_seconds(gateway.pid)
     flood = subprocess.Popen(  # noqa: S603  # our own module
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -195,7 +230,7 @@ def _phase(
         if flood.stdout.readline().strip() != "flooding":
             raise RuntimeError("the flood process did not start")
         time.sleep(0.5)  # let the flood reach its pace
-        latencies = asyncio.run(_legitimate(address, key, args.calls, args.warmup))
+        latencies = asyncio.run(_legitimate(gateway.address, key, args.calls, args.warmup))
         # Closing its stdin (communicate does) stops the flood.
         output, _ = flood.communicate(timeout=args.flood_seconds + 30)
     finally:
@@ -206,7 +241,9 @@ def _phase(
     result = json.loads(output)
     statuses: dict[str, int] = result["statuses"]
     refused = statuses.pop("UNAUTHENTICATED", 0)
-    flood_bytes = log.stat().st_size - log_before - legit_log_bytes * (args.calls + args.warmup)
+    calls = args.calls + args.warmup
+    flood_bytes = gateway.log.stat().st_size - log_before - gateway.log_bytes_per_call * calls
+    flood_cpu = _cpu_seconds(gateway.pid) - cpu_before - gateway.cpu_per_call * calls
     return Phase(
         name,
         statistics.median(latencies) * 1000,
@@ -215,6 +252,7 @@ def _phase(
         refused=refused,
         other_statuses=", ".join(f"{k}={v}" for k, v in sorted(statuses.items())),
         log_bytes_per_refusal=max(0.0, flood_bytes) / refused if refused else None,
+        cpu_us_per_refusal=max(0.0, flood_cpu) / refused * 1e6 if refused else None,
     )
 
 
@@ -253,17 +291,15 @@ def run(args: argparse.Namespace) -> list[Phase]:
         fake = stack.enter_context(
             procs.running(procs.fake_upstream_command(fake_port, 1, 0.0), log=scratch / "fake.log")
         )
-        gateway = stack.enter_context(procs.running(command, env=env, log=log))
+        process = stack.enter_context(procs.running(command, env=env, log=log))
         procs.wait_for_port(fake_port, fake)
-        procs.wait_for_port(gateway_port, gateway)
-        before = log.stat().st_size
+        procs.wait_for_port(gateway_port, process)
         print("baseline...", file=sys.stderr, flush=True)
-        phases.append(_phase("baseline", address, key, args, log, 0.0))
-        time.sleep(0.3)
-        legit_log_bytes = (log.stat().st_size - before) / (args.calls + args.warmup)
+        phase, gateway = _baseline(Gateway(address, process.pid, log), key, args)
+        phases.append(phase)
         for kind in args.kinds:
             print(f"flood: {kind}...", file=sys.stderr, flush=True)
-            phases.append(_phase(kind, address, key, args, log, legit_log_bytes))
+            phases.append(_flooded(kind, gateway, key, args))
     return phases
 
 
@@ -271,14 +307,15 @@ def table(phases: list[Phase]) -> str:
     """The figures, one row per phase."""
     header = (
         f"{'flood':<10} {'p50 ms':>8} {'p99 ms':>8} {'refused/s':>10} {'refused':>8} "
-        f"{'log B/refusal':>14}  other"
+        f"{'log B/refusal':>14} {'CPU us/refusal':>15}  other"
     )
     lines = [header, "-" * len(header)]
     for p in phases:
         log_bytes = "" if p.log_bytes_per_refusal is None else f"{p.log_bytes_per_refusal:.1f}"
+        cpu = "" if p.cpu_us_per_refusal is None else f"{p.cpu_us_per_refusal:.0f}"
         lines.append(
             f"{p.name:<10} {p.p50_ms:>8.2f} {p.p99_ms:>8.2f} {p.refused_per_second:>10.0f} "
-            f"{p.refused:>8} {log_bytes:>14}  {p.other_statuses}"
+            f"{p.refused:>8} {log_bytes:>14} {cpu:>15}  {p.other_statuses}"
         )
     return "\n".join(lines)
 
