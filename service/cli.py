@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             if workers < 1:
                 raise ConfigError(f"--workers must be 1 or more, got {workers}")
             if workers > 1:
+                from service.restart_policy import RestartPolicy
                 from service.workers import run_workers
 
                 return run_workers(
@@ -112,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
                     args.log_level,
                     log_format=settings.log_format,
                     metrics_address=settings.metrics_address,
+                    restart_policy=RestartPolicy(
+                        crash_limit=settings.worker_crash_limit,
+                        crash_window=settings.worker_crash_window,
+                    ),
                 )
             if args.reuse_port:
                 from service.workers import die_with_parent

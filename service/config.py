@@ -182,6 +182,10 @@ class Settings:
     # Seconds between reporting NOT_SERVING and refusing new calls, so load
     # balancers that poll health stop sending before the listener closes.
     shutdown_delay: float = 0.0
+    # With several workers: more than this many worker deaths within the
+    # window is a crash loop, and the parent stops instead of restarting them.
+    worker_crash_limit: int = 5
+    worker_crash_window: float = 60.0
     max_request_bytes: int = 8 * 1024 * 1024
     # The largest upstream answer (unary body, or one stream event) accepted.
     max_response_bytes: int = 4 * 1024 * 1024
@@ -421,6 +425,16 @@ class Settings:
                 "shutdown_delay_seconds",
                 0.0,
                 allow_zero=True,
+            ),
+            worker_crash_limit=_whole_number(
+                environ, "LLMGATEWAY_WORKER_CRASH_LIMIT", server, "worker_crash_limit", 5
+            ),
+            worker_crash_window=_positive_number(
+                environ,
+                "LLMGATEWAY_WORKER_CRASH_WINDOW",
+                server,
+                "worker_crash_window_seconds",
+                60.0,
             ),
             max_request_bytes=_whole_number(
                 environ,

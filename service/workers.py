@@ -2,10 +2,15 @@
 
 Python runs one thread of code at a time, so one process uses one core. The
 parent starts N `llmgateway serve --workers 1 --reuse-port` children on the
-same address, lets the kernel spread connections among them, forwards
-SIGTERM/SIGINT so each drains, and exits non-zero if a worker dies on its own.
-With a metrics address the parent serves /metrics, summed over the workers
-(service/metrics.py).
+same address and lets the kernel spread connections among them. It
+supervises them as gunicorn's arbiter or systemd would: a worker that dies is
+logged and replaced after a backoff (service/restart_policy.py) while the
+others keep serving their calls; a crash loop, or a worker that exits with
+code 2 (a configuration error: its replacement would fail the same way),
+stops them all and exits non-zero. SIGTERM/SIGINT are forwarded so each
+worker drains; nothing is restarted after that. With a metrics address the
+parent serves /metrics, summed over the workers (service/metrics.py), and
+marks each dead worker's live gauges dead.
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from service.config import ConfigError
+from service.restart_policy import RestartPolicy, Restarts
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
     from types import FrameType
 
@@ -30,9 +38,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_POLL_SECONDS = 0.2
+_POLL_SECONDS = 0.1
 _PARENT_ENV = "LLMGATEWAY_WORKER_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
+# What `llmgateway serve` exits with on a configuration error (service/cli.py).
+_CONFIG_ERROR_EXIT = 2
 
 
 def die_with_parent() -> None:
@@ -62,6 +72,7 @@ def run_workers(
     *,
     log_format: str = "text",
     metrics_address: str | None = None,
+    restart_policy: RestartPolicy | None = None,
 ) -> int:
     """Run `workers` gateway processes on `address` until signalled; the exit code."""
     _check_port_is_free(address)
@@ -72,20 +83,22 @@ def run_workers(
         metrics = MultiprocessMetrics(metrics_address)
         logger.info("metrics of all workers at http://%s/metrics", metrics.display_address)
     try:
-        return _run(address, workers, config, log_level, log_format, metrics)
+        start = _starter(address, config, log_level, log_format, metrics)
+        supervisor = _Supervisor(start, restart_policy or RestartPolicy(), metrics)
+        return supervisor.run(workers, address)
     finally:
         if metrics is not None:
             metrics.close()
 
 
-def _run(
+def _starter(
     address: str,
-    workers: int,
     config: Path | None,
     log_level: str,
     log_format: str,
     metrics: MultiprocessMetrics | None,
-) -> int:
+) -> Callable[[], subprocess.Popen[bytes]]:
+    """How to start one worker."""
     command = [
         sys.executable,
         "-m",
@@ -107,57 +120,177 @@ def _run(
     if metrics is not None:
         command += ["--metrics-address", metrics.address]
         env.update(metrics.worker_environment())
-    children = [subprocess.Popen(command, env=env) for _ in range(workers)]  # noqa: S603  # our own CLI
-    logger.info(
-        "started %d workers on %s (pids %s)",
-        workers,
-        address,
-        ", ".join(str(c.pid) for c in children),
-    )
-    stopping = False
-    # Set when the operator asked for the stop (not when a dying worker did).
-    asked: list[int] = []
+    return lambda: subprocess.Popen(command, env=env)  # noqa: S603  # our own CLI
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        del frame
-        stopping = True
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        asked.append(signum)
-        forward(signum, frame)
+@dataclass(slots=True)
+class _Slot:
+    """One of the N workers the parent keeps running."""
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    failed = False
-    marked: set[int] = set()
-    while any(child.poll() is None for child in children):
-        died = [c for c in children if c.poll() is not None]
-        if metrics is not None:
-            for child in died:
-                if child.pid not in marked:
-                    metrics.worker_exited(child.pid)
-                    marked.add(child.pid)
-        if died and not stopping:
-            # A worker that exits on its own, even with 0, leaves the port
-            # half-served: stop them all, loudly.
+    index: int
+    process: subprocess.Popen[bytes] | None
+    started: float
+    # The pid it replaces, and when to start it, while it waits to be restarted.
+    replaces: int | None = None
+    restart_at: float | None = None
+
+
+class _Supervisor:
+    """Keeps N workers running until the operator stops them or they crash-loop."""
+
+    def __init__(
+        self,
+        start: Callable[[], subprocess.Popen[bytes]],
+        policy: RestartPolicy,
+        metrics: MultiprocessMetrics | None,
+    ) -> None:
+        self._start = start
+        self._restarts = Restarts(policy)
+        self._metrics = metrics
+        self._slots: list[_Slot] = []
+        # Signals the operator sent; the first one stops everything.
+        self._asked: list[int] = []
+        # Set when the parent gives up by itself: the code it will exit with.
+        self._giving_up: int | None = None
+        # Exit codes of workers that ended after the stop began.
+        self._final_codes: list[int] = []
+
+    def run(self, workers: int, address: str) -> int:
+        """Start `workers` workers and supervise them; the parent's exit code."""
+        now = time.monotonic()
+        self._slots = [_Slot(i, self._start(), now) for i in range(workers)]
+        logger.info(
+            "started %d workers on %s (pids %s)",
+            workers,
+            address,
+            ", ".join(str(pid) for pid in self._pids()),
+        )
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        while not self._finished():
+            now = time.monotonic()
+            for slot in self._slots:
+                self._check(slot, now)
+            time.sleep(_POLL_SECONDS)
+        return self._exit_code()
+
+    # -- the loop ----------------------------------------------------------------
+
+    def _check(self, slot: _Slot, now: float) -> None:
+        process = slot.process
+        if process is not None and process.poll() is not None:
+            slot.process = None
+            self._died(slot, process.pid, process.returncode, now)
+        if slot.restart_at is not None and now >= slot.restart_at and not self._stopping():
+            self._replace(slot, now)
+
+    def _died(self, slot: _Slot, pid: int, code: int, now: float) -> None:
+        if self._metrics is not None:
+            # Its in-flight gauge would otherwise count its last calls forever.
+            self._metrics.worker_exited(pid)
+        if self._stopping():
+            self._final_codes.append(code)
+            return
+        death = f"worker {pid} {_describe(code)}"
+        if code == _CONFIG_ERROR_EXIT:
             logger.error(
-                "worker %d exited with %s; stopping the others", died[0].pid, died[0].returncode
+                "%s, a configuration error (its message is above); a replacement would fail "
+                "the same way: stopping the other workers",
+                death,
             )
-            failed = True
-            forward(signal.SIGTERM, None)
-        time.sleep(_POLL_SECONDS)
-    codes = [child.returncode for child in children]
-    # A worker still starting up when the operator's signal came has no handler
-    # yet and dies of it: that is the stop that was asked for, not a failure.
-    clean = {0, *(-signum for signum in asked)}
-    if failed or any(code not in clean for code in codes):
-        logger.error("workers exited with codes %s", codes)
-        return 1
-    return 0
+            self._give_up(_CONFIG_ERROR_EXIT)
+            return
+        self._schedule(slot, death, pid, now)
+
+    def _schedule(self, slot: _Slot, death: str, replaces: int | None, now: float) -> None:
+        """Plan the restart of `slot`, whose worker just died (`death` says how),
+        unless that makes a crash loop."""
+        delay = self._restarts.after_death(slot.index, now, now - slot.started)
+        policy = self._restarts.policy
+        if delay is None:
+            logger.error(
+                "%s: more than %d worker deaths within %.0f s is a crash loop; stopping the "
+                "other workers",
+                death,
+                policy.crash_limit,
+                policy.crash_window,
+            )
+            self._give_up(1)
+            return
+        logger.warning(
+            "%s; starting a replacement in %.1f s (%d of at most %d deaths within %.0f s)",
+            death,
+            delay,
+            self._restarts.recent_deaths(),
+            policy.crash_limit,
+            policy.crash_window,
+        )
+        slot.replaces = replaces
+        slot.restart_at = now + delay
+
+    def _replace(self, slot: _Slot, now: float) -> None:
+        slot.restart_at = None
+        slot.started = now
+        try:
+            slot.process = self._start()
+        except OSError as exc:
+            # Out of processes or memory, say: a death at birth, retried likewise.
+            death = f"could not start a worker in place of {slot.replaces}: {exc.strerror or exc}"
+            self._schedule(slot, death, slot.replaces, now)
+            return
+        logger.info("started worker %d in place of %s", slot.process.pid, slot.replaces)
+        if self._asked:
+            # The stop came while it was being started, past the loop's check.
+            slot.process.send_signal(self._asked[0])
+
+    def _give_up(self, code: int) -> None:
+        self._giving_up = code
+        self._forward(signal.SIGTERM)
+
+    def _finished(self) -> bool:
+        if any(slot.process is not None for slot in self._slots):
+            return False
+        return self._stopping()
+
+    def _stopping(self) -> bool:
+        return bool(self._asked) or self._giving_up is not None
+
+    def _exit_code(self) -> int:
+        if self._giving_up is not None:
+            return self._giving_up
+        # A worker still starting up when the operator's signal came has no
+        # handler yet and dies of it: that is the stop that was asked for.
+        clean = {0, *(-signum for signum in self._asked)}
+        if any(code not in clean for code in self._final_codes):
+            logger.error("workers exited with codes %s while stopping", self._final_codes)
+            return 1
+        return 0
+
+    # -- signals -------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        self._asked.append(signum)
+        self._forward(signum)
+
+    def _forward(self, signum: int) -> None:
+        for slot in self._slots:
+            slot.restart_at = None
+            if slot.process is not None and slot.process.returncode is None:
+                slot.process.send_signal(signum)
+
+    def _pids(self) -> list[int]:
+        return [slot.process.pid for slot in self._slots if slot.process is not None]
+
+
+def _describe(code: int) -> str:
+    """How a worker ended, as Popen reports it (negative: killed by that signal)."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 def _check_port_is_free(address: str) -> None:

@@ -271,20 +271,7 @@ async def test_workers_share_the_port_and_stop_together(fake):
     assert output.count("stopped") >= 2
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
-async def test_a_dying_worker_stops_the_rest_and_fails_loudly(fake, how):
-    """Even a worker that exits cleanly on its own leaves the port half-served."""
-    port = _free_port()
-    async with _serving(fake, port, "--workers", "2") as process:
-        seen = await _until_workers_started(process)
-        first, second = _worker_pids(seen)
-        os.kill(first, how)
-        code, output = await _exit_of(process)
-    output = seen + output
-    assert code == 1, output
-    assert "stopping the others" in output
-    with pytest.raises(ProcessLookupError):
-        os.kill(second, 0)
+# A worker that dies is replaced: tests/test_workers.py.
 
 
 def test_workers_refuse_a_port_already_in_use():

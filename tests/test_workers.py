@@ -1,0 +1,306 @@
+"""Worker supervision: `serve --workers N` replaces a worker that dies, keeps the
+others serving, and gives up only on a crash loop or a configuration error."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from bench import worker_kill
+from bench.worker_kill import LogEntry, Serve, free_port
+from service.restart_policy import RestartPolicy, Restarts
+from service.workers import _Supervisor
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from fake_upstream import FakeUpstream
+
+
+# -- when to restart (pure) -----------------------------------------------------------
+
+
+def test_a_worker_dying_young_again_and_again_waits_twice_as_long_each_time() -> None:
+    restarts = Restarts(RestartPolicy(crash_limit=100, crash_window=1.0))
+    delays = [restarts.after_death(0, now=10.0 * i, uptime=1.0) for i in range(10)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0]
+
+
+def test_a_worker_that_stayed_up_a_while_is_restarted_at_once_again() -> None:
+    restarts = Restarts(RestartPolicy(crash_limit=100, crash_window=1.0))
+    for i in range(4):
+        restarts.after_death(0, now=10.0 * i, uptime=1.0)
+    assert restarts.after_death(0, now=100.0, uptime=30.0) == 0.5
+    assert restarts.after_death(0, now=110.0, uptime=1.0) == 1.0
+
+
+def test_each_worker_slot_has_its_own_backoff() -> None:
+    restarts = Restarts(RestartPolicy(crash_limit=100, crash_window=1.0))
+    assert restarts.after_death(0, now=0.0, uptime=1.0) == 0.5
+    assert restarts.after_death(0, now=10.0, uptime=1.0) == 1.0
+    assert restarts.after_death(1, now=20.0, uptime=1.0) == 0.5
+
+
+def test_more_deaths_than_the_limit_within_the_window_is_a_crash_loop() -> None:
+    restarts = Restarts(RestartPolicy(crash_limit=3, crash_window=60.0))
+    # Deaths of any worker count together.
+    assert restarts.after_death(0, now=0.0, uptime=1.0) is not None
+    assert restarts.after_death(1, now=10.0, uptime=1.0) is not None
+    assert restarts.after_death(0, now=20.0, uptime=1.0) is not None
+    assert restarts.after_death(1, now=30.0, uptime=1.0) is None
+
+
+def test_deaths_older_than_the_window_are_forgotten() -> None:
+    restarts = Restarts(RestartPolicy(crash_limit=2, crash_window=60.0))
+    assert restarts.after_death(0, now=0.0, uptime=1.0) is not None
+    assert restarts.after_death(0, now=30.0, uptime=1.0) is not None
+    # The first death is 60 s old now: two in the window, not three.
+    assert restarts.after_death(0, now=60.0, uptime=1.0) is not None
+    assert restarts.recent_deaths() == 2
+    assert restarts.after_death(0, now=61.0, uptime=1.0) is None
+
+
+# -- the supervisor, with stand-in worker processes ------------------------------------
+
+
+def _supervise(start: Callable[[], subprocess.Popen[bytes]], policy: RestartPolicy) -> int:
+    """Run the supervisor of one worker in this (the main) thread; its exit code."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _Supervisor(start, policy, None).run(1, "127.0.0.1:1")
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def _process(code: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
+
+
+def test_a_worker_that_cannot_even_be_started_counts_as_a_death(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        if started:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        started.append(_process(3))
+        return started[-1]
+
+    caplog.set_level(logging.INFO, "service.workers")
+    code = _supervise(start, RestartPolicy(crash_limit=1, initial_backoff=0.01))
+    assert code == 1
+    pid = started[0].pid
+    died = (
+        f"worker {pid} exited with code 3; starting a replacement in 0.0 s "
+        "(1 of at most 1 deaths within 60 s)"
+    )
+    not_started = (
+        f"could not start a worker in place of {pid}: Resource temporarily unavailable: more "
+        "than 1 worker deaths within 60 s is a crash loop; stopping the other workers"
+    )
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned == [died, not_started]
+
+
+def test_a_worker_exiting_with_a_configuration_error_is_not_restarted() -> None:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        started.append(_process(2))
+        return started[-1]
+
+    assert _supervise(start, RestartPolicy(initial_backoff=0.01)) == 2
+    assert len(started) == 1
+
+
+# -- end to end: `serve --workers 2` --------------------------------------------------
+
+
+async def test_a_killed_worker_is_replaced_while_the_other_serves_its_streams_on(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """kill -9 of one of two workers under 100 streams: the parent keeps running,
+    the other worker's streams end OK, a new worker serves new calls, and every
+    call a client saw admitted has a ledger row."""
+    figures = await worker_kill.run(fake, tmp_path, streams=100)
+    print(figures.summary())  # the figures the issue's closing note quotes
+    report = "\n" + figures.summary()
+    assert figures.streams_started == 100, report
+    assert figures.parent_kept_running, report
+    assert figures.answered_while_restarting, report
+    # The kernel spread the 100 connections over both workers.
+    assert figures.ended_on_killed_worker > 0, report
+    assert figures.completed_ok > 0, report
+    assert figures.survivor_streams_failed == 0, report
+    assert not figures.other_outcomes, report
+    assert figures.completed_ok + figures.ended_on_killed_worker == 100, report
+    assert figures.replacement_pid not in (0, figures.killed_pid, figures.survivor_pid), report
+    assert figures.calls_served_by_replacement > 0, report
+    # The killed worker's live gauge files were marked dead.
+    assert figures.in_flight_after == 0, report
+    assert figures.tracebacks == 0, report
+    assert figures.parent_exit_code == 0, report
+    assert figures.calls_lost == 0, report
+    # The survivor's calls as they ended; the killed worker's reaped as LOST.
+    expected = {"OK": figures.completed_ok, "LOST": figures.ended_on_killed_worker}
+    assert figures.ledger_statuses == expected, report
+
+
+def _gateway_env(fake: FakeUpstream, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        **fake.environment(),
+        "LLMGATEWAY_DB": str(tmp_path / "state.db"),
+        **extra,
+    }
+
+
+def _started_in_place_of(entry: LogEntry) -> bool:
+    return entry.message.startswith("started worker ") and " in place of " in entry.message
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's reaping is left
+
+
+async def test_a_worker_that_exits_by_itself_is_replaced(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """Even a clean exit leaves the port half-served: the worker is replaced."""
+    address = f"127.0.0.1:{free_port()}"
+    env = _gateway_env(fake, tmp_path)
+    async with Serve.running(["--address", address, "--workers", "2"], env) as serve:
+        first, second = await serve.workers_started()
+        await serve.listening(first)
+        os.kill(first, signal.SIGTERM)  # not from the parent: it drains and exits 0
+        replacement = await serve.replacement_of(first)
+        await serve.listening(replacement)
+        assert serve.process.returncode is None
+        assert _alive(second)
+        await serve.access_line(await worker_kill._one_call(address))
+        serve.process.send_signal(signal.SIGTERM)
+        code = await serve.exit_code()
+    assert code == 0, serve.output()
+    died = [e.message for e in serve.entries if e.message.startswith(f"worker {first} ")]
+    expected = (
+        f"worker {first} exited with code 0; starting a replacement in 0.5 s "
+        "(1 of at most 5 deaths within 60 s)"
+    )
+    assert died == [expected]
+    assert serve.tracebacks() == 0
+
+
+async def _kill_replacements(serve: Serve, first: int, deaths: int) -> list[int]:
+    """Kill worker `first`, then each worker started in its place, `deaths` in all,
+    each as soon as the parent names it; the pids killed."""
+    killed = [first]
+    os.kill(first, signal.SIGKILL)
+    while len(killed) < deaths:
+        replacement = await serve.replacement_of(killed[-1])
+        os.kill(replacement, signal.SIGKILL)
+        killed.append(replacement)
+    return killed
+
+
+async def test_a_crash_loop_stops_the_gateway_with_an_error(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """Every replacement dies at once: after more deaths than the limit within the
+    window, the parent stops the healthy worker too (it drains) and exits 1."""
+    address = f"127.0.0.1:{free_port()}"
+    env = _gateway_env(fake, tmp_path, LLMGATEWAY_WORKER_CRASH_LIMIT="2")
+    async with Serve.running(["--address", address, "--workers", "2"], env) as serve:
+        first, second = await serve.workers_started()
+        await serve.listening(second)
+        killed = await _kill_replacements(serve, first, deaths=3)
+        code = await serve.exit_code()
+        await serve.until(lambda _: serve.ended, "the end of serve's output")
+    assert code == 1, serve.output()
+    messages = [e.message for e in serve.entries]
+    assert (
+        f"worker {killed[-1]} was killed by SIGKILL: more than 2 worker deaths within 60 s "
+        "is a crash loop; stopping the other workers"
+    ) in messages
+    # Two replacements, no third one.
+    assert sum(_started_in_place_of(e) for e in serve.entries) == 2
+    assert any(e.pid == second and e.message == "stopped" for e in serve.entries)
+    assert not _alive(second)
+    assert serve.tracebacks() == 0
+
+
+async def test_a_replacement_that_finds_the_configuration_broken_stops_the_gateway(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """A worker that exits with 2 (configuration error) would fail the same way
+    every time: the parent stops the others and exits 2, restarting nothing."""
+    config = tmp_path / "gateway.toml"
+    config.write_text("[server]\nshutdown_grace_seconds = 5\n")
+    address = f"127.0.0.1:{free_port()}"
+    env = _gateway_env(fake, tmp_path)
+    args = ["--address", address, "--workers", "2", "--config", str(config)]
+    async with Serve.running(args, env) as serve:
+        first, second = await serve.workers_started()
+        await serve.listening(first)
+        await serve.listening(second)
+        # The operator breaks the file; the running workers read it long ago.
+        config.write_text('[server]\nshutdown_grace_seconds = "soon"\n')
+        os.kill(first, signal.SIGKILL)
+        code = await serve.exit_code()
+        await serve.until(lambda _: serve.ended, "the end of serve's output")
+    assert code == 2, serve.output()
+    output = "\n".join(e.raw for e in serve.entries)
+    assert "llmgateway: configuration error: LLMGATEWAY_SHUTDOWN_GRACE" in output
+    assert "a configuration error (its message is above)" in output
+    assert sum(_started_in_place_of(e) for e in serve.entries) == 1
+    assert not _alive(second)
+    assert serve.tracebacks() == 0
+
+
+async def test_no_worker_is_restarted_once_the_operator_stops_the_gateway(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """SIGTERM while a dead worker waits out its backoff: nothing is started, the
+    others drain, and the stop that was asked for exits 0."""
+    address = f"127.0.0.1:{free_port()}"
+    env = _gateway_env(fake, tmp_path)
+    async with Serve.running(["--address", address, "--workers", "2"], env) as serve:
+        first, second = await serve.workers_started()
+        await serve.listening(second)
+        # Four quick deaths of one slot: the next start waits 4 s (0.5, 1, 2, 4).
+        killed = await _kill_replacements(serve, first, deaths=4)
+        await serve.line(
+            lambda e: (
+                e.message.startswith(f"worker {killed[-1]} ")
+                and "starting a replacement in 4.0 s" in e.message
+            ),
+            "the fourth restart scheduled",
+        )
+        serve.process.send_signal(signal.SIGTERM)
+        code = await serve.exit_code()
+        await serve.until(lambda _: serve.ended, "the end of serve's output")
+    assert code == 0, serve.output()
+    assert sum(_started_in_place_of(e) for e in serve.entries) == 3
+    assert any(e.pid == second and e.message == "stopped" for e in serve.entries)
+    assert serve.tracebacks() == 0
+
+
+@pytest.mark.parametrize("limit", ["0", "many"])
+def test_a_bad_crash_limit_is_a_configuration_error(limit: str) -> None:
+    from service.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="LLMGATEWAY_WORKER_CRASH_LIMIT"):
+        Settings.load({"LLMGATEWAY_WORKER_CRASH_LIMIT": limit})
