@@ -257,6 +257,9 @@ class Figures:
     ledger_statuses: Counter[str] = field(default_factory=Counter)
     calls_lost: int = 0
     in_flight_after: float = -1.0
+    # Calls the workers logged (all ended OK), and those the parent's metrics count.
+    access_lines: int = 0
+    requests_counted_ok: float = -1.0
     tracebacks: int = 0
     parent_exit_code: int | None = None
 
@@ -279,6 +282,8 @@ class Figures:
                 f"ledger rows:                  {self.ledger_rows} ({statuses or 'none'})",
                 f"calls lost:                   {self.calls_lost}",
                 f"in-flight gauge afterwards:   {self.in_flight_after:g}",
+                f"calls logged:                 {self.access_lines}",
+                f"calls counted OK by /metrics: {self.requests_counted_ok:g}",
                 f"tracebacks logged:            {self.tracebacks}",
                 f"parent exit code on SIGTERM:  {self.parent_exit_code}",
             ]
@@ -359,7 +364,8 @@ def _ledger(db: Path, request_ids: list[str]) -> dict[str, str]:
     return {str(rid): str(status) for rid, status in rows if rid in wanted}
 
 
-async def _metric_sum(port: int, name: str) -> float:
+async def _metric_sum(port: int, name: str, **labels: str) -> float:
+    """The sum of the parent's /metrics samples `name` with `labels`."""
     async with httpx.AsyncClient() as client:
         response = await client.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
     response.raise_for_status()
@@ -367,8 +373,19 @@ async def _metric_sum(port: int, name: str) -> float:
         sample.value
         for family in text_string_to_metric_families(response.text)
         for sample in family.samples
-        if sample.name == name
+        if sample.name == name and labels.items() <= sample.labels.items()
     )
+
+
+async def _requests_counted(port: int, expected: int) -> float:
+    """llmgateway_requests_total{status="OK"} once it reaches `expected` (calls are
+    counted as they close, just after replying), or after 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        counted = await _metric_sum(port, "llmgateway_requests_total", status="OK")
+        if counted >= expected or time.monotonic() >= deadline:
+            return counted
+        await asyncio.sleep(0.1)
 
 
 async def run(
@@ -452,6 +469,8 @@ async def run(
         figures.other_outcomes.update(o.status for o in outcomes if not o.admitted)
 
         figures.in_flight_after = await _metric_sum(metrics_port, "llmgateway_in_flight_requests")
+        figures.access_lines = len(served_by)
+        figures.requests_counted_ok = await _requests_counted(metrics_port, len(served_by))
 
         # The survivor completes its rows in batches; the killed worker's calls
         # stay IN_FLIGHT until their process is found dead and they are reaped.

@@ -146,8 +146,10 @@ async def test_a_killed_worker_is_replaced_while_the_other_serves_its_streams_on
     assert figures.completed_ok + figures.ended_on_killed_worker == 100, report
     assert figures.replacement_pid not in (0, figures.killed_pid, figures.survivor_pid), report
     assert figures.calls_served_by_replacement > 0, report
-    # The killed worker's live gauge files were marked dead.
+    # The killed worker's live gauge files were marked dead, and the parent's
+    # sum counts every call the survivor and the replacement served.
     assert figures.in_flight_after == 0, report
+    assert figures.requests_counted_ok == figures.access_lines, report
     assert figures.tracebacks == 0, report
     assert figures.parent_exit_code == 0, report
     assert figures.calls_lost == 0, report
