@@ -17,10 +17,11 @@ from llmgateway.v1 import completion_service_pb2 as pb
 from clients import AsyncCompletionClient, CompletionClient
 from clients.errors import InvalidRequestError
 from service.cli import main
+from service.observe import CallRecord
 from service.providers import openrouter
 from service.state.db import Database
 from service.state.keys import KeyStore
-from service.state.ledger import parse_since
+from service.state.ledger import Ledger, parse_since
 from service.state.schema import migrate
 from tests.conftest import rich_status, user
 from tests.test_keys import bearer, gateway
@@ -259,3 +260,35 @@ async def test_the_python_clients_read_usage(keyed, db_location):
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     assert [(r.group, r.calls) for r in by_day.rows] == [(today, 1)]
     assert [(r.group, r.calls) for r in by_model.rows] == [("zai/glm-4.7", 1)]
+
+
+async def test_admissions_arriving_together_share_a_transaction(db_location):
+    db = Database(db_location)
+    migrate(db)
+    transactions = 0
+    run = db.run
+
+    async def counting(work, **kwargs):
+        nonlocal transactions
+        transactions += 1
+        return await run(work, **kwargs)
+
+    db.run = counting  # type: ignore[method-assign]
+    ledger = Ledger(db, instance_id="me")
+    ledger.start()
+    records = [CallRecord(request_id=f"r{i}", method="Complete") for i in range(50)]
+    try:
+        await asyncio.gather(*(ledger.call_admitted(r, None) for r in records))
+        admitted = transactions
+        for record in records:
+            ledger.call_finished(record)
+        await ledger.flush()
+        assert await ledger.close()
+    finally:
+        db.close()
+    # Each admission waits for its row, but they are written together, and so
+    # are their completions.
+    assert admitted == 1
+    assert transactions == 2
+    assert {r["status"] for r in ledger_rows(db_location)} == {"OK"}
+    assert len(ledger_rows(db_location)) == 50

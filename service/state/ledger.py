@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Literal
 from service.state.db import StateUnavailableError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from service.observe import CallRecord
     from service.state.db import Database, Row, Tx
@@ -65,6 +65,9 @@ _COMPLETE = (
     "UPDATE usage_records SET "  # noqa: S608  # constants
     f"{', '.join(f'{c} = ?' for c in _FINISHED_COLUMNS)} WHERE request_id = ?"
 )
+# Admissions per INSERT statement: 20 values each stays under SQLite's
+# oldest limit of 999 parameters.
+_ROWS_PER_INSERT = 45
 # Where cost_usd sits among a finished call's fields.
 _COST_FIELD = _FINISHED_COLUMNS.index("cost_usd")
 
@@ -93,10 +96,12 @@ class _Admitted:
 
 @dataclass(slots=True)
 class _Finished:
-    """A call's completed row."""
+    """A call's completed row; written only once its admission's write is
+    over (`after`), so the completion never lands before the in-flight row."""
 
     request_id: str
     fields: list[object]
+    after: asyncio.Future[None] | None = None
 
 
 @dataclass(slots=True)
@@ -117,34 +122,149 @@ class _Barrier:
 _Op = _Admitted | _Finished | _CostFound | _Barrier
 
 
+class _Writer:
+    """One queue of ledger writes and the task that writes it, as many as have
+    queued up per transaction. `eager`: write as soon as something is queued
+    (admissions, which calls wait on); else every _FLUSH_EVERY seconds, or at
+    once for a flush or a full batch (completions)."""
+
+    def __init__(self, db: Database, write: Callable[..., None], *, eager: bool) -> None:
+        self.queue: list[_Op] = []
+        # The batch being written now.
+        self.batch: list[_Op] = []
+        self._db = db
+        self._write = write
+        self._eager = eager
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._give_up = 0.0
+        self.last_error: Exception | None = None
+        self._last_warning = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._write_forever())
+
+    def push(self, op: _Op, *, now: bool = False) -> None:
+        self.queue.append(op)
+        if now or self._eager or len(self.queue) >= _BATCH:
+            self._wakeup.set()
+
+    async def stop(self, give_up: float) -> None:
+        """Write what is queued, trying until `give_up` (loop time), then stop.
+        A write in progress is never abandoned: its transaction would commit unseen."""
+        self._give_up = give_up
+        self._stopping = True
+        self._wakeup.set()
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+        else:
+            await self._drain()
+
+    async def write_now(self) -> None:
+        """Write what is queued here and now (the writer is not running)."""
+        await self.write_queued()
+
+    async def _write_forever(self) -> None:
+        wait = _FLUSH_EVERY
+        while not self._stopping:
+            try:
+                async with asyncio.timeout(None if self._eager else wait):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            if self._stopping:
+                break
+            wait = _FLUSH_EVERY if await self.write_queued() else _RETRY_EVERY
+        await self._drain()
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.queue and loop.time() < self._give_up:
+            if await self.write_queued():
+                return
+            await asyncio.sleep(min(_RETRY_EVERY, max(0.0, self._give_up - loop.time())))
+
+    async def write_queued(self) -> bool:
+        """Write the queue, a batch per transaction; whether it went in (all of
+        it that was ready to go)."""
+        while self.queue:
+            ready = 0
+            for op in self.queue[:_BATCH]:
+                if isinstance(op, _Finished) and op.after is not None and not op.after.done():
+                    break
+                ready += 1
+            if not ready:
+                return True
+            batch, self.queue = self.queue[:ready], self.queue[ready:]
+            self.batch = batch
+            try:
+                writes = [op for op in batch if not isinstance(op, _Barrier)]
+                if writes:
+                    await self._db.run(functools.partial(self._write, ops=writes))
+            except BaseException as exc:
+                # Admissions fail now (their calls are refused), flushes learn
+                # of it; completed rows wait for the next try, in order.
+                self.queue[:0] = [op for op in batch if isinstance(op, _Finished | _CostFound)]
+                for op in batch:
+                    if isinstance(op, _Admitted | _Barrier) and not op.written.done():
+                        op.written.set_exception(_unavailable(exc))
+                if not isinstance(exc, Exception):
+                    raise
+                self.last_error = exc
+                self._warn(exc)
+                return False
+            finally:
+                self.batch = []
+            self.last_error = None
+            for op in batch:
+                if isinstance(op, _Admitted | _Barrier) and not op.written.done():
+                    op.written.set_result(None)
+        return True
+
+    def _warn(self, exc: Exception) -> None:
+        # At most every _WARN_EVERY seconds: a database down for long fails every write.
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_EVERY:
+            self._last_warning = now
+            logger.warning(
+                "writing the usage ledger failed (%d row(s) waiting); will retry: %s",
+                sum(isinstance(op, _Finished) for op in self.queue),
+                exc,
+            )
+
+
 class Ledger:
     """Records every call; a CallObserver."""
 
     def __init__(
         self, db: Database, instance_id: str | None = None, close_grace: float = 30.0
     ) -> None:
-        self._db = db
         # The gateway process (service/state/reaper.py) whose calls these are.
         self._instance_id = instance_id
         self._close_grace = close_grace
-        self._queue: list[_Op] = []
-        # Queued ops someone waits on (admissions, flushes): written at once.
-        self._waited = 0
-        self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        # The batch being written now.
-        self._batch: list[_Op] = []
-        self._stopping = False
+        # Two writers, so admissions (which calls wait on) never queue behind
+        # a batch of completions (which nobody waits on).
+        self._admissions = _Writer(db, _insert_admitted, eager=True)
+        self._completions = _Writer(
+            db, functools.partial(_write_finished, instance_id=instance_id), eager=False
+        )
+        # Request id -> its admission's write, while that is pending.
+        self._admitting: dict[str, asyncio.Future[None]] = {}
         self._closed = False
-        # When close() gives up (event-loop time).
-        self._give_up = 0.0
-        self._last_warning = 0.0
         self.dropped = 0
         self.unwritten_at_close = 0
 
     def start(self) -> None:
-        """Start the background writer (on the running event loop)."""
-        self._writer = asyncio.get_running_loop().create_task(self._write_forever())
+        """Start the background writers (on the running event loop)."""
+        self._admissions.start()
+        self._completions.start()
 
     def call_started(self, record: CallRecord) -> None:
         """Nothing: `call_admitted` records the start (and is awaited)."""
@@ -157,17 +277,14 @@ class Ledger:
         if self._closed:
             raise StateUnavailableError("the usage ledger is closed: the gateway is stopping")
         admitted = _Admitted(
-            (
-                record.request_id,
-                *_fields(record, IN_FLIGHT),
-                self._instance_id,
-                reservation_id,
-            ),
+            (record.request_id, *_fields(record, IN_FLIGHT), self._instance_id, reservation_id),
             asyncio.get_running_loop().create_future(),
         )
-        self._push(admitted, waited=True)
-        if self._writer is None:
-            await self._write_queued()
+        self._admitting[record.request_id] = admitted.written
+        admitted.written.add_done_callback(lambda _: self._admitting.pop(record.request_id, None))
+        self._admissions.push(admitted)
+        if not self._admissions.running:
+            await self._admissions.write_now()
         # Shielded: the future is the batch's, not this call's to cancel.
         await asyncio.shield(admitted.written)
 
@@ -184,141 +301,81 @@ class Ledger:
                 record.request_id,
             )
             return
-        self._push(_Finished(record.request_id, _fields(record, record.status)))
+        queue = self._completions.queue
+        if len(queue) >= _MAX_QUEUED:
+            for index, queued in enumerate(queue):
+                if isinstance(queued, _Finished | _CostFound):
+                    del queue[index]
+                    self.dropped += 1
+                    break
+        self._completions.push(
+            _Finished(
+                record.request_id,
+                _fields(record, record.status),
+                self._admitting.get(record.request_id),
+            )
+        )
 
     async def amend_cost(self, request_id: str, cost_usd: float) -> None:
         """Set the cost of a recorded call (found after the call ended)."""
-        for op in self._queue:
+        for op in self._completions.queue:
             if isinstance(op, _Finished) and op.request_id == request_id:
                 op.fields[_COST_FIELD] = cost_usd
                 return
         # Written, or being written: set it after that, in queue order.
-        self._push(_CostFound(request_id, cost_usd))
+        self._completions.push(_CostFound(request_id, cost_usd))
 
     async def flush(self) -> None:
         """Write every queued row now (raises if the database cannot take them)."""
-        if not self._queue and not self._batch and self._writer is not None:
-            return
-        barrier = _Barrier(asyncio.get_running_loop().create_future())
-        self._push(barrier, waited=True)
-        if self._writer is None:
-            # Not started (or closed): write here.
-            await self._write_queued()
-        await asyncio.shield(barrier.written)
+        waits = []
+        for writer in (self._admissions, self._completions):
+            if not writer.queue and not writer.batch and writer.running:
+                continue
+            barrier = _Barrier(asyncio.get_running_loop().create_future())
+            writer.push(barrier, now=True)
+            if not writer.running:
+                await writer.write_now()
+            waits.append(asyncio.shield(barrier.written))
+        await asyncio.gather(*waits)
 
     async def close(self) -> bool:
         """Write what is left, trying for up to the close grace, then stop;
-        whether every row was written. A write in progress is never abandoned
-        (its transaction would commit unseen); rows still unwritten at the end
-        are counted in the log."""
-        self._give_up = asyncio.get_running_loop().time() + self._close_grace
-        self._stopping = True
-        self._wakeup.set()
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            await writer
-        else:
-            await self._drain()
+        whether every row was written. Rows still unwritten at the end are
+        counted in the log."""
+        give_up = asyncio.get_running_loop().time() + self._close_grace
+        await self._admissions.stop(give_up)
+        await self._completions.stop(give_up)
         self._closed = True
-        unwritten = sum(isinstance(op, _Finished) for op in self._queue)
-        costs = sum(isinstance(op, _CostFound) for op in self._queue)
-        for op in self._queue:
+        left = [*self._admissions.queue, *self._completions.queue]
+        self._admissions.queue.clear()
+        self._completions.queue.clear()
+        for op in left:
             if isinstance(op, _Admitted | _Barrier) and not op.written.done():
                 op.written.set_exception(
                     StateUnavailableError("the usage ledger closed before writing it")
                 )
-        self._queue.clear()
+        unwritten = sum(isinstance(op, _Finished) for op in left)
+        costs = sum(isinstance(op, _CostFound) for op in left)
         if unwritten or costs:
             self.unwritten_at_close += unwritten
             logger.error(
                 "the usage ledger could not write %d row(s) (and %d cost update(s)) within "
-                "the shutdown grace of %.1f s: those calls stay IN_FLIGHT, to be reaped as "
-                "LOST, or are missing if they were refused before admission",
+                "the shutdown grace of %.1f s (%s): those calls stay IN_FLIGHT, to be reaped "
+                "as LOST, or are missing if they were refused before admission",
                 unwritten,
                 costs,
                 self._close_grace,
+                self._completions.last_error or "the database did not answer",
             )
         return not (unwritten or costs or self.unwritten_at_close)
 
     @property
     def pending(self) -> int:
-        """Rows (and cost updates) not yet written, the batch being written included."""
-        return len(self._queue) + len(self._batch)
-
-    def _push(self, op: _Op, *, waited: bool = False) -> None:
-        if len(self._queue) >= _MAX_QUEUED:
-            for index, queued in enumerate(self._queue):
-                if isinstance(queued, _Finished | _CostFound):
-                    del self._queue[index]
-                    self.dropped += 1
-                    break
-        self._queue.append(op)
-        if waited:
-            self._waited += 1
-        if waited or len(self._queue) >= _BATCH:
-            self._wakeup.set()
-
-    async def _write_forever(self) -> None:
-        wait = _FLUSH_EVERY
-        while not self._stopping:
-            if not self._waited:
-                try:
-                    async with asyncio.timeout(wait):
-                        await self._wakeup.wait()
-                except TimeoutError:
-                    pass
-            self._wakeup.clear()
-            if self._stopping:
-                break
-            wait = _FLUSH_EVERY if await self._write_queued() else _RETRY_EVERY
-        await self._drain()
-
-    async def _drain(self) -> None:
-        """At close: write until the queue is empty or the close grace has passed."""
-        loop = asyncio.get_running_loop()
-        while self._queue and not await self._write_queued():
-            if loop.time() + _RETRY_EVERY > self._give_up:
-                return
-            await asyncio.sleep(_RETRY_EVERY)
-
-    async def _write_queued(self) -> bool:
-        """Write the queue, a batch per transaction; whether it all went in."""
-        while self._queue:
-            batch, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
-            waited = [op for op in batch if isinstance(op, _Admitted | _Barrier)]
-            self._waited -= len(waited)
-            self._batch = batch
-            try:
-                await self._db.run(
-                    functools.partial(_write, ops=batch, instance_id=self._instance_id)
-                )
-            except BaseException as exc:
-                # Admissions fail now (their calls are refused); flushes learn of
-                # it; finished rows wait for the next try, in order.
-                self._queue[:0] = [op for op in batch if isinstance(op, _Finished | _CostFound)]
-                for op in waited:
-                    if not op.written.done():
-                        op.written.set_exception(_unavailable(exc))
-                if not isinstance(exc, Exception):
-                    raise
-                self._warn(exc)
-                return False
-            finally:
-                self._batch = []
-            for op in waited:
-                if not op.written.done():
-                    op.written.set_result(None)
-        return True
-
-    def _warn(self, exc: Exception) -> None:
-        now = time.monotonic()
-        if now - self._last_warning >= _WARN_EVERY:
-            self._last_warning = now
-            logger.warning(
-                "writing the usage ledger failed (%d row(s) waiting); will retry: %s",
-                sum(isinstance(op, _Finished) for op in self._queue),
-                exc,
-            )
+        """Rows (and cost updates) not yet written, those being written included."""
+        return sum(
+            len(writer.queue) + len(writer.batch)
+            for writer in (self._admissions, self._completions)
+        )
 
 
 def _unavailable(exc: BaseException) -> StateUnavailableError:
@@ -352,12 +409,25 @@ def _fields(r: CallRecord, status: str) -> list[object]:
     ]
 
 
-def _write(tx: Tx, ops: list[_Op], instance_id: str | None = None) -> None:
-    """One batch, in order: a call's IN_FLIGHT row comes before its completion."""
+@functools.lru_cache(maxsize=64)
+def _insert_rows(count: int) -> str:
+    """One INSERT of `count` rows (one statement, one round trip)."""
+    one = f"({', '.join('?' * len(_COLUMNS.split(',')))})"
+    return f"INSERT INTO usage_records ({_COLUMNS}) VALUES {', '.join([one] * count)}"  # noqa: S608  # constants
+
+
+def _insert_admitted(tx: Tx, ops: list[_Admitted]) -> None:
+    """In-flight rows, many to a statement (one round trip each)."""
+    rows = [op.row for op in ops]
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        tx.execute(_insert_rows(len(chunk)), [value for row in chunk for value in row])
+
+
+def _write_finished(tx: Tx, ops: Sequence[_Finished | _CostFound], instance_id: str | None) -> None:
+    """Completed rows and late costs, in order."""
     for op in ops:
-        if isinstance(op, _Admitted):
-            tx.execute(_INSERT, op.row)
-        elif isinstance(op, _Finished):
+        if isinstance(op, _Finished):
             if not tx.execute(_COMPLETE, (*op.fields, op.request_id)):
                 # Refused before admission (or its in-flight row never made it).
                 tx.execute(_INSERT, (op.request_id, *op.fields, instance_id, None))
