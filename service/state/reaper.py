@@ -255,12 +255,19 @@ class InstanceLease:
 
 
 def _log_reaped(reaped: Reaped, when: str) -> None:
-    if reaped.calls or reaped.instances:
+    suffix = f" ({when})" if when else ""
+    if reaped.calls:
         logger.warning(
-            "reaped %d gateway instance(s) that stopped without finishing%s: %d call(s) "
-            "marked LOST, %d reservation(s) settled at their estimate",
-            reaped.instances,
-            f" ({when})" if when else "",
+            "marked %d call(s) LOST that gateway processes which stopped without finishing "
+            "them left in flight%s; %d reservation(s) settled at their estimate, as the "
+            "upstream may bill those calls",
             reaped.calls,
+            suffix,
             reaped.reservations,
+        )
+    if reaped.instances:
+        logger.info(
+            "forgot %d gateway process(es) whose lease lapsed or whose process is gone%s",
+            reaped.instances,
+            suffix,
         )
