@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.config import ConfigError, Settings
+from service.logs import escape_text
 
 if TYPE_CHECKING:
     import argparse
@@ -245,6 +246,9 @@ def _when(epoch: float) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
-    for line in [header, *rows]:
+    # Cells can hold what a caller sent (the model a refused call named):
+    # escaped as in text logs, so none can restyle or rewrite the terminal.
+    lines = [[escape_text(str(cell)) for cell in line] for line in [header, *rows]]
+    widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
+    for line in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))

@@ -20,7 +20,7 @@ import pytest
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
-from service import logs
+from service import admin_cli, logs
 from service.config import ConfigError, Settings
 from service.server import start_gateway
 from service.state.db import Database
@@ -501,3 +501,11 @@ async def test_log_records_per_refused_call_are_bounded(
     first = next(e for e in during if e["logger"] == logs.ACCESS_LOGGER)
     assert first["status"] == "UNAUTHENTICATED"
     assert first["suppressed"] == 0
+
+
+def test_usage_tables_escape_what_callers_sent(capsys: pytest.CaptureFixture[str]) -> None:
+    admin_cli._table(["model", "calls"], [[HOSTILE_MODEL, "3"], ["zai/glm-4.7", "12"]])
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed
+    assert "\u202e" not in printed
+    assert len(printed.splitlines()) == 3  # the header and one line per row
