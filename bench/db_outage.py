@@ -3,8 +3,9 @@
 Starts a throwaway PostgreSQL server (tests/postgres.py), the fake upstream
 and a gateway on that database, issues a key with a budget (so every call
 reserves and settles), and sends streaming calls at a steady rate. A quarter
-of the way in, PostgreSQL restarts (`pg_ctl restart -m fast`: sessions are
-ended by the administrator, then connections are refused until it is back).
+of the way in, PostgreSQL restarts: `pg_ctl stop -m fast` (sessions are
+ended by the administrator), `--down` seconds during which connections are
+refused, then `pg_ctl start`.
 Prints how the calls ended by status and reason (INTERNAL must be 0), the
 tracebacks and warnings the gateway logged, and whether every reservation
 was settled to what its call used once the database was back. Exits non-zero
@@ -76,7 +77,9 @@ class _Counting(logging.Handler):
         self._outcome.warnings.append(f"{record.levelname} {record.getMessage()}")
 
 
-async def measure(server: PostgresServer, *, calls: int, rate: float, db_timeout: float) -> Outcome:
+async def measure(
+    server: PostgresServer, *, calls: int, rate: float, down: float, db_timeout: float
+) -> Outcome:
     """Send `calls` streaming calls at `rate` a second, restarting PostgreSQL
     a quarter of the way in; how they ended."""
     outcome = Outcome()
@@ -102,7 +105,7 @@ async def measure(server: PostgresServer, *, calls: int, rate: float, db_timeout
             try:
                 async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
                     stub = pb_grpc.CompletionServiceStub(channel)
-                    await _run_calls(stub, key, server, outcome, calls=calls, rate=rate)
+                    await _run_calls(stub, key, server, outcome, calls=calls, rate=rate, down=down)
                 assert gateway.state is not None  # noqa: S101  # started with a database
                 limiter = gateway.state.limiter
                 await gateway.calls.aclose()  # calls' own settlements, first try
@@ -126,6 +129,7 @@ async def _run_calls(
     *,
     calls: int,
     rate: float,
+    down: float,
 ) -> None:
     started = time.monotonic()
 
@@ -149,6 +153,7 @@ async def _run_calls(
     async def restart() -> None:
         await asyncio.sleep(calls / rate / 4)
         await asyncio.to_thread(server.stop, "fast")
+        await asyncio.sleep(down)
         await asyncio.to_thread(server.start)
 
     await asyncio.gather(restart(), *(one(i) for i in range(calls)))
@@ -189,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.db_outage", description=__doc__)
     parser.add_argument("--calls", type=int, default=1024)
     parser.add_argument("--rate", type=float, default=256.0, help="calls started per second")
+    parser.add_argument("--down", type=float, default=1.0, help="seconds PostgreSQL stays down")
     parser.add_argument("--db-timeout", type=float, default=5.0, help="LLMGATEWAY_DB_TIMEOUT")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -197,9 +203,18 @@ def main(argv: list[str] | None = None) -> int:
             print("PostgreSQL is not installed here", file=sys.stderr)
             return 2
         outcome = asyncio.run(
-            measure(server, calls=args.calls, rate=args.rate, db_timeout=args.db_timeout)
+            measure(
+                server,
+                calls=args.calls,
+                rate=args.rate,
+                down=args.down,
+                db_timeout=args.db_timeout,
+            )
         )
-    print(f"\n{args.calls} streaming calls at {args.rate:g}/s across a PostgreSQL restart")
+    print(
+        f"\n{args.calls} streaming calls at {args.rate:g}/s across a PostgreSQL restart "
+        f"(down {args.down:g} s)"
+    )
     for status, count in sorted(outcome.statuses.items(), key=lambda item: -item[1]):
         print(f"  {status:<45} {count:>5}")
     print(f"  {'INTERNAL (must be 0)':<45} {outcome.internal:>5}")

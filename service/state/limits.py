@@ -155,9 +155,8 @@ class Limiter:
         while self._unsettled:
             # Jittered, so workers do not all come back at the same instant.
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311  # not crypto
-            waited = len(self._unsettled)
             try:
-                await self._write_unsettled()
+                written = await self._write_unsettled()
             except StateUnavailableError:
                 delay = min(2 * delay, _RETRY_MAX)
                 continue
@@ -166,10 +165,12 @@ class Limiter:
                 logger.exception("writing settlements failed")
                 delay = _RETRY_MAX
                 continue
-            logger.info("wrote %d settlements that waited for the state database", waited)
+            logger.info("wrote %d settlements that waited for the state database", written)
             delay = _RETRY_FIRST
 
-    async def _write_unsettled(self) -> None:
+    async def _write_unsettled(self) -> int:
+        """Write the waiting settlements (those that arrive meanwhile too); how many."""
+        written = 0
         while self._unsettled:
             batch = list(itertools.islice(self._unsettled.items(), _RETRY_BATCH))
             rows = [(reservation_id, *settled) for reservation_id, settled in batch]
@@ -178,6 +179,8 @@ class Limiter:
                 # A newer settlement of the same reservation (a release) stays.
                 if self._unsettled.get(reservation_id) == settled:
                     del self._unsettled[reservation_id]
+            written += len(batch)
+        return written
 
     async def _prune(self) -> None:
         """Forget reservations that serve no limit any more (off the call's
