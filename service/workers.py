@@ -5,12 +5,13 @@ parent starts N `llmgateway serve --workers 1 --reuse-port` children on the
 same address and lets the kernel spread connections among them. It
 supervises them as gunicorn's arbiter or systemd would: a worker that dies is
 logged and replaced after a backoff (service/restart_policy.py) while the
-others keep serving their calls; a crash loop, or a worker that exits with
-code 2 (a configuration error: its replacement would fail the same way),
-stops them all and exits non-zero. SIGTERM/SIGINT are forwarded so each
-worker drains; nothing is restarted after that. With a metrics address the
-parent serves /metrics, summed over the workers (service/metrics.py), and
-marks each dead worker's live gauges dead.
+others keep serving their calls. A crash loop stops them all and exits 1, or
+2 when its last death was a configuration error (exit code 2); a worker of
+the first start that exits 2 stops them all at once with 2, as one worker
+would. SIGTERM/SIGINT are forwarded so each worker drains; nothing is
+restarted after that. With a metrics address the parent serves /metrics,
+summed over the workers (service/metrics.py), and marks each dead worker's
+live gauges dead.
 """
 
 from __future__ import annotations
@@ -193,18 +194,22 @@ class _Supervisor:
             return
         death = f"worker {pid} {_describe(code)}"
         if code == _CONFIG_ERROR_EXIT:
-            logger.error(
-                "%s, a configuration error (its message is above); a replacement would fail "
-                "the same way: stopping the other workers",
-                death,
-            )
-            self._give_up(_CONFIG_ERROR_EXIT)
-            return
-        self._schedule(slot, death, pid, now)
+            death += ", a configuration error (its message is above)"
+            if slot.replaces is None:
+                # At start-up, as with one worker: the configuration is wrong.
+                logger.error("%s: stopping the other workers", death)
+                self._give_up(_CONFIG_ERROR_EXIT)
+                return
+            # A replacement that finds the configuration wrong is retried like
+            # any death (what it needs, the database say, may be back soon),
+            # and ends the gateway with code 2 once that is a crash loop.
+        self._schedule(slot, death, pid, now, code)
 
-    def _schedule(self, slot: _Slot, death: str, replaces: int | None, now: float) -> None:
-        """Plan the restart of `slot`, whose worker just died (`death` says how),
-        unless that makes a crash loop."""
+    def _schedule(
+        self, slot: _Slot, death: str, replaces: int | None, now: float, code: int = 1
+    ) -> None:
+        """Plan the restart of `slot`, whose worker just died (`death` says how,
+        `code` is its exit code), unless that makes a crash loop."""
         delay = self._restarts.after_death(slot.index, now, now - slot.started)
         policy = self._restarts.policy
         if delay is None:
@@ -215,7 +220,7 @@ class _Supervisor:
                 policy.crash_limit,
                 policy.crash_window,
             )
-            self._give_up(1)
+            self._give_up(_CONFIG_ERROR_EXIT if code == _CONFIG_ERROR_EXIT else 1)
             return
         logger.warning(
             "%s; starting a replacement in %.1f s (%d of at most %d deaths within %.0f s)",

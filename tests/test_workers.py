@@ -244,30 +244,62 @@ async def test_a_crash_loop_stops_the_gateway_with_an_error(
     assert serve.tracebacks() == 0
 
 
-async def test_a_replacement_that_finds_the_configuration_broken_stops_the_gateway(
+async def test_a_worker_that_finds_the_configuration_wrong_at_start_up_stops_the_gateway(
     fake: FakeUpstream, tmp_path: Path
 ) -> None:
-    """A worker that exits with 2 (configuration error) would fail the same way
-    every time: the parent stops the others and exits 2, restarting nothing."""
+    """Exit code 2 from a worker of the first start (here: a database path it
+    cannot create) is what one worker would exit with: no restarts, code 2."""
+    address = f"127.0.0.1:{free_port()}"
+    env = _gateway_env(fake, tmp_path, LLMGATEWAY_DB="/dev/null/state.db")
+    async with Serve.running(["--address", address, "--workers", "2"], env) as serve:
+        code = await serve.exit_code()
+        await serve.until(lambda _: serve.ended, "the end of serve's output")
+    assert code == 2, serve.output()
+    output = "\n".join(e.raw for e in serve.entries)
+    assert "llmgateway: configuration error: cannot create the directory for --db" in output
+    assert "exited with code 2, a configuration error (its message is above): stopping" in output
+    assert not any(_started_in_place_of(e) for e in serve.entries)
+    assert not any(_alive(pid) for pid in serve.worker_pids())
+    assert serve.tracebacks() == 0
+
+
+async def test_a_replacement_that_finds_the_configuration_broken_ends_in_code_2(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """The operator broke the file after start-up and a worker died: each
+    replacement exits 2. They are retried with backoff while the other worker
+    serves on (what they need may come back), and the crash loop ends the
+    gateway with code 2."""
     config = tmp_path / "gateway.toml"
     config.write_text("[server]\nshutdown_grace_seconds = 5\n")
     address = f"127.0.0.1:{free_port()}"
-    env = _gateway_env(fake, tmp_path)
+    env = _gateway_env(fake, tmp_path, LLMGATEWAY_WORKER_CRASH_LIMIT="2")
     args = ["--address", address, "--workers", "2", "--config", str(config)]
     async with Serve.running(args, env) as serve:
         first, second = await serve.workers_started()
         await serve.listening(first)
         await serve.listening(second)
-        # The operator breaks the file; the running workers read it long ago.
+        # The running workers read the file long ago.
         config.write_text('[server]\nshutdown_grace_seconds = "soon"\n')
         os.kill(first, signal.SIGKILL)
+        replacement = await serve.replacement_of(first)
+        await serve.line(
+            lambda e: e.message.startswith(f"worker {replacement} exited with code 2"),
+            "the replacement's configuration error",
+        )
+        served = await serve.access_line(await worker_kill._one_call(address))
+        assert served.pid == second
         code = await serve.exit_code()
         await serve.until(lambda _: serve.ended, "the end of serve's output")
     assert code == 2, serve.output()
     output = "\n".join(e.raw for e in serve.entries)
     assert "llmgateway: configuration error: LLMGATEWAY_SHUTDOWN_GRACE" in output
-    assert "a configuration error (its message is above)" in output
-    assert sum(_started_in_place_of(e) for e in serve.entries) == 1
+    assert (
+        "exited with code 2, a configuration error (its message is above): more than 2 "
+        "worker deaths within 60 s is a crash loop; stopping the other workers"
+    ) in output
+    assert sum(_started_in_place_of(e) for e in serve.entries) == 2
+    assert any(e.pid == second and e.message == "stopped" for e in serve.entries)
     assert not _alive(second)
     assert serve.tracebacks() == 0
 
