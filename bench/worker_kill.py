@@ -339,14 +339,14 @@ async def _calls_reach(serve: Serve, address: str, pid: int) -> int:
     """New connections, one unary call each, until worker `pid` has served one (at
     most 60: the kernel picks the listener by a hash); the calls it served."""
     for _ in range(60):
-        await serve.access_line(await _one_call(address))
+        await serve.access_line(await one_call(address))
         served = sum(1 for p in serve.served_by().values() if p == pid)
         if served:
             return served
     return 0
 
 
-async def _one_call(address: str) -> str:
+async def one_call(address: str) -> str:
     """A unary call on a new connection; its request id."""
     async with grpc.aio.insecure_channel(address, options=OWN_CONNECTION) as channel:
         call = pb_grpc.CompletionServiceStub(channel).Complete(

@@ -85,7 +85,7 @@ def run_workers(
         logger.info("metrics of all workers at http://%s/metrics", metrics.display_address)
     try:
         start = _starter(address, config, log_level, log_format, metrics)
-        supervisor = _Supervisor(start, restart_policy or RestartPolicy(), metrics)
+        supervisor = Supervisor(start, restart_policy or RestartPolicy(), metrics)
         return supervisor.run(workers, address)
     finally:
         if metrics is not None:
@@ -136,7 +136,7 @@ class _Slot:
     restart_at: float | None = None
 
 
-class _Supervisor:
+class Supervisor:
     """Keeps N workers running until the operator stops them or they crash-loop."""
 
     def __init__(

@@ -17,7 +17,7 @@ import pytest
 from bench import worker_kill
 from bench.worker_kill import LogEntry, Serve, free_port
 from service.restart_policy import RestartPolicy, Restarts
-from service.workers import _Supervisor
+from service.workers import Supervisor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -75,7 +75,7 @@ def _supervise(start: Callable[[], subprocess.Popen[bytes]], policy: RestartPoli
     """Run the supervisor of one worker in this (the main) thread; its exit code."""
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _Supervisor(start, policy, None).run(1, "127.0.0.1:1")
+        return Supervisor(start, policy, None).run(1, "127.0.0.1:1")
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
@@ -193,7 +193,7 @@ async def test_a_worker_that_exits_by_itself_is_replaced(
         await serve.listening(replacement)
         assert serve.process.returncode is None
         assert _alive(second)
-        await serve.access_line(await worker_kill._one_call(address))
+        await serve.access_line(await worker_kill.one_call(address))
         serve.process.send_signal(signal.SIGTERM)
         code = await serve.exit_code()
     assert code == 0, serve.output()
@@ -287,7 +287,7 @@ async def test_a_replacement_that_finds_the_configuration_broken_ends_in_code_2(
             lambda e: e.message.startswith(f"worker {replacement} exited with code 2"),
             "the replacement's configuration error",
         )
-        served = await serve.access_line(await worker_kill._one_call(address))
+        served = await serve.access_line(await worker_kill.one_call(address))
         assert served.pid == second
         code = await serve.exit_code()
         await serve.until(lambda _: serve.ended, "the end of serve's output")
