@@ -280,6 +280,42 @@ async def test_a_genuine_sql_error_is_not_called_unavailable(db_location):
         db.close()
 
 
+async def test_a_slow_statement_is_cut_at_the_timeout_unless_given_longer(pg_location):
+    db = Database(pg_location, timeout=0.3)
+    try:
+        async with asyncio.timeout(LIVENESS_BOUND):
+            with pytest.raises(StateUnavailableError):
+                await db.run(lambda tx: tx.fetchall("SELECT 1 FROM pg_sleep(30)"))
+        # The statement was cancelled, the connection kept.
+        assert await db.run(lambda tx: tx.fetchall("SELECT 1")) == [(1,)]
+        slow = await db.run(lambda tx: tx.fetchall("SELECT 7 FROM pg_sleep(0.6)"), within=10)
+        assert slow == [(7,)]
+    finally:
+        db.close()
+
+
+async def test_a_lock_held_elsewhere_refuses_within_the_timeout(pg_location):
+    import psycopg
+
+    db = Database(pg_location, timeout=DB_TIMEOUT)
+    try:
+        migrate(db)
+        record, _ = KeyStore(db).create("contended", rpm=100)
+        limiter = Limiter(db)
+        with psycopg.connect(pg_location, autocommit=True) as holder:
+            # Another process (or replica) in a reservation of this key that hangs.
+            holder.execute(
+                "SELECT pg_advisory_lock(hashtext(%s))", (f"llmgateway-key-{record.id}",)
+            )
+            async with asyncio.timeout(LIVENESS_BOUND):
+                with pytest.raises(StateUnavailableError):
+                    await limiter.reserve(record, tokens=10, cost_usd=0.0)
+        assert (await limiter.reserve(record, tokens=10, cost_usd=0.0)).tokens == 10
+        await limiter.close()
+    finally:
+        db.close()
+
+
 @contextlib.contextmanager
 def write_locked(location: str) -> Iterator[None]:
     holder = sqlite3.connect(location, isolation_level=None)

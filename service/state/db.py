@@ -230,6 +230,17 @@ def _use_wal(connection: sqlite3.Connection, seconds: float) -> None:
         time.sleep(0.05)
 
 
+@functools.lru_cache(maxsize=16)
+def _postgres_begin(seconds: float | None) -> str:
+    """BEGIN, bounding statements and lock waits when `seconds` is given (per
+    transaction: SET LOCAL works through connection poolers, unlike start-up
+    options). One round trip."""
+    if seconds is None:
+        return "BEGIN"
+    millis = max(1, math.ceil(seconds * 1000))
+    return f"BEGIN; SET LOCAL statement_timeout = {millis}; SET LOCAL lock_timeout = {millis}"
+
+
 @functools.lru_cache(maxsize=256)
 def _postgres_sql(sql: str) -> str:
     return sql.replace("?", "%s")
@@ -263,12 +274,6 @@ class Database:
         self._local = threading.local()
         self._sessions: list[_Session] = []
         self._guard = threading.Lock()
-        # Bounded statements and lock waits, per transaction (SET LOCAL works
-        # through connection poolers too, unlike start-up options).
-        millis = max(1, math.ceil(timeout * 1000))
-        self._bounded_begin = (
-            f"BEGIN; SET LOCAL statement_timeout = {millis}; SET LOCAL lock_timeout = {millis}"
-        )
         if self.dialect == "sqlite":
             try:
                 Path(location).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -300,6 +305,7 @@ class Database:
         work: Callable[[Tx], T],
         *,
         write: bool = True,
+        within: float | None = None,
         if_late: Callable[[T], None] | None = None,
     ) -> T:
         """`work` in one transaction on a database thread: committed if it
@@ -307,11 +313,16 @@ class Database:
         reads: on SQLite it then takes no write lock, so reads never queue
         behind (or hold up) reservations and ledger writes. Raises
         StateUnavailableError when the database cannot answer within the
-        timeout; `if_late` hears of a result committed after that all the same
-        (only when a database thread ignored being interrupted)."""
+        timeout (or `within` seconds, for work known to take longer, such as
+        aggregating a long ledger); `if_late` hears of a result committed after
+        that all the same (only when a database thread ignored being
+        interrupted)."""
+        seconds = within or self.timeout
         try:
             result = await self._threads.run(
-                functools.partial(self._job, work, write), if_late=if_late
+                functools.partial(self._job, work, write, seconds),
+                within=seconds,
+                if_late=if_late,
             )
         except StateUnavailableError as exc:
             self._availability.failed(str(exc))
@@ -329,7 +340,7 @@ class Database:
             with self._guard:
                 self._sessions.append(session)
         try:
-            return self._transaction(session, work, write=write, job=None)
+            return self._transaction(session, work, write=write, job=None, seconds=None)
         except StateUnavailableError as exc:
             raise StateUnavailableError(f"the state database {self.display}: {exc}") from None
 
@@ -341,16 +352,31 @@ class Database:
         for session in sessions:
             session.discard()
 
-    def _job(self, work: Callable[[Tx], T], write: bool, session: _Session, job: Job[T]) -> T:
-        return self._transaction(session, work, write=write, job=job)
+    def _job(
+        self,
+        work: Callable[[Tx], T],
+        write: bool,
+        seconds: float,
+        session: _Session,
+        job: Job[T],
+    ) -> T:
+        return self._transaction(session, work, write=write, job=job, seconds=seconds)
 
     def _transaction(
-        self, session: _Session, work: Callable[[Tx], T], *, write: bool, job: Job[T] | None
+        self,
+        session: _Session,
+        work: Callable[[Tx], T],
+        *,
+        write: bool,
+        job: Job[T] | None,
+        seconds: float | None,
     ) -> T:
+        """`seconds`: the bound on statements and lock waits; None (with no
+        job: the command line, start-up) leaves them to the database."""
         try:
             if self.dialect == "sqlite":
                 return self._sqlite_transaction(session, work, write=write, job=job)
-            return self._postgres_transaction(session, work, job=job)
+            return self._postgres_transaction(session, work, job=job, seconds=seconds)
         except (AbandonedError, StateUnavailableError):
             raise
         except Exception as exc:
@@ -405,7 +431,12 @@ class Database:
         return connection
 
     def _postgres_transaction(
-        self, session: _Session, work: Callable[[Tx], T], *, job: Job[T] | None
+        self,
+        session: _Session,
+        work: Callable[[Tx], T],
+        *,
+        job: Job[T] | None,
+        seconds: float | None,
     ) -> T:
         for attempt in range(2):
             fresh = session.connection is None
@@ -414,7 +445,7 @@ class Database:
             if job is not None:
                 job.begin(session.interrupt)
             try:
-                return self._postgres_attempt(session, work, bounded=job is not None)
+                return self._postgres_attempt(session, work, seconds=seconds)
             except _StaleConnectionError as stale:
                 session.discard()
                 if fresh or attempt:
@@ -423,13 +454,15 @@ class Database:
                     job.pause()  # nothing was done: abandoning it is safe again
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _postgres_attempt(self, session: _Session, work: Callable[[Tx], T], *, bounded: bool) -> T:
+    def _postgres_attempt(
+        self, session: _Session, work: Callable[[Tx], T], *, seconds: float | None
+    ) -> T:
         import psycopg
 
         connection = session.connection
         with connection.cursor() as cursor:
             try:
-                cursor.execute(self._bounded_begin if bounded else "BEGIN")
+                cursor.execute(_postgres_begin(seconds))
             except psycopg.OperationalError as exc:
                 if session.broken():
                     raise _StaleConnectionError(exc) from exc

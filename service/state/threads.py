@@ -153,11 +153,13 @@ class WorkThreads(Generic[S]):
         self,
         work: Callable[[S, Job[T]], T],
         *,
+        within: float | None = None,
         if_late: Callable[[T], None] | None = None,
     ) -> T:
         """`work(session, job)` on a thread; its result, or its exception.
-        StateUnavailableError when it cannot be done within the timeout (see
-        the module's docstring for what happens to it then)."""
+        StateUnavailableError when it cannot be done within the timeout (or
+        `within` seconds; see the module's docstring for what happens to it
+        then)."""
         if self._closed:
             raise StateUnavailableError("the state database is closed")
         job: Job[T] = Job(asyncio.get_running_loop())
@@ -168,14 +170,14 @@ class WorkThreads(Generic[S]):
             msg = f"{self._max_pending} units of work already wait for a database thread"
             raise StateUnavailableError(msg) from None
         try:
-            return await self._outcome(job, if_late)
+            return await self._outcome(job, within or self.timeout, if_late)
         except asyncio.CancelledError:
             # The caller left: work not begun is skipped, work running finishes.
             job.abandon()
             raise
 
-    async def _outcome(self, job: Job[T], if_late: Callable[[T], None] | None) -> T:
-        timeout = self.timeout
+    async def _outcome(self, job: Job[T], seconds: float, if_late: Callable[[T], None] | None) -> T:
+        timeout = seconds
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(job.future)
