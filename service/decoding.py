@@ -12,9 +12,8 @@ The refusal is counted (metric), logged at most once per `LOG_INTERVAL`
 seconds with how many were refused meanwhile, and costs no traceback. Such
 a request never became a call: no request id, access line or ledger row.
 
-The behaviours keep gRPC's fast paths: a unary response is awaited, a
-response stream is written with `context.write`, exactly what grpc.aio does
-with an async generator itself.
+The wrappers cost a call well under a microsecond of its ~0.4 ms (unary)
+or ~4 ms (50-event stream) of server CPU: `python -m bench.decode_overhead`.
 """
 
 from __future__ import annotations
@@ -227,11 +226,24 @@ def _rebuild(
                 return await behaviour(request, context)
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, decode, serialize)
+        if inspect.iscoroutinefunction(behaviour):  # it writes its own answers (health's Watch)
 
-        async def unary_stream(request: object, context: _Context) -> None:
+            async def unary_writer(request: object, context: _Context) -> None:
+                if request.__class__ is Undecodable:
+                    await refuse(context, request)
+                await behaviour(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(unary_writer, decode, serialize)
+
+        async def unary_stream(request: object, context: _Context) -> AsyncIterator[object]:
             if request.__class__ is Undecodable:
                 await refuse(context, request)
-            await _write_all(behaviour, request, context)
+            # Yielding on (measured as cheap as grpc.aio iterating the behaviour
+            # itself; context.write from a coroutine cost ~12% more server CPU
+            # per stream). aclosing: a cancelled call closes it now, not at collection.
+            async with contextlib.aclosing(behaviour(request, context)) as responses:
+                async for response in responses:
+                    yield response
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, decode, serialize)
 
@@ -251,22 +263,21 @@ def _rebuild(
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, decode, serialize)
 
-    async def stream_stream(requests: AsyncIterator[object], context: _Context) -> None:
-        await _write_all(behaviour, checked(requests, context), context)
+    if inspect.iscoroutinefunction(behaviour):
+
+        async def stream_writer(requests: AsyncIterator[object], context: _Context) -> None:
+            await behaviour(checked(requests, context), context)
+
+        return grpc.stream_stream_rpc_method_handler(stream_writer, decode, serialize)
+
+    async def stream_stream(
+        requests: AsyncIterator[object], context: _Context
+    ) -> AsyncIterator[object]:
+        async with contextlib.aclosing(behaviour(checked(requests, context), context)) as responses:
+            async for response in responses:
+                yield response
 
     return grpc.stream_stream_rpc_method_handler(stream_stream, decode, serialize)
-
-
-async def _write_all(behaviour: Any, request: object, context: _Context) -> None:
-    """Run a streaming behaviour: an async generator's messages are written as
-    grpc.aio would write them; a coroutine writes its own."""
-    if inspect.iscoroutinefunction(behaviour):
-        await behaviour(request, context)
-        return
-    # aclosing: a cancelled call closes the generator now, not at collection.
-    async with contextlib.aclosing(behaviour(request, context)) as responses:
-        async for response in responses:
-            await context.write(response)
 
 
 def _check_async(behaviour: object) -> None:
