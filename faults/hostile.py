@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 # Small, so the oversized cases stay cheap; gRPC's own ceiling sits 1 MiB above.
 MAX_REQUEST_BYTES = 64 * 1024
 CALL_TIMEOUT = 10.0
-# Half of gRPC C core's 8 KiB soft limit on a client's received metadata.
+# gRPC C core clients refuse a random share of trailers past 8 KiB (their soft limit).
 TRAILER_LIMIT = 8 * 1024
 _COMPLETION = "/llmgateway.v1.CompletionService/"
 _NEVER = ("UNKNOWN", "INTERNAL")
