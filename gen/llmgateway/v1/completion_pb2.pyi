@@ -783,7 +783,8 @@ class OpenRouterOptions(_message.Message):
         """Optional. Fallback models in priority order, as OpenRouter slugs
         ("openai/gpt-4o-mini", or "openrouter/openai/gpt-4o-mini"). OpenRouter
         tries them when the primary model fails; the response's `model` says
-        which one served. At most 8. Default: none.
+        which one served. At most 8, each following the rule of the request's
+        `model`. Default: none.
         """
 
     @_builtins.property
@@ -835,7 +836,8 @@ class ProviderPreferences(_message.Message):
     @_builtins.property
     def order(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Optional. Provider slugs to try first, in order ("anthropic").
-        At most 32. Default: OpenRouter's load balancing.
+        At most 32, each 1 to 64 characters with no control or format characters
+        and no leading or trailing spaces. Default: OpenRouter's load balancing.
         """
 
     @_builtins.property

@@ -148,11 +148,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     queue without bound. A RetryInfo suggests a delay.
     """
     ERROR_REASON_UPSTREAM_CIRCUIT_OPEN: _ErrorReason.ValueType  # 22
-    """UNAVAILABLE: the provider (or Z.AI endpoint) failed repeatedly just now,
-    so the gateway's circuit breaker skips it for a cool-down instead of
-    adding load; no upstream request was made. A RetryInfo says when the
-    gateway will try the provider again. Aliases with a fallback chain move
-    on to their next target instead.
+    """UNAVAILABLE: this model (on this provider or Z.AI endpoint) is failing
+    just now, so the gateway's circuit breaker skipped it without a request.
+    A RetryInfo says when the gateway will try the model again. Aliases with
+    a fallback chain move on to their next target instead, and a call with
+    no other target is refused only while the model answers almost nothing.
     """
     ERROR_REASON_UNAUTHENTICATED: _ErrorReason.ValueType  # 23
     """UNAUTHENTICATED: the gateway has caller keys and the call carried none,
@@ -284,11 +284,11 @@ it allows (LLMGATEWAY_MAX_CONCURRENT_UPSTREAM); it refuses rather than
 queue without bound. A RetryInfo suggests a delay.
 """
 ERROR_REASON_UPSTREAM_CIRCUIT_OPEN: ErrorReason.ValueType  # 22
-"""UNAVAILABLE: the provider (or Z.AI endpoint) failed repeatedly just now,
-so the gateway's circuit breaker skips it for a cool-down instead of
-adding load; no upstream request was made. A RetryInfo says when the
-gateway will try the provider again. Aliases with a fallback chain move
-on to their next target instead.
+"""UNAVAILABLE: this model (on this provider or Z.AI endpoint) is failing
+just now, so the gateway's circuit breaker skipped it without a request.
+A RetryInfo says when the gateway will try the model again. Aliases with
+a fallback chain move on to their next target instead, and a call with
+no other target is refused only while the model answers almost nothing.
 """
 ERROR_REASON_UNAUTHENTICATED: ErrorReason.ValueType  # 23
 """UNAUTHENTICATED: the gateway has caller keys and the call carried none,
@@ -341,12 +341,16 @@ class CompleteRequest(_message.Message):
     ZAI_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Required. The model: `openrouter/<vendor>/<model>`, `zai/<model>` or a
-    configured alias. At most 256 characters.
+    configured alias. At most 256 characters: ASCII letters, digits and
+    `. _ : -`, in segments separated by single `/`, each starting with a
+    letter or digit (optionally after one `~`). No spaces, control or format
+    characters, `?`, `#`, `%`, nor empty, `.` or `..` segments: anything else
+    is INVALID_ARGUMENT naming `model`, before any upstream request.
     """
     user: _builtins.str
     """Optional. A stable id of the end user, for the provider's abuse
     handling (OpenRouter `user`, Z.AI `user_id`). At most 128 characters;
-    Z.AI needs at least 6. Default: none.
+    Z.AI needs at least 6. No control or format characters. Default: none.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_completion_pb2.ChatMessage]:
@@ -516,12 +520,16 @@ class StreamCompleteRequest(_message.Message):
     ZAI_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Required. The model: `openrouter/<vendor>/<model>`, `zai/<model>` or a
-    configured alias. At most 256 characters.
+    configured alias. At most 256 characters: ASCII letters, digits and
+    `. _ : -`, in segments separated by single `/`, each starting with a
+    letter or digit (optionally after one `~`). No spaces, control or format
+    characters, `?`, `#`, `%`, nor empty, `.` or `..` segments: anything else
+    is INVALID_ARGUMENT naming `model`, before any upstream request.
     """
     user: _builtins.str
     """Optional. A stable id of the end user, for the provider's abuse
     handling (OpenRouter `user`, Z.AI `user_id`). At most 128 characters;
-    Z.AI needs at least 6. Default: none.
+    Z.AI needs at least 6. No control or format characters. Default: none.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_completion_pb2.ChatMessage]:
