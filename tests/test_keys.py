@@ -201,7 +201,7 @@ async def until_settled(location: str) -> list[tuple[int, float, int]]:
     version, so a scan may meet the last one settled first)."""
     db = Database(location)
     try:
-        for _ in range(100):
+        for _ in range(600):  # 30 s: a bound for a loaded machine, not a speed check
             rows = db.run_sync(
                 lambda tx: tx.fetchall(
                     "SELECT tokens, cost_usd, settled FROM reservations ORDER BY id"
