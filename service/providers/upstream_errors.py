@@ -63,8 +63,8 @@ _SUMMARIES: dict[Reason, str] = {
     pb.ERROR_REASON_UPSTREAM_MALFORMED_RESPONSE: "{p} sent a response the gateway cannot parse",
     pb.ERROR_REASON_UPSTREAM_STREAM_TRUNCATED: "{p}'s stream ended early; the output is incomplete",
     pb.ERROR_REASON_UPSTREAM_DUPLICATE_REQUEST: "{p} is already processing a request with this id",
-    pb.ERROR_REASON_UPSTREAM_CIRCUIT_OPEN: "{p} failed repeatedly just now and is skipped for "
-    "a cool-down",
+    pb.ERROR_REASON_UPSTREAM_CIRCUIT_OPEN: "this model on {p} is failing just now and is "
+    "skipped for a cool-down",
     pb.ERROR_REASON_UPSTREAM_RESPONSE_TOO_LARGE: "{p}'s answer is larger than the gateway "
     "accepts (LLMGATEWAY_MAX_RESPONSE_BYTES)",
 }
