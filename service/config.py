@@ -357,11 +357,11 @@ class Settings:
             ),
             aliases={name: _alias(name, value) for name, value in aliases.items()},
             db=_db_location(_env_over_file(environ.get("LLMGATEWAY_DB"), state.get("db")), environ),
-            instance_lease=_positive_number(
-                environ, "LLMGATEWAY_INSTANCE_LEASE", state, "instance_lease_seconds", 15.0
-            ),
             db_timeout=_positive_number(
                 environ, "LLMGATEWAY_DB_TIMEOUT", state, "timeout_seconds", 5.0
+            ),
+            instance_lease=_positive_number(
+                environ, "LLMGATEWAY_INSTANCE_LEASE", state, "instance_lease_seconds", 15.0
             ),
             prices={name: _price(name, value) for name, value in prices.items()},
             circuit=CircuitSettings(
