@@ -29,7 +29,7 @@ from service.pricing import PriceBook
 from service.providers.openrouter import OpenRouterProvider
 from service.providers.zai import ZaiProvider
 from service.routing import Router
-from service.servicer import CompletionServicer
+from service.servicer import CompletionServicer, flush_sampled_logs
 from service.state.runtime import State, open_state
 from service.tracing import Tracing
 from service.usage import UsageReader
@@ -82,6 +82,8 @@ class Gateway:
     # the parent of several workers serves them.
     metrics: GatewayMetrics | None = None
     metrics_server: MetricsServer | None = None
+    # Its sampled refusal lines hold counts back; stopping writes them.
+    access_log: AccessLog | None = None
 
     async def stop(self, grace: float | None, delay: float = 0.0) -> None:
         """Drain: report NOT_SERVING, wait `delay`, refuse new calls, let in-flight
@@ -90,6 +92,9 @@ class Gateway:
         if delay:
             await asyncio.sleep(delay)
         await self.server.stop(grace)
+        if self.access_log is not None:
+            self.access_log.flush()
+        flush_sampled_logs()
         # Cost look-ups and settlements still running need the providers' clients.
         await self.calls.aclose()
         await self.catalog.aclose()
@@ -171,7 +176,8 @@ async def start_gateway(
         catalog.prefetch()
     try:
         # Beyond the ledger: the metrics when asked for, the access log always.
-        watching: list[CallObserver] = [AccessLog()]
+        access_log = AccessLog()
+        watching: list[CallObserver] = [access_log]
         metrics: GatewayMetrics | None = None
         if settings.metrics_address is not None:
             from service.metrics import GatewayMetrics
@@ -270,6 +276,7 @@ async def start_gateway(
             state=state,
             metrics=metrics,
             metrics_server=metrics_server,
+            access_log=access_log,
         )
     except BaseException:
         # Whatever failed after the state opened (a busy port, a bad metrics

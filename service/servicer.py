@@ -37,6 +37,11 @@ logger = logging.getLogger(__name__)
 _failures = logs.SampledLog(logger)
 
 
+def flush_sampled_logs() -> None:
+    """Write the counts of refusal lines held back (at shutdown)."""
+    _failures.flush()
+
+
 class CompletionServicer(pb_grpc.CompletionServiceServicer):
     """llmgateway.v1.CompletionService."""
 

@@ -509,3 +509,25 @@ def test_usage_tables_escape_what_callers_sent(capsys: pytest.CaptureFixture[str
     assert "\x1b" not in printed
     assert "\u202e" not in printed
     assert len(printed.splitlines()) == 3  # the header and one line per row
+
+
+async def test_every_refused_call_is_counted_in_the_access_log_once_the_gateway_stops(
+    settings: Settings, fake: FakeUpstream, captured: io.StringIO
+) -> None:
+    # Sampling holds counts back for up to an interval; stopping must write
+    # them, or an operator under attack undercounts the refusals.
+    _issue_key(settings)
+    refusals = 40
+    request = pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")])
+    async with gateway_stub(settings) as stub:
+        captured.seek(0)
+        captured.truncate()
+        for i in range(refusals):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Complete(
+                    request, metadata=(("authorization", f"Bearer nope-{i}"),), timeout=30
+                )
+    access = [e for e in entries(captured) if e["logger"] == logs.ACCESS_LOGGER]
+    written_in_full = sum(1 for e in access if e["message"] == "call finished")
+    held_back = sum(int(e.get("suppressed", 0)) for e in access)
+    assert written_in_full + held_back == refusals
