@@ -60,7 +60,7 @@ def state_errors() -> Iterator[None]:
         raise GatewayError(
             grpc.StatusCode.UNAVAILABLE,
             pb.ERROR_REASON_GATEWAY_STATE_UNAVAILABLE,
-            "the gateway's state database did not answer in time; retry shortly",
+            "the gateway's state database is unavailable just now; retry shortly",
             retry_after=1.0,
         ) from None
 
