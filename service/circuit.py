@@ -232,6 +232,14 @@ class CircuitBreaker:
             return self._open_until - self._clock()
         return _PROBE_WAIT
 
+    def takes_a_last_resort_call(self) -> bool:
+        """Whether a call with no other target would be let through now, as
+        `admit(has_fallback=False)` would decide, without taking the probe."""
+        state = self.state
+        if state is CircuitState.CLOSED or (state is CircuitState.HALF_OPEN and not self._probing):
+            return True
+        return self.success_rate > self._settings.panic_success_rate
+
     @property
     def success_rate(self) -> float:
         """The share of calls that succeeded over the window (with an empty
@@ -368,6 +376,11 @@ class Circuits:
 
     def __contains__(self, name: object) -> bool:
         return name in self._breakers
+
+    def existing(self, group: str, model: str) -> CircuitBreaker | None:
+        """The breaker for `model` in `group` if there is one (a model never
+        tried has none: nothing speaks against it), without making or touching it."""
+        return self._breakers.get(f"{group}/{model}")
 
     def breaker(self, group: str, model: str) -> CircuitBreaker:
         """The breaker for `model` in `group`, made on first use."""

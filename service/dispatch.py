@@ -151,7 +151,7 @@ class Dispatcher:
         """The first answer any route of `plan` gives; `record` learns the journey."""
         journey = _Journey(plan, record or CallRecord("", ""))
         for index, route in enumerate(plan.routes):
-            has_next = index + 1 < len(plan.routes)
+            has_next = self._a_later_route_may_take(request, plan, index)
             try:
                 provider = self._provider_for(request, route)
                 journey.trying(provider, route)
@@ -182,7 +182,7 @@ class Dispatcher:
         `record` learns the journey."""
         journey = _Journey(plan, record or CallRecord("", ""))
         for index, route in enumerate(plan.routes):
-            has_next = index + 1 < len(plan.routes)
+            has_next = self._a_later_route_may_take(request, plan, index)
             started = False
             try:
                 provider = self._provider_for(request, route)
@@ -320,6 +320,25 @@ class Dispatcher:
             yield
         finally:
             self._in_flight[route.provider] -= 1
+
+    def _a_later_route_may_take(
+        self, request: AnyCompletionRequest, plan: Plan, index: int
+    ) -> bool:
+        """Whether a route after `index` could take the call if this one refuses
+        it: its provider has a key and accepts the request, and its breaker would
+        let a last-resort call through. Only then may an open circuit here send
+        the call on; otherwise a chain of open circuits (one answering half its
+        calls, the next dead) would refuse a call the first would have served."""
+        for route in plan.routes[index + 1 :]:
+            provider = self._providers[route.provider]
+            if not provider.configured or provider.check(request):
+                continue
+            breaker = self.circuits.existing(
+                provider.circuit_name(request, route), route.upstream_model
+            )
+            if breaker is None or breaker.takes_a_last_resort_call():
+                return True
+        return False
 
     def _breaker(
         self, provider: OpenAICompatibleProvider, request: AnyCompletionRequest, route: Route

@@ -173,6 +173,24 @@ async def test_a_half_failing_upstream_with_a_fallback_serves_nearly_every_call(
     assert later.rate >= 0.95
 
 
+async def test_a_half_failing_target_before_a_dead_one_is_no_worse_than_no_fallback(settings, fake):
+    # Both circuits open: the dead fallback cannot take the call, so the
+    # half-failing first target must not send it there (and refuse it).
+    dead = "openrouter/x/fault-http-503"
+    chain = AliasConfig((AliasTarget(f"openrouter/x/{FLAKY}"), AliasTarget(dead)))
+    async for gateway in open_gateway(dataclasses.replace(settings, aliases={"shaky": chain})):
+        for _ in range(settings.circuit.failure_threshold + 1):
+            await gateway.call(dead)  # opens the dead target's circuit
+        through = await gateway.calls("shaky")
+    direct = await direct_success_rate(fake)
+    print(
+        f"\nbreaker, 50%-failing target before a dead one: {through.ok}/{CALLS} OK "
+        f"({through.rate:.1%}) vs {direct:.1%} calling the first directly; "
+        f"outcomes {dict(through.tally())}"
+    )
+    assert through.rate >= direct
+
+
 @pytest.mark.parametrize("rpc", ["unary", "stream"])
 @pytest.mark.parametrize("upstream", ["http-503", "refused"])
 async def test_a_dead_upstream_fails_fast_once_the_circuit_is_open(settings, fake, upstream, rpc):
