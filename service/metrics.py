@@ -148,8 +148,11 @@ class GatewayMetrics:
         name = record.requested_model
         label = self._models.get(name)
         if label is None:
-            label = name[:MODEL_LABEL_CHARS] if len(self._models) < MAX_MODELS else OTHER_MODEL
-            self._models[name] = label
+            # Once the table is full, new names are `other` and are not kept:
+            # a caller minting names must not grow it for the life of the process.
+            label = OTHER_MODEL
+            if len(self._models) < MAX_MODELS:
+                label = self._models[name] = name[:MODEL_LABEL_CHARS]
         self._admitted[record.request_id] = label
         self._in_flight_gauge(record.method).inc()
 

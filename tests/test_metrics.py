@@ -248,6 +248,8 @@ def test_model_labels_are_truncated_and_bounded() -> None:
     assert long_name[:MODEL_LABEL_CHARS] in models
     assert all(len(model) <= MODEL_LABEL_CHARS for model in models)
     assert "zai/never-admitted" not in models
+    # Names past the bound are not remembered either: the table stays bounded.
+    assert len(observed._models) == MAX_MODELS
     others = {"method": "Complete", "model": "other", "provider": "openrouter", "status": "OK"}
     assert value(samples, "llmgateway_requests_total", **others) == 20
 
