@@ -4,7 +4,9 @@ Until the first key is issued the gateway runs open (and says so at
 start-up); from then on every call needs a live key, even after the last one
 is revoked. Look-ups are cached for a couple of seconds, so a call costs no
 database round trip in the common case; a revoked key stops working within
-that time.
+that time. Once a gateway is found closed it stays closed for the life of
+the process (a key, once issued, is never un-issued), and an open gateway
+whose database stops answering keeps its last answer until it answers again.
 
 Refusals must stay cheap, since anyone can send them by the thousand: a
 token that cannot be a key (not `lgw_` and 43 URL-safe characters) is
@@ -14,25 +16,33 @@ for `REFUSED_CACHE_SECONDS`, so a client repeating a wrong key costs one
 look-up per that time; and concurrent look-ups of one token share a single
 query. A key issued after its token was refused (only possible for a token
 chosen before the key existed) works within `REFUSED_CACHE_SECONDS`.
+
+They must stay cheap while the database is down too: a closed gateway
+refuses a token that cannot be a key without asking the database whatever
+its state; at most `MAX_CONCURRENT_LOOKUPS` questions are put to it at once
+(the rest wait their turn); and once it failed to answer, questions not
+answered from the caches fail at once (UNAVAILABLE), except one every
+`OUTAGE_RETRY_SECONDS` that goes through to see whether it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
-import re
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 from llmgateway.v1 import completion_service_pb2 as pb
 
 from service.errors import GatewayError
-from service.state.keys import KEY_PREFIX
+from service.state.db import StateUnavailableError
+from service.state.keys import KEY_SHAPE
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from service.state.keys import CallerKey, KeyStore
 
@@ -45,8 +55,15 @@ CACHE_SECONDS = 2.0
 REFUSED_CACHE_SECONDS = 2.0
 MAX_CACHED = 10_000
 MAX_REFUSED_CACHED = 10_000
-# What KeyStore.create issues: the prefix and secrets.token_urlsafe(32).
-KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{43}")
+# Questions to the key store under way at once; the others wait. A healthy
+# database answers each in about a millisecond (and SQLite serves one at a
+# time anyway); a stalled one holds at most this many callers to its timeout.
+MAX_CONCURRENT_LOOKUPS = 8
+# After the key store failed to answer, questions fail at once for this
+# long, then one is let through to see whether it is back.
+OUTAGE_RETRY_SECONDS = 1.0
+
+T = TypeVar("T")
 
 
 class Access:
@@ -64,6 +81,13 @@ class Access:
         self._refused: OrderedDict[bytes, float] = OrderedDict()
         # Look-ups under way, shared by the calls presenting the same token.
         self._pending: dict[bytes, asyncio.Future[CallerKey | None]] = {}
+        # The check whether any key exists, shared by the calls waiting on it.
+        self._open_pending: asyncio.Future[bool] | None = None
+        self._asking = asyncio.Semaphore(MAX_CONCURRENT_LOOKUPS)
+        # When the key store last failed to answer; None since it answered.
+        self._failed_at: float | None = None
+        # Whether the one question let through during an outage is under way.
+        self._probing = False
 
     @property
     def cached_tokens(self) -> int:
@@ -74,14 +98,40 @@ class Access:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
     async def is_open(self) -> bool:
-        """Whether calls need no key (none was ever issued)."""
-        if self._keys is None:
+        """Whether calls need no key (none was ever issued). Asks the key
+        store only while the gateway has not been seen closed; when it cannot
+        answer, the last answer stands (StateUnavailableError if none yet)."""
+        keys = self._keys
+        if keys is None:
             return True
-        now = self._now()
-        if self._open_checked_at is None or now - self._open_checked_at > CACHE_SECONDS:
-            self._open = not await self._keys.any_issued()
-            self._open_checked_at = now
-        return self._open
+        checked_at = self._open_checked_at
+        if checked_at is not None and (not self._open or self._now() - checked_at <= CACHE_SECONDS):
+            return self._open
+        pending = self._open_pending
+        if pending is None:
+            pending = asyncio.ensure_future(self._ask(keys.any_issued))
+            self._open_pending = pending
+            pending.add_done_callback(functools.partial(self._remember_open, self._now()))
+        try:
+            # Shielded: a caller that leaves does not cancel the others' check.
+            return not await asyncio.shield(pending)
+        except StateUnavailableError:
+            if self._open_checked_at is None:
+                raise  # never answered: whether a key is needed is unknown
+            return self._open
+
+    def _remember_open(self, asked_at: float, done: asyncio.Future[bool]) -> None:
+        """Keep what the check found; when it failed, keep the last answer
+        and ask again after the usual time."""
+        self._open_pending = None
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is None:
+            self._open = not done.result()
+        elif not isinstance(error, StateUnavailableError) or self._open_checked_at is None:
+            return
+        self._open_checked_at = asked_at
 
     async def authenticate(self, metadata: Iterable[tuple[str, str | bytes]]) -> CallerKey | None:
         """The caller's key; None when the gateway runs open. UNAUTHENTICATED
@@ -94,15 +144,40 @@ class Access:
                 "this gateway requires a caller key: send metadata "
                 "'authorization: Bearer <key>' (ask the operator for a key)"
             )
-        key = await self._lookup(token)
+        # No key looks like this: nothing to look up, whatever the database's state.
+        key = await self._lookup(token) if KEY_SHAPE.fullmatch(token) else None
         if key is None:
             raise _unauthenticated("the caller key is unknown or revoked")
         return key
 
+    async def _ask(self, question: Callable[[], Awaitable[T]]) -> T:
+        """`question`'s answer from the key store: at most
+        MAX_CONCURRENT_LOOKUPS at once; while it is failing to answer,
+        StateUnavailableError at once, but for one question every
+        OUTAGE_RETRY_SECONDS."""
+        async with self._asking:
+            failed_at = self._failed_at
+            probe = failed_at is not None
+            if failed_at is not None:
+                if self._probing or self._now() - failed_at < OUTAGE_RETRY_SECONDS:
+                    raise StateUnavailableError(
+                        "the state database did not answer just now (not asked again yet)"
+                    )
+                self._probing = True
+            try:
+                answer = await question()
+            except StateUnavailableError:
+                self._failed_at = self._now()
+                raise
+            finally:
+                if probe:
+                    self._probing = False
+            self._failed_at = None
+            return answer
+
     async def _lookup(self, token: str) -> CallerKey | None:
-        assert self._keys is not None  # noqa: S101  # is_open() returned False
-        if not KEY_SHAPE.fullmatch(token):
-            return None  # no key looks like this: nothing to look up
+        keys = self._keys
+        assert keys is not None  # noqa: S101  # is_open() returned False
         digest = hashlib.sha256(token.encode()).digest()
         now = self._now()
         known = self._known.get(digest)
@@ -113,7 +188,7 @@ class Access:
             return None
         pending = self._pending.get(digest)
         if pending is None:
-            pending = asyncio.ensure_future(self._keys.find(token))
+            pending = asyncio.ensure_future(self._ask(functools.partial(keys.find, token)))
             self._pending[digest] = pending
             pending.add_done_callback(lambda done: self._remember(digest, now, done))
         # Shielded: a caller that leaves does not cancel the others' look-up.

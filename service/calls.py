@@ -189,6 +189,7 @@ class Calls:
         with state_errors():
             key = await self._access.authenticate(metadata)
         scope.key = key
+        scope.record.authenticated = True
         if key is not None:
             scope.record.key_id, scope.record.key_name = key.id, key.name
 

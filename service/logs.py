@@ -20,9 +20,11 @@ quoted logfmt-style, and the continuation lines of a traceback are indented:
 a text record starts at column 0, and only there. JSON lines need none of it
 (JSON escapes every control character).
 
-Refused calls (UNAUTHENTICATED) can arrive by the thousand per second from a
-caller that is not one; `AccessLog` writes the first of them in each
-`REFUSAL_LOG_INTERVAL` in full and then only a count of the rest.
+Calls refused before the caller was let in (no live key, or the database
+could not tell during an outage) can arrive by the thousand per second from
+anyone; `AccessLog` writes the first of them of each status in each
+`REFUSAL_LOG_INTERVAL` in full and then only a count of the rest. Calls of
+callers that were let in are always written in full.
 """
 
 from __future__ import annotations
@@ -50,10 +52,9 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("llmgateway_request_id", default
 LOG_FORMATS = ("text", "json")
 ACCESS_LOGGER = "llmgateway.access"
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
-# At most one full access line per this many seconds for each kind of refusal
-# a flood can produce; the others are counted.
+# At most one full line per this many seconds for each status a flood of
+# callers who were not let in can produce; the others are counted.
 REFUSAL_LOG_INTERVAL = 1.0
-SAMPLED_STATUSES = frozenset({"UNAUTHENTICATED"})
 # Characters a text line writes escaped: C0 and C1 controls, DEL, format
 # characters (bidi embeddings, overrides and isolates, zero-width ones), line
 # and paragraph separators, lone surrogates.
@@ -214,6 +215,10 @@ class LogSampler:
         self._window_start: float | None = None
         self._suppressed = 0
         self._flush: asyncio.TimerHandle | None = None
+        # The loop `_flush` is scheduled on: a sampler can outlive it (a
+        # module-level one across tests or a restarted server), and a timer
+        # on a closed loop never fires.
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
 
     def admit(self) -> tuple[bool, int]:
         """(log this event, events suppressed before it)."""
@@ -222,24 +227,29 @@ class LogSampler:
         if start is None or now - start >= self._interval:
             self._window_start = now
             suppressed, self._suppressed = self._suppressed, 0
-            if self._flush is not None:
-                self._flush.cancel()
-                self._flush = None
+            self._cancel_flush()
             return True, suppressed
         self._suppressed += 1
-        if self._flush is None and self._on_suppressed is not None:
+        if self._on_suppressed is not None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 return False, 0
-            self._flush = loop.call_later(start + self._interval - now, self.flush)
+            if self._flush_loop is not loop:
+                self._cancel_flush()  # none yet, or on a loop that is not running now
+                self._flush = loop.call_later(start + self._interval - now, self.flush)
+                self._flush_loop = loop
         return False, 0
+
+    def _cancel_flush(self) -> None:
+        flush, loop = self._flush, self._flush_loop
+        self._flush = self._flush_loop = None
+        if flush is not None and loop is not None and not loop.is_closed():
+            flush.cancel()
 
     def flush(self) -> None:
         """Report the events held back (if any) now."""
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
+        self._cancel_flush()
         if self._suppressed and self._on_suppressed is not None:
             suppressed, self._suppressed = self._suppressed, 0
             self._on_suppressed(suppressed)
@@ -247,30 +257,31 @@ class LogSampler:
 
 
 class SampledLog:
-    """INFO lines about calls that a flood can multiply: lines for a status
-    in `statuses` are sampled (one per `interval`, carrying `suppressed`,
-    the count held back before it; a count left at the end of an interval
-    gets a line of its own), every other line is written."""
+    """INFO lines about calls that a flood can multiply: lines marked
+    `sampled` (about callers that were not let in) are sampled per status
+    (one per `interval`, carrying `suppressed`, the count held back before
+    it; a count left at the end of an interval gets a line of its own),
+    every other line is written."""
 
     def __init__(
         self,
         logger: logging.Logger,
         *,
         interval: float = REFUSAL_LOG_INTERVAL,
-        statuses: frozenset[str] = SAMPLED_STATUSES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._logger = logger
         self._interval = interval
-        self._samplers = {
-            status: LogSampler(interval, self._reporter(status), clock) for status in statuses
-        }
+        self._clock = clock
+        # One per status seen: gRPC status names, a fixed small set.
+        self._samplers: dict[str, LogSampler] = {}
 
     def info(
         self,
         status: str,
         message: str,
         *args: object,
+        sampled: bool,
         fields: dict[str, object] | Callable[[], dict[str, object]] | None = None,
         request_id: str | None = None,
     ) -> None:
@@ -279,9 +290,12 @@ class SampledLog:
         logger = self._logger
         if not logger.isEnabledFor(logging.INFO):
             return
-        sampler = self._samplers.get(status)
         suppressed = None
-        if sampler is not None:
+        if sampled:
+            sampler = self._samplers.get(status)
+            if sampler is None:
+                sampler = LogSampler(self._interval, self._reporter(status), self._clock)
+                self._samplers[status] = sampler
             admitted, suppressed = sampler.admit()
             if not admitted:
                 return
@@ -312,8 +326,8 @@ class SampledLog:
 
 
 class AccessLog:
-    """A CallObserver writing one INFO line per finished call; of refused
-    calls (SAMPLED_STATUSES) one per `refusal_interval`, and a count."""
+    """A CallObserver writing one INFO line per finished call; of calls whose
+    caller was not let in, one per status per `refusal_interval`, and a count."""
 
     def __init__(
         self,
@@ -334,6 +348,7 @@ class AccessLog:
         self._log.info(
             record.status,
             "call finished",
+            sampled=not record.authenticated,
             fields=lambda: _access_fields(record),
             request_id=record.request_id,
         )

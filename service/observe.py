@@ -20,6 +20,9 @@ class CallRecord:
     # The caller key's id and name; empty while the gateway runs open.
     key_id: str = ""
     key_name: str = ""
+    # Whether the caller was let in (a live key, or a gateway running open).
+    # Lines about calls that were not are sampled: anyone can send those.
+    authenticated: bool = False
     served_model: str = ""
     # "openrouter" or "zai"; empty when no provider answered.
     provider: str = ""

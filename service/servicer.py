@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     _AnyContext = grpc.aio.ServicerContext[Any, Any]
 
 logger = logging.getLogger(__name__)
-# A flood of refused calls gets one "call failed" line a second, and a count.
+# A flood of calls refused before the caller was let in gets one "call
+# failed" line a second per status, and a count.
 _failures = logs.SampledLog(logger)
 
 
@@ -80,7 +81,12 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
             return response
         except GatewayError as error:
             failure = error
-            await _abort(context, error, scope.record.request_id)
+            await _abort(
+                context,
+                error,
+                scope.record.request_id,
+                authenticated=scope.record.authenticated,
+            )
         except asyncio.CancelledError as cancelled:
             failure = cancelled
             raise
@@ -114,7 +120,12 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
                     yield event
         except GatewayError as error:
             failure = error
-            await _abort(context, error, scope.record.request_id)
+            await _abort(
+                context,
+                error,
+                scope.record.request_id,
+                authenticated=scope.record.authenticated,
+            )
         except (asyncio.CancelledError, GeneratorExit) as cancelled:
             failure = (
                 asyncio.CancelledError() if isinstance(cancelled, GeneratorExit) else cancelled
@@ -131,14 +142,16 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         request: pb.ListModelsRequest,
         context: grpc.aio.ServicerContext[pb.ListModelsRequest, pb.ListModelsResponse],
     ) -> pb.ListModelsResponse:
+        authenticated = False
         try:
             await self._calls.authenticate_only(context.invocation_metadata() or ())
+            authenticated = True
             remaining = context.time_remaining()
             # Leave a little of the caller's deadline for the reply itself.
             within = 10.0 if remaining is None else max(0.01, min(10.0, remaining - 0.05))
             return await self._catalog.list_models(request.provider, within)
         except GatewayError as error:
-            await _abort(context, error, None)
+            await _abort(context, error, None, authenticated=authenticated)
         except Exception:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback
             await _abort_internal(context, "ListModels", None)
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
@@ -148,8 +161,10 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         request: pb.GetUsageRequest,
         context: grpc.aio.ServicerContext[pb.GetUsageRequest, pb.GetUsageResponse],
     ) -> pb.GetUsageResponse:
+        authenticated = False
         try:
             key = await self._calls.authenticate_only(context.invocation_metadata() or ())
+            authenticated = True
             if self._usage is None:
                 raise GatewayError(
                     grpc.StatusCode.FAILED_PRECONDITION,
@@ -159,7 +174,7 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
             with state_errors():
                 return await self._usage.get_usage(request, key)
         except GatewayError as error:
-            await _abort(context, error, None)
+            await _abort(context, error, None, authenticated=authenticated)
         except Exception:  # noqa: BLE001  # any bug becomes INTERNAL, never a traceback
             await _abort_internal(context, "GetUsage", None)
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
@@ -190,10 +205,14 @@ def _deadline(context: _AnyContext) -> float | None:
     return asyncio.get_running_loop().time() + remaining
 
 
-async def _abort(context: _AnyContext, error: GatewayError, request_id: str | None) -> None:
+async def _abort(
+    context: _AnyContext, error: GatewayError, request_id: str | None, *, authenticated: bool
+) -> None:
+    """End the call with `error`; `authenticated`: the caller was let in
+    (lines about callers who were not are sampled)."""
     if request_id is not None:
         error.metadata["requestId"] = request_id
-    _failures.info(error.code.name, "call failed: %s", error)
+    _failures.info(error.code.name, "call failed: %s", error, sampled=not authenticated)
     if context.cancelled():
         # The caller has gone: no status can reach it, and sending one anyway
         # only makes gRPC log an ExecuteBatchError.

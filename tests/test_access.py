@@ -11,10 +11,10 @@ import pytest
 from llmgateway.v1 import completion_service_pb2 as pb
 
 from service import access
-from service.access import KEY_SHAPE, Access
+from service.access import Access
 from service.errors import GatewayError
 from service.state.db import Database, StateUnavailableError
-from service.state.keys import CallerKey, KeyStore
+from service.state.keys import KEY_SHAPE, CallerKey, KeyStore
 from service.state.schema import migrate
 from tests.conftest import gateway_stub, user
 
@@ -52,6 +52,10 @@ class CountingStore:
         self.finds = 0
         self.failing = False
         self.gate: asyncio.Event | None = None
+        # Whether any key exists, as any_issued answers it, and how often it was asked.
+        self.any = True
+        self.checks = 0
+        self.check_failing = False
 
     async def find(self, key: str) -> CallerKey | None:
         self.finds += 1
@@ -62,7 +66,15 @@ class CountingStore:
         return self.issued.get(key)
 
     async def any_issued(self) -> bool:
-        return True
+        self.checks += 1
+        if self.check_failing:
+            raise StateUnavailableError("the state database is unavailable")
+        return self.any
+
+    @property
+    def questions(self) -> int:
+        """Every question put to the database."""
+        return self.finds + self.checks
 
 
 class Clock:
@@ -77,10 +89,14 @@ def gate(store: CountingStore, clock: Clock | None = None) -> Access:
     return Access(cast("KeyStore", store), clock=clock)
 
 
+def bearer(key: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {key}")]
+
+
 async def refused(checker: Access, key: str) -> bool:
     """Whether `key` is refused as UNAUTHENTICATED."""
     try:
-        await checker.authenticate([("authorization", f"Bearer {key}")])
+        await checker.authenticate(bearer(key))
     except GatewayError as error:
         return error.code == grpc.StatusCode.UNAUTHENTICATED
     return False
@@ -175,16 +191,101 @@ async def test_the_cache_of_refusals_cannot_grow_without_bound(
 
 
 async def test_a_failed_look_up_is_not_remembered() -> None:
-    store = CountingStore()
-    checker = gate(store)
+    store, clock = CountingStore(), Clock()
+    checker = gate(store, clock)
     key = token()
     store.issued[key] = LIVE
     store.failing = True
     with pytest.raises(StateUnavailableError):
-        await checker.authenticate([("authorization", f"Bearer {key}")])
+        await checker.authenticate(bearer(key))
     store.failing = False
-    assert await checker.authenticate([("authorization", f"Bearer {key}")]) == LIVE
+    # The database just failed: asked again only after a pause.
+    with pytest.raises(StateUnavailableError):
+        await checker.authenticate(bearer(key))
+    assert store.finds == 1
+    clock.now += access.OUTAGE_RETRY_SECONDS
+    assert await checker.authenticate(bearer(key)) == LIVE
     assert store.finds == 2
+
+
+async def test_an_outage_keeps_a_closed_gateway_closed_and_its_refusals_cheap() -> None:
+    store, clock = CountingStore(), Clock()
+    checker = gate(store, clock)
+    live = token()
+    store.issued[live] = LIVE
+    assert await checker.authenticate(bearer(live)) == LIVE
+    store.failing = store.check_failing = True
+    clock.now += access.CACHE_SECONDS + 1
+    asked = store.questions
+    seconds = 5.0
+    for i in range(500):
+        before = store.questions
+        if i % 2:
+            # Cannot be a key: refused at once, the database not asked.
+            assert await refused(checker, f"not-a-key-{i}")
+            assert store.questions == before
+        else:
+            with pytest.raises(StateUnavailableError):
+                await checker.authenticate(bearer(token()))
+        clock.now += seconds / 500
+    # A question per retry interval, not one per call.
+    assert store.questions - asked <= seconds / access.OUTAGE_RETRY_SECONDS + 1
+    assert await refused(checker, "")  # no key at all: also refused without asking
+    # Back: the next question goes through, and the live key works again.
+    store.failing = store.check_failing = False
+    clock.now += access.OUTAGE_RETRY_SECONDS
+    assert await checker.authenticate(bearer(live)) == LIVE
+
+
+async def test_a_closed_gateway_never_asks_again_whether_keys_exist() -> None:
+    store, clock = CountingStore(), Clock()
+    checker = gate(store, clock)
+    assert await refused(checker, "not-a-key")
+    for _ in range(10):
+        clock.now += access.CACHE_SECONDS + 1
+        assert await refused(checker, "not-a-key")
+    assert store.checks == 1
+
+
+async def test_an_open_gateway_stays_open_through_an_outage_and_closes_once_a_key_exists() -> None:
+    store, clock = CountingStore(), Clock()
+    store.any = False
+    checker = gate(store, clock)
+    assert await checker.authenticate(()) is None
+    store.check_failing = True
+    clock.now += access.CACHE_SECONDS + 1
+    assert await checker.authenticate(()) is None  # the last answer stands
+    assert await checker.authenticate(()) is None  # and is not asked again at once
+    assert store.checks == 2
+    store.check_failing, store.any = False, True  # back, and a key was issued
+    clock.now += access.CACHE_SECONDS + 1
+    assert await refused(checker, "not-a-key")
+
+
+async def test_whether_keys_are_needed_is_never_guessed() -> None:
+    store = CountingStore()
+    store.check_failing = True
+    with pytest.raises(StateUnavailableError):
+        await gate(store).authenticate(bearer("not-a-key"))
+
+
+async def test_concurrent_look_ups_put_a_bounded_number_of_questions_to_a_stalled_database() -> (
+    None
+):
+    store = CountingStore()
+    checker = gate(store)
+    assert await refused(checker, token())  # closed, as found before the stall
+    store.gate = asyncio.Event()
+    store.failing = True
+    calls = [asyncio.ensure_future(checker.authenticate(bearer(token()))) for _ in range(200)]
+    for _ in range(20):
+        await asyncio.sleep(0)  # every call has begun; the first few ask and wait
+    assert store.finds == 1 + access.MAX_CONCURRENT_LOOKUPS
+    store.gate.set()  # the database's timeout: each of them fails
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(result, StateUnavailableError) for result in results)
+    # The calls that waited their turn were refused without asking.
+    assert store.finds == 1 + access.MAX_CONCURRENT_LOOKUPS
 
 
 async def test_refused_callers_stay_unauthenticated_and_a_key_created_meanwhile_works(

@@ -20,13 +20,13 @@ import pytest
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
-from service import admin_cli, logs
+from service import access, admin_cli, logs
 from service.config import ConfigError, Settings
 from service.server import start_gateway
-from service.state.db import Database
-from service.state.keys import KeyStore
+from service.state.db import Database, StateUnavailableError
+from service.state.keys import CallerKey, KeyStore
 from service.state.schema import migrate
-from tests.conftest import gateway_stub, user
+from tests.conftest import gateway_stub, rich_status, user
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -362,6 +362,14 @@ def _issue_key(settings: Settings) -> str:
     return caller_key
 
 
+def _key_id(settings: Settings) -> str:
+    db = Database(settings.db)
+    try:
+        return KeyStore(db).list()[0].id
+    finally:
+        db.close()
+
+
 async def test_a_crlf_ansi_model_name_never_forges_a_text_log_line(
     settings: Settings, fake: FakeUpstream, text_captured: io.StringIO
 ) -> None:
@@ -428,14 +436,15 @@ def test_a_refusal_flood_logs_one_line_per_interval_and_counts_the_rest() -> Non
     sampled = logs.SampledLog(logger, interval=1.0, clock=lambda: now[0])
     try:
         for _ in range(1000):
-            sampled.info("UNAUTHENTICATED", "refused", fields={"n": 1})
+            sampled.info("UNAUTHENTICATED", "refused", sampled=True, fields={"n": 1})
             now[0] += 0.0005  # 1,000 refusals in half a second
         now[0] += 1.0
-        sampled.info("UNAUTHENTICATED", "refused")
+        sampled.info("UNAUTHENTICATED", "refused", sampled=True)
         for _ in range(5):
-            sampled.info("UNAUTHENTICATED", "refused")
-        sampled.info("OK", "served")  # other statuses are never sampled
-        sampled.info("OK", "served")
+            sampled.info("UNAUTHENTICATED", "refused", sampled=True)
+        # Lines about callers that were let in are never sampled, whatever their status.
+        sampled.info("UNAVAILABLE", "failed", sampled=False)
+        sampled.info("UNAVAILABLE", "failed", sampled=False)
         sampled.flush()  # at shutdown: the count still held back
     finally:
         logger.handlers.clear()
@@ -444,8 +453,8 @@ def test_a_refusal_flood_logs_one_line_per_interval_and_counts_the_rest() -> Non
     assert [(e["message"], e.get("suppressed")) for e in written] == [
         ("refused", 0),
         ("refused", 999),
-        ("served", None),
-        ("served", None),
+        ("failed", None),
+        ("failed", None),
         ("5 more UNAUTHENTICATED lines in the last 1 s were not written one by one", 5),
     ]
     assert written[0]["n"] == 1
@@ -466,6 +475,105 @@ async def test_a_count_held_back_is_written_when_its_interval_ends() -> None:
     await asyncio.wait_for(written.wait(), timeout=10)
     assert reported == [7]
     assert sampler.admit() == (True, 0)  # a new interval, nothing left to report
+
+
+def test_a_sampler_outliving_its_event_loop_still_reports_on_the_next() -> None:
+    # servicer's sampler lives as long as the module: across a server's
+    # restart (or tests), the loop its timer was set on closes unfired.
+    now = [0.0]
+    reported: list[int] = []
+    written: list[asyncio.Event] = []
+
+    def report(count: int) -> None:
+        reported.append(count)
+        for event in written:
+            event.set()
+
+    sampler = logs.LogSampler(60.0, report, clock=lambda: now[0])
+
+    async def held_back(count: int) -> None:
+        for _ in range(count):
+            assert sampler.admit() == (False, 0)
+
+    async def held_back_then_reported() -> None:
+        written.append(asyncio.Event())
+        now[0] = 59.99  # the same interval, about to end
+        await held_back(2)
+        await asyncio.wait_for(written[0].wait(), timeout=10)
+
+    assert sampler.admit() == (True, 0)
+    asyncio.run(held_back(3))  # its timer, a minute away, dies with its loop
+    asyncio.run(held_back_then_reported())
+    assert reported == [5]
+
+
+async def test_a_flood_during_a_state_outage_logs_bounded_lines_but_key_holders_in_full(
+    settings: Settings,
+    fake: FakeUpstream,
+    captured: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = _issue_key(settings)
+    # The live key stays cached through the test, however slow the machine.
+    monkeypatch.setattr(access, "CACHE_SECONDS", 3600.0)
+    failing = False
+    finds = 0
+    found = KeyStore.find
+
+    async def find(self: KeyStore, token: str) -> CallerKey | None:
+        nonlocal finds
+        if not failing:
+            return await found(self, token)
+        finds += 1
+        raise StateUnavailableError("the state database is unavailable")
+
+    monkeypatch.setattr(KeyStore, "find", find)
+    request = pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")])
+
+    async def outcome(stub: pb_grpc.CompletionServiceAsyncStub, token: str) -> str:
+        try:
+            await stub.Complete(
+                request, metadata=(("authorization", f"Bearer {token}"),), timeout=30
+            )
+        except grpc.aio.AioRpcError as error:
+            return str(rich_status(error).info.reason)
+        return "OK"
+
+    async with gateway_stub(settings) as stub:
+        assert await outcome(stub, key) == "OK"  # the key is known, and the gateway closed
+        failing = True
+        captured.seek(0)
+        captured.truncate()
+        started = time.monotonic()
+        # Tokens that cannot be keys, and well-formed ones nobody issued.
+        tokens = [f"not-a-key-{i}" if i % 2 else f"lgw_{i:043d}" for i in range(500)]
+        reasons = await asyncio.gather(*(outcome(stub, token) for token in tokens))
+        elapsed = time.monotonic() - started
+        # A key holder's failure during the flood.
+        bad = stub.Complete(
+            pb.CompleteRequest(model="zai/glm-4.7"),
+            metadata=(("authorization", f"Bearer {key}"),),
+            timeout=30,
+        )
+        with pytest.raises(grpc.aio.AioRpcError):
+            await bad
+        bad_id = dict(await bad.initial_metadata())["x-request-id"]
+        during = entries(captured)
+    assert reasons[1::2] == ["UNAUTHENTICATED"] * 250
+    assert set(reasons[0::2]) == {"GATEWAY_STATE_UNAVAILABLE"}
+    intervals = int(elapsed / logs.REFUSAL_LOG_INTERVAL) + 1
+    # The look-ups under way when it failed, then one per retry interval.
+    retries = int(elapsed / access.OUTAGE_RETRY_SECONDS) + 1
+    assert finds <= access.MAX_CONCURRENT_LOOKUPS + retries
+    # Two statuses, two kinds of line (access, "call failed"): each at most one
+    # in full and one count per interval; and the key holder's two lines.
+    flood = [e for e in during if e.get("request_id") != bad_id]
+    assert len(flood) <= 2 * 2 * 2 * intervals, [e["message"] for e in flood]
+    mine = [e for e in during if e.get("request_id") == bad_id]
+    assert {str(e["message"]).split(":")[0] for e in mine} == {"call finished", "call failed"}
+    line = next(e for e in mine if e["logger"] == logs.ACCESS_LOGGER)
+    assert (line["status"], line["key_id"]) == ("INVALID_ARGUMENT", _key_id(settings))
+    assert all("suppressed" not in e for e in mine)
 
 
 async def test_log_records_per_refused_call_are_bounded(
@@ -529,5 +637,5 @@ async def test_every_refused_call_is_counted_in_the_access_log_once_the_gateway_
                 )
     access = [e for e in entries(captured) if e["logger"] == logs.ACCESS_LOGGER]
     written_in_full = sum(1 for e in access if e["message"] == "call finished")
-    held_back = sum(int(e.get("suppressed", 0)) for e in access)
+    held_back = sum(int(str(e.get("suppressed", 0))) for e in access)
     assert written_in_full + held_back == refusals

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from service.state.db import Database, Row, Tx
 
 KEY_PREFIX = "lgw_"
+# Every key `KeyStore.create` issues: the prefix and secrets.token_urlsafe(32)
+# (43 URL-safe characters). A token of any other shape cannot be a key.
+KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{43}")
 _SHOWN_CHARS = 8
 Period = Literal["day", "month"]
 _COLUMNS = (
