@@ -152,6 +152,7 @@ class FakeUpstream:
         # each was looked up (the first look-up 404s, like OpenRouter's lag).
         self._generations: dict[str, dict[str, Any]] = {}
         self.generation_lookups: dict[str, int] = {}
+        self._html_generations: set[str] = set()
         self.port = 0
 
     @property
@@ -302,8 +303,11 @@ class FakeUpstream:
             answer.finish_reason = sent
         headers = {"X-Generation-Id": upstream_id} if provider == "openrouter" else {}
         if provider == "openrouter":
-            answer.reports_cost = fault != "no-cost"
+            answer.reports_cost = fault not in ("no-cost", "generation-html")
             self._generations[upstream_id] = openrouter_wire.generation(answer, upstream_id)
+            if fault == "generation-html":
+                # Its /generation record comes back as a proxy's HTML page.
+                self._html_generations.add(upstream_id)
         if not body.get("stream"):
             payload = wire.unary_body(answer, upstream_id)
             if fault == "leak-answer" and provider == "openrouter":
@@ -332,6 +336,10 @@ class FakeUpstream:
         document = self._generations.get(generation_id)
         if document is None or seen == 1:
             return _error("openrouter", 404, "404", f"Generation {generation_id} not found")
+        if generation_id in self._html_generations:
+            return Response(
+                200, b"<html><body>Please sign in</body></html>", {"Content-Type": "text/html"}
+            )
         return _json(200, document)
 
     def _unary(
@@ -509,6 +517,27 @@ def _leak_fault(provider: str, fault: str, sent: str) -> Result | None:
                 metadata={"provider_name": sent, "raw": f"upstream refused {sent}"},
             ),
         )
+    if fault == "leak-escaped-raw":
+        # metadata.raw as JSON text in a string, the key's dashes \u-escaped:
+        # the escaped key matches no plain search for it.
+        quoted = orjson.dumps({"error": {"message": f"upstream refused {sent}"}}).decode()
+        return _json(
+            429,
+            openrouter_wire.error_body(
+                429, "Provider returned error", metadata={"raw": quoted.replace("-", "\\u002d")}
+            ),
+        )
+    key = sent.removeprefix("Bearer ")
+    if fault == "leak-tail":
+        # Only the key's end, as a log line cut at its start would show it.
+        return _error(provider, 401, "1000", f"invalid key ...{key[len(key) // 3 :]}")
+    if fault == "leak-middle":
+        return _error(
+            provider, 401, "1000", f"invalid key ...{key[len(key) // 5 : len(key) * 4 // 5]}..."
+        )
+    if fault == "leak-zai-secret":
+        # Z.AI's `<id>.<secret>`: only the secret half, quoted on its own.
+        return _error(provider, 401, "1000", f"invalid secret {key.rpartition('.')[2][-16:]}")
     if fault == "leak-text-body":
         page = "<html><body>502 Bad Gateway: ".ljust(LEAK_TEXT_PADDING, ".")
         return Response(

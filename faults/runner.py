@@ -331,9 +331,12 @@ def judge(outcome: Outcome, secrets: tuple[str, ...] = ()) -> list[str]:
 
 
 def _leak_problems(outcome: Outcome, secrets: tuple[str, ...]) -> list[str]:
-    """Whether any provider key, or a long enough start of one, reached the caller:
-    in the status message, ErrorInfo, trailing metadata, the answer or an event."""
-    marks = {mark for s in secrets if s for mark in (s, s[:PARTIAL_MIN])}
+    """Whether any run of PARTIAL_MIN characters of a provider key (its start,
+    end or middle) reached the caller: in the status message, ErrorInfo,
+    trailing metadata, the answer or an event."""
+    marks = {s for s in secrets if s} | {
+        s[at : at + PARTIAL_MIN] for s in secrets for at in range(len(s) - PARTIAL_MIN + 1)
+    }
     text = outcome.message + str(outcome.metadata)
     for mark in sorted(marks):
         if mark in text or any(mark.encode() in blob for blob in outcome.received):

@@ -143,6 +143,7 @@ TIMEOUT = "UPSTREAM_TIMEOUT"
 MALFORMED = "UPSTREAM_MALFORMED_RESPONSE"
 TRUNCATED = "UPSTREAM_STREAM_TRUNCATED"
 RATE_LIMITED = "UPSTREAM_RATE_LIMITED"
+AUTH_FAILED = "UPSTREAM_AUTH_FAILED"
 RETRIED = MAX_ATTEMPTS
 
 FAULTS: list[Fault] = [
@@ -450,6 +451,10 @@ FAULTS: list[Fault] = [
                 REJECTED,
                 1,
             ),
+            # Not only a key's start: its end, its middle, Z.AI's secret half.
+            ("key's last two thirds", "leak-tail", S.FAILED_PRECONDITION, AUTH_FAILED, 1),
+            ("key's middle", "leak-middle", S.FAILED_PRECONDITION, AUTH_FAILED, 1),
+            ("key's secret half alone", "leak-zai-secret", S.FAILED_PRECONDITION, AUTH_FAILED, 1),
         )
         for row in _both(Fault(label, prefix + name, code, reason, attempts))
     ],
@@ -457,6 +462,15 @@ FAULTS: list[Fault] = [
         Fault(
             "key in metadata.raw and provider_name",
             OR + "leak-raw",
+            S.RESOURCE_EXHAUSTED,
+            RATE_LIMITED,
+            RETRIED,
+        )
+    ),
+    *_both(
+        Fault(
+            "key JSON-escaped in metadata.raw",
+            OR + "leak-escaped-raw",
             S.RESOURCE_EXHAUSTED,
             RATE_LIMITED,
             RETRIED,

@@ -14,7 +14,7 @@ from service.pricing import ZAI_MODELS
 from service.routing import gateway_model_name
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from service.providers.openrouter import OpenRouterProvider
     from service.providers.zai import ZaiProvider
@@ -143,7 +143,11 @@ class Catalog:
             document = await self._openrouter.get_json(
                 "/models", self._openrouter.settings.base_url, _OPENROUTER_TIMEOUT
             )
-            models = _openrouter_models(document, self._openrouter.configured)
+            # The document is not redacted as fetched (see get_json): only
+            # the strings copied into a ModelInfo are.
+            models = _openrouter_models(
+                document, self._openrouter.configured, self._openrouter.redactor.text
+            )
         except Exception as exc:  # noqa: BLE001  # any failure: report the gap, keep serving
             logger.warning("could not fetch the OpenRouter model catalogue: %s", type(exc).__name__)
             self._failed_at = now
@@ -154,17 +158,22 @@ class Catalog:
         return models
 
 
-def _openrouter_models(document: object, available: bool) -> list[pb.ModelInfo]:
+def _openrouter_models(
+    document: object, available: bool, redact: Callable[[str], str]
+) -> list[pb.ModelInfo]:
+    """ModelInfos from OpenRouter's /models document; `redact` scrubs each
+    string copied out of it (numbers are parsed, never copied)."""
     data = document.get("data") if isinstance(document, dict) else None
     out = []
     for entry in data if isinstance(data, list) else ():
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
             continue
+        upstream_model = redact(entry["id"])
         info = pb.ModelInfo(
-            name=gateway_model_name(common.PROVIDER_OPENROUTER, entry["id"]),
+            name=gateway_model_name(common.PROVIDER_OPENROUTER, upstream_model),
             provider=common.PROVIDER_OPENROUTER,
-            upstream_model=entry["id"],
-            display_name=str(entry.get("name") or ""),
+            upstream_model=upstream_model,
+            display_name=redact(str(entry.get("name") or "")),
             available=available,
         )
         context = entry.get("context_length")

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from fake_upstream import FakeUpstream
+from service.providers.redaction import PARTIAL_MIN
 from service.server import start_gateway
 from tests.conftest import user
 from tests.test_ledger import ledger_rows
@@ -41,8 +42,18 @@ if TYPE_CHECKING:
 # (not a key-shaped pattern) can remove it.
 OPENROUTER_CANARY = "sk-or-v1-CANARY" + "0a1b2c3d4e5f6789" * 3 + "CANARYEND"
 ZAI_CANARY = "CANARYzai00000000000000000000000.CanaryTAILsecret"
-# Any of these in any output is a leak (a key's start, its end, or its secret half).
-MARKS = ("CANARY", "CanaryTAIL", "0a1b2c3d4e5f6789")
+# Any of these in any output is a leak (a key's start, its end, or its secret
+# half), and so is any run of PARTIAL_MIN characters of either key.
+MARKS = (
+    "CANARY",
+    "CanaryTAIL",
+    "0a1b2c3d4e5f6789",
+    *{
+        key[at : at + PARTIAL_MIN]
+        for key in (OPENROUTER_CANARY, ZAI_CANARY)
+        for at in range(len(key) - PARTIAL_MIN + 1)
+    },
+)
 
 ERROR_FAULTS = [
     "leak-code",
@@ -53,8 +64,11 @@ ERROR_FAULTS = [
     "leak-long-message",
     "leak-midstream",
     "echo-auth",
+    "leak-tail",
+    "leak-middle",
+    "leak-zai-secret",
 ]
-OPENROUTER_ONLY = ["leak-raw"]
+OPENROUTER_ONLY = ["leak-raw", "leak-escaped-raw"]
 # Faults that put the key across the point where the message is cut to length.
 STRADDLING = {"leak-text-body", "leak-string-error", "leak-long-message"}
 # (model prefix, Z.AI endpoint): both providers, and Z.AI's two endpoints.

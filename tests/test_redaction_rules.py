@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import grpc
 import orjson
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
+from service.catalog import _openrouter_models
 from service.config import OpenRouterSettings, Secret, Timeouts
-from service.errors import GatewayError
 from service.providers import upstream_errors as ue
 from service.providers.openrouter import OpenRouterProvider
 from service.providers.redaction import PARTIAL_MIN, REDACTED, Redactor
@@ -30,7 +29,7 @@ def ctx() -> ue.ErrorContext:
         provider_id="openrouter",
         key_env="OPENROUTER_API_KEY",
         model="openrouter/x/y",
-        secrets=(OPENROUTER_KEY, ZAI_KEY),
+        redactor=REDACTOR,
     )
 
 
@@ -123,17 +122,16 @@ def test_every_upstream_field_of_an_error_is_redacted() -> None:
     assert error.metadata["upstreamProvider"] == f"Bearer {REDACTED}"
 
 
-def test_a_gateway_error_is_scrubbed_in_place() -> None:
-    error = GatewayError(
-        grpc.StatusCode.UNAVAILABLE,
-        pb.ERROR_REASON_UPSTREAM_UNAVAILABLE,
-        f"failed with {OPENROUTER_KEY}",
-        metadata={"upstreamCode": ZAI_KEY},
-    )
-    assert REDACTOR.error(error) is error
-    assert error.message == f"failed with {REDACTED}"
-    assert str(error).endswith(f"failed with {REDACTED}")
-    assert error.metadata == {"upstreamCode": REDACTED}
+async def test_errors_use_the_providers_own_redactor() -> None:
+    # Built once per provider (its key index is not free), never per error.
+    provider = OpenRouterProvider(OpenRouterSettings(api_key=Secret(OPENROUTER_KEY)), Timeouts())
+    try:
+        route = Route(common.PROVIDER_OPENROUTER, "x/y", "openrouter/x/y")
+        assert provider.error_context(route).redactor is provider.redactor
+        error = provider.in_band_error({"message": f"lost {OPENROUTER_KEY[30:]}"}, route)
+        assert OPENROUTER_KEY[30:42] not in error.message
+    finally:
+        await provider.aclose()
 
 
 def test_a_unary_answer_is_scrubbed() -> None:
@@ -204,9 +202,18 @@ async def test_a_stream_is_scrubbed_as_it_is_assembled() -> None:
     assert events[-1].done.native_finish_reason == f"Bearer {REDACTED}"
 
 
-def test_catalogue_documents_are_scrubbed_throughout() -> None:
-    document = {"data": [{"id": OPENROUTER_KEY, "name": ["x", ZAI_KEY], "n": 3}]}
-    assert REDACTOR.json(document) == {"data": [{"id": REDACTED, "name": ["x", REDACTED], "n": 3}]}
+def test_catalogue_strings_copied_out_are_scrubbed() -> None:
+    document = {
+        "data": [
+            {"id": f"x/{OPENROUTER_KEY}", "name": f"tail {ZAI_KEY[-20:]}", "n": 3},
+            {"id": "vendor/model", "name": "Vendor: Model", "description": OPENROUTER_KEY},
+        ]
+    }
+    leaky, clean = _openrouter_models(document, True, REDACTOR.text)
+    assert leaky.upstream_model == f"x/{REDACTED}"
+    assert leaky.name == f"openrouter/x/{REDACTED}"
+    assert leaky.display_name == f"tail {REDACTED}"
+    assert (clean.upstream_model, clean.display_name) == ("vendor/model", "Vendor: Model")
 
 
 def test_openrouter_provider_returned_error_carries_the_real_reason() -> None:
@@ -243,3 +250,76 @@ def test_a_raw_reason_is_bounded_and_may_be_an_object() -> None:
     assert '{"error":"zzz' in error.message
     assert len(error.message) < 1200
     assert len(error.metadata["upstreamRaw"]) == 256
+
+
+def test_a_keys_end_or_middle_goes_wherever_it_sits() -> None:
+    tail = OPENROUTER_KEY[-52:]
+    middle = OPENROUTER_KEY[16:56]
+    assert REDACTOR.text(f"invalid key ...{tail}") == f"invalid key ...{REDACTED}"
+    assert REDACTOR.text(f"key ({middle})") == f"key ({REDACTED})"
+    assert REDACTOR.text(f"x{ZAI_KEY[5 : 5 + PARTIAL_MIN]}y") == f"x{REDACTED}y"
+    # Fewer than PARTIAL_MIN characters of a key are left alone.
+    short_run = OPENROUTER_KEY[30 : 30 + PARTIAL_MIN - 1]
+    assert REDACTOR.text(f"x {short_run} y") == f"x {short_run} y"
+
+
+def test_the_secret_half_of_a_zai_key_goes_on_its_own() -> None:
+    secret = ZAI_KEY.rpartition(".")[2]
+    assert REDACTOR.text(f"invalid secret {secret}") == f"invalid secret {REDACTED}"
+    zai = Redactor(("0123456789abcdef0123456789abcdef.AbCdEfGhIjKlMnOp",))
+    assert zai.text("secret=AbCdEfGhIjKlMnOp;") == f"secret={REDACTED};"
+
+
+def test_a_json_escaped_key_in_raw_metadata_goes() -> None:
+    raw = orjson.dumps({"error": {"message": f"bad {OPENROUTER_KEY}"}}).decode()
+    escaped = raw.replace("-", "\\u002d")
+    assert OPENROUTER_KEY[:PARTIAL_MIN] not in escaped  # no plain search finds it
+    failure = failure_from_error_object(
+        {"message": "Provider returned error", "metadata": {"raw": escaped}}, 429
+    )
+    error = ue.build_error(pb.ERROR_REASON_UPSTREAM_RATE_LIMITED, failure, ctx())
+    for text in (error.message, error.metadata["upstreamRaw"]):
+        assert REDACTED in text
+        assert _longest_run_of(OPENROUTER_KEY, text.replace("\\u002d", "-")) < PARTIAL_MIN
+    # Escaped every way, even a whole character at a time, and escaped twice.
+    every = "".join(f"\\u{ord(c):04x}" for c in OPENROUTER_KEY)
+    assert REDACTOR.text(f"k={every}") == f"k={REDACTED}"
+    assert REDACTOR.text(f"k={every.replace(chr(92), chr(92) * 2)}") == f"k={REDACTED}"
+    # Escapes hiding no key stay as they were.
+    assert REDACTOR.text('{"a": "\\u00e9\\n"}') == '{"a": "\\u00e9\\n"}'
+
+
+def _longest_run_of(secret: str, text: str) -> int:
+    """The longest run of consecutive characters of `secret` found in `text`."""
+    best = 0
+    for start in range(len(secret)):
+        for end in range(start + best + 1, len(secret) + 1):
+            if secret[start:end] not in text:
+                break
+            best = end - start
+    return best
+
+
+@given(
+    before=st.text(max_size=120),
+    after=st.text(max_size=120),
+    key=st.sampled_from([OPENROUTER_KEY, ZAI_KEY]),
+    span=st.tuples(st.integers(0, 80), st.integers(PARTIAL_MIN, 80)),
+)
+def test_no_run_of_a_key_survives_wherever_it_is_cut(
+    before: str, after: str, key: str, span: tuple[int, int]
+) -> None:
+    start = span[0] % (len(key) - PARTIAL_MIN + 1)
+    run = key[start : start + span[1]]
+    scrubbed = REDACTOR.text(before + run + after)
+    for secret in (OPENROUTER_KEY, ZAI_KEY):
+        assert _longest_run_of(secret, scrubbed) < PARTIAL_MIN, scrubbed
+    assert REDACTOR.text(scrubbed) == scrubbed
+
+
+@given(text=st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
+def test_text_without_a_key_is_left_as_it_was(text: str) -> None:
+    # Shapes aside (no bearer, no sk-or-, no long hex-dot-alnum), nothing changes.
+    assume("bearer" not in text.lower() and "sk-or-" not in text and "\\" not in text)
+    assert REDACTOR.text(text) == text
+    assert REDACTOR.text(text) is text

@@ -17,6 +17,7 @@ from fake_upstream.app import PROVIDER_BEHIND, PROVIDER_RAW_REASON
 from service.config import OpenRouterSettings, Secret, Timeouts, ZaiSettings
 from service.providers import upstream_errors as ue
 from service.providers.openrouter import OpenRouterProvider
+from service.providers.redaction import Redactor
 from service.providers.stream import failure_from_error_object
 from service.providers.zai import ZaiProvider
 from tests.conftest import rich_status
@@ -52,7 +53,7 @@ def ctx(*secrets: str) -> ue.ErrorContext:
         provider_id="openrouter",
         key_env="OPENROUTER_API_KEY",
         model="openrouter/openai/gpt-4o",
-        secrets=secrets,
+        redactor=Redactor(secrets),
     )
 
 
@@ -383,13 +384,13 @@ def test_local_error_redacts_and_has_provider_metadata():
 
 
 def test_redact():
-    assert ue.redact(f"a {OPENROUTER_KEY} b {OPENROUTER_KEY}", (OPENROUTER_KEY,)) == (
-        "a [redacted] b [redacted]"
-    )
-    assert ue.redact("nothing secret", (OPENROUTER_KEY,)) == "nothing secret"
+    # The provider's own redactor, as build_error and local_error use it.
+    redactor = Redactor((OPENROUTER_KEY,))
+    assert redactor.text(f"a {OPENROUTER_KEY} b {OPENROUTER_KEY}") == ("a [redacted] b [redacted]")
+    assert redactor.text("nothing secret") == "nothing secret"
     # An empty secret must not turn every gap between characters into "[redacted]".
-    assert ue.redact("abc", ("",)) == "abc"
-    assert ue.redact(f"{OPENROUTER_KEY}/{ZAI_KEY}", (OPENROUTER_KEY, ZAI_KEY)) == (
+    assert Redactor(("",)).text("abc") == "abc"
+    assert Redactor((OPENROUTER_KEY, ZAI_KEY)).text(f"{OPENROUTER_KEY}/{ZAI_KEY}") == (
         "[redacted]/[redacted]"
     )
 

@@ -98,9 +98,8 @@ class OpenAICompatibleProvider:
             # hide a misconfiguration (and could leak the key to another host).
             follow_redirects=False,
         )
-        self._secrets: tuple[str, ...] = (api_key.value,) if api_key else ()
         # Every string this provider passes on goes through it (see redaction.py).
-        self._redactor = Redactor(self._secrets)
+        self._redactor = Redactor((api_key.value,) if api_key else ())
         self._drains: set[asyncio.Task[None]] = set()
 
     # -- hooks for subclasses -------------------------------------------------
@@ -175,7 +174,6 @@ class OpenAICompatibleProvider:
         """Scrub `other`'s key from this provider's output too: a proxy in front
         of both could quote either."""
         self._redactor = self._redactor.joined(other._redactor)
-        self._secrets = self._redactor.secrets
 
     @property
     def configured(self) -> bool:
@@ -226,13 +224,10 @@ class OpenAICompatibleProvider:
         url: str,
         trace: tracing.UpstreamTrace | None,
     ) -> pb.CompleteResponse:
-        """The answer or the error, scrubbed of provider keys before anything
-        (the trace, the caller, the ledger) sees either."""
-        try:
-            answer = await self._complete_unscrubbed(request, route, deadline, url, trace)
-        except GatewayError as error:
-            self._redactor.error(error)
-            raise
+        """The answer scrubbed of provider keys before anything (the trace, the
+        caller, the ledger) sees it. Its errors need nothing more: every one is
+        made by ue.build_error or ue.local_error, which redact as they build."""
+        answer = await self._complete_unscrubbed(request, route, deadline, url, trace)
         return self._redactor.response(answer)
 
     async def _complete_unscrubbed(
@@ -279,95 +274,94 @@ class OpenAICompatibleProvider:
     ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
         # Its events are scrubbed of provider keys as the assembler makes them
         # (stream.py), where their strings are still at hand (one more pass over
-        # every event would cost more than assembling it); its error is scrubbed
-        # here, before anything (the trace, the caller, the ledger) sees it.
+        # every event would cost more than assembling it); its errors as they
+        # are built (ue.build_error, ue.local_error), before anything sees them.
+        body = orjson.dumps(self.body(request, route, stream=True))
+        budget = self._budget(self._timeouts.stream_total, deadline)
+        first_byte = self._budget(self._timeouts.first_byte, deadline)
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + budget
+        first_byte_at = loop.time() + first_byte
+        http_request = self._post(
+            url, body, self._httpx_timeout(budget, self._timeouts.stream_idle)
+        )
         try:
-            body = orjson.dumps(self.body(request, route, stream=True))
-            budget = self._budget(self._timeouts.stream_total, deadline)
-            first_byte = self._budget(self._timeouts.first_byte, deadline)
-            loop = asyncio.get_running_loop()
-            give_up_at = loop.time() + budget
-            first_byte_at = loop.time() + first_byte
-            http_request = self._post(
-                url, body, self._httpx_timeout(budget, self._timeouts.stream_idle)
+            async with asyncio.timeout_at(first_byte_at):
+                with self._transport_errors(route):
+                    response = await self._client.send(http_request, stream=True)
+        except TimeoutError:
+            raise self._first_byte_error(route, first_byte) from None
+        if trace is not None:
+            trace.http_status(response.status_code)
+        handed_off = False
+        try:
+            if response.status_code != 200:
+                content = await _read_capped(response)
+                raise self._http_error(response.status_code, content, response.headers, route)
+            content_type = response.headers.get("content-type", "")
+            if "text/event-stream" not in content_type:
+                # A 200 that is not a stream: usually a JSON body holding only an error.
+                content = await _read_capped(response)
+                raise self._non_stream_body(content, route)
+            assembler = StreamAssembler(
+                self, route, include_reasoning=self.include_reasoning(request)
             )
-            try:
-                async with asyncio.timeout_at(first_byte_at):
-                    with self._transport_errors(route):
-                        response = await self._client.send(http_request, stream=True)
-            except TimeoutError:
-                raise self._first_byte_error(route, first_byte) from None
-            if trace is not None:
-                trace.http_status(response.status_code)
-            handed_off = False
-            try:
-                if response.status_code != 200:
-                    content = await _read_capped(response)
-                    raise self._http_error(response.status_code, content, response.headers, route)
-                content_type = response.headers.get("content-type", "")
-                if "text/event-stream" not in content_type:
-                    # A 200 that is not a stream: usually a JSON body holding only an error.
-                    content = await _read_capped(response)
-                    raise self._non_stream_body(content, route)
-                assembler = StreamAssembler(
-                    self, route, include_reasoning=self.include_reasoning(request)
-                )
-                decoder = SSEDecoder()
-                chunks = response.aiter_bytes()
-                timed = self._first_chunk_by(first_byte_at, chunks, route, first_byte)
-                with self._transport_errors(route, mid_stream=True), self._parse_errors(route):
-                    async for raw in timed:
-                        batch: list[pb.StreamCompleteResponse] = []
-                        try:
-                            for event in decoder.feed(raw):
-                                batch.extend(assembler.on_event(event))
-                        except Exception:
-                            # What arrived before the error still reaches the caller.
-                            for out in coalesce(batch):
-                                yield out
-                            raise
+            decoder = SSEDecoder()
+            chunks = response.aiter_bytes()
+            timed = self._first_chunk_by(first_byte_at, chunks, route, first_byte)
+            with self._transport_errors(route, mid_stream=True), self._parse_errors(route):
+                async for raw in timed:
+                    batch: list[pb.StreamCompleteResponse] = []
+                    try:
+                        for event in decoder.feed(raw):
+                            batch.extend(assembler.on_event(event))
+                    except Exception:
+                        # What arrived before the error still reaches the caller.
                         for out in coalesce(batch):
                             yield out
-                        if assembler.done:
-                            break
-                        if decoder.buffered > self._max_response:
-                            # One event that never ends would otherwise grow without bound.
-                            raise self._too_large(route, "one stream event")
-                        if loop.time() > give_up_at:
-                            # Keep-alive comments reset httpx's idle timer, so the
-                            # whole stream needs a bound of its own.
-                            raise self._timeout_error(route, budget, "the stream did not end")
-                    else:
-                        # End of body. Accept a last "data: [DONE]" that lacks its
-                        # blank line; anything else unfinished is a truncation.
-                        for event in decoder.end():
-                            if event.data == b"[DONE]":
-                                assembler.on_event(event)
-                    final = assembler.finish()
-                for out in final:
-                    yield out
-                # Reading the rest of the body (normally only the chunked
-                # terminator) returns the connection to the pool; doing it in the
-                # background lets the call end now.
-                self._drain_in_background(response, chunks)
-                handed_off = True
-            finally:
-                if not handed_off:
-                    # Also runs when the caller cancels: closing an unfinished
-                    # response drops the connection, which stops upstream generation.
-                    await response.aclose()
-        except GatewayError as error:
-            self._redactor.error(error)
-            raise
+                        raise
+                    for out in coalesce(batch):
+                        yield out
+                    if assembler.done:
+                        break
+                    if decoder.buffered > self._max_response:
+                        # One event that never ends would otherwise grow without bound.
+                        raise self._too_large(route, "one stream event")
+                    if loop.time() > give_up_at:
+                        # Keep-alive comments reset httpx's idle timer, so the
+                        # whole stream needs a bound of its own.
+                        raise self._timeout_error(route, budget, "the stream did not end")
+                else:
+                    # End of body. Accept a last "data: [DONE]" that lacks its
+                    # blank line; anything else unfinished is a truncation.
+                    for event in decoder.end():
+                        if event.data == b"[DONE]":
+                            assembler.on_event(event)
+                final = assembler.finish()
+            for out in final:
+                yield out
+            # Reading the rest of the body (normally only the chunked
+            # terminator) returns the connection to the pool; doing it in the
+            # background lets the call end now.
+            self._drain_in_background(response, chunks)
+            handed_off = True
+        finally:
+            if not handed_off:
+                # Also runs when the caller cancels: closing an unfinished
+                # response drops the connection, which stops upstream generation.
+                await response.aclose()
 
     async def get_json(self, path: str, base_url: str, within: float) -> object:
-        """GET a JSON document from the provider (catalogue look-ups)."""
+        """GET a JSON document from the provider (catalogue look-ups), as sent:
+        NOT redacted. Whoever copies a string out of it passes it through
+        `redactor.text` (service/catalog.py does for ids and names); scrubbing
+        every string of a 1 MB catalogue would stall the event loop for 0.1 s.
+        Raises httpx.HTTPError, or ValueError for a body that is not JSON."""
         response = await self._client.get(
             f"{base_url}{path}", headers=self._headers(), timeout=within
         )
         response.raise_for_status()
-        # Catalogue names and ids reach callers too (ListModels).
-        return self._redactor.json(orjson.loads(response.content))
+        return orjson.loads(response.content)
 
     async def aclose(self) -> None:
         """Close pooled connections (after the background drains, which end within a second)."""
@@ -389,7 +383,7 @@ class OpenAICompatibleProvider:
             provider_id=self.provider_id,
             key_env=self.key_env,
             model=route.requested,
-            secrets=self._secrets,
+            redactor=self._redactor,
         )
 
     def in_band_error(self, error: object, route: Route) -> GatewayError:

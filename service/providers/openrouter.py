@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import urllib.parse
 from typing import TYPE_CHECKING, ClassVar
 
@@ -10,6 +11,7 @@ import httpx
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
+from service.logs import LogSampler
 from service.providers.core import DEFAULT_MAX_RESPONSE_BYTES, OpenAICompatibleProvider
 from service.providers.wire import AnyCompletionRequest, JSONObject, chat_body
 from service.routing import OPENROUTER_PREFIX
@@ -22,6 +24,10 @@ if TYPE_CHECKING:
 # Waits before each look-up of a generation record: its 404 window is
 # reported at 0.5 s and more, longer after interrupted streams (about 10 s in all).
 GENERATION_LOOKUP_DELAYS = (0.5, 1.0, 2.0, 2.5, 4.0)
+# At most one warning this often about generation records that are not JSON.
+NOT_JSON_LOG_INTERVAL = 60.0
+
+logger = logging.getLogger(__name__)
 
 _EFFORTS = {
     common.REASONING_EFFORT_NONE: "none",
@@ -141,6 +147,7 @@ class OpenRouterProvider(OpenAICompatibleProvider):
             headers["X-Title"] = settings.app_title
             headers["X-OpenRouter-Title"] = settings.app_title
         self._extra_headers = headers
+        self._not_json_log = LogSampler(NOT_JSON_LOG_INTERVAL)
 
     def url(self, request: AnyCompletionRequest, route: Route) -> str:
         return self._chat_url
@@ -153,6 +160,7 @@ class OpenRouterProvider(OpenAICompatibleProvider):
         if not generation_id.startswith("gen-"):
             return None
         path = "/generation?id=" + urllib.parse.quote(generation_id, safe="-")
+        not_json = 0
         for delay in GENERATION_LOOKUP_DELAYS:
             await asyncio.sleep(delay)
             try:
@@ -163,12 +171,35 @@ class OpenRouterProvider(OpenAICompatibleProvider):
                 return None
             except httpx.HTTPError:
                 continue
+            except ValueError:
+                # Not JSON: a proxy's page in the record's place, likely gone
+                # on a later try. Never the caller's fault, and not worth a
+                # traceback per call (service/calls.py logs those).
+                not_json += 1
+                continue
             data = document.get("data") if isinstance(document, dict) else None
             cost = data.get("total_cost") if isinstance(data, dict) else None
             if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0:
                 return float(cost)
             return None
+        if not_json:
+            self._log_unreadable_record(generation_id, not_json)
         return None
+
+    def _log_unreadable_record(self, generation_id: str, tries: int) -> None:
+        """One warning per NOT_JSON_LOG_INTERVAL: a proxy answering every lookup
+        with a page would otherwise write a line per call."""
+        admitted, suppressed = self._not_json_log.admit()
+        if admitted:
+            logger.warning(
+                "OpenRouter's generation record for %s was not JSON in %d of %d tries "
+                "(a proxy's page?); the call's cost stays unknown "
+                "(%d more such calls since the last line)",
+                generation_id,
+                tries,
+                len(GENERATION_LOOKUP_DELAYS),
+                suppressed,
+            )
 
     def extra_headers(self) -> dict[str, str]:
         return self._extra_headers

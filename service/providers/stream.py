@@ -47,6 +47,12 @@ class StreamAssembler:
         self._provider = provider
         # Keys out of every string this stream passes on (redaction.py): answer
         # text as it arrives, the rest when the closing events are built.
+        # Answer text is checked one delta at a time, for exact keys only, so
+        # it catches a key only where a single delta holds all of it: a model
+        # emits a few characters per delta, and a key split across deltas
+        # goes through. Nothing better is cheap (holding text back to look
+        # across deltas delays every stream); the check costs two substring
+        # searches per delta, so it stays for the cases it does catch.
         self._redactor = provider.redactor
         self._route = route
         self._include_reasoning = include_reasoning

@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 import grpc
@@ -129,13 +129,9 @@ class ErrorContext:
     provider_id: str
     key_env: str
     model: str
-    # Every provider key the gateway holds: none may appear in an error.
-    secrets: tuple[str, ...] = ()
-
-    @property
-    def redactor(self) -> Redactor:
-        """What scrubs the upstream's words of `secrets`."""
-        return Redactor(self.secrets)
+    # The provider's own: it removes every provider key the gateway holds, and
+    # its key index is built once, not per error.
+    redactor: Redactor = field(default_factory=Redactor)
 
 
 def build_error(
@@ -198,11 +194,6 @@ def local_error(reason: Reason, detail: str, ctx: ErrorContext) -> GatewayError:
         f"{summary}: {ctx.redactor.text(detail)}",
         metadata={"provider": ctx.provider_id, "model": ctx.model},
     )
-
-
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """`text` with every secret replaced; upstream messages sometimes quote credentials."""
-    return Redactor(secrets).text(text)
 
 
 def parse_retry_after(value: str | None) -> float | None:
