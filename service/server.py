@@ -46,6 +46,10 @@ if TYPE_CHECKING:
     from service.providers.core import OpenAICompatibleProvider
 
 logger = logging.getLogger(__name__)
+# After the in-flight calls' grace, what follows (settlements, the ledger's
+# last rows, the lease, the database) shares what is left of it, but at least
+# this long: pending rows are always tried once.
+CLOSE_FLOOR_SECONDS = 1.0
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CompletionService"].full_name
 # gRPC's own ceiling sits above ours, so an oversized request gets our
@@ -87,20 +91,34 @@ class Gateway:
 
     async def stop(self, grace: float | None, delay: float = 0.0) -> None:
         """Drain: report NOT_SERVING, wait `delay`, refuse new calls, let in-flight
-        ones finish within `grace`, then close upstream connections."""
+        ones finish within `grace`, then close upstream connections and the state.
+        One deadline for all of it after the delay: `grace`, or
+        CLOSE_FLOOR_SECONDS past the calls' end if that is later; only a
+        database call begun before it runs on (up to about 1.5 database
+        timeouts), so a supervisor's kill timer can be set to match."""
         await self.health.enter_graceful_shutdown()
         if delay:
             await asyncio.sleep(delay)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (grace or 0.0)
         await self.server.stop(grace)
+        deadline = max(deadline, loop.time() + CLOSE_FLOOR_SECONDS)
         if self.access_log is not None:
             self.access_log.flush()
         flush_sampled_logs()
         # Cost look-ups and settlements still running need the providers' clients.
-        await self.calls.aclose()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.calls.aclose()
+        except TimeoutError:
+            logger.warning(
+                "settlements and cost look-ups still running at the shutdown deadline were "
+                "cut off: their reservations keep the estimates they hold"
+            )
         await self.catalog.aclose()
         await asyncio.gather(*(p.aclose() for p in self.providers.values()))
         if self.state is not None:
-            await self.state.close()
+            await self.state.close(deadline)
         if self.metrics_server is not None:
             await self.metrics_server.close()
 

@@ -83,7 +83,7 @@ async def until(condition: object, what: str, seconds: float = 20.0) -> None:
 
 @pytest.fixture
 def keyed(settings: Settings, db_location: str) -> Settings:
-    return dataclasses.replace(settings, db=db_location, instance_lease=0.6)
+    return dataclasses.replace(settings, db=db_location, instance_lease=1.5)
 
 
 def limited_key(location: str) -> str:
@@ -178,7 +178,7 @@ async def test_the_calls_of_a_killed_process_are_reaped_by_a_live_one(keyed, fak
         process.send_signal(signal.SIGKILL)
         process.wait()
         # The survivor sees the process gone (same host) at its next renewal,
-        # a third of the lease (0.6 s) later.
+        # a third of the lease (0.5 s) later.
         await until(lambda: set(statuses(keyed.db).values()) == {"LOST"}, "LOST rows")
     assert sorted(statuses(keyed.db)) == sorted(ids)
     # Their reservations are settled at the estimate they held: the upstream may bill them.
@@ -385,3 +385,39 @@ async def test_a_reservation_the_reaper_settled_is_corrected_by_the_calls_own_se
     await limiter.close()
     rows = db.run_sync(lambda tx: tx.fetchall("SELECT settled, tokens, cost_usd FROM reservations"))
     assert rows == [(1, 40, 0.2)]
+
+
+def test_reaping_finds_the_calls_in_flight_by_their_index_even_under_generic_plans(db_location):
+    """The partial index on in-flight rows keeps each reaping pass (every
+    renewal, in every process) off the rest of the ledger: its WHERE must name
+    the status itself, not a parameter a generic plan cannot see through."""
+    db = Database(db_location)
+    try:
+        migrate(db)
+        where = reaper._ORPHANS
+        params = ("IN_FLIGHT",) * where.count("?")
+        if db.dialect == "sqlite":
+            explained = f"EXPLAIN QUERY PLAN SELECT id FROM usage_records WHERE {where}"  # noqa: S608  # constants
+            plan = db.run_sync(lambda tx: tx.fetchall(explained, params))
+        else:
+            numbered = where
+            for number in range(1, len(params) + 1):
+                numbered = numbered.replace("?", f"${number}", 1)
+
+            def explain(tx: Tx) -> list[tuple[object, ...]]:
+                # As a pooler or plan_cache_mode=force_generic_plan plans it; with
+                # sequential scans priced out, an index is used whenever it can be.
+                tx.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                tx.execute("SET LOCAL enable_seqscan = off")
+                kinds = ", ".join(["text"] * len(params))
+                prepared = f"SELECT id FROM usage_records WHERE {numbered}"  # noqa: S608  # constants
+                tx.execute(f"PREPARE orphans{f'({kinds})' if params else ''} AS {prepared}")
+                arguments = f"({', '.join(repr(p) for p in params)})" if params else ""
+                rows = tx.fetchall(f"EXPLAIN EXECUTE orphans{arguments}")
+                tx.execute("DEALLOCATE orphans")
+                return rows
+
+            plan = db.run_sync(explain)
+    finally:
+        db.close()
+    assert "usage_records_in_flight" in " ".join(str(row) for row in plan), plan

@@ -344,9 +344,11 @@ class Database:
         except StateUnavailableError as exc:
             raise StateUnavailableError(f"the state database {self.display}: {exc}") from None
 
-    def close(self) -> None:
-        """Close every connection (waits for running transactions, within bounds)."""
-        self._threads.close(timeout=2 * self.timeout + 2.0)
+    def close(self, timeout: float | None = None) -> None:
+        """Close every connection, waiting for running transactions for up to
+        `timeout` seconds in all (by default twice the database timeout and
+        2 s); a thread still busy then is left behind."""
+        self._threads.close(timeout=2 * self.timeout + 2.0 if timeout is None else timeout)
         with self._guard:
             sessions, self._sessions = self._sessions, []
         for session in sessions:

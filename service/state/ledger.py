@@ -11,7 +11,14 @@ in the background every `_FLUSH_EVERY` seconds. So no call that went
 upstream is missing from the ledger, whatever happens to the process: the
 rows a dead process left IN_FLIGHT are reaped as LOST (service/state/reaper.py).
 
-`close()` writes what is left, within the shutdown grace, and says in the
+An admission waits at most the database timeout, whatever the batch it is
+in is doing, and fails at once while the database is known to be
+unavailable and a batch is already trying it: a stalled database holds no
+call longer than the timeout. A batch that commits after its calls were
+refused leaves their rows IN_FLIGHT for a moment only: each refused call's
+completion waits for that batch and overwrites its row.
+
+`close()` writes what is left, by the shutdown deadline, and says in the
 log how many rows it could not write. Reading is `usage()`: aggregates by
 key, model or day.
 """
@@ -47,6 +54,8 @@ _FLUSH_EVERY = 0.2
 _RETRY_EVERY = 1.0
 # Failed-write warnings, at most this often (a database down for long).
 _WARN_EVERY = 30.0
+# At shutdown, a write is given at least this long, even past the deadline.
+_MIN_WITHIN = 0.1
 # Beyond this many unwritten records (a database down for long), the oldest
 # are dropped and counted rather than growing memory without bound.
 _MAX_QUEUED = 100_000
@@ -137,6 +146,8 @@ class _Writer:
         self._eager = eager
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Whether some write failed for want of the database since the last that went in.
+        self.failing = False
         self._stopping = False
         self._give_up = 0.0
         self.last_error: Exception | None = None
@@ -154,9 +165,19 @@ class _Writer:
         if now or self._eager or len(self.queue) >= _BATCH:
             self._wakeup.set()
 
+    def withdraw(self, op: _Op) -> bool:
+        """Take `op` out of the queue if no write has taken it yet; whether it was."""
+        for index, queued in enumerate(self.queue):
+            if queued is op:
+                del self.queue[index]
+                return True
+        return False
+
     async def stop(self, give_up: float) -> None:
         """Write what is queued, trying until `give_up` (loop time), then stop.
-        A write in progress is never abandoned: its transaction would commit unseen."""
+        A write in progress is never abandoned: its transaction would commit
+        unseen. Writes begun while stopping are bounded by what is left until
+        `give_up` (at least _MIN_WITHIN)."""
         self._give_up = give_up
         self._stopping = True
         self._wakeup.set()
@@ -207,7 +228,9 @@ class _Writer:
             try:
                 writes = [op for op in batch if not isinstance(op, _Barrier)]
                 if writes:
-                    await self._db.run(functools.partial(self._write, ops=writes))
+                    await self._db.run(
+                        functools.partial(self._write, ops=writes), within=self._within()
+                    )
             except BaseException as exc:
                 # Admissions fail now (their calls are refused), flushes learn
                 # of it; completed rows wait for the next try, in order.
@@ -218,15 +241,25 @@ class _Writer:
                 if not isinstance(exc, Exception):
                     raise
                 self.last_error = exc
+                self.failing = isinstance(exc, StateUnavailableError)
                 self._warn(exc)
                 return False
             finally:
                 self.batch = []
             self.last_error = None
+            self.failing = False
             for op in batch:
                 if isinstance(op, _Admitted | _Barrier) and not op.written.done():
                     op.written.set_result(None)
         return True
+
+    def _within(self) -> float | None:
+        """The bound on a write: the database's timeout, but while stopping no
+        later than the deadline (at least _MIN_WITHIN)."""
+        if not self._stopping:
+            return None
+        left = self._give_up - asyncio.get_running_loop().time()
+        return max(_MIN_WITHIN, min(self._db.timeout, left))
 
     def _warn(self, exc: Exception) -> None:
         # At most every _WARN_EVERY seconds: a database down for long fails every write.
@@ -248,6 +281,7 @@ class Ledger:
     ) -> None:
         # The gateway process (service/state/reaper.py) whose calls these are.
         self._instance_id = instance_id
+        self._db = db
         self._close_grace = close_grace
         # Two writers, so admissions (which calls wait on) never queue behind
         # a batch of completions (which nobody waits on).
@@ -273,20 +307,46 @@ class Ledger:
     async def call_admitted(self, record: CallRecord, reservation_id: int | None) -> None:
         """Write the call's IN_FLIGHT row; returns once it is committed, with the
         rows of calls admitted meanwhile. Raises StateUnavailableError when it
-        cannot be written: a call the ledger cannot record is not admitted."""
+        cannot be written within the database timeout, or at once while the
+        database is known unavailable and a write is already trying it: a call
+        the ledger cannot record is not admitted. The call's completion
+        (`call_finished`) then completes the row all the same, should the
+        batch commit it after all."""
         if self._closed:
             raise StateUnavailableError("the usage ledger is closed: the gateway is stopping")
+        writer = self._admissions
+        if writer.batch and (writer.failing or self._db.unavailable):
+            # A write is stuck on a database already failing: queueing behind
+            # it would only hold the call for as long again.
+            raise StateUnavailableError(
+                f"the state database {self._db.display} is unavailable (the call's "
+                "admission was not queued behind a write still trying it)"
+            )
         admitted = _Admitted(
             (record.request_id, *_fields(record, IN_FLIGHT), self._instance_id, reservation_id),
             asyncio.get_running_loop().create_future(),
         )
+        # A call refused at its deadline no longer waits for its batch's outcome.
+        admitted.written.add_done_callback(_retrieve)
         self._admitting[record.request_id] = admitted.written
         admitted.written.add_done_callback(lambda _: self._admitting.pop(record.request_id, None))
-        self._admissions.push(admitted)
-        if not self._admissions.running:
-            await self._admissions.write_now()
-        # Shielded: the future is the batch's, not this call's to cancel.
-        await asyncio.shield(admitted.written)
+        writer.push(admitted)
+        try:
+            async with asyncio.timeout(self._db.timeout):
+                if not writer.running:
+                    await writer.write_now()
+                # Shielded: the future is the batch's, not this call's to cancel.
+                await asyncio.shield(admitted.written)
+        except TimeoutError:
+            if writer.withdraw(admitted):
+                # Never written: the completion inserts the row.
+                admitted.written.set_exception(StateUnavailableError("withdrawn"))
+            # Else a write holds it, and may yet commit it: the completion
+            # waits for that write (self._admitting), then overwrites the row.
+            raise StateUnavailableError(
+                f"the state database {self._db.display}: the call's ledger row was not "
+                f"written within {self._db.timeout:g} s"
+            ) from None
 
     def call_finished(self, record: CallRecord) -> None:
         """Queue the call's completed row. Calls refused for want of a valid key are
@@ -338,11 +398,14 @@ class Ledger:
             waits.append(asyncio.shield(barrier.written))
         await asyncio.gather(*waits)
 
-    async def close(self) -> bool:
-        """Write what is left, trying for up to the close grace, then stop;
-        whether every row was written. Rows still unwritten at the end are
-        counted in the log."""
-        give_up = asyncio.get_running_loop().time() + self._close_grace
+    async def close(self, give_up: float | None = None) -> bool:
+        """Write what is left, trying until `give_up` (loop time; by default the
+        close grace from now), then stop; whether every row was written. Rows
+        still unwritten at the end are counted in the log."""
+        now = asyncio.get_running_loop().time()
+        if give_up is None:
+            give_up = now + self._close_grace
+        allowed = max(0.0, give_up - now)
         await self._admissions.stop(give_up)
         await self._completions.stop(give_up)
         self._closed = True
@@ -359,12 +422,12 @@ class Ledger:
         if unwritten or costs:
             self.unwritten_at_close += unwritten
             logger.error(
-                "the usage ledger could not write %d row(s) (and %d cost update(s)) within "
-                "the shutdown grace of %.1f s (%s): those calls stay IN_FLIGHT, to be reaped "
-                "as LOST, or are missing if they were refused before admission",
+                "the usage ledger could not write %d row(s) (and %d cost update(s)) in the "
+                "%.1f s left before the shutdown deadline (%s): those calls stay IN_FLIGHT, "
+                "to be reaped as LOST, or are missing if they were refused before admission",
                 unwritten,
                 costs,
-                self._close_grace,
+                allowed,
                 self._completions.last_error or "the database did not answer",
             )
         return not (unwritten or costs or self.unwritten_at_close)
@@ -376,6 +439,11 @@ class Ledger:
             len(writer.queue) + len(writer.batch)
             for writer in (self._admissions, self._completions)
         )
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _unavailable(exc: BaseException) -> StateUnavailableError:

@@ -112,8 +112,9 @@ class Limiter:
         while self._retrying is not None and not self._retrying.done():
             await asyncio.shield(self._retrying)
 
-    async def close(self) -> None:
-        """Try the waiting settlements once more, then say what is lost."""
+    async def close(self, give_up: float | None = None) -> None:
+        """Try the waiting settlements once more (by `give_up`, loop time, when
+        given: not at all once it has passed), then say what is lost."""
         if self._retrying is not None:
             self._retrying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -121,9 +122,12 @@ class Limiter:
             self._retrying = None
         for task in list(self._background):
             task.cancel()
-        if self._unsettled:
+        left = None if give_up is None else give_up - asyncio.get_running_loop().time()
+        if self._unsettled and (left is None or left > 0):
             with contextlib.suppress(StateUnavailableError):
-                await self._write_unsettled()
+                await self._write_unsettled(
+                    within=None if left is None else min(left, self._db.timeout)
+                )
         if self._unsettled:
             self.settlements_lost += len(self._unsettled)
             logger.warning(
@@ -168,13 +172,14 @@ class Limiter:
             logger.info("wrote %d settlements that waited for the state database", written)
             delay = _RETRY_FIRST
 
-    async def _write_unsettled(self) -> int:
-        """Write the waiting settlements (those that arrive meanwhile too); how many."""
+    async def _write_unsettled(self, within: float | None = None) -> int:
+        """Write the waiting settlements (those that arrive meanwhile too); how
+        many. `within`: the bound on each write, when not the database timeout."""
         written = 0
         while self._unsettled:
             batch = list(itertools.islice(self._unsettled.items(), _RETRY_BATCH))
             rows = [(reservation_id, *settled) for reservation_id, settled in batch]
-            await self._db.run(functools.partial(_settle, rows=rows))
+            await self._db.run(functools.partial(_settle, rows=rows), within=within)
             for reservation_id, settled in batch:
                 # A newer settlement of the same reservation (a release) stays.
                 if self._unsettled.get(reservation_id) == settled:

@@ -47,9 +47,12 @@ _NOW = {
     "sqlite": "(julianday('now') - 2440587.5) * 86400.0",
     "postgresql": "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)",
 }
-# Calls in flight whose instance holds no lease (any more).
-# (Its one parameter: IN_FLIGHT.)
-_ORPHANS = "status = ? AND instance_id NOT IN (SELECT id FROM gateway_instances)"
+# Calls in flight whose instance holds no lease (any more). The status is
+# written out, not a parameter: a generic plan (PostgreSQL's
+# plan_cache_mode=force_generic_plan, some poolers) cannot use the partial
+# index on in-flight rows for `status = $1`, and would scan the whole ledger
+# at every renewal of every process.
+_ORPHANS = f"status = '{IN_FLIGHT}' AND instance_id NOT IN (SELECT id FROM gateway_instances)"  # noqa: S608  # constants
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +135,10 @@ def reap(tx: Tx, own: str | None = None, host: str | None = None) -> Reaped:
     reservations = tx.execute(
         "UPDATE reservations SET settled = 1 WHERE settled = 0 AND id IN "  # noqa: S608  # constants
         f"(SELECT reservation_id FROM usage_records WHERE {_ORPHANS})",
-        (IN_FLIGHT,),
     )
     calls = tx.execute(
         f"UPDATE usage_records SET status = ? WHERE {_ORPHANS}",  # noqa: S608  # constants
-        (LOST, IN_FLIGHT),
+        (LOST,),
     )
     return Reaped(instances=len(dead), calls=calls, reservations=reservations)
 
@@ -215,18 +217,30 @@ class InstanceLease:
         _log_reaped(reaped, "")
         return reaped
 
-    async def close(self, *, release: bool) -> None:
+    async def close(self, *, release: bool, give_up: float | None = None) -> None:
         """Stop renewing; with `release` (every call's row is complete), give
-        the lease up now rather than letting it lapse."""
+        the lease up now rather than letting it lapse: by `give_up` (loop
+        time) when given, and not at all once it has passed."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        left = None if give_up is None else give_up - asyncio.get_running_loop().time()
         if not release:
             return
+        if left is not None and left <= 0:
+            logger.warning(
+                "no time left before the shutdown deadline to give up this process's lease; "
+                "it lapses within %.0f s (every call's row is complete: nothing is reaped)",
+                self.lease_seconds,
+            )
+            return
         try:
-            reaped = await self._db.run(functools.partial(_release, instance=self.id))
+            reaped = await self._db.run(
+                functools.partial(_release, instance=self.id),
+                within=None if left is None else min(left, self._db.timeout),
+            )
         except Exception:
             logger.exception(
                 "could not give up this process's lease; others reap it within %.0f s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     from service.config import Settings
 
 logger = logging.getLogger(__name__)
+# Closing the database waits at least this long for its threads (each ends
+# at once when idle), even past the shutdown deadline.
+_MIN_JOIN = 0.1
 
 
 @dataclass
@@ -31,14 +35,21 @@ class State:
     # This process's lease in gateway_instances (service/state/reaper.py).
     lease: InstanceLease | None = None
 
-    async def close(self) -> None:
+    async def close(self, give_up: float | None = None) -> None:
         """Write waiting settlements and queued ledger rows, give up the lease
-        (when every row is complete), then close the database."""
-        await self.limiter.close()
-        complete = await self.ledger.close()
+        (when every row is complete), then close the database. `give_up`
+        (loop time): one deadline for all of it, shutdown's; work still
+        running then is given up (a database call begun before it may end up
+        to about 1.5 database timeouts later). None: the ledger's close grace."""
+        await self.limiter.close(give_up)
+        complete = await self.ledger.close(give_up)
         if self.lease is not None:
-            await self.lease.close(release=complete)
-        self.db.close()
+            await self.lease.close(release=complete, give_up=give_up)
+        if give_up is None:
+            self.db.close()
+        else:
+            left = give_up - asyncio.get_running_loop().time()
+            self.db.close(timeout=max(_MIN_JOIN, left))
 
 
 async def open_state(settings: Settings) -> State | None:

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -237,15 +238,17 @@ class WorkThreads(Generic[S]):
 
     def close(self, timeout: float) -> None:
         """Finish what is queued, then stop the threads; a thread still busy
-        after `timeout` seconds is left behind (it is a daemon)."""
+        `timeout` seconds from now is left behind (it is a daemon). One
+        deadline for them all: shutdown waits `timeout` at most, not per thread."""
+        give_up = time.monotonic() + timeout
         with self._guard:
             self._closed = True
             threads = list(self._threads)
         for _ in threads:
             with contextlib.suppress(queue.Full):  # full and stuck: left behind below
-                self._queue.put(None, timeout=timeout)
+                self._queue.put(None, timeout=max(0.0, give_up - time.monotonic()))
         for thread in threads:
-            thread.join(timeout)
+            thread.join(max(0.0, give_up - time.monotonic()))
             if thread.is_alive():
                 logger.warning("a state database thread is still busy at shutdown; leaving it")
 
