@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                         crash_limit=settings.worker_crash_limit,
                         crash_window=settings.worker_crash_window,
                     ),
+                    shutdown_seconds=settings.shutdown_delay + settings.shutdown_grace,
                 )
             if args.reuse_port:
                 from service.workers import die_with_parent

@@ -4,8 +4,10 @@ Like systemd's `Restart=` with `StartLimitBurst`/`StartLimitIntervalSec`: a
 worker that dies is replaced after a backoff that doubles while the same slot
 keeps dying young (0.5 s, 1 s, 2 s ... 30 s) and starts again from 0.5 s once
 a worker has stayed up a while; more than `crash_limit` deaths within
-`crash_window` seconds, counted over all workers, is a crash loop, and the
-parent stops rather than restarting forever. Pure bookkeeping on a clock the
+`crash_window` seconds, counted over all workers, is a crash loop. The
+supervisor (service/workers.py) stops the gateway on a crash loop only when no
+other worker is up to serve; otherwise it keeps retrying the failing slot at
+the longest backoff (`at_longest_backoff`). Pure bookkeeping on a clock the
 caller passes in, so it is tested without processes or sleeps.
 """
 
@@ -56,6 +58,13 @@ class Restarts:
             delay = min(previous * 2, policy.max_backoff)
         self._backoff[slot] = delay
         return delay
+
+    def at_longest_backoff(self, slot: int) -> float:
+        """Retry `slot` at the longest backoff from now on (until a worker of it
+        stays up `stable_after`): its deaths passed the crash limit while other
+        workers serve, so it is retried without stopping them. The delay."""
+        self._backoff[slot] = self.policy.max_backoff
+        return self.policy.max_backoff
 
     def recent_deaths(self) -> int:
         """Deaths counted in the current window (as of the last death)."""

@@ -5,13 +5,21 @@ parent starts N `llmgateway serve --workers 1 --reuse-port` children on the
 same address and lets the kernel spread connections among them. It
 supervises them as gunicorn's arbiter or systemd would: a worker that dies is
 logged and replaced after a backoff (service/restart_policy.py) while the
-others keep serving their calls. A crash loop stops them all and exits 1, or
-2 when its last death was a configuration error (exit code 2); a worker of
-the first start that exits 2 stops them all at once with 2, as one worker
-would. SIGTERM/SIGINT are forwarded so each worker drains; nothing is
-restarted after that. With a metrics address the parent serves /metrics,
-summed over the workers (service/metrics.py), and marks each dead worker's
-live gauges dead.
+others keep serving their calls. More deaths than the crash limit within the
+window is a crash loop, and what it does depends on the other workers:
+while one of them is up and serving, the slot that keeps dying is "degraded"
+and retried at the longest backoff (30 s), with an ERROR each time, until a
+worker of it stays up (a replacement that cannot reach the database during an
+outage exits 2 each time, while the others answer UNAVAILABLE and recover with
+the database); when no worker is up (every slot is dying), the parent stops
+them all and exits 1, or 2 when a slot's last death was a configuration error
+(exit code 2). A worker of the first start that exits 2 stops them all at
+once with 2, as one worker would. SIGTERM/SIGINT are forwarded so each worker
+drains; nothing is restarted after that, and a worker still running
+`shutdown_delay + shutdown_grace` + 10 s after the stop began is killed
+(SIGKILL), so a worker stuck in its shutdown cannot hang the parent. With a
+metrics address the parent serves /metrics, summed over the workers
+(service/metrics.py), and marks each dead worker's live gauges dead.
 """
 
 from __future__ import annotations
@@ -44,6 +52,10 @@ _PARENT_ENV = "LLMGATEWAY_WORKER_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
 # What `llmgateway serve` exits with on a configuration error (service/cli.py).
 _CONFIG_ERROR_EXIT = 2
+# How long past its own bound (shutdown_delay + shutdown_grace) a worker may
+# take to stop before the parent kills it: the worker bounds its stop to about
+# the grace plus a few seconds (service/server.py).
+_KILL_MARGIN = 10.0
 
 
 def die_with_parent() -> None:
@@ -74,8 +86,11 @@ def run_workers(
     log_format: str = "text",
     metrics_address: str | None = None,
     restart_policy: RestartPolicy | None = None,
+    shutdown_seconds: float = 30.0,
 ) -> int:
-    """Run `workers` gateway processes on `address` until signalled; the exit code."""
+    """Run `workers` gateway processes on `address` until signalled; the exit code.
+    `shutdown_seconds` (shutdown_delay + shutdown_grace) is how long a worker
+    may take to stop; one still running 10 s after that is killed."""
     _check_port_is_free(address)
     metrics = None
     if metrics_address is not None:
@@ -85,7 +100,12 @@ def run_workers(
         logger.info("metrics of all workers at http://%s/metrics", metrics.display_address)
     try:
         start = _starter(address, config, log_level, log_format, metrics)
-        supervisor = Supervisor(start, restart_policy or RestartPolicy(), metrics)
+        supervisor = Supervisor(
+            start,
+            restart_policy or RestartPolicy(),
+            metrics,
+            kill_after=shutdown_seconds + _KILL_MARGIN,
+        )
         return supervisor.run(workers, address)
     finally:
         if metrics is not None:
@@ -134,18 +154,30 @@ class _Slot:
     # The pid it replaces, and when to start it, while it waits to be restarted.
     replaces: int | None = None
     restart_at: float | None = None
+    # Set when it dies, cleared once a worker of it stays up `stable_after`:
+    # while set, its worker (if any) is not counted as serving.
+    last_death: int | None = None
+    # Passed the crash limit while other workers served: retried at the
+    # longest backoff, with an ERROR per death, until a worker of it stays up.
+    degraded: bool = False
 
 
 class Supervisor:
-    """Keeps N workers running until the operator stops them or they crash-loop."""
+    """Keeps N workers running until the operator stops them or they all crash-loop."""
 
     def __init__(
         self,
         start: Callable[[], subprocess.Popen[bytes]],
         policy: RestartPolicy,
         metrics: MultiprocessMetrics | None,
+        *,
+        kill_after: float = 30.0 + _KILL_MARGIN,
     ) -> None:
         self._start = start
+        # Seconds after the stop began when a worker still running is killed.
+        self._kill_after = kill_after
+        self._stop_began: float | None = None
+        self._killed: set[int] = set()
         self._restarts = Restarts(policy)
         self._metrics = metrics
         self._slots: list[_Slot] = []
@@ -172,6 +204,7 @@ class Supervisor:
             now = time.monotonic()
             for slot in self._slots:
                 self._check(slot, now)
+            self._kill_stragglers(now)
             time.sleep(_POLL_SECONDS)
         return self._exit_code()
 
@@ -182,8 +215,22 @@ class Supervisor:
         if process is not None and process.poll() is not None:
             slot.process = None
             self._died(slot, process.pid, process.returncode, now)
+        elif process is not None and slot.last_death is not None:
+            self._maybe_recovered(slot, process.pid, now)
         if slot.restart_at is not None and now >= slot.restart_at and not self._stopping():
             self._replace(slot, now)
+
+    def _maybe_recovered(self, slot: _Slot, pid: int, now: float) -> None:
+        """A worker that stays up `stable_after` ends its slot's run of deaths."""
+        stable_after = self._restarts.policy.stable_after
+        if now - slot.started < stable_after:
+            return
+        slot.last_death = None
+        if slot.degraded:
+            slot.degraded = False
+            logger.info(
+                "worker %d has stayed up %.0f s: its slot is healthy again", pid, stable_after
+            )
 
     def _died(self, slot: _Slot, pid: int, code: int, now: float) -> None:
         if self._metrics is not None:
@@ -201,35 +248,61 @@ class Supervisor:
                 self._give_up(_CONFIG_ERROR_EXIT)
                 return
             # A replacement that finds the configuration wrong is retried like
-            # any death (what it needs, the database say, may be back soon),
-            # and ends the gateway with code 2 once that is a crash loop.
+            # any death (what it needs, the database say, may be back soon):
+            # at the longest backoff while other workers serve, and it ends the
+            # gateway with code 2 once every worker is dying.
         self._schedule(slot, death, pid, now, code)
 
     def _schedule(
         self, slot: _Slot, death: str, replaces: int | None, now: float, code: int = 1
     ) -> None:
         """Plan the restart of `slot`, whose worker just died (`death` says how,
-        `code` is its exit code), unless that makes a crash loop."""
-        delay = self._restarts.after_death(slot.index, now, now - slot.started)
+        `code` is its exit code), unless that makes a crash loop with no other
+        worker serving."""
+        uptime = now - slot.started
         policy = self._restarts.policy
-        if delay is None:
+        if uptime >= policy.stable_after:
+            # It was healthy: a fresh incident, whatever came before.
+            slot.degraded = False
+        slot.last_death = code
+        delay = self._restarts.after_death(slot.index, now, uptime)
+        if delay is None and not self._others_serve(slot):
             logger.error(
-                "%s: more than %d worker deaths within %.0f s is a crash loop; stopping the "
-                "other workers",
+                "%s: more than %d worker deaths within %.0f s and no worker up to serve is a "
+                "crash loop; stopping the other workers",
                 death,
                 policy.crash_limit,
                 policy.crash_window,
             )
-            self._give_up(_CONFIG_ERROR_EXIT if code == _CONFIG_ERROR_EXIT else 1)
+            self._give_up(self._crash_loop_code())
             return
-        logger.warning(
-            "%s; starting a replacement in %.1f s (%d of at most %d deaths within %.0f s)",
-            death,
-            delay,
-            self._restarts.recent_deaths(),
-            policy.crash_limit,
-            policy.crash_window,
-        )
+        if delay is None:
+            delay = self._restarts.at_longest_backoff(slot.index)
+            logger.error(
+                "%s: more than %d worker deaths within %.0f s, while other workers serve: "
+                "retrying this one every %.1f s until it stays up",
+                death,
+                policy.crash_limit,
+                policy.crash_window,
+                delay,
+            )
+            slot.degraded = True
+        elif slot.degraded:
+            logger.error(
+                "%s; its slot keeps dying while other workers serve: starting a replacement "
+                "in %.1f s",
+                death,
+                delay,
+            )
+        else:
+            logger.warning(
+                "%s; starting a replacement in %.1f s (%d of at most %d deaths within %.0f s)",
+                death,
+                delay,
+                self._restarts.recent_deaths(),
+                policy.crash_limit,
+                policy.crash_window,
+            )
         slot.replaces = replaces
         slot.restart_at = now + delay
 
@@ -248,9 +321,47 @@ class Supervisor:
             # The stop came while it was being started, past the loop's check.
             slot.process.send_signal(self._asked[0])
 
+    def _others_serve(self, dead: _Slot) -> bool:
+        """Whether a worker of another slot is up and past any run of deaths:
+        one that never died, or has stayed up `stable_after` since."""
+        return any(
+            slot is not dead
+            and slot.process is not None
+            and slot.process.poll() is None
+            and slot.last_death is None
+            for slot in self._slots
+        )
+
+    def _crash_loop_code(self) -> int:
+        """2 when a slot last died of a configuration error (its replacement
+        would find it wrong again), else 1."""
+        dying = {slot.last_death for slot in self._slots}
+        return _CONFIG_ERROR_EXIT if _CONFIG_ERROR_EXIT in dying else 1
+
     def _give_up(self, code: int) -> None:
         self._giving_up = code
+        self._begin_stop()
         self._forward(signal.SIGTERM)
+
+    def _begin_stop(self) -> None:
+        if self._stop_began is None:
+            self._stop_began = time.monotonic()
+
+    def _kill_stragglers(self, now: float) -> None:
+        """Kill the workers still running `kill_after` s after the stop began."""
+        if self._stop_began is None or now < self._stop_began + self._kill_after:
+            return
+        for slot in self._slots:
+            process = slot.process
+            if process is None or process.pid in self._killed or process.poll() is not None:
+                continue
+            logger.error(
+                "worker %d did not stop within %.1f s of being asked to; killing it (SIGKILL)",
+                process.pid,
+                self._kill_after,
+            )
+            self._killed.add(process.pid)
+            process.kill()
 
     def _finished(self) -> bool:
         if any(slot.process is not None for slot in self._slots):
@@ -276,6 +387,7 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         del frame
         self._asked.append(signum)
+        self._begin_stop()
         self._forward(signum)
 
     def _forward(self, signum: int) -> None:

@@ -68,14 +68,33 @@ def test_deaths_older_than_the_window_are_forgotten() -> None:
     assert restarts.after_death(0, now=61.0, uptime=1.0) is None
 
 
+def test_a_slot_past_the_crash_limit_stays_at_the_longest_backoff_until_it_stays_up() -> None:
+    restarts = Restarts(RestartPolicy(crash_limit=2, crash_window=60.0, max_backoff=30.0))
+    assert restarts.after_death(0, now=0.0, uptime=1.0) == 0.5
+    assert restarts.after_death(0, now=1.0, uptime=1.0) == 1.0
+    assert restarts.after_death(0, now=2.0, uptime=1.0) is None
+    assert restarts.at_longest_backoff(0) == 30.0
+    # Its deaths leave the window: no crash loop, yet still the longest backoff.
+    assert restarts.after_death(0, now=100.0, uptime=1.0) == 30.0
+    # A worker of it stayed up: a fresh incident.
+    assert restarts.after_death(0, now=200.0, uptime=30.0) == 0.5
+
+
 # -- the supervisor, with stand-in worker processes ------------------------------------
 
 
-def _supervise(start: Callable[[], subprocess.Popen[bytes]], policy: RestartPolicy) -> int:
-    """Run the supervisor of one worker in this (the main) thread; its exit code."""
+def _supervise(
+    start: Callable[[], subprocess.Popen[bytes]],
+    policy: RestartPolicy,
+    *,
+    workers: int = 1,
+    kill_after: float = 40.0,
+) -> int:
+    """Run the supervisor of `workers` workers in this (the main) thread; its exit code."""
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return Supervisor(start, policy, None).run(1, "127.0.0.1:1")
+        supervisor = Supervisor(start, policy, None, kill_after=kill_after)
+        return supervisor.run(workers, "127.0.0.1:1")
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
@@ -106,7 +125,8 @@ def test_a_worker_that_cannot_even_be_started_counts_as_a_death(
     )
     not_started = (
         f"could not start a worker in place of {pid}: Resource temporarily unavailable: more "
-        "than 1 worker deaths within 60 s is a crash loop; stopping the other workers"
+        "than 1 worker deaths within 60 s and no worker up to serve is a crash loop; stopping "
+        "the other workers"
     )
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warned == [died, not_started]
@@ -121,6 +141,137 @@ def test_a_worker_exiting_with_a_configuration_error_is_not_restarted() -> None:
 
     assert _supervise(start, RestartPolicy(initial_backoff=0.01)) == 2
     assert len(started) == 1
+
+
+def _serving() -> subprocess.Popen[bytes]:
+    """A stand-in worker that stays up until it is signalled."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+
+
+def _deaf_to_sigterm() -> subprocess.Popen[bytes]:
+    """A stand-in worker stuck in its shutdown: it ignores SIGTERM (and SIGINT).
+    Returned once the handlers are in place."""
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "print('deaf', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    with process.stdout:  # it prints nothing more
+        assert process.stdout.readline() == b"deaf\n"
+    return process
+
+
+def test_a_slot_that_keeps_dying_is_retried_at_the_longest_backoff_while_another_serves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two workers: one serves, every worker of the other slot dies at once. The
+    dying slot is replaced again and again, past the crash limit, at the longest
+    backoff and with an ERROR each time, and the serving worker is left alone.
+    Once it dies too, no worker is up: that is a crash loop, and the gateway
+    exits 1."""
+    serving: list[subprocess.Popen[bytes]] = []
+    dying: list[subprocess.Popen[bytes]] = []
+    limit, deaths_while_serving = 2, 8
+
+    def start() -> subprocess.Popen[bytes]:
+        if not serving:
+            serving.append(_serving())
+            return serving[0]
+        if len(dying) == deaths_while_serving:
+            # Now every worker is dying.
+            serving[0].kill()
+            serving[0].wait()
+        dying.append(_process(3))
+        return dying[-1]
+
+    caplog.set_level(logging.INFO, "service.workers")
+    policy = RestartPolicy(crash_limit=limit, initial_backoff=0.01, max_backoff=0.1)
+    code = _supervise(start, policy, workers=2)
+    assert code == 1
+    # The serving worker lived through more deaths than the limit, and was only
+    # stopped by its own death (not signalled by the parent).
+    assert serving[0].returncode == -signal.SIGKILL
+    assert len(dying) == deaths_while_serving + 1
+    died = {
+        d.pid: r
+        for d in dying
+        for r in caplog.records
+        if r.getMessage().startswith(f"worker {d.pid} ")
+    }
+    assert sorted(died) == sorted(d.pid for d in dying[:-1])
+    messages = [died[d.pid].getMessage() for d in dying[:-1]]
+    levels = [died[d.pid].levelno for d in dying[:-1]]
+    assert levels == [logging.WARNING] * limit + [logging.ERROR] * (deaths_while_serving - limit)
+    for dead, message in zip(dying[limit:-1], messages[limit:], strict=True):
+        assert message == (
+            f"worker {dead.pid} exited with code 3: more than 2 worker deaths within 60 s, "
+            "while other workers serve: retrying this one every 0.1 s until it stays up"
+        )
+    given_up = (
+        f"worker {serving[0].pid} was killed by SIGKILL: more than 2 worker deaths within 60 s "
+        "and no worker up to serve is a crash loop; stopping the other workers"
+    )
+    crash_loops = [r.getMessage() for r in caplog.records if "crash loop" in r.getMessage()]
+    assert crash_loops == [given_up]
+
+
+def test_a_worker_that_does_not_stop_when_the_gateway_gives_up_is_killed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The gateway gives up (a worker of the first start finds the configuration
+    wrong) while the other worker ignores SIGTERM: the parent kills it once the
+    bound has passed, and exits with the code it gave up with."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        started.append(_deaf_to_sigterm() if not started else _process(2))
+        return started[-1]
+
+    caplog.set_level(logging.INFO, "service.workers")
+    assert _supervise(start, RestartPolicy(), workers=2, kill_after=0.5) == 2
+    deaf = started[0]
+    assert deaf.returncode == -signal.SIGKILL
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert (
+        f"worker {deaf.pid} did not stop within 0.5 s of being asked to; killing it (SIGKILL)"
+        in errors
+    )
+
+
+def test_a_worker_that_does_not_stop_when_the_operator_stops_the_gateway_is_killed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SIGTERM to the parent while one worker ignores it: that worker is killed
+    once the bound has passed, the parent exits, and says the stop was not clean."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        if not started:
+            started.append(_deaf_to_sigterm())
+        elif len(started) == 1:
+            started.append(_process(0))  # exits by itself, so the parent replaces it
+        else:
+            # The parent is starting the replacement (its handlers are in place):
+            # the operator stops the gateway now.
+            os.kill(os.getpid(), signal.SIGTERM)
+            started.append(_serving())
+        return started[-1]
+
+    caplog.set_level(logging.INFO, "service.workers")
+    code = _supervise(start, RestartPolicy(initial_backoff=0.01), workers=2, kill_after=0.5)
+    assert code == 1
+    deaf, _, replacement = started
+    assert deaf.returncode == -signal.SIGKILL
+    assert replacement.returncode == -signal.SIGTERM
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        f"worker {deaf.pid} did not stop within 0.5 s of being asked to; killing it (SIGKILL)",
+        "workers exited with codes [-15, -9] while stopping",
+    ]
 
 
 # -- end to end: `serve --workers 2` --------------------------------------------------
@@ -218,29 +369,40 @@ async def _kill_replacements(serve: Serve, first: int, deaths: int) -> list[int]
     return killed
 
 
-async def test_a_crash_loop_stops_the_gateway_with_an_error(
+async def test_a_slot_that_keeps_dying_waits_while_the_other_serves_and_then_the_gateway_stops(
     fake: FakeUpstream, tmp_path: Path
 ) -> None:
-    """Every replacement dies at once: after more deaths than the limit within the
-    window, the parent stops the healthy worker too (it drains) and exits 1."""
+    """Every replacement of one worker dies at once: past the crash limit the
+    other worker serves on (a database outage makes replacements fail like this
+    while it answers UNAVAILABLE), and the dying slot waits the longest backoff.
+    Once the serving worker dies too, no worker is up: a crash loop, exit 1."""
     address = f"127.0.0.1:{free_port()}"
     env = _gateway_env(fake, tmp_path, LLMGATEWAY_WORKER_CRASH_LIMIT="2")
     async with Serve.running(["--address", address, "--workers", "2"], env) as serve:
         first, second = await serve.workers_started()
         await serve.listening(second)
         killed = await _kill_replacements(serve, first, deaths=3)
+        await serve.line(
+            lambda e: e.message.startswith(f"worker {killed[-1]} "), "the third death logged"
+        )
+        served = await serve.access_line(await worker_kill.one_call(address))
+        assert served.pid == second
+        assert serve.process.returncode is None
+        os.kill(second, signal.SIGKILL)
         code = await serve.exit_code()
         await serve.until(lambda _: serve.ended, "the end of serve's output")
     assert code == 1, serve.output()
     messages = [e.message for e in serve.entries]
     assert (
-        f"worker {killed[-1]} was killed by SIGKILL: more than 2 worker deaths within 60 s "
-        "is a crash loop; stopping the other workers"
+        f"worker {killed[-1]} was killed by SIGKILL: more than 2 worker deaths within 60 s, "
+        "while other workers serve: retrying this one every 30.0 s until it stays up"
     ) in messages
-    # Two replacements, no third one.
+    assert (
+        f"worker {second} was killed by SIGKILL: more than 2 worker deaths within 60 s "
+        "and no worker up to serve is a crash loop; stopping the other workers"
+    ) in messages
+    # Two replacements, no third one: the third waits its 30 s.
     assert sum(_started_in_place_of(e) for e in serve.entries) == 2
-    assert any(e.pid == second and e.message == "stopped" for e in serve.entries)
-    assert not _alive(second)
     assert serve.tracebacks() == 0
 
 
@@ -268,8 +430,9 @@ async def test_a_replacement_that_finds_the_configuration_broken_ends_in_code_2(
 ) -> None:
     """The operator broke the file after start-up and a worker died: each
     replacement exits 2. They are retried with backoff while the other worker
-    serves on (what they need may come back), and the crash loop ends the
-    gateway with code 2."""
+    serves on (what they need may come back), at the longest backoff once past
+    the crash limit; when the serving worker dies too, the gateway ends with
+    code 2 (a replacement would find the configuration wrong again)."""
     config = tmp_path / "gateway.toml"
     config.write_text("[server]\nshutdown_grace_seconds = 5\n")
     address = f"127.0.0.1:{free_port()}"
@@ -283,24 +446,30 @@ async def test_a_replacement_that_finds_the_configuration_broken_ends_in_code_2(
         config.write_text('[server]\nshutdown_grace_seconds = "soon"\n')
         os.kill(first, signal.SIGKILL)
         replacement = await serve.replacement_of(first)
+        second_replacement = await serve.replacement_of(replacement)
         await serve.line(
-            lambda e: e.message.startswith(f"worker {replacement} exited with code 2"),
-            "the replacement's configuration error",
+            lambda e: e.message.startswith(f"worker {second_replacement} exited with code 2"),
+            "the second replacement's configuration error",
         )
         served = await serve.access_line(await worker_kill.one_call(address))
         assert served.pid == second
+        assert serve.process.returncode is None
+        os.kill(second, signal.SIGKILL)
         code = await serve.exit_code()
         await serve.until(lambda _: serve.ended, "the end of serve's output")
     assert code == 2, serve.output()
     output = "\n".join(e.raw for e in serve.entries)
     assert "llmgateway: configuration error: LLMGATEWAY_SHUTDOWN_GRACE" in output
     assert (
-        "exited with code 2, a configuration error (its message is above): more than 2 "
-        "worker deaths within 60 s is a crash loop; stopping the other workers"
+        f"worker {second_replacement} exited with code 2, a configuration error (its message is "
+        "above): more than 2 worker deaths within 60 s, while other workers serve: retrying "
+        "this one every 30.0 s until it stays up"
+    ) in output
+    assert (
+        f"worker {second} was killed by SIGKILL: more than 2 worker deaths within 60 s and no "
+        "worker up to serve is a crash loop; stopping the other workers"
     ) in output
     assert sum(_started_in_place_of(e) for e in serve.entries) == 2
-    assert any(e.pid == second and e.message == "stopped" for e in serve.entries)
-    assert not _alive(second)
     assert serve.tracebacks() == 0
 
 
