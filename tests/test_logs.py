@@ -37,11 +37,10 @@ if TYPE_CHECKING:
 MARKER = "zebra-marmalade-4417"
 
 
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    """Everything logged at INFO and above (the default), as JSON lines."""
+def _capture_root(fmt: str) -> Iterator[io.StringIO]:
+    """Everything logged at INFO and above on the root logger, in format fmt."""
     stream = io.StringIO()
-    handler = logs.make_handler("json", stream)
+    handler = logs.make_handler(fmt, stream)
     root = logging.getLogger()
     saved = root.level
     root.addHandler(handler)
@@ -49,6 +48,12 @@ def captured() -> Iterator[io.StringIO]:
     yield stream
     root.removeHandler(handler)
     root.setLevel(saved)
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """Everything logged at INFO and above (the default), as JSON lines."""
+    yield from _capture_root("json")
 
 
 def entries(stream: io.StringIO) -> list[dict[str, object]]:
@@ -343,15 +348,7 @@ def test_json_lines_keep_hostile_values_exactly_and_stay_one_line() -> None:
 @pytest.fixture
 def text_captured() -> Iterator[io.StringIO]:
     """Everything logged at INFO and above, as text lines."""
-    stream = io.StringIO()
-    handler = logs.make_handler("text", stream)
-    root = logging.getLogger()
-    saved = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(saved)
+    yield from _capture_root("text")
 
 
 def _issue_key(settings: Settings) -> str:
