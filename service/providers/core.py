@@ -227,17 +227,6 @@ class OpenAICompatibleProvider:
         """The answer scrubbed of provider keys before anything (the trace, the
         caller, the ledger) sees it. Its errors need nothing more: every one is
         made by ue.build_error or ue.local_error, which redact as they build."""
-        answer = await self._complete_unscrubbed(request, route, deadline, url, trace)
-        return self._redactor.response(answer)
-
-    async def _complete_unscrubbed(
-        self,
-        request: AnyCompletionRequest,
-        route: Route,
-        deadline: float | None,
-        url: str,
-        trace: tracing.UpstreamTrace | None,
-    ) -> pb.CompleteResponse:
         body = orjson.dumps(self.body(request, route, stream=False))
         budget = self._budget(self._timeouts.request, deadline)
         http_request = self._post(url, body, self._httpx_timeout(budget, budget))
@@ -262,7 +251,8 @@ class OpenAICompatibleProvider:
         if not isinstance(payload, dict):
             raise self.malformed("the response body is not a JSON object", route)
         with self._parse_errors(route):
-            return self._completion_from_json(payload, route, self.include_reasoning(request))
+            answer = self._completion_from_json(payload, route, self.include_reasoning(request))
+        return self._redactor.response(answer)
 
     async def _stream(
         self,

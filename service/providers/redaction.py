@@ -69,6 +69,10 @@ _SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\
 _SIMPLE_ESCAPES["t"] = "\t"
 # JSON text inside a JSON string inside...: unescaped at most this many times.
 _MAX_UNESCAPES = 3
+# The string fields of a unary answer: metadata, scrubbed fully (Redactor.text),
+# and the answer itself, of exact keys only (Redactor.content).
+_RESPONSE_METADATA = ("id", "model", "upstream_provider", "native_finish_reason")
+_RESPONSE_ANSWER = ("content", "reasoning")
 
 
 class Redactor:
@@ -139,27 +143,17 @@ class Redactor:
         the message again). (Stream events are scrubbed as they are assembled,
         field by field: see providers/stream.py.)"""
         text = self.text
-        value = response.id
-        if (scrubbed := text(value)) != value:
-            response.id = scrubbed
-        value = response.model
-        if (scrubbed := text(value)) != value:
-            response.model = scrubbed
-        value = response.upstream_provider
-        if (scrubbed := text(value)) != value:
-            response.upstream_provider = scrubbed
-        value = response.native_finish_reason
-        if (scrubbed := text(value)) != value:
-            response.native_finish_reason = scrubbed
+        for field in _RESPONSE_METADATA:
+            value = getattr(response, field)
+            if (scrubbed := text(value)) != value:
+                setattr(response, field, scrubbed)
         if not self._secrets:
             return response
         content = self.content
-        value = response.content
-        if value and (scrubbed := content(value)) != value:
-            response.content = scrubbed
-        value = response.reasoning
-        if value and (scrubbed := content(value)) != value:
-            response.reasoning = scrubbed
+        for field in _RESPONSE_ANSWER:
+            value = getattr(response, field)
+            if value and (scrubbed := content(value)) != value:
+                setattr(response, field, scrubbed)
         for call in response.tool_calls:
             if (scrubbed := text(call.id)) != call.id:
                 call.id = scrubbed
