@@ -27,7 +27,7 @@ from fake_upstream import FakeUpstream
 from service.config import Settings
 from service.server import Gateway, start_gateway
 from service.state.db import Database, StateUnavailableError
-from service.state.keys import KeyStore
+from service.state.keys import CallerKey, KeyStore
 from service.state.limits import Limiter
 from service.state.schema import migrate
 from service.state.threads import WorkThreads
@@ -336,13 +336,22 @@ def write_locked(location: str) -> Iterator[None]:
         holder.close()
 
 
-async def test_a_settlement_the_database_cannot_take_now_is_retried(tmp_path):
+@contextlib.contextmanager
+def limiter_on_sqlite(tmp_path: Path) -> Iterator[tuple[str, CallerKey, Limiter]]:
+    """The database's location, a key of 100 rpm and a Limiter on a fresh
+    SQLite database that waits 0.2 s at the most for a lock."""
     location = str(tmp_path / "state.db")
     db = Database(location, timeout=0.2)
     try:
         migrate(db)
         record, _ = KeyStore(db).create("settles", rpm=100)
-        limiter = Limiter(db)
+        yield location, record, Limiter(db)
+    finally:
+        db.close()
+
+
+async def test_a_settlement_the_database_cannot_take_now_is_retried(tmp_path):
+    with limiter_on_sqlite(tmp_path) as (location, record, limiter):
         held = await limiter.reserve(record, tokens=100, cost_usd=1.0)
         with write_locked(location):
             await limiter.settle(held, 10, 0.25)  # does not raise: it waits
@@ -351,17 +360,10 @@ async def test_a_settlement_the_database_cannot_take_now_is_retried(tmp_path):
             await limiter.drain()
         assert reservations(location) == [(10, 0.25, 1)]
         await limiter.close()
-    finally:
-        db.close()
 
 
 async def test_settlements_still_waiting_at_shutdown_are_counted_in_the_log(tmp_path, caplog):
-    location = str(tmp_path / "state.db")
-    db = Database(location, timeout=0.2)
-    try:
-        migrate(db)
-        record, _ = KeyStore(db).create("settles", rpm=100)
-        limiter = Limiter(db)
+    with limiter_on_sqlite(tmp_path) as (location, record, limiter):
         held = [await limiter.reserve(record, tokens=100, cost_usd=1.0) for _ in range(3)]
         with write_locked(location):
             for reservation in held:
@@ -371,8 +373,6 @@ async def test_settlements_still_waiting_at_shutdown_are_counted_in_the_log(tmp_
         assert any("3 settlements could not be written" in r.getMessage() for r in caplog.records)
         # Not written: the reservations still hold their estimates.
         assert reservations(location) == [(100, 1.0, 0)] * 3
-    finally:
-        db.close()
 
 
 def _threads(max_pending: int, timeout: float) -> WorkThreads[None]:
