@@ -272,18 +272,8 @@ def run(args: argparse.Namespace) -> list[Phase]:
     env = procs.fake_environment(fake_port)
     key = _issue_key(env["LLMGATEWAY_DB"])
     address = f"127.0.0.1:{gateway_port}"
-    command = [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "serve",
-        "--address",
-        address,
-        "--workers",
-        str(args.workers),
-        "--log-level",
-        "INFO",
-    ]
+    # INFO: the phases read the access log.
+    command = procs.gateway_command(gateway_port, args.workers, log_level="INFO")
     phases: list[Phase] = []
     with contextlib.ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))

@@ -109,7 +109,7 @@ def fake_environment(fake_port: int) -> dict[str, str]:
     }
 
 
-def gateway_command(port: int, workers: int | None) -> list[str]:
+def gateway_command(port: int, workers: int | None, log_level: str = "WARNING") -> list[str]:
     """llmgateway serve with its default settings (workers: one per core unless given)."""
     command = [
         sys.executable,
@@ -119,7 +119,7 @@ def gateway_command(port: int, workers: int | None) -> list[str]:
         "--address",
         f"127.0.0.1:{port}",
         "--log-level",
-        "WARNING",
+        log_level,
     ]
     if workers:
         command += ["--workers", str(workers)]
