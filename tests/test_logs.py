@@ -265,10 +265,15 @@ HOSTILE_MODEL = f"zai/glm\r\n{FORGED}\x1b[2J\x1b[31m\u202e\u2028\x85"
 LINE_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \[\d+\] ")
 
 
-def _text_output(log: Callable[[logging.Logger], None]) -> str:
+def _logged_output(
+    log: Callable[[logging.Logger], None],
+    log_format: str = "text",
+    name: str = "tests.text.escape",
+) -> str:
+    """What `log` writes through a logger of its own in `log_format`, at INFO."""
     stream = io.StringIO()
-    logger = logging.getLogger("tests.text.escape")
-    handler = logs.make_handler("text", stream)
+    logger = logging.getLogger(name)
+    handler = logs.make_handler(log_format, stream)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -282,7 +287,7 @@ def _text_output(log: Callable[[logging.Logger], None]) -> str:
 
 @pytest.mark.parametrize("char", ESCAPED_CHARS, ids=[f"U+{ord(c):04X}" for c in ESCAPED_CHARS])
 def test_text_lines_escape_every_control_format_and_separator_character(char: str) -> None:
-    output = _text_output(
+    output = _logged_output(
         lambda logger: logger.warning(
             "refused %s", f"a{char}b", extra={"fields": {"model": f"m{char}n", f"k{char}": 1}}
         )
@@ -295,7 +300,7 @@ def test_text_lines_escape_every_control_format_and_separator_character(char: st
 
 
 def test_a_hostile_value_cannot_forge_a_line_or_a_field() -> None:
-    output = _text_output(
+    output = _logged_output(
         lambda logger: logger.info(
             "call failed: %s",
             HOSTILE_MODEL,
@@ -317,7 +322,7 @@ def test_text_tracebacks_are_escaped_and_indented_under_their_line() -> None:
         except ValueError:
             logger.exception("failed")
 
-    first, *rest = _text_output(log).splitlines()
+    first, *rest = _logged_output(log).splitlines()
     assert first.endswith("tests.text.escape: failed")
     assert rest
     assert all(line.startswith("    ") for line in rest)  # only a record starts at column 0
@@ -326,18 +331,13 @@ def test_text_tracebacks_are_escaped_and_indented_under_their_line() -> None:
 
 
 def test_json_lines_keep_hostile_values_exactly_and_stay_one_line() -> None:
-    stream = io.StringIO()
-    logger = logging.getLogger("tests.json.hostile")
-    handler = logs.make_handler("json", stream)
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    try:
-        logger.info("call failed: %s", HOSTILE_MODEL, extra={"fields": {"model": HOSTILE_MODEL}})
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = True
-    output = stream.getvalue()
+    output = _logged_output(
+        lambda logger: logger.info(
+            "call failed: %s", HOSTILE_MODEL, extra={"fields": {"model": HOSTILE_MODEL}}
+        ),
+        log_format="json",
+        name="tests.json.hostile",
+    )
     assert output.count("\n") == 1
     assert "\x1b" not in output  # JSON writes it as \u001b
     entry = json.loads(output)
