@@ -69,6 +69,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` still runs (Linux: read from /proc)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's reaping is left
+
+
 @dataclass(slots=True)
 class LogEntry:
     """One line `serve` printed: a JSON log entry, or `raw` text (e.g. a traceback)."""

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,6 +25,7 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
+from bench import worker_kill
 from faults.hostile import deeply_nested
 from service.decoding import RefusalLog
 from service.server import start_gateway
@@ -310,7 +310,7 @@ async def test_workers_stop_when_the_parent_is_killed(fake):
         process.kill()  # SIGKILL: the parent cannot forward anything
         await process.wait()
         for _ in range(250):
-            alive = [pid for pid in workers if _alive(pid)]
+            alive = [pid for pid in workers if worker_kill.alive(pid)]
             if not alive:
                 break
             await asyncio.sleep(0.02)
@@ -319,14 +319,6 @@ async def test_workers_stop_when_the_parent_is_killed(fake):
         for pid in _worker_pids(seen) if "started 2 workers" in seen else []:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent's reaping is left
 
 
 # -- requests protobuf cannot decode (service/decoding.py) ------------------------

@@ -9,18 +9,18 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from bench import worker_kill
-from bench.worker_kill import LogEntry, Serve, free_port
+from bench.worker_kill import LogEntry, Serve, alive, free_port
 from service.restart_policy import RestartPolicy, Restarts
 from service.workers import Supervisor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from fake_upstream import FakeUpstream
 
@@ -322,14 +322,6 @@ def _started_in_place_of(entry: LogEntry) -> bool:
     return entry.message.startswith("started worker ") and " in place of " in entry.message
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent's reaping is left
-
-
 async def test_a_worker_that_exits_by_itself_is_replaced(
     fake: FakeUpstream, tmp_path: Path
 ) -> None:
@@ -343,7 +335,7 @@ async def test_a_worker_that_exits_by_itself_is_replaced(
         replacement = await serve.replacement_of(first)
         await serve.listening(replacement)
         assert serve.process.returncode is None
-        assert _alive(second)
+        assert alive(second)
         await serve.access_line(await worker_kill.one_call(address))
         serve.process.send_signal(signal.SIGTERM)
         code = await serve.exit_code()
@@ -369,6 +361,29 @@ async def _kill_replacements(serve: Serve, first: int, deaths: int) -> list[int]
     return killed
 
 
+async def _kill_the_worker_that_serves(serve: Serve, address: str, second: int) -> int:
+    """Checks that `second` still serves the calls while its sibling slot waits,
+    SIGKILLs it and returns serve's exit code once its output has ended."""
+    served = await serve.access_line(await worker_kill.one_call(address))
+    assert served.pid == second
+    assert serve.process.returncode is None
+    os.kill(second, signal.SIGKILL)
+    code = await serve.exit_code()
+    await serve.until(lambda _: serve.ended, "the end of serve's output")
+    return code
+
+
+def _assert_gave_up_when(serve: Serve, second: int) -> None:
+    """The gateway gave up when `second`, the last worker up, died, after two
+    replacements of its sibling: no third one (the third waits its 30 s)."""
+    assert (
+        f"worker {second} was killed by SIGKILL: more than 2 worker deaths within 60 s "
+        "and no worker up to serve is a crash loop; stopping the other workers"
+    ) in [e.message for e in serve.entries]
+    assert sum(_started_in_place_of(e) for e in serve.entries) == 2
+    assert serve.tracebacks() == 0
+
+
 async def test_a_slot_that_keeps_dying_waits_while_the_other_serves_and_then_the_gateway_stops(
     fake: FakeUpstream, tmp_path: Path
 ) -> None:
@@ -385,25 +400,14 @@ async def test_a_slot_that_keeps_dying_waits_while_the_other_serves_and_then_the
         await serve.line(
             lambda e: e.message.startswith(f"worker {killed[-1]} "), "the third death logged"
         )
-        served = await serve.access_line(await worker_kill.one_call(address))
-        assert served.pid == second
-        assert serve.process.returncode is None
-        os.kill(second, signal.SIGKILL)
-        code = await serve.exit_code()
-        await serve.until(lambda _: serve.ended, "the end of serve's output")
+        code = await _kill_the_worker_that_serves(serve, address, second)
     assert code == 1, serve.output()
     messages = [e.message for e in serve.entries]
     assert (
         f"worker {killed[-1]} was killed by SIGKILL: more than 2 worker deaths within 60 s, "
         "while other workers serve: retrying this one every 30.0 s until it stays up"
     ) in messages
-    assert (
-        f"worker {second} was killed by SIGKILL: more than 2 worker deaths within 60 s "
-        "and no worker up to serve is a crash loop; stopping the other workers"
-    ) in messages
-    # Two replacements, no third one: the third waits its 30 s.
-    assert sum(_started_in_place_of(e) for e in serve.entries) == 2
-    assert serve.tracebacks() == 0
+    _assert_gave_up_when(serve, second)
 
 
 async def test_a_worker_that_finds_the_configuration_wrong_at_start_up_stops_the_gateway(
@@ -421,7 +425,7 @@ async def test_a_worker_that_finds_the_configuration_wrong_at_start_up_stops_the
     assert "llmgateway: configuration error: cannot create the directory for --db" in output
     assert "exited with code 2, a configuration error (its message is above): stopping" in output
     assert not any(_started_in_place_of(e) for e in serve.entries)
-    assert not any(_alive(pid) for pid in serve.worker_pids())
+    assert not any(alive(pid) for pid in serve.worker_pids())
     assert serve.tracebacks() == 0
 
 
@@ -451,12 +455,7 @@ async def test_a_replacement_that_finds_the_configuration_broken_ends_in_code_2(
             lambda e: e.message.startswith(f"worker {second_replacement} exited with code 2"),
             "the second replacement's configuration error",
         )
-        served = await serve.access_line(await worker_kill.one_call(address))
-        assert served.pid == second
-        assert serve.process.returncode is None
-        os.kill(second, signal.SIGKILL)
-        code = await serve.exit_code()
-        await serve.until(lambda _: serve.ended, "the end of serve's output")
+        code = await _kill_the_worker_that_serves(serve, address, second)
     assert code == 2, serve.output()
     output = "\n".join(e.raw for e in serve.entries)
     assert "llmgateway: configuration error: LLMGATEWAY_SHUTDOWN_GRACE" in output
@@ -465,12 +464,7 @@ async def test_a_replacement_that_finds_the_configuration_broken_ends_in_code_2(
         "above): more than 2 worker deaths within 60 s, while other workers serve: retrying "
         "this one every 30.0 s until it stays up"
     ) in output
-    assert (
-        f"worker {second} was killed by SIGKILL: more than 2 worker deaths within 60 s and no "
-        "worker up to serve is a crash loop; stopping the other workers"
-    ) in output
-    assert sum(_started_in_place_of(e) for e in serve.entries) == 2
-    assert serve.tracebacks() == 0
+    _assert_gave_up_when(serve, second)
 
 
 async def test_no_worker_is_restarted_once_the_operator_stops_the_gateway(
