@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError
 from llmgateway.v1 import completion_service_pb2 as pb
 
 from service.errors import GatewayError
+from service.logs import LogSampler
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -61,24 +62,20 @@ class RefusalLog:
         log: logging.Logger = logger,
     ) -> None:
         self._interval = interval
-        self._clock = clock
         self._logger = log
-        self._next_line = float("-inf")
-        self._unlogged = 0
+        # No count of its own at the interval's end: the next line carries it.
+        self._sampler = LogSampler(interval, clock=clock)
 
     def refused(self, method: str, problem: str, peer: str) -> None:
         """Note one refusal; log it if the last line is old enough."""
-        self._unlogged += 1
-        now = self._clock()
-        if now < self._next_line:
+        admitted, held_back = self._sampler.admit()
+        if not admitted:
             return
-        count, self._unlogged = self._unlogged, 0
-        self._next_line = now + self._interval
         self._logger.warning(
             "refused %d undecodable request(s) since the last such line (latest: %s from %s: "
             "%s); a client built from another contract version, or one sending invalid "
             "UTF-8? At most one line per %.0f s; llmgateway_undecodable_requests counts each",
-            count,
+            held_back + 1,
             method,
             peer,
             problem,
