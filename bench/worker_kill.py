@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.processes import free_port
 from fake_upstream import FakeUpstream
 from service.state.ledger import IN_FLIGHT
 
@@ -60,13 +60,6 @@ SLOW_CHUNK_DELAY = 0.04
 WAIT = 60.0
 # How the calls of the killed worker end at the client: their connection is gone.
 GONE = frozenset({"UNAVAILABLE", "CANCELLED"})
-
-
-def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def alive(pid: int) -> bool:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from bench import worker_kill
-from bench.worker_kill import LogEntry, Serve, alive, free_port
+from bench.processes import free_port
+from bench.worker_kill import LogEntry, Serve, alive
 from service.restart_policy import RestartPolicy, Restarts
 from service.workers import Supervisor
 

@@ -96,11 +96,6 @@ class Redactor:
             gram: tuple(places) for gram, places in grams.items()
         }
 
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """The keys this redactor removes."""
-        return self._secrets
-
     def joined(self, other: Redactor) -> Redactor:
         """A redactor removing the keys of both."""
         return Redactor((*self._secrets, *other._secrets))

@@ -74,8 +74,6 @@ _SUMMARIES: dict[Reason, str] = {
 _MAX_UPSTREAM_MESSAGE = 500
 _MAX_METADATA_VALUE = 64
 _MAX_RAW_METADATA = 256
-# OpenRouter's message when the provider behind it failed; the reason is in metadata.raw.
-PROVIDER_RETURNED_ERROR = "Provider returned error"
 # Retry hints beyond a day are not hints; a nonsensical one must not break error reporting.
 MAX_RETRY_AFTER = 86_400.0
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from service.state.db import StateUnavailableError
+from service.state.threads import consume_outcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -327,7 +328,7 @@ class Ledger:
             asyncio.get_running_loop().create_future(),
         )
         # A call refused at its deadline no longer waits for its batch's outcome.
-        admitted.written.add_done_callback(_retrieve)
+        admitted.written.add_done_callback(consume_outcome)
         self._admitting[record.request_id] = admitted.written
         admitted.written.add_done_callback(lambda _: self._admitting.pop(record.request_id, None))
         writer.push(admitted)
@@ -439,11 +440,6 @@ class Ledger:
             len(writer.queue) + len(writer.batch)
             for writer in (self._admissions, self._completions)
         )
-
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 def _unavailable(exc: BaseException) -> StateUnavailableError:

@@ -55,7 +55,7 @@ class Job(Generic[T]):
         self._loop = loop
         self.future: asyncio.Future[T] = loop.create_future()
         # A result nobody waits for any more must not be reported as unretrieved.
-        self.future.add_done_callback(_retrieve)
+        self.future.add_done_callback(consume_outcome)
 
     def start(self) -> bool:
         """On the thread: whether to go on (connect); False when abandoned."""
@@ -118,7 +118,9 @@ class Job(Generic[T]):
             self.future.set_result(result)  # type: ignore[arg-type]  # T when no error
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
+def consume_outcome(future: asyncio.Future[Any]) -> None:
+    """Read a finished future's exception, so asyncio does not report it as
+    never retrieved when nobody awaits it (its caller gave up)."""
     if not future.cancelled():
         future.exception()
 
