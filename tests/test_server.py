@@ -218,13 +218,18 @@ async def _exit_of(process):
     return code, output
 
 
-async def _until_workers_started(process: asyncio.subprocess.Process) -> str:
-    """What the parent printed up to its 'started 2 workers' line."""
+async def _until_printed(process: asyncio.subprocess.Process, text: str, times: int = 1) -> str:
+    """What `process` printed up to the line holding `text` for the `times`th time."""
     assert process.stdout is not None
     seen = ""
-    while "started 2 workers" not in seen:
+    while seen.count(text) < times:
         seen += (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
     return seen
+
+
+async def _until_workers_started(process: asyncio.subprocess.Process) -> str:
+    """What the parent printed up to its 'started 2 workers' line."""
+    return await _until_printed(process, "started 2 workers")
 
 
 def _worker_pids(output: str) -> list[int]:
@@ -256,6 +261,9 @@ async def test_workers_restart_at_once_on_the_same_port(fake):
 async def test_workers_share_the_port_and_stop_together(fake):
     port = _free_port()
     async with _serving(fake, port, "--workers", "2") as process:
+        # Both must be listening before the stop: one still starting when
+        # SIGTERM arrives stops cleanly without ever listening.
+        started = await _until_printed(process, "llmgateway listening on", times=2)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=30)
             stub = pb_grpc.CompletionServiceStub(channel)
@@ -265,7 +273,8 @@ async def test_workers_share_the_port_and_stop_together(fake):
                 )
                 assert answer.content
         process.send_signal(signal.SIGTERM)
-        code, output = await _exit_of(process)
+        code, rest = await _exit_of(process)
+        output = started + rest
     assert code == 0, output
     assert output.count("llmgateway listening on") == 2
     assert output.count("stopped") >= 2
