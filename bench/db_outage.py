@@ -25,16 +25,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import grpc
+
+from llmgateway.server.config import Settings
+from llmgateway.server.process.server import start_gateway
+from llmgateway.server.state.db import Database
+from llmgateway.server.state.keys import KeyStore
+from llmgateway.server.state.schema import migrate
+from llmgateway.testing.fake_upstream import FakeUpstream
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
-
-from fake_upstream import FakeUpstream
-from service.config import Settings
-from service.server import start_gateway
-from service.state.db import Database
-from service.state.keys import KeyStore
-from service.state.schema import migrate
 from tests.postgres import PostgresServer, fresh_database, throwaway_server
 
 

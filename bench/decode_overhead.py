@@ -1,4 +1,4 @@
-"""What tolerant decoding (service/decoding.py) costs a call.
+"""What tolerant decoding (service/llmgateway/server/call_path/decoding.py) costs a call.
 
 python -m bench.decode_overhead [--rounds 5] [--calls 3000] [--streams 300]
 
@@ -20,11 +20,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
+
+from llmgateway.server.call_path.decoding import TolerantRegistrar
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
-
-from service.decoding import TolerantRegistrar
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -45,14 +45,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+
+from bench import processes as procs
+from llmgateway.server.state.db import Database
+from llmgateway.server.state.keys import KeyStore
+from llmgateway.server.state.schema import migrate
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
-
-from bench import processes as procs
-from service.state.db import Database
-from service.state.keys import KeyStore
-from service.state.schema import migrate
 
 MODEL = "openrouter/openai/gpt-4o-mini"
 FLOOD_KINDS = ("repeated", "random", "garbage", "none")

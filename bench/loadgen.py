@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import grpc
 import orjson
+
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc

@@ -13,14 +13,14 @@ import statistics
 import timeit
 
 import orjson
+
+from llmgateway.server.config import OpenRouterSettings, Secret, Timeouts
+from llmgateway.server.providers.openai_compatible.stream import StreamAssembler
+from llmgateway.server.providers.openrouter import OpenRouterProvider
+from llmgateway.server.providers.sse import ServerSentEvent, SSEDecoder
+from llmgateway.server.routing.router import Route
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
-
-from service.config import OpenRouterSettings, Secret, Timeouts
-from service.providers.openrouter import OpenRouterProvider
-from service.providers.sse import ServerSentEvent, SSEDecoder
-from service.providers.stream import StreamAssembler
-from service.routing import Route
 
 CHUNK = (
     b'data: {"id":"gen-1739458867-kUKFjpDGCEBBvK6V46PX","provider":"OpenAI",'

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+
+from bench import processes as procs
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
-
-from bench import processes as procs
 
 MODEL = "openrouter/openai/gpt-4o-mini"
 

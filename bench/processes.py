@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Self
 
 import httpx
 
-from fake_upstream.app import DEFAULT_OPENROUTER_KEY, environment_for
+from llmgateway.testing.fake_upstream.app import DEFAULT_OPENROUTER_KEY, environment_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -87,7 +87,7 @@ def fake_upstream_command(port: int, chunks: int, delay: float) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "fake_upstream",
+        "llmgateway.testing.fake_upstream",
         "--port",
         str(port),
         "--no-record",
@@ -114,7 +114,7 @@ def gateway_command(port: int, workers: int | None, log_level: str = "WARNING") 
     command = [
         sys.executable,
         "-m",
-        "service.cli",
+        "llmgateway.server.process.cli",
         "serve",
         "--address",
         f"127.0.0.1:{port}",

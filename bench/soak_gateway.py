@@ -28,8 +28,8 @@ import sys
 import tracemalloc
 from typing import Any
 
-from service.config import Settings
-from service.server import start_gateway
+from llmgateway.server.config import Settings
+from llmgateway.server.process.server import start_gateway
 
 # How many of the commonest object types a census reports.
 CENSUS_TYPES = 40

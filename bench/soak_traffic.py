@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from clients import AsyncCompletionClient, GatewayError
+from llmgateway.client import AsyncCompletionClient, GatewayError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

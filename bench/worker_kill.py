@@ -37,14 +37,14 @@ from typing import TYPE_CHECKING, Any, Self
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from llmgateway.v1 import completion_pb2 as common
-from llmgateway.v1 import completion_service_pb2 as pb
-from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.processes import free_port
-from fake_upstream import FakeUpstream
-from service.state.ledger import IN_FLIGHT
+from llmgateway.server.state.ledger import IN_FLIGHT
+from llmgateway.testing.fake_upstream import FakeUpstream
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
@@ -117,7 +117,7 @@ class Serve:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "service.cli",
+            "llmgateway.server.process.cli",
             "serve",
             "--log-format",
             "json",

@@ -33,12 +33,12 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2
+
+from llmgateway.server.config import Settings
+from llmgateway.server.process.server import start_gateway
+from llmgateway.testing.fake_upstream import FakeUpstream
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
-
-from fake_upstream import FakeUpstream
-from service.config import Settings
-from service.server import start_gateway
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

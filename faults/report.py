@@ -13,7 +13,6 @@ import logging
 import sys
 import time
 
-from fake_upstream import FakeUpstream
 from faults.runner import KEY_LEAK, SETTLE, Outcome, run_fault
 from faults.table import (
     CONNECT_TIMEOUT,
@@ -25,6 +24,7 @@ from faults.table import (
     STREAM_IDLE_TIMEOUT,
     Fault,
 )
+from llmgateway.testing.fake_upstream import FakeUpstream
 
 _COLUMNS = (
     ("fault", 36),
@@ -118,7 +118,7 @@ def main() -> None:
     args = parser.parse_args()
     # Each gateway warns that it has no caller keys: noise for 100-odd gateways.
     # Its errors (an INTERNAL status's traceback) still show.
-    logging.getLogger("service").setLevel(logging.ERROR)
+    logging.getLogger("llmgateway.server").setLevel(logging.ERROR)
     faults = [f for f in FAULTS if args.only is None or args.only in f.id]
     if not faults:
         parser.error(f"no row's id contains {args.only!r}")

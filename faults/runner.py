@@ -20,11 +20,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
-from llmgateway.v1 import completion_pb2 as common
-from llmgateway.v1 import completion_service_pb2 as pb
-from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
-from fake_upstream.http import TASK_NAME_PREFIX
 from faults.table import (
     ALIASES,
     CONNECT_TIMEOUT,
@@ -35,16 +31,20 @@ from faults.table import (
     REQUEST_TIMEOUT,
     STREAM_IDLE_TIMEOUT,
 )
-from service.config import Settings
-from service.errors import DOMAIN
-from service.providers.redaction import PARTIAL_MIN
-from service.server import start_gateway
+from llmgateway.server.config import Settings
+from llmgateway.server.errors import DOMAIN
+from llmgateway.server.process.server import start_gateway
+from llmgateway.server.providers.redaction import PARTIAL_MIN
+from llmgateway.testing.fake_upstream.http import TASK_NAME_PREFIX
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from fake_upstream import FakeUpstream
     from faults.table import Fault
+    from llmgateway.testing.fake_upstream import FakeUpstream
 
 # Past its bound by this much, a call counts as hung and is cancelled, so one
 # hang cannot stall the suite.

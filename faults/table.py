@@ -1,7 +1,7 @@
 """One row per upstream fault and RPC kind: the status, reason, attempts and time bound.
 
 The README's error table says the same in prose; keep the two in step. Faults are
-chosen by model name (`…/fault-<name>`, see fake_upstream/app.py), except
+chosen by model name (`…/fault-<name>`, see service/llmgateway/testing/fake_upstream/app.py), except
 `refused`, which points the gateway at a port nothing listens on. Rows whose
 model is one of ALIASES go through a fallback chain.
 
@@ -18,7 +18,7 @@ from typing import Literal
 
 import grpc
 
-from fake_upstream.app import (
+from llmgateway.testing.fake_upstream.app import (
     DRIP_PAUSE,
     DRIP_PAUSES,
     OVERSIZED_BYTES,

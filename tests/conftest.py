@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+
+from llmgateway.server.config import OpenRouterSettings, Secret, Settings, Timeouts, ZaiSettings
+from llmgateway.server.process.server import Gateway, start_gateway
+from llmgateway.server.providers.openrouter import OpenRouterProvider
+from llmgateway.server.providers.zai import ZaiProvider
+from llmgateway.server.resilience.retry import RetryPolicy
+from llmgateway.testing.fake_upstream import FakeUpstream
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
-
-from fake_upstream import FakeUpstream
-from service.config import OpenRouterSettings, Secret, Settings, Timeouts, ZaiSettings
-from service.providers.openrouter import OpenRouterProvider
-from service.providers.zai import ZaiProvider
-from service.retry import RetryPolicy
-from service.server import Gateway, start_gateway
 from tests.postgres import fresh_database, throwaway_postgres
 
 if TYPE_CHECKING:

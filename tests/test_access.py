@@ -8,21 +8,21 @@ from typing import TYPE_CHECKING, cast
 
 import grpc
 import pytest
-from llmgateway.v1 import completion_service_pb2 as pb
 
-from service import access
-from service.access import Access
-from service.errors import GatewayError
-from service.state.db import Database, StateUnavailableError
-from service.state.keys import KEY_SHAPE, CallerKey, KeyStore
-from service.state.schema import migrate
+from llmgateway.server.call_path import access
+from llmgateway.server.call_path.access import Access
+from llmgateway.server.errors import GatewayError
+from llmgateway.server.state.db import Database, StateUnavailableError
+from llmgateway.server.state.keys import KEY_SHAPE, CallerKey, KeyStore
+from llmgateway.server.state.schema import migrate
+from llmgateway.v1 import completion_service_pb2 as pb
 from tests.conftest import gateway_stub, user
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from fake_upstream import FakeUpstream
-    from service.config import Settings
+    from llmgateway.server.config import Settings
+    from llmgateway.testing.fake_upstream import FakeUpstream
 
 LIVE = CallerKey(
     id="key_live",

@@ -15,14 +15,26 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from llmgateway.server.config import (
+    AliasConfig,
+    AliasTarget,
+    CircuitSettings,
+    ConfigError,
+    Settings,
+)
+from llmgateway.server.process.server import start_gateway
+from llmgateway.server.resilience.circuit import (
+    Admission,
+    CircuitBreaker,
+    Circuits,
+    CircuitState,
+    ProviderVerdict,
+)
+from llmgateway.server.resilience.retry import RetryPolicy
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
-
-from service.circuit import Admission, CircuitBreaker, Circuits, CircuitState, ProviderVerdict
-from service.config import AliasConfig, AliasTarget, CircuitSettings, ConfigError, Settings
-from service.retry import RetryPolicy
-from service.server import start_gateway
 from tests.conftest import rich_status, user
 
 UNAVAILABLE = pb.ERROR_REASON_UPSTREAM_UNAVAILABLE
@@ -286,7 +298,7 @@ def test_the_provider_fails_only_when_its_calls_all_but_stopped_succeeding():
 
 
 def test_state_changes_are_logged_within_a_budget(caplog):
-    caplog.set_level(logging.INFO, logger="service.circuit")
+    caplog.set_level(logging.INFO, logger="llmgateway.server.resilience.circuit")
     clock = Clock()
     circuits = Circuits(
         dataclasses.replace(SETTINGS, max_models=100),
@@ -374,7 +386,7 @@ async def call(stub: pb_grpc.CompletionServiceAsyncStub, model: str) -> pb.Compl
 
 
 async def test_an_open_circuit_skips_the_model_not_its_provider(tripping, fake, caplog):
-    caplog.set_level(logging.INFO, logger="service.circuit")
+    caplog.set_level(logging.INFO, logger="llmgateway.server.resilience.circuit")
     gateway = await start_gateway(tripping, address="127.0.0.1:0")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
@@ -432,14 +444,16 @@ async def test_an_open_circuit_skips_the_model_not_its_provider(tripping, fake, 
             assert 0.5 < retry.retry_delay.ToTimedelta().total_seconds() <= 1.0
     finally:
         await gateway.stop(grace=0)
-    messages = [r.getMessage() for r in caplog.records if r.name == "service.circuit"]
+    messages = [
+        r.getMessage() for r in caplog.records if r.name == "llmgateway.server.resilience.circuit"
+    ]
     assert any(m.startswith("circuit zai/fault-http-502 open: 2 of 2 calls") for m in messages)
     assert any(m.startswith("circuit zai/fault-http-502 half-open") for m in messages)
     assert any(m.startswith("provider zai is failing") for m in messages)
 
 
 async def test_a_successful_probe_closes_the_circuit(tripping, fake, caplog):
-    caplog.set_level(logging.INFO, logger="service.circuit")
+    caplog.set_level(logging.INFO, logger="llmgateway.server.resilience.circuit")
     gateway = await start_gateway(tripping, address="127.0.0.1:0")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
@@ -456,7 +470,9 @@ async def test_a_successful_probe_closes_the_circuit(tripping, fake, caplog):
             assert (await call(stub, "zai/fault-flaky")).attempts == 1
     finally:
         await gateway.stop(grace=0)
-    messages = [r.getMessage() for r in caplog.records if r.name == "service.circuit"]
+    messages = [
+        r.getMessage() for r in caplog.records if r.name == "llmgateway.server.resilience.circuit"
+    ]
     assert any(m.startswith("circuit zai/fault-flaky closed") for m in messages)
 
 

@@ -24,19 +24,19 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from faults.runner import refusing_base_url
+from llmgateway.server.config import AliasConfig, AliasTarget, Settings
+from llmgateway.server.process.server import start_gateway
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
-
-from faults.runner import refusing_base_url
-from service.config import AliasConfig, AliasTarget, Settings
-from service.server import start_gateway
 from tests.conftest import rich_status, user
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from fake_upstream import FakeUpstream
+    from llmgateway.testing.fake_upstream import FakeUpstream
 
 CALLS = 200
 FLAKY = "fault-flaky-503-50"

@@ -13,11 +13,11 @@ import time
 import grpc
 import grpc_testing
 from google.rpc import error_details_pb2, status_pb2
+
+from llmgateway.client.cli import add_commands, run
+from llmgateway.client.sync_client import CompletionClient
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
-
-from clients.cli import add_commands, run
-from clients.sync_client import CompletionClient
 
 SERVICE = pb.DESCRIPTOR.services_by_name["CompletionService"]
 
@@ -166,7 +166,7 @@ async def _run_cli(*argv, stdin=""):
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service.cli",
+        "llmgateway.server.process.cli",
         *argv,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

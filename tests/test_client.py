@@ -9,11 +9,8 @@ import threading
 import grpc
 import grpc_testing
 import pytest
-from llmgateway.v1 import completion_pb2 as common
-from llmgateway.v1 import completion_service_pb2 as pb
-from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
-from clients import (
+from llmgateway.client import (
     AsyncCompletionClient,
     CompletionClient,
     DeadlineExceededError,
@@ -29,6 +26,9 @@ from clients import (
     to_messages,
     tool,
 )
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 from tests.tls import make_certificates
 
 SERVICE = pb.DESCRIPTOR.services_by_name["CompletionService"]
@@ -266,7 +266,7 @@ async def test_tls_with_a_ca_file_and_refusal_without_it(tmp_path):
 
 
 def test_channel_options_never_ping_faster_than_the_gateway_accepts():
-    from clients.channel import channel_options
+    from llmgateway.client.channel import channel_options
 
     options = dict(channel_options(keepalive_seconds=1, max_attempts=1))
     assert options["grpc.keepalive_time_ms"] == 10_000
@@ -280,7 +280,7 @@ def test_channel_options_never_ping_faster_than_the_gateway_accepts():
 
 
 def test_an_error_names_its_reason_once():
-    from clients.errors import GatewayError as ClientError
+    from llmgateway.client.errors import GatewayError as ClientError
 
     same = ClientError(grpc.StatusCode.UNAUTHENTICATED, "send a key", reason="UNAUTHENTICATED")
     other = ClientError(grpc.StatusCode.UNAVAILABLE, "down", reason="UPSTREAM_UNAVAILABLE")

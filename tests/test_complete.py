@@ -6,9 +6,9 @@ import json
 
 import pytest
 from google.protobuf import struct_pb2
+
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
-
 from tests.conftest import user
 
 WEATHER_TOOL = common.Tool(name="get_weather", description="Current weather")

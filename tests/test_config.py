@@ -11,10 +11,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from llmgateway.v1 import completion_pb2 as common
-from llmgateway.v1 import completion_service_pb2 as pb
 
-from service.config import (
+from llmgateway.server.config import (
     DEFAULT_OPENROUTER_BASE_URL,
     DEFAULT_ZAI_BASE_URL,
     DEFAULT_ZAI_CODING_BASE_URL,
@@ -24,8 +22,10 @@ from service.config import (
     Secret,
     Settings,
 )
-from service.errors import GatewayError
-from service.routing import Plan, Route, Router
+from llmgateway.server.errors import GatewayError
+from llmgateway.server.routing.router import Plan, Route, Router
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
 from tests.tls import make_certificates
 
 OPENROUTER_KEY = "sk-or-v1-test-not-a-key"
@@ -713,7 +713,7 @@ def serve(tmp_path, *args, environ=None):
     """`llmgateway serve ARGS` in a clean environment: (exit code, stderr)."""
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", *args],
+        [sys.executable, "-m", "llmgateway.server.process.cli", "serve", *args],
         cwd=README.parent,
         env={**env, **(environ or {})},
         capture_output=True,

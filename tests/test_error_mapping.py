@@ -12,18 +12,18 @@ import dataclasses
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
-from llmgateway.v1 import completion_pb2 as common
-from llmgateway.v1 import completion_service_pb2 as pb
 
-from clients.async_client import AsyncCompletionClient
-from clients.errors import InvalidRequestError
-from service.errors import (
+from llmgateway.client.async_client import AsyncCompletionClient
+from llmgateway.client.errors import InvalidRequestError
+from llmgateway.server.errors import (
     MAX_FIELD_VIOLATIONS,
     TRAILER_BUDGET,
     FieldViolation,
     GatewayError,
     trailer_size,
 )
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
 from tests.conftest import gateway_stub, rich_status, user
 
 S = grpc.StatusCode

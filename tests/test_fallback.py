@@ -7,16 +7,22 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+
+from llmgateway.server.config import (
+    AliasConfig,
+    AliasTarget,
+    CircuitSettings,
+    ConfigError,
+    Settings,
+)
+from llmgateway.server.resilience.retry import RetryPolicy
+from llmgateway.server.routing.router import DEFAULT_FALLBACK_ON, Route, Router
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
-
-from service.config import AliasConfig, AliasTarget, CircuitSettings, ConfigError, Settings
-from service.retry import RetryPolicy
-from service.routing import DEFAULT_FALLBACK_ON, Route, Router
 from tests.conftest import gateway_stub, rich_status, user
 
 if TYPE_CHECKING:
-    from fake_upstream import FakeUpstream
+    from llmgateway.testing.fake_upstream import FakeUpstream
 
 CHAIN_TOML = """
 [aliases]

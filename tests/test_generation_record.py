@@ -6,19 +6,18 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from llmgateway.server.config import OpenRouterSettings, Secret, Timeouts
+from llmgateway.server.providers import openrouter
+from llmgateway.server.providers.openrouter import OpenRouterProvider
+from llmgateway.server.routing.router import Route
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
-
-from service.config import OpenRouterSettings, Secret, Timeouts
-from service.providers import openrouter
-from service.providers.openrouter import OpenRouterProvider
-from service.routing import Route
 from tests.conftest import user
 
 if TYPE_CHECKING:
     import pytest
 
-    from fake_upstream import FakeUpstream
+    from llmgateway.testing.fake_upstream import FakeUpstream
 
 DELAYS = (0.0, 0.01, 0.01)
 
@@ -36,7 +35,7 @@ async def test_a_record_that_is_an_html_page_is_a_missing_cost_not_a_traceback(
     )
     route = Route(common.PROVIDER_OPENROUTER, "x/fault-generation-html", "openrouter/x/y")
     request = pb.CompleteRequest(model="openrouter/x/fault-generation-html", messages=[user("hi")])
-    caplog.set_level(logging.WARNING, logger="service")
+    caplog.set_level(logging.WARNING, logger="llmgateway.server")
     try:
         first = await provider.complete(request, route, None)
         second = await provider.complete(request, route, None)
@@ -47,7 +46,7 @@ async def test_a_record_that_is_an_html_page_is_a_missing_cost_not_a_traceback(
         assert await provider.generation_cost(second.id) is None
     finally:
         await provider.aclose()
-    warnings = [r for r in caplog.records if r.name == "service.providers.openrouter"]
+    warnings = [r for r in caplog.records if r.name == "llmgateway.server.providers.openrouter"]
     # One line, no traceback; the second call's is held back by the sampler.
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert warnings[0].exc_info is None

@@ -13,19 +13,19 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+
+from llmgateway.server.call_path import access
+from llmgateway.server.call_path.calls import UNKNOWN_PRICE_RESERVATION_USD
+from llmgateway.server.config import ConfigError, PriceOverride, Settings
+from llmgateway.server.errors import GatewayError
+from llmgateway.server.process.server import start_gateway
+from llmgateway.server.state.db import Database
+from llmgateway.server.state.keys import KeyStore, hash_key
+from llmgateway.server.state.limits import Limiter, Reservation
+from llmgateway.server.state.schema import MIGRATIONS, migrate
+from llmgateway.testing.fake_upstream import FakeUpstream
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
-
-from fake_upstream import FakeUpstream
-from service import access
-from service.calls import UNKNOWN_PRICE_RESERVATION_USD
-from service.config import ConfigError, PriceOverride, Settings
-from service.errors import GatewayError
-from service.server import start_gateway
-from service.state.db import Database
-from service.state.keys import KeyStore, hash_key
-from service.state.limits import Limiter, Reservation
-from service.state.schema import MIGRATIONS, migrate
 from tests.conftest import rich_status, user
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def test_migrations_are_idempotent(db_location):
 
 
 async def test_open_without_keys_and_says_so(keyed, caplog):
-    caplog.set_level(logging.WARNING, logger="service.server")
+    caplog.set_level(logging.WARNING, logger="llmgateway.server.process.server")
     async with gateway(keyed) as (stub, _):
         assert (await complete(stub, None)).content
     assert any("OPEN GATEWAY" in r.getMessage() for r in caplog.records)

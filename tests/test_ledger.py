@@ -12,22 +12,22 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
-from llmgateway.v1 import completion_service_pb2 as pb
 
-from clients import AsyncCompletionClient, CompletionClient
-from clients.errors import InvalidRequestError
-from service.cli import main
-from service.observe import CallRecord
-from service.providers import openrouter
-from service.state.db import Database
-from service.state.keys import KeyStore
-from service.state.ledger import Ledger, parse_since
-from service.state.schema import migrate
+from llmgateway.client import AsyncCompletionClient, CompletionClient
+from llmgateway.client.errors import InvalidRequestError
+from llmgateway.server.observability.observe import CallRecord
+from llmgateway.server.process.cli import main
+from llmgateway.server.providers import openrouter
+from llmgateway.server.state.db import Database
+from llmgateway.server.state.keys import KeyStore
+from llmgateway.server.state.ledger import Ledger, parse_since
+from llmgateway.server.state.schema import migrate
+from llmgateway.v1 import completion_service_pb2 as pb
 from tests.conftest import rich_status, user
 from tests.test_keys import bearer, gateway
 
 if TYPE_CHECKING:
-    from service.config import Settings
+    from llmgateway.server.config import Settings
 
 COLUMNS = (
     "request_id, key_id, method, requested_model, served_model, provider, prompt_tokens, "

@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from service.observe import CallRecord
-from service.state.db import Database, StateUnavailableError
-from service.state.ledger import Ledger
-from service.state.schema import migrate
+from llmgateway.server.observability.observe import CallRecord
+from llmgateway.server.state.db import Database, StateUnavailableError
+from llmgateway.server.state.ledger import Ledger
+from llmgateway.server.state.schema import migrate
 from tests.test_reaper import statuses, until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
-    from service.state.db import Tx
+    from llmgateway.server.state.db import Tx
 
 T = TypeVar("T")
 

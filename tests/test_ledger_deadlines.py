@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+
+from llmgateway.server.call_path.calls import deadline_passed
+from llmgateway.server.process.server import start_gateway
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
-
-from service.calls import deadline_passed
-from service.server import start_gateway
 from tests.conftest import user
 from tests.test_ledger import ledger_rows
 from tests.test_reaper import until
@@ -23,7 +23,7 @@ from tests.test_reaper import until
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from service.config import Settings
+    from llmgateway.server.config import Settings
 
 # How much later than the caller's the gateway's copy of the deadline ends:
 # the request's headers are held up this long on their way (a busy

@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+
+from llmgateway.server.process.server import CLOSE_FLOOR_SECONDS, start_gateway
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
-
-from service.server import CLOSE_FLOOR_SECONDS, start_gateway
 from tests.conftest import user
 from tests.test_ledger import ledger_rows
 from tests.test_reaper import open_streams, until
 from tests.test_state_outage import locked_by_another_process
 
 if TYPE_CHECKING:
-    from service.config import Settings
-    from service.server import Gateway
+    from llmgateway.server.config import Settings
+    from llmgateway.server.process.server import Gateway
 
 STREAMS = 4
 REFUSED = 2
@@ -76,7 +76,7 @@ async def test_rows_a_lock_held_past_the_grace_keeps_out_are_counted_in_the_log(
     running = await start_gateway(on_sqlite, address="127.0.0.1:0")
     holder = await calls_behind_a_lock(running, on_sqlite.db)
     try:
-        with caplog.at_level(logging.ERROR, logger="service.state.ledger"):
+        with caplog.at_level(logging.ERROR, logger="llmgateway.server.state.ledger"):
             await running.stop(grace=0)
     finally:
         holder.execute("ROLLBACK")
@@ -114,7 +114,7 @@ async def test_stopping_with_the_database_locked_ends_soon_after_the_grace(setti
             await until(lambda: ledger.pending == STREAMS, "the streams' rows queued")
             loop = asyncio.get_running_loop()
             began = loop.time()
-            with caplog.at_level(logging.ERROR, logger="service.state.ledger"):
+            with caplog.at_level(logging.ERROR, logger="llmgateway.server.state.ledger"):
                 await running.stop(grace=grace)
             took = loop.time() - began
         with pytest.raises(grpc.aio.AioRpcError):

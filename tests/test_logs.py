@@ -17,22 +17,24 @@ from typing import TYPE_CHECKING
 import grpc
 import httpx
 import pytest
+
+from llmgateway.server.call_path import access
+from llmgateway.server.config import ConfigError, Settings
+from llmgateway.server.observability import logs
+from llmgateway.server.process import admin_cli
+from llmgateway.server.process.server import start_gateway
+from llmgateway.server.state.db import Database, StateUnavailableError
+from llmgateway.server.state.keys import CallerKey, KeyStore
+from llmgateway.server.state.schema import migrate
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
-
-from service import access, admin_cli, logs
-from service.config import ConfigError, Settings
-from service.server import start_gateway
-from service.state.db import Database, StateUnavailableError
-from service.state.keys import CallerKey, KeyStore
-from service.state.schema import migrate
 from tests.conftest import gateway_stub, rich_status, user
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from fake_upstream import FakeUpstream
+    from llmgateway.testing.fake_upstream import FakeUpstream
 
 MARKER = "zebra-marmalade-4417"
 
@@ -233,7 +235,7 @@ def test_log_format_setting(tmp_path: Path) -> None:
 
 def test_serve_refuses_an_unknown_log_format() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--log-format", "xml"],
+        [sys.executable, "-m", "llmgateway.server.process.cli", "serve", "--log-format", "xml"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,15 +13,20 @@ from typing import TYPE_CHECKING
 import grpc
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from llmgateway.server.config import ConfigError, Settings
+from llmgateway.server.observability.metrics import (
+    MAX_MODELS,
+    MODEL_LABEL_CHARS,
+    GatewayMetrics,
+    split_address,
+)
+from llmgateway.server.observability.observe import CallRecord
+from llmgateway.server.process.server import Gateway, start_gateway
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
-from prometheus_client.parser import text_string_to_metric_families
-
-from service.config import ConfigError, Settings
-from service.metrics import MAX_MODELS, MODEL_LABEL_CHARS, GatewayMetrics, split_address
-from service.observe import CallRecord
-from service.server import Gateway, start_gateway
 from tests.conftest import user
 from tests.test_server import _serving
 
@@ -29,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from fake_upstream import FakeUpstream
+    from llmgateway.testing.fake_upstream import FakeUpstream
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

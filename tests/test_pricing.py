@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
+
+from llmgateway.server.routing.pricing import ZAI_MODELS, PriceBook
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
-
-from service.pricing import ZAI_MODELS, PriceBook
 
 if TYPE_CHECKING:
     from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc

@@ -18,25 +18,25 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+
+from llmgateway.server.process.cli import main
+from llmgateway.server.state import reaper
+from llmgateway.server.state.db import Database
+from llmgateway.server.state.keys import KeyStore
+from llmgateway.server.state.ledger import usage_sync
+from llmgateway.server.state.limits import Limiter
+from llmgateway.server.state.schema import MIGRATIONS, migrate
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
-
-from service.cli import main
-from service.state import reaper
-from service.state.db import Database
-from service.state.keys import KeyStore
-from service.state.ledger import usage_sync
-from service.state.limits import Limiter
-from service.state.schema import MIGRATIONS, migrate
 from tests.conftest import user
 from tests.test_keys import bearer, gateway
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-    from fake_upstream import FakeUpstream
-    from service.config import Settings
-    from service.state.db import Tx
+    from llmgateway.server.config import Settings
+    from llmgateway.server.state.db import Tx
+    from llmgateway.testing.fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 # Long enough to be still running when the test acts on it (about 4 s).
@@ -153,7 +153,7 @@ async def serve_process(
     """`llmgateway serve` in a process of its own, and a stub connected to it."""
     port = free_port()
     env = {**os.environ, **fake.environment(), "LLMGATEWAY_DB": location}
-    command = [sys.executable, "-m", "service.cli", "serve", "--workers", "1"]
+    command = [sys.executable, "-m", "llmgateway.server.process.cli", "serve", "--workers", "1"]
     command += ["--address", f"127.0.0.1:{port}", "--log-level", "WARNING"]
     process = subprocess.Popen(  # noqa: ASYNC220  # started once, not waited on here
         command,

@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from llmgateway.v1 import completion_pb2 as common
-from llmgateway.v1 import completion_service_pb2 as pb
-from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from fake_upstream import FakeUpstream
-from service.providers.redaction import PARTIAL_MIN
-from service.server import start_gateway
+from llmgateway.server.process.server import start_gateway
+from llmgateway.server.providers.redaction import PARTIAL_MIN
+from llmgateway.testing.fake_upstream import FakeUpstream
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 from tests.conftest import user
 from tests.test_ledger import ledger_rows
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from service.config import Settings
+    from llmgateway.server.config import Settings
 
 # Canary keys: fake, and recognisable anywhere, whole or in part. The Z.AI one
 # has Z.AI's `<id>.<secret>` form but not its hex id, so only the configured key
@@ -170,7 +170,7 @@ async def test_no_path_out_of_the_gateway_carries_a_provider_key(
 ) -> None:
     # INFO and above everywhere (gRPC's own DEBUG lines are noise), and all of the gateway's.
     caplog.set_level(logging.INFO)
-    caplog.set_level(logging.DEBUG, logger="service")
+    caplog.set_level(logging.DEBUG, logger="llmgateway.server")
     state = tmp_path / "state"
     state.mkdir()
     exporter = InMemorySpanExporter()

@@ -1,21 +1,24 @@
-"""The redaction rules themselves (service/providers/redaction.py), without a gateway."""
+"""The redaction rules themselves (service/llmgateway/server/providers/redaction.py), without a gateway."""
 
 from __future__ import annotations
 
 import orjson
 from hypothesis import assume, given
 from hypothesis import strategies as st
+
+from llmgateway.server.config import OpenRouterSettings, Secret, Timeouts
+from llmgateway.server.providers import upstream_errors as ue
+from llmgateway.server.providers.openai_compatible.stream import (
+    StreamAssembler,
+    failure_from_error_object,
+)
+from llmgateway.server.providers.openrouter import OpenRouterProvider
+from llmgateway.server.providers.redaction import PARTIAL_MIN, REDACTED, Redactor
+from llmgateway.server.providers.sse import ServerSentEvent
+from llmgateway.server.routing.catalog import _openrouter_models
+from llmgateway.server.routing.router import Route
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
-
-from service.catalog import _openrouter_models
-from service.config import OpenRouterSettings, Secret, Timeouts
-from service.providers import upstream_errors as ue
-from service.providers.openrouter import OpenRouterProvider
-from service.providers.redaction import PARTIAL_MIN, REDACTED, Redactor
-from service.providers.sse import ServerSentEvent
-from service.providers.stream import StreamAssembler, failure_from_error_object
-from service.routing import Route
 
 OPENROUTER_KEY = "sk-or-v1-" + "3f9a" * 16
 # Not hex: only the configured key, never a key-shaped pattern, can match it.

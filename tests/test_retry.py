@@ -7,10 +7,10 @@ import dataclasses
 
 import grpc
 import pytest
-from llmgateway.v1 import completion_service_pb2 as pb
 
-from service.errors import GatewayError
-from service.retry import RetryBudget, RetryPolicy, delay_before_retry
+from llmgateway.server.errors import GatewayError
+from llmgateway.server.resilience.retry import RetryBudget, RetryPolicy, delay_before_retry
+from llmgateway.v1 import completion_service_pb2 as pb
 from tests.conftest import gateway_stub, rich_status, user
 
 

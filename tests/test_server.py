@@ -21,14 +21,14 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from llmgateway.v1 import completion_pb2 as common
-from llmgateway.v1 import completion_service_pb2 as pb
-from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 from bench import worker_kill
 from faults.hostile import deeply_nested
-from service.decoding import RefusalLog
-from service.server import start_gateway
+from llmgateway.server.call_path.decoding import RefusalLog
+from llmgateway.server.process.server import start_gateway
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 from tests.conftest import gateway_stub, rich_status, user
 
 SERVICE = "llmgateway.v1.CompletionService"
@@ -155,7 +155,14 @@ def test_serve_reports_a_missing_key_at_startup_and_a_bad_setting_clearly():
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env["LLMGATEWAY_CONNECT_TIMEOUT"] = "soon"
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--address", "127.0.0.1:0"],
+        [
+            sys.executable,
+            "-m",
+            "llmgateway.server.process.cli",
+            "serve",
+            "--address",
+            "127.0.0.1:0",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -169,7 +176,7 @@ def test_serve_reports_a_missing_key_at_startup_and_a_bad_setting_clearly():
 def test_demo_command_streams_from_both_providers():
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "demo", "Hi!"],
+        [sys.executable, "-m", "llmgateway.server.process.cli", "demo", "Hi!"],
         env=env,
         capture_output=True,
         text=True,
@@ -188,7 +195,7 @@ def _serve_process(fake, port, *extra, **env_extra):
     return asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service.cli",
+        "llmgateway.server.process.cli",
         "serve",
         "--address",
         f"127.0.0.1:{port}",
@@ -292,7 +299,7 @@ def test_workers_refuse_a_port_already_in_use():
             [
                 sys.executable,
                 "-m",
-                "service.cli",
+                "llmgateway.server.process.cli",
                 "serve",
                 "--address",
                 f"127.0.0.1:{port}",
@@ -330,7 +337,7 @@ async def test_workers_stop_when_the_parent_is_killed(fake):
                 os.kill(pid, signal.SIGKILL)
 
 
-# -- requests protobuf cannot decode (service/decoding.py) ------------------------
+# -- requests protobuf cannot decode (service/llmgateway/server/call_path/decoding.py) ------------------------
 
 _COMPLETION = "/llmgateway.v1.CompletionService/"
 _UNDECODABLE = {
@@ -409,13 +416,15 @@ async def test_health_and_reflection_refuse_undecodable_requests_without_a_trace
 def test_refusals_are_logged_at_most_once_per_interval_with_a_count(caplog):
     now = [100.0]
     log = RefusalLog(interval=10.0, clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING, logger="service.decoding"):
+    with caplog.at_level(logging.WARNING, logger="llmgateway.server.call_path.decoding"):
         for _ in range(1000):
             log.refused("Complete", "Wire format was corrupt", "ipv4:127.0.0.1:1")
         now[0] += 10.0
         for _ in range(500):
             log.refused("GetUsage", "String field had bad UTF-8", "ipv4:127.0.0.1:2")
-    lines = [r.getMessage() for r in caplog.records if r.name == "service.decoding"]
+    lines = [
+        r.getMessage() for r in caplog.records if r.name == "llmgateway.server.call_path.decoding"
+    ]
     assert len(lines) == 2
     assert lines[0].startswith("refused 1 undecodable request(s)")
     # The second line counts the 999 left unlogged and the one that triggered it.
@@ -450,7 +459,7 @@ async def test_an_internal_error_carries_its_request_id_in_the_trailers(stub, mo
     def broken(*_args: object) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("service.servicer.validate", broken)
+    monkeypatch.setattr("llmgateway.server.call_path.servicer.validate", broken)
     request = pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")])
     with pytest.raises(grpc.aio.AioRpcError) as unary:
         await stub.Complete(request, timeout=10)

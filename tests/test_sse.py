@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.providers.sse import ServerSentEvent, SSEDecoder
+from llmgateway.server.providers.sse import ServerSentEvent, SSEDecoder
 
 TEXT = "Olá, 世界 🎉 – ünïcödé"
 

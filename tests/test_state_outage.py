@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+
+from llmgateway.server.config import Settings
+from llmgateway.server.process.server import Gateway, start_gateway
+from llmgateway.server.state.db import Database, StateUnavailableError
+from llmgateway.server.state.keys import CallerKey, KeyStore
+from llmgateway.server.state.limits import Limiter
+from llmgateway.server.state.schema import migrate
+from llmgateway.server.state.threads import WorkThreads
+from llmgateway.testing.fake_upstream import FakeUpstream
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
-
-from fake_upstream import FakeUpstream
-from service.config import Settings
-from service.server import Gateway, start_gateway
-from service.state.db import Database, StateUnavailableError
-from service.state.keys import CallerKey, KeyStore
-from service.state.limits import Limiter
-from service.state.schema import migrate
-from service.state.threads import WorkThreads
 from tests.conftest import rich_status, user
 from tests.postgres import PostgresServer, fresh_database, throwaway_server
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
-    from service.state.threads import Job
+    from llmgateway.server.state.threads import Job
 
 # Short, so the tests are quick; the bounds asserted are generous multiples.
 DB_TIMEOUT = 0.5

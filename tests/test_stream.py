@@ -7,9 +7,9 @@ import json
 
 import grpc
 import pytest
+
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
-
 from tests.conftest import rich_status, user
 from tests.test_complete import WEATHER_TOOL
 

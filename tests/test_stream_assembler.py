@@ -7,13 +7,13 @@ from typing import Any
 import grpc
 import orjson
 import pytest
+
+from llmgateway.server.errors import GatewayError
+from llmgateway.server.providers.openai_compatible.stream import StreamAssembler, coalesce
+from llmgateway.server.providers.sse import ServerSentEvent
+from llmgateway.server.routing.router import Route
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
-
-from service.errors import GatewayError
-from service.providers.sse import ServerSentEvent
-from service.providers.stream import StreamAssembler, coalesce
-from service.routing import Route
 
 OPENROUTER_ROUTE = Route(
     common.PROVIDER_OPENROUTER, "openai/gpt-4o-mini", "openrouter/openai/gpt-4o-mini"

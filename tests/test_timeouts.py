@@ -6,10 +6,10 @@ import dataclasses
 
 import grpc
 import pytest
+
+from llmgateway.server.config import AliasConfig, AliasTarget, Timeouts
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
-
-from service.config import AliasConfig, AliasTarget, Timeouts
 from tests.conftest import gateway_stub, rich_status, user
 
 

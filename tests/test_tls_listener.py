@@ -14,9 +14,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients import AsyncCompletionClient, CompletionClient, UpstreamUnavailableError, collect
-from service.config import ConfigError, Settings, TlsSettings
-from service.server import start_gateway
+from llmgateway.client import (
+    AsyncCompletionClient,
+    CompletionClient,
+    UpstreamUnavailableError,
+    collect,
+)
+from llmgateway.server.config import ConfigError, Settings, TlsSettings
+from llmgateway.server.process.server import start_gateway
 from tests.test_cli_chat import parse
 from tests.test_server import _exit_of, _free_port, _serving
 from tests.tls import CertificateFiles, make_certificates
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from service.server import Gateway
+    from llmgateway.server.process.server import Gateway
 
 
 @pytest.fixture
@@ -165,7 +170,7 @@ async def test_models_command_with_a_client_certificate(settings, files):
             "--tls-key",
             str(files.client_key),
         )
-        from clients.cli import run
+        from llmgateway.client.cli import run
 
         code = await asyncio.to_thread(run, args, io.StringIO(), stdout, stderr)
         assert code == 0, stderr.getvalue()
@@ -189,10 +194,14 @@ def test_client_certificate_needs_its_key(files):
 
 
 async def test_start_up_log_says_how_the_listener_is_secured(settings, files, caplog):
-    caplog.set_level(logging.INFO, logger="service.server")
+    caplog.set_level(logging.INFO, logger="llmgateway.server.process.server")
 
     def lines() -> list[tuple[int, str]]:
-        found = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "service.server"]
+        found = [
+            (r.levelno, r.getMessage())
+            for r in caplog.records
+            if r.name == "llmgateway.server.process.server"
+        ]
         caplog.clear()
         return found
 

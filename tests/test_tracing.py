@@ -10,23 +10,23 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from llmgateway.v1 import completion_pb2 as common
-from llmgateway.v1 import completion_service_pb2 as pb
-from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from service import tracing
-from service.config import ConfigError, Settings
-from service.server import start_gateway
+from llmgateway.server.config import ConfigError, Settings
+from llmgateway.server.observability import tracing
+from llmgateway.server.process.server import start_gateway
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 from tests.conftest import user
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from fake_upstream import FakeUpstream
+    from llmgateway.testing.fake_upstream import FakeUpstream
 
 MARKER = "quokka-lantern-9931"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -287,7 +287,7 @@ def test_tracing_is_off_unless_asked_for() -> None:
 
 def test_a_gateway_without_tracing_or_metrics_imports_neither() -> None:
     script = (
-        "import sys, service.server, service.providers.core, service.cli; "
+        "import sys, llmgateway.server.process.server, llmgateway.server.providers.openai_compatible.core, llmgateway.server.process.cli; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'opentelemetry', 'prometheus_client'}))"
     )
     result = subprocess.run(

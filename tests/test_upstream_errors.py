@@ -10,22 +10,21 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+
+from llmgateway.server.config import OpenRouterSettings, Secret, Timeouts, ZaiSettings
+from llmgateway.server.providers import upstream_errors as ue
+from llmgateway.server.providers.openai_compatible.stream import failure_from_error_object
+from llmgateway.server.providers.openrouter import OpenRouterProvider
+from llmgateway.server.providers.redaction import Redactor
+from llmgateway.server.providers.zai import ZaiProvider
+from llmgateway.testing.fake_upstream.app import PROVIDER_BEHIND, PROVIDER_RAW_REASON
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
-
-from fake_upstream.app import PROVIDER_BEHIND, PROVIDER_RAW_REASON
-from service.config import OpenRouterSettings, Secret, Timeouts, ZaiSettings
-from service.providers import upstream_errors as ue
-from service.providers.openrouter import OpenRouterProvider
-from service.providers.redaction import Redactor
-from service.providers.stream import failure_from_error_object
-from service.providers.zai import ZaiProvider
 from tests.conftest import rich_status
 
 if TYPE_CHECKING:
+    from llmgateway.server.errors import GatewayError
     from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
-
-    from service.errors import GatewayError
 
 OPENROUTER_KEY = "sk-or-v1-test-not-a-key"
 ZAI_KEY = "zai-test-not-a-key.0123456789"

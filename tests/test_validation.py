@@ -8,11 +8,11 @@ from typing import cast
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+
+from llmgateway.server.config import ConfigError, Secret, Settings
+from llmgateway.server.routing.names import first_invisible, model_name_problem
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
-
-from service.config import ConfigError, Secret, Settings
-from service.names import first_invisible, model_name_problem
 from tests.conftest import gateway_stub, rich_status, user
 
 OK_MODEL = "zai/glm-4.7"

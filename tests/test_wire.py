@@ -7,10 +7,8 @@ from typing import Any
 import orjson
 import pytest
 from google.protobuf import struct_pb2
-from llmgateway.v1 import completion_pb2 as common
-from llmgateway.v1 import completion_service_pb2 as pb
 
-from service.providers.wire import (
+from llmgateway.server.providers.openai_compatible.wire import (
     chat_body,
     message_json,
     response_format_json,
@@ -18,7 +16,9 @@ from service.providers.wire import (
     tool_json,
     usage_from_json,
 )
-from service.routing import Route
+from llmgateway.server.routing.router import Route
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
 
 OPENROUTER_ROUTE = Route(
     common.PROVIDER_OPENROUTER, "openai/gpt-4o-mini", "openrouter/openai/gpt-4o-mini"

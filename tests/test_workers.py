@@ -16,14 +16,14 @@ import pytest
 from bench import worker_kill
 from bench.processes import free_port
 from bench.worker_kill import LogEntry, Serve, alive
-from service.restart_policy import RestartPolicy, Restarts
-from service.workers import Supervisor
+from llmgateway.server.process.restart_policy import RestartPolicy, Restarts
+from llmgateway.server.process.workers import Supervisor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from fake_upstream import FakeUpstream
+    from llmgateway.testing.fake_upstream import FakeUpstream
 
 
 # -- when to restart (pure) -----------------------------------------------------------
@@ -116,7 +116,7 @@ def test_a_worker_that_cannot_even_be_started_counts_as_a_death(
         started.append(_process(3))
         return started[-1]
 
-    caplog.set_level(logging.INFO, "service.workers")
+    caplog.set_level(logging.INFO, "llmgateway.server.process.workers")
     code = _supervise(start, RestartPolicy(crash_limit=1, initial_backoff=0.01))
     assert code == 1
     pid = started[0].pid
@@ -189,7 +189,7 @@ def test_a_slot_that_keeps_dying_is_retried_at_the_longest_backoff_while_another
         dying.append(_process(3))
         return dying[-1]
 
-    caplog.set_level(logging.INFO, "service.workers")
+    caplog.set_level(logging.INFO, "llmgateway.server.process.workers")
     policy = RestartPolicy(crash_limit=limit, initial_backoff=0.01, max_backoff=0.1)
     code = _supervise(start, policy, workers=2)
     assert code == 1
@@ -232,7 +232,7 @@ def test_a_worker_that_does_not_stop_when_the_gateway_gives_up_is_killed(
         started.append(_deaf_to_sigterm() if not started else _process(2))
         return started[-1]
 
-    caplog.set_level(logging.INFO, "service.workers")
+    caplog.set_level(logging.INFO, "llmgateway.server.process.workers")
     assert _supervise(start, RestartPolicy(), workers=2, kill_after=0.5) == 2
     deaf = started[0]
     assert deaf.returncode == -signal.SIGKILL
@@ -262,7 +262,7 @@ def test_a_worker_that_does_not_stop_when_the_operator_stops_the_gateway_is_kill
             started.append(_serving())
         return started[-1]
 
-    caplog.set_level(logging.INFO, "service.workers")
+    caplog.set_level(logging.INFO, "llmgateway.server.process.workers")
     code = _supervise(start, RestartPolicy(initial_backoff=0.01), workers=2, kill_after=0.5)
     assert code == 1
     deaf, _, replacement = started
@@ -498,7 +498,7 @@ async def test_no_worker_is_restarted_once_the_operator_stops_the_gateway(
 
 @pytest.mark.parametrize("limit", ["0", "many"])
 def test_a_bad_crash_limit_is_a_configuration_error(limit: str) -> None:
-    from service.config import ConfigError, Settings
+    from llmgateway.server.config import ConfigError, Settings
 
     with pytest.raises(ConfigError, match="LLMGATEWAY_WORKER_CRASH_LIMIT"):
         Settings.load({"LLMGATEWAY_WORKER_CRASH_LIMIT": limit})

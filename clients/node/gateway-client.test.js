@@ -45,10 +45,10 @@ async function waitForPort(port) {
 before(async () => {
   const fakePort = await freePort();
   const gatewayPort = await freePort();
-  start(['-m', 'fake_upstream', '--port', String(fakePort)]);
+  start(['-m', 'llmgateway.testing.fake_upstream', '--port', String(fakePort)]);
   await waitForPort(fakePort);
   const base = `http://127.0.0.1:${fakePort}`;
-  start(['-m', 'service.cli', 'serve', '--address', `127.0.0.1:${gatewayPort}`, '--workers', '1',
+  start(['-m', 'llmgateway.server.process.cli', 'serve', '--address', `127.0.0.1:${gatewayPort}`, '--workers', '1',
     '--log-level', 'WARNING'], {
     OPENROUTER_API_KEY: 'sk-or-v1-fake-test-key',
     OPENROUTER_BASE_URL: `${base}/openrouter/api/v1`,

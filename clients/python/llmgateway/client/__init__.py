@@ -1,0 +1,50 @@
+"""Python clients for llmgateway: `AsyncCompletionClient`, its blocking twin
+`CompletionClient`, typed errors, and helpers for messages, tools and streams.
+
+The protobuf types stay visible: requests take the contract's fields as
+keywords, and responses are the generated messages.
+"""
+
+from __future__ import annotations
+
+from llmgateway.client.async_client import AsyncCompletionClient
+from llmgateway.client.errors import (
+    CancelledError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    GatewayError,
+    InternalError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    UnauthenticatedError,
+    UpstreamUnavailableError,
+)
+from llmgateway.client.messages import Collected, acollect, collect, message, to_messages, tool
+from llmgateway.client.streams import AsyncStream, Stream
+from llmgateway.client.sync_client import CompletionClient
+
+__all__ = [
+    "AsyncCompletionClient",
+    "AsyncStream",
+    "CancelledError",
+    "Collected",
+    "CompletionClient",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "GatewayError",
+    "InternalError",
+    "InvalidRequestError",
+    "ModelNotFoundError",
+    "PermissionDeniedError",
+    "RateLimitedError",
+    "Stream",
+    "UnauthenticatedError",
+    "UpstreamUnavailableError",
+    "acollect",
+    "collect",
+    "message",
+    "to_messages",
+    "tool",
+]

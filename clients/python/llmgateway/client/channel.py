@@ -1,0 +1,136 @@
+"""What the async and sync clients share: channel settings, requests, deadlines."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from types import EllipsisType
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from llmgateway.client.messages import to_messages
+from llmgateway.v1 import completion_service_pb2 as pb
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from llmgateway.client.messages import Messages
+
+SERVICE = "llmgateway.v1.CompletionService"
+MIN_KEEPALIVE_SECONDS = 10.0
+
+
+def channel_options(
+    *, keepalive_seconds: float | None, max_attempts: int
+) -> list[tuple[str, str | int]]:
+    """gRPC channel options: keepalive, and retries of UNAVAILABLE on unary calls only.
+
+    A stream is never retried: once events have reached the caller a retry
+    would repeat them, and gRPC cannot retry a call whose response has begun.
+    """
+    options: list[tuple[str, str | int]] = []
+    if max_attempts > 1:
+        config = {
+            "methodConfig": [
+                {
+                    "name": [
+                        {"service": SERVICE, "method": "Complete"},
+                        {"service": SERVICE, "method": "ListModels"},
+                    ],
+                    "retryPolicy": {
+                        "maxAttempts": min(max_attempts, 5),
+                        "initialBackoff": "0.2s",
+                        "maxBackoff": "5s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+        options += [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(config))]
+    else:
+        options.append(("grpc.enable_retries", 0))
+    if keepalive_seconds:
+        # The gateway accepts a ping every 10 s while a call is silent; more
+        # often and it would hang up ("too many pings").
+        interval = max(keepalive_seconds, MIN_KEEPALIVE_SECONDS)
+        options += [
+            ("grpc.keepalive_time_ms", int(interval * 1000)),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+    return options
+
+
+def credentials(
+    *,
+    tls: bool,
+    ca_file: Path | None,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials (system roots, or `ca_file`), or None for plaintext.
+
+    `cert_file` and `key_file` (PEM, together) are the client's own certificate
+    for a gateway that requires mutual TLS; either implies TLS.
+    """
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("cert_file and key_file go together: a client certificate needs its key")
+    if not tls and ca_file is None and cert_file is None:
+        return None
+    roots = ca_file.read_bytes() if ca_file is not None else None
+    if cert_file is None or key_file is None:
+        return grpc.ssl_channel_credentials(root_certificates=roots)
+    return grpc.ssl_channel_credentials(
+        root_certificates=roots,
+        private_key=key_file.read_bytes(),
+        certificate_chain=cert_file.read_bytes(),
+    )
+
+
+def call_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    """Per-call metadata: the API key as `authorization: Bearer ...`."""
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+def complete_request(model: str, messages: Messages, fields: dict[str, Any]) -> pb.CompleteRequest:
+    """A CompleteRequest from the client's arguments."""
+    return pb.CompleteRequest(model=model, messages=to_messages(messages), **fields)
+
+
+def stream_request(
+    model: str, messages: Messages, fields: dict[str, Any]
+) -> pb.StreamCompleteRequest:
+    """A StreamCompleteRequest from the client's arguments."""
+    return pb.StreamCompleteRequest(model=model, messages=to_messages(messages), **fields)
+
+
+_GROUPINGS = {
+    "model": pb.USAGE_GROUPING_MODEL,
+    "key": pb.USAGE_GROUPING_KEY,
+    "day": pb.USAGE_GROUPING_DAY,
+}
+
+
+def usage_request(
+    since: datetime.datetime | None,
+    until: datetime.datetime | None,
+    by: str,
+    key_id: str | None,
+) -> pb.GetUsageRequest:
+    """A GetUsageRequest; naive datetimes are taken as UTC."""
+    if by not in _GROUPINGS:
+        raise ValueError(f"by must be one of {sorted(_GROUPINGS)}, got {by!r}")
+    request = pb.GetUsageRequest(group_by=_GROUPINGS[by], key_id=key_id or "")
+    for field, moment in (("start_time", since), ("end_time", until)):
+        if moment is not None:
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=datetime.UTC)
+            getattr(request, field).FromDatetime(moment)
+    return request
+
+
+def deadline(default: float | None, timeout: float | EllipsisType | None) -> float | None:
+    """The call's timeout: `...` means the client's default; None means no deadline."""
+    return default if isinstance(timeout, EllipsisType) else timeout

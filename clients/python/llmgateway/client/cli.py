@@ -1,0 +1,233 @@
+"""`llmgateway chat` and `llmgateway models`: the gateway from a terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from google.protobuf import json_format
+
+from llmgateway.client.errors import GatewayError
+from llmgateway.client.messages import message
+from llmgateway.client.render import StreamPrinter, dim
+from llmgateway.client.sync_client import CompletionClient
+from llmgateway.v1 import completion_pb2 as common
+
+if TYPE_CHECKING:
+    import argparse
+
+    from google.protobuf.message import Message
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `chat` and `models` on the llmgateway command."""
+    chat = commands.add_parser("chat", help="send a prompt to a gateway and print the answer")
+    _connection_arguments(chat)
+    chat.add_argument("model", help="e.g. zai/glm-4.7 or openrouter/openai/gpt-4o")
+    chat.add_argument("prompt", nargs="?", help="the prompt (default: read from stdin)")
+    chat.add_argument("--system", help="a system message to send first")
+    chat.add_argument("--temperature", type=float)
+    chat.add_argument("--max-tokens", type=int)
+    chat.add_argument("--no-stream", action="store_true", help="one unary call, then print")
+    chat.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per event (or the response) instead of text",
+    )
+    chat.add_argument(
+        "--reasoning",
+        choices=["on", "off"],
+        help="ask the model to reason, or not (default: the model's own choice)",
+    )
+    chat.add_argument(
+        "--hide-reasoning",
+        action="store_true",
+        help="do not print the model's reasoning (shown on stderr by default)",
+    )
+    chat.add_argument("--usage", action="store_true", help="print usage and cost to stderr")
+    models = commands.add_parser("models", help="list the models a gateway routes to")
+    _connection_arguments(models)
+    models.add_argument("--json", action="store_true", help="print the response as JSON")
+
+
+def _connection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", required=True, help="the gateway's HOST:PORT")
+    parser.add_argument("--tls", action="store_true", help="connect with TLS (system roots)")
+    parser.add_argument("--ca-file", type=Path, help="TLS with this CA certificate file")
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        help="TLS with this client certificate (PEM), for a gateway that requires mutual TLS",
+    )
+    parser.add_argument("--tls-key", type=Path, help="the private key (PEM) of --tls-cert")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("LLMGATEWAY_API_KEY"),
+        help="sent as authorization: Bearer (default: LLMGATEWAY_API_KEY)",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
+
+
+def run(
+    args: argparse.Namespace,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO = sys.stderr,
+    client: CompletionClient | None = None,
+) -> int:
+    """Run `chat` or `models`; the exit code. `client` replaces the one built from args."""
+    if client is None:
+        problem = _tls_file_problem(args)
+        if problem:
+            print(f"error: {problem}", file=stderr)
+            return 2
+        client = CompletionClient(
+            args.target,
+            tls=args.tls,
+            ca_file=args.ca_file,
+            cert_file=args.tls_cert,
+            key_file=args.tls_key,
+            api_key=args.api_key,
+            timeout=args.timeout,
+        )
+    try:
+        if args.command == "models":
+            return _models(client, args, stdout)
+        return _chat(client, args, stdin, stdout, stderr)
+    except GatewayError as error:
+        stdout.flush()
+        print(f"\nerror: {error.code.name} {error.reason or '-'}: {error.message}", file=stderr)
+        for field, problem in error.field_violations.items():
+            print(f"  {field}: {problem}", file=stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other tools do.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        return 141
+    finally:
+        client.close()
+
+
+def _tls_file_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the TLS file options, if anything."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        return "--tls-cert and --tls-key go together: a client certificate needs its key"
+    for option, path in (
+        ("--ca-file", args.ca_file),
+        ("--tls-cert", args.tls_cert),
+        ("--tls-key", args.tls_key),
+    ):
+        if path is not None and not path.is_file():
+            return f"{option} {path} is not a readable file"
+    return None
+
+
+def _chat(
+    client: CompletionClient,
+    args: argparse.Namespace,
+    stdin: TextIO,
+    stdout: TextIO,
+    stderr: TextIO,
+) -> int:
+    # A prompt piped in ends with the newline of its last line; that is not part of it.
+    prompt = args.prompt if args.prompt is not None else stdin.read().rstrip("\n")
+    messages = [message("user", prompt)]
+    if args.system:
+        messages.insert(0, message("system", args.system))
+    fields: dict[str, Any] = {}
+    if args.temperature is not None or args.max_tokens is not None:
+        fields["sampling"] = common.SamplingParams(
+            temperature=args.temperature, max_tokens=args.max_tokens
+        )
+    if args.reasoning is not None:
+        fields["reasoning"] = common.ReasoningOptions(enabled=args.reasoning == "on")
+    if args.no_stream:
+        response = client.complete(args.model, messages, **fields)
+        if args.json:
+            print(_json(response), file=stdout)
+        else:
+            if response.reasoning and not args.hide_reasoning:
+                print(dim(f"[reasoning] {response.reasoning}", stderr), file=stderr)
+            for call in response.tool_calls:
+                print(f"[tool call] {call.name}({call.arguments})", file=stderr)
+            print(response.content, file=stdout)
+        if args.usage:
+            _print_usage(
+                response.usage if response.HasField("usage") else None, response.model, stderr
+            )
+        return 0
+    printer = StreamPrinter(stdout, stderr, show_reasoning=not args.hide_reasoning)
+    for event in client.stream(args.model, messages, **fields):
+        if args.json:
+            print(_json(event), file=stdout, flush=True)
+            if event.HasField("done"):
+                printer.done = event.done
+        else:
+            printer.show(event)
+    printer.end()
+    if not args.json:
+        stdout.write("\n")
+    done = printer.done
+    if args.usage and done is not None:
+        _print_usage(done.usage if done.HasField("usage") else None, done.model, stderr)
+    return 0
+
+
+def _models(client: CompletionClient, args: argparse.Namespace, stdout: TextIO) -> int:
+    reply = client.list_models()
+    if args.json:
+        print(_json(reply), file=stdout)
+        return 0
+    rows = [("MODEL", "CONTEXT", "PROMPT $/M", "COMPLETION $/M", "AVAILABLE")]
+    for model in reply.models:
+        name = f"{model.name} -> {model.alias_of}" if model.alias_of else model.name
+        context = str(model.context_length) if model.HasField("context_length") else "-"
+        pricing = model.pricing
+        rows.append(
+            (
+                name,
+                context,
+                f"{pricing.prompt_per_million:g}"
+                if pricing.HasField("prompt_per_million")
+                else "-",
+                f"{pricing.completion_per_million:g}"
+                if pricing.HasField("completion_per_million")
+                else "-",
+                "yes" if model.available else "no (no API key)",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)),
+            file=stdout,
+        )
+    for provider in reply.incomplete_providers:
+        print(
+            f"({common.Provider.Name(provider)}'s catalogue could not be fetched just now)",
+            file=stdout,
+        )
+    return 0
+
+
+def _print_usage(usage: common.Usage | None, model: str, stderr: TextIO) -> None:
+    if usage is None:
+        print(f"[usage] {model}: not reported", file=stderr)
+        return
+    cost = f", ${usage.cost_usd:.6f}" if usage.HasField("cost_usd") else ""
+    print(
+        f"[usage] {model}: {usage.prompt_tokens} prompt ({usage.cached_tokens} cached) + "
+        f"{usage.completion_tokens} completion ({usage.reasoning_tokens} reasoning) = "
+        f"{usage.total_tokens} tokens{cost}",
+        file=stderr,
+    )
+
+
+def _json(message_: Message) -> str:
+    return json_format.MessageToJson(message_, indent=None, preserving_proto_field_name=True)

@@ -1,0 +1,154 @@
+"""The blocking twin of AsyncCompletionClient: `with CompletionClient(...) as client: ...`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Self
+
+import grpc
+
+from llmgateway.client.async_client import DEFAULT_TIMEOUT
+from llmgateway.client.channel import (
+    call_metadata,
+    channel_options,
+    complete_request,
+    credentials,
+    deadline,
+    stream_request,
+    usage_request,
+)
+from llmgateway.client.errors import from_rpc_error
+from llmgateway.client.streams import Stream
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    import datetime
+    from pathlib import Path
+    from types import EllipsisType, TracebackType
+
+    from llmgateway.client.messages import Messages
+
+
+class CompletionClient:
+    """Calls llmgateway.v1.CompletionService from blocking code; the same
+    methods and errors as AsyncCompletionClient. `channel` lets tests (or
+    callers with their own channel setup) supply one."""
+
+    def __init__(
+        self,
+        target: str = "",
+        *,
+        tls: bool = False,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        api_key: str | None = None,
+        keepalive_seconds: float | None = 30.0,
+        max_attempts: int = 3,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        if channel is None:
+            options = channel_options(
+                keepalive_seconds=keepalive_seconds, max_attempts=max_attempts
+            )
+            creds = credentials(tls=tls, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+            channel = (
+                grpc.secure_channel(target, creds, options=options)
+                if creds is not None
+                else grpc.insecure_channel(target, options=options)
+            )
+        self._channel = channel
+        self._stub = pb_grpc.CompletionServiceStub(channel)
+        self._metadata = call_metadata(api_key)
+        self._timeout = timeout
+
+    def complete(
+        self,
+        model: str,
+        messages: Messages,
+        *,
+        timeout: float | EllipsisType | None = ...,
+        **fields: Any,
+    ) -> pb.CompleteResponse:
+        """One whole completion."""
+        request = complete_request(model, messages, fields)
+        try:
+            return self._stub.Complete(
+                request, timeout=self._deadline(timeout), metadata=self._metadata
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+    def stream(
+        self,
+        model: str,
+        messages: Messages,
+        *,
+        timeout: float | EllipsisType | None = ...,
+        **fields: Any,
+    ) -> Stream:
+        """Events as they arrive; the last is `done`. Use `with` to be sure that
+        leaving early cancels the call, and so the upstream request."""
+        request = stream_request(model, messages, fields)
+        return Stream(
+            self._stub.StreamComplete(
+                request, timeout=self._deadline(timeout), metadata=self._metadata
+            )
+        )
+
+    def list_models(
+        self,
+        provider: common.Provider.ValueType = common.PROVIDER_UNSPECIFIED,
+        *,
+        timeout: float | EllipsisType | None = ...,
+    ) -> pb.ListModelsResponse:
+        """The models the gateway routes to."""
+        try:
+            return self._stub.ListModels(
+                pb.ListModelsRequest(provider=provider),
+                timeout=self._deadline(timeout),
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+    def get_usage(
+        self,
+        *,
+        since: datetime.datetime | None = None,
+        until: datetime.datetime | None = None,
+        by: str = "model",
+        key_id: str | None = None,
+        timeout: float | EllipsisType | None = ...,
+    ) -> pb.GetUsageResponse:
+        """Usage and cost the gateway recorded, grouped `by` "model", "key" or
+        "day" (default window: the 30 days before `until`). A key sees its own
+        calls unless it was issued with usage access to every key."""
+        try:
+            return self._stub.GetUsage(
+                usage_request(since, until, by, key_id),
+                timeout=self._deadline(timeout),
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _deadline(self, timeout: float | EllipsisType | None) -> float | None:
+        return deadline(self._timeout, timeout)

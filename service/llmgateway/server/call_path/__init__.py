@@ -1,0 +1,1 @@
+"""The call path: authenticate, decode, validate, dispatch, and account for one call."""

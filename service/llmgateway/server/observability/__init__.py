@@ -1,0 +1,1 @@
+"""Observability: logs, metrics, traces and the health service."""

@@ -1,0 +1,1 @@
+"""The process: the command line, the grpc.aio server, and worker processes."""

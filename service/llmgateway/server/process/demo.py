@@ -1,0 +1,87 @@
+"""`llmgateway demo`: the whole path on one machine, no keys needed.
+
+Starts the fake upstream on loopback, a gateway pointed at it, and streams a
+completion through a real gRPC channel into the terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import tempfile
+from typing import TextIO
+
+import grpc
+
+from llmgateway.client.render import StreamPrinter, dim
+from llmgateway.server.config import Settings
+from llmgateway.server.process.server import start_gateway
+from llmgateway.testing.fake_upstream import FakeUpstream
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
+
+
+async def run_demo(prompt: str, models: list[str], address: str, keep_running: bool) -> int:
+    """Stream `prompt` from each model; returns the exit code."""
+    # The demo's calls go to a state database of its own, not the user's, and
+    # the gateway runs open: no need to say so loudly here.
+    logging.getLogger("llmgateway.server.process.server").setLevel(logging.ERROR)
+    state = tempfile.TemporaryDirectory(prefix="llmgateway-demo-")
+    async with FakeUpstream(chunk_delay=0.03) as fake:
+        settings = Settings.load({**fake.environment(), "LLMGATEWAY_DB": f"{state.name}/state.db"})
+        gateway = await start_gateway(settings, address=address)
+        target = f"127.0.0.1:{gateway.port}"
+        print(f"fake upstream on {fake.base_url}; gateway on {target}\n")
+        failures = 0
+        try:
+            async with grpc.aio.insecure_channel(target) as channel:
+                stub = pb_grpc.CompletionServiceStub(channel)
+                for model in models:
+                    failures += await _stream_one(stub, model, prompt, sys.stdout)
+            if keep_running:
+                print(
+                    f"gateway still running on {target}; try:\n"
+                    f'  grpcurl -plaintext -d \'{{"model": "zai/glm-4.7", "messages": '
+                    f'[{{"role": "ROLE_USER", "content": "hi"}}]}}\' {target} '
+                    "llmgateway.v1.CompletionService/StreamComplete\nCtrl-C stops it."
+                )
+                await asyncio.Event().wait()
+        finally:
+            await gateway.stop(grace=1.0)
+            state.cleanup()
+    return 1 if failures else 0
+
+
+async def _stream_one(
+    stub: pb_grpc.CompletionServiceAsyncStub, model: str, prompt: str, out: TextIO
+) -> int:
+    """Print one streamed completion; 1 if it failed."""
+    out.write(f"$ StreamComplete model={model}\n")
+    request = pb.StreamCompleteRequest(
+        model=model, messages=[common.ChatMessage(role=common.ROLE_USER, content=prompt)]
+    )
+    printer = StreamPrinter(out, out)
+    try:
+        async for event in stub.StreamComplete(request, timeout=30):
+            printer.show(event)
+        printer.end()
+        done = printer.done
+        if done is not None:
+            usage = done.usage
+            cost = f", cost ${usage.cost_usd:.6f}" if usage.HasField("cost_usd") else ""
+            summary = (
+                f"[done] served by {done.model} via "
+                f"{done.upstream_provider or common.Provider.Name(done.provider)}, "
+                f"finish {common.FinishReason.Name(done.finish_reason)}, "
+                f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion "
+                f"tokens{cost}"
+            )
+            out.write(f"\n{dim(summary, out)}\n\n")
+            out.flush()
+    except grpc.aio.AioRpcError as error:
+        printer.end()
+        out.write(f"\nerror: {error.code().name}: {error.details()}\n\n")
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible core: the wire, the HTTP exchange and the stream assembler."""

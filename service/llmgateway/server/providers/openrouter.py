@@ -1,0 +1,271 @@
+"""OpenRouter: the OpenAI wire plus routing fields, attribution headers and error types."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.parse
+from typing import TYPE_CHECKING, ClassVar
+
+import httpx
+
+from llmgateway.server.observability.logs import LogSampler
+from llmgateway.server.providers.openai_compatible.core import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    OpenAICompatibleProvider,
+)
+from llmgateway.server.providers.openai_compatible.wire import (
+    AnyCompletionRequest,
+    JSONObject,
+    chat_body,
+)
+from llmgateway.server.routing.router import OPENROUTER_PREFIX
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+
+if TYPE_CHECKING:
+    from llmgateway.server.config import OpenRouterSettings, Timeouts
+    from llmgateway.server.providers.upstream_errors import Reason, UpstreamFailure
+    from llmgateway.server.routing.router import Route
+
+# Waits before each look-up of a generation record: its 404 window is
+# reported at 0.5 s and more, longer after interrupted streams (about 10 s in all).
+GENERATION_LOOKUP_DELAYS = (0.5, 1.0, 2.0, 2.5, 4.0)
+# At most one warning this often about generation records that are not JSON.
+NOT_JSON_LOG_INTERVAL = 60.0
+
+logger = logging.getLogger(__name__)
+
+_EFFORTS = {
+    common.REASONING_EFFORT_NONE: "none",
+    common.REASONING_EFFORT_MINIMAL: "minimal",
+    common.REASONING_EFFORT_LOW: "low",
+    common.REASONING_EFFORT_MEDIUM: "medium",
+    common.REASONING_EFFORT_HIGH: "high",
+    common.REASONING_EFFORT_XHIGH: "xhigh",
+}
+_SORTS = {
+    common.PROVIDER_SORT_PRICE: "price",
+    common.PROVIDER_SORT_THROUGHPUT: "throughput",
+    common.PROVIDER_SORT_LATENCY: "latency",
+}
+_DATA_COLLECTION = {common.DATA_COLLECTION_ALLOW: "allow", common.DATA_COLLECTION_DENY: "deny"}
+
+# OpenRouter's stable `error_type` values (and availability codes), switched on
+# instead of message text, as its docs ask.
+_ERROR_TYPES: dict[str, Reason] = {
+    **dict.fromkeys(
+        [
+            "context_length_exceeded",
+            "max_tokens_exceeded",
+            "token_limit_exceeded",
+            "string_too_long",
+        ],
+        pb.ERROR_REASON_UPSTREAM_CONTEXT_LENGTH_EXCEEDED,
+    ),
+    "authentication": pb.ERROR_REASON_UPSTREAM_AUTH_FAILED,
+    "payment_required": pb.ERROR_REASON_UPSTREAM_INSUFFICIENT_CREDITS,
+    **dict.fromkeys(
+        ["permission_denied", "region_restricted", "privacy_restricted"],
+        pb.ERROR_REASON_UPSTREAM_PERMISSION_DENIED,
+    ),
+    "rate_limit_exceeded": pb.ERROR_REASON_UPSTREAM_RATE_LIMITED,
+    **dict.fromkeys(
+        ["provider_overloaded", "capacity_exhausted"], pb.ERROR_REASON_UPSTREAM_OVERLOADED
+    ),
+    **dict.fromkeys(
+        [
+            "provider_unavailable",
+            "server",
+            "unmapped",
+            "temporarily_unavailable",
+            "model_unavailable_upstream",
+        ],
+        pb.ERROR_REASON_UPSTREAM_UNAVAILABLE,
+    ),
+    "timeout": pb.ERROR_REASON_UPSTREAM_TIMEOUT,
+    **dict.fromkeys(
+        [
+            "not_found",
+            "model_not_found",
+            "no_endpoints",
+            "model_deprecated",
+            "wrong_endpoint",
+            "free_variant_ended",
+            "constraint_filtered",
+        ],
+        pb.ERROR_REASON_UPSTREAM_MODEL_NOT_FOUND,
+    ),
+    **dict.fromkeys(
+        ["content_policy_violation", "refusal"], pb.ERROR_REASON_UPSTREAM_CONTENT_FLAGGED
+    ),
+    **dict.fromkeys(
+        [
+            "invalid_request",
+            "invalid_prompt",
+            "precondition_failed",
+            "payload_too_large",
+            "unprocessable",
+            "invalid_image",
+            "image_too_large",
+            "image_too_small",
+            "unsupported_image_format",
+            "image_not_found",
+            "image_download_failed",
+        ],
+        pb.ERROR_REASON_UPSTREAM_REJECTED_REQUEST,
+    ),
+}
+
+
+class OpenRouterProvider(OpenAICompatibleProvider):
+    """openrouter/<vendor>/<model>."""
+
+    kind = common.PROVIDER_OPENROUTER
+    provider_id = "openrouter"
+    display_name = "OpenRouter"
+    key_env = "OPENROUTER_API_KEY"
+    base_url_env = "OPENROUTER_BASE_URL"
+    reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning", "reasoning_content")
+
+    def __init__(
+        self,
+        settings: OpenRouterSettings,
+        timeouts: Timeouts,
+        *,
+        max_connections: int = 1000,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            settings.api_key,
+            timeouts,
+            max_connections=max_connections,
+            max_response_bytes=max_response_bytes,
+            transport=transport,
+        )
+        self.settings = settings
+        self._chat_url = f"{settings.base_url}/chat/completions"
+        headers = {}
+        if settings.http_referer:
+            headers["HTTP-Referer"] = settings.http_referer
+        if settings.app_title:
+            # X-Title is the long-standing name; OpenRouter accepts both.
+            headers["X-Title"] = settings.app_title
+            headers["X-OpenRouter-Title"] = settings.app_title
+        self._extra_headers = headers
+        self._not_json_log = LogSampler(NOT_JSON_LOG_INTERVAL)
+
+    def url(self, request: AnyCompletionRequest, route: Route) -> str:
+        return self._chat_url
+
+    async def generation_cost(self, generation_id: str) -> float | None:
+        """The cost OpenRouter's generation record gives, for answers whose usage
+        carried none. The record 404s for a while after a completion, so each
+        delay of GENERATION_LOOKUP_DELAYS is waited before a try; None when the
+        record never appears."""
+        if not generation_id.startswith("gen-"):
+            return None
+        path = "/generation?id=" + urllib.parse.quote(generation_id, safe="-")
+        not_json = 0
+        for delay in GENERATION_LOOKUP_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                document = await self.get_json(path, self.settings.base_url, 10.0)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code in (404, 429) or exc.response.status_code >= 500:
+                    continue
+                return None
+            except httpx.HTTPError:
+                continue
+            except ValueError:
+                # Not JSON: a proxy's page in the record's place, likely gone
+                # on a later try. Never the caller's fault, and not worth a
+                # traceback per call (service/llmgateway/server/call_path/calls.py logs those).
+                not_json += 1
+                continue
+            data = document.get("data") if isinstance(document, dict) else None
+            cost = data.get("total_cost") if isinstance(data, dict) else None
+            if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0:
+                return float(cost)
+            return None
+        if not_json:
+            self._log_unreadable_record(generation_id, not_json)
+        return None
+
+    def _log_unreadable_record(self, generation_id: str, tries: int) -> None:
+        """One warning per NOT_JSON_LOG_INTERVAL: a proxy answering every lookup
+        with a page would otherwise write a line per call."""
+        admitted, suppressed = self._not_json_log.admit()
+        if admitted:
+            logger.warning(
+                "OpenRouter's generation record for %s was not JSON in %d of %d tries "
+                "(a proxy's page?); the call's cost stays unknown "
+                "(%d more such calls since the last line)",
+                generation_id,
+                tries,
+                len(GENERATION_LOOKUP_DELAYS),
+                suppressed,
+            )
+
+    def extra_headers(self) -> dict[str, str]:
+        return self._extra_headers
+
+    def body(self, request: AnyCompletionRequest, route: Route, *, stream: bool) -> JSONObject:
+        body = chat_body(request, route.upstream_model, stream=stream, reasoning_field="reasoning")
+        # Deprecated and harmless: older deployments needed it to report cost.
+        body["usage"] = {"include": True}
+        if request.user:
+            body["user"] = request.user
+        reasoning = _reasoning_json(request.reasoning)
+        if reasoning:
+            # Never an empty object: OpenRouter reads `reasoning: {}` as "on, default effort".
+            body["reasoning"] = reasoning
+        options = request.openrouter
+        if options.models:
+            body["models"] = [m.removeprefix(OPENROUTER_PREFIX) for m in options.models]
+        if options.HasField("provider"):
+            body["provider"] = _provider_json(options.provider)
+        return body
+
+    def classify(self, failure: UpstreamFailure) -> Reason:
+        if failure.moderation:
+            return pb.ERROR_REASON_UPSTREAM_CONTENT_FLAGGED
+        if failure.error_type in _ERROR_TYPES:
+            return _ERROR_TYPES[failure.error_type]
+        return super().classify(failure)
+
+
+def _reasoning_json(reasoning: common.ReasoningOptions) -> JSONObject:
+    out: JSONObject = {}
+    if reasoning.HasField("enabled"):
+        out["enabled"] = reasoning.enabled
+    if reasoning.effort in _EFFORTS:
+        out["effort"] = _EFFORTS[reasoning.effort]
+    if reasoning.HasField("max_tokens"):
+        out["max_tokens"] = reasoning.max_tokens
+    if reasoning.exclude:
+        out["exclude"] = True
+    return out
+
+
+def _provider_json(prefs: common.ProviderPreferences) -> JSONObject:
+    out: JSONObject = {}
+    if prefs.order:
+        out["order"] = list(prefs.order)
+    if prefs.HasField("allow_fallbacks"):
+        out["allow_fallbacks"] = prefs.allow_fallbacks
+    if prefs.HasField("require_parameters"):
+        out["require_parameters"] = prefs.require_parameters
+    if prefs.data_collection in _DATA_COLLECTION:
+        out["data_collection"] = _DATA_COLLECTION[prefs.data_collection]
+    if prefs.sort in _SORTS:
+        out["sort"] = _SORTS[prefs.sort]
+    if prefs.HasField("max_price"):
+        price = prefs.max_price
+        out["max_price"] = {
+            name: getattr(price, name)
+            for name in ("prompt", "completion", "request", "image")
+            if price.HasField(name)
+        }
+    return out

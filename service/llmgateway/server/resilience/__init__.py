@@ -1,0 +1,1 @@
+"""Resilience: retrying transient upstream failures and breaking circuits to failing ones."""

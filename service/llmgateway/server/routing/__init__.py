@@ -1,0 +1,1 @@
+"""Routing: model names and aliases to providers, the model catalogue, and prices."""

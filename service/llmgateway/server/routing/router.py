@@ -1,0 +1,171 @@
+"""Model names to providers: `openrouter/<vendor>/<model>`, `zai/<model>`, aliases.
+
+An alias names a fallback chain: one or more targets tried in order, moving on
+only for the failure reasons the alias falls back on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
+
+import grpc
+
+from llmgateway.server.config import AliasConfig, ConfigError
+from llmgateway.server.errors import FieldViolation, GatewayError, reason_name
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+Reason: TypeAlias = pb.ErrorReason.ValueType
+OPENROUTER_PREFIX = "openrouter/"
+ZAI_PREFIX = "zai/"
+NAMING_HELP = (
+    "name models 'openrouter/<vendor>/<model>' (e.g. openrouter/openai/gpt-4o) "
+    "or 'zai/<model>' (e.g. zai/glm-4.7)"
+)
+
+# What a fallback chain moves on from unless its alias says otherwise: failures
+# of this target (its provider, account, endpoint or model) that another target
+# may not share. Not the request's own faults (invalid, flagged, duplicate), and
+# not malformed answers, which the upstream may already have billed.
+DEFAULT_FALLBACK_ON: frozenset[Reason] = frozenset(
+    {
+        pb.ERROR_REASON_PROVIDER_NOT_CONFIGURED,
+        pb.ERROR_REASON_UPSTREAM_AUTH_FAILED,
+        pb.ERROR_REASON_UPSTREAM_INSUFFICIENT_CREDITS,
+        pb.ERROR_REASON_UPSTREAM_CONTEXT_LENGTH_EXCEEDED,
+        pb.ERROR_REASON_UPSTREAM_MODEL_NOT_FOUND,
+        pb.ERROR_REASON_UPSTREAM_RATE_LIMITED,
+        pb.ERROR_REASON_UPSTREAM_QUOTA_EXCEEDED,
+        pb.ERROR_REASON_UPSTREAM_OVERLOADED,
+        pb.ERROR_REASON_UPSTREAM_UNAVAILABLE,
+        pb.ERROR_REASON_UPSTREAM_UNREACHABLE,
+        pb.ERROR_REASON_UPSTREAM_TIMEOUT,
+        pb.ERROR_REASON_UPSTREAM_STREAM_TRUNCATED,
+        pb.ERROR_REASON_GATEWAY_BUSY,
+        pb.ERROR_REASON_UPSTREAM_CIRCUIT_OPEN,
+    }
+)
+_ENDPOINTS = {"general": common.ZAI_ENDPOINT_GENERAL, "coding": common.ZAI_ENDPOINT_CODING}
+_REASONS = {reason_name(value): value for value in pb.ErrorReason.values()}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one attempt goes."""
+
+    provider: common.Provider.ValueType
+    # The model id the provider knows ("openai/gpt-4o", "glm-4.7").
+    upstream_model: str
+    # The model the caller asked for, as written (an alias stays an alias).
+    requested: str
+    # A Z.AI endpoint pinned by the alias target; unspecified leaves the choice
+    # to the request and the configured coding models.
+    zai_endpoint: common.ZaiEndpoint.ValueType = common.ZAI_ENDPOINT_UNSPECIFIED
+
+    @property
+    def target(self) -> str:
+        """This route in gateway naming, with a pinned Z.AI endpoint: `zai/glm-4.7@coding`."""
+        name = gateway_model_name(self.provider, self.upstream_model)
+        if self.zai_endpoint == common.ZAI_ENDPOINT_CODING:
+            return name + "@coding"
+        if self.zai_endpoint == common.ZAI_ENDPOINT_GENERAL:
+            return name + "@general"
+        return name
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Every route one call may take, in order, and when to move to the next."""
+
+    routes: tuple[Route, ...]
+    fallback_on: frozenset[Reason] = DEFAULT_FALLBACK_ON
+
+    @property
+    def requested(self) -> str:
+        """The model the caller asked for."""
+        return self.routes[0].requested
+
+
+def gateway_model_name(provider: common.Provider.ValueType, upstream_model: str) -> str:
+    """The gateway's name for a provider's model id."""
+    prefix = OPENROUTER_PREFIX if provider == common.PROVIDER_OPENROUTER else ZAI_PREFIX
+    return prefix + upstream_model
+
+
+def parse_model_name(name: str) -> tuple[common.Provider.ValueType, str] | None:
+    """(provider, upstream model) for a well-formed name, else None."""
+    if name.startswith(OPENROUTER_PREFIX):
+        vendor, slash, model = name[len(OPENROUTER_PREFIX) :].partition("/")
+        if vendor and slash and model and not model.startswith("/"):
+            return common.PROVIDER_OPENROUTER, f"{vendor}/{model}"
+        return None
+    if name.startswith(ZAI_PREFIX):
+        model = name[len(ZAI_PREFIX) :]
+        if model and "/" not in model:
+            return common.PROVIDER_ZAI, model
+    return None
+
+
+class Router:
+    """Resolves the `model` field of a request to a plan."""
+
+    def __init__(self, aliases: Mapping[str, str | AliasConfig]) -> None:
+        self.aliases = {
+            alias: _alias_plan(alias, AliasConfig.of(config)) for alias, config in aliases.items()
+        }
+
+    def resolve(self, name: str) -> Plan:
+        """The plan for `name`, or INVALID_ARGUMENT saying how models are named."""
+        plan = self.aliases.get(name)
+        if plan is not None:
+            return plan
+        parsed = parse_model_name(name)
+        if parsed is None:
+            hint = NAMING_HELP
+            if self.aliases:
+                hint += "; configured aliases: " + ", ".join(sorted(self.aliases)[:10])
+            raise GatewayError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                pb.ERROR_REASON_UNKNOWN_MODEL,
+                f"unknown model {name[:256]!r}: {hint}",
+                metadata={"model": name[:256]},
+                field_violations=(FieldViolation("model", hint),),
+            )
+        return Plan((Route(provider=parsed[0], upstream_model=parsed[1], requested=name),))
+
+
+def _alias_plan(alias: str, config: AliasConfig) -> Plan:
+    if not config.targets:
+        raise ConfigError(f"alias {alias!r} has no targets")
+    routes = []
+    for target in config.targets:
+        parsed = parse_model_name(target.model)
+        if parsed is None:
+            raise ConfigError(f"alias {alias!r} points at {target.model!r}; {NAMING_HELP}")
+        endpoint = common.ZAI_ENDPOINT_UNSPECIFIED
+        if target.zai_endpoint is not None:
+            if parsed[0] != common.PROVIDER_ZAI:
+                raise ConfigError(
+                    f"alias {alias!r}: zai_endpoint applies to zai/ targets, not {target.model!r}"
+                )
+            if target.zai_endpoint not in _ENDPOINTS:
+                raise ConfigError(
+                    f"alias {alias!r}: zai_endpoint must be 'general' or 'coding', "
+                    f"got {target.zai_endpoint!r}"
+                )
+            endpoint = _ENDPOINTS[target.zai_endpoint]
+        routes.append(Route(parsed[0], parsed[1], alias, endpoint))
+    if config.fallback_on is None:
+        return Plan(tuple(routes))
+    unknown = [name for name in config.fallback_on if name not in _REASONS]
+    if unknown:
+        raise ConfigError(
+            f"alias {alias!r}: unknown fallback_on reasons {unknown}; use ErrorReason names "
+            "without the prefix, e.g. UPSTREAM_RATE_LIMITED"
+        )
+    return Plan(tuple(routes), frozenset(_REASONS[name] for name in config.fallback_on))

@@ -1,0 +1,300 @@
+"""Per-key rate limits and budgets: reserve before the upstream call, settle after.
+
+A call reserves its estimated tokens and cost inside one transaction that
+also checks the key's requests and tokens in the last minute and its spend
+this day or month, reservations of calls still in flight included. So
+concurrent calls, in any worker or replica, cannot together pass a limit:
+the last one to reserve is refused. After the call the reservation is
+settled to what was really used. A settlement the database cannot take
+now (it is down or restarting) is kept and retried with backoff until it
+goes through: until then the reservation only holds its estimate, which errs
+on the side of the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import contextlib
+import datetime as dt
+import functools
+import itertools
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+
+from llmgateway.server.errors import GatewayError
+from llmgateway.server.state.db import StateUnavailableError
+from llmgateway.v1 import completion_service_pb2 as pb
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from llmgateway.server.state.db import Database, Tx
+    from llmgateway.server.state.keys import CallerKey
+
+_WINDOW = 60.0
+# Sums of float dollars drift (0.1 * 30 > 3.0); a budget is met within this.
+_EPSILON_USD = 1e-9
+# Reservations older than this serve no limit any more (a month is at most 31 days).
+_KEEP = 32 * 86400.0
+_PRUNE_EVERY = 1000
+# Settlements waiting for the database: retried after a backoff that starts
+# here and doubles up to the maximum, in batches; beyond the cap the oldest
+# are given up (their reservations keep the estimate) so memory stays bounded.
+_RETRY_FIRST = 0.25
+_RETRY_MAX = 10.0
+_RETRY_BATCH = 500
+MAX_UNSETTLED = 100_000
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What one call holds against its key's limits until it settles."""
+
+    id: int
+    # The estimate held: what the call settles at when its use stays unknown.
+    tokens: int
+    cost_usd: float
+
+
+class Limiter:
+    """Checks and records calls against their keys' limits."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._reservations_since_prune = 0
+        # Reservation id -> (tokens, cost_usd) it settles at, in arrival order.
+        self._unsettled: dict[int, tuple[int, float]] = {}
+        self._retrying: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        # Since start: settlements that had to wait for the database, and
+        # those given up (beyond MAX_UNSETTLED, or still waiting at close).
+        self.settlements_waited = 0
+        self.settlements_lost = 0
+
+    @property
+    def unsettled(self) -> int:
+        """Settlements waiting for the database to take them."""
+        return len(self._unsettled)
+
+    async def reserve(self, key: CallerKey, tokens: int, cost_usd: float) -> Reservation:
+        """Hold `tokens` and `cost_usd` for one call of `key`, or refuse it with
+        RESOURCE_EXHAUSTED and a RetryInfo saying when it could pass."""
+        self._reservations_since_prune += 1
+        if self._reservations_since_prune >= _PRUNE_EVERY:
+            self._reservations_since_prune = 0
+            self._in_background(self._prune())
+        return await self._db.run(
+            lambda tx: _reserve(tx, key, tokens, cost_usd),
+            # Committed after the caller was told the database was unavailable:
+            # the call never ran, so the reservation is released.
+            if_late=lambda late: self._defer(late.id, 0, 0.0),
+        )
+
+    async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
+        """Replace the estimate with what the call used; when the database is
+        unavailable, keep the settlement and retry it in the background."""
+        try:
+            await self._db.run(lambda tx: _settle(tx, [(reservation.id, tokens, cost_usd)]))
+        except StateUnavailableError:
+            self._defer(reservation.id, tokens, cost_usd)
+
+    async def drain(self) -> None:
+        """Wait until every settlement that waited for the database is written
+        (for as long as that takes: bound it with asyncio.timeout)."""
+        while self._retrying is not None and not self._retrying.done():
+            await asyncio.shield(self._retrying)
+
+    async def close(self, give_up: float | None = None) -> None:
+        """Try the waiting settlements once more (by `give_up`, loop time, when
+        given: not at all once it has passed), then say what is lost."""
+        if self._retrying is not None:
+            self._retrying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrying
+            self._retrying = None
+        for task in list(self._background):
+            task.cancel()
+        left = None if give_up is None else give_up - asyncio.get_running_loop().time()
+        if self._unsettled and (left is None or left > 0):
+            with contextlib.suppress(StateUnavailableError):
+                await self._write_unsettled(
+                    within=None if left is None else min(left, self._db.timeout)
+                )
+        if self._unsettled:
+            self.settlements_lost += len(self._unsettled)
+            logger.warning(
+                "%d settlements could not be written to the state database at shutdown; "
+                "their reservations keep the estimates they hold",
+                len(self._unsettled),
+            )
+            self._unsettled.clear()
+
+    def _defer(self, reservation_id: int, tokens: int, cost_usd: float) -> None:
+        if reservation_id not in self._unsettled and len(self._unsettled) >= MAX_UNSETTLED:
+            del self._unsettled[next(iter(self._unsettled))]
+            self.settlements_lost += 1
+            if self.settlements_lost == 1 or self.settlements_lost % 10_000 == 0:
+                logger.warning(
+                    "%d settlements wait for the state database; %d given up so far (the "
+                    "oldest: their reservations keep their estimates)",
+                    MAX_UNSETTLED,
+                    self.settlements_lost,
+                )
+        if reservation_id not in self._unsettled:
+            self.settlements_waited += 1
+        self._unsettled[reservation_id] = (tokens, cost_usd)
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.get_running_loop().create_task(self._retry_forever())
+
+    async def _retry_forever(self) -> None:
+        delay = _RETRY_FIRST
+        while self._unsettled:
+            # Jittered, so workers do not all come back at the same instant.
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311  # not crypto
+            try:
+                written = await self._write_unsettled()
+            except StateUnavailableError:
+                delay = min(2 * delay, _RETRY_MAX)
+                continue
+            except Exception:
+                # Not the database being away: a bug, to be seen (once a backoff).
+                logger.exception("writing settlements failed")
+                delay = _RETRY_MAX
+                continue
+            logger.info("wrote %d settlements that waited for the state database", written)
+            delay = _RETRY_FIRST
+
+    async def _write_unsettled(self, within: float | None = None) -> int:
+        """Write the waiting settlements (those that arrive meanwhile too); how
+        many. `within`: the bound on each write, when not the database timeout."""
+        written = 0
+        while self._unsettled:
+            batch = list(itertools.islice(self._unsettled.items(), _RETRY_BATCH))
+            rows = [(reservation_id, *settled) for reservation_id, settled in batch]
+            await self._db.run(functools.partial(_settle, rows=rows), within=within)
+            for reservation_id, settled in batch:
+                # A newer settlement of the same reservation (a release) stays.
+                if self._unsettled.get(reservation_id) == settled:
+                    del self._unsettled[reservation_id]
+            written += len(batch)
+        return written
+
+    async def _prune(self) -> None:
+        """Forget reservations that serve no limit any more (off the call's
+        path: on a big table it may take a while)."""
+        cutoff = time.time() - _KEEP
+        with contextlib.suppress(StateUnavailableError):  # the next prune deletes these too
+            await self._db.run(
+                lambda tx: tx.execute("DELETE FROM reservations WHERE created_at < ?", (cutoff,))
+            )
+
+    def _in_background(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _settle(tx: Tx, rows: list[tuple[int, int, float]]) -> None:
+    for reservation_id, tokens, cost_usd in rows:
+        tx.execute(
+            "UPDATE reservations SET tokens = ?, cost_usd = ?, settled = 1 WHERE id = ?",
+            (tokens, cost_usd, reservation_id),
+        )
+
+
+def _reserve(tx: Tx, key: CallerKey, tokens: int, cost_usd: float) -> Reservation:
+    now = time.time()
+    tx.lock(f"llmgateway-key-{key.id}")
+    if key.rpm is not None or key.tpm is not None:
+        rows = tx.fetchall(
+            "SELECT COUNT(*), COALESCE(SUM(tokens), 0), MIN(created_at) FROM reservations "
+            "WHERE key_id = ? AND created_at > ?",
+            (key.id, now - _WINDOW),
+        )
+        calls, used, oldest = int(rows[0][0]), int(rows[0][1]), rows[0][2]
+        wait = _WINDOW if oldest is None else max(0.001, float(oldest) + _WINDOW - now)
+        if key.rpm is not None and calls >= key.rpm:
+            raise _refused(
+                pb.ERROR_REASON_KEY_RATE_LIMITED,
+                f"key {key.name!r} is at its limit of {key.rpm} requests per minute",
+                key,
+                wait,
+            )
+        if key.tpm is not None and used + tokens > key.tpm:
+            if tokens > key.tpm:
+                raise _refused(
+                    pb.ERROR_REASON_KEY_RATE_LIMITED,
+                    f"this request needs about {tokens} tokens, more than key {key.name!r} "
+                    f"may use in a minute ({key.tpm}); lower max_tokens or shorten the prompt",
+                    key,
+                    None,
+                )
+            raise _refused(
+                pb.ERROR_REASON_KEY_RATE_LIMITED,
+                f"key {key.name!r} is at its limit of {key.tpm} tokens per minute "
+                f"({used} used or reserved, this request needs about {tokens})",
+                key,
+                wait,
+            )
+    if key.budget_usd is not None and key.budget_period is not None:
+        start, end = period_bounds(key.budget_period, now)
+        rows = tx.fetchall(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM reservations "
+            "WHERE key_id = ? AND created_at >= ?",
+            (key.id, start),
+        )
+        spent = float(rows[0][0])
+        if cost_usd > key.budget_usd + _EPSILON_USD:
+            raise _refused(
+                pb.ERROR_REASON_KEY_BUDGET_EXCEEDED,
+                f"this call may cost up to ${cost_usd:.4f}, more than key {key.name!r} may "
+                f"spend in a {key.budget_period} (${key.budget_usd:.4f}); lower max_tokens",
+                key,
+                None,
+            )
+        if spent + cost_usd > key.budget_usd + _EPSILON_USD:
+            raise _refused(
+                pb.ERROR_REASON_KEY_BUDGET_EXCEEDED,
+                f"key {key.name!r} has spent or reserved ${spent:.4f} of its "
+                f"${key.budget_usd:.4f} per {key.budget_period}; this call may cost up to "
+                f"${cost_usd:.4f}",
+                key,
+                max(0.001, end - now),
+            )
+    rows = tx.fetchall(
+        "INSERT INTO reservations (key_id, created_at, tokens, cost_usd) "
+        "VALUES (?, ?, ?, ?) RETURNING id",
+        (key.id, now, tokens, cost_usd),
+    )
+    return Reservation(id=int(rows[0][0]), tokens=tokens, cost_usd=cost_usd)
+
+
+def period_bounds(period: str, now: float) -> tuple[float, float]:
+    """The UTC day or month holding `now`, as (start, end) epoch seconds."""
+    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+    if period == "day":
+        start = dt.datetime(today.year, today.month, today.day, tzinfo=dt.UTC)
+        return start.timestamp(), start.timestamp() + 86400.0
+    start = dt.datetime(today.year, today.month, 1, tzinfo=dt.UTC)
+    days = calendar.monthrange(today.year, today.month)[1]
+    return start.timestamp(), start.timestamp() + days * 86400.0
+
+
+def _refused(
+    reason: pb.ErrorReason.ValueType, message: str, key: CallerKey, retry_after: float | None
+) -> GatewayError:
+    return GatewayError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        reason,
+        message,
+        metadata={"keyId": key.id},
+        retry_after=retry_after,
+    )

@@ -1,0 +1,76 @@
+"""The state a running gateway holds open: database, keys, limits, ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from llmgateway.server.config import ConfigError
+from llmgateway.server.state.db import Database, StateUnavailableError
+from llmgateway.server.state.keys import KeyStore
+from llmgateway.server.state.ledger import Ledger
+from llmgateway.server.state.limits import Limiter
+from llmgateway.server.state.reaper import InstanceLease
+from llmgateway.server.state.schema import migrate
+
+if TYPE_CHECKING:
+    from llmgateway.server.config import Settings
+
+logger = logging.getLogger(__name__)
+# Closing the database waits at least this long for its threads (each ends
+# at once when idle), even past the shutdown deadline.
+_MIN_JOIN = 0.1
+
+
+@dataclass
+class State:
+    """Open state; `close()` writes what is pending and closes the database."""
+
+    db: Database
+    keys: KeyStore
+    limiter: Limiter
+    ledger: Ledger
+    # This process's lease in gateway_instances (service/llmgateway/server/state/reaper.py).
+    lease: InstanceLease | None = None
+
+    async def close(self, give_up: float | None = None) -> None:
+        """Write waiting settlements and queued ledger rows, give up the lease
+        (when every row is complete), then close the database. `give_up`
+        (loop time): one deadline for all of it, shutdown's; work still
+        running then is given up (a database call begun before it may end up
+        to about 1.5 database timeouts later). None: the ledger's close grace."""
+        await self.limiter.close(give_up)
+        complete = await self.ledger.close(give_up)
+        if self.lease is not None:
+            await self.lease.close(release=complete, give_up=give_up)
+        if give_up is None:
+            self.db.close()
+        else:
+            left = give_up - asyncio.get_running_loop().time()
+            self.db.close(timeout=max(_MIN_JOIN, left))
+
+
+async def open_state(settings: Settings) -> State | None:
+    """Open (and migrate) the configured database; None when there is none.
+    Call on the event loop that serves: the ledger's writer runs on it."""
+    if not settings.db:
+        return None
+    db = Database(settings.db, timeout=settings.db_timeout)
+    lease = InstanceLease(db, settings.instance_lease)
+    try:
+        version = migrate(db)
+        lease.register()
+    except StateUnavailableError as exc:
+        db.close()
+        # At start-up a database that cannot be reached is the operator's to fix.
+        raise ConfigError(str(exc)) from exc
+    except BaseException:
+        db.close()
+        raise
+    logger.info("state database %s (%s, schema version %d)", db.display, db.dialect, version)
+    ledger = Ledger(db, instance_id=lease.id, close_grace=settings.shutdown_grace)
+    ledger.start()
+    lease.start()
+    return State(db=db, keys=KeyStore(db), limiter=Limiter(db), ledger=ledger, lease=lease)

@@ -1,0 +1,1 @@
+"""Test doubles that ship with the server: the fake upstream behind `llmgateway demo`."""
