@@ -736,6 +736,27 @@ def test_serve_refuses_a_config_typo_with_exit_code_2(tmp_path):
     assert "Traceback" not in stderr
 
 
+@pytest.mark.parametrize("how", ["--config", "LLMGATEWAY_CONFIG"])
+def test_serve_refuses_a_config_path_that_is_a_directory_with_one_line(tmp_path, how):
+    folder = tmp_path / "conf.d"
+    folder.mkdir()
+    if how == "--config":
+        code, stderr = serve(tmp_path, "--config", str(folder), "--workers", "0")
+    else:
+        code, stderr = serve(tmp_path, "--workers", "0", environ={how: str(folder)})
+    assert code == 2
+    said = f"llmgateway: configuration error: config file {folder} is a directory; "
+    assert stderr.strip().splitlines() == [said + "name the TOML file itself"]
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[server]\naddress = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match="is not UTF-8 text") as caught:
+        Settings.load({}, path)
+    assert str(path) in str(caught.value)
+
+
 def test_serve_warns_about_a_misspelt_variable(tmp_path):
     # --workers 0 stops serve right after start-up's warnings, with no port bound.
     environ = {"LLMGATEWAY_SHUTDOWN_GRACE_SECONDS": "5"}

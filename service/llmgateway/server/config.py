@@ -711,6 +711,13 @@ def _read_toml(path: Path) -> _ReadTable:
             return _ReadTable(f"config file {path}", tomllib.load(handle))
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"config file {path} is a directory; name the TOML file itself") from exc
+    except OSError as exc:
+        # Unreadable (permissions, a dangling mount): what the OS said, not a traceback.
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text, as TOML must be") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
 
