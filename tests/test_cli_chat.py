@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import subprocess
 import sys
 import threading
@@ -14,12 +15,18 @@ import grpc
 import grpc_testing
 from google.rpc import error_details_pb2, status_pb2
 
+from bench.processes import free_port
 from llmgateway.client.cli import add_commands, run
 from llmgateway.client.sync_client import CompletionClient
+from llmgateway.server.process.server import start_gateway
+from llmgateway.server.state.db import Database
+from llmgateway.server.state.keys import KeyStore
+from llmgateway.server.state.schema import migrate
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["CompletionService"]
+_CLI_VARIABLES = ("LLMGATEWAY_TARGET", "LLMGATEWAY_API_KEY")
 
 
 def parse(*argv):
@@ -113,7 +120,7 @@ def test_chat_error_prints_status_reason_and_message_and_exits_non_zero():
     )
     assert cli.finish() == 1
     assert cli.stdout.getvalue() == "Half an ans"
-    assert "error: UNAVAILABLE UPSTREAM_STREAM_TRUNCATED: cut short" in cli.stderr.getvalue()
+    assert "error: UNAVAILABLE (UPSTREAM_STREAM_TRUNCATED): cut short" in cli.stderr.getvalue()
 
 
 def test_chat_no_stream_and_json():
@@ -162,7 +169,9 @@ def test_models_table():
     assert lines[1].split() == ["zai/glm-4.7", "204800", "0.6", "2.2", "yes"]
 
 
-async def _run_cli(*argv, stdin=""):
+async def _run_cli(*argv, stdin="", env=None):
+    # The CLI reads its target and key from the environment: only what a test sets counts.
+    inherited = {k: v for k, v in os.environ.items() if k not in _CLI_VARIABLES}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -171,6 +180,7 @@ async def _run_cli(*argv, stdin=""):
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**inherited, **(env or {})},
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(stdin.encode()), timeout=60)
     return process.returncode, stdout.decode(), stderr.decode()
@@ -186,4 +196,64 @@ async def test_chat_against_a_real_gateway(gateway):
     assert out == "Hello from the fake upstream! You said: Hello from stdin\n"
     code, out, err = await _run_cli("chat", "--target", target, "nonsense", "hi")
     assert code == 1
-    assert "error: INVALID_ARGUMENT UNKNOWN_MODEL" in err
+    assert "error: INVALID_ARGUMENT (UNKNOWN_MODEL): " in err
+
+
+async def test_chat_and_models_take_their_target_from_the_environment(gateway):
+    env = {"LLMGATEWAY_TARGET": f"127.0.0.1:{gateway.port}"}
+    code, out, err = await _run_cli("chat", "zai/glm-4.7", "hi", env=env)
+    assert code == 0, err
+    assert out == "Hello from the fake upstream! You said: hi\n"
+    code, out, err = await _run_cli("models", env=env)
+    assert code == 0, err
+    assert "zai/glm-4.7" in out.split()
+    # --target still wins over the environment.
+    dead = {"LLMGATEWAY_TARGET": f"127.0.0.1:{free_port()}"}
+    code, out, err = await _run_cli(
+        "models", "--target", f"127.0.0.1:{gateway.port}", "--json", env=dead
+    )
+    assert code == 0, err
+    assert '"name": "zai/glm-4.7"' in out
+
+
+def test_the_target_defaults_to_localhost_50051(monkeypatch):
+    monkeypatch.delenv("LLMGATEWAY_TARGET", raising=False)
+    assert parse("models").target == "localhost:50051"
+    assert parse("chat", "zai/glm-4.7", "hi").target == "localhost:50051"
+    monkeypatch.setenv("LLMGATEWAY_TARGET", "")  # set but empty: as if unset
+    assert parse("models").target == "localhost:50051"
+    monkeypatch.setenv("LLMGATEWAY_TARGET", "gateway.internal:443")
+    assert parse("models").target == "gateway.internal:443"
+    assert parse("models", "--target", "other:1").target == "other:1"
+
+
+async def test_an_unreachable_gateway_is_named_with_the_status_once():
+    target = f"127.0.0.1:{free_port()}"
+    for argv in (("chat", "zai/glm-4.7", "hi"), ("models",)):
+        code, out, err = await _run_cli(*argv, env={"LLMGATEWAY_TARGET": target})
+        assert code == 1
+        assert out == ""
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err  # one line, no traceback
+        assert lines[0].startswith(f"error: UNAVAILABLE: cannot reach the gateway at {target}: ")
+        assert "UNAVAILABLE -" not in err
+
+
+async def test_a_missing_key_says_unauthenticated_once(settings):
+    db = Database(settings.db)
+    migrate(db)
+    KeyStore(db).create("alice")
+    db.close()
+    running = await start_gateway(settings, address="127.0.0.1:0")
+    try:
+        env = {"LLMGATEWAY_TARGET": f"127.0.0.1:{running.port}"}
+        code, out, err = await _run_cli("chat", "zai/glm-4.7", "hi", env=env)
+    finally:
+        await running.stop(grace=0)
+    assert code == 1
+    assert out == ""
+    line = err.strip()
+    assert line.startswith("error: UNAUTHENTICATED: "), err
+    assert "UNAUTHENTICATED UNAUTHENTICATED" not in line
+    assert "(UNAUTHENTICATED)" not in line  # the reason repeats the status: said once
+    assert "authorization: Bearer" in line  # the message says what to send

@@ -15,6 +15,7 @@ from llmgateway.client import (
     CompletionClient,
     DeadlineExceededError,
     FailedPreconditionError,
+    GatewayUnreachableError,
     InvalidRequestError,
     ModelNotFoundError,
     PermissionDeniedError,
@@ -255,7 +256,7 @@ async def test_tls_with_a_ca_file_and_refusal_without_it(tmp_path):
         assert [m.name for m in reply.models] == ["zai/glm-4.7"]
         # The system roots do not know the throwaway CA: the handshake fails.
         async with AsyncCompletionClient(f"localhost:{port}", tls=True, max_attempts=1) as other:
-            with pytest.raises(UpstreamUnavailableError) as refused:
+            with pytest.raises(GatewayUnreachableError) as refused:
                 await other.list_models(timeout=5)
         # A TLS handshake that failed on the certificate, not a plaintext mismatch.
         assert (
@@ -285,4 +286,4 @@ def test_an_error_names_its_reason_once():
     same = ClientError(grpc.StatusCode.UNAUTHENTICATED, "send a key", reason="UNAUTHENTICATED")
     other = ClientError(grpc.StatusCode.UNAVAILABLE, "down", reason="UPSTREAM_UNAVAILABLE")
     assert str(same) == "UNAUTHENTICATED: send a key"
-    assert str(other) == "UNAVAILABLE UPSTREAM_UNAVAILABLE: down"
+    assert str(other) == "UNAVAILABLE (UPSTREAM_UNAVAILABLE): down"

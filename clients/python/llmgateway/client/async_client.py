@@ -61,6 +61,7 @@ class AsyncCompletionClient:
         self._stub = pb_grpc.CompletionServiceStub(self._channel)
         self._metadata = call_metadata(api_key)
         self._timeout = timeout
+        self._target = target
 
     async def complete(
         self,
@@ -77,7 +78,7 @@ class AsyncCompletionClient:
                 request, timeout=self._deadline(timeout), metadata=self._metadata
             )
         except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from error
+            raise from_rpc_error(error, target=self._target) from error
 
     def stream(
         self,
@@ -93,7 +94,8 @@ class AsyncCompletionClient:
         return AsyncStream(
             self._stub.StreamComplete(
                 request, timeout=self._deadline(timeout), metadata=self._metadata
-            )
+            ),
+            target=self._target,
         )
 
     async def list_models(
@@ -110,7 +112,7 @@ class AsyncCompletionClient:
                 metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from error
+            raise from_rpc_error(error, target=self._target) from error
 
     async def get_usage(
         self,
@@ -131,7 +133,7 @@ class AsyncCompletionClient:
                 metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from error
+            raise from_rpc_error(error, target=self._target) from error
 
     async def close(self) -> None:
         """Close the channel, cancelling calls in flight."""

@@ -18,8 +18,19 @@ from llmgateway.v1 import completion_pb2 as common
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Mapping
 
     from google.protobuf.message import Message
+
+
+DEFAULT_TARGET = "localhost:50051"
+TARGET_VARIABLE = "LLMGATEWAY_TARGET"
+
+
+def default_target(environ: Mapping[str, str] = os.environ) -> str:
+    """Where `chat` and `models` call without `--target`: $LLMGATEWAY_TARGET, else
+    localhost:50051 (where `llmgateway demo --keep-running` and `serve` listen)."""
+    return environ.get(TARGET_VARIABLE) or DEFAULT_TARGET
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,7 +65,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _connection_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", required=True, help="the gateway's HOST:PORT")
+    parser.add_argument(
+        "--target",
+        default=default_target(),
+        help=f"the gateway's HOST:PORT (default: {TARGET_VARIABLE}, else {DEFAULT_TARGET})",
+    )
     parser.add_argument("--tls", action="store_true", help="connect with TLS (system roots)")
     parser.add_argument("--ca-file", type=Path, help="TLS with this CA certificate file")
     parser.add_argument(
@@ -99,7 +114,8 @@ def run(
         return _chat(client, args, stdin, stdout, stderr)
     except GatewayError as error:
         stdout.flush()
-        print(f"\nerror: {error.code.name} {error.reason or '-'}: {error.message}", file=stderr)
+        # The status once, the reason only when it adds to it, then the message.
+        print(f"\nerror: {error}", file=stderr)
         for field, problem in error.field_violations.items():
             print(f"  {field}: {problem}", file=stderr)
         return 1

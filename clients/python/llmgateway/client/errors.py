@@ -4,7 +4,9 @@
     ├── InvalidRequestError           INVALID_ARGUMENT; .field_violations {field: description}
     ├── ModelNotFoundError            NOT_FOUND
     ├── RateLimitedError              RESOURCE_EXHAUSTED; .retry_after (seconds or None)
-    ├── UpstreamUnavailableError      UNAVAILABLE; .retry_after; safe to retry with backoff
+    ├── UnavailableError              UNAVAILABLE, either way; safe to retry with backoff
+    │   ├── UpstreamUnavailableError  the gateway answered: its provider is down; .retry_after
+    │   └── GatewayUnreachableError   the gateway did not answer (refused, DNS, TLS); .target
     ├── DeadlineExceededError         DEADLINE_EXCEEDED
     ├── UnauthenticatedError          UNAUTHENTICATED
     ├── PermissionDeniedError         PERMISSION_DENIED
@@ -13,7 +15,8 @@
     └── InternalError                 INTERNAL, UNKNOWN and anything else
 
 Each is raised `from` the original grpc error. `reason` is the ErrorInfo reason
-(`UPSTREAM_RATE_LIMITED`, ...; see the contract's ErrorReason enum).
+(`UPSTREAM_RATE_LIMITED`, ...; see the contract's ErrorReason enum), or "" when
+the status carried none, as when the gateway could not be reached at all.
 """
 
 from __future__ import annotations
@@ -32,17 +35,21 @@ __all__ = [
     "DeadlineExceededError",
     "FailedPreconditionError",
     "GatewayError",
+    "GatewayUnreachableError",
     "InternalError",
     "InvalidRequestError",
     "ModelNotFoundError",
     "PermissionDeniedError",
     "RateLimitedError",
     "UnauthenticatedError",
+    "UnavailableError",
     "UpstreamUnavailableError",
     "from_rpc_error",
 ]
 
 _DETAILS_KEY = "grpc-status-details-bin"
+# The ErrorInfo domain of every status the gateway itself sends.
+GATEWAY_DOMAIN = "llmgateway.v1"
 
 
 class GatewayError(Exception):
@@ -62,8 +69,8 @@ class GatewayError(Exception):
         retry_after: float | None = None,
     ) -> None:
         # The reason adds nothing when it repeats the code (UNAUTHENTICATED).
-        shown = reason if reason and reason != code.name else ""
-        super().__init__(f"{code.name} {shown}: {message}".replace(" :", ":"))
+        shown = f" ({reason})" if reason and reason != code.name else ""
+        super().__init__(f"{code.name}{shown}: {message}")
         self.code = code
         self.message = message
         self.reason = reason
@@ -91,10 +98,34 @@ class RateLimitedError(GatewayError):
     codes = (grpc.StatusCode.RESOURCE_EXHAUSTED,)
 
 
-class UpstreamUnavailableError(GatewayError):
-    """The provider (or the gateway) is unavailable for now; retry with backoff."""
+class UnavailableError(GatewayError):
+    """UNAVAILABLE: nothing served the call this time; retry with backoff.
+
+    Catch this for both cases; its subclasses say which side was down.
+    """
 
     codes = (grpc.StatusCode.UNAVAILABLE,)
+
+
+class UpstreamUnavailableError(UnavailableError):
+    """The gateway answered that what is behind it is unavailable for now: the
+    provider (`UPSTREAM_UNAVAILABLE`, `UPSTREAM_CIRCUIT_OPEN`, ...) or the
+    gateway's own state store (`GATEWAY_STATE_UNAVAILABLE`); `reason` says which."""
+
+
+class GatewayUnreachableError(UnavailableError):
+    """The gateway itself did not answer: connection refused, a name that does not
+    resolve, a failed TLS handshake, or a connection that broke. The status came
+    from the local gRPC channel, not the gateway, so there is no `reason`.
+
+    `target` is the address the client dialled; the message names it and says
+    what gRPC reported.
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str, *, target: str = "") -> None:
+        where = f"the gateway at {target}" if target else "the gateway"
+        super().__init__(code, f"cannot reach {where}: {message}")
+        self.target = target
 
 
 class DeadlineExceededError(GatewayError):
@@ -160,13 +191,17 @@ class _Details:
     retry_after: float | None = None
 
 
-def from_rpc_error(error: grpc.RpcError) -> GatewayError:
-    """The typed exception for a failed call (sync or asyncio)."""
+def from_rpc_error(error: grpc.RpcError, *, target: str = "") -> GatewayError:
+    """The typed exception for a failed call (sync or asyncio) to `target`."""
     # Every RpcError a call raises is also a grpc.Call (sync) or an AioRpcError.
     call = cast("grpc.Call", error)
     code = call.code() or grpc.StatusCode.UNKNOWN
     raw = dict(call.trailing_metadata() or ()).get(_DETAILS_KEY)
     details = _decode(raw) if isinstance(raw, bytes) else _Details()
+    if code == grpc.StatusCode.UNAVAILABLE and details.domain != GATEWAY_DOMAIN:
+        # The gateway explains every UNAVAILABLE it sends with its ErrorInfo;
+        # without one the channel (or a proxy in front) gave up before it answered.
+        return GatewayUnreachableError(code, call.details() or "", target=target)
     cls = _CLASSES.get(code, InternalError)
     return cls(
         code,

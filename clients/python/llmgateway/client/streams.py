@@ -25,8 +25,9 @@ class AsyncStream:
     that breaks early cancels as soon as the loop's iterator is dropped.
     """
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, *, target: str = "") -> None:
         self._call = call  # grpc.aio.UnaryStreamCall
+        self._target = target  # named by GatewayUnreachableError
 
     def __aiter__(self) -> AsyncIterator[pb.StreamCompleteResponse]:
         return self._events()
@@ -36,7 +37,7 @@ class AsyncStream:
             async for event in self._call:
                 yield event
         except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from error
+            raise from_rpc_error(error, target=self._target) from error
         finally:
             self._call.cancel()  # a no-op when the call has already ended
 
@@ -59,14 +60,15 @@ class AsyncStream:
 class Stream:
     """The blocking twin of AsyncStream, for `for` and `with`."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, *, target: str = "") -> None:
         self._call = call  # grpc's UnaryStreamMultiCallable result (an iterator and a Call)
+        self._target = target  # named by GatewayUnreachableError
 
     def __iter__(self) -> Iterator[pb.StreamCompleteResponse]:
         try:
             yield from self._call
         except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
+            raise from_rpc_error(error, target=self._target) from error
         finally:
             self._call.cancel()
 

@@ -63,6 +63,7 @@ class CompletionClient:
         self._stub = pb_grpc.CompletionServiceStub(channel)
         self._metadata = call_metadata(api_key)
         self._timeout = timeout
+        self._target = target
 
     def complete(
         self,
@@ -79,7 +80,7 @@ class CompletionClient:
                 request, timeout=self._deadline(timeout), metadata=self._metadata
             )
         except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
+            raise from_rpc_error(error, target=self._target) from error
 
     def stream(
         self,
@@ -95,7 +96,8 @@ class CompletionClient:
         return Stream(
             self._stub.StreamComplete(
                 request, timeout=self._deadline(timeout), metadata=self._metadata
-            )
+            ),
+            target=self._target,
         )
 
     def list_models(
@@ -112,7 +114,7 @@ class CompletionClient:
                 metadata=self._metadata,
             )
         except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
+            raise from_rpc_error(error, target=self._target) from error
 
     def get_usage(
         self,
@@ -133,7 +135,7 @@ class CompletionClient:
                 metadata=self._metadata,
             )
         except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
+            raise from_rpc_error(error, target=self._target) from error
 
     def close(self) -> None:
         """Close the channel."""
