@@ -1,5 +1,6 @@
 """The `llmgateway` command: `serve` runs the gateway, `demo` shows it working with no keys,
-`keys` and `usage` manage caller keys and read the ledger, `chat` and `models` call a gateway."""
+`keys` and `usage` manage caller keys and read the ledger, `chat` and `models` call a gateway,
+`health` checks one (for container health checks and Kubernetes probes)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,26 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llmgateway.server.config import ConfigError, Settings
+from llmgateway.server.process import health_probe
+
+if TYPE_CHECKING:
+    from llmgateway.server.config import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["health"]:
+        # A probe runs every few seconds: skip building the client and admin
+        # commands, which import the client, protobuf messages and the state layer.
+        return health_probe.main(arguments[1:])
+    from llmgateway.server.config import ConfigError, Settings
+    from llmgateway.server.process.version import version_text
+
     parser = argparse.ArgumentParser(prog="llmgateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=version_text())
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gRPC gateway")
@@ -72,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_commands(commands)
     admin_cli.add_commands(commands)
-    args = parser.parse_args(argv)
+    health_probe.add_command(commands)
+    args = parser.parse_args(arguments)
+    if args.command == "health":  # after a global option; usually the fast path above
+        return health_probe.run(args)
     if args.command in ("chat", "models"):
         from llmgateway.client.cli import run
 
@@ -151,6 +168,7 @@ async def _serve(settings: Settings, *, reuse_port: bool) -> None:
 
 
 def _workers_from_env() -> int:
+    from llmgateway.server.config import ConfigError
     from llmgateway.server.process.workers import default_workers
 
     raw = os.environ.get("LLMGATEWAY_WORKERS")
