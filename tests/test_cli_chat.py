@@ -120,7 +120,9 @@ def test_chat_error_prints_status_reason_and_message_and_exits_non_zero():
     )
     assert cli.finish() == 1
     assert cli.stdout.getvalue() == "Half an ans"
-    assert "error: UNAVAILABLE (UPSTREAM_STREAM_TRUNCATED): cut short" in cli.stderr.getvalue()
+    # The newline that ends the cut-short line goes to stderr, so stdout holds
+    # exactly what arrived.
+    assert cli.stderr.getvalue() == "\nerror: UNAVAILABLE (UPSTREAM_STREAM_TRUNCATED): cut short\n"
 
 
 def test_chat_no_stream_and_json():
@@ -233,9 +235,9 @@ async def test_an_unreachable_gateway_is_named_with_the_status_once():
         code, out, err = await _run_cli(*argv, env={"LLMGATEWAY_TARGET": target})
         assert code == 1
         assert out == ""
-        lines = err.strip().splitlines()
-        assert len(lines) == 1, err  # one line, no traceback
-        assert lines[0].startswith(f"error: UNAVAILABLE: cannot reach the gateway at {target}: ")
+        # One line, no blank line before it (nothing was cut short), no traceback.
+        assert err.startswith(f"error: UNAVAILABLE: cannot reach the gateway at {target}: ")
+        assert err.count("\n") == 1, err
         assert "UNAVAILABLE -" not in err
 
 
@@ -252,8 +254,9 @@ async def test_a_missing_key_says_unauthenticated_once(settings):
         await running.stop(grace=0)
     assert code == 1
     assert out == ""
+    assert err.startswith("error: UNAUTHENTICATED: "), err
+    assert err.count("\n") == 1, err
     line = err.strip()
-    assert line.startswith("error: UNAUTHENTICATED: "), err
     assert "UNAUTHENTICATED UNAUTHENTICATED" not in line
     assert "(UNAUTHENTICATED)" not in line  # the reason repeats the status: said once
     assert "authorization: Bearer" in line  # the message says what to send

@@ -5,6 +5,7 @@ UnavailableError catches both."""
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -20,6 +21,9 @@ from llmgateway.client import (
     acollect,
     collect,
 )
+
+if TYPE_CHECKING:
+    from llmgateway.server.process.server import Gateway
 
 # The fake upstream answers this model with HTTP 503 (see llmgateway.testing.fake_upstream).
 FAILING_UPSTREAM = "openrouter/x/fault-http-503"
@@ -80,7 +84,7 @@ def test_a_name_that_does_not_resolve() -> None:
     assert "no-such-gateway.invalid" in caught.value.message
 
 
-async def test_one_except_clause_catches_both_kinds_of_unavailable(gateway) -> None:
+async def test_one_except_clause_catches_both_kinds_of_unavailable(gateway: Gateway) -> None:
     dead = f"127.0.0.1:{free_port()}"
     caught: list[UnavailableError] = []
     for target in (f"127.0.0.1:{gateway.port}", dead):
@@ -92,7 +96,9 @@ async def test_one_except_clause_catches_both_kinds_of_unavailable(gateway) -> N
     assert [type(error) for error in caught] == [UpstreamUnavailableError, GatewayUnreachableError]
 
 
-async def test_the_gateway_saying_its_upstream_is_down_stays_an_upstream_outage(gateway) -> None:
+async def test_the_gateway_saying_its_upstream_is_down_stays_an_upstream_outage(
+    gateway: Gateway,
+) -> None:
     target = f"127.0.0.1:{gateway.port}"
     async with AsyncCompletionClient(target, timeout=10) as client:
         with pytest.raises(UpstreamUnavailableError) as unary:
@@ -106,7 +112,7 @@ async def test_the_gateway_saying_its_upstream_is_down_stays_an_upstream_outage(
         assert str(error).startswith("UNAVAILABLE (UPSTREAM_UNAVAILABLE): ")
 
 
-async def test_the_sync_client_tells_an_upstream_outage_apart_too(gateway) -> None:
+async def test_the_sync_client_tells_an_upstream_outage_apart_too(gateway: Gateway) -> None:
     # The gateway runs on this test's event loop, so the blocking client runs in a thread.
     def call() -> GatewayError:
         with CompletionClient(f"127.0.0.1:{gateway.port}", timeout=10) as client:

@@ -108,14 +108,20 @@ def run(
             api_key=args.api_key,
             timeout=args.timeout,
         )
+    printer = StreamPrinter(
+        stdout, stderr, show_reasoning=not getattr(args, "hide_reasoning", False)
+    )
     try:
         if args.command == "models":
             return _models(client, args, stdout)
-        return _chat(client, args, stdin, stdout, stderr)
+        return _chat(client, args, stdin, stdout, stderr, printer)
     except GatewayError as error:
         stdout.flush()
+        if printer.mid_line:
+            # End the cut-short line on the terminal; stdout keeps exactly what arrived.
+            stderr.write("\n")
         # The status once, the reason only when it adds to it, then the message.
-        print(f"\nerror: {error}", file=stderr)
+        print(f"error: {error}", file=stderr)
         for field, problem in error.field_violations.items():
             print(f"  {field}: {problem}", file=stderr)
         return 1
@@ -150,6 +156,7 @@ def _chat(
     stdin: TextIO,
     stdout: TextIO,
     stderr: TextIO,
+    printer: StreamPrinter,
 ) -> int:
     # A prompt piped in ends with the newline of its last line; that is not part of it.
     prompt = args.prompt if args.prompt is not None else stdin.read().rstrip("\n")
@@ -178,7 +185,6 @@ def _chat(
                 response.usage if response.HasField("usage") else None, response.model, stderr
             )
         return 0
-    printer = StreamPrinter(stdout, stderr, show_reasoning=not args.hide_reasoning)
     for event in client.stream(args.model, messages, **fields):
         if args.json:
             print(_json(event), file=stdout, flush=True)

@@ -28,7 +28,14 @@ class StreamPrinter:
         self._notes = notes
         self._show_reasoning = show_reasoning
         self._in_reasoning = False
+        self._answer_open = False
         self.done: pb.CompletionDone | None = None
+
+    @property
+    def mid_line(self) -> bool:
+        """Whether the last thing written left a line unfinished (an answer cut
+        short, or reasoning), so that a message after it needs a newline first."""
+        return self._in_reasoning or self._answer_open
 
     def show(self, event: pb.StreamCompleteResponse) -> None:
         """Write one event."""
@@ -39,8 +46,11 @@ class StreamPrinter:
                 self._notes.write("\n")
                 self._notes.flush()
                 self._in_reasoning = False
-            self._answer.write(event.content_delta.text)
+            text = event.content_delta.text
+            self._answer.write(text)
             self._answer.flush()
+            if text:
+                self._answer_open = not text.endswith("\n")
         elif kind == "reasoning_delta" and self._show_reasoning:
             if not self._in_reasoning:
                 self._notes.write(dim("[reasoning] ", self._notes))
@@ -50,6 +60,7 @@ class StreamPrinter:
         elif kind == "tool_call":
             call = event.tool_call
             print(f"\n[tool call] {call.name}({call.arguments})", file=self._notes)
+            self._answer_open = False  # the note's newline ended the answer's line
         elif kind == "done":
             self.done = event.done
 
