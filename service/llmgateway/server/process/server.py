@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from llmgateway.server.call_path.access import Access
 from llmgateway.server.call_path.calls import Calls
@@ -24,6 +23,7 @@ from llmgateway.server.config import ConfigError
 from llmgateway.server.observability.health import ProviderHealth
 from llmgateway.server.observability.logs import AccessLog
 from llmgateway.server.observability.tracing import Tracing
+from llmgateway.server.process.reflection import add_reflection
 from llmgateway.server.providers.openrouter import OpenRouterProvider
 from llmgateway.server.providers.zai import ZaiProvider
 from llmgateway.server.routing.catalog import Catalog
@@ -225,12 +225,7 @@ async def start_gateway(
         )
         pb_grpc.add_CompletionServiceServicer_to_server(servicer, registrar)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
-            reflection.aio.ReflectionServicer(
-                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-            ),
-            registrar,
-        )
+        add_reflection(registrar, (SERVICE_NAME, health.SERVICE_NAME))
         bind = address or settings.address
         try:
             if settings.tls is None:
