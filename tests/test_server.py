@@ -313,6 +313,35 @@ def test_workers_refuse_a_port_already_in_use():
         )
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "add_port" not in result.stderr
+
+
+def test_one_worker_reports_a_port_in_use_in_one_line():
+    """Our message only: not gRPC core's own `add_port.cc` line as well."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "llmgateway.server.process.cli",
+                "serve",
+                "--address",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"llmgateway: configuration error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
 
 
 async def test_workers_stop_when_the_parent_is_killed(fake):

@@ -23,6 +23,7 @@ from llmgateway.server.config import ConfigError
 from llmgateway.server.observability.health import ProviderHealth
 from llmgateway.server.observability.logs import AccessLog
 from llmgateway.server.observability.tracing import Tracing
+from llmgateway.server.process.ports import check_port_is_free
 from llmgateway.server.process.reflection import add_reflection
 from llmgateway.server.providers.openrouter import OpenRouterProvider
 from llmgateway.server.providers.zai import ZaiProvider
@@ -135,6 +136,11 @@ async def start_gateway(
     """Bind, start and report SERVING. `transport` is a test seam for httpx;
     `serve_metrics=False` collects metrics without listening (a worker whose
     parent serves them); `tracer_provider` (tests) turns tracing on."""
+    bind = address or settings.address
+    if not reuse_port:
+        # Before anything is opened. Workers share the port by design; their
+        # parent probed it once.
+        check_port_is_free(bind)
     router = Router(settings.aliases)
     openrouter = OpenRouterProvider(
         settings.openrouter,
@@ -226,7 +232,6 @@ async def start_gateway(
         pb_grpc.add_CompletionServiceServicer_to_server(servicer, registrar)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
         add_reflection(registrar, (SERVICE_NAME, health.SERVICE_NAME))
-        bind = address or settings.address
         try:
             if settings.tls is None:
                 port = server.add_insecure_port(bind)

@@ -28,7 +28,6 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmgateway.server.config import ConfigError
+from llmgateway.server.process.ports import check_port_is_free
 from llmgateway.server.process.restart_policy import RestartPolicy, Restarts
 
 if TYPE_CHECKING:
@@ -413,19 +413,8 @@ def _describe(code: int) -> str:
 def _check_port_is_free(address: str) -> None:
     """Fail now if something already listens there: with SO_REUSEPORT the
     workers would otherwise share the port with it silently."""
-    host, _, port_text = address.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"  # noqa: S104  # the operator chose the address
-    port = int(port_text)
-    if port == 0:
+    if address.rpartition(":")[2] == "0":
         raise ConfigError(
             "several workers need a fixed port; pass --address HOST:PORT or --workers 1"
         )
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # SO_REUSEADDR: connections of a previous run lingering in TIME_WAIT must
-        # not block a restart; on Linux a live listener still refuses the bind.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {address}: {exc.strerror}") from exc
+    check_port_is_free(address)
