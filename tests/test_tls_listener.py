@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llmgateway.client import (
     AsyncCompletionClient,
     CompletionClient,
-    UpstreamUnavailableError,
+    GatewayUnreachableError,
     collect,
 )
 from llmgateway.server.config import ConfigError, Settings, TlsSettings
@@ -73,9 +73,9 @@ def client(gateway: Gateway, **kwargs: Any) -> AsyncCompletionClient:
     return AsyncCompletionClient(f"127.0.0.1:{gateway.port}", max_attempts=1, timeout=10, **kwargs)
 
 
-async def refused(gateway: Gateway, **kwargs: Any) -> UpstreamUnavailableError:
+async def refused(gateway: Gateway, **kwargs: Any) -> GatewayUnreachableError:
     async with client(gateway, **kwargs) as rejected:
-        with pytest.raises(UpstreamUnavailableError) as error:
+        with pytest.raises(GatewayUnreachableError) as error:
             await rejected.complete("zai/glm-4.7", "hi")
     return error.value
 
