@@ -1,17 +1,32 @@
-// A Node.js client for llmgateway, loading the contract from protos/ at run time.
-// It proves the contract works beyond Python: unary, streaming, and errors with
-// their google.rpc.Status details decoded.
+// llmgateway-grpc-client: a Node.js client for llmgateway (CommonJS; index.mjs
+// re-exports it for `import`). It loads the contract's .proto files bundled in
+// this package at run time: unary, streaming, and errors with their
+// google.rpc.Status details decoded.
 'use strict';
 
+const fs = require('node:fs');
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 const protobuf = require('protobufjs');
 
-const PROTO_DIR = path.join(__dirname, '..', '..', 'protos');
+// The package's own copy of protos/ (copied in by scripts/bundle-contract.js at
+// pack time, and by `npm test` in the repository): an installed package never
+// reads anything outside itself.
+const PROTO_DIR = path.join(__dirname, 'protos');
+const SERVICE_PROTO = 'llmgateway/v1/completion_service.proto';
+
+let serviceConstructor = null;
 
 function loadService() {
-  const definition = protoLoader.loadSync('llmgateway/v1/completion_service.proto', {
+  if (serviceConstructor) return serviceConstructor;
+  if (!fs.existsSync(path.join(PROTO_DIR, SERVICE_PROTO))) {
+    throw new Error(
+      `llmgateway-grpc-client: the bundled contract ${path.join(PROTO_DIR, SERVICE_PROTO)} is missing; ` +
+        'in the repository, run `node clients/node/scripts/bundle-contract.js` (npm test and npm pack run it)',
+    );
+  }
+  const definition = protoLoader.loadSync(SERVICE_PROTO, {
     includeDirs: [PROTO_DIR],
     keepCase: true, // field names exactly as in the .proto files
     longs: Number,
@@ -19,7 +34,8 @@ function loadService() {
     defaults: true,
     oneofs: true,
   });
-  return grpc.loadPackageDefinition(definition).llmgateway.v1.CompletionService;
+  serviceConstructor = grpc.loadPackageDefinition(definition).llmgateway.v1.CompletionService;
+  return serviceConstructor;
 }
 
 // The google.rpc types the gateway puts in grpc-status-details-bin.
@@ -98,10 +114,39 @@ function decodeError(error) {
 class GatewayError extends Error {
   constructor(details) {
     const { message, ...rest } = details;
-    super(`${details.code} ${details.reason}: ${message}`);
+    // The reason adds nothing when it is empty or repeats the code (UNAUTHENTICATED).
+    const shown = rest.reason && rest.reason !== rest.code ? ` ${rest.reason}` : '';
+    super(`${rest.code}${shown}: ${message}`);
+    this.name = 'GatewayError';
     Object.assign(this, rest);
     this.details = message; // the server's message alone; `message` keeps code and reason
   }
+}
+
+/** A google.protobuf.Struct (tool parameters, JSON schemas) from a plain JSON object. */
+function toStruct(object) {
+  if (object === null || typeof object !== 'object' || Array.isArray(object)) {
+    throw new TypeError('toStruct takes a plain JSON object, such as a JSON Schema');
+  }
+  return structOf(object, '');
+}
+
+// protobufjs defines the well-known types with camelCase field names
+// (stringValue, not string_value), whatever keepCase says for the contract's own.
+function structOf(object, where) {
+  const fields = {};
+  for (const [key, value] of Object.entries(object)) fields[key] = valueOf(value, where ? `${where}.${key}` : key);
+  return { fields };
+}
+
+function valueOf(value, where) {
+  if (value === null) return { nullValue: 'NULL_VALUE' };
+  if (typeof value === 'string') return { stringValue: value };
+  if (typeof value === 'boolean') return { boolValue: value };
+  if (typeof value === 'number' && Number.isFinite(value)) return { numberValue: value };
+  if (Array.isArray(value)) return { listValue: { values: value.map((item, i) => valueOf(item, `${where}[${i}]`)) } };
+  if (typeof value === 'object') return { structValue: structOf(value, where) };
+  throw new TypeError(`toStruct: ${where} is ${String(value)}, which JSON cannot hold`);
 }
 
 class GatewayClient {
@@ -138,6 +183,9 @@ class GatewayClient {
     try {
       for await (const event of call) yield event;
     } catch (error) {
+      // Only a call's status is the gateway's answer; anything else (a request
+      // the stub cannot serialize, say) goes up as it is.
+      if (typeof error.code !== 'number') throw error;
       throw new GatewayError(decodeError(error));
     } finally {
       call.cancel();
@@ -147,6 +195,14 @@ class GatewayClient {
   listModels(request = {}, { timeoutMs } = {}) {
     return new Promise((resolve, reject) => {
       this.stub.ListModels(request, this._metadata(), this._deadline(timeoutMs), (error, reply) =>
+        error ? reject(new GatewayError(decodeError(error))) : resolve(reply),
+      );
+    });
+  }
+
+  getUsage(request = {}, { timeoutMs } = {}) {
+    return new Promise((resolve, reject) => {
+      this.stub.GetUsage(request, this._metadata(), this._deadline(timeoutMs), (error, reply) =>
         error ? reject(new GatewayError(decodeError(error))) : resolve(reply),
       );
     });
@@ -163,4 +219,4 @@ class GatewayClient {
   }
 }
 
-module.exports = { GatewayClient, GatewayError, decodeError };
+module.exports = { GatewayClient, GatewayError, decodeError, toStruct };

@@ -1,18 +1,20 @@
 // Runs the Node.js client against a real gateway and the fake upstream (both
-// started here, from the repository's Python environment).
+// started here, from the repository's Python environment). The root's
+// `npm test` first copies the contract into the package (scripts/bundle-contract.js).
 'use strict';
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
+const { execFile, spawn } = require('node:child_process');
 const net = require('node:net');
 const path = require('node:path');
-const { GatewayClient, GatewayError } = require('./gateway-client');
+const { GatewayClient, GatewayError, toStruct } = require('llmgateway-grpc-client');
 
 const ROOT = path.join(__dirname, '..', '..');
 const PYTHON = process.env.PYTHON || path.join(ROOT, '.venv', 'bin', 'python');
 const children = [];
 let client;
+let gatewayTarget;
 
 function freePort() {
   return new Promise((resolve) => {
@@ -58,7 +60,8 @@ before(async () => {
     // The fake's Retry-After is 7 s: hand it back at once rather than wait it out.
     LLMGATEWAY_MAX_RETRY_AFTER: '0',
   });
-  client = new GatewayClient(`127.0.0.1:${gatewayPort}`);
+  gatewayTarget = `127.0.0.1:${gatewayPort}`;
+  client = new GatewayClient(gatewayTarget);
   await client.waitForReady();
 });
 
@@ -123,4 +126,60 @@ test('invalid requests name the offending field', async () => {
     client.complete({ model: 'zai/glm-4.7', messages: [] }),
     (error) => error.code === 'INVALID_ARGUMENT' && 'messages' in error.fieldViolations,
   );
+});
+
+test('an unknown model is INVALID_ARGUMENT / UNKNOWN_MODEL naming the field, message not doubled', async () => {
+  await assert.rejects(client.complete({ model: 'no-such-model', messages: [user('hi')] }), (error) => {
+    assert.equal(error.code, 'INVALID_ARGUMENT');
+    assert.equal(error.reason, 'UNKNOWN_MODEL');
+    assert.match(error.fieldViolations.model, /openrouter\/<vendor>\/<model>/);
+    assert.ok(error.metadata.requestId);
+    assert.equal(error.message, `INVALID_ARGUMENT UNKNOWN_MODEL: ${error.details}`);
+    return true;
+  });
+});
+
+test('a tool from a JSON schema via toStruct reaches the model', async () => {
+  const reply = await client.complete({
+    model: 'zai/glm-4.7',
+    messages: [user('what is the weather in Paris?')],
+    tools: [
+      {
+        name: 'get_weather',
+        parameters: toStruct({ type: 'object', properties: { city: { type: 'string' } }, required: ['city'] }),
+      },
+    ],
+  });
+  // The fake model calls the first tool with arguments built from its schema:
+  // the schema arrived whole.
+  assert.equal(reply.finish_reason, 'FINISH_REASON_TOOL_CALLS');
+  assert.equal(reply.tool_calls[0].name, 'get_weather');
+  assert.equal(typeof JSON.parse(reply.tool_calls[0].arguments).city, 'string');
+});
+
+test('toStruct refuses what JSON cannot hold, saying where', () => {
+  assert.throws(() => toStruct({ a: { b: undefined } }), /a\.b is undefined/);
+  assert.throws(() => toStruct([1]), /plain JSON object/);
+});
+
+test('import and require give the same classes', async () => {
+  const esm = await import('llmgateway-grpc-client');
+  assert.equal(esm.GatewayError, GatewayError);
+  assert.equal(esm.GatewayClient, GatewayClient);
+});
+
+test('examples/example.mjs runs as written against a gateway', async () => {
+  const stdout = await new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [path.join(__dirname, 'examples', 'example.mjs')],
+      { env: { ...process.env, LLMGATEWAY_TARGET: gatewayTarget }, timeout: 60000 },
+      (error, out, err) => (error ? reject(new Error(`${error.message}\n${err}`)) : resolve(out)),
+    );
+  });
+  assert.match(stdout, /^complete: Hello from the fake upstream! You said: Hi! \[FINISH_REASON_STOP, \d+ tokens\]$/m);
+  assert.match(stdout, /^stream: Hello from the fake upstream! You said: Stream, please\. \[FINISH_REASON_STOP, served by openrouter\/openai\/gpt-4o-mini\]$/m);
+  assert.match(stdout, /^error: INVALID_ARGUMENT UNKNOWN_MODEL$/m);
+  assert.match(stdout, /^  model: name models /m);
+  assert.match(stdout, /^  request id \w+, retry after - s$/m);
 });

@@ -1,0 +1,389 @@
+// Types for llmgateway-grpc-client, written by hand from the contract
+// (protos/llmgateway/v1). Messages are plain objects as @grpc/proto-loader
+// builds them with { keepCase, longs: Number, enums: String, defaults, oneofs }:
+// field names exactly as in the .proto files, 64-bit integers as numbers, enums
+// as their names. In replies every field is present (scalars with their default,
+// unset messages as null) except proto3 `optional` fields, which are absent
+// when unset; a oneof's name holds the name of the member that is set.
+// Requests take enums as names or numbers and may leave out any field. The
+// google.protobuf types (Struct, Timestamp) keep protobufjs's camelCase names.
+
+import type { ChannelCredentials } from '@grpc/grpc-js';
+
+// ---- Enums (names as in the contract) ----
+
+export type Role = 'ROLE_UNSPECIFIED' | 'ROLE_SYSTEM' | 'ROLE_USER' | 'ROLE_ASSISTANT' | 'ROLE_TOOL';
+export type ImageDetail = 'IMAGE_DETAIL_UNSPECIFIED' | 'IMAGE_DETAIL_AUTO' | 'IMAGE_DETAIL_LOW' | 'IMAGE_DETAIL_HIGH';
+export type ToolChoiceMode =
+  | 'TOOL_CHOICE_MODE_UNSPECIFIED'
+  | 'TOOL_CHOICE_MODE_AUTO'
+  | 'TOOL_CHOICE_MODE_NONE'
+  | 'TOOL_CHOICE_MODE_REQUIRED';
+export type ResponseFormatType =
+  | 'RESPONSE_FORMAT_TYPE_UNSPECIFIED'
+  | 'RESPONSE_FORMAT_TYPE_TEXT'
+  | 'RESPONSE_FORMAT_TYPE_JSON_OBJECT'
+  | 'RESPONSE_FORMAT_TYPE_JSON_SCHEMA';
+export type ReasoningEffort =
+  | 'REASONING_EFFORT_UNSPECIFIED'
+  | 'REASONING_EFFORT_NONE'
+  | 'REASONING_EFFORT_MINIMAL'
+  | 'REASONING_EFFORT_LOW'
+  | 'REASONING_EFFORT_MEDIUM'
+  | 'REASONING_EFFORT_HIGH'
+  | 'REASONING_EFFORT_XHIGH';
+export type DataCollection = 'DATA_COLLECTION_UNSPECIFIED' | 'DATA_COLLECTION_ALLOW' | 'DATA_COLLECTION_DENY';
+export type ProviderSort =
+  | 'PROVIDER_SORT_UNSPECIFIED'
+  | 'PROVIDER_SORT_PRICE'
+  | 'PROVIDER_SORT_THROUGHPUT'
+  | 'PROVIDER_SORT_LATENCY';
+export type ZaiEndpoint = 'ZAI_ENDPOINT_UNSPECIFIED' | 'ZAI_ENDPOINT_GENERAL' | 'ZAI_ENDPOINT_CODING';
+export type Provider = 'PROVIDER_UNSPECIFIED' | 'PROVIDER_OPENROUTER' | 'PROVIDER_ZAI';
+export type FinishReason =
+  | 'FINISH_REASON_UNSPECIFIED'
+  | 'FINISH_REASON_STOP'
+  | 'FINISH_REASON_LENGTH'
+  | 'FINISH_REASON_TOOL_CALLS'
+  | 'FINISH_REASON_CONTENT_FILTER'
+  | 'FINISH_REASON_OTHER';
+export type UsageGrouping =
+  | 'USAGE_GROUPING_UNSPECIFIED'
+  | 'USAGE_GROUPING_KEY'
+  | 'USAGE_GROUPING_MODEL'
+  | 'USAGE_GROUPING_DAY';
+
+/** An enum in a request: its name or its number. */
+export type EnumInput<Name extends string> = Name | number;
+
+// ---- google.protobuf types ----
+
+/**
+ * google.protobuf.Struct as proto-loader takes it; build one from JSON with toStruct().
+ * Unlike the contract's own messages, the well-known types have camelCase field names.
+ */
+export interface Struct {
+  fields?: { [key: string]: StructValue };
+}
+export interface StructValue {
+  nullValue?: 'NULL_VALUE' | 0;
+  numberValue?: number;
+  stringValue?: string;
+  boolValue?: boolean;
+  structValue?: Struct;
+  listValue?: { values?: StructValue[] };
+}
+/** google.protobuf.Timestamp. */
+export interface Timestamp {
+  seconds?: number;
+  nanos?: number;
+}
+
+// ---- Requests ----
+
+export interface ImagePart {
+  url?: string;
+  detail?: EnumInput<ImageDetail>;
+}
+export type ContentPart = { text: string; image?: never } | { image: ImagePart; text?: never };
+
+export interface ToolCallInput {
+  id?: string;
+  name?: string;
+  /** The arguments as a JSON object, in text. */
+  arguments?: string;
+}
+
+export interface ChatMessage {
+  role?: EnumInput<Role>;
+  content?: string;
+  parts?: ContentPart[];
+  name?: string;
+  tool_calls?: ToolCallInput[];
+  tool_call_id?: string;
+  reasoning?: string;
+}
+
+export interface SamplingParams {
+  temperature?: number;
+  top_p?: number;
+  max_tokens?: number;
+  stop?: string[];
+  seed?: number;
+  presence_penalty?: number;
+  frequency_penalty?: number;
+}
+
+export interface Tool {
+  name?: string;
+  description?: string;
+  /** The arguments' JSON Schema: toStruct({ type: 'object', properties: { ... } }). */
+  parameters?: Struct;
+  strict?: boolean;
+}
+
+export type ToolChoice = { mode: EnumInput<ToolChoiceMode>; function_name?: never } | { function_name: string; mode?: never };
+
+export interface JsonSchemaFormat {
+  name?: string;
+  description?: string;
+  schema?: Struct;
+  strict?: boolean;
+}
+
+export interface ResponseFormat {
+  type?: EnumInput<ResponseFormatType>;
+  json_schema?: JsonSchemaFormat;
+}
+
+export interface ReasoningOptions {
+  enabled?: boolean;
+  effort?: EnumInput<ReasoningEffort>;
+  max_tokens?: number;
+  exclude?: boolean;
+}
+
+export interface MaxPrice {
+  prompt?: number;
+  completion?: number;
+  request?: number;
+  image?: number;
+}
+
+export interface ProviderPreferences {
+  order?: string[];
+  allow_fallbacks?: boolean;
+  require_parameters?: boolean;
+  data_collection?: EnumInput<DataCollection>;
+  sort?: EnumInput<ProviderSort>;
+  max_price?: MaxPrice;
+}
+
+export interface OpenRouterOptions {
+  models?: string[];
+  provider?: ProviderPreferences;
+}
+
+export interface ZaiOptions {
+  endpoint?: EnumInput<ZaiEndpoint>;
+  clear_thinking?: boolean;
+}
+
+/** CompleteRequest and StreamCompleteRequest (field for field the same). */
+export interface CompleteRequest {
+  /** `openrouter/<vendor>/<model>`, `zai/<model>` or a configured alias. */
+  model: string;
+  /** The conversation so far, oldest first: 1 to 2,048 messages. */
+  messages: ChatMessage[];
+  sampling?: SamplingParams;
+  tools?: Tool[];
+  tool_choice?: ToolChoice;
+  response_format?: ResponseFormat;
+  reasoning?: ReasoningOptions;
+  user?: string;
+  openrouter?: OpenRouterOptions;
+  zai?: ZaiOptions;
+}
+export type StreamCompleteRequest = CompleteRequest;
+
+export interface ListModelsRequest {
+  /** Only this provider's models; unset: all. */
+  provider?: EnumInput<Provider>;
+}
+
+export interface GetUsageRequest {
+  start_time?: Timestamp;
+  end_time?: Timestamp;
+  group_by?: EnumInput<UsageGrouping>;
+  key_id?: string;
+}
+
+// ---- Replies ----
+
+export interface ToolCall {
+  id: string;
+  name: string;
+  /** The arguments as a JSON object, in text (JSON.parse it). */
+  arguments: string;
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  cached_tokens: number;
+  reasoning_tokens: number;
+  /** Absent when the provider reported no cost. */
+  cost_usd?: number;
+}
+
+export interface CompleteResponse {
+  id: string;
+  model: string;
+  provider: Provider;
+  upstream_provider: string;
+  content: string;
+  reasoning: string;
+  tool_calls: ToolCall[];
+  finish_reason: FinishReason;
+  native_finish_reason: string;
+  /** null only when the upstream reported no usage. */
+  usage: Usage | null;
+  attempts: number;
+  zai_endpoint: ZaiEndpoint;
+  fallbacks: number;
+}
+
+export interface CompletionDone {
+  id: string;
+  model: string;
+  provider: Provider;
+  upstream_provider: string;
+  finish_reason: FinishReason;
+  native_finish_reason: string;
+  /** null only when the upstream reported no usage. */
+  usage: Usage | null;
+  attempts: number;
+  zai_endpoint: ZaiEndpoint;
+  fallbacks: number;
+}
+
+/** One StreamComplete event; `event` names the member that is set. `done` comes last, exactly once. */
+export type StreamCompleteResponse =
+  | { event: 'content_delta'; content_delta: { text: string } }
+  | { event: 'reasoning_delta'; reasoning_delta: { text: string } }
+  | { event: 'tool_call'; tool_call: ToolCall }
+  | { event: 'done'; done: CompletionDone };
+
+export interface ModelPricing {
+  prompt_per_million?: number;
+  completion_per_million?: number;
+  cached_prompt_per_million?: number;
+}
+
+export interface ModelInfo {
+  name: string;
+  provider: Provider;
+  upstream_model: string;
+  display_name: string;
+  /** Absent when unknown. */
+  context_length?: number;
+  /** null when no price is known. */
+  pricing: ModelPricing | null;
+  available: boolean;
+  alias_of: string;
+  fallbacks: string[];
+}
+
+export interface ListModelsResponse {
+  models: ModelInfo[];
+  incomplete_providers: Provider[];
+}
+
+export interface UsageRow {
+  group: string;
+  calls: number;
+  failed_calls: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cached_tokens: number;
+  reasoning_tokens: number;
+  cost_usd: number;
+}
+
+export interface GetUsageResponse {
+  rows: UsageRow[];
+}
+
+// ---- Errors ----
+
+/** A gRPC status code's name, as in @grpc/grpc-js's `status` enum. */
+export type StatusCodeName =
+  | 'OK'
+  | 'CANCELLED'
+  | 'UNKNOWN'
+  | 'INVALID_ARGUMENT'
+  | 'DEADLINE_EXCEEDED'
+  | 'NOT_FOUND'
+  | 'ALREADY_EXISTS'
+  | 'PERMISSION_DENIED'
+  | 'RESOURCE_EXHAUSTED'
+  | 'FAILED_PRECONDITION'
+  | 'ABORTED'
+  | 'OUT_OF_RANGE'
+  | 'UNIMPLEMENTED'
+  | 'INTERNAL'
+  | 'UNAVAILABLE'
+  | 'DATA_LOSS'
+  | 'UNAUTHENTICATED';
+
+/** What decodeError() reads from a failed call's status and its google.rpc details. */
+export interface DecodedError {
+  code: StatusCodeName;
+  /** The server's message. */
+  message: string;
+  /** google.rpc.ErrorInfo reason (ErrorReason without its prefix: `UNKNOWN_MODEL`, ...); '' when absent. */
+  reason: string;
+  /** google.rpc.ErrorInfo domain (`llmgateway.v1`); '' when absent. */
+  domain: string;
+  /** google.rpc.ErrorInfo metadata (for example `requestId`, `upstreamStatus`). */
+  metadata: { [key: string]: string };
+  /** google.rpc.BadRequest: field path to what is wrong with it. */
+  fieldViolations: { [field: string]: string };
+  /** google.rpc.RetryInfo delay in seconds; null when the server gave none. */
+  retryAfterSeconds: number | null;
+}
+
+/** Every failed call rejects (or, for stream(), throws) with one of these. */
+export declare class GatewayError extends Error {
+  constructor(details: DecodedError);
+  readonly name: 'GatewayError';
+  /** `CODE REASON: details`. */
+  readonly message: string;
+  readonly code: StatusCodeName;
+  readonly reason: string;
+  readonly domain: string;
+  readonly metadata: { [key: string]: string };
+  readonly fieldViolations: { [field: string]: string };
+  readonly retryAfterSeconds: number | null;
+  /** The server's message alone. */
+  readonly details: string;
+}
+
+/** Decodes a @grpc/grpc-js ServiceError's status and google.rpc details. */
+export declare function decodeError(error: {
+  code: number;
+  details: string;
+  metadata?: { get(key: string): Array<string | Buffer> };
+}): DecodedError;
+
+/** A google.protobuf.Struct from a plain JSON object (tool parameters, JSON schemas). */
+export declare function toStruct(object: { [key: string]: unknown }): Struct;
+
+// ---- The client ----
+
+export interface GatewayClientOptions {
+  /** Sent as `authorization: Bearer <apiKey>` on every call. */
+  apiKey?: string;
+  /** Default: insecure (plaintext); pass grpc.credentials.createSsl() for TLS. */
+  credentials?: ChannelCredentials;
+}
+
+export interface CallOptions {
+  /** Deadline in milliseconds; undefined means 60 s, null means none. */
+  timeoutMs?: number | null;
+}
+
+export declare class GatewayClient {
+  /** `target` is `host:port`, for example `localhost:50051`. */
+  constructor(target: string, options?: GatewayClientOptions);
+  /** One whole completion. */
+  complete(request: CompleteRequest, options?: CallOptions): Promise<CompleteResponse>;
+  /** The completion's events as they arrive; leaving the loop early cancels the call. */
+  stream(request: StreamCompleteRequest, options?: CallOptions): AsyncGenerator<StreamCompleteResponse, void, undefined>;
+  listModels(request?: ListModelsRequest, options?: CallOptions): Promise<ListModelsResponse>;
+  getUsage(request?: GetUsageRequest, options?: CallOptions): Promise<GetUsageResponse>;
+  /** Resolves once the channel is connected; rejects after timeoutMs (default 30 s). */
+  waitForReady(timeoutMs?: number): Promise<void>;
+  close(): void;
+}
