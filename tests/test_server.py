@@ -283,7 +283,11 @@ async def test_workers_share_the_port_and_stop_together(fake):
         code, rest = await _exit_of(process)
         output = started + rest
     assert code == 0, output
+    # Each worker says it is ready; the start-up summary is said once, for all.
     assert output.count("llmgateway listening on") == 2
+    assert output.count(f"started 2 workers on 127.0.0.1:{port}") == 1
+    for once in ("state database", "OpenRouter: configured", "Z.AI: configured", "OPEN GATEWAY"):
+        assert output.count(once) == 1, (once, output)
     assert output.count("stopped") >= 2
 
 

@@ -841,10 +841,18 @@ def _env_over_file(from_env: str | None, in_file: object) -> object:
 
 
 # LLMGATEWAY_* variables read outside Settings.load, not to be warned about:
-# the worker count (service/llmgateway/server/process/cli.py), a worker's parent (service/llmgateway/server/process/workers.py) and
-# the client commands' caller key (clients/python/llmgateway/client/cli.py), often set in the same shell.
+# the worker count (process/cli.py), what a worker's parent passes it
+# (process/workers.py, process/startup_summary.py), and the client commands'
+# caller key and target (clients/python/llmgateway/client/cli.py, also read by
+# `llmgateway health`), often set in the same shell.
 _READ_ELSEWHERE = frozenset(
-    {"LLMGATEWAY_WORKERS", "LLMGATEWAY_WORKER_PARENT_PID", "LLMGATEWAY_API_KEY"}
+    {
+        "LLMGATEWAY_WORKERS",
+        "LLMGATEWAY_WORKER_PARENT_PID",
+        "LLMGATEWAY_WORKER_SUMMARY_FD",
+        "LLMGATEWAY_API_KEY",
+        "LLMGATEWAY_TARGET",
+    }
 )
 
 

@@ -25,6 +25,7 @@ from llmgateway.server.observability.logs import AccessLog
 from llmgateway.server.observability.tracing import Tracing
 from llmgateway.server.process.ports import check_port_is_free
 from llmgateway.server.process.reflection import add_reflection
+from llmgateway.server.process.startup_summary import StartupSummary
 from llmgateway.server.providers.openrouter import OpenRouterProvider
 from llmgateway.server.providers.zai import ZaiProvider
 from llmgateway.server.routing.catalog import Catalog
@@ -195,7 +196,14 @@ async def start_gateway(
         on_circuit_change=provider_health.on_circuit_change,
     )
     catalog = Catalog(router.aliases, openrouter, zai)
-    state = await open_state(settings)
+    # A worker of several holds its start-up lines: one of them says them for all.
+    summary = StartupSummary.from_environment() if reuse_port else StartupSummary(None)
+    summary.hold()
+    try:
+        state = await open_state(settings)
+    except BaseException:
+        summary.release(started=False)
+        raise
     if state is not None:
         catalog.prefetch()
     try:
@@ -264,11 +272,6 @@ async def start_gateway(
                 n for p in providers.values() if not p.configured for n in p.circuit_names
             ],
         )
-        logger.info(
-            "llmgateway listening on %s (%s)",
-            _display_address(bind, port),
-            _transport(settings.tls),
-        )
         if settings.tls is None and not _is_loopback(bind):
             logger.warning(
                 "plaintext gRPC on %s: calls, answers and their metadata travel unencrypted; set "
@@ -284,6 +287,13 @@ async def start_gateway(
         if calls.tracing is not None:
             logger.info("tracing on (%s)", settings.tracing)
         await _announce_access(state)
+        summary.release(started=True)
+        # Every worker's own: it is ready (supervisors and tests wait for it).
+        logger.info(
+            "llmgateway listening on %s (%s)",
+            _display_address(bind, port),
+            _transport(settings.tls),
+        )
         return Gateway(
             server=server,
             port=port,
@@ -299,6 +309,7 @@ async def start_gateway(
     except BaseException:
         # Whatever failed after the state opened (a busy port, a bad metrics
         # address): close what is open, so a failed start leaks nothing.
+        summary.release(started=False)
         await catalog.aclose()
         await asyncio.gather(*(p.aclose() for p in providers.values()))
         if state is not None:

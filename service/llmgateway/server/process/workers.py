@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from llmgateway.server.config import ConfigError
 from llmgateway.server.process.ports import check_port_is_free
 from llmgateway.server.process.restart_policy import RestartPolicy, Restarts
+from llmgateway.server.process.startup_summary import TOKEN_ENV, make_token
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -98,8 +99,10 @@ def run_workers(
 
         metrics = MultiprocessMetrics(metrics_address)
         logger.info("metrics of all workers at http://%s/metrics", metrics.display_address)
+    # The start-up summary is said by one worker: the first to start takes it.
+    summary_token = make_token()
     try:
-        start = _starter(address, config, log_level, log_format, metrics)
+        start = _starter(address, config, log_level, log_format, metrics, summary_token)
         supervisor = Supervisor(
             start,
             restart_policy or RestartPolicy(),
@@ -108,6 +111,7 @@ def run_workers(
         )
         return supervisor.run(workers, address)
     finally:
+        os.close(summary_token)
         if metrics is not None:
             metrics.close()
 
@@ -118,6 +122,7 @@ def _starter(
     log_level: str,
     log_format: str,
     metrics: MultiprocessMetrics | None,
+    summary_token: int,
 ) -> Callable[[], subprocess.Popen[bytes]]:
     """How to start one worker."""
     command = [
@@ -137,11 +142,13 @@ def _starter(
     ]
     if config is not None:
         command += ["--config", str(config)]
-    env = {**os.environ, _PARENT_ENV: str(os.getpid())}
+    env = {**os.environ, _PARENT_ENV: str(os.getpid()), TOKEN_ENV: str(summary_token)}
     if metrics is not None:
         command += ["--metrics-address", metrics.address]
         env.update(metrics.worker_environment())
-    return lambda: subprocess.Popen(command, env=env)  # noqa: S603  # our own CLI
+    return lambda: subprocess.Popen(  # noqa: S603  # our own CLI
+        command, env=env, pass_fds=(summary_token,)
+    )
 
 
 @dataclass(slots=True)
