@@ -52,9 +52,10 @@ EXPOSE 50051 9464
 # LLMGATEWAY_SHUTDOWN_GRACE (30 s). Give `docker stop -t` / terminationGracePeriodSeconds more.
 STOPSIGNAL SIGTERM
 # The standard grpc.health.v1 check of the whole gateway (service ""). With TLS on the listener,
-# override it: see docs/deployment.md.
+# override it: see docs/deployment.md. `llmgateway health` exits 2 when nothing answers, a code
+# Docker reserves, so the shell turns every failure into 1 (unhealthy).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["llmgateway", "health", "--target", "127.0.0.1:50051", "--timeout", "3"]
+    CMD ["sh", "-c", "llmgateway health --target 127.0.0.1:50051 --timeout 3 || exit 1"]
 # Exec form: llmgateway is PID 1 and receives the stop signal itself.
 ENTRYPOINT ["llmgateway"]
 CMD ["serve", "--address", "0.0.0.0:50051", "--metrics-address", "0.0.0.0:9464"]

@@ -280,8 +280,10 @@ def serve_and_probe(recipe: Dockerfile, moved: Moved, env: dict[str, str]) -> No
     try:
         wait_for_listening(server, log_path)
         probe(health, env, workdir, expect_serving=True)
-        provider = [*health, "--service", "provider/openrouter"]
-        probe(provider, env, workdir, expect_serving=False)
+        # The command the HEALTHCHECK wraps, asked about one provider: no key, so NOT_SERVING.
+        address = command[command.index("--address") + 1]
+        provider = [image_command("llmgateway", env), "health", "--target", address]
+        probe([*provider, "--service", "provider/openrouter"], env, workdir, expect_serving=False)
         scrape_metrics(command)
         db = Path(env["LLMGATEWAY_DB"])
         if not db.is_file():
@@ -297,7 +299,8 @@ def serve_and_probe(recipe: Dockerfile, moved: Moved, env: dict[str, str]) -> No
     if code != 0 or "stopped" not in said:
         raise ImageCheckError(f"after SIGTERM the server exited {code}; its log:\n{said}")
     say("SIGTERM: drained and exited 0")
-    probe(health, env, workdir, expect_serving=False)
+    # Docker reads 1 as unhealthy and reserves 2: nothing listening must say 1.
+    probe(health, env, workdir, expect_serving=False, expect_code=1)
 
 
 def health_command(recipe: Dockerfile, moved: Moved) -> list[str]:
@@ -359,12 +362,20 @@ def wait_for_listening(server: subprocess.Popen[bytes], log_path: Path) -> None:
         say(f"server: {line}")
 
 
-def probe(command: list[str], env: dict[str, str], workdir: Path, *, expect_serving: bool) -> None:
+def probe(
+    command: list[str],
+    env: dict[str, str],
+    workdir: Path,
+    *,
+    expect_serving: bool,
+    expect_code: int | None = None,
+) -> None:
     done = subprocess.run(  # noqa: S603
         command, env=env, cwd=workdir, capture_output=True, text=True, check=False
     )
     said = (done.stdout + done.stderr).strip()
-    if (done.returncode == 0) != expect_serving:
+    wrong_code = expect_code is not None and done.returncode != expect_code
+    if (done.returncode == 0) != expect_serving or wrong_code:
         raise ImageCheckError(f"{shlex.join(command)} exited {done.returncode}: {said}")
     say(f"{shlex.join(command)} -> exit {done.returncode} {said!r}")
 
