@@ -190,6 +190,38 @@ def test_demo_command_streams_from_both_providers():
     assert "[reasoning]" in result.stdout
 
 
+def test_a_kept_demo_listens_where_the_examples_look_and_says_so_when_that_port_is_busy():
+    # `demo --keep-running` defaults to 127.0.0.1:50051, the README's and the client
+    # commands' default target. Hold that port (or find it held already) and the demo
+    # refuses in one line that names the address and the way out, before starting anything.
+    import socket
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    holder = socket.socket()
+    try:
+        try:
+            holder.bind(("127.0.0.1", 50051))
+            holder.listen()
+        except OSError:
+            pass  # someone else holds it: busy either way
+        result = subprocess.run(
+            [sys.executable, "-m", "llmgateway.server.process.cli", "demo", "--keep-running"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        holder.close()
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "cannot listen on 127.0.0.1:50051" in lines[0]
+    assert "--address" in lines[0]
+    assert result.stdout == ""
+
+
 def _serve_process(fake, port, *extra, **env_extra):
     env = {**os.environ, **fake.environment(), "PYTHONUNBUFFERED": "1", **env_extra}
     return asyncio.create_subprocess_exec(

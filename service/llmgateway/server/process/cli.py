@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from llmgateway.server.config import Settings
 
 
+# A kept demo listens where every example and `chat`/`models` look by default.
+KEPT_DEMO_ADDRESS = "127.0.0.1:50051"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     arguments = sys.argv[1:] if argv is None else argv
@@ -71,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument(
         "--address",
-        default="127.0.0.1:0",
-        help="HOST:PORT for the demo gateway (default: a free loopback port)",
+        help="HOST:PORT for the demo gateway (default: localhost:50051 with --keep-running, "
+        "where the README's examples and the client commands look; else a free loopback port)",
     )
     demo.add_argument(
         "--keep-running",
         action="store_true",
-        help="keep the gateway and fake upstream up afterwards, for grpcurl",
+        help="keep the gateway and fake upstream up afterwards, for the examples and grpcurl",
     )
     demo.add_argument("--log-level", default="WARNING")
 
@@ -150,9 +154,18 @@ def main(argv: list[str] | None = None) -> int:
         from llmgateway.server.process.demo import run_demo
 
         models = args.model or ["zai/glm-4.7", "openrouter/openai/gpt-4o-mini"]
+        address = args.address or (KEPT_DEMO_ADDRESS if args.keep_running else "127.0.0.1:0")
+        from llmgateway.server.process.ports import check_port_is_free
+
+        try:
+            check_port_is_free(address)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc} (is another gateway or demo running there? choose one with --address)"
+            ) from exc
         import asyncio
 
-        return asyncio.run(run_demo(args.prompt, models, args.address, args.keep_running))
+        return asyncio.run(run_demo(args.prompt, models, address, args.keep_running))
     except ConfigError as exc:
         print(f"llmgateway: configuration error: {exc}", file=sys.stderr)
         return 2
