@@ -23,6 +23,7 @@ import pytest
 
 from llmgateway.server.config import Settings
 from llmgateway.server.process.server import Gateway, start_gateway
+from llmgateway.server.state import limits
 from llmgateway.server.state.db import Database, StateUnavailableError
 from llmgateway.server.state.keys import CallerKey, KeyStore
 from llmgateway.server.state.limits import Limiter
@@ -371,8 +372,31 @@ async def test_settlements_still_waiting_at_shutdown_are_counted_in_the_log(tmp_
             await limiter.close()
         assert limiter.settlements_lost == 3
         assert any("3 settlements could not be written" in r.getMessage() for r in caplog.records)
-        # Not written: the reservations still hold their estimates.
-        assert reservations(location) == [(100, 1.0, 0)] * 3
+    # Not written, not even once the lock went (read after the database
+    # closed, its thread ended): the reservations still hold their estimates.
+    assert reservations(location) == [(100, 1.0, 0)] * 3
+
+
+async def test_a_settlement_being_retried_at_shutdown_is_counted_by_how_its_write_ended(
+    tmp_path, caplog, monkeypatch
+):
+    # Shutdown used to cancel the retry loop mid-write and call the settlement
+    # lost, while its write, already waiting for the lock on the database
+    # thread, committed once the lock went: the log said lost what was written.
+    monkeypatch.setattr(limits, "_RETRY_FIRST", 0.001)  # the retry writes at once
+    with limiter_on_sqlite(tmp_path) as (location, record, limiter):
+        held = await limiter.reserve(record, tokens=100, cost_usd=1.0)
+        with write_locked(location):
+            await limiter.settle(held, 10, 0.25)
+            # The retry's write reaches the database thread and waits for the lock.
+            await asyncio.sleep(0.05)
+            # No time left for a write of close's own: only the retry's counts.
+            await limiter.close(give_up=asyncio.get_running_loop().time())
+        assert limiter.settlements_lost == 1
+        assert any("1 settlements could not be written" in r.getMessage() for r in caplog.records)
+    # Read once the database is closed (its thread has ended): nothing was
+    # written behind the log's back.
+    assert reservations(location) == [(100, 1.0, 0)]
 
 
 def _threads(max_pending: int, timeout: float) -> WorkThreads[None]:

@@ -73,6 +73,8 @@ class Limiter:
         # Reservation id -> (tokens, cost_usd) it settles at, in arrival order.
         self._unsettled: dict[int, tuple[int, float]] = {}
         self._retrying: asyncio.Task[None] | None = None
+        # The batch being written now (by the retry loop or by close).
+        self._writing: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         # Since start: settlements that had to wait for the database, and
         # those given up (beyond MAX_UNSETTLED, or still waiting at close).
@@ -114,12 +116,21 @@ class Limiter:
 
     async def close(self, give_up: float | None = None) -> None:
         """Try the waiting settlements once more (by `give_up`, loop time, when
-        given: not at all once it has passed), then say what is lost."""
+        given: not at all once it has passed), then say what is lost. A batch
+        already being written is waited for first (within its own bound, even
+        past `give_up`), so what the log calls lost was not written."""
         if self._retrying is not None:
             self._retrying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retrying
             self._retrying = None
+        if self._writing is not None:
+            # A batch the retry loop was writing: on the database thread it
+            # may still commit, so its outcome decides what is counted lost
+            # (it ends within its own bound: it began before shutdown).
+            with contextlib.suppress(StateUnavailableError):
+                await self._writing
+            self._writing = None
         for task in list(self._background):
             task.cancel()
         left = None if give_up is None else give_up - asyncio.get_running_loop().time()
@@ -178,14 +189,23 @@ class Limiter:
         written = 0
         while self._unsettled:
             batch = list(itertools.islice(self._unsettled.items(), _RETRY_BATCH))
-            rows = [(reservation_id, *settled) for reservation_id, settled in batch]
-            await self._db.run(functools.partial(_settle, rows=rows), within=within)
-            for reservation_id, settled in batch:
-                # A newer settlement of the same reservation (a release) stays.
-                if self._unsettled.get(reservation_id) == settled:
-                    del self._unsettled[reservation_id]
+            # A task of its own, shielded: cancelling the retry loop (close does)
+            # must not forget a write that has reached the database thread and
+            # may commit there; close awaits it instead.
+            self._writing = asyncio.ensure_future(self._write_batch(batch, within))
+            await asyncio.shield(self._writing)
             written += len(batch)
         return written
+
+    async def _write_batch(
+        self, batch: list[tuple[int, tuple[int, float]]], within: float | None
+    ) -> None:
+        rows = [(reservation_id, *settled) for reservation_id, settled in batch]
+        await self._db.run(functools.partial(_settle, rows=rows), within=within)
+        for reservation_id, settled in batch:
+            # A newer settlement of the same reservation (a release) stays.
+            if self._unsettled.get(reservation_id) == settled:
+                del self._unsettled[reservation_id]
 
     async def _prune(self) -> None:
         """Forget reservations that serve no limit any more (off the call's
