@@ -12,7 +12,7 @@ Rules that other clients got wrong, and this one keeps:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
@@ -22,12 +22,46 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
-    from llmgateway.server.providers.openai_compatible.core import OpenAICompatibleProvider
+    from llmgateway.server.errors import GatewayError
     from llmgateway.server.providers.openai_compatible.wire import JSONObject
+    from llmgateway.server.providers.redaction import Redactor
     from llmgateway.server.providers.sse import ServerSentEvent
     from llmgateway.server.routing.router import Route
 
 _DONE = b"[DONE]"
+
+
+class StreamOwner(Protocol):
+    """What a stream needs of the provider it comes from (core.py's
+    OpenAICompatibleProvider is one): declared here, so this module does not
+    import the provider that imports it."""
+
+    @property
+    def redactor(self) -> Redactor:
+        """What scrubs provider keys from everything the stream passes on."""
+
+    @property
+    def reasoning_fields(self) -> tuple[str, str]:
+        """The delta keys holding reasoning text: the one read first, then the fallback."""
+
+    @property
+    def default_upstream_provider(self) -> str:
+        """The upstream provider to report when no chunk names one."""
+
+    def in_band_error(self, error: object, route: Route) -> GatewayError:
+        """An error the provider sent inside the stream."""
+
+    def malformed(self, detail: str, route: Route) -> GatewayError:
+        """The upstream broke its own wire format."""
+
+    def truncated(self, detail: str, route: Route) -> GatewayError:
+        """The stream ended before it was complete."""
+
+    def finish_reason(self, native: str, route: Route) -> common.FinishReason.ValueType:
+        """Our enum for a provider finish reason."""
+
+    def usage(self, usage: JSONObject) -> common.Usage:
+        """Our Usage from the provider's usage object."""
 
 
 @dataclass(slots=True)
@@ -41,9 +75,7 @@ class _ToolCallBuilder:
 class StreamAssembler:
     """Feed it SSE events; it returns the gRPC events they produce."""
 
-    def __init__(
-        self, provider: OpenAICompatibleProvider, route: Route, *, include_reasoning: bool
-    ) -> None:
+    def __init__(self, provider: StreamOwner, route: Route, *, include_reasoning: bool) -> None:
         self._provider = provider
         # Keys out of every string this stream passes on (redaction.py): answer
         # text as it arrives, the rest when the closing events are built.
