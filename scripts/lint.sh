@@ -33,12 +33,13 @@ buf generate --template buf.gen.ts.yaml -o "$stubs"
 test -s "$stubs/ts/llmgateway/v1/completion_service_pb.ts"
 rm -rf "$stubs"
 echo "==> generated code matches protos/" >&2
+generated=clients/python/llmgateway/v1
 before=$(mktemp -d)
 trap 'rm -rf "$before"' EXIT
-cp -r gen "$before/"
+cp -r "$generated" "$before/v1"
 python scripts/generate.py >/dev/null 2>&1
-if ! diff -r -x __pycache__ "$before/gen" gen >&2; then
-  echo "gen/ did not match protos/: it has been regenerated now; review and commit it" >&2
+if ! diff -r -x __pycache__ "$before/v1" "$generated" >&2; then
+  echo "$generated did not match protos/: it has been regenerated now; review and commit it" >&2
   exit 1
 fi
 echo "==> lint passed" >&2

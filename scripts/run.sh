@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Set up, then run the gateway.
+# Set up what running needs (no dev tools), then run the gateway.
 #   No API keys in the environment: start a fake upstream and a gateway on
 #   loopback and stream a completion from each provider into the terminal.
 #   OPENROUTER_API_KEY and/or ZAI_API_KEY set: serve the real providers
 #   (llmgateway serve; extra arguments are passed on, e.g. --address).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh --run-only
 if [ -n "${OPENROUTER_API_KEY:-}" ] || [ -n "${ZAI_API_KEY:-}" ]; then
   exec .venv/bin/llmgateway serve "$@"
 fi
