@@ -152,7 +152,7 @@ def python_blocks(readme: str, section: str) -> list[str]:
         (
             i
             for i, line in enumerate(lines)
-            if line.lstrip("#").strip() == section and line[0] == "#"
+            if line.startswith("#") and line.lstrip("#").strip() == section
         ),
         None,
     )
