@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from bench import worker_kill
 from faults.hostile import deeply_nested
 from llmgateway.server.call_path.decoding import RefusalLog
+from llmgateway.server.process.cli import KEPT_DEMO_ADDRESS, build_parser, demo_address
 from llmgateway.server.process.server import start_gateway
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -190,34 +191,48 @@ def test_demo_command_streams_from_both_providers():
     assert "[reasoning]" in result.stdout
 
 
-def test_a_kept_demo_listens_where_the_examples_look_and_says_so_when_that_port_is_busy():
-    # `demo --keep-running` defaults to 127.0.0.1:50051, the README's and the client
-    # commands' default target. Hold that port (or find it held already) and the demo
-    # refuses in one line that names the address and the way out, before starting anything.
-    import socket
+@pytest.mark.parametrize(
+    ("arguments", "address"),
+    [
+        (["demo", "--keep-running"], KEPT_DEMO_ADDRESS),
+        (["demo"], "127.0.0.1:0"),
+        (["demo", "--keep-running", "--address", "127.0.0.1:7000"], "127.0.0.1:7000"),
+    ],
+)
+def test_a_kept_demo_listens_where_the_examples_look_and_a_one_off_demo_on_any_free_port(
+    arguments, address
+):
+    # The README's examples and the client commands' default target.
+    assert KEPT_DEMO_ADDRESS == "127.0.0.1:50051"
+    assert demo_address(build_parser().parse_args(arguments)) == address
 
+
+def test_a_kept_demo_on_a_busy_port_says_so_in_one_line_and_starts_nothing():
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    holder = socket.socket()
-    try:
-        try:
-            holder.bind(("127.0.0.1", 50051))
-            holder.listen()
-        except OSError:
-            pass  # someone else holds it: busy either way
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        address = f"127.0.0.1:{holder.getsockname()[1]}"
         result = subprocess.run(
-            [sys.executable, "-m", "llmgateway.server.process.cli", "demo", "--keep-running"],
+            [
+                sys.executable,
+                "-m",
+                "llmgateway.server.process.cli",
+                "demo",
+                "--keep-running",
+                "--address",
+                address,
+            ],
             env=env,
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
         )
-    finally:
-        holder.close()
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "cannot listen on 127.0.0.1:50051" in lines[0]
+    assert f"cannot listen on {address}" in lines[0]
     assert "--address" in lines[0]
     assert result.stdout == ""
 

@@ -27,7 +27,57 @@ def main(argv: list[str] | None = None) -> int:
         # A probe runs every few seconds: skip building the client and admin
         # commands, which import the client, protobuf messages and the state layer.
         return health_probe.main(arguments[1:])
-    from llmgateway.server.config import ConfigError, Settings
+    from llmgateway.server.config import ConfigError
+
+    args = build_parser().parse_args(arguments)
+    if args.command == "health":  # after a global option; usually the fast path above
+        return health_probe.run(args)
+    if args.command in ("chat", "models"):
+        from llmgateway.client.cli import run
+
+        return run(args)
+    if args.command in ("keys", "usage"):
+        from llmgateway.server.process import admin_cli
+
+        return admin_cli.run(args)
+    from llmgateway.server.observability import logs
+
+    try:
+        if args.command == "serve":
+            return _run_serve(args)
+        logs.configure(args.log_level)
+        from llmgateway.server.process.demo import run_demo
+
+        models = args.model or ["zai/glm-4.7", "openrouter/openai/gpt-4o-mini"]
+        address = demo_address(args)
+        from llmgateway.server.process.ports import check_port_is_free
+
+        try:
+            check_port_is_free(address)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc} (is another gateway or demo running there? choose one with --address)"
+            ) from exc
+        import asyncio
+
+        return asyncio.run(run_demo(args.prompt, models, address, args.keep_running))
+    except ConfigError as exc:
+        print(f"llmgateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def demo_address(args: argparse.Namespace) -> str:
+    """Where `demo` listens: --address; else, kept running, where the examples
+    look; else a free loopback port (a one-off demo must not collide with anything)."""
+    if args.address:
+        return str(args.address)
+    return KEPT_DEMO_ADDRESS if args.keep_running else "127.0.0.1:0"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `llmgateway` command line, every subcommand included."""
     from llmgateway.server.process.version import version_text
 
     parser = argparse.ArgumentParser(prog="llmgateway", description=__doc__)
@@ -75,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument(
         "--address",
-        help="HOST:PORT for the demo gateway (default: localhost:50051 with --keep-running, "
+        help=f"HOST:PORT for the demo gateway (default: {KEPT_DEMO_ADDRESS} with --keep-running, "
         "where the README's examples and the client commands look; else a free loopback port)",
     )
     demo.add_argument(
@@ -91,86 +141,60 @@ def main(argv: list[str] | None = None) -> int:
     add_commands(commands)
     admin_cli.add_commands(commands)
     health_probe.add_command(commands)
-    args = parser.parse_args(arguments)
-    if args.command == "health":  # after a global option; usually the fast path above
-        return health_probe.run(args)
-    if args.command in ("chat", "models"):
-        from llmgateway.client.cli import run
+    return parser
 
-        return run(args)
-    if args.command in ("keys", "usage"):
-        return admin_cli.run(args)
+
+def _run_serve(args: argparse.Namespace) -> int:
+    """`llmgateway serve`: one process, or a parent of several workers."""
+    from llmgateway.server.config import ConfigError, Settings
     from llmgateway.server.observability import logs
 
-    try:
-        if args.command == "serve":
-            settings = Settings.load(os.environ, args.config)
-            if args.address:
-                settings = _with_address(settings, args.address)
-            if args.db:
-                # Workers read their settings from the environment, as this process did.
-                os.environ["LLMGATEWAY_DB"] = args.db
-                settings = Settings.load(os.environ, args.config)
-                if args.address:
-                    settings = _with_address(settings, args.address)
-            settings = _with_observability(settings, args)
-            logs.configure(args.log_level, settings.log_format)
-            if not args.reuse_port:  # said once, by the parent, not again by each worker
-                import logging
+    settings = Settings.load(os.environ, args.config)
+    if args.address:
+        settings = _with_address(settings, args.address)
+    if args.db:
+        # Workers read their settings from the environment, as this process did.
+        os.environ["LLMGATEWAY_DB"] = args.db
+        settings = Settings.load(os.environ, args.config)
+        if args.address:
+            settings = _with_address(settings, args.address)
+    settings = _with_observability(settings, args)
+    logs.configure(args.log_level, settings.log_format)
+    if not args.reuse_port:  # said once, by the parent, not again by each worker
+        import logging
 
-                for warning in settings.environment_warnings:
-                    logging.getLogger("llmgateway.server.config").warning(warning)
-            workers = args.workers if args.workers is not None else _workers_from_env()
-            if workers < 1:
-                raise ConfigError(f"--workers must be 1 or more, got {workers}")
-            if workers > 1:
-                from llmgateway.server.process.restart_policy import RestartPolicy
-                from llmgateway.server.process.workers import run_workers
+        for warning in settings.environment_warnings:
+            logging.getLogger("llmgateway.server.config").warning(warning)
+    workers = args.workers if args.workers is not None else _workers_from_env()
+    if workers < 1:
+        raise ConfigError(f"--workers must be 1 or more, got {workers}")
+    if workers > 1:
+        from llmgateway.server.process.restart_policy import RestartPolicy
+        from llmgateway.server.process.workers import run_workers
 
-                return run_workers(
-                    settings.address,
-                    workers,
-                    args.config,
-                    args.log_level,
-                    log_format=settings.log_format,
-                    metrics_address=settings.metrics_address,
-                    restart_policy=RestartPolicy(
-                        crash_limit=settings.worker_crash_limit,
-                        crash_window=settings.worker_crash_window,
-                    ),
-                    shutdown_seconds=settings.shutdown_delay + settings.shutdown_grace,
-                )
-            if args.reuse_port:
-                from llmgateway.server.process.workers import die_with_parent
+        return run_workers(
+            settings.address,
+            workers,
+            args.config,
+            args.log_level,
+            log_format=settings.log_format,
+            metrics_address=settings.metrics_address,
+            restart_policy=RestartPolicy(
+                crash_limit=settings.worker_crash_limit,
+                crash_window=settings.worker_crash_window,
+            ),
+            shutdown_seconds=settings.shutdown_delay + settings.shutdown_grace,
+        )
+    if args.reuse_port:
+        from llmgateway.server.process.workers import die_with_parent
 
-                die_with_parent()
-            # asyncio is imported here, not at the top: the parent of several
-            # workers never runs an event loop and stays ~7 MB smaller without it.
-            import asyncio
+        die_with_parent()
+    # asyncio is imported here, not at the top: the parent of several
+    # workers never runs an event loop and stays ~7 MB smaller without it.
+    import asyncio
 
-            asyncio.run(_serve(settings, reuse_port=args.reuse_port))
-            return 0
-        logs.configure(args.log_level)
-        from llmgateway.server.process.demo import run_demo
-
-        models = args.model or ["zai/glm-4.7", "openrouter/openai/gpt-4o-mini"]
-        address = args.address or (KEPT_DEMO_ADDRESS if args.keep_running else "127.0.0.1:0")
-        from llmgateway.server.process.ports import check_port_is_free
-
-        try:
-            check_port_is_free(address)
-        except ConfigError as exc:
-            raise ConfigError(
-                f"{exc} (is another gateway or demo running there? choose one with --address)"
-            ) from exc
-        import asyncio
-
-        return asyncio.run(run_demo(args.prompt, models, address, args.keep_running))
-    except ConfigError as exc:
-        print(f"llmgateway: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    asyncio.run(_serve(settings, reuse_port=args.reuse_port))
+    return 0
 
 
 async def _serve(settings: Settings, *, reuse_port: bool) -> None:
