@@ -17,6 +17,7 @@ from bench import worker_kill
 from bench.processes import free_port
 from bench.worker_kill import LogEntry, Serve, alive
 from llmgateway.server.process.restart_policy import RestartPolicy, Restarts
+from llmgateway.server.process.startup_summary import SUMMARY_LINE, StartupSummary, make_token
 from llmgateway.server.process.workers import Supervisor
 
 if TYPE_CHECKING:
@@ -24,6 +25,65 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from llmgateway.testing.fake_upstream import FakeUpstream
+
+
+# -- the start-up summary, said by one worker (pure) ------------------------------------
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.getMessage()}")
+
+
+@pytest.fixture
+def root_lines(monkeypatch: pytest.MonkeyPatch) -> _Lines:
+    """What the root logger's one handler prints, at INFO and above."""
+    lines = _Lines()
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [lines])
+    monkeypatch.setattr(root, "level", logging.INFO)
+    return lines
+
+
+def test_the_summary_is_said_by_the_first_worker_and_other_warnings_by_every_worker(
+    root_lines: _Lines,
+) -> None:
+    token = make_token()
+    first, second = StartupSummary(os.dup(token)), StartupSummary(os.dup(token))
+    os.close(token)
+    log = logging.getLogger("llmgateway.server.process.server")
+    for worker in (first, second):
+        worker.hold()
+        log.info("Z.AI: configured", extra=SUMMARY_LINE)
+        log.warning("OPEN GATEWAY: no caller keys", extra=SUMMARY_LINE)
+        logging.getLogger("llmgateway.server.state.runtime").info("state database x (sqlite)")
+        log.warning("connecting to the state database took 9 s")  # this worker's own
+        worker.release(started=True)
+    assert root_lines.lines == [
+        # The first worker: its own warning as it happened, then the summary once started.
+        "WARNING connecting to the state database took 9 s",
+        "INFO Z.AI: configured",
+        "WARNING OPEN GATEWAY: no caller keys",
+        "INFO state database x (sqlite)",
+        # The second: its own warning only; the summary stays at DEBUG.
+        "WARNING connecting to the state database took 9 s",
+    ]
+
+
+def test_a_worker_that_fails_to_start_says_what_it_held(root_lines: _Lines) -> None:
+    token = make_token()
+    first, second = StartupSummary(os.dup(token)), StartupSummary(os.dup(token))
+    os.close(token)
+    first.hold()
+    first.release(started=True)  # takes the token
+    second.hold()
+    logging.getLogger("llmgateway").info("Z.AI: configured", extra=SUMMARY_LINE)
+    second.release(started=False)
+    assert root_lines.lines == ["INFO Z.AI: configured"]
 
 
 # -- when to restart (pure) -----------------------------------------------------------

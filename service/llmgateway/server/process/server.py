@@ -25,7 +25,7 @@ from llmgateway.server.observability.logs import AccessLog
 from llmgateway.server.observability.tracing import Tracing
 from llmgateway.server.process.ports import check_port_is_free
 from llmgateway.server.process.reflection import add_reflection
-from llmgateway.server.process.startup_summary import StartupSummary
+from llmgateway.server.process.startup_summary import SUMMARY_LINE, StartupSummary
 from llmgateway.server.providers.openrouter import OpenRouterProvider
 from llmgateway.server.providers.zai import ZaiProvider
 from llmgateway.server.routing.catalog import Catalog
@@ -255,13 +255,14 @@ async def start_gateway(
         await server.start()
         for provider in providers.values():
             if provider.configured:
-                logger.info("%s: configured", provider.display_name)
+                logger.info("%s: configured", provider.display_name, extra=SUMMARY_LINE)
             else:
                 logger.warning(
                     "%s: not configured; set %s to enable it (its models fail with "
                     "FAILED_PRECONDITION until then)",
                     provider.display_name,
                     provider.key_env,
+                    extra=SUMMARY_LINE,
                 )
         _warn_on_plaintext_upstreams(settings)
         for name in ("", SERVICE_NAME):
@@ -278,14 +279,16 @@ async def start_gateway(
                 "LLMGATEWAY_TLS_CERT and LLMGATEWAY_TLS_KEY, or listen on loopback behind a proxy "
                 "that terminates TLS",
                 bind,
+                extra=SUMMARY_LINE,
             )
         if metrics_server is not None:
             logger.info(
                 "metrics at http://%s/metrics",
                 _display_address(settings.metrics_address or "", metrics_server.port),
+                extra=SUMMARY_LINE,
             )
         if calls.tracing is not None:
-            logger.info("tracing on (%s)", settings.tracing)
+            logger.info("tracing on (%s)", settings.tracing, extra=SUMMARY_LINE)
         await _announce_access(state)
         summary.release(started=True)
         # Every worker's own: it is ready (supervisors and tests wait for it).
@@ -386,7 +389,9 @@ def _is_loopback(bind: str) -> bool:
 async def _announce_access(state: State | None) -> None:
     """Say loudly when anyone who can reach the port may call."""
     if state is None:
-        logger.warning("no state database: no caller keys, limits or usage ledger")
+        logger.warning(
+            "no state database: no caller keys, limits or usage ledger", extra=SUMMARY_LINE
+        )
     elif await Access(state.keys).is_open():
         logger.warning(
             "OPEN GATEWAY: no caller keys exist in %s, so every call is accepted without "
@@ -394,9 +399,10 @@ async def _announce_access(state: State | None) -> None:
             "`llmgateway keys create --db %s --name NAME`",
             state.db.display,
             state.db.display,
+            extra=SUMMARY_LINE,
         )
     else:
-        logger.info("caller keys required (authorization: Bearer <key>)")
+        logger.info("caller keys required (authorization: Bearer <key>)", extra=SUMMARY_LINE)
 
 
 def _display_address(bind: str, port: int) -> str:
@@ -415,5 +421,8 @@ def _warn_on_plaintext_upstreams(settings: Settings) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme == "http" and parsed.hostname not in _LOOPBACK:
             logger.warning(
-                "%s is plain http to %s: API keys travel unencrypted", name, parsed.hostname
+                "%s is plain http to %s: API keys travel unencrypted",
+                name,
+                parsed.hostname,
+                extra=SUMMARY_LINE,
             )

@@ -8,7 +8,11 @@ its start-up lines until it has started, then takes the token if it is still
 there. The first worker to start prints the lines as they were; the others
 (and every replacement) keep them at DEBUG. A worker that fails to start
 prints what it held, its own story. Each worker's own "listening" line, its
-readiness, is not held. Errors are never held.
+readiness, is not held.
+
+Only the summary lines are held, those logged with `extra=SUMMARY_LINE`: anything
+else a worker says while starting (a slow database, a migration notice, a
+warning only it sees) comes through as it is.
 """
 
 from __future__ import annotations
@@ -16,9 +20,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 TOKEN_ENV = "LLMGATEWAY_WORKER_SUMMARY_FD"  # noqa: S105  # a file descriptor number
 _TOKEN = b"1"
+
+# `logger.info(..., extra=SUMMARY_LINE)`: a line of the start-up summary.
+SUMMARY_LINE: Mapping[str, object] = MappingProxyType({"startup_summary": True})
+# Summary lines logged outside this package, untagged: (logger, start of the message).
+_UNTAGGED_SUMMARY_LINES = (("llmgateway.server.state.runtime", "state database "),)
 
 
 def make_token() -> int:
@@ -44,7 +58,7 @@ class StartupSummary:
         return cls(int(raw) if raw and raw.isdigit() else None)
 
     def hold(self) -> None:
-        """Hold every line below ERROR from now on."""
+        """Hold the summary lines from now on."""
         if self._token_fd is None:
             return
         self._filter = _Hold(self._held)
@@ -77,9 +91,11 @@ class StartupSummary:
             return True
         try:
             os.set_blocking(fd, False)
+            # Once another worker took the token the pipe is empty, and as its
+            # write end is closed (make_token closed it) read returns b"": taken.
             return os.read(fd, 1) == _TOKEN
         except BlockingIOError:
-            return False  # another worker took it
+            return False  # empty, with a write end still open somewhere: taken all the same
         except OSError:
             return True  # no usable pipe: better said twice than never
         finally:
@@ -93,8 +109,18 @@ class _Hold(logging.Filter):
         self._held = held
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR:
+        if record.levelno >= logging.ERROR or not is_summary_line(record):
             return True
         if not any(record is seen for seen in self._held):  # once, however many handlers
             self._held.append(record)
         return False
+
+
+def is_summary_line(record: logging.LogRecord) -> bool:
+    """Whether `record` is one of the start-up summary's lines."""
+    if getattr(record, "startup_summary", False):
+        return True
+    return any(
+        record.name == name and isinstance(record.msg, str) and record.msg.startswith(start)
+        for name, start in _UNTAGGED_SUMMARY_LINES
+    )
