@@ -39,10 +39,13 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 # the default (one per core) could start dozens; scale with replicas, or raise it to the CPU limit.
 # The SQLite state lives in the data directory: mount a volume there, or point LLMGATEWAY_DB at
 # PostgreSQL (needed for more than one replica).
+# Settings are ENV, not flags in CMD: a `serve` flag would beat an operator's `-e` and the
+# config file. gRPC listens on the gateway's default, 0.0.0.0:50051 (LLMGATEWAY_ADDRESS).
 ENV PATH=/opt/llmgateway/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     LLMGATEWAY_WORKERS=1 \
-    LLMGATEWAY_DB=/var/lib/llmgateway/llmgateway.db
+    LLMGATEWAY_DB=/var/lib/llmgateway/llmgateway.db \
+    LLMGATEWAY_METRICS_ADDRESS=0.0.0.0:9464
 WORKDIR /var/lib/llmgateway
 USER 10001:10001
 
@@ -58,4 +61,4 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["sh", "-c", "llmgateway health --target 127.0.0.1:50051 --timeout 3 || exit 1"]
 # Exec form: llmgateway is PID 1 and receives the stop signal itself.
 ENTRYPOINT ["llmgateway"]
-CMD ["serve", "--address", "0.0.0.0:50051", "--metrics-address", "0.0.0.0:9464"]
+CMD ["serve"]

@@ -4,8 +4,10 @@ Reads the Dockerfile and runs what it says, outside a container: every RUN marke
 `# image-check: run` through /bin/sh as written, with the image's absolute paths (MOVED_ROOTS)
 moved under a temporary root, the build stage in a copy of exactly the files the
 .dockerignore lets in; then the image's ENTRYPOINT and CMD with its ENV and no API keys
-(the addresses moved to free loopback ports), its HEALTHCHECK command, and SIGTERM. What
-cannot run outside a container (a RUN marked `skip`, the USER) is checked by reading.
+(the addresses in ENV and CMD moved to free loopback ports; the listen address, which the image
+leaves at the gateway's default, set the way an operator's `docker run -e` would), its
+HEALTHCHECK command, and SIGTERM. What cannot run outside a container (a RUN marked `skip`, the
+USER) is checked by reading.
 
 Run from the repository root: python -m scripts.image_check
 """
@@ -26,6 +28,7 @@ import urllib.request
 from functools import partial
 from pathlib import Path
 
+from llmgateway.server.config import DEFAULT_ADDRESS
 from scripts.dockerfile import (
     Dockerfile,
     DockerfileError,
@@ -43,6 +46,9 @@ IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Hang guards only: a start-up or a stop that takes this long has failed.
 START_LIMIT_SECONDS = 60.0
 STOP_LIMIT_SECONDS = 45.0
+# Each command the check runs besides the server (a RUN: pip installing; a probe; --version).
+COMMAND_LIMIT_SECONDS = 600.0
+PROBE_LIMIT_SECONDS = 30.0
 
 
 class ImageCheckError(Exception):
@@ -55,7 +61,7 @@ def main() -> int:
         check_statically(recipe)
         with tempfile.TemporaryDirectory(prefix="llmgateway-image-") as temp:
             run_image(recipe, Path(temp))
-    except (ImageCheckError, DockerfileError) as exc:
+    except (ImageCheckError, DockerfileError, subprocess.TimeoutExpired) as exc:
         print(f"image-check: FAILED: {exc}", file=sys.stderr)
         return 1
     say("passed: the Dockerfile's commands build, install, serve, report health and stop")
@@ -109,7 +115,27 @@ def check_statically(recipe: Dockerfile) -> None:
         found = recipe.of(final, keyword)
         if not found or found[-1].exec_form() is None:
             raise ImageCheckError(f"{keyword} must be in exec form, so llmgateway is PID 1")
-    say(f"read: runs as UID {uid}, STOPSIGNAL SIGTERM, exec-form ENTRYPOINT and CMD")
+    command = image_command_line(recipe)
+    for arg in command:
+        if arg.startswith("--"):
+            flag = arg.partition("=")[0]
+            raise ImageCheckError(
+                f"the image's command {command} passes {flag}: a `serve` flag beats the "
+                "operator's `docker run -e LLMGATEWAY_...` and the config file; set the "
+                "setting with ENV instead"
+            )
+    say(
+        f"read: runs as UID {uid}, STOPSIGNAL SIGTERM, exec-form ENTRYPOINT and CMD "
+        f"{shlex.join(command)} (no flags, so the environment and config file decide)"
+    )
+
+
+def image_command_line(recipe: Dockerfile) -> list[str]:
+    """ENTRYPOINT + CMD of the image, as written."""
+    final = recipe.final_stage
+    entrypoint = recipe.of(final, "ENTRYPOINT")[-1].exec_form() or []
+    cmd = recipe.of(final, "CMD")[-1].exec_form() or []
+    return entrypoint + cmd
 
 
 def exposed_ports(recipe: Dockerfile) -> set[int]:
@@ -150,6 +176,10 @@ class Moved:
             return f"127.0.0.1:{self.ports[port]}"
 
         return re.sub(r"(0\.0\.0\.0|127\.0\.0\.1|localhost):(\d+)", replace, text)
+
+    def value(self, text: str, instruction: Instruction) -> str:
+        """An ENV value with its image paths and addresses moved."""
+        return self.address(self.path(text, instruction), instruction)
 
 
 def _under(path: str, root: str) -> bool:
@@ -200,7 +230,7 @@ def run_stage(recipe: Dockerfile, stage: str, moved: Moved, env: dict[str, str])
     workdir = moved.temp
     for instruction in (i for i in recipe.instructions if i.stage == stage):
         if instruction.keyword == "ENV":
-            env.update(env_pairs(instruction, env, partial(moved.path, instruction=instruction)))
+            env.update(env_pairs(instruction, env, partial(moved.value, instruction=instruction)))
         elif instruction.keyword == "WORKDIR":
             workdir = Path(moved.path(instruction.body, instruction))
             workdir.mkdir(parents=True, exist_ok=True)
@@ -253,6 +283,7 @@ def run(instruction: Instruction, moved: Moved, env: dict[str, str], workdir: Pa
         stderr=subprocess.STDOUT,
         text=True,
         check=False,
+        timeout=COMMAND_LIMIT_SECONDS,
     )
     if done.returncode != 0:
         raise ImageCheckError(
@@ -262,29 +293,40 @@ def run(instruction: Instruction, moved: Moved, env: dict[str, str], workdir: Pa
 
 def serve_and_probe(recipe: Dockerfile, moved: Moved, env: dict[str, str]) -> None:
     """The image's command: starts without keys, healthy, metrics, clean SIGTERM stop."""
-    final = recipe.final_stage
-    entrypoint = recipe.of(final, "ENTRYPOINT")[-1]
-    cmd = recipe.of(final, "CMD")[-1]
-    command = [
-        moved.address(arg, cmd) for arg in (entrypoint.exec_form() or []) + (cmd.exec_form() or [])
-    ]
+    cmd = recipe.of(recipe.final_stage, "CMD")[-1]
+    command = [moved.address(arg, cmd) for arg in image_command_line(recipe)]
     health = health_command(recipe, moved)
     workdir = Path(env.pop("WORKDIR"))
     check_installed(env, workdir)
+    # The image's listen address (its ENV's, else the gateway's default) must be an EXPOSEd
+    # port; here it is moved the way an operator moves it, with `-e LLMGATEWAY_ADDRESS=...`.
+    # The server listening there, and nowhere else, shows that the operator's setting wins.
+    address = moved.address(env.get("LLMGATEWAY_ADDRESS") or DEFAULT_ADDRESS, cmd)
+    env["LLMGATEWAY_ADDRESS"] = address
     log_path = moved.temp / "serve.log"
-    say(f"start: {shlex.join(command)} (the image's ENV, no API keys)")
+    say(
+        f"start: {shlex.join(command)} (the image's ENV, no API keys, "
+        f"-e LLMGATEWAY_ADDRESS={address})"
+    )
     with log_path.open("wb") as log:
         server = subprocess.Popen(  # noqa: S603
             command, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        wait_for_listening(server, log_path)
+        wait_for_listening(server, log_path, address)
         probe(health, env, workdir, expect_serving=True)
-        # The command the HEALTHCHECK wraps, asked about one provider: no key, so NOT_SERVING.
-        address = command[command.index("--address") + 1]
+        # The command the HEALTHCHECK wraps, asked about one provider: no key, so NOT_SERVING
+        # (exit 1), not merely some failure such as nothing answering (exit 2).
         provider = [image_command("llmgateway", env), "health", "--target", address]
-        probe([*provider, "--service", "provider/openrouter"], env, workdir, expect_serving=False)
-        scrape_metrics(command)
+        probe(
+            [*provider, "--service", "provider/openrouter"],
+            env,
+            workdir,
+            expect_serving=False,
+            expect_code=1,
+            expect_said="NOT_SERVING",
+        )
+        scrape_metrics(env)
         db = Path(env["LLMGATEWAY_DB"])
         if not db.is_file():
             raise ImageCheckError(f"the state database {db} (LLMGATEWAY_DB) was not created")
@@ -328,6 +370,7 @@ def check_installed(env: dict[str, str], workdir: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
+        timeout=PROBE_LIMIT_SECONDS,
     )
     venv = Path(env["PATH"].split(":")[0]).parent
     if where.returncode != 0 or not Path(where.stdout.strip()).is_relative_to(venv):
@@ -338,6 +381,7 @@ def check_installed(env: dict[str, str], workdir: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
+        timeout=PROBE_LIMIT_SECONDS,
     )
     if version.returncode != 0:
         raise ImageCheckError(f"llmgateway --version exited {version.returncode}: {version.stderr}")
@@ -352,14 +396,20 @@ def image_command(name: str, env: dict[str, str]) -> str:
     return found
 
 
-def wait_for_listening(server: subprocess.Popen[bytes], log_path: Path) -> None:
+def wait_for_listening(server: subprocess.Popen[bytes], log_path: Path, address: str) -> None:
     deadline = time.monotonic() + START_LIMIT_SECONDS
     while "llmgateway listening on" not in log_path.read_text():
         if server.poll() is not None or time.monotonic() > deadline:
             raise ImageCheckError(f"the server did not start; its log:\n{log_path.read_text()}")
         time.sleep(0.1)
-    for line in log_path.read_text().splitlines():
+    said = log_path.read_text()
+    for line in said.splitlines():
         say(f"server: {line}")
+    if f"llmgateway listening on {address} " not in said:
+        raise ImageCheckError(
+            f"the server does not listen on {address}, the LLMGATEWAY_ADDRESS an operator "
+            "set: something in the image's command or ENV beats it"
+        )
 
 
 def probe(
@@ -369,19 +419,30 @@ def probe(
     *,
     expect_serving: bool,
     expect_code: int | None = None,
+    expect_said: str | None = None,
 ) -> None:
     done = subprocess.run(  # noqa: S603
-        command, env=env, cwd=workdir, capture_output=True, text=True, check=False
+        command,
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=PROBE_LIMIT_SECONDS,
     )
     said = (done.stdout + done.stderr).strip()
     wrong_code = expect_code is not None and done.returncode != expect_code
-    if (done.returncode == 0) != expect_serving or wrong_code:
+    wrong_said = expect_said is not None and done.stdout.strip() != expect_said
+    if (done.returncode == 0) != expect_serving or wrong_code or wrong_said:
         raise ImageCheckError(f"{shlex.join(command)} exited {done.returncode}: {said}")
     say(f"{shlex.join(command)} -> exit {done.returncode} {said!r}")
 
 
-def scrape_metrics(command: list[str]) -> None:
-    address = command[command.index("--metrics-address") + 1]
+def scrape_metrics(env: dict[str, str]) -> None:
+    # The image's CMD carries no flags (check_statically), so the ENV's address is the one.
+    address = env.get("LLMGATEWAY_METRICS_ADDRESS")
+    if not address:
+        raise ImageCheckError("the image sets no LLMGATEWAY_METRICS_ADDRESS: no metrics")
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
         body = response.read().decode()
     if "llmgateway_" not in body:
