@@ -12,7 +12,8 @@ but `wait-serving` uses the standard library alone.
   dependencies DIST                   DIST's requirements and what they install
   readme-examples README --section T --target HOST:PORT --out DIR
                                       the ```python blocks under heading T,
-                                      one file each, pointed at the target
+                                      one file each, pointed at the target;
+                                      fails if a block names no localhost:50051
   wheel-files WHEEL --require GLOB... --refuse GLOB...
                                       the wheel holds a file matching each
                                       --require glob and none matching --refuse
@@ -178,6 +179,17 @@ def readme_examples(readme: Path, section: str, target: str, out: Path) -> int:
     blocks = python_blocks(readme.read_text(encoding="utf-8"), section)
     if not blocks:
         print(f"FAIL: no ```python block under {section!r} in {readme}", file=sys.stderr)
+        return 1
+    # A block that does not name the README's target would run against whatever listens
+    # there (or nothing), not against the gateway under test.
+    astray = [n for n, block in enumerate(blocks, start=1) if README_TARGET not in block]
+    for number in astray:
+        print(
+            f"FAIL: ```python block {number} under {section!r} in {readme} does not call "
+            f"{README_TARGET}, the address every example targets; write that address in it",
+            file=sys.stderr,
+        )
+    if astray:
         return 1
     out.mkdir(parents=True, exist_ok=True)
     for number, block in enumerate(blocks, start=1):
