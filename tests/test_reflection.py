@@ -7,12 +7,17 @@ differs is the method path a tool calls, and that v1 describes its own package.
 
 from __future__ import annotations
 
+import importlib.machinery
+import sys
+import types
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2
+
+from llmgateway.server.process import reflection
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -121,3 +126,38 @@ async def test_v1_refuses_an_undecodable_request_with_invalid_argument(
         async for _ in reflect(garbage(), timeout=10):
             pass
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- where the v1 messages come from (pure) ----------------------------------------------
+
+
+def test_the_pinned_grpcio_reflection_ships_no_v1_so_the_gateway_derives_it() -> None:
+    """When this fails, grpcio-reflection publishes grpc.reflection.v1: its module is
+    used from then on, and the derivation in server/process/reflection.py (and this
+    test) can go."""
+    assert reflection.published_v1() is None, (
+        f"{reflection.PUBLISHED_V1_MODULE} exists now: drop the derived v1 file"
+    )
+    request, response = reflection._v1_messages()
+    derived = reflection._derived_v1_file()
+    assert request.DESCRIPTOR.file is derived
+    assert response.DESCRIPTOR.file is derived
+
+
+def test_the_published_v1_messages_are_used_once_grpcio_reflection_ships_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    published = types.ModuleType(reflection.PUBLISHED_V1_MODULE)
+    published.__spec__ = importlib.machinery.ModuleSpec(reflection.PUBLISHED_V1_MODULE, None)
+
+    class ServerReflectionRequest:
+        pass
+
+    class ServerReflectionResponse:
+        pass
+
+    published.ServerReflectionRequest = ServerReflectionRequest  # type: ignore[attr-defined]
+    published.ServerReflectionResponse = ServerReflectionResponse  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, reflection.PUBLISHED_V1_MODULE, published)
+    assert reflection.published_v1() is published
+    assert reflection._v1_messages() == (ServerReflectionRequest, ServerReflectionResponse)

@@ -2,13 +2,17 @@
 
 grpcio-reflection (1.85) ships only v1alpha, and newer tools (grpcurl, Postman,
 grpcui) ask for v1 first. The two protos are the same messages under another
-package, field for field, so v1 is served by the v1alpha implementation: its
-file descriptor is derived from v1alpha's (renamed, type references rewritten)
-and added to the default pool, so v1 lists itself and describes itself too.
+package, field for field, so v1 is served by the v1alpha implementation. Its
+messages are grpcio-reflection's own v1 ones when a release ships them;
+until then, its file descriptor is derived from v1alpha's (renamed, type
+references rewritten) and added to the default pool, so v1 lists itself and
+describes itself too.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -17,6 +21,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator, Iterable
+    from types import ModuleType
 
     from google.protobuf.descriptor import FileDescriptor
     from google.protobuf.message import Message
@@ -25,6 +30,8 @@ V1ALPHA_SERVICE_NAME: str = reflection.SERVICE_NAME
 V1_PACKAGE = "grpc.reflection.v1"
 V1_SERVICE_NAME = f"{V1_PACKAGE}.ServerReflection"
 _V1_FILE = "grpc/reflection/v1/reflection.proto"
+# Where grpcio-reflection would publish the v1 messages (1.85 does not).
+PUBLISHED_V1_MODULE = "grpc_reflection.v1.reflection_pb2"
 _METHOD = "ServerReflectionInfo"
 
 
@@ -63,16 +70,32 @@ async def _as_v1alpha(
 
 
 def _v1_messages() -> tuple[type[Message], type[Message]]:
-    """The v1 request and response classes."""
-    file = _v1_file()
+    """The v1 request and response classes: the published ones, else derived."""
+    published = published_v1()
+    if published is not None:
+        return published.ServerReflectionRequest, published.ServerReflectionResponse
+    file = _derived_v1_file()
     return (
         message_factory.GetMessageClass(file.message_types_by_name["ServerReflectionRequest"]),
         message_factory.GetMessageClass(file.message_types_by_name["ServerReflectionResponse"]),
     )
 
 
-def _v1_file() -> FileDescriptor:
-    """grpc/reflection/v1/reflection.proto in the default pool (added once)."""
+def published_v1() -> ModuleType | None:
+    """grpcio-reflection's own v1 messages, if this release ships them. Then the
+    derived file must not be added: the published module, imported by anyone
+    later, would fail on a second grpc/reflection/v1/reflection.proto."""
+    try:
+        if importlib.util.find_spec(PUBLISHED_V1_MODULE) is None:
+            return None
+    except ModuleNotFoundError:  # no grpc_reflection.v1 package at all
+        return None
+    return importlib.import_module(PUBLISHED_V1_MODULE)
+
+
+def _derived_v1_file() -> FileDescriptor:
+    """grpc/reflection/v1/reflection.proto, derived from v1alpha's, in the
+    default pool (added once)."""
     pool = descriptor_pool.Default()
     try:
         return pool.FindFileByName(_V1_FILE)
