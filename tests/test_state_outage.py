@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import sqlite3
 import subprocess
@@ -27,6 +28,7 @@ from llmgateway.server.state import limits
 from llmgateway.server.state.db import Database, StateUnavailableError
 from llmgateway.server.state.keys import CallerKey, KeyStore
 from llmgateway.server.state.limits import Limiter
+from llmgateway.server.state.runtime import open_state
 from llmgateway.server.state.schema import migrate
 from llmgateway.server.state.threads import WorkThreads
 from llmgateway.testing.fake_upstream import FakeUpstream
@@ -338,21 +340,21 @@ def write_locked(location: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def limiter_on_sqlite(tmp_path: Path) -> Iterator[tuple[str, CallerKey, Limiter]]:
+def limiter_on_sqlite(tmp_path: Path) -> Iterator[tuple[str, CallerKey, Limiter, Database]]:
     """The database's location, a key of 100 rpm and a Limiter on a fresh
-    SQLite database that waits 0.2 s at the most for a lock."""
+    SQLite database that waits 0.2 s at the most for a lock (and the database)."""
     location = str(tmp_path / "state.db")
     db = Database(location, timeout=0.2)
     try:
         migrate(db)
         record, _ = KeyStore(db).create("settles", rpm=100)
-        yield location, record, Limiter(db)
+        yield location, record, Limiter(db), db
     finally:
         db.close()
 
 
 async def test_a_settlement_the_database_cannot_take_now_is_retried(tmp_path):
-    with limiter_on_sqlite(tmp_path) as (location, record, limiter):
+    with limiter_on_sqlite(tmp_path) as (location, record, limiter, _):
         held = await limiter.reserve(record, tokens=100, cost_usd=1.0)
         with write_locked(location):
             await limiter.settle(held, 10, 0.25)  # does not raise: it waits
@@ -364,7 +366,7 @@ async def test_a_settlement_the_database_cannot_take_now_is_retried(tmp_path):
 
 
 async def test_settlements_still_waiting_at_shutdown_are_counted_in_the_log(tmp_path, caplog):
-    with limiter_on_sqlite(tmp_path) as (location, record, limiter):
+    with limiter_on_sqlite(tmp_path) as (location, record, limiter, _):
         held = [await limiter.reserve(record, tokens=100, cost_usd=1.0) for _ in range(3)]
         with write_locked(location):
             for reservation in held:
@@ -384,12 +386,23 @@ async def test_a_settlement_being_retried_at_shutdown_is_counted_by_how_its_writ
     # lost, while its write, already waiting for the lock on the database
     # thread, committed once the lock went: the log said lost what was written.
     monkeypatch.setattr(limits, "_RETRY_FIRST", 0.001)  # the retry writes at once
-    with limiter_on_sqlite(tmp_path) as (location, record, limiter):
+    with limiter_on_sqlite(tmp_path) as (location, record, limiter, db):
         held = await limiter.reserve(record, tokens=100, cost_usd=1.0)
+        retry_on_thread = threading.Event()
+        run_on_thread = db._job
+
+        def job(work, write, seconds, session, job):
+            if isinstance(work, functools.partial) and work.func is limits._settle:
+                retry_on_thread.set()
+            return run_on_thread(work, write, seconds, session, job)
+
+        monkeypatch.setattr(db, "_job", job)
         with write_locked(location):
             await limiter.settle(held, 10, 0.25)
             # The retry's write reaches the database thread and waits for the lock.
-            await asyncio.sleep(0.05)
+            assert await asyncio.to_thread(retry_on_thread.wait, 30)
+            assert limiter._writing is not None
+            assert not limiter._writing.done()
             # No time left for a write of close's own: only the retry's counts.
             await limiter.close(give_up=asyncio.get_running_loop().time())
         assert limiter.settlements_lost == 1
@@ -397,6 +410,82 @@ async def test_a_settlement_being_retried_at_shutdown_is_counted_by_how_its_writ
     # Read once the database is closed (its thread has ended): nothing was
     # written behind the log's back.
     assert reservations(location) == [(100, 1.0, 0)]
+
+
+@pytest.mark.parametrize("when", ["before shutdown", "during shutdown"])
+async def test_a_settlement_write_failing_for_a_bug_is_logged_and_shutdown_goes_on(
+    tmp_path, caplog, monkeypatch, when
+):
+    # A settlement write that fails with something other than the database
+    # being away (a bug) used to be raised again from Limiter.close, so
+    # State.close never wrote the ledger's last rows, kept the lease and left
+    # the database open.
+    monkeypatch.setattr(limits, "_RETRY_FIRST", 0.001)  # the retry writes at once
+    location = str(tmp_path / "state.db")
+    issue_key(location, rpm=100)
+    state = await open_state(Settings(db=location, db_timeout=0.2))
+    assert state is not None
+    [record] = state.keys.list()
+    held = await state.limiter.reserve(record, tokens=100, cost_usd=1.0)
+    raised: list[RuntimeError] = []
+    retry_reached_the_database = asyncio.Event()
+    fail = asyncio.Event()
+    if when == "before shutdown":
+        fail.set()
+    run = state.db.run
+
+    async def failing_settlements(work, **options):
+        if isinstance(work, functools.partial) and work.func is limits._settle:
+            retry_reached_the_database.set()
+            await fail.wait()
+            raised.append(RuntimeError("a bug in writing settlements"))
+            raise raised[-1]
+        return await run(work, **options)
+
+    monkeypatch.setattr(state.db, "run", failing_settlements)
+    with write_locked(location):
+        await state.limiter.settle(held, 10, 0.25)  # the database is away: it waits
+    assert state.limiter.unsettled == 1
+    async with asyncio.timeout(30):
+        await retry_reached_the_database.wait()
+        writing = state.limiter._writing
+        assert writing is not None
+        if when == "before shutdown":
+            await asyncio.wait({writing})  # it failed; the retry loop waits to try again
+        else:
+            closing = asyncio.create_task(state.close())
+            # Close stops the retry loop, then waits for the write it had begun
+            # (no event marks that step: polled).
+            while state.limiter._retrying is not None:  # noqa: ASYNC110
+                await asyncio.sleep(0.001)
+            assert state.limiter._writing is not None
+            assert not state.limiter._writing.done()
+            fail.set()
+    async with asyncio.timeout(30):
+        await (state.close() if when == "before shutdown" else closing)
+
+    # Each failed write logged once, with its traceback (the retry's, then
+    # close's own try), and close raised neither.
+    logged = [r.exc_info[1] for r in caplog.records if r.exc_info]
+    assert logged == raised
+    assert len(raised) == 2
+    assert state.limiter.settlements_lost == 1
+    # The rest of shutdown went on: the ledger closed with nothing left, the
+    # lease was given up, the database closed.
+    assert state.ledger.pending == 0
+    with pytest.raises(StateUnavailableError, match="closed"):
+        await run(lambda tx: tx.fetchall("SELECT 1"))
+    assert instances(location) == []
+    assert reservations(location) == [(100, 1.0, 0)]
+
+
+def instances(location: str) -> list[str]:
+    db = Database(location)
+    try:
+        rows = db.run_sync(lambda tx: tx.fetchall("SELECT id FROM gateway_instances"))
+    finally:
+        db.close()
+    return [str(r[0]) for r in rows]
 
 
 def _threads(max_pending: int, timeout: float) -> WorkThreads[None]:
