@@ -36,9 +36,18 @@ echo "==> install $(basename "$tarball") into a fresh project ($work/project)" >
 mkdir "$work/project"
 cd "$work/project"
 npm init -y >/dev/null
-# typescript at the version the root package.json pins, only for the type-check below.
+# typescript at the version the root package.json pins, only for the type-check below, and
+# the Node 20 types smoke/tsconfig.json names (`"types": ["node"]`), pinned rather than
+# whichever version a dependency happens to pull in (20.19.x needs TypeScript >= 5.3).
 typescript=$(node -p "require('$repo/node_modules/typescript/package.json').version")
-npm install --no-audit --no-fund --loglevel=error "$tarball" "typescript@$typescript"
+types_node=20.19.43
+npm install --no-audit --no-fund --loglevel=error "$tarball" "typescript@$typescript" \
+  "@types/node@$types_node"
+installed_types=$(node -p "require('./node_modules/@types/node/package.json').version")
+if [[ $installed_types != "$types_node" ]]; then
+  echo "package-node: @types/node is $installed_types, not the pinned $types_node" >&2
+  exit 1
+fi
 cp "$repo/clients/node/examples/example.mjs" "$repo"/clients/node/smoke/* .
 
 # The demo says 'gateway still running' once its own streams are done.
