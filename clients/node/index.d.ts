@@ -248,10 +248,18 @@ export interface CompletionDone {
   fallbacks: number;
 }
 
+export interface ContentDelta {
+  text: string;
+}
+
+export interface ReasoningDelta {
+  text: string;
+}
+
 /** One StreamComplete event; `event` names the member that is set. `done` comes last, exactly once. */
 export type StreamCompleteResponse =
-  | { event: 'content_delta'; content_delta: { text: string } }
-  | { event: 'reasoning_delta'; reasoning_delta: { text: string } }
+  | { event: 'content_delta'; content_delta: ContentDelta }
+  | { event: 'reasoning_delta'; reasoning_delta: ReasoningDelta }
   | { event: 'tool_call'; tool_call: ToolCall }
   | { event: 'done'; done: CompletionDone };
 
@@ -317,12 +325,48 @@ export type StatusCodeName =
   | 'DATA_LOSS'
   | 'UNAUTHENTICATED';
 
+/**
+ * The reasons the gateway sends in google.rpc.ErrorInfo: the contract's ErrorReason values
+ * without their `ERROR_REASON_` prefix. `reason` is typed `string`, as a newer gateway may send
+ * one this list does not know yet.
+ */
+export type ErrorReason =
+  | 'INVALID_REQUEST'
+  | 'UNKNOWN_MODEL'
+  | 'PROVIDER_NOT_CONFIGURED'
+  | 'UPSTREAM_AUTH_FAILED'
+  | 'UPSTREAM_INSUFFICIENT_CREDITS'
+  | 'UPSTREAM_PERMISSION_DENIED'
+  | 'UPSTREAM_CONTENT_FLAGGED'
+  | 'UPSTREAM_REJECTED_REQUEST'
+  | 'UPSTREAM_CONTEXT_LENGTH_EXCEEDED'
+  | 'UPSTREAM_MODEL_NOT_FOUND'
+  | 'UPSTREAM_RATE_LIMITED'
+  | 'UPSTREAM_QUOTA_EXCEEDED'
+  | 'UPSTREAM_OVERLOADED'
+  | 'UPSTREAM_UNAVAILABLE'
+  | 'UPSTREAM_UNREACHABLE'
+  | 'UPSTREAM_TIMEOUT'
+  | 'UPSTREAM_MALFORMED_RESPONSE'
+  | 'UPSTREAM_STREAM_TRUNCATED'
+  | 'UPSTREAM_DUPLICATE_REQUEST'
+  | 'INTERNAL'
+  | 'GATEWAY_BUSY'
+  | 'UPSTREAM_CIRCUIT_OPEN'
+  | 'UNAUTHENTICATED'
+  | 'MODEL_NOT_ALLOWED'
+  | 'KEY_RATE_LIMITED'
+  | 'KEY_BUDGET_EXCEEDED'
+  | 'USAGE_NOT_ALLOWED'
+  | 'UPSTREAM_RESPONSE_TOO_LARGE'
+  | 'GATEWAY_STATE_UNAVAILABLE';
+
 /** What decodeError() reads from a failed call's status and its google.rpc details. */
 export interface DecodedError {
   code: StatusCodeName;
   /** The server's message. */
   message: string;
-  /** google.rpc.ErrorInfo reason (ErrorReason without its prefix: `UNKNOWN_MODEL`, ...); '' when absent. */
+  /** google.rpc.ErrorInfo reason (an ErrorReason: `UNKNOWN_MODEL`, ...); '' when absent (the gateway was not reached). */
   reason: string;
   /** google.rpc.ErrorInfo domain (`llmgateway.v1`); '' when absent. */
   domain: string;
@@ -338,7 +382,7 @@ export interface DecodedError {
 export declare class GatewayError extends Error {
   constructor(details: DecodedError);
   readonly name: 'GatewayError';
-  /** `CODE REASON: details`. */
+  /** `CODE (REASON): details`; `CODE: details` when the reason is empty or is the code. */
   readonly message: string;
   readonly code: StatusCodeName;
   readonly reason: string;

@@ -114,8 +114,9 @@ function decodeError(error) {
 class GatewayError extends Error {
   constructor(details) {
     const { message, ...rest } = details;
-    // The reason adds nothing when it is empty or repeats the code (UNAUTHENTICATED).
-    const shown = rest.reason && rest.reason !== rest.code ? ` ${rest.reason}` : '';
+    // `CODE (REASON): details`, as the Python client's errors read. The reason adds nothing
+    // when it is empty or repeats the code (UNAUTHENTICATED).
+    const shown = rest.reason && rest.reason !== rest.code ? ` (${rest.reason})` : '';
     super(`${rest.code}${shown}: ${message}`);
     this.name = 'GatewayError';
     Object.assign(this, rest);

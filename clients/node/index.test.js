@@ -134,9 +134,25 @@ test('an unknown model is INVALID_ARGUMENT / UNKNOWN_MODEL naming the field, mes
     assert.equal(error.reason, 'UNKNOWN_MODEL');
     assert.match(error.fieldViolations.model, /openrouter\/<vendor>\/<model>/);
     assert.ok(error.metadata.requestId);
-    assert.equal(error.message, `INVALID_ARGUMENT UNKNOWN_MODEL: ${error.details}`);
+    assert.equal(error.message, `INVALID_ARGUMENT (UNKNOWN_MODEL): ${error.details}`);
     return true;
   });
+});
+
+test('a gateway that cannot be reached is UNAVAILABLE with no reason', async () => {
+  // A port nothing listens on: the channel's own failure, not an answer from a gateway.
+  const nowhere = new GatewayClient(`127.0.0.1:${await freePort()}`);
+  try {
+    await assert.rejects(nowhere.complete({ model: 'zai/glm-4.7', messages: [user('hi')] }), (error) => {
+      assert.ok(error instanceof GatewayError);
+      assert.equal(error.code, 'UNAVAILABLE');
+      assert.equal(error.reason, '');
+      assert.equal(error.message, `UNAVAILABLE: ${error.details}`);
+      return true;
+    });
+  } finally {
+    nowhere.close();
+  }
 });
 
 test('a tool from a JSON schema via toStruct reaches the model', async () => {

@@ -40,6 +40,8 @@ try {
     assert.equal(error.code, 'INVALID_ARGUMENT');
     assert.equal(error.reason, 'UNKNOWN_MODEL');
     assert.equal(error.domain, 'llmgateway.v1');
+    // As the Python client's errors read: `CODE (REASON): details`.
+    assert.equal(error.message, `INVALID_ARGUMENT (UNKNOWN_MODEL): ${error.details}`);
     assert.match(error.fieldViolations.model, /zai\/<model>/);
     return true;
   });
