@@ -151,9 +151,21 @@ for gone in service clients fake_upstream faults gen; do
     exit 1
   fi
 done
-if "$server/bin/llmgateway" --help | grep -q -- '--version'; then
-  "$server/bin/llmgateway" --version
+# `llmgateway --version` names both installed distributions' versions: the
+# ones their pyproject.toml files declare.
+pyproject_version() {
+  "$repo/.venv/bin/python" -c \
+    'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$1"
+}
+server_version=$(pyproject_version "$repo/pyproject.toml")
+client_version=$(pyproject_version "$repo/clients/python/pyproject.toml")
+expected="llmgateway $server_version (llmgateway-client $client_version, contract llmgateway.v1)"
+if ! said=$("$server/bin/llmgateway" --version 2>&1) || [ "$said" != "$expected" ]; then
+  echo "FAIL: llmgateway --version said: $said" >&2
+  echo "      expected: $expected" >&2
+  exit 1
 fi
+echo "llmgateway --version: $said" >&2
 
 echo "==> the README's Python examples, client-only venv -> demo gateway" >&2
 # On the README's own address when it is free, so the examples run unchanged.
