@@ -10,6 +10,7 @@ from __future__ import annotations
 from llmgateway.client.async_client import AsyncCompletionClient
 from llmgateway.client.errors import (
     CancelledError,
+    ConnectionLostError,
     DeadlineExceededError,
     FailedPreconditionError,
     GatewayError,
@@ -33,6 +34,7 @@ __all__ = [
     "CancelledError",
     "Collected",
     "CompletionClient",
+    "ConnectionLostError",
     "DeadlineExceededError",
     "FailedPreconditionError",
     "GatewayError",

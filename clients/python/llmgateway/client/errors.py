@@ -4,9 +4,10 @@
     ├── InvalidRequestError           INVALID_ARGUMENT; .field_violations {field: description}
     ├── ModelNotFoundError            NOT_FOUND
     ├── RateLimitedError              RESOURCE_EXHAUSTED; .retry_after (seconds or None)
-    ├── UnavailableError              UNAVAILABLE, either way; safe to retry with backoff
+    ├── UnavailableError              UNAVAILABLE, any of the three cases below
     │   ├── UpstreamUnavailableError  the gateway answered: its provider is down; .retry_after
-    │   └── GatewayUnreachableError   the gateway did not answer (refused, DNS, TLS); .target
+    │   ├── GatewayUnreachableError   the gateway never answered (refused, DNS, TLS); .target
+    │   └── ConnectionLostError       the connection broke after the gateway answered; .target
     ├── DeadlineExceededError         DEADLINE_EXCEEDED
     ├── UnauthenticatedError          UNAUTHENTICATED
     ├── PermissionDeniedError         PERMISSION_DENIED
@@ -17,12 +18,16 @@
 Each is raised `from` the original grpc error. `reason` is the ErrorInfo reason
 (`UPSTREAM_RATE_LIMITED`, ...; see the contract's ErrorReason enum), or "" when
 the status carried none, as when the gateway could not be reached at all.
+
+Every one pickles with its fields, so it can cross a ProcessPoolExecutor or a
+multiprocessing queue (its traceback and `__cause__` stay behind, as with any
+pickled exception).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CancelledError",
+    "ConnectionLostError",
     "DeadlineExceededError",
     "FailedPreconditionError",
     "GatewayError",
@@ -79,6 +85,20 @@ class GatewayError(Exception):
         self.field_violations = dict(field_violations or {})
         self.retry_after = retry_after
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own reduce calls cls(*self.args), and args holds only the
+        # formatted text, which no subclass's __init__ takes; rebuild from the
+        # fields instead so every subclass pickles the same way.
+        return (_rebuild, (type(self), self.args, self.__dict__.copy()))
+
+
+def _rebuild(cls: type[GatewayError], args: tuple[Any, ...], state: dict[str, Any]) -> GatewayError:
+    """The unpickled twin of an error: its text (`args`) and its fields (`state`)."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class InvalidRequestError(GatewayError):
     """The request broke the contract; `field_violations` names each field."""
@@ -99,9 +119,12 @@ class RateLimitedError(GatewayError):
 
 
 class UnavailableError(GatewayError):
-    """UNAVAILABLE: nothing served the call this time; retry with backoff.
+    """UNAVAILABLE: the call did not complete this time.
 
-    Catch this for both cases; its subclasses say which side was down.
+    Catch this for every case; its subclasses say which side failed, and so
+    whether a retry can repeat work: GatewayUnreachableError and
+    UpstreamUnavailableError are worth retrying with backoff, while after a
+    ConnectionLostError the provider may already have served (and billed) the call.
     """
 
     codes = (grpc.StatusCode.UNAVAILABLE,)
@@ -110,22 +133,54 @@ class UnavailableError(GatewayError):
 class UpstreamUnavailableError(UnavailableError):
     """The gateway answered that what is behind it is unavailable for now: the
     provider (`UPSTREAM_UNAVAILABLE`, `UPSTREAM_CIRCUIT_OPEN`, ...) or the
-    gateway's own state store (`GATEWAY_STATE_UNAVAILABLE`); `reason` says which."""
+    gateway's own state store (`GATEWAY_STATE_UNAVAILABLE`); `reason` says which.
+    Retry with backoff, after `retry_after` when it is set."""
 
 
-class GatewayUnreachableError(UnavailableError):
-    """The gateway itself did not answer: connection refused, a name that does not
-    resolve, a failed TLS handshake, or a connection that broke. The status came
-    from the local gRPC channel, not the gateway, so there is no `reason`.
+class _ChannelUnavailableError(UnavailableError):
+    """An UNAVAILABLE that the local gRPC channel (or a proxy) produced, not the
+    gateway: no `reason`, and `target` is the address the client dialled."""
+
+    # How the subclass puts it; {gateway} is "the gateway at <target>".
+    template: ClassVar[str] = "{gateway}: {details}"
+
+    def __init__(self, code: grpc.StatusCode, message: str, *, target: str = "") -> None:
+        gateway = f"the gateway at {target}" if target else "the gateway"
+        super().__init__(code, self.template.format(gateway=gateway, details=message))
+        self.target = target
+
+
+class GatewayUnreachableError(_ChannelUnavailableError):
+    """The gateway never answered the call: connection refused, a name that does
+    not resolve, a failed TLS handshake, or a connection that broke before the
+    gateway sent anything back. The status came from the local gRPC channel, not
+    the gateway, so there is no `reason`.
+
+    The gateway answers (with response headers) before it calls a provider, so
+    the call was almost certainly not served: retry with backoff.
 
     `target` is the address the client dialled; the message names it and says
     what gRPC reported.
     """
 
-    def __init__(self, code: grpc.StatusCode, message: str, *, target: str = "") -> None:
-        where = f"the gateway at {target}" if target else "the gateway"
-        super().__init__(code, f"cannot reach {where}: {message}")
-        self.target = target
+    template = "cannot reach {gateway}: {details}"
+
+
+class ConnectionLostError(_ChannelUnavailableError):
+    """The gateway answered, then the connection broke before the call ended:
+    the gateway stopped and its drain grace ran out ("Cancelling all calls"), a
+    keepalive ping went unanswered, or the connection was reset mid-stream. The
+    status came from the local gRPC channel, so there is no `reason`.
+
+    The provider may already have served the call, and billed for it; a retry
+    can do (and charge for) the work again. Retry only what is safe to repeat,
+    or check the usage the gateway recorded first.
+
+    `target` is the address the client dialled; the message names it and says
+    what gRPC reported.
+    """
+
+    template = "the connection to {gateway} broke during the call: {details}"
 
 
 class DeadlineExceededError(GatewayError):
@@ -191,8 +246,12 @@ class _Details:
     retry_after: float | None = None
 
 
-def from_rpc_error(error: grpc.RpcError, *, target: str = "") -> GatewayError:
-    """The typed exception for a failed call (sync or asyncio) to `target`."""
+def from_rpc_error(
+    error: grpc.RpcError, *, target: str = "", answered: bool = False
+) -> GatewayError:
+    """The typed exception for a failed call (sync or asyncio) to `target`;
+    `answered`: the caller already received something from the gateway (a
+    stream's event), which the error itself may not show."""
     # Every RpcError a call raises is also a grpc.Call (sync) or an AioRpcError.
     call = cast("grpc.Call", error)
     code = call.code() or grpc.StatusCode.UNKNOWN
@@ -200,8 +259,12 @@ def from_rpc_error(error: grpc.RpcError, *, target: str = "") -> GatewayError:
     details = _decode(raw) if isinstance(raw, bytes) else _Details()
     if code == grpc.StatusCode.UNAVAILABLE and details.domain != GATEWAY_DOMAIN:
         # The gateway explains every UNAVAILABLE it sends with its ErrorInfo;
-        # without one the channel (or a proxy in front) gave up before it answered.
-        return GatewayUnreachableError(code, call.details() or "", target=target)
+        # without one the channel (or a proxy in front) gave up. Whether the
+        # gateway had answered first tells a gateway that was never reached from
+        # a call cut off midway, which the provider may already have served.
+        lost = answered or bool(call.initial_metadata())
+        cls_ = ConnectionLostError if lost else GatewayUnreachableError
+        return cls_(code, call.details() or "", target=target)
     cls = _CLASSES.get(code, InternalError)
     return cls(
         code,

@@ -27,17 +27,19 @@ class AsyncStream:
 
     def __init__(self, call: Any, *, target: str = "") -> None:
         self._call = call  # grpc.aio.UnaryStreamCall
-        self._target = target  # named by GatewayUnreachableError
+        self._target = target  # named by GatewayUnreachableError and ConnectionLostError
 
     def __aiter__(self) -> AsyncIterator[pb.StreamCompleteResponse]:
         return self._events()
 
     async def _events(self) -> AsyncIterator[pb.StreamCompleteResponse]:
+        answered = False  # an event came: a later UNAVAILABLE is a lost connection
         try:
             async for event in self._call:
+                answered = True
                 yield event
         except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error, target=self._target) from error
+            raise from_rpc_error(error, target=self._target, answered=answered) from error
         finally:
             self._call.cancel()  # a no-op when the call has already ended
 
@@ -62,13 +64,16 @@ class Stream:
 
     def __init__(self, call: Any, *, target: str = "") -> None:
         self._call = call  # grpc's UnaryStreamMultiCallable result (an iterator and a Call)
-        self._target = target  # named by GatewayUnreachableError
+        self._target = target  # named by GatewayUnreachableError and ConnectionLostError
 
     def __iter__(self) -> Iterator[pb.StreamCompleteResponse]:
+        answered = False  # an event came: a later UNAVAILABLE is a lost connection
         try:
-            yield from self._call
+            for event in self._call:
+                answered = True
+                yield event
         except grpc.RpcError as error:
-            raise from_rpc_error(error, target=self._target) from error
+            raise from_rpc_error(error, target=self._target, answered=answered) from error
         finally:
             self._call.cancel()
 
