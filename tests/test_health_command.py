@@ -95,7 +95,7 @@ async def test_health_of_a_closed_port_exits_2_with_one_line() -> None:
     assert code == 2
     assert stdout == ""
     assert len(stderr.splitlines()) == 1
-    assert stderr.startswith(f"llmgateway health: cannot reach 127.0.0.1:{port}: ")
+    assert stderr.startswith(f"llmgateway health: no answer from 127.0.0.1:{port}: ")
     assert "Traceback" not in stderr
 
 
@@ -110,6 +110,26 @@ async def test_health_over_tls_verified_with_a_ca_file(
         code, stdout, stderr = await health("--target", target, "--timeout", "3")
         assert (code, stdout) == (2, "")
         assert len(stderr.splitlines()) == 1, stderr
+
+
+async def test_health_checks_the_certificate_against_server_name(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A Kubernetes exec probe dials its own pod (localhost) and checks the
+    certificate issued for the Service's DNS name, not for localhost."""
+    service = "llmgateway.default.svc.cluster.local"
+    files = make_certificates(host=service).write(tmp_path / "ca")
+    async with listening(settings, files, mutual=False) as tls_gateway:
+        target = f"localhost:{tls_gateway.port}"
+        ca = ("--ca-file", str(files.ca_cert), "--timeout", "3")
+        code, stdout, _ = await health("--target", target, *ca, "--server-name", service)
+        assert (code, stdout) == (0, "SERVING\n")
+        # Checked, not skipped: the target's own name, or another, does not verify.
+        for wrong in ((), ("--server-name", "other.example")):
+            code, stdout, stderr = await health("--target", target, *ca, *wrong)
+            assert (code, stdout) == (2, ""), wrong
+            assert stderr.startswith(f"llmgateway health: no answer from {target}: "), stderr
+            assert len(stderr.splitlines()) == 1, stderr
 
 
 async def test_health_over_mtls_with_a_client_certificate(

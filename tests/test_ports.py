@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from llmgateway.server.config import ConfigError
-from llmgateway.server.process import ports
 from llmgateway.server.process.ports import check_port_is_free
 
 if TYPE_CHECKING:
@@ -36,7 +35,7 @@ def no_ipv6(monkeypatch: pytest.MonkeyPatch) -> None:
             raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
         return real(family, *args, **kwargs)
 
-    monkeypatch.setattr(ports.socket, "socket", without_ipv6)
+    monkeypatch.setattr(socket, "socket", without_ipv6)
 
 
 def _free_port() -> int:
@@ -59,7 +58,7 @@ def test_localhost_is_refused_when_one_of_its_addresses_is_taken(held_loopback_p
         (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
         (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
     ]
-    monkeypatch.setattr(ports.socket, "getaddrinfo", lambda *_args, **_kwargs: both)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *_args, **_kwargs: both)
     with pytest.raises(ConfigError, match=f"cannot listen on localhost:{port}"):
         check_port_is_free(f"localhost:{port}")
 

@@ -160,4 +160,5 @@ def test_the_published_v1_messages_are_used_once_grpcio_reflection_ships_them(
     published.ServerReflectionResponse = ServerReflectionResponse  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, reflection.PUBLISHED_V1_MODULE, published)
     assert reflection.published_v1() is published
-    assert reflection._v1_messages() == (ServerReflectionRequest, ServerReflectionResponse)
+    messages: tuple[object, ...] = reflection._v1_messages()
+    assert messages == (ServerReflectionRequest, ServerReflectionResponse)

@@ -21,7 +21,7 @@ from llmgateway.server.process.startup_summary import SUMMARY_LINE, StartupSumma
 from llmgateway.server.process.workers import Supervisor
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from llmgateway.testing.fake_upstream import FakeUpstream
@@ -40,13 +40,27 @@ class _Lines(logging.Handler):
 
 
 @pytest.fixture
-def root_lines(monkeypatch: pytest.MonkeyPatch) -> _Lines:
-    """What the root logger's one handler prints, at INFO and above."""
+def root_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Lines]:
+    """What the root logger's one handler prints, at INFO and above (whatever
+    levels earlier tests left on the gateway's loggers)."""
     lines = _Lines()
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [lines])
-    monkeypatch.setattr(root, "level", logging.INFO)
-    return lines
+    names = (
+        "",
+        "llmgateway",
+        "llmgateway.server.process.server",
+        "llmgateway.server.state.runtime",
+    )
+    loggers = [logging.getLogger(name) for name in names]
+    before = [(log.level, log.disabled) for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.INFO if log is root else logging.NOTSET)  # setLevel clears the caches
+        log.disabled = False
+    yield lines
+    for log, (level, disabled) in zip(loggers, before, strict=True):
+        log.setLevel(level)
+        log.disabled = disabled
 
 
 def test_the_summary_is_said_by_the_first_worker_and_other_warnings_by_every_worker(

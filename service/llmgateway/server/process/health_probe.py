@@ -73,6 +73,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--cert-file", type=Path, help="PEM client certificate, for a gateway that requires mTLS"
     )
     parser.add_argument("--key-file", type=Path, help="PEM private key of --cert-file")
+    parser.add_argument(
+        "--server-name",
+        metavar="NAME",
+        help="the name the gateway's certificate is checked against, instead of --target's "
+        "host (implies --tls): a probe on 127.0.0.1 of a certificate for the Service's DNS name",
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -101,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     channel = (
         grpc.insecure_channel(target)
         if credentials is None
-        else grpc.secure_channel(target, credentials)
+        else grpc.secure_channel(target, credentials, options=_name_options(args.server_name))
     )
     with channel:
         # Its published stubs leave Check out of HealthStub's type.
@@ -132,7 +138,7 @@ def _report_error(exc: grpc.RpcError, target: str, args: argparse.Namespace) -> 
             file=sys.stderr,
         )
     elif code == grpc.StatusCode.UNAVAILABLE:
-        print(f"llmgateway health: cannot reach {target}: {details}", file=sys.stderr)
+        print(f"llmgateway health: no answer from {target}: {details}", file=sys.stderr)
     elif code == grpc.StatusCode.UNIMPLEMENTED:
         print(f"llmgateway health: {target} does not serve grpc.health.v1.Health", file=sys.stderr)
     else:
@@ -147,7 +153,7 @@ class _UnusableOptionError(Exception):
 def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     if (args.cert_file is None) != (args.key_file is None):
         raise _UnusableOptionError("--cert-file and --key-file go together")
-    if not (args.tls or args.ca_file or args.cert_file):
+    if not (args.tls or args.ca_file or args.cert_file or args.server_name):
         return None
     import grpc
 
@@ -156,6 +162,17 @@ def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
         private_key=_read(args.key_file, "--key-file"),
         certificate_chain=_read(args.cert_file, "--cert-file"),
     )
+
+
+def _name_options(server_name: str | None) -> list[tuple[str, str]]:
+    """Check the certificate against `server_name`, and say it as the :authority,
+    as a caller of that name would."""
+    if not server_name:
+        return []
+    return [
+        ("grpc.ssl_target_name_override", server_name),
+        ("grpc.default_authority", server_name),
+    ]
 
 
 def _read(path: Path | None, option: str) -> bytes | None:

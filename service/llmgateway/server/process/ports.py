@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+from typing import Any
 
 from llmgateway.server.config import ConfigError
 
@@ -24,7 +25,8 @@ from llmgateway.server.config import ConfigError
 _WILDCARDS = frozenset({"0.0.0.0", "::"})  # noqa: S104  # names, not a bind
 _REFUSALS = frozenset({errno.EADDRINUSE, errno.EACCES})
 
-_Where = tuple[socket.AddressFamily, int, int, tuple[str, int] | tuple[str, int, int, int]]
+# (family, type, protocol, the address bind() takes), as getaddrinfo gives them.
+_Where = tuple[int, int, int, tuple[Any, ...]]
 
 
 def check_port_is_free(address: str) -> None:
