@@ -125,6 +125,28 @@ def test_chat_error_prints_status_reason_and_message_and_exits_non_zero():
     assert cli.stderr.getvalue() == "\nerror: UNAVAILABLE (UPSTREAM_STREAM_TRUNCATED): cut short\n"
 
 
+def test_field_problems_the_message_leaves_out_get_a_line_each():
+    cli = Scripted("zai/glm-4.7", "hi")
+    _, _, rpc = cli.channel.take_unary_stream(SERVICE.methods_by_name["StreamComplete"])
+    info = error_details_pb2.ErrorInfo(reason="INVALID_REQUEST", domain="llmgateway.v1")
+    bad = error_details_pb2.BadRequest()
+    bad.field_violations.add(field="messages[0].role", description="must be set")
+    bad.field_violations.add(field="model", description="must not be empty")
+    message = "invalid request: model: must not be empty (and 1 more)"
+    status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=message)
+    status.details.add().Pack(info)
+    status.details.add().Pack(bad)
+    rpc.terminate(
+        (("grpc-status-details-bin", status.SerializeToString()),),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        message,
+    )
+    assert cli.finish() == 1
+    assert cli.stderr.getvalue() == (
+        f"error: INVALID_ARGUMENT (INVALID_REQUEST): {message}\n  messages[0].role: must be set\n"
+    )
+
+
 def test_chat_no_stream_and_json():
     cli = Scripted("openrouter/openai/gpt-4o", "hi", "--no-stream", "--json")
     _, request, rpc = cli.channel.take_unary_unary(SERVICE.methods_by_name["Complete"])
@@ -198,7 +220,17 @@ async def test_chat_against_a_real_gateway(gateway):
     assert out == "Hello from the fake upstream! You said: Hello from stdin\n"
     code, out, err = await _run_cli("chat", "--target", target, "nonsense", "hi")
     assert code == 1
-    assert "error: INVALID_ARGUMENT (UNKNOWN_MODEL): " in err
+    assert err.startswith("error: INVALID_ARGUMENT (UNKNOWN_MODEL): unknown model 'nonsense'")
+    # The field violation says what the message already said: one line, not two.
+    assert err.count("\n") == 1, err
+    # Two problems: the message names both, so no line repeats them.
+    code, out, err = await _run_cli(
+        "chat", "--target", target, "--temperature", "9", "--max-tokens", "-1", "zai/glm-4.7", "hi"
+    )
+    assert code == 1
+    assert err.count("\n") == 1, err
+    assert "sampling.temperature: must be in [0.0, 2.0], got 9.0" in err
+    assert "sampling.max_tokens: must be 1 to 1048576, got -1" in err
 
 
 async def test_chat_and_models_take_their_target_from_the_environment(gateway):
@@ -260,3 +292,25 @@ async def test_a_missing_key_says_unauthenticated_once(settings):
     assert "UNAUTHENTICATED UNAUTHENTICATED" not in line
     assert "(UNAUTHENTICATED)" not in line  # the reason repeats the status: said once
     assert "authorization: Bearer" in line  # the message says what to send
+    assert line.endswith("(the CLI sends a key from --api-key or LLMGATEWAY_API_KEY)")
+
+
+async def test_the_client_distribution_runs_chat_and_models_on_its_own(gateway):
+    # `python -m llmgateway.client` needs nothing of the server: the same commands.
+    env = {**os.environ, "LLMGATEWAY_TARGET": f"127.0.0.1:{gateway.port}"}
+    for argv, expected in (
+        (("chat", "zai/glm-4.7", "hi"), "You said: hi"),
+        (("models",), "zai/glm-4.7"),
+    ):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "llmgateway.client",
+            *argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode == 0, err
+        assert expected in out.decode()

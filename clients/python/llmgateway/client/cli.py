@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from google.protobuf import json_format
 
-from llmgateway.client.errors import GatewayError
+from llmgateway.client.errors import GatewayError, UnauthenticatedError
 from llmgateway.client.messages import message
 from llmgateway.client.render import StreamPrinter, dim
 from llmgateway.client.sync_client import CompletionClient
@@ -120,10 +120,13 @@ def run(
         if printer.mid_line:
             # End the cut-short line on the terminal; stdout keeps exactly what arrived.
             stderr.write("\n")
-        # The status once, the reason only when it adds to it, then the message.
-        print(f"error: {error}", file=stderr)
+        # The status once, the reason only when it adds to it, then the message;
+        # then each field's problem the message does not already say.
+        hint = _CLI_HINTS.get(type(error), "")
+        print(f"error: {error}{hint}", file=stderr)
         for field, problem in error.field_violations.items():
-            print(f"  {field}: {problem}", file=stderr)
+            if problem not in error.message:
+                print(f"  {field}: {problem}", file=stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -134,6 +137,12 @@ def run(
         return 141
     finally:
         client.close()
+
+
+# The gateway's messages speak of gRPC metadata; a CLI user needs the option.
+_CLI_HINTS: dict[type[GatewayError], str] = {
+    UnauthenticatedError: " (the CLI sends a key from --api-key or LLMGATEWAY_API_KEY)",
+}
 
 
 def _tls_file_problem(args: argparse.Namespace) -> str | None:
