@@ -1,4 +1,4 @@
-"""Run the fake upstream on its own: python -m fake_upstream [--port N]."""
+"""Run the fake upstream on its own: python -m llmgateway.testing.fake_upstream [--port N]."""
 
 from __future__ import annotations
 
