@@ -142,6 +142,17 @@ async def test_health_over_mtls_with_a_client_certificate(
             "--target",
             target,
             *ca,
+            "--tls-cert",
+            str(files.client_cert),
+            "--tls-key",
+            str(files.client_key),
+        )
+        assert (code, stdout) == (0, "SERVING\n")
+        # The --cert-file/--key-file spellings name the same options.
+        code, stdout, _ = await health(
+            "--target",
+            target,
+            *ca,
             "--cert-file",
             str(files.client_cert),
             "--key-file",
@@ -159,7 +170,7 @@ async def test_health_over_mtls_with_a_client_certificate(
         (["--timeout", "0"], "--timeout: must be a number of seconds above 0"),
         (["--timeout", "soon"], "--timeout: must be a number of seconds above 0"),
         (["--ca-file", "/nonexistent/ca.pem"], "--ca-file: cannot read /nonexistent/ca.pem"),
-        (["--cert-file", "client.pem"], "--cert-file and --key-file go together"),
+        (["--tls-cert", "client.pem"], "--tls-cert and --tls-key go together"),
     ],
 )
 async def test_health_refuses_bad_options_with_exit_code_2(args: list[str], said: str) -> None:

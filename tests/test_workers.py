@@ -74,7 +74,9 @@ def test_the_summary_is_said_by_the_first_worker_and_other_warnings_by_every_wor
         worker.hold()
         log.info("Z.AI: configured", extra=SUMMARY_LINE)
         log.warning("OPEN GATEWAY: no caller keys", extra=SUMMARY_LINE)
-        logging.getLogger("llmgateway.server.state.runtime").info("state database x (sqlite)")
+        logging.getLogger("llmgateway.server.state.runtime").info(
+            "state database x (sqlite)", extra={"startup_summary": True}
+        )
         log.warning("connecting to the state database took 9 s")  # this worker's own
         worker.release(started=True)
     assert root_lines.lines == [

@@ -69,10 +69,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="PEM CA certificate(s) to verify the gateway with (implies --tls)",
     )
+    # Spelled as `chat` and `models` spell them; --cert-file/--key-file also work.
     parser.add_argument(
-        "--cert-file", type=Path, help="PEM client certificate, for a gateway that requires mTLS"
+        "--tls-cert",
+        "--cert-file",
+        dest="cert_file",
+        type=Path,
+        help="PEM client certificate, for a gateway that requires mTLS",
     )
-    parser.add_argument("--key-file", type=Path, help="PEM private key of --cert-file")
+    parser.add_argument(
+        "--tls-key", "--key-file", dest="key_file", type=Path, help="PEM private key of --tls-cert"
+    )
     parser.add_argument(
         "--server-name",
         metavar="NAME",
@@ -152,15 +159,15 @@ class _UnusableOptionError(Exception):
 
 def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     if (args.cert_file is None) != (args.key_file is None):
-        raise _UnusableOptionError("--cert-file and --key-file go together")
+        raise _UnusableOptionError("--tls-cert and --tls-key go together")
     if not (args.tls or args.ca_file or args.cert_file or args.server_name):
         return None
     import grpc
 
     return grpc.ssl_channel_credentials(
         root_certificates=_read(args.ca_file, "--ca-file"),
-        private_key=_read(args.key_file, "--key-file"),
-        certificate_chain=_read(args.cert_file, "--cert-file"),
+        private_key=_read(args.key_file, "--tls-key"),
+        certificate_chain=_read(args.cert_file, "--tls-cert"),
     )
 
 

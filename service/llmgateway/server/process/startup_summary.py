@@ -31,8 +31,6 @@ _TOKEN = b"1"
 
 # `logger.info(..., extra=SUMMARY_LINE)`: a line of the start-up summary.
 SUMMARY_LINE: Mapping[str, object] = MappingProxyType({"startup_summary": True})
-# Summary lines logged outside this package, untagged: (logger, start of the message).
-_UNTAGGED_SUMMARY_LINES = (("llmgateway.server.state.runtime", "state database "),)
 
 
 def make_token() -> int:
@@ -118,9 +116,4 @@ class _Hold(logging.Filter):
 
 def is_summary_line(record: logging.LogRecord) -> bool:
     """Whether `record` is one of the start-up summary's lines."""
-    if getattr(record, "startup_summary", False):
-        return True
-    return any(
-        record.name == name and isinstance(record.msg, str) and record.msg.startswith(start)
-        for name, start in _UNTAGGED_SUMMARY_LINES
-    )
+    return bool(getattr(record, "startup_summary", False))

@@ -71,7 +71,15 @@ async def open_state(settings: Settings) -> State | None:
     except BaseException:
         db.close()
         raise
-    logger.info("state database %s (%s, schema version %d)", db.display, db.dialect, version)
+    logger.info(
+        "state database %s (%s, schema version %d)",
+        db.display,
+        db.dialect,
+        version,
+        # A line of the start-up summary, said once across workers (process/startup_summary.py
+        # holds what carries this; state/ does not import process/, hence the plain dict).
+        extra={"startup_summary": True},
+    )
     ledger = Ledger(db, instance_id=lease.id, close_grace=settings.shutdown_grace)
     ledger.start()
     lease.start()
