@@ -38,6 +38,23 @@ function loadService() {
   return serviceConstructor;
 }
 
+// proto-loader's `oneofs: true` names the member set of every oneof (how a stream
+// event says which it is: `event.event === 'content_delta'`), but proto3 `optional`
+// fields are oneofs too, synthetic ones named `_<field>`: their marker keys
+// (`usage._cost_usd === 'cost_usd'`) are noise in replies, JSON and Object.entries.
+// The field itself stays; absence still means "not set".
+function withoutSyntheticOneofs(value) {
+  if (Array.isArray(value)) {
+    for (const item of value) withoutSyntheticOneofs(item);
+  } else if (value !== null && typeof value === 'object' && !Buffer.isBuffer(value)) {
+    for (const [key, inner] of Object.entries(value)) {
+      if (key.startsWith('_') && inner === key.slice(1)) delete value[key];
+      else withoutSyntheticOneofs(inner);
+    }
+  }
+  return value;
+}
+
 // The google.rpc types the gateway puts in grpc-status-details-bin.
 const rpcTypes = protobuf.Root.fromJSON({
   nested: {
@@ -173,7 +190,7 @@ class GatewayClient {
   complete(request, { timeoutMs } = {}) {
     return new Promise((resolve, reject) => {
       this.stub.Complete(request, this._metadata(), this._deadline(timeoutMs), (error, reply) =>
-        error ? reject(new GatewayError(decodeError(error))) : resolve(reply),
+        error ? reject(new GatewayError(decodeError(error))) : resolve(withoutSyntheticOneofs(reply)),
       );
     });
   }
@@ -182,7 +199,7 @@ class GatewayClient {
   async *stream(request, { timeoutMs } = {}) {
     const call = this.stub.StreamComplete(request, this._metadata(), this._deadline(timeoutMs));
     try {
-      for await (const event of call) yield event;
+      for await (const event of call) yield withoutSyntheticOneofs(event);
     } catch (error) {
       // Only a call's status is the gateway's answer; anything else (a request
       // the stub cannot serialize, say) goes up as it is.
@@ -196,7 +213,7 @@ class GatewayClient {
   listModels(request = {}, { timeoutMs } = {}) {
     return new Promise((resolve, reject) => {
       this.stub.ListModels(request, this._metadata(), this._deadline(timeoutMs), (error, reply) =>
-        error ? reject(new GatewayError(decodeError(error))) : resolve(reply),
+        error ? reject(new GatewayError(decodeError(error))) : resolve(withoutSyntheticOneofs(reply)),
       );
     });
   }
@@ -204,7 +221,7 @@ class GatewayClient {
   getUsage(request = {}, { timeoutMs } = {}) {
     return new Promise((resolve, reject) => {
       this.stub.GetUsage(request, this._metadata(), this._deadline(timeoutMs), (error, reply) =>
-        error ? reject(new GatewayError(decodeError(error))) : resolve(reply),
+        error ? reject(new GatewayError(decodeError(error))) : resolve(withoutSyntheticOneofs(reply)),
       );
     });
   }

@@ -78,6 +78,16 @@ test('unary Complete', async () => {
   assert.equal(reply.finish_reason, 'FINISH_REASON_STOP');
   assert.equal(reply.provider, 'PROVIDER_ZAI');
   assert.ok(reply.usage.total_tokens > 0);
+  // proto3 optional fields carry no synthetic oneof marker keys (`_cost_usd`).
+  assert.ok(reply.usage.cost_usd > 0);
+  const markers = JSON.stringify(reply).match(/"_[a-z_]+":/g);
+  assert.equal(markers, null, `synthetic oneof keys in ${JSON.stringify(reply)}`);
+});
+
+test('ListModels replies carry no synthetic oneof keys either', async () => {
+  const reply = await client.listModels();
+  assert.ok(reply.models.length > 0);
+  assert.equal(JSON.stringify(reply).match(/"_[a-z_]+":/g), null);
 });
 
 test('StreamComplete delivers deltas then exactly one done', async () => {
@@ -89,6 +99,7 @@ test('StreamComplete delivers deltas then exactly one done', async () => {
   })) {
     kinds.push(event.event);
     if (event.event === 'content_delta') text += event.content_delta.text;
+    if (event.event === 'done') assert.equal(JSON.stringify(event).match(/"_[a-z_]+":/g), null);
   }
   assert.equal(text, 'Hello from the fake upstream! You said: stream please');
   assert.equal(kinds.filter((k) => k === 'done').length, 1);
