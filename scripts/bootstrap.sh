@@ -50,7 +50,11 @@ print(digest.hexdigest())
 ')
 run_stamp=.venv/.installed-run
 dev_stamp=.venv/.installed-dev
-pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# setuptools warns on every editable install that a folder named like the
+# package may shadow it: here that is by design (the source roots are the
+# packages), so that one warning is silenced; any other still shows.
+pip=(env "PYTHONWARNINGS=ignore:Editable installation.:UserWarning"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check)
 
 current() { [ -f "$1" ] && [ "$(cat "$1")" = "$wanted" ]; }
 
