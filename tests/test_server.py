@@ -366,7 +366,7 @@ def test_a_port_in_use_is_reported_in_one_line(workers):
         )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"llmgateway: configuration error: cannot listen on 127.0.0.1:{port}: Address already in use"
+        f"llmgateway: cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
 
 

@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return asyncio.run(run_demo(args.prompt, models, address, args.keep_running))
     except ConfigError as exc:
-        print(f"llmgateway: configuration error: {exc}", file=sys.stderr)
+        from llmgateway.server.process.ports import ListenError
+
+        kind = "" if isinstance(exc, ListenError) else "configuration error: "
+        print(f"llmgateway: {kind}{exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

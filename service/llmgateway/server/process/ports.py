@@ -29,6 +29,11 @@ _REFUSALS = frozenset({errno.EADDRINUSE, errno.EACCES})
 _Where = tuple[int, int, int, tuple[Any, ...]]
 
 
+class ListenError(ConfigError):
+    """The gateway cannot listen where it was told to (a port in use, say): refused as
+    a configuration error is (exit 2), but not called one, since the fix may lie elsewhere."""
+
+
 def check_port_is_free(address: str) -> None:
     """Raise ConfigError if something already listens on `address` (HOST:PORT or
     [V6]:PORT). Port 0, unix sockets and names that do not resolve are left to gRPC."""
@@ -64,7 +69,7 @@ def check_port_is_free(address: str) -> None:
         ]
     refusals = [error for error in errors if error is not None and error.errno in _REFUSALS]
     if refusals:
-        raise ConfigError(f"cannot listen on {address}: {refusals[0].strerror or refusals[0]}")
+        raise ListenError(f"cannot listen on {address}: {refusals[0].strerror or refusals[0]}")
 
 
 def _bind_error(where: _Where) -> OSError | None:

@@ -246,7 +246,9 @@ async def start_gateway(
             else:
                 port = server.add_secure_port(bind, _server_credentials(settings.tls))
         except RuntimeError as exc:
-            raise ConfigError(f"cannot listen on {bind}: {exc}") from exc
+            from llmgateway.server.process.ports import ListenError
+
+            raise ListenError(f"cannot listen on {bind}: {exc}") from exc
         metrics_server: MetricsServer | None = None
         if metrics is not None and serve_metrics and settings.metrics_address is not None:
             from llmgateway.server.observability.metrics import MetricsServer
