@@ -366,7 +366,7 @@ async def test_openrouter_minimal_body(openrouter):
         "messages": [{"role": "user", "content": "hi"}],
         "usage": {"include": True},
     }
-    assert openrouter.url(request(), OPENROUTER_ROUTE) == (
+    assert openrouter.url(request(), OPENROUTER_ROUTE, stream=False) == (
         "https://openrouter.ai/api/v1/chat/completions"
     )
 
@@ -723,24 +723,30 @@ async def test_zai_check_accepts_a_six_character_user_id(zai):
 async def test_zai_default_endpoint_is_general(zai):
     req = request()
     assert zai.endpoint(req, ZAI_ROUTE) == common.ZAI_ENDPOINT_GENERAL
-    assert zai.url(req, ZAI_ROUTE) == "https://general.zai.test/api/paas/v4/chat/completions"
+    assert (
+        zai.url(req, ZAI_ROUTE, stream=False)
+        == "https://general.zai.test/api/paas/v4/chat/completions"
+    )
 
 
 async def test_zai_configured_coding_model_uses_the_coding_endpoint(zai):
     route = Route(common.PROVIDER_ZAI, "glm-4.6", "zai/glm-4.6")
     req = request()
     assert zai.endpoint(req, route) == common.ZAI_ENDPOINT_CODING
-    assert zai.url(req, route) == "https://coding.zai.test/api/coding/paas/v4/chat/completions"
+    assert (
+        zai.url(req, route, stream=False)
+        == "https://coding.zai.test/api/coding/paas/v4/chat/completions"
+    )
 
 
 async def test_zai_requested_endpoint_wins_over_configuration(zai):
     coding_model = Route(common.PROVIDER_ZAI, "glm-4.6", "zai/glm-4.6")
     general = request(zai=common.ZaiOptions(endpoint=common.ZAI_ENDPOINT_GENERAL))
     coding = request(zai=common.ZaiOptions(endpoint=common.ZAI_ENDPOINT_CODING))
-    assert zai.url(general, coding_model) == (
+    assert zai.url(general, coding_model, stream=False) == (
         "https://general.zai.test/api/paas/v4/chat/completions"
     )
-    assert zai.url(coding, ZAI_ROUTE) == (
+    assert zai.url(coding, ZAI_ROUTE, stream=False) == (
         "https://coding.zai.test/api/coding/paas/v4/chat/completions"
     )
 

@@ -35,7 +35,7 @@ from llmgateway.v1 import completion_service_pb2 as pb
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 
-    from llmgateway.server.providers.openai_compatible.core import OpenAICompatibleProvider
+    from llmgateway.server.providers.core import UpstreamProvider
     from llmgateway.server.providers.openai_compatible.wire import AnyCompletionRequest
     from llmgateway.server.routing.router import Plan, Route
 
@@ -58,14 +58,14 @@ class _Journey:
     record: CallRecord
     passed_over: list[str] = field(default_factory=list)
 
-    def attempt_failed(self, provider: OpenAICompatibleProvider, error: GatewayError) -> None:
+    def attempt_failed(self, provider: UpstreamProvider, error: GatewayError) -> None:
         self.record.upstream_errors.append((provider.provider_id, reason_name(error.reason)))
 
     def attempt(self) -> None:
         # Counted as it happens: a call cut short still says it went upstream.
         self.record.attempts += 1
 
-    def trying(self, provider: OpenAICompatibleProvider, route: Route) -> None:
+    def trying(self, provider: UpstreamProvider, route: Route) -> None:
         # What the record says until an answer names the model that served:
         # a call cut short is still charged to the target it was on.
         self.record.provider = provider.provider_id
@@ -119,7 +119,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        providers: Mapping[common.Provider.ValueType, OpenAICompatibleProvider],
+        providers: Mapping[common.Provider.ValueType, UpstreamProvider],
         *,
         retries: RetryPolicy | None = None,
         max_concurrent_upstream: int = 1000,
@@ -216,7 +216,7 @@ class Dispatcher:
 
     async def _complete_on(
         self,
-        provider: OpenAICompatibleProvider,
+        provider: UpstreamProvider,
         request: AnyCompletionRequest,
         route: Route,
         deadline: float | None,
@@ -248,7 +248,7 @@ class Dispatcher:
 
     async def _stream_on(
         self,
-        provider: OpenAICompatibleProvider,
+        provider: UpstreamProvider,
         request: AnyCompletionRequest,
         route: Route,
         deadline: float | None,
@@ -296,9 +296,7 @@ class Dispatcher:
             self._budgets[route.provider].record_success()
             return
 
-    def _provider_for(
-        self, request: AnyCompletionRequest, route: Route
-    ) -> OpenAICompatibleProvider:
+    def _provider_for(self, request: AnyCompletionRequest, route: Route) -> UpstreamProvider:
         provider = self._providers[route.provider]
         if not provider.configured:
             raise provider.not_configured_error(route)
@@ -346,7 +344,7 @@ class Dispatcher:
         return False
 
     def _breaker(
-        self, provider: OpenAICompatibleProvider, request: AnyCompletionRequest, route: Route
+        self, provider: UpstreamProvider, request: AnyCompletionRequest, route: Route
     ) -> CircuitBreaker:
         """The breaker of what may fail on its own: this model on this provider
         (and Z.AI endpoint)."""

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from llmgateway.server.config import Settings, TlsSettings
     from llmgateway.server.observability.metrics import GatewayMetrics, MetricsServer
     from llmgateway.server.observability.observe import CallObserver
-    from llmgateway.server.providers.openai_compatible.core import OpenAICompatibleProvider
+    from llmgateway.server.providers.core import UpstreamProvider
 
 logger = logging.getLogger(__name__)
 # After the in-flight calls' grace, what follows (settlements, the ledger's
@@ -80,7 +80,7 @@ class Gateway:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
-    providers: dict[common.Provider.ValueType, OpenAICompatibleProvider]
+    providers: dict[common.Provider.ValueType, UpstreamProvider]
     calls: Calls
     catalog: Catalog
     state: State | None = None
@@ -160,7 +160,7 @@ async def start_gateway(
     # Neither provider's output may carry either key (a proxy could front both).
     openrouter.also_redact(zai)
     zai.also_redact(openrouter)
-    providers: dict[common.Provider.ValueType, OpenAICompatibleProvider] = {
+    providers: dict[common.Provider.ValueType, UpstreamProvider] = {
         common.PROVIDER_OPENROUTER: openrouter,
         common.PROVIDER_ZAI: zai,
     }

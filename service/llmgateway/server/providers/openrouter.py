@@ -10,10 +10,8 @@ from typing import TYPE_CHECKING, ClassVar
 import httpx
 
 from llmgateway.server.observability.logs import LogSampler
-from llmgateway.server.providers.openai_compatible.core import (
-    DEFAULT_MAX_RESPONSE_BYTES,
-    OpenAICompatibleProvider,
-)
+from llmgateway.server.providers.core import DEFAULT_MAX_RESPONSE_BYTES
+from llmgateway.server.providers.openai_compatible.core import OpenAICompatibleProvider
 from llmgateway.server.providers.openai_compatible.wire import (
     AnyCompletionRequest,
     JSONObject,
@@ -156,7 +154,7 @@ class OpenRouterProvider(OpenAICompatibleProvider):
         self._extra_headers = headers
         self._not_json_log = LogSampler(NOT_JSON_LOG_INTERVAL)
 
-    def url(self, request: AnyCompletionRequest, route: Route) -> str:
+    def url(self, request: AnyCompletionRequest, route: Route, *, stream: bool) -> str:
         return self._chat_url
 
     async def generation_cost(self, generation_id: str) -> float | None:

@@ -6,10 +6,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from llmgateway.server.errors import FieldViolation
 from llmgateway.server.providers import upstream_errors as ue
-from llmgateway.server.providers.openai_compatible.core import (
-    DEFAULT_MAX_RESPONSE_BYTES,
-    OpenAICompatibleProvider,
-)
+from llmgateway.server.providers.core import DEFAULT_MAX_RESPONSE_BYTES
+from llmgateway.server.providers.openai_compatible.core import OpenAICompatibleProvider
 from llmgateway.server.providers.openai_compatible.wire import (
     AnyCompletionRequest,
     JSONObject,
@@ -113,7 +111,7 @@ class ZaiProvider(OpenAICompatibleProvider):
             return f"{self.provider_id}-coding"
         return self.provider_id
 
-    def url(self, request: AnyCompletionRequest, route: Route) -> str:
+    def url(self, request: AnyCompletionRequest, route: Route, *, stream: bool) -> str:
         if self.endpoint(request, route) == common.ZAI_ENDPOINT_CODING:
             return self._coding_url
         return self._general_url

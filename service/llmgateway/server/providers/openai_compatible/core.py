@@ -1,63 +1,34 @@
-"""The OpenAI-compatible provider core: HTTP, deadlines, parsing and error mapping.
+"""The OpenAI chat-completions dialect: the wire OpenRouter and Z.AI speak.
 
-OpenRouter and Z.AI subclass it and override only the hooks where their wire
-differs. One long-lived httpx.AsyncClient per provider keeps connections pooled.
+OpenAICompatibleProvider fills in the hooks of providers/core.py with OpenAI's
+shapes (chat-completions bodies and answers, SSE chunks, `error` objects with
+OpenRouter's metadata); OpenRouter and Z.AI subclass it and override only the
+hooks where their wire differs.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
-import logging
 from typing import TYPE_CHECKING, ClassVar
 
-import grpc
-import httpx
 import orjson
 
-from llmgateway.server.errors import FieldViolation, GatewayError
-from llmgateway.server.observability import tracing
 from llmgateway.server.providers import upstream_errors as ue
-from llmgateway.server.providers.aiohttp_transport import AiohttpTransport
+from llmgateway.server.providers.core import UpstreamProvider
 from llmgateway.server.providers.openai_compatible.stream import (
     StreamAssembler,
     as_object,
-    coalesce,
     failure_from_error_object,
 )
-from llmgateway.server.providers.openai_compatible.wire import (
-    AnyCompletionRequest,
-    JSONObject,
-    usage_from_json,
-)
-from llmgateway.server.providers.redaction import Redactor
-from llmgateway.server.providers.sse import SSEDecoder
+from llmgateway.server.providers.openai_compatible.wire import usage_from_json
 from llmgateway.server.routing.router import gateway_model_name
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-
-    from llmgateway.server.config import Secret, Timeouts
+    from llmgateway.server.errors import GatewayError
+    from llmgateway.server.providers.openai_compatible.wire import JSONObject
     from llmgateway.server.routing.router import Route
-
-logger = logging.getLogger(__name__)
-
-# Error bodies are small; a provider that sends megabytes with a 4xx is not
-# worth buffering in full.
-_MAX_ERROR_BODY = 64 * 1024
-# The largest answer (unary body, or one stream event) the gateway accepts by
-# default: gRPC's default limit on a message a caller's channel receives, so
-# anything larger could not reach a default client anyway.
-DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
-# How much of an error body that is not JSON (a proxy's HTML page) the caller sees.
-_MAX_TEXT_ERROR = 200
-# Upstream time budgets end this long before the caller's deadline.
-_DEADLINE_MARGIN = 0.05
-# How long to wait for the end of a body after [DONE] before dropping the connection.
-_DRAIN_TIMEOUT = 1.0
 
 _COMMON_FINISH_REASONS: dict[str, common.FinishReason.ValueType] = {
     "stop": common.FINISH_REASON_STOP,
@@ -68,68 +39,14 @@ _COMMON_FINISH_REASONS: dict[str, common.FinishReason.ValueType] = {
 }
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(UpstreamProvider):
     """A provider that speaks OpenAI's chat-completions wire format."""
 
-    kind: ClassVar[common.Provider.ValueType]
-    provider_id: ClassVar[str]
-    display_name: ClassVar[str]
-    key_env: ClassVar[str]
-    base_url_env: ClassVar[str]
     # (field read first, fallback) in deltas and messages.
     reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning", "reasoning_content")
     default_upstream_provider: ClassVar[str] = ""
 
-    def __init__(
-        self,
-        api_key: Secret | None,
-        timeouts: Timeouts,
-        *,
-        max_connections: int = 1000,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._api_key = api_key
-        self._timeouts = timeouts
-        self._max_response = max_response_bytes
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeouts.request, connect=timeouts.connect),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            transport=transport or AiohttpTransport(max_connections=max_connections),
-            # Upstream base URLs come from configuration; redirects would only
-            # hide a misconfiguration (and could leak the key to another host).
-            follow_redirects=False,
-        )
-        # Every string this provider passes on goes through it (see redaction.py).
-        self._redactor = Redactor((api_key.value,) if api_key else ())
-        self._drains: set[asyncio.Task[None]] = set()
-
-    # -- hooks for subclasses -------------------------------------------------
-
-    def url(self, request: AnyCompletionRequest, route: Route) -> str:
-        """The chat-completions URL for this request."""
-        raise NotImplementedError
-
-    def extra_headers(self) -> dict[str, str]:
-        """Headers beyond auth and content type."""
-        return {}
-
-    def body(self, request: AnyCompletionRequest, route: Route, *, stream: bool) -> JSONObject:
-        """The JSON body for this request."""
-        raise NotImplementedError
-
-    def check(self, request: AnyCompletionRequest) -> list[FieldViolation]:
-        """What this provider cannot accept in an otherwise valid request."""
-        del request
-        return []
-
-    def classify(self, failure: ue.UpstreamFailure) -> ue.Reason:
-        """The reason for an upstream failure."""
-        if failure.http_status is not None:
-            return ue.reason_for_http_status(failure.http_status)
-        return pb.ERROR_REASON_UPSTREAM_UNAVAILABLE
+    # -- hooks of this dialect ------------------------------------------------
 
     def map_finish_reason(self, native: str) -> common.FinishReason.ValueType | None:
         """Provider-specific finish reasons; None defers to the common table."""
@@ -141,244 +58,18 @@ class OpenAICompatibleProvider:
         del native_finish_reason
         return False
 
-    def hint(self, failure: ue.UpstreamFailure) -> str | None:
-        """Advice to add to the message for a provider error, if any."""
-        del failure
-        return None
+    # -- the core's hooks, in OpenAI's shapes ---------------------------------
 
-    @property
-    def circuit_names(self) -> tuple[str, ...]:
-        """Every circuit breaker this provider's calls go through."""
-        return (self.provider_id,)
+    def stream_assembler(self, route: Route, include_reasoning: bool) -> StreamAssembler:
+        return StreamAssembler(self, route, include_reasoning=include_reasoning)
 
-    def circuit_name(self, request: AnyCompletionRequest, route: Route) -> str:
-        """The circuit breaker for this request: one per provider by default."""
-        del request, route
-        return self.provider_id
-
-    def served_endpoint(
-        self, request: AnyCompletionRequest, route: Route
-    ) -> common.ZaiEndpoint.ValueType:
-        """The Z.AI endpoint this request goes to; unspecified elsewhere."""
-        del request, route
-        return common.ZAI_ENDPOINT_UNSPECIFIED
-
-    def include_reasoning(self, request: AnyCompletionRequest) -> bool:
-        """Whether reasoning text goes back to the caller."""
-        return not request.reasoning.exclude
-
-    # -- public API -----------------------------------------------------------
-
-    @property
-    def redactor(self) -> Redactor:
-        """What scrubs provider keys from everything this provider passes on."""
-        return self._redactor
-
-    def also_redact(self, other: OpenAICompatibleProvider) -> None:
-        """Scrub `other`'s key from this provider's output too: a proxy in front
-        of both could quote either."""
-        self._redactor = self._redactor.joined(other._redactor)
-
-    @property
-    def configured(self) -> bool:
-        """True when the gateway has an API key for this provider."""
-        return self._api_key is not None
-
-    def not_configured_error(self, route: Route) -> GatewayError:
-        """FAILED_PRECONDITION naming the variable to set."""
-        return GatewayError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            pb.ERROR_REASON_PROVIDER_NOT_CONFIGURED,
-            f"{self.display_name} is not configured on this gateway: set {self.key_env} "
-            f"and restart it to use {route.requested!r}",
-            metadata={
-                "provider": self.provider_id,
-                "model": route.requested,
-                "variable": self.key_env,
-            },
-        )
-
-    async def complete(
-        self, request: AnyCompletionRequest, route: Route, deadline: float | None
-    ) -> pb.CompleteResponse:
-        """One non-streaming completion."""
-        url = self.url(request, route)
-        trace = tracing.upstream(self.provider_id, url, request, route.upstream_model, stream=False)
-        if trace is None:
-            return await self._complete(request, route, deadline, url, None)
-        async with trace:
-            answer = await self._complete(request, route, deadline, url, trace)
-            trace.answered(answer.model, answer.id, answer.native_finish_reason, answer.usage)
-            return answer
-
-    def stream(
-        self, request: AnyCompletionRequest, route: Route, deadline: float | None
-    ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
-        """Stream a completion. Closing the generator closes the upstream response."""
-        url = self.url(request, route)
-        trace = tracing.upstream(self.provider_id, url, request, route.upstream_model, stream=True)
-        events = self._stream(request, route, deadline, url, trace)
-        return events if trace is None else trace.wrap(events)
-
-    async def _complete(
-        self,
-        request: AnyCompletionRequest,
-        route: Route,
-        deadline: float | None,
-        url: str,
-        trace: tracing.UpstreamTrace | None,
-    ) -> pb.CompleteResponse:
-        """The answer scrubbed of provider keys before anything (the trace, the
-        caller, the ledger) sees it. Its errors need nothing more: every one is
-        made by ue.build_error or ue.local_error, which redact as they build."""
-        body = orjson.dumps(self.body(request, route, stream=False))
-        budget = self._budget(self._timeouts.request, deadline)
-        http_request = self._post(url, body, self._httpx_timeout(budget, budget))
-        try:
-            async with asyncio.timeout(budget):
-                with self._transport_errors(route):
-                    response = await self._client.send(http_request, stream=True)
-                    try:
-                        content = await self._read_bounded(response, route)
-                    finally:
-                        await response.aclose()
-        except TimeoutError:
-            raise self._timeout_error(route, budget) from None
-        if trace is not None:
-            trace.http_status(response.status_code)
-        if response.status_code != 200:
-            raise self._http_error(response.status_code, content, response.headers, route)
-        try:
-            payload = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            raise self.malformed("the response body is not JSON", route) from None
-        if not isinstance(payload, dict):
-            raise self.malformed("the response body is not a JSON object", route)
-        with self._parse_errors(route):
-            answer = self._completion_from_json(payload, route, self.include_reasoning(request))
-        return self._redactor.response(answer)
-
-    async def _stream(
-        self,
-        request: AnyCompletionRequest,
-        route: Route,
-        deadline: float | None,
-        url: str,
-        trace: tracing.UpstreamTrace | None,
-    ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
-        # Its events are scrubbed of provider keys as the assembler makes them
-        # (stream.py), where their strings are still at hand (one more pass over
-        # every event would cost more than assembling it); its errors as they
-        # are built (ue.build_error, ue.local_error), before anything sees them.
-        body = orjson.dumps(self.body(request, route, stream=True))
-        budget = self._budget(self._timeouts.stream_total, deadline)
-        first_byte = self._budget(self._timeouts.first_byte, deadline)
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + budget
-        first_byte_at = loop.time() + first_byte
-        http_request = self._post(
-            url, body, self._httpx_timeout(budget, self._timeouts.stream_idle)
-        )
-        try:
-            async with asyncio.timeout_at(first_byte_at):
-                with self._transport_errors(route):
-                    response = await self._client.send(http_request, stream=True)
-        except TimeoutError:
-            raise self._first_byte_error(route, first_byte) from None
-        if trace is not None:
-            trace.http_status(response.status_code)
-        handed_off = False
-        try:
-            if response.status_code != 200:
-                content = await _read_capped(response)
-                raise self._http_error(response.status_code, content, response.headers, route)
-            content_type = response.headers.get("content-type", "")
-            if "text/event-stream" not in content_type:
-                # A 200 that is not a stream: usually a JSON body holding only an error.
-                content = await _read_capped(response)
-                raise self._non_stream_body(content, route)
-            assembler = StreamAssembler(
-                self, route, include_reasoning=self.include_reasoning(request)
-            )
-            decoder = SSEDecoder()
-            chunks = response.aiter_bytes()
-            timed = self._first_chunk_by(first_byte_at, chunks, route, first_byte)
-            with self._transport_errors(route, mid_stream=True), self._parse_errors(route):
-                async for raw in timed:
-                    batch: list[pb.StreamCompleteResponse] = []
-                    try:
-                        for event in decoder.feed(raw):
-                            batch.extend(assembler.on_event(event))
-                    except Exception:
-                        # What arrived before the error still reaches the caller.
-                        for out in coalesce(batch):
-                            yield out
-                        raise
-                    for out in coalesce(batch):
-                        yield out
-                    if assembler.done:
-                        break
-                    if decoder.buffered > self._max_response:
-                        # One event that never ends would otherwise grow without bound.
-                        raise self._too_large(route, "one stream event")
-                    if loop.time() > give_up_at:
-                        # Keep-alive comments reset httpx's idle timer, so the
-                        # whole stream needs a bound of its own.
-                        raise self._timeout_error(route, budget, "the stream did not end")
-                else:
-                    # End of body. Accept a last "data: [DONE]" that lacks its
-                    # blank line; anything else unfinished is a truncation.
-                    for event in decoder.end():
-                        if event.data == b"[DONE]":
-                            assembler.on_event(event)
-                final = assembler.finish()
-            for out in final:
-                yield out
-            # Reading the rest of the body (normally only the chunked
-            # terminator) returns the connection to the pool; doing it in the
-            # background lets the call end now.
-            self._drain_in_background(response, chunks)
-            handed_off = True
-        finally:
-            if not handed_off:
-                # Also runs when the caller cancels: closing an unfinished
-                # response drops the connection, which stops upstream generation.
-                await response.aclose()
-
-    async def get_json(self, path: str, base_url: str, within: float) -> object:
-        """GET a JSON document from the provider (catalogue look-ups), as sent:
-        NOT redacted. Whoever copies a string out of it passes it through
-        `redactor.text` (service/llmgateway/server/routing/catalog.py does for ids and names); scrubbing
-        every string of a 1 MB catalogue would stall the event loop for 0.1 s.
-        Raises httpx.HTTPError, or ValueError for a body that is not JSON."""
-        response = await self._client.get(
-            f"{base_url}{path}", headers=self._headers(), timeout=within
-        )
-        response.raise_for_status()
-        return orjson.loads(response.content)
-
-    async def aclose(self) -> None:
-        """Close pooled connections (after the background drains, which end within a second)."""
-        if self._drains:
-            await asyncio.gather(*self._drains, return_exceptions=True)
-        await self._client.aclose()
-
-    def _drain_in_background(self, response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
-        task = asyncio.create_task(_drain_and_close(response, chunks))
-        self._drains.add(task)
-        task.add_done_callback(self._drains.discard)
-
-    # -- error construction (used by the stream assembler too) ----------------
-
-    def error_context(self, route: Route) -> ue.ErrorContext:
-        """Who failed, for messages and ErrorInfo metadata."""
-        return ue.ErrorContext(
-            provider_name=self.display_name,
-            provider_id=self.provider_id,
-            key_env=self.key_env,
-            model=route.requested,
-            redactor=self._redactor,
-        )
+    def failure_from_error_body(
+        self, status: int | None, payload: object, content: bytes
+    ) -> ue.UpstreamFailure:
+        error = payload.get("error", payload) if isinstance(payload, dict) else None
+        if error is None:
+            return super().failure_from_error_body(status, payload, content)
+        return failure_from_error_object(error, status)
 
     def in_band_error(self, error: object, route: Route) -> GatewayError:
         """An error the provider sent inside a 200 response or stream."""
@@ -390,18 +81,6 @@ class OpenAICompatibleProvider:
         else:
             reason = self.classify(failure)
         return ue.build_error(reason, failure, self.error_context(route))
-
-    def malformed(self, detail: str, route: Route) -> GatewayError:
-        """The upstream broke its own wire format."""
-        return ue.local_error(
-            pb.ERROR_REASON_UPSTREAM_MALFORMED_RESPONSE, detail, self.error_context(route)
-        )
-
-    def truncated(self, detail: str, route: Route) -> GatewayError:
-        """The upstream stream ended before it was complete."""
-        return ue.local_error(
-            pb.ERROR_REASON_UPSTREAM_STREAM_TRUNCATED, detail, self.error_context(route)
-        )
 
     def finish_reason(self, native: str, route: Route) -> common.FinishReason.ValueType:
         """Our enum for a provider finish reason (unknown ones become OTHER)."""
@@ -415,167 +94,7 @@ class OpenAICompatibleProvider:
         """Our Usage from the provider's usage object."""
         return usage_from_json(usage)
 
-    # -- internals ------------------------------------------------------------
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", **self.extra_headers()}
-        if self._api_key is not None:
-            headers["Authorization"] = f"Bearer {self._api_key.value}"
-        return headers
-
-    @staticmethod
-    def _budget(limit: float, deadline: float | None) -> float:
-        if deadline is None:
-            return limit
-        # End a little before the caller's deadline, so the caller gets the
-        # gateway's UPSTREAM_TIMEOUT (with details) rather than a race between
-        # it and gRPC's own DEADLINE_EXCEEDED for a call gRPC already closed.
-        remaining = deadline - asyncio.get_running_loop().time() - _DEADLINE_MARGIN
-        return max(0.001, min(limit, remaining))
-
-    def _httpx_timeout(self, budget: float, read: float) -> httpx.Timeout:
-        return httpx.Timeout(
-            connect=min(self._timeouts.connect, budget),
-            read=min(read, budget),
-            write=budget,
-            pool=budget,
-        )
-
-    def _timeout_error(
-        self, route: Route, budget: float, what: str = "no complete answer"
-    ) -> GatewayError:
-        return ue.local_error(
-            pb.ERROR_REASON_UPSTREAM_TIMEOUT,
-            f"{what} within {budget:.3g} s",
-            self.error_context(route),
-        )
-
-    def _post(self, url: str, body: bytes, timeout: httpx.Timeout) -> httpx.Request:
-        return self._client.build_request(
-            "POST", url, content=body, headers=self._headers(), timeout=timeout
-        )
-
-    async def _read_bounded(self, response: httpx.Response, route: Route) -> bytes:
-        """The whole body, or UPSTREAM_RESPONSE_TOO_LARGE past the limit: the
-        gateway's memory per call must not be the upstream's choice."""
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > self._max_response:
-                raise self._too_large(route, "the answer")
-            parts.append(chunk)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def _too_large(self, route: Route, what: str) -> GatewayError:
-        return ue.local_error(
-            pb.ERROR_REASON_UPSTREAM_RESPONSE_TOO_LARGE,
-            f"{what} passed {self._max_response} bytes",
-            self.error_context(route),
-        )
-
-    def _first_byte_error(self, route: Route, first_byte: float) -> GatewayError:
-        return self._timeout_error(route, first_byte, "the response had not begun")
-
-    async def _first_chunk_by(
-        self, when: float, chunks: AsyncIterator[bytes], route: Route, first_byte: float
-    ) -> AsyncGenerator[bytes, None]:
-        """`chunks`, failing if the first has not arrived by loop time `when`:
-        an upstream that accepted the request but never starts is stuck."""
-        try:
-            async with asyncio.timeout_at(when):
-                first = await anext(chunks)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise self._first_byte_error(route, first_byte) from None
-        yield first
-        async for raw in chunks:
-            yield raw
-
-    @contextlib.contextmanager
-    def _parse_errors(self, route: Route) -> Iterator[None]:
-        """A response of the wrong shape (a number where a list belongs, an
-        out-of-range count) is the upstream's fault, not an internal error."""
-        try:
-            yield
-        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
-            raise self.malformed(
-                f"a field has an unexpected type or value ({type(exc).__name__})", route
-            ) from None
-
-    @contextlib.contextmanager
-    def _transport_errors(self, route: Route, *, mid_stream: bool = False) -> Iterator[None]:
-        """httpx's exceptions as gateway errors, most specific first."""
-        ctx = self.error_context(route)
-        try:
-            yield
-        except httpx.ConnectTimeout:
-            raise ue.local_error(
-                pb.ERROR_REASON_UPSTREAM_UNREACHABLE,
-                "connecting timed out (or every pooled connection stayed busy; the gateway "
-                "allows max_connections_per_provider at once)",
-                ctx,
-            ) from None
-        except httpx.TimeoutException as exc:
-            what = "no data within the stream idle timeout" if mid_stream else type(exc).__name__
-            raise ue.local_error(pb.ERROR_REASON_UPSTREAM_TIMEOUT, what, ctx) from None
-        except httpx.ConnectError:
-            raise ue.local_error(
-                pb.ERROR_REASON_UPSTREAM_UNREACHABLE, "the connection failed", ctx
-            ) from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            reason = (
-                pb.ERROR_REASON_UPSTREAM_STREAM_TRUNCATED
-                if mid_stream
-                else pb.ERROR_REASON_UPSTREAM_UNREACHABLE
-            )
-            raise ue.local_error(
-                reason, f"the connection broke ({type(exc).__name__})", ctx
-            ) from None
-        except httpx.DecodingError:
-            raise ue.local_error(
-                pb.ERROR_REASON_UPSTREAM_MALFORMED_RESPONSE, "the body could not be decoded", ctx
-            ) from None
-        except httpx.TransportError as exc:
-            raise ue.local_error(
-                pb.ERROR_REASON_UPSTREAM_UNREACHABLE, type(exc).__name__, ctx
-            ) from None
-
-    def _http_error(
-        self, status: int, content: bytes, headers: httpx.Headers, route: Route
-    ) -> GatewayError:
-        error: object = None
-        try:
-            payload = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            payload = None
-        if isinstance(payload, dict):
-            error = payload.get("error", payload)
-        failure = (
-            failure_from_error_object(error, status)
-            if error is not None
-            # Not a JSON error: a proxy's page, or plain text. Redacted before
-            # it is cut to a useful length, as every upstream string is.
-            else (
-                ue.UpstreamFailure(
-                    status,
-                    None,
-                    self._redactor.bounded(
-                        content.decode("utf-8", "replace").strip(), _MAX_TEXT_ERROR
-                    ),
-                )
-            )
-        )
-        retry_after = ue.parse_retry_after(headers.get("retry-after"))
-        if retry_after is not None:
-            failure = dataclasses.replace(failure, retry_after=retry_after)
-        hint = self.hint(failure)
-        if 300 <= status < 400:
-            hint = f"the upstream redirected the request; check {self.base_url_env}"
-        return ue.build_error(self.classify(failure), failure, self.error_context(route), hint)
-
-    def _non_stream_body(self, content: bytes, route: Route) -> GatewayError:
+    def non_stream_body(self, content: bytes, route: Route) -> GatewayError:
         try:
             payload = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -586,9 +105,11 @@ class OpenAICompatibleProvider:
             return self.in_band_error(payload["error"], route)
         return self.malformed("a 200 response to a stream request is not an event stream", route)
 
-    def _completion_from_json(
-        self, payload: JSONObject, route: Route, include_reasoning: bool
+    def parse_unary(
+        self, payload: object, route: Route, include_reasoning: bool
     ) -> pb.CompleteResponse:
+        if not isinstance(payload, dict):
+            raise self.malformed("the response body is not a JSON object", route)
         if payload.get("error") is not None:
             # OpenRouter: HTTP 200 whose body holds only an error.
             raise self.in_band_error(payload["error"], route)
@@ -637,32 +158,6 @@ class OpenAICompatibleProvider:
         if isinstance(usage, dict):
             response.usage.CopyFrom(self.usage(usage))
         return response
-
-
-async def _drain_and_close(response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
-    """Read what follows [DONE], then close.
-
-    A response read to its end goes back to the pool; one closed early costs
-    a new connection on the next call.
-    """
-    try:
-        with contextlib.suppress(httpx.HTTPError, TimeoutError):
-            async with asyncio.timeout(_DRAIN_TIMEOUT):
-                async for _ in chunks:
-                    pass
-    finally:
-        await response.aclose()
-
-
-async def _read_capped(response: httpx.Response) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        parts.append(chunk)
-        size += len(chunk)
-        if size >= _MAX_ERROR_BODY:
-            break
-    return b"".join(parts)[:_MAX_ERROR_BODY]
 
 
 def _text(value: object) -> str:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
+# Re-exported: the stream's callers (and its tests) have always found it here.
+from llmgateway.server.providers.assembly import coalesce
 from llmgateway.server.providers.upstream_errors import UpstreamFailure, sane_retry_after
 from llmgateway.server.routing.router import gateway_model_name
 from llmgateway.v1 import completion_pb2 as common
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     from llmgateway.server.routing.router import Route
 
 _DONE = b"[DONE]"
+
+__all__ = ["StreamAssembler", "StreamOwner", "as_object", "coalesce", "failure_from_error_object"]
 
 
 class StreamOwner(Protocol):
@@ -198,6 +202,13 @@ class StreamAssembler:
         self._tool_calls.append(builder)
         return builder
 
+    def on_end(self, leftover: list[ServerSentEvent]) -> None:
+        """End of body. Accept a last "data: [DONE]" that lacks its blank line;
+        anything else unfinished is a truncation (finish() says so)."""
+        for event in leftover:
+            if event.data == _DONE:
+                self.on_event(event)
+
     def finish(self) -> list[pb.StreamCompleteResponse]:
         """The closing events, once the upstream body has ended."""
         if not self.done:
@@ -296,40 +307,3 @@ def _raw_text(raw: object) -> str | None:
 def as_object(value: object) -> JSONObject:
     """`value` if it is a JSON object, else an empty one."""
     return value if isinstance(value, dict) else {}
-
-
-def coalesce(events: list[pb.StreamCompleteResponse]) -> list[pb.StreamCompleteResponse]:
-    """Merge adjacent content deltas, and adjacent reasoning deltas, into one each.
-
-    Applied to the events of one network read: they arrived together, so
-    merging adds no latency, and each gRPC message saved is a write saved.
-    Under load, when the gateway falls behind, reads hold more events and
-    this batches exactly when it helps.
-    """
-    if len(events) < 2:
-        return events
-    merged: list[pb.StreamCompleteResponse] = []
-    texts: list[str] = []
-    kind: str | None = None
-    for event in events:
-        current = event.WhichOneof("event")
-        if current in ("content_delta", "reasoning_delta"):
-            if current != kind:
-                _flush(merged, kind, texts)
-                kind, texts = current, []
-            texts.append(getattr(event, current).text)
-            continue
-        _flush(merged, kind, texts)
-        kind, texts = None, []
-        merged.append(event)
-    _flush(merged, kind, texts)
-    return merged
-
-
-def _flush(merged: list[pb.StreamCompleteResponse], kind: str | None, texts: list[str]) -> None:
-    if kind == "content_delta":
-        merged.append(pb.StreamCompleteResponse(content_delta=pb.ContentDelta(text="".join(texts))))
-    elif kind == "reasoning_delta":
-        merged.append(
-            pb.StreamCompleteResponse(reasoning_delta=pb.ReasoningDelta(text="".join(texts)))
-        )
