@@ -608,6 +608,24 @@ async def test_malformed_event_raises(openrouter, data):
     assert caught.value.reason == pb.ERROR_REASON_UPSTREAM_MALFORMED_RESPONSE
 
 
+async def test_a_last_done_without_its_blank_line_ends_the_stream(openrouter):
+    # The body ended with "data: [DONE]" but no blank line: the decoder hands it
+    # over as leftover, and it counts.
+    assembler = StreamAssembler(openrouter, OPENROUTER_ROUTE, include_reasoning=True)
+    feed(assembler, [or_chunk({"content": "a"}, finish_reason="stop")])
+    assembler.on_end([DONE])
+    assert final(assembler.finish()).finish_reason == common.FINISH_REASON_STOP
+
+
+async def test_a_leftover_chunk_that_is_not_done_is_truncation(openrouter):
+    assembler = StreamAssembler(openrouter, OPENROUTER_ROUTE, include_reasoning=True)
+    feed(assembler, [or_chunk({"content": "a"})])
+    assembler.on_end([or_chunk({}, finish_reason="stop")])
+    with pytest.raises(GatewayError) as caught:
+        assembler.finish()
+    assert caught.value.reason == pb.ERROR_REASON_UPSTREAM_STREAM_TRUNCATED
+
+
 async def test_nothing_after_done_counts(openrouter):
     assembler = StreamAssembler(openrouter, OPENROUTER_ROUTE, include_reasoning=True)
     feed(assembler, [or_chunk({"content": "a"}, finish_reason="stop"), DONE])
