@@ -49,18 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         from llmgateway.server.process.demo import run_demo
 
         models = args.model or ["zai/glm-4.7", "openrouter/openai/gpt-4o-mini"]
-        address = demo_address(args)
-        from llmgateway.server.process.ports import check_port_is_free
-
-        try:
-            check_port_is_free(address)
-        except ConfigError as exc:
-            raise ConfigError(
-                f"{exc} (is another gateway or demo running there? choose one with --address)"
-            ) from exc
         import asyncio
 
-        return asyncio.run(run_demo(args.prompt, models, address, args.keep_running))
+        from llmgateway.server.process.ports import ListenError
+
+        try:
+            return asyncio.run(run_demo(args.prompt, models, demo_address(args), args.keep_running))
+        except ListenError as exc:
+            # start_gateway probes the port before it opens anything.
+            raise ListenError(
+                f"{exc} (is another gateway or demo running there? choose one with --address)"
+            ) from exc
     except ConfigError as exc:
         from llmgateway.server.process.ports import ListenError
 

@@ -28,29 +28,29 @@ async def run_demo(prompt: str, models: list[str], address: str, keep_running: b
     # The demo's calls go to a state database of its own, not the user's, and
     # the gateway runs open: no need to say so loudly here.
     logging.getLogger("llmgateway.server.process.server").setLevel(logging.ERROR)
-    state = tempfile.TemporaryDirectory(prefix="llmgateway-demo-")
-    async with FakeUpstream(chunk_delay=0.03) as fake:
-        settings = Settings.load({**fake.environment(), "LLMGATEWAY_DB": f"{state.name}/state.db"})
-        gateway = await start_gateway(settings, address=address)
-        target = f"127.0.0.1:{gateway.port}"
-        print(f"fake upstream on {fake.base_url}; gateway on {target}\n")
-        failures = 0
-        try:
-            async with grpc.aio.insecure_channel(target) as channel:
-                stub = pb_grpc.CompletionServiceStub(channel)
-                for model in models:
-                    failures += await _stream_one(stub, model, prompt, sys.stdout)
-            if keep_running:
-                print(
-                    f"gateway still running on {target}; try:\n"
-                    f'  grpcurl -plaintext -d \'{{"model": "zai/glm-4.7", "messages": '
-                    f'[{{"role": "ROLE_USER", "content": "hi"}}]}}\' {target} '
-                    "llmgateway.v1.CompletionService/StreamComplete\nCtrl-C stops it."
-                )
-                await asyncio.Event().wait()
-        finally:
-            await gateway.stop(grace=1.0)
-            state.cleanup()
+    with tempfile.TemporaryDirectory(prefix="llmgateway-demo-") as state:
+        async with FakeUpstream(chunk_delay=0.03) as fake:
+            db = f"{state}/state.db"
+            settings = Settings.load({**fake.environment(), "LLMGATEWAY_DB": db})
+            gateway = await start_gateway(settings, address=address)
+            target = f"127.0.0.1:{gateway.port}"
+            print(f"fake upstream on {fake.base_url}; gateway on {target}\n")
+            failures = 0
+            try:
+                async with grpc.aio.insecure_channel(target) as channel:
+                    stub = pb_grpc.CompletionServiceStub(channel)
+                    for model in models:
+                        failures += await _stream_one(stub, model, prompt, sys.stdout)
+                if keep_running:
+                    print(
+                        f"gateway still running on {target}; try:\n"
+                        f'  grpcurl -plaintext -d \'{{"model": "zai/glm-4.7", "messages": '
+                        f'[{{"role": "ROLE_USER", "content": "hi"}}]}}\' {target} '
+                        "llmgateway.v1.CompletionService/StreamComplete\nCtrl-C stops it."
+                    )
+                    await asyncio.Event().wait()
+            finally:
+                await gateway.stop(grace=1.0)
     return 1 if failures else 0
 
 

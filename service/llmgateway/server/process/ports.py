@@ -35,7 +35,7 @@ class ListenError(ConfigError):
 
 
 def check_port_is_free(address: str) -> None:
-    """Raise ConfigError if something already listens on `address` (HOST:PORT or
+    """Raise ListenError if something already listens on `address` (HOST:PORT or
     [V6]:PORT). Port 0, unix sockets and names that do not resolve are left to gRPC."""
     if address.startswith(("unix:", "unix-abstract:")):
         return
