@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bench import worker_kill
+from bench.processes import free_port
 from faults.hostile import deeply_nested
 from llmgateway.server.call_path.decoding import RefusalLog
 from llmgateway.server.process.cli import KEPT_DEMO_ADDRESS, build_parser, demo_address
@@ -80,7 +81,7 @@ async def test_list_models_reports_an_unreachable_catalogue(settings):
     nowhere = dataclasses.replace(
         settings,
         openrouter=dataclasses.replace(
-            settings.openrouter, base_url=f"http://127.0.0.1:{_free_port()}/api/v1"
+            settings.openrouter, base_url=f"http://127.0.0.1:{free_port()}/api/v1"
         ),
     )
     async with gateway_stub(nowhere) as stub:
@@ -104,16 +105,10 @@ async def test_stop_lets_in_flight_streams_finish(gateway, stub, fake):
     assert fake.stats.streams_completed == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_serve_command_drains_on_sigterm(fake):
     """SIGTERM: NOT_SERVING during the delay, then new calls refused, in-flight streams finish."""
     fake.slow_chunk_delay = 0.01  # the slow stream below lasts about 2 s
-    port = _free_port()
+    port = free_port()
     async with _serving(fake, port, LLMGATEWAY_SHUTDOWN_DELAY="0.5") as process:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=30)
@@ -237,6 +232,37 @@ def test_a_kept_demo_on_a_busy_port_says_so_in_one_line_and_starts_nothing():
     assert result.stdout == ""
 
 
+def test_a_kept_demo_stops_on_sigterm_and_leaves_nothing_behind(tmp_path):
+    # Scripts and supervisors stop a kept demo with SIGTERM, as Ctrl-C would:
+    # the gateway drains, the exit is clean and the demo's state folder goes.
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update(TMPDIR=str(tmp_path), PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-m", "llmgateway.server.process.cli", "demo", "--keep-running"]
+    with subprocess.Popen(
+        [*command, "--address", f"127.0.0.1:{free_port()}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as demo:
+        try:
+            assert demo.stdout is not None
+            for line in demo.stdout:
+                if line.startswith("gateway still running"):
+                    break
+            else:
+                pytest.fail(f"the demo ended before it was kept running: {demo.wait()}")
+            kept = [p.name for p in tmp_path.iterdir()]
+            assert len(kept) == 1, kept
+            assert kept[0].startswith("llmgateway-demo-")
+            demo.send_signal(signal.SIGTERM)
+            assert demo.wait(timeout=30) == 0
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+    assert list(tmp_path.iterdir()) == []
+
+
 def _serve_process(fake, port, *extra, **env_extra):
     env = {**os.environ, **fake.environment(), "PYTHONUNBUFFERED": "1", **env_extra}
     return asyncio.create_subprocess_exec(
@@ -303,7 +329,7 @@ async def _call_once(port):
 
 async def test_workers_restart_at_once_on_the_same_port(fake):
     """Connections of the last run in TIME_WAIT must not block a restart."""
-    port = _free_port()
+    port = free_port()
     for _ in range(2):
         async with _serving(fake, port, "--workers", "2") as process:
             await _call_once(port)
@@ -313,7 +339,7 @@ async def test_workers_restart_at_once_on_the_same_port(fake):
 
 
 async def test_workers_share_the_port_and_stop_together(fake):
-    port = _free_port()
+    port = free_port()
     async with _serving(fake, port, "--workers", "2") as process:
         # Both must be listening before the stop: one still starting when
         # SIGTERM arrives stops cleanly without ever listening.
@@ -371,7 +397,7 @@ def test_a_port_in_use_is_reported_in_one_line(workers):
 
 
 async def test_workers_stop_when_the_parent_is_killed(fake):
-    port = _free_port()
+    port = free_port()
     process = await _serve_process(fake, port, "--workers", "2")
     seen = ""
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 import tempfile
 from typing import TextIO
@@ -42,13 +43,18 @@ async def run_demo(prompt: str, models: list[str], address: str, keep_running: b
                     for model in models:
                         failures += await _stream_one(stub, model, prompt, sys.stdout)
                 if keep_running:
+                    # SIGTERM (a script's `kill`, a supervisor) stops it as Ctrl-C
+                    # does: the gateway drains and the demo's state folder goes.
+                    # Installed before saying it runs, so no SIGTERM comes too early.
+                    stopped = asyncio.Event()
+                    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
                     print(
                         f"gateway still running on {target}; try:\n"
                         f'  grpcurl -plaintext -d \'{{"model": "zai/glm-4.7", "messages": '
                         f'[{{"role": "ROLE_USER", "content": "hi"}}]}}\' {target} '
                         "llmgateway.v1.CompletionService/StreamComplete\nCtrl-C stops it."
                     )
-                    await asyncio.Event().wait()
+                    await stopped.wait()
             finally:
                 await gateway.stop(grace=1.0)
     return 1 if failures else 0
