@@ -2,7 +2,7 @@
 
 Each subcommand runs under the interpreter of the virtual environment it
 inspects (a clean venv holding only the wheels under test), so everything here
-but `wait-serving` uses the standard library alone.
+uses the standard library alone.
 
   only-closure DIST --forbid NAME...  every installed distribution is DIST or
                                       something DIST pulls in; none is forbidden
@@ -17,8 +17,6 @@ but `wait-serving` uses the standard library alone.
   wheel-files WHEEL --require GLOB... --refuse GLOB...
                                       the wheel holds a file matching each
                                       --require glob and none matching --refuse
-  wait-serving HOST:PORT --timeout S  wait until the gRPC health service says
-                                      SERVING (needs grpcio-health-checking)
 """
 
 from __future__ import annotations
@@ -27,11 +25,9 @@ import argparse
 import fnmatch
 import re
 import sys
-import time
 import zipfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 # The address every README example targets; the only thing rewritten in them.
 README_TARGET = "localhost:50051"
@@ -214,26 +210,6 @@ def wheel_files(wheel: Path, required: list[str], refused: list[str]) -> int:
     return 1 if failures else 0
 
 
-def wait_serving(target: str, timeout: float) -> int:
-    # Imported here: only this subcommand runs where grpc is installed.
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
-        stub: Any = health_pb2_grpc.HealthStub(channel)  # its stubs do not type Check
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return 0
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    print(f"FAIL: nothing SERVING on {target} after {timeout:g} s", file=sys.stderr)
-    return 1
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -253,9 +229,6 @@ def main(argv: list[str]) -> int:
     files.add_argument("wheel", type=Path)
     files.add_argument("--require", nargs="*", default=[])
     files.add_argument("--refuse", nargs="*", default=[])
-    wait = commands.add_parser("wait-serving")
-    wait.add_argument("target")
-    wait.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
     if args.command == "only-closure":
         return only_closure(args.dist, args.forbid)
@@ -265,9 +238,7 @@ def main(argv: list[str]) -> int:
         return dependencies(args.dist)
     if args.command == "readme-examples":
         return readme_examples(args.readme, args.section, args.target, args.out)
-    if args.command == "wheel-files":
-        return wheel_files(args.wheel, args.require, args.refuse)
-    return wait_serving(args.target, args.timeout)
+    return wheel_files(args.wheel, args.require, args.refuse)
 
 
 if __name__ == "__main__":

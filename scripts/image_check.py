@@ -19,7 +19,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import urllib.request
 from functools import partial
 from pathlib import Path
 
+from bench.processes import free_port
 from llmgateway.server.config import DEFAULT_ADDRESS
 from scripts.dockerfile import (
     Dockerfile,
@@ -184,13 +184,6 @@ class Moved:
 
 def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root + "/")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def run_image(recipe: Dockerfile, temp: Path) -> None:

@@ -181,7 +181,17 @@ with socket.socket() as s:
 target=127.0.0.1:$port
 "$server/bin/llmgateway" demo --keep-running --address "$target" >"$work/demo.log" 2>&1 &
 demo_pid=$!
-if ! "$server/bin/python" "${check[@]}" wait-serving "$target" --timeout 60; then
+# Ready when the installed `llmgateway health` says SERVING (up to 60 s).
+ready=0
+for _ in $(seq 120); do
+  if "$server/bin/llmgateway" health --target "$target" --timeout 1 >/dev/null 2>&1; then
+    ready=1
+    break
+  fi
+  sleep 0.5
+done
+if [ "$ready" != 1 ]; then
+  echo "FAIL: nothing SERVING on $target after 60 s" >&2
   cat "$work/demo.log" >&2
   exit 1
 fi
