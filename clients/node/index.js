@@ -186,13 +186,18 @@ class GatewayClient {
     return { deadline: Date.now() + (timeoutMs === undefined ? 60000 : timeoutMs) };
   }
 
-  /** One whole completion; rejects with a GatewayError. */
-  complete(request, { timeoutMs } = {}) {
+  // A unary call as a promise: the reply, or a GatewayError with its details.
+  _unary(method, request, timeoutMs) {
     return new Promise((resolve, reject) => {
-      this.stub.Complete(request, this._metadata(), this._deadline(timeoutMs), (error, reply) =>
+      this.stub[method](request, this._metadata(), this._deadline(timeoutMs), (error, reply) =>
         error ? reject(new GatewayError(decodeError(error))) : resolve(withoutSyntheticOneofs(reply)),
       );
     });
+  }
+
+  /** One whole completion; rejects with a GatewayError. */
+  complete(request, { timeoutMs } = {}) {
+    return this._unary('Complete', request, timeoutMs);
   }
 
   /** Stream events as an async iterator; breaking out cancels the call. */
@@ -211,19 +216,11 @@ class GatewayClient {
   }
 
   listModels(request = {}, { timeoutMs } = {}) {
-    return new Promise((resolve, reject) => {
-      this.stub.ListModels(request, this._metadata(), this._deadline(timeoutMs), (error, reply) =>
-        error ? reject(new GatewayError(decodeError(error))) : resolve(withoutSyntheticOneofs(reply)),
-      );
-    });
+    return this._unary('ListModels', request, timeoutMs);
   }
 
   getUsage(request = {}, { timeoutMs } = {}) {
-    return new Promise((resolve, reject) => {
-      this.stub.GetUsage(request, this._metadata(), this._deadline(timeoutMs), (error, reply) =>
-        error ? reject(new GatewayError(decodeError(error))) : resolve(withoutSyntheticOneofs(reply)),
-      );
-    });
+    return this._unary('GetUsage', request, timeoutMs);
   }
 
   waitForReady(timeoutMs = 30000) {
