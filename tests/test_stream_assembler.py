@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from llmgateway.server.errors import GatewayError
-from llmgateway.server.providers.openai_compatible.stream import StreamAssembler, coalesce
+from llmgateway.server.providers.assembly import coalesce
+from llmgateway.server.providers.openai_compatible.stream import StreamAssembler
 from llmgateway.server.providers.sse import ServerSentEvent
 from llmgateway.server.routing.router import Route
 from llmgateway.v1 import completion_pb2 as common

@@ -107,13 +107,8 @@ class _Hold(logging.Filter):
         self._held = held
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR or not is_summary_line(record):
+        if record.levelno >= logging.ERROR or not getattr(record, "startup_summary", False):
             return True
         if not any(record is seen for seen in self._held):  # once, however many handlers
             self._held.append(record)
         return False
-
-
-def is_summary_line(record: logging.LogRecord) -> bool:
-    """Whether `record` is one of the start-up summary's lines."""
-    return bool(getattr(record, "startup_summary", False))

@@ -98,9 +98,7 @@ class OpenAICompatibleProvider(UpstreamProvider):
         try:
             payload = orjson.loads(content)
         except orjson.JSONDecodeError:
-            return self.malformed(
-                "a 200 response to a stream request is not an event stream", route
-            )
+            payload = None
         if isinstance(payload, dict) and payload.get("error") is not None:
             return self.in_band_error(payload["error"], route)
         return self.malformed("a 200 response to a stream request is not an event stream", route)

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Protocol
 import orjson
 
 # Re-exported: the stream's callers (and its tests) have always found it here.
-from llmgateway.server.providers.assembly import coalesce
 from llmgateway.server.providers.upstream_errors import UpstreamFailure, sane_retry_after
 from llmgateway.server.routing.router import gateway_model_name
 from llmgateway.v1 import completion_pb2 as common
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 
 _DONE = b"[DONE]"
 
-__all__ = ["StreamAssembler", "StreamOwner", "as_object", "coalesce", "failure_from_error_object"]
+__all__ = ["StreamAssembler", "StreamOwner", "as_object", "failure_from_error_object"]
 
 
 class StreamOwner(Protocol):
