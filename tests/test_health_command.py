@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 from grpc_health.v1 import health_pb2
 
-from tests.test_server import _free_port
+from bench.processes import free_port
 from tests.test_tls_listener import listening
 from tests.tls import CertificateFiles, make_certificates
 
@@ -90,7 +90,7 @@ async def test_health_of_an_unknown_service_exits_1(gateway: Gateway) -> None:
 
 
 async def test_health_of_a_closed_port_exits_2_with_one_line() -> None:
-    port = _free_port()
+    port = free_port()
     code, stdout, stderr = await health("--target", f"127.0.0.1:{port}")
     assert code == 2
     assert stdout == ""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from bench.processes import free_port
 from llmgateway.server.config import ConfigError
 from llmgateway.server.process.ports import check_port_is_free
 
@@ -38,12 +39,6 @@ def no_ipv6(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "socket", without_ipv6)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_port_someone_listens_on_is_refused_in_one_clear_error(held_loopback_port):
     for address in (f"127.0.0.1:{held_loopback_port}", f"0.0.0.0:{held_loopback_port}"):
         with pytest.raises(ConfigError, match=f"cannot listen on {address}: Address already"):
@@ -64,14 +59,14 @@ def test_localhost_is_refused_when_one_of_its_addresses_is_taken(held_loopback_p
 
 
 def test_a_free_port_passes_by_name_by_address_and_as_any():
-    port = _free_port()
+    port = free_port()
     for host in ("localhost", "127.0.0.1", "[::1]", "0.0.0.0", "[::]", ""):  # noqa: S104
         check_port_is_free(f"{host}:{port}")
 
 
 @pytest.mark.usefixtures("no_ipv6")
 def test_without_ipv6_an_ipv6_address_is_left_to_grpc_not_a_traceback():
-    port = _free_port()
+    port = free_port()
     for address in (f"[::1]:{port}", f"[::]:{port}"):
         check_port_is_free(address)
 
@@ -95,7 +90,7 @@ def test_any_address_passes_when_ipv4_binds_though_ipv6_is_taken():
 
 def test_an_address_this_host_does_not_have_is_left_to_grpc():
     # 192.0.2.0/24 is reserved for documentation: no host has it (EADDRNOTAVAIL).
-    check_port_is_free(f"192.0.2.1:{_free_port()}")
+    check_port_is_free(f"192.0.2.1:{free_port()}")
 
 
 def test_port_zero_unix_sockets_and_unknown_names_are_left_to_grpc():

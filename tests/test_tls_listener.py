@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.processes import free_port
 from llmgateway.client import (
     AsyncCompletionClient,
     CompletionClient,
@@ -23,7 +24,7 @@ from llmgateway.client import (
 from llmgateway.server.config import ConfigError, Settings, TlsSettings
 from llmgateway.server.process.server import start_gateway
 from tests.test_cli_chat import parse
-from tests.test_server import _exit_of, _free_port, _serving
+from tests.test_server import _exit_of, _serving
 from tests.tls import CertificateFiles, make_certificates
 
 if TYPE_CHECKING:
@@ -349,7 +350,7 @@ def test_a_tls_file_setting_must_be_a_string(tmp_path):
 
 async def test_serve_workers_listen_with_mtls_from_the_environment(fake, files):
     """Two workers, each binding the same port with the same credentials."""
-    port = _free_port()
+    port = free_port()
     env = tls_env(files, mutual=True)
     announced = f"llmgateway listening on 127.0.0.1:{port} (mTLS, certificate {files.server_cert}"
     async with _serving(fake, port, "--workers", "2", **env) as process:
@@ -399,7 +400,7 @@ async def _until_printed(process: asyncio.subprocess.Process, text: str, times: 
 
 
 async def test_serve_refuses_a_bad_tls_setting_before_binding(fake, files, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = tls_env(files, mutual=False)
     env["LLMGATEWAY_TLS_KEY"] = _write(tmp_path / "key.txt", b"hunter2\n")
     async with _serving(fake, port, "--workers", "2", **env) as process:
