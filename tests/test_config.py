@@ -314,6 +314,15 @@ def test_settings_repr_hides_both_keys():
         ("openrouter/openrouter/auto", common.PROVIDER_OPENROUTER, "openrouter/auto"),
         ("zai/glm-4.7", common.PROVIDER_ZAI, "glm-4.7"),
         ("zai/glm-4.5-flash", common.PROVIDER_ZAI, "glm-4.5-flash"),
+        # Once UNKNOWN_MODEL; the direct OpenAI provider since issue 13.
+        ("openai/gpt-4o", common.PROVIDER_OPENAI, "gpt-4o"),
+        ("anthropic/claude-sonnet-4-5", common.PROVIDER_ANTHROPIC, "claude-sonnet-4-5"),
+        ("gemini/gemini-2.5-flash", common.PROVIDER_GEMINI, "gemini-2.5-flash"),
+        ("groq/llama-3.3-70b-versatile", common.PROVIDER_GROQ, "llama-3.3-70b-versatile"),
+        # Groq and Ollama model ids keep their slashes and tags.
+        ("groq/openai/gpt-oss-120b", common.PROVIDER_GROQ, "openai/gpt-oss-120b"),
+        ("ollama/llama3.2", common.PROVIDER_OLLAMA, "llama3.2"),
+        ("ollama/hf.co/user/repo:Q4_K_M", common.PROVIDER_OLLAMA, "hf.co/user/repo:Q4_K_M"),
     ],
 )
 def test_router_resolves_model_names(name, provider, upstream):
@@ -339,7 +348,13 @@ def test_router_aliases_from_the_config_file(config_file):
     "name",
     [
         "gpt-4o",
-        "openai/gpt-4o",
+        "mistral/mistral-large",
+        "openai/gpt/4o",
+        "anthropic/",
+        "gemini/models/gemini-2.5-flash",
+        "gemini/gemini-2.5-flash:generateContent",
+        "groq/",
+        "ollama/llama3.2/",
         "openrouter/gpt-4o",
         "openrouter/",
         "openrouter//gpt-4o",
@@ -352,7 +367,7 @@ def test_router_aliases_from_the_config_file(config_file):
         "glm-4.7",
     ],
 )
-def test_router_rejects_bad_names_with_a_helpful_message(name):
+def test_router_rejects_bad_names_with_a_helpful_message(name: str) -> None:
     router = Router({"coding": "zai/glm-4.7", "fast": "zai/glm-4.5-flash"})
     with pytest.raises(GatewayError) as caught:
         router.resolve(name)
@@ -562,6 +577,17 @@ SAMPLES: dict[str, object] = {
     "[openrouter] http_referer": "https://gateway.example.test",
     "[openrouter] app_title": "example",
     "[zai] coding_models": ["glm-4.7"],
+    "OPENAI_API_KEY": "sk-proj-test-not-a-real-key-000000",
+    "ANTHROPIC_API_KEY": "sk-ant-api03-test-not-a-real-key-0000",
+    "GEMINI_API_KEY": "AIzaTestNotARealKey00000000000000000000",
+    "GROQ_API_KEY": "gsk_testnotarealkey0000000000000",
+    "OLLAMA_API_KEY": "ollama-test-not-a-real-key",
+    "[openai] organization": "org-example",
+    "[openai] project": "proj_example",
+    "[anthropic] beta": ["prompt-caching-2024-07-31"],
+    "[ollama] keep_alive": "10m",
+    # A TOML date unless quoted.
+    "[anthropic] version": "2023-06-01",
     "[server] metrics_address": "127.0.0.1:9464",
     "[state] db": "state.db",
 }

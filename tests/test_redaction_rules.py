@@ -13,9 +13,9 @@ from llmgateway.server.providers.openai_compatible.stream import (
     failure_from_error_object,
 )
 from llmgateway.server.providers.openrouter import OpenRouterProvider
+from llmgateway.server.providers.openrouter import openrouter_models as _openrouter_models
 from llmgateway.server.providers.redaction import PARTIAL_MIN, REDACTED, Redactor
 from llmgateway.server.providers.sse import ServerSentEvent
-from llmgateway.server.routing.catalog import _openrouter_models
 from llmgateway.server.routing.router import Route
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb

@@ -27,6 +27,17 @@ DEFAULT_ADDRESS = "0.0.0.0:50051"
 DEFAULT_OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 DEFAULT_ZAI_BASE_URL = "https://api.z.ai/api/paas/v4"
 DEFAULT_ZAI_CODING_BASE_URL = "https://api.z.ai/api/coding/paas/v4"
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+# Anthropic requires max_tokens on every request; this fills it when the caller sets none.
+DEFAULT_ANTHROPIC_MAX_TOKENS = 4096
+DEFAULT_GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
+DEFAULT_GROQ_BASE_URL = "https://api.groq.com/openai/v1"
+DEFAULT_OLLAMA_BASE_URL = "http://localhost:11434"
+# Ollama's own default context (2048 or 4096 tokens, by version) silently cuts
+# longer prompts; the gateway always sends num_ctx, this one unless configured.
+DEFAULT_OLLAMA_NUM_CTX = 8192
 
 
 class ConfigError(ValueError):
@@ -86,6 +97,61 @@ class ZaiSettings:
     accept_language: str = "en-US,en"
     # Z.AI models (without the `zai/` prefix) served from the coding endpoint by default.
     coding_models: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAISettings:
+    """How to reach OpenAI."""
+
+    api_key: Secret | None = None
+    base_url: str = DEFAULT_OPENAI_BASE_URL
+    # Sent as OpenAI-Organization and OpenAI-Project when set.
+    organization: str | None = None
+    project: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AnthropicSettings:
+    """How to reach Anthropic."""
+
+    api_key: Secret | None = None
+    base_url: str = DEFAULT_ANTHROPIC_BASE_URL
+    version: str = DEFAULT_ANTHROPIC_VERSION
+    # Sent comma-joined as anthropic-beta when not empty.
+    beta: tuple[str, ...] = ()
+    default_max_tokens: int = DEFAULT_ANTHROPIC_MAX_TOKENS
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GeminiSettings:
+    """How to reach Google Gemini (the Gemini API, not Vertex AI)."""
+
+    api_key: Secret | None = None
+    base_url: str = DEFAULT_GEMINI_BASE_URL
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GroqSettings:
+    """How to reach Groq."""
+
+    api_key: Secret | None = None
+    base_url: str = DEFAULT_GROQ_BASE_URL
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OllamaSettings:
+    """How to reach Ollama: no key locally; a Bearer key for hosted Ollama."""
+
+    api_key: Secret | None = None
+    base_url: str = DEFAULT_OLLAMA_BASE_URL
+    num_ctx: int = DEFAULT_OLLAMA_NUM_CTX
+    # Sent as keep_alive (how long Ollama keeps the model loaded) when set.
+    keep_alive: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +241,11 @@ class Settings:
     address: str = DEFAULT_ADDRESS
     openrouter: OpenRouterSettings = OpenRouterSettings()
     zai: ZaiSettings = ZaiSettings()
+    openai: OpenAISettings = OpenAISettings()
+    anthropic: AnthropicSettings = AnthropicSettings()
+    gemini: GeminiSettings = GeminiSettings()
+    groq: GroqSettings = GroqSettings()
+    ollama: OllamaSettings = OllamaSettings()
     timeouts: Timeouts = Timeouts()
     # alias -> model name, e.g. {"coding": "zai/glm-4.7"}, or a fallback chain
     aliases: Mapping[str, str | AliasConfig] = field(default_factory=dict)
@@ -256,6 +327,11 @@ class Settings:
         timeouts = _table(doc, "timeouts")
         openrouter = _table(doc, "openrouter")
         zai = _table(doc, "zai")
+        openai = _table(doc, "openai")
+        anthropic = _table(doc, "anthropic")
+        gemini = _table(doc, "gemini")
+        groq = _table(doc, "groq")
+        ollama = _table(doc, "ollama")
         aliases = _table(doc, "aliases")
         retries = _table(doc, "retries")
         circuit = _table(doc, "circuit_breaker")
@@ -276,6 +352,11 @@ class Settings:
             "timeouts": timeouts,
             "openrouter": openrouter,
             "zai": zai,
+            "openai": openai,
+            "anthropic": anthropic,
+            "gemini": gemini,
+            "groq": groq,
+            "ollama": ollama,
             "tls": tls,
         }
 
@@ -317,6 +398,61 @@ class Settings:
                 coding_models=frozenset(
                     _string_list(zai.get("coding_models", []), "[zai] coding_models")
                 ),
+            ),
+            openai=OpenAISettings(
+                api_key=_secret(environ.get("OPENAI_API_KEY")),
+                base_url=_url(
+                    pick("OPENAI_BASE_URL", openai, "base_url", DEFAULT_OPENAI_BASE_URL),
+                    "OPENAI_BASE_URL",
+                ),
+                organization=pick("OPENAI_ORGANIZATION", openai, "organization", "") or None,
+                project=pick("OPENAI_PROJECT", openai, "project", "") or None,
+                headers=_headers(openai.get("headers", {}), "[openai] headers"),
+            ),
+            anthropic=AnthropicSettings(
+                api_key=_secret(environ.get("ANTHROPIC_API_KEY")),
+                base_url=_url(
+                    pick("ANTHROPIC_BASE_URL", anthropic, "base_url", DEFAULT_ANTHROPIC_BASE_URL),
+                    "ANTHROPIC_BASE_URL",
+                ),
+                version=pick("ANTHROPIC_VERSION", anthropic, "version", DEFAULT_ANTHROPIC_VERSION),
+                beta=_beta(environ.get("ANTHROPIC_BETA"), anthropic.get("beta", [])),
+                default_max_tokens=_whole_number(
+                    environ,
+                    "ANTHROPIC_DEFAULT_MAX_TOKENS",
+                    anthropic,
+                    "default_max_tokens",
+                    DEFAULT_ANTHROPIC_MAX_TOKENS,
+                ),
+                headers=_headers(anthropic.get("headers", {}), "[anthropic] headers"),
+            ),
+            gemini=GeminiSettings(
+                api_key=_secret(environ.get("GEMINI_API_KEY") or environ.get("GOOGLE_API_KEY")),
+                base_url=_url(
+                    pick("GEMINI_BASE_URL", gemini, "base_url", DEFAULT_GEMINI_BASE_URL),
+                    "GEMINI_BASE_URL",
+                ),
+                headers=_headers(gemini.get("headers", {}), "[gemini] headers"),
+            ),
+            groq=GroqSettings(
+                api_key=_secret(environ.get("GROQ_API_KEY")),
+                base_url=_url(
+                    pick("GROQ_BASE_URL", groq, "base_url", DEFAULT_GROQ_BASE_URL),
+                    "GROQ_BASE_URL",
+                ),
+                headers=_headers(groq.get("headers", {}), "[groq] headers"),
+            ),
+            ollama=OllamaSettings(
+                api_key=_secret(environ.get("OLLAMA_API_KEY")),
+                base_url=_url(
+                    pick("OLLAMA_BASE_URL", ollama, "base_url", DEFAULT_OLLAMA_BASE_URL),
+                    "OLLAMA_BASE_URL",
+                ),
+                num_ctx=_whole_number(
+                    environ, "OLLAMA_NUM_CTX", ollama, "num_ctx", DEFAULT_OLLAMA_NUM_CTX
+                ),
+                keep_alive=pick("OLLAMA_KEEP_ALIVE", ollama, "keep_alive", "") or None,
+                headers=_headers(ollama.get("headers", {}), "[ollama] headers"),
             ),
             timeouts=Timeouts(
                 connect=_positive_number(
@@ -809,6 +945,8 @@ def _unknown(table: _ReadTable, key: str, tables: list[_ReadTable], *, top: bool
         what = f"{table.where} {key} is not a known setting"
         if key == "api_key":
             variable = f"{table.where.strip('[]').upper()}_API_KEY"
+            if variable == "GEMINI_API_KEY":
+                variable += " or GOOGLE_API_KEY"
             return f"{what}: API keys are read from the environment only ({variable})"
     elsewhere = [t.where for t in tables if t is not table and key in t.asked]
     if elsewhere:
@@ -903,6 +1041,25 @@ def _url(value: str, name: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
     return value.rstrip("/")
+
+
+def _headers(value: object, name: str) -> dict[str, str]:
+    """`[<provider>] headers`: extra HTTP headers for every request to that provider."""
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(f'{name} must be a table of strings, e.g. {{ "X-Team" = "search" }}')
+    for header, text in value.items():
+        if not header or any(c in header for c in " :\r\n") or any(c in text for c in "\r\n"):
+            raise ConfigError(f"{name}: {header!r} is not a valid header name and value")
+    return dict(value)
+
+
+def _beta(from_env: str | None, in_file: object) -> tuple[str, ...]:
+    """anthropic-beta flags: ANTHROPIC_BETA (comma-separated) or `[anthropic] beta` (a list)."""
+    if from_env:
+        return tuple(flag.strip() for flag in from_env.split(",") if flag.strip())
+    return tuple(_string_list(in_file, "[anthropic] beta"))
 
 
 def _string_list(value: object, name: str) -> list[str]:

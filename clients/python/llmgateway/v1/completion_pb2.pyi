@@ -277,6 +277,20 @@ class _ProviderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Provider.Val
     """OpenRouter (model names `openrouter/<vendor>/<model>`)."""
     PROVIDER_ZAI: _Provider.ValueType  # 2
     """Z.AI (model names `zai/<model>`)."""
+    PROVIDER_OPENAI: _Provider.ValueType  # 3
+    """OpenAI, Chat Completions (model names `openai/<model>`)."""
+    PROVIDER_ANTHROPIC: _Provider.ValueType  # 4
+    """Anthropic, Messages API (model names `anthropic/<model>`)."""
+    PROVIDER_GEMINI: _Provider.ValueType  # 5
+    """Google Gemini, generateContent (model names `gemini/<model>`)."""
+    PROVIDER_GROQ: _Provider.ValueType  # 6
+    """Groq, OpenAI-compatible (model names `groq/<model>`; the model may hold
+    slashes, as in `groq/openai/gpt-oss-120b`).
+    """
+    PROVIDER_OLLAMA: _Provider.ValueType  # 7
+    """Ollama, native /api/chat (model names `ollama/<model>`; the model may
+    hold slashes and a tag, as in `ollama/hf.co/user/repo:Q4_K_M`).
+    """
 
 class Provider(_Provider, metaclass=_ProviderEnumTypeWrapper):
     """The upstream providers the gateway speaks to."""
@@ -287,6 +301,20 @@ PROVIDER_OPENROUTER: Provider.ValueType  # 1
 """OpenRouter (model names `openrouter/<vendor>/<model>`)."""
 PROVIDER_ZAI: Provider.ValueType  # 2
 """Z.AI (model names `zai/<model>`)."""
+PROVIDER_OPENAI: Provider.ValueType  # 3
+"""OpenAI, Chat Completions (model names `openai/<model>`)."""
+PROVIDER_ANTHROPIC: Provider.ValueType  # 4
+"""Anthropic, Messages API (model names `anthropic/<model>`)."""
+PROVIDER_GEMINI: Provider.ValueType  # 5
+"""Google Gemini, generateContent (model names `gemini/<model>`)."""
+PROVIDER_GROQ: Provider.ValueType  # 6
+"""Groq, OpenAI-compatible (model names `groq/<model>`; the model may hold
+slashes, as in `groq/openai/gpt-oss-120b`).
+"""
+PROVIDER_OLLAMA: Provider.ValueType  # 7
+"""Ollama, native /api/chat (model names `ollama/<model>`; the model may
+hold slashes and a tag, as in `ollama/hf.co/user/repo:Q4_K_M`).
+"""
 Global___Provider: _TypeAlias = Provider  # noqa: Y015
 
 class _FinishReason:
@@ -335,6 +363,38 @@ FINISH_REASON_OTHER: FinishReason.ValueType  # 5
 """A reason the gateway does not know; see `native_finish_reason`."""
 Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
+class _ReasoningDetailKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReasoningDetailKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasoningDetailKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REASONING_DETAIL_KIND_UNSPECIFIED: _ReasoningDetailKind.ValueType  # 0
+    """Unset; rejected on requests."""
+    REASONING_DETAIL_KIND_THINKING: _ReasoningDetailKind.ValueType  # 1
+    """Anthropic: a thinking block (text and signature)."""
+    REASONING_DETAIL_KIND_REDACTED_THINKING: _ReasoningDetailKind.ValueType  # 2
+    """Anthropic: a redacted_thinking block (its encrypted `data` in signature)."""
+    REASONING_DETAIL_KIND_THOUGHT_SIGNATURE: _ReasoningDetailKind.ValueType  # 3
+    """Gemini: a thoughtSignature on a part of the model's turn."""
+    REASONING_DETAIL_KIND_OPENROUTER: _ReasoningDetailKind.ValueType  # 4
+    """OpenRouter: one `reasoning_details` entry (raw_json)."""
+
+class ReasoningDetailKind(_ReasoningDetailKind, metaclass=_ReasoningDetailKindEnumTypeWrapper):
+    """The kind of a ReasoningDetail."""
+
+REASONING_DETAIL_KIND_UNSPECIFIED: ReasoningDetailKind.ValueType  # 0
+"""Unset; rejected on requests."""
+REASONING_DETAIL_KIND_THINKING: ReasoningDetailKind.ValueType  # 1
+"""Anthropic: a thinking block (text and signature)."""
+REASONING_DETAIL_KIND_REDACTED_THINKING: ReasoningDetailKind.ValueType  # 2
+"""Anthropic: a redacted_thinking block (its encrypted `data` in signature)."""
+REASONING_DETAIL_KIND_THOUGHT_SIGNATURE: ReasoningDetailKind.ValueType  # 3
+"""Gemini: a thoughtSignature on a part of the model's turn."""
+REASONING_DETAIL_KIND_OPENROUTER: ReasoningDetailKind.ValueType  # 4
+"""OpenRouter: one `reasoning_details` entry (raw_json)."""
+Global___ReasoningDetailKind: _TypeAlias = ReasoningDetailKind  # noqa: Y015
+
 @_typing.final
 class ChatMessage(_message.Message):
     """One message of the conversation."""
@@ -348,6 +408,8 @@ class ChatMessage(_message.Message):
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
     REASONING_FIELD_NUMBER: _builtins.int
+    REASONING_DETAILS_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     """Required. Who wrote the message. ROLE_UNSPECIFIED is rejected."""
     content: _builtins.str
@@ -367,7 +429,14 @@ class ChatMessage(_message.Message):
     """Optional. Assistant messages only: the reasoning that turn produced,
     returned unmodified so interleaved thinking keeps working across tool
     calls. Sent to OpenRouter as `reasoning` and to Z.AI as
-    `reasoning_content`. Default: none.
+    `reasoning_content`. Default: none. Anthropic takes thinking back only
+    with its signature, so for Anthropic this text is not sent: pass
+    `reasoning_details` instead.
+    """
+    refusal: _builtins.str
+    """Optional. Assistant messages only: the refusal text the response to this
+    turn carried (OpenAI). Sent back to OpenAI as `refusal`; other providers
+    ignore it. At most 1 MiB.
     """
     @_builtins.property
     def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentPart]:
@@ -384,6 +453,12 @@ class ChatMessage(_message.Message):
         back so the model sees its own calls before their results.
         """
 
+    @_builtins.property
+    def reasoning_details(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReasoningDetail]:
+        """Optional. Assistant messages only: the reasoning details the response
+        to this turn carried, unchanged (see ReasoningDetail). At most 64.
+        """
+
     def __init__(
         self,
         *,
@@ -394,10 +469,12 @@ class ChatMessage(_message.Message):
         tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
         tool_call_id: _builtins.str = ...,
         reasoning: _builtins.str = ...,
+        reasoning_details: _abc.Iterable[Global___ReasoningDetail] | None = ...,
+        refusal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "name", b"name", "parts", b"parts", "reasoning", b"reasoning", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "name", b"name", "parts", b"parts", "reasoning", b"reasoning", "reasoning_details", b"reasoning_details", "refusal", b"refusal", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -966,6 +1043,7 @@ class Usage(_message.Message):
     CACHED_TOKENS_FIELD_NUMBER: _builtins.int
     REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
     prompt_tokens: _builtins.int
     """Always set. Tokens in the prompt, cached ones included. 0 or more."""
     completion_tokens: _builtins.int
@@ -975,8 +1053,9 @@ class Usage(_message.Message):
     it. 0 or more.
     """
     cached_tokens: _builtins.int
-    """Always set. Prompt tokens served from the provider's cache, at most
-    prompt_tokens. 0 when the provider does not report it.
+    """Always set. Prompt tokens read from the provider's cache, included in
+    prompt_tokens (so at most prompt_tokens). 0 when the provider does not
+    report it.
     """
     reasoning_tokens: _builtins.int
     """Always set. Completion tokens spent on reasoning, at most
@@ -984,8 +1063,15 @@ class Usage(_message.Message):
     """
     cost_usd: _builtins.float
     """Optional. Cost in USD, 0 or more: as OpenRouter reported it
-    (`usage.cost`), or for Z.AI computed from the gateway's price table.
-    Unset when neither is known.
+    (`usage.cost`), or else computed from the gateway's price table (built
+    in per provider, overridable in `[prices]`; cache reads and writes at
+    their own rates where the provider prices them differently). Unset when
+    neither is known.
+    """
+    cache_write_tokens: _builtins.int
+    """Always set. Prompt tokens written to the provider's cache on this call,
+    included in prompt_tokens (Anthropic `cache_creation_input_tokens`). 0
+    where the provider does not report it (every provider but Anthropic).
     """
     def __init__(
         self,
@@ -996,13 +1082,76 @@ class Usage(_message.Message):
         cached_tokens: _builtins.int = ...,
         reasoning_tokens: _builtins.int = ...,
         cost_usd: _builtins.float | None = ...,
+        cache_write_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "cost_usd", b"cost_usd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "cached_tokens", b"cached_tokens", "completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "cache_write_tokens", b"cache_write_tokens", "cached_tokens", b"cached_tokens", "completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cost_usd: _TypeAlias = _typing.Literal["cost_usd"]  # noqa: Y015
     _WhichOneofArgType__cost_usd: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cost_usd) -> _WhichOneofReturnType__cost_usd | None: ...
 
 Global___Usage: _TypeAlias = Usage  # noqa: Y015
+
+@_typing.final
+class ReasoningDetail(_message.Message):
+    """Opaque, provider-tagged reasoning state that a provider needs back on the
+    next turn: Anthropic thinking blocks with their signatures (and redacted
+    thinking), Gemini thought signatures, OpenRouter `reasoning_details`.
+    Callers copy the list from a response (CompleteResponse or CompletionDone)
+    onto the assistant message of the next turn, unchanged: a changed byte is
+    an upstream 400. Each provider sends back only the details it issued
+    (`provider`) and ignores the rest, so a conversation can move between
+    providers (a fallback chain) without sending one provider's signatures to
+    another.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    RAW_JSON_FIELD_NUMBER: _builtins.int
+    provider: Global___Provider.ValueType
+    """Always set in responses; required on requests. The provider that issued it."""
+    kind: Global___ReasoningDetailKind.ValueType
+    """Always set in responses; required on requests. What it is."""
+    text: _builtins.str
+    """Anthropic THINKING: the thinking text (may be empty). Else empty."""
+    signature: _builtins.str
+    """The opaque token, byte for byte: Anthropic THINKING `signature`,
+    REDACTED_THINKING `data`, Gemini THOUGHT_SIGNATURE `thoughtSignature`.
+    At most 1 MiB.
+    """
+    tool_call_id: _builtins.str
+    """Gemini: the tool call (ToolCall.id) whose part carried the signature;
+    empty for a signature on a text part.
+    """
+    index: _builtins.int
+    """Position among the turn's output blocks, so blocks go back in order."""
+    raw_json: _builtins.str
+    """OPENROUTER: the `reasoning_details` entry as OpenRouter sent it, as JSON
+    text, sent back verbatim. Else empty.
+    """
+    def __init__(
+        self,
+        *,
+        provider: Global___Provider.ValueType = ...,
+        kind: Global___ReasoningDetailKind.ValueType = ...,
+        text: _builtins.str = ...,
+        signature: _builtins.str = ...,
+        tool_call_id: _builtins.str = ...,
+        index: _builtins.int = ...,
+        raw_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "kind", b"kind", "provider", b"provider", "raw_json", b"raw_json", "signature", b"signature", "text", b"text", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReasoningDetail: _TypeAlias = ReasoningDetail  # noqa: Y015

@@ -185,6 +185,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     could not answer in time: locked, unreachable or full. Nothing went
     upstream. A RetryInfo suggests a delay.
     """
+    ERROR_REASON_UPSTREAM_INVALID_TOOL_CALL: _ErrorReason.ValueType  # 30
+    """UNAVAILABLE: the model produced a tool call its own provider rejected
+    (Groq `tool_use_failed`, Gemini finish `MALFORMED_FUNCTION_CALL`): the
+    model failed, not the request, and another try often succeeds. Retried,
+    and a reason to fall back. The provider's text (Groq's
+    `failed_generation`) is in ErrorInfo `upstreamRaw`.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The `reason` values of the `google.rpc.ErrorInfo` the gateway sends with
@@ -321,6 +328,13 @@ ERROR_REASON_GATEWAY_STATE_UNAVAILABLE: ErrorReason.ValueType  # 29
 could not answer in time: locked, unreachable or full. Nothing went
 upstream. A RetryInfo suggests a delay.
 """
+ERROR_REASON_UPSTREAM_INVALID_TOOL_CALL: ErrorReason.ValueType  # 30
+"""UNAVAILABLE: the model produced a tool call its own provider rejected
+(Groq `tool_use_failed`, Gemini finish `MALFORMED_FUNCTION_CALL`): the
+model failed, not the request, and another try often succeeds. Retried,
+and a reason to fall back. The provider's text (Groq's
+`failed_generation`) is in ErrorInfo `upstreamRaw`.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final
@@ -427,6 +441,8 @@ class CompleteResponse(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     ZAI_ENDPOINT_FIELD_NUMBER: _builtins.int
     FALLBACKS_FIELD_NUMBER: _builtins.int
+    REASONING_DETAILS_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Set when the upstream reports one, else empty. The upstream's id for the
     generation (OpenRouter `gen-...`, Z.AI's request id).
@@ -469,6 +485,11 @@ class CompleteResponse(_message.Message):
     were passed over (failed, or skipped while their circuit was open)
     before the one that served; 0 for a model named directly.
     """
+    refusal: _builtins.str
+    """Empty unless the model refused (OpenAI `message.refusal`): the refusal
+    text. `content` is then usually empty. Anthropic's refusals arrive as
+    finish reason FINISH_REASON_CONTENT_FILTER (native `refusal`) instead.
+    """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_completion_pb2.ToolCall]:
         """Zero or more. The tool calls the model made, in order."""
@@ -476,6 +497,14 @@ class CompleteResponse(_message.Message):
     @_builtins.property
     def usage(self) -> _completion_pb2.Usage:
         """Unset only when the upstream reported no usage. Token counts and cost."""
+
+    @_builtins.property
+    def reasoning_details(self) -> _containers.RepeatedCompositeFieldContainer[_completion_pb2.ReasoningDetail]:
+        """Zero or more. Reasoning state to pass back on the assistant message of
+        the next turn (Anthropic thinking signatures, Gemini thought signatures,
+        OpenRouter reasoning_details); see ReasoningDetail. Returned even when
+        the request excluded reasoning text, since the next turn needs it.
+        """
 
     def __init__(
         self,
@@ -493,10 +522,12 @@ class CompleteResponse(_message.Message):
         attempts: _builtins.int = ...,
         zai_endpoint: _completion_pb2.ZaiEndpoint.ValueType = ...,
         fallbacks: _builtins.int = ...,
+        reasoning_details: _abc.Iterable[_completion_pb2.ReasoningDetail] | None = ...,
+        refusal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "fallbacks", b"fallbacks", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "reasoning", b"reasoning", "tool_calls", b"tool_calls", "upstream_provider", b"upstream_provider", "usage", b"usage", "zai_endpoint", b"zai_endpoint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "fallbacks", b"fallbacks", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "reasoning", b"reasoning", "reasoning_details", b"reasoning_details", "refusal", b"refusal", "tool_calls", b"tool_calls", "upstream_provider", b"upstream_provider", "usage", b"usage", "zai_endpoint", b"zai_endpoint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -693,6 +724,8 @@ class CompletionDone(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     ZAI_ENDPOINT_FIELD_NUMBER: _builtins.int
     FALLBACKS_FIELD_NUMBER: _builtins.int
+    REASONING_DETAILS_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Set when the upstream reports one, else empty. The upstream's id for
     the generation.
@@ -724,9 +757,19 @@ class CompletionDone(_message.Message):
     were passed over before the one that served (only ever before the first
     event reached the caller); 0 for a model named directly.
     """
+    refusal: _builtins.str
+    """As CompleteResponse.refusal: OpenAI's `delta.refusal` pieces joined,
+    delivered whole here.
+    """
     @_builtins.property
     def usage(self) -> _completion_pb2.Usage:
         """Unset only when the upstream reported no usage. Token counts and cost."""
+
+    @_builtins.property
+    def reasoning_details(self) -> _containers.RepeatedCompositeFieldContainer[_completion_pb2.ReasoningDetail]:
+        """Zero or more. As CompleteResponse.reasoning_details: delivered whole
+        here, at the end, rather than as deltas.
+        """
 
     def __init__(
         self,
@@ -741,10 +784,12 @@ class CompletionDone(_message.Message):
         attempts: _builtins.int = ...,
         zai_endpoint: _completion_pb2.ZaiEndpoint.ValueType = ...,
         fallbacks: _builtins.int = ...,
+        reasoning_details: _abc.Iterable[_completion_pb2.ReasoningDetail] | None = ...,
+        refusal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "fallbacks", b"fallbacks", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "upstream_provider", b"upstream_provider", "usage", b"usage", "zai_endpoint", b"zai_endpoint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "fallbacks", b"fallbacks", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "reasoning_details", b"reasoning_details", "refusal", b"refusal", "upstream_provider", b"upstream_provider", "usage", b"usage", "zai_endpoint", b"zai_endpoint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -887,6 +932,7 @@ class UsageRow(_message.Message):
     CACHED_TOKENS_FIELD_NUMBER: _builtins.int
     REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
     group: _builtins.str
     """Always set. The key id, model name or day this row adds up."""
     calls: _builtins.int
@@ -907,6 +953,8 @@ class UsageRow(_message.Message):
     """Always set, 0 or more. Cost in USD (OpenRouter's reported cost, Z.AI's
     from the gateway's price table).
     """
+    cache_write_tokens: _builtins.int
+    """Always set, 0 or more. Prompt tokens written to the provider's cache."""
     def __init__(
         self,
         *,
@@ -918,10 +966,11 @@ class UsageRow(_message.Message):
         cached_tokens: _builtins.int = ...,
         reasoning_tokens: _builtins.int = ...,
         cost_usd: _builtins.float = ...,
+        cache_write_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_tokens", b"cached_tokens", "calls", b"calls", "completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "failed_calls", b"failed_calls", "group", b"group", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_tokens", b"cache_write_tokens", "cached_tokens", b"cached_tokens", "calls", b"calls", "completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "failed_calls", b"failed_calls", "group", b"group", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,7 +8,7 @@ import logging
 import signal
 import urllib.parse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,6 +26,11 @@ from llmgateway.server.observability.tracing import Tracing
 from llmgateway.server.process.ports import check_port_is_free
 from llmgateway.server.process.reflection import add_reflection
 from llmgateway.server.process.startup_summary import SUMMARY_LINE, StartupSummary
+from llmgateway.server.providers.anthropic import AnthropicProvider
+from llmgateway.server.providers.gemini import GeminiProvider
+from llmgateway.server.providers.groq import GroqProvider
+from llmgateway.server.providers.ollama import OllamaProvider
+from llmgateway.server.providers.openai import OpenAIProvider
 from llmgateway.server.providers.openrouter import OpenRouterProvider
 from llmgateway.server.providers.zai import ZaiProvider
 from llmgateway.server.routing.catalog import Catalog
@@ -143,27 +148,28 @@ async def start_gateway(
         # parent probed it once.
         check_port_is_free(bind)
     router = Router(settings.aliases)
-    openrouter = OpenRouterProvider(
-        settings.openrouter,
-        settings.timeouts,
+    limits = _ProviderLimits(
         max_connections=settings.max_connections_per_provider,
         max_response_bytes=settings.max_response_bytes,
         transport=transport,
     )
-    zai = ZaiProvider(
-        settings.zai,
-        settings.timeouts,
-        max_connections=settings.max_connections_per_provider,
-        max_response_bytes=settings.max_response_bytes,
-        transport=transport,
-    )
-    # Neither provider's output may carry either key (a proxy could front both).
-    openrouter.also_redact(zai)
-    zai.also_redact(openrouter)
+    openrouter = OpenRouterProvider(settings.openrouter, settings.timeouts, **limits)
     providers: dict[common.Provider.ValueType, UpstreamProvider] = {
         common.PROVIDER_OPENROUTER: openrouter,
-        common.PROVIDER_ZAI: zai,
+        common.PROVIDER_ZAI: ZaiProvider(settings.zai, settings.timeouts, **limits),
+        common.PROVIDER_OPENAI: OpenAIProvider(settings.openai, settings.timeouts, **limits),
+        common.PROVIDER_ANTHROPIC: AnthropicProvider(
+            settings.anthropic, settings.timeouts, **limits
+        ),
+        common.PROVIDER_GEMINI: GeminiProvider(settings.gemini, settings.timeouts, **limits),
+        common.PROVIDER_GROQ: GroqProvider(settings.groq, settings.timeouts, **limits),
+        common.PROVIDER_OLLAMA: OllamaProvider(settings.ollama, settings.timeouts, **limits),
     }
+    # No provider's output may carry any provider's key (a proxy could front several).
+    for provider in providers.values():
+        for other in providers.values():
+            if other is not provider:
+                provider.also_redact(other)
     max_message = settings.max_request_bytes + _GRPC_MESSAGE_SLACK
     pending = max(_MIN_PENDING_CALLS, 4 * len(providers) * settings.max_concurrent_upstream)
     server = grpc.aio.server(
@@ -195,7 +201,7 @@ async def start_gateway(
         circuit=settings.circuit,
         on_circuit_change=provider_health.on_circuit_change,
     )
-    catalog = Catalog(router.aliases, openrouter, zai)
+    catalog = Catalog(router.aliases, providers)
     # A worker of several holds its start-up lines: one of them says them for all.
     summary = StartupSummary.from_environment() if reuse_port else StartupSummary(None)
     summary.hold()
@@ -407,6 +413,14 @@ async def _announce_access(state: State | None) -> None:
         logger.info("caller keys required (authorization: Bearer <key>)", extra=SUMMARY_LINE)
 
 
+class _ProviderLimits(TypedDict):
+    """What every provider is built with beyond its settings."""
+
+    max_connections: int
+    max_response_bytes: int
+    transport: httpx.AsyncBaseTransport | None
+
+
 def _display_address(bind: str, port: int) -> str:
     host = bind.rsplit(":", 1)[0]
     return f"{host}:{port}"
@@ -418,7 +432,14 @@ def _warn_on_plaintext_upstreams(settings: Settings) -> None:
         "OPENROUTER_BASE_URL": settings.openrouter.base_url,
         "ZAI_BASE_URL": settings.zai.base_url,
         "ZAI_CODING_BASE_URL": settings.zai.coding_base_url,
+        "OPENAI_BASE_URL": settings.openai.base_url,
+        "ANTHROPIC_BASE_URL": settings.anthropic.base_url,
+        "GEMINI_BASE_URL": settings.gemini.base_url,
+        "GROQ_BASE_URL": settings.groq.base_url,
     }
+    if settings.ollama.api_key is not None:
+        # A local Ollama over http carries no key; a hosted one does.
+        urls["OLLAMA_BASE_URL"] = settings.ollama.base_url
     for name, url in urls.items():
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme == "http" and parsed.hostname not in _LOOPBACK:

@@ -153,6 +153,18 @@ class UpstreamProvider:
         """Our Usage from the provider's usage object."""
         raise NotImplementedError
 
+    # -- hooks: the catalogue -------------------------------------------------
+
+    async def catalogue(self, within: float) -> list[pb.ModelInfo]:
+        """This provider's models for ListModels, from its own list endpoint
+        (through `get_json`) or a built-in table, within `within` seconds.
+        Raises (anything) when the list cannot be had: routing/catalog.py
+        caches what it returns and reports the provider as incomplete when it
+        raises. Every string copied out of a fetched document goes through
+        `self.redactor.text`; `available` is `self.configured`."""
+        del within
+        raise NotImplementedError
+
     # -- hooks: errors --------------------------------------------------------
 
     def failure_from_error_body(
@@ -379,14 +391,31 @@ class UpstreamProvider:
                 # response drops the connection, which stops upstream generation.
                 await response.aclose()
 
-    async def get_json(self, path: str, base_url: str, within: float) -> object:
+    async def get_json(
+        self,
+        path: str,
+        base_url: str,
+        within: float,
+        params: dict[str, str] | None = None,
+    ) -> object:
         """GET a JSON document from the provider (catalogue look-ups), as sent:
         NOT redacted. Whoever copies a string out of it passes it through
         `redactor.text` (service/llmgateway/server/routing/catalog.py does for ids and names); scrubbing
         every string of a 1 MB catalogue would stall the event loop for 0.1 s.
+        The key goes in the headers (`auth_headers`), never in `params`: a URL
+        ends up in traces and proxies' logs.
         Raises httpx.HTTPError, or ValueError for a body that is not JSON."""
         response = await self._client.get(
-            f"{base_url}{path}", headers=self._headers(), timeout=within
+            f"{base_url}{path}", headers=self._headers(), params=params, timeout=within
+        )
+        response.raise_for_status()
+        return orjson.loads(response.content)
+
+    async def post_json(self, path: str, base_url: str, within: float, body: JSONObject) -> object:
+        """POST a JSON body and read a JSON document back (Ollama's /api/show),
+        as sent: NOT redacted (see get_json). Raises as get_json does."""
+        response = await self._client.post(
+            f"{base_url}{path}", headers=self._headers(), content=orjson.dumps(body), timeout=within
         )
         response.raise_for_status()
         return orjson.loads(response.content)

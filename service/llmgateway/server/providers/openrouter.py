@@ -17,11 +17,13 @@ from llmgateway.server.providers.openai_compatible.wire import (
     JSONObject,
     chat_body,
 )
-from llmgateway.server.routing.router import OPENROUTER_PREFIX
+from llmgateway.server.routing.router import OPENROUTER_PREFIX, gateway_model_name
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from llmgateway.server.config import OpenRouterSettings, Timeouts
     from llmgateway.server.providers.upstream_errors import Reason, UpstreamFailure
     from llmgateway.server.routing.router import Route
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 GENERATION_LOOKUP_DELAYS = (0.5, 1.0, 2.0, 2.5, 4.0)
 # At most one warning this often about generation records that are not JSON.
 NOT_JSON_LOG_INTERVAL = 60.0
+
+_PER_MILLION = 1_000_000
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +158,13 @@ class OpenRouterProvider(OpenAICompatibleProvider):
         self._extra_headers = headers
         self._not_json_log = LogSampler(NOT_JSON_LOG_INTERVAL)
 
+    async def catalogue(self, within: float) -> list[pb.ModelInfo]:
+        """OpenRouter's /models: every model it routes, with context and prices."""
+        document = await self.get_json("/models", self.settings.base_url, within)
+        # The document is not redacted as fetched (see get_json): only the
+        # strings copied into a ModelInfo are.
+        return openrouter_models(document, self.configured, self.redactor.text)
+
     def url(self, request: AnyCompletionRequest, route: Route, *, stream: bool) -> str:
         return self._chat_url
 
@@ -267,3 +278,46 @@ def _provider_json(prefs: common.ProviderPreferences) -> JSONObject:
             if price.HasField(name)
         }
     return out
+
+
+def openrouter_models(
+    document: object, available: bool, redact: Callable[[str], str]
+) -> list[pb.ModelInfo]:
+    """ModelInfos from OpenRouter's /models document; `redact` scrubs each
+    string copied out of it (numbers are parsed, never copied)."""
+    data = document.get("data") if isinstance(document, dict) else None
+    out = []
+    for entry in data if isinstance(data, list) else ():
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            continue
+        upstream_model = redact(entry["id"])
+        info = pb.ModelInfo(
+            name=gateway_model_name(common.PROVIDER_OPENROUTER, upstream_model),
+            provider=common.PROVIDER_OPENROUTER,
+            upstream_model=upstream_model,
+            display_name=redact(str(entry.get("name") or "")),
+            available=available,
+        )
+        context = entry.get("context_length")
+        if isinstance(context, int) and context > 0:
+            info.context_length = context
+        pricing = entry.get("pricing")
+        if isinstance(pricing, dict):
+            # OpenRouter quotes USD per token as decimal strings.
+            for source, target in (
+                ("prompt", "prompt_per_million"),
+                ("completion", "completion_per_million"),
+                ("input_cache_read", "cached_prompt_per_million"),
+            ):
+                per_token = _decimal(pricing.get(source))
+                if per_token is not None and per_token >= 0:
+                    setattr(info.pricing, target, per_token * _PER_MILLION)
+        out.append(info)
+    return out
+
+
+def _decimal(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]  # strings and numbers both occur
+    except (TypeError, ValueError):
+        return None

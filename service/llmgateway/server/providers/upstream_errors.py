@@ -41,6 +41,7 @@ REASON_CODES: dict[Reason, grpc.StatusCode] = {
     # Raised by the gateway's circuit breaker (service/llmgateway/server/call_path/dispatch.py), not parsed.
     pb.ERROR_REASON_UPSTREAM_CIRCUIT_OPEN: grpc.StatusCode.UNAVAILABLE,
     pb.ERROR_REASON_UPSTREAM_RESPONSE_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    pb.ERROR_REASON_UPSTREAM_INVALID_TOOL_CALL: grpc.StatusCode.UNAVAILABLE,
 }
 
 # What the caller should read first, per reason; the provider's words follow.
@@ -67,6 +68,8 @@ _SUMMARIES: dict[Reason, str] = {
     "skipped for a cool-down",
     pb.ERROR_REASON_UPSTREAM_RESPONSE_TOO_LARGE: "{p}'s answer is larger than the gateway "
     "accepts (LLMGATEWAY_MAX_RESPONSE_BYTES)",
+    pb.ERROR_REASON_UPSTREAM_INVALID_TOOL_CALL: "the model produced a tool call {p} could not "
+    "accept; retry (the model, not the request, failed)",
 }
 
 # Bounds on what the upstream wrote, applied after redaction (never before:
@@ -117,6 +120,9 @@ class UpstreamFailure:
     # OpenRouter: what the provider behind it said (metadata.raw), and which one it was.
     raw: str | None = None
     upstream_provider: str | None = None
+    # The provider's id for the failed request (Anthropic's request-id header,
+    # `request_id` in its error body), for the operator's support ticket.
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +184,8 @@ def build_error(
         metadata["upstreamProvider"] = served_by
     if raw:
         metadata["upstreamRaw"] = raw[:_MAX_RAW_METADATA]
+    if failure.request_id:
+        metadata["upstreamRequestId"] = r.bounded(failure.request_id, _MAX_METADATA_VALUE)
     return GatewayError(
         REASON_CODES[reason], reason, message, metadata=metadata, retry_after=failure.retry_after
     )

@@ -13,6 +13,8 @@ from llmgateway.server.providers.openai_compatible.wire import (
     JSONObject,
     chat_body,
 )
+from llmgateway.server.routing.pricing import ZAI_MODELS
+from llmgateway.server.routing.router import gateway_model_name
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
@@ -110,6 +112,29 @@ class ZaiProvider(OpenAICompatibleProvider):
         if self.endpoint(request, route) == common.ZAI_ENDPOINT_CODING:
             return f"{self.provider_id}-coding"
         return self.provider_id
+
+    async def catalogue(self, within: float) -> list[pb.ModelInfo]:
+        """Z.AI publishes no model list with prices: the built-in table."""
+        del within
+        out = []
+        for model in ZAI_MODELS:
+            pricing = pb.ModelPricing(
+                prompt_per_million=model.prompt, completion_per_million=model.completion
+            )
+            if model.cached is not None:
+                pricing.cached_prompt_per_million = model.cached
+            out.append(
+                pb.ModelInfo(
+                    name=gateway_model_name(common.PROVIDER_ZAI, model.name),
+                    provider=common.PROVIDER_ZAI,
+                    upstream_model=model.name,
+                    display_name=model.name.upper(),
+                    context_length=model.context,
+                    pricing=pricing,
+                    available=self.configured,
+                )
+            )
+        return out
 
     def url(self, request: AnyCompletionRequest, route: Route, *, stream: bool) -> str:
         if self.endpoint(request, route) == common.ZAI_ENDPOINT_CODING:

@@ -26,6 +26,9 @@ RETRYABLE = frozenset(
         pb.ERROR_REASON_UPSTREAM_OVERLOADED,
         pb.ERROR_REASON_UPSTREAM_UNAVAILABLE,
         pb.ERROR_REASON_UPSTREAM_UNREACHABLE,
+        # The model's bad tool call (Groq tool_use_failed, Gemini
+        # MALFORMED_FUNCTION_CALL): sampling again usually works.
+        pb.ERROR_REASON_UPSTREAM_INVALID_TOOL_CALL,
     }
 )
 # An attempt that cannot get this long before the deadline is not worth starting:

@@ -1,4 +1,5 @@
-"""Model names to providers: `openrouter/<vendor>/<model>`, `zai/<model>`, aliases.
+"""Model names to providers (`openrouter/<vendor>/<model>`, `zai/<model>`,
+`openai/`, `anthropic/`, `gemini/`, `groq/`, `ollama/<model>`) and aliases.
 
 An alias names a fallback chain: one or more targets tried in order, moving on
 only for the failure reasons the alias falls back on.
@@ -21,11 +22,34 @@ if TYPE_CHECKING:
 
 
 Reason: TypeAlias = pb.ErrorReason.ValueType
-OPENROUTER_PREFIX = "openrouter/"
-ZAI_PREFIX = "zai/"
+# Each provider's prefix in gateway model names.
+PREFIXES: dict[common.Provider.ValueType, str] = {
+    common.PROVIDER_OPENROUTER: "openrouter/",
+    common.PROVIDER_ZAI: "zai/",
+    common.PROVIDER_OPENAI: "openai/",
+    common.PROVIDER_ANTHROPIC: "anthropic/",
+    common.PROVIDER_GEMINI: "gemini/",
+    common.PROVIDER_GROQ: "groq/",
+    common.PROVIDER_OLLAMA: "ollama/",
+}
+OPENROUTER_PREFIX = PREFIXES[common.PROVIDER_OPENROUTER]
+ZAI_PREFIX = PREFIXES[common.PROVIDER_ZAI]
+# Providers whose model ids are one segment (no `/`), and those whose ids may
+# hold any number (Groq serves `openai/gpt-oss-120b`, Ollama pulls
+# `hf.co/user/repo:Q4_K_M`).
+_ONE_SEGMENT = (
+    common.PROVIDER_ZAI,
+    common.PROVIDER_OPENAI,
+    common.PROVIDER_ANTHROPIC,
+    common.PROVIDER_GEMINI,
+)
+_ANY_SEGMENTS = (common.PROVIDER_GROQ, common.PROVIDER_OLLAMA)
 NAMING_HELP = (
-    "name models 'openrouter/<vendor>/<model>' (e.g. openrouter/openai/gpt-4o) "
-    "or 'zai/<model>' (e.g. zai/glm-4.7)"
+    "name models 'openrouter/<vendor>/<model>' (e.g. openrouter/openai/gpt-4o), "
+    "'zai/<model>' (zai/glm-4.7), 'openai/<model>' (openai/gpt-4o-mini), "
+    "'anthropic/<model>' (anthropic/claude-sonnet-4-5), 'gemini/<model>' "
+    "(gemini/gemini-2.5-flash), 'groq/<model>' (groq/llama-3.3-70b-versatile) "
+    "or 'ollama/<model>' (ollama/llama3.2)"
 )
 
 # What a fallback chain moves on from unless its alias says otherwise: failures
@@ -48,6 +72,7 @@ DEFAULT_FALLBACK_ON: frozenset[Reason] = frozenset(
         pb.ERROR_REASON_UPSTREAM_STREAM_TRUNCATED,
         pb.ERROR_REASON_GATEWAY_BUSY,
         pb.ERROR_REASON_UPSTREAM_CIRCUIT_OPEN,
+        pb.ERROR_REASON_UPSTREAM_INVALID_TOOL_CALL,
     }
 )
 _ENDPOINTS = {"general": common.ZAI_ENDPOINT_GENERAL, "coding": common.ZAI_ENDPOINT_CODING}
@@ -93,21 +118,37 @@ class Plan:
 
 def gateway_model_name(provider: common.Provider.ValueType, upstream_model: str) -> str:
     """The gateway's name for a provider's model id."""
-    prefix = OPENROUTER_PREFIX if provider == common.PROVIDER_OPENROUTER else ZAI_PREFIX
-    return prefix + upstream_model
+    return PREFIXES[provider] + upstream_model
 
 
 def parse_model_name(name: str) -> tuple[common.Provider.ValueType, str] | None:
-    """(provider, upstream model) for a well-formed name, else None."""
+    """(provider, upstream model) for a well-formed name, else None.
+
+    Segment syntax (no empty segments, allowed characters) is checked earlier,
+    by names.py; this only decides the provider and how many segments its
+    model ids may have."""
     if name.startswith(OPENROUTER_PREFIX):
         vendor, slash, model = name[len(OPENROUTER_PREFIX) :].partition("/")
         if vendor and slash and model and not model.startswith("/"):
             return common.PROVIDER_OPENROUTER, f"{vendor}/{model}"
         return None
-    if name.startswith(ZAI_PREFIX):
-        model = name[len(ZAI_PREFIX) :]
-        if model and "/" not in model:
-            return common.PROVIDER_ZAI, model
+    for provider in _ONE_SEGMENT:
+        prefix = PREFIXES[provider]
+        if name.startswith(prefix):
+            model = name[len(prefix) :]
+            # Gemini's model goes into the URL path before `:generateContent`.
+            if provider == common.PROVIDER_GEMINI and ":" in model:
+                return None
+            if model and "/" not in model:
+                return provider, model
+            return None
+    for provider in _ANY_SEGMENTS:
+        prefix = PREFIXES[provider]
+        if name.startswith(prefix):
+            model = name[len(prefix) :]
+            if model and not model.startswith("/") and not model.endswith("/"):
+                return provider, model
+            return None
     return None
 
 

@@ -1,4 +1,4 @@
-"""A fake upstream that speaks OpenRouter's and Z.AI's wire formats over real HTTP.
+"""A fake upstream that speaks all seven providers' wire formats over real HTTP.
 
 Used by the tests, the demo and the benchmarks; it never touches the internet.
 Model names choose behaviour: a model whose last path segment is

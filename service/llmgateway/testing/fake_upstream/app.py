@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
-from llmgateway.testing.fake_upstream import openrouter_wire, zai_wire
+from llmgateway.testing.fake_upstream import (
+    anthropic_wire,
+    gemini_wire,
+    groq_wire,
+    ollama_wire,
+    openai_wire,
+    openrouter_wire,
+    zai_wire,
+)
 from llmgateway.testing.fake_upstream.answers import Answer, plan_answer
 from llmgateway.testing.fake_upstream.http import (
     CloseConnection,
@@ -36,6 +44,25 @@ OPENROUTER_PREFIX = "/openrouter/api/v1"
 ZAI_GENERAL_PREFIX = "/zai/api/paas/v4"
 ZAI_CODING_PREFIX = "/zai/api/coding/paas/v4"
 FAULT_PREFIX = "fault-"
+# The direct providers: each under its own prefix, answered by its own wire module.
+OPENAI_PREFIX = "/openai/v1"
+ANTHROPIC_PREFIX = "/anthropic"
+GEMINI_PREFIX = "/gemini"
+GROQ_PREFIX = "/groq/openai/v1"
+OLLAMA_PREFIX = "/ollama"
+# Made up, shaped like the real keys so the gateway's key-shape redaction is exercised.
+DEFAULT_OPENAI_KEY = "sk-proj-fakeopenai0000000000000000"
+DEFAULT_ANTHROPIC_KEY = "sk-ant-api03-fakeanthropic000000000000"
+DEFAULT_GEMINI_KEY = "AIzaFakeGeminiKey0000000000000000000000"
+DEFAULT_GROQ_KEY = "gsk_fakegroq00000000000000000000"
+# The wire that answers under each prefix, with the environment variables that point a gateway there.
+_WIRES = (
+    (OPENAI_PREFIX, openai_wire, "OPENAI"),
+    (ANTHROPIC_PREFIX, anthropic_wire, "ANTHROPIC"),
+    (GEMINI_PREFIX, gemini_wire, "GEMINI"),
+    (GROQ_PREFIX, groq_wire, "GROQ"),
+    (OLLAMA_PREFIX, ollama_wire, "OLLAMA"),
+)
 # `drip`: the stream arrives in DRIP_PAUSES + 1 bursts, DRIP_PAUSE seconds apart;
 # a gateway whose stream idle timeout exceeds DRIP_PAUSE must deliver it whole.
 DRIP_PAUSE = 0.3
@@ -99,8 +126,8 @@ _MODELS = [
 class RecordedRequest:
     """A request the fake received, for tests to inspect."""
 
-    provider: str  # "openrouter" or "zai"
-    endpoint: str  # "openrouter", "general" or "coding"
+    provider: str  # "openrouter", "zai", "openai", "anthropic", "gemini", "groq", "ollama"
+    endpoint: str  # "general" or "coding" for Z.AI; else the provider's id
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
@@ -110,31 +137,54 @@ def environment_for(
     base_url: str,
     openrouter_key: str = DEFAULT_OPENROUTER_KEY,
     zai_key: str = DEFAULT_ZAI_KEY,
+    keys: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Environment variables that point a gateway at a fake listening on `base_url`."""
-    return {
+    """Environment variables that point a gateway at a fake listening on `base_url`.
+    `keys`: the direct providers' keys by id ("openai"...), defaults where absent.
+    Ollama gets no key, as a local Ollama needs none."""
+    direct = {**DIRECT_KEYS, **(keys or {})}
+    environment = {
         "OPENROUTER_API_KEY": openrouter_key,
         "OPENROUTER_BASE_URL": base_url + OPENROUTER_PREFIX,
         "ZAI_API_KEY": zai_key,
         "ZAI_BASE_URL": base_url + ZAI_GENERAL_PREFIX,
         "ZAI_CODING_BASE_URL": base_url + ZAI_CODING_PREFIX,
     }
+    for prefix, _, variable in _WIRES:
+        environment[f"{variable}_BASE_URL"] = base_url + prefix
+        key = direct.get(variable.lower())
+        if key:
+            environment[f"{variable}_API_KEY"] = key
+    return environment
+
+
+# The direct providers' default keys by provider id (Ollama: none).
+DIRECT_KEYS = {
+    "openai": DEFAULT_OPENAI_KEY,
+    "anthropic": DEFAULT_ANTHROPIC_KEY,
+    "gemini": DEFAULT_GEMINI_KEY,
+    "groq": DEFAULT_GROQ_KEY,
+}
 
 
 class FakeUpstream:
-    """Both providers on one loopback port, under path prefixes."""
+    """All seven providers on one loopback port, under path prefixes."""
 
     def __init__(
         self,
         *,
         openrouter_key: str = DEFAULT_OPENROUTER_KEY,
         zai_key: str = DEFAULT_ZAI_KEY,
+        keys: dict[str, str] | None = None,
         chunk_delay: float = 0.0,
         slow_chunk_delay: float = 0.02,
         stream_chunks: int | None = None,
     ) -> None:
         self.openrouter_key = openrouter_key
         self.zai_key = zai_key
+        # The direct providers' keys by id; "ollama" only when a hosted Ollama's
+        # Bearer key is to be required (a local Ollama takes none).
+        self.keys = {**DIRECT_KEYS, **(keys or {})}
         # Pause between streamed chunks for every stream (0: as fast as possible).
         self.chunk_delay = chunk_delay
         self.slow_chunk_delay = slow_chunk_delay
@@ -182,7 +232,35 @@ class FakeUpstream:
 
     def environment(self) -> dict[str, str]:
         """Environment variables that point a gateway at this fake."""
-        return environment_for(self.base_url, self.openrouter_key, self.zai_key)
+        return environment_for(self.base_url, self.openrouter_key, self.zai_key, self.keys)
+
+    # -- for the wire modules -------------------------------------------------
+
+    def record_request(
+        self, provider: str, endpoint: str, request: Request, body: dict[str, Any]
+    ) -> None:
+        """Keep a request for tests to inspect (unless recording is off)."""
+        if self.record:
+            self.requests.append(
+                RecordedRequest(provider, endpoint, request.path, request.headers, body)
+            )
+
+    def count_request(self, model: str) -> int:
+        """How many requests `model` has had, this one included."""
+        self._seen[model] = self._seen.get(model, 0) + 1
+        return self._seen[model]
+
+    def flaky_fails(self, model: str, fault: str) -> int | None:
+        """For `flaky-<status>-<percent>`: the status this request fails with, or None."""
+        share = _FLAKY_SHARE.fullmatch(fault)
+        if share is None:
+            return None
+        pattern = self._flaky.setdefault(model, random.Random(fault))  # noqa: S311  # a test pattern
+        return int(share[1]) if pattern.random() * 100 < int(share[2]) else None
+
+    def next_number(self) -> int:
+        """A fresh number for response ids."""
+        return next(self._ids)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Listen on host:port (0: any free port)."""
@@ -206,6 +284,10 @@ class FakeUpstream:
 
     async def handle(self, request: Request) -> Result:
         """Answer one HTTP request."""
+        for prefix, wire, _ in _WIRES:
+            if request.path.startswith(prefix + "/"):
+                result: Result = await wire.handle(self, request, request.path[len(prefix) :])
+                return result
         if request.path == f"{OPENROUTER_PREFIX}/models" and request.method == "GET":
             return _json(200, {"data": _MODELS})
         if (

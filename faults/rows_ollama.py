@@ -1,0 +1,10 @@
+"""The fault suite's rows for Ollama: each wire's own failure shapes."""
+
+from __future__ import annotations
+
+from faults.row import Fault
+
+# Fallback chains these rows use (config-file aliases), merged into row.ALIASES.
+ALIASES: dict[str, list[str]] = {}
+
+ROWS: list[Fault] = []
