@@ -28,7 +28,10 @@ from llmgateway.testing.fake_upstream.app import (
 
 S = grpc.StatusCode
 Rpc = Literal["unary", "stream"]
-Upstream = Literal["fake", "refused"]
+# "refused": every provider's base URL points at a port nothing listens on;
+# "refused-ollama": only Ollama's (a local Ollama that is down), so a chain
+# can fall back to a provider that answers.
+Upstream = Literal["fake", "refused", "refused-ollama"]
 
 # The gateway's settings for the suite.
 CONNECT_TIMEOUT = 1.0

@@ -59,10 +59,14 @@ KEY_LEAK = "a provider API key (or its start) reached the caller"
 
 
 def suite_environment(
-    fake: FakeUpstream, state_dir: Path, refused_base_url: str | None = None
+    fake: FakeUpstream,
+    state_dir: Path,
+    refused_base_url: str | None = None,
+    refused_only: str | None = None,
 ) -> dict[str, str]:
-    """The gateway's environment for the suite: the fake (or a closed port), short
-    timings, and a state database of its own (never the operator's default one)."""
+    """The gateway's environment for the suite: the fake (or a closed port, for
+    every provider or only the base URL variable `refused_only`), short timings,
+    and a state database of its own (never the operator's default one)."""
     environment = {
         **fake.environment(),
         "LLMGATEWAY_DB": str(state_dir / "state.db"),
@@ -78,13 +82,17 @@ def suite_environment(
         "LLMGATEWAY_MAX_RETRY_AFTER": str(MAX_RETRY_AFTER),
     }
     if refused_base_url is not None:
-        for name in ("OPENROUTER_BASE_URL", "ZAI_BASE_URL", "ZAI_CODING_BASE_URL"):
-            environment[name] = refused_base_url
+        for name in [n for n in environment if n.endswith("_BASE_URL")]:
+            if refused_only in (None, name):
+                environment[name] = refused_base_url
     return environment
 
 
 def suite_settings(
-    fake: FakeUpstream, state_dir: Path, refused_base_url: str | None = None
+    fake: FakeUpstream,
+    state_dir: Path,
+    refused_base_url: str | None = None,
+    refused_only: str | None = None,
 ) -> Settings:
     """Settings as an operator would give them: the environment above, and the
     fallback chains in a config file (written to `state_dir`)."""
@@ -94,7 +102,7 @@ def suite_settings(
     )
     config = state_dir / "llmgateway.toml"
     config.write_text(f"[aliases]\n{chains}", encoding="utf-8")
-    return Settings.load(suite_environment(fake, state_dir, refused_base_url), config)
+    return Settings.load(suite_environment(fake, state_dir, refused_base_url, refused_only), config)
 
 
 @contextlib.contextmanager
@@ -166,10 +174,11 @@ class Outcome:
 async def run_fault(fault: Fault, fake: FakeUpstream) -> Outcome:
     """Call the gateway once as `fault` says, against `fake`, and judge the result."""
     with contextlib.ExitStack() as stack:
-        refused = stack.enter_context(refusing_base_url()) if fault.upstream == "refused" else None
+        refused = stack.enter_context(refusing_base_url()) if fault.upstream != "fake" else None
+        only = "OLLAMA_BASE_URL" if fault.upstream == "refused-ollama" else None
         # Outlives the gateway: its config file and state database live here.
         state_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="llmgateway-faults-"))
-        settings = suite_settings(fake, Path(state_dir), refused)
+        settings = suite_settings(fake, Path(state_dir), refused, only)
         gateway = await start_gateway(settings, address="127.0.0.1:0")
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
@@ -179,7 +188,8 @@ async def run_fault(fault: Fault, fake: FakeUpstream) -> Outcome:
                 outcome = await _observe(fault, fake, pb_grpc.CompletionServiceStub(channel))
         finally:
             await gateway.stop(grace=0)
-    outcome.problems = judge(outcome, secrets=(fake.openrouter_key, fake.zai_key))
+    keys = (fake.openrouter_key, fake.zai_key, *fake.keys.values())
+    outcome.problems = judge(outcome, secrets=keys)
     return outcome
 
 
