@@ -1,7 +1,7 @@
 """The soak's traffic: a weighted mix of calls, each with the outcome it must have.
 
 Callers loop, each picking its next call from SCENARIOS by weight: healthy
-unary and streamed calls to both providers, the fake upstream's faults (5xx,
+unary and streamed calls to all seven providers, the fake upstream's faults (5xx,
 429, reset, truncated, stalled, malformed, hanging), streams the caller
 leaves early, unary calls it cancels, and deadlines that expire mid-call.
 Every call ends in one of three outcomes:
@@ -72,11 +72,70 @@ def _faults(kind: str, call: str, expect: str, *models: str) -> list[Scenario]:
 
 OPENROUTER = "openrouter/openai/gpt-4o-mini"
 ZAI = "zai/glm-4.7"
+# The direct providers, each on its own wire: (healthy model, fault prefix).
+DIRECT = (
+    ("openai/gpt-4o-mini", "openai/fault-"),
+    ("anthropic/claude-sonnet-4-5", "anthropic/fault-"),
+    ("gemini/gemini-2.5-flash", "gemini/fault-"),
+    ("groq/llama-3.3-70b-versatile", "groq/x/fault-"),
+    ("ollama/llama3.2", "ollama/fault-"),
+)
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("unary", OPENROUTER, "unary", 10),
-    Scenario("unary", ZAI, "unary", 10),
-    Scenario("stream", OPENROUTER, "stream", 10),
-    Scenario("stream", ZAI, "stream", 10),
+    Scenario("unary", OPENROUTER, "unary", 6),
+    Scenario("unary", ZAI, "unary", 6),
+    Scenario("stream", OPENROUTER, "stream", 6),
+    Scenario("stream", ZAI, "stream", 6),
+    *(Scenario("unary", model, "unary", 5) for model, _ in DIRECT),
+    *(Scenario("stream", model, "stream", 5) for model, _ in DIRECT),
+    # The caller leaves a slow stream, or cancels a hanging call, on every direct wire.
+    *(
+        Scenario("stream, caller leaves", fault + "slow", "stream", 1, cancel_after=(1, 5))
+        for _, fault in DIRECT
+    ),
+    *(
+        Scenario("unary, caller cancels", fault + "hang", "unary", 1, cancel_after=(0.05, 0.3))
+        for _, fault in DIRECT
+    ),
+    # Each direct provider's own failure shapes.
+    *_faults(
+        "direct provider fault",
+        "unary",
+        "UNAVAILABLE UPSTREAM_OVERLOADED",
+        "anthropic/fault-overloaded",
+        "groq/x/fault-capacity-exceeded",
+    ),
+    *_faults(
+        "direct provider fault",
+        "unary",
+        "RESOURCE_EXHAUSTED UPSTREAM_RATE_LIMITED",
+        "gemini/fault-retry-info",
+    ),
+    *_faults(
+        "direct provider fault",
+        "unary",
+        "FAILED_PRECONDITION UPSTREAM_INSUFFICIENT_CREDITS",
+        "openai/fault-insufficient-quota",
+    ),
+    *_faults(
+        "direct provider fault, mid-stream",
+        "stream",
+        "UNAVAILABLE UPSTREAM_UNAVAILABLE",
+        "ollama/fault-error-line",
+        "gemini/fault-midstream-error",
+        "openai/fault-midstream-error",
+    ),
+    *_faults(
+        "direct provider fault, mid-stream",
+        "stream",
+        "UNAVAILABLE UPSTREAM_OVERLOADED",
+        "anthropic/fault-overloaded-midstream",
+    ),
+    *_faults(
+        "direct provider fault, mid-stream",
+        "stream",
+        "UNAVAILABLE UPSTREAM_STREAM_TRUNCATED",
+        *(fault + "truncated" for _, fault in DIRECT),
+    ),
     Scenario("list models", "", "models", 1),
     # The caller leaves after 1-3 events: mid-stream for 20 chunks, or 200 slow ones.
     Scenario("stream, caller leaves", OPENROUTER, "stream", 4, cancel_after=(1, 3)),
@@ -378,6 +437,9 @@ async def _call(
         listed = await client.list_models(timeout=timeout)
         if not listed.models:
             raise Unexpected("ListModels returned no models")
+        if listed.incomplete_providers:
+            # The fake serves every provider's catalogue: a gap is a bug.
+            raise Unexpected(f"ListModels incomplete for {list(listed.incomplete_providers)}")
     elif scenario.call == "unary" and scenario.cancel_after:
         await _cancelled_unary(client, scenario, rng.uniform(*scenario.cancel_after))
     elif scenario.call == "unary":

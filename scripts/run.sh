@@ -2,8 +2,10 @@
 # Set up what running needs (no dev tools), then run the gateway.
 #   No API keys in the environment: start a fake upstream and a gateway on
 #   loopback and stream a completion from each provider into the terminal.
-#   OPENROUTER_API_KEY and/or ZAI_API_KEY set: serve the real providers
-#   (llmgateway serve; extra arguments are passed on, e.g. --address).
+#   Any provider key set (OPENROUTER_, ZAI_, OPENAI_, ANTHROPIC_, GEMINI_ or
+#   GOOGLE_, GROQ_API_KEY), or OLLAMA_BASE_URL (a local Ollama needs no key):
+#   serve the real providers (llmgateway serve; extra arguments are passed
+#   on, e.g. --address).
 #   --keep-running, keys or not: the demo, then its fake upstream and gateway
 #   stay up on 127.0.0.1:50051 for the README's examples.
 set -euo pipefail
@@ -14,8 +16,11 @@ for arg in "$@"; do
     exec .venv/bin/llmgateway demo "$@"
   fi
 done
-if [ -n "${OPENROUTER_API_KEY:-}" ] || [ -n "${ZAI_API_KEY:-}" ]; then
-  exec .venv/bin/llmgateway serve "$@"
-fi
-echo "==> no OPENROUTER_API_KEY or ZAI_API_KEY set: running the demo against the fake upstream" >&2
+for name in OPENROUTER_API_KEY ZAI_API_KEY OPENAI_API_KEY ANTHROPIC_API_KEY GEMINI_API_KEY \
+  GOOGLE_API_KEY GROQ_API_KEY OLLAMA_API_KEY OLLAMA_BASE_URL; do
+  if [ -n "${!name:-}" ]; then
+    exec .venv/bin/llmgateway serve "$@"
+  fi
+done
+echo "==> no provider key (nor OLLAMA_BASE_URL) set: running the demo against the fake upstream" >&2
 exec .venv/bin/llmgateway demo "$@"

@@ -16,6 +16,16 @@ if TYPE_CHECKING:
     from llmgateway.server.config import Settings
 
 
+# What `demo` streams from unless --model says: one model of each provider.
+DEMO_MODELS = (
+    "zai/glm-4.7",
+    "openrouter/openai/gpt-4o-mini",
+    "openai/gpt-4o-mini",
+    "anthropic/claude-sonnet-4-5",
+    "gemini/gemini-2.5-flash",
+    "groq/llama-3.3-70b-versatile",
+    "ollama/llama3.2",
+)
 # A kept demo listens where every example and `chat`/`models` look by default.
 KEPT_DEMO_ADDRESS = "127.0.0.1:50051"
 
@@ -48,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         logs.configure(args.log_level)
         from llmgateway.server.process.demo import run_demo
 
-        models = args.model or ["zai/glm-4.7", "openrouter/openai/gpt-4o-mini"]
+        models = args.model or list(DEMO_MODELS)
         import asyncio
 
         from llmgateway.server.process.ports import ListenError
