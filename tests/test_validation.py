@@ -9,6 +9,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
+from llmgateway.server.call_path.validation import MAX_DETAIL_FIELD_BYTES, validate
 from llmgateway.server.config import ConfigError, Secret, Settings
 from llmgateway.server.routing.names import first_invisible, model_name_problem
 from llmgateway.v1 import completion_pb2 as common
@@ -21,6 +22,12 @@ TOOL = common.Tool(name="lookup")
 FUTURE_ROLE = cast("common.Role.ValueType", 42)
 OBJECT_SCHEMA = struct_pb2.Struct()
 OBJECT_SCHEMA.update({"type": "object"})
+THINKING_DETAIL = common.ReasoningDetail(
+    provider=common.PROVIDER_ANTHROPIC,
+    kind=common.REASONING_DETAIL_KIND_THINKING,
+    text="the user wants a greeting",
+    signature="EqQBCkYIBxgCKkBsig",
+)
 
 
 def violations(error):
@@ -284,6 +291,53 @@ CASES = [
         "messages[0].parts",
     ),
     (
+        "reasoning details on a user message",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[
+                common.ChatMessage(
+                    role=common.ROLE_USER,
+                    content="hi",
+                    reasoning_details=[THINKING_DETAIL],
+                )
+            ],
+        ),
+        "messages[0].reasoning_details",
+    ),
+    (
+        "refusal on a tool message",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[
+                user("hi"),
+                common.ChatMessage(
+                    role=common.ROLE_TOOL, content="42", tool_call_id="c1", refusal="no"
+                ),
+            ],
+        ),
+        "messages[1].refusal",
+    ),
+    (
+        "reasoning detail without its provider",
+        pb.CompleteRequest(
+            model=OK_MODEL,
+            messages=[
+                user("hi"),
+                common.ChatMessage(
+                    role=common.ROLE_ASSISTANT,
+                    content="ok",
+                    reasoning_details=[
+                        common.ReasoningDetail(
+                            kind=common.REASONING_DETAIL_KIND_THINKING, signature="s"
+                        )
+                    ],
+                ),
+                user("go on"),
+            ],
+        ),
+        "messages[1].reasoning_details[0].provider",
+    ),
+    (
         "zai: only a system message",
         pb.CompleteRequest(
             model=OK_MODEL,
@@ -314,7 +368,19 @@ async def test_stream_validation_fails_before_any_event(stub, fake):
     assert fake.requests == []
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "openrouter/gpt-4o", "zai", "zai/a/b", "openai/x"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        "gpt-4o",
+        "openrouter/gpt-4o",
+        "zai",
+        "zai/a/b",
+        "mistral/x",
+        "openai/a/b",
+        "anthropic/claude/sonnet",
+        "gemini/a/b",
+    ],
+)
 async def test_unknown_model_names_explain_naming(stub, model):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Complete(pb.CompleteRequest(model=model, messages=[user("hi")]), timeout=10)
@@ -322,7 +388,8 @@ async def test_unknown_model_names_explain_naming(stub, model):
     assert status.code == grpc.StatusCode.INVALID_ARGUMENT
     assert status.info.reason == "UNKNOWN_MODEL"
     assert "openrouter/<vendor>/<model>" in status.message
-    assert "zai/<model>" in status.message
+    for form in ("zai", "openai", "anthropic", "gemini", "groq", "ollama"):
+        assert f"'{form}/<model>'" in status.message, form
     assert "fast" in status.message  # configured aliases are listed
 
 
@@ -550,3 +617,134 @@ def test_an_alias_name_callers_could_not_send_is_refused_at_start_up(alias, tmp_
     config.write_text(f'[aliases]\n"{alias.encode("unicode_escape").decode()}" = "zai/glm-4.7"\n')
     with pytest.raises(ConfigError, match="cannot be an alias name"):
         Settings.load({}, config)
+
+
+def assistant_turn(**fields: object) -> pb.CompleteRequest:
+    """A conversation whose assistant turn carries `fields`."""
+    return pb.CompleteRequest(
+        model="anthropic/claude-sonnet-4-5",
+        messages=[
+            user("hi"),
+            common.ChatMessage(role=common.ROLE_ASSISTANT, content="hello", **fields),  # type: ignore[arg-type]
+            user("again"),
+        ],
+    )
+
+
+def fields_refused(request: pb.CompleteRequest) -> dict[str, str]:
+    return {v.field: v.description for v in validate(request, 64 * 1024 * 1024)}
+
+
+def test_an_assistant_turn_may_carry_its_reasoning_details_and_refusal():
+    details = [
+        THINKING_DETAIL,
+        common.ReasoningDetail(
+            provider=common.PROVIDER_ANTHROPIC,
+            kind=common.REASONING_DETAIL_KIND_REDACTED_THINKING,
+            signature="opaque",
+            index=1,
+        ),
+        common.ReasoningDetail(
+            provider=common.PROVIDER_GEMINI,
+            kind=common.REASONING_DETAIL_KIND_THOUGHT_SIGNATURE,
+            signature="CiQB",
+            tool_call_id="call_1",
+        ),
+        common.ReasoningDetail(
+            provider=common.PROVIDER_OPENROUTER,
+            kind=common.REASONING_DETAIL_KIND_OPENROUTER,
+            raw_json='{"type": "reasoning.text", "text": "hm"}',
+        ),
+    ]
+    request = assistant_turn(reasoning_details=details, refusal="I can't help with that.")
+    assert fields_refused(request) == {}
+
+
+@pytest.mark.parametrize(
+    ("detail", "field"),
+    [
+        (
+            common.ReasoningDetail(provider=common.PROVIDER_ANTHROPIC, signature="s"),
+            "messages[1].reasoning_details[0].kind",
+        ),
+        (
+            common.ReasoningDetail(
+                provider=common.PROVIDER_ANTHROPIC,
+                kind=cast("common.ReasoningDetailKind.ValueType", 99),
+                signature="s",
+            ),
+            "messages[1].reasoning_details[0].kind",
+        ),
+        (
+            common.ReasoningDetail(
+                provider=cast("common.Provider.ValueType", 99),
+                kind=common.REASONING_DETAIL_KIND_THINKING,
+            ),
+            "messages[1].reasoning_details[0].provider",
+        ),
+        (
+            common.ReasoningDetail(
+                provider=common.PROVIDER_ANTHROPIC,
+                kind=common.REASONING_DETAIL_KIND_THINKING,
+                raw_json="{}",
+            ),
+            "messages[1].reasoning_details[0].raw_json",
+        ),
+    ],
+    ids=["no kind", "unknown kind", "unknown provider", "raw_json off OPENROUTER"],
+)
+def test_a_malformed_reasoning_detail_is_refused_by_field(detail, field):
+    assert field in fields_refused(assistant_turn(reasoning_details=[detail]))
+
+
+def test_at_most_64_reasoning_details_per_message():
+    assert fields_refused(assistant_turn(reasoning_details=[THINKING_DETAIL] * 64)) == {}
+    found = fields_refused(assistant_turn(reasoning_details=[THINKING_DETAIL] * 65))
+    assert "at most 64" in found["messages[1].reasoning_details"]
+
+
+@pytest.mark.parametrize("name", ["text", "signature", "raw_json"])
+def test_each_reasoning_detail_field_is_at_most_one_mib(name):
+    detail = common.ReasoningDetail(
+        provider=common.PROVIDER_OPENROUTER, kind=common.REASONING_DETAIL_KIND_OPENROUTER
+    )
+    setattr(detail, name, "a" * MAX_DETAIL_FIELD_BYTES)
+    assert fields_refused(assistant_turn(reasoning_details=[detail])) == {}
+    # Counted in UTF-8 bytes: 2-byte characters reach the limit at half the length.
+    setattr(detail, name, "é" * (MAX_DETAIL_FIELD_BYTES // 2 + 1))
+    found = fields_refused(assistant_turn(reasoning_details=[detail]))
+    assert "at most 1048576 bytes" in found[f"messages[1].reasoning_details[0].{name}"]
+
+
+def test_a_refusal_is_at_most_one_mib():
+    assert fields_refused(assistant_turn(refusal="n" * MAX_DETAIL_FIELD_BYTES)) == {}
+    found = fields_refused(assistant_turn(refusal="n" * (MAX_DETAIL_FIELD_BYTES + 1)))
+    assert "at most 1048576 bytes" in found["messages[1].refusal"]
+
+
+@pytest.mark.parametrize(
+    "slug",
+    ["gemini/gemini-2.5-flash", "groq/llama-3.3-70b-versatile", "ollama/llama3.2", "zai/glm-4.7"],
+)
+def test_openrouter_fallbacks_naming_another_providers_model_are_refused(slug):
+    request = pb.CompleteRequest(
+        model="openrouter/openai/gpt-4o",
+        messages=[user("hi")],
+        openrouter=common.OpenRouterOptions(models=[slug]),
+    )
+    found = fields_refused(request)
+    assert "configure an alias" in found["openrouter.models[0]"]
+
+
+@pytest.mark.parametrize(
+    "slug",
+    ["openai/gpt-4o-mini", "anthropic/claude-haiku-4.5", "openrouter/google/gemini-2.5-flash"],
+)
+def test_openrouter_fallbacks_may_name_openai_and_anthropic_slugs(slug):
+    # OpenRouter's own vendors share these prefixes with the gateway's providers.
+    request = pb.CompleteRequest(
+        model="openrouter/openai/gpt-4o",
+        messages=[user("hi")],
+        openrouter=common.OpenRouterOptions(models=[slug]),
+    )
+    assert fields_refused(request) == {}

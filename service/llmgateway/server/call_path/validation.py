@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from llmgateway.server.errors import FieldViolation
 from llmgateway.server.providers.openai_compatible.wire import ROLE_NAMES, AnyCompletionRequest
 from llmgateway.server.routing.names import describe_char, first_invisible, model_name_problem
+from llmgateway.server.routing.router import PREFIXES
 from llmgateway.v1 import completion_pb2 as common
 
 MAX_MESSAGES = 2048
@@ -22,8 +23,29 @@ MAX_USER = 128
 MAX_FALLBACK_MODELS = 8
 MAX_PROVIDER_ORDER = 32
 MAX_PROVIDER_NAME = 64
+MAX_REASONING_DETAILS = 64
+# Each opaque reasoning field and a refusal (the request's size limit bounds
+# their total).
+MAX_DETAIL_FIELD_BYTES = 1 << 20
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _IMAGE_URL_SCHEMES = ("https://", "http://", "data:image/")
+# Gateway prefixes that are no OpenRouter vendor: an `openrouter.models` entry
+# starting with one (and not with `openrouter/`) names another provider's model, which OpenRouter's own
+# fallback cannot reach (OpenRouter's Z.AI and Google slugs are `z-ai/...`
+# and `google/...`). `openai/` and `anthropic/` are OpenRouter vendors too.
+_NOT_OPENROUTER_VENDORS = tuple(
+    PREFIXES[p]
+    for p in (
+        common.PROVIDER_ZAI,
+        common.PROVIDER_GEMINI,
+        common.PROVIDER_GROQ,
+        common.PROVIDER_OLLAMA,
+    )
+)
+_DETAIL_KINDS = frozenset(common.ReasoningDetailKind.values()) - {
+    common.REASONING_DETAIL_KIND_UNSPECIFIED
+}
+_DETAIL_PROVIDERS = frozenset(common.Provider.values()) - {common.PROVIDER_UNSPECIFIED}
 
 _Add = Callable[[FieldViolation], None]
 
@@ -41,7 +63,13 @@ def validate(request: AnyCompletionRequest, max_request_bytes: int) -> list[Fiel
             )
         )
     if not request.model:
-        add(FieldViolation("model", "required; e.g. 'zai/glm-4.7' or 'openrouter/openai/gpt-4o'"))
+        add(
+            FieldViolation(
+                "model",
+                "required; e.g. 'openai/gpt-4o-mini', 'anthropic/claude-sonnet-4-5', "
+                "'zai/glm-4.7' or 'openrouter/openai/gpt-4o'",
+            )
+        )
     else:
         problem = model_name_problem(request.model)
         if problem is not None:
@@ -100,6 +128,18 @@ def _check_message(path: str, message: common.ChatMessage, add: _Add) -> None:
             add(FieldViolation(f"{path}.tool_calls", "only assistant messages carry tool_calls"))
         if message.reasoning:
             add(FieldViolation(f"{path}.reasoning", "only assistant messages carry reasoning"))
+        if message.reasoning_details:
+            add(
+                FieldViolation(
+                    f"{path}.reasoning_details", "only assistant messages carry reasoning_details"
+                )
+            )
+        if message.refusal:
+            add(FieldViolation(f"{path}.refusal", "only assistant messages carry refusal"))
+    else:
+        _check_reasoning_details(path, message.reasoning_details, add)
+        if _too_big(message.refusal):
+            add(FieldViolation(f"{path}.refusal", f"at most {MAX_DETAIL_FIELD_BYTES} bytes"))
     if len(message.name) > MAX_NAME:
         add(FieldViolation(f"{path}.name", f"at most {MAX_NAME} characters"))
     if len(message.parts) > MAX_PARTS:
@@ -111,6 +151,45 @@ def _check_message(path: str, message: common.ChatMessage, add: _Add) -> None:
             add(FieldViolation(f"{path}.tool_calls[{j}].id", "required"))
         if not call.name:
             add(FieldViolation(f"{path}.tool_calls[{j}].name", "required"))
+
+
+def _check_reasoning_details(
+    path: str, details: Sequence[common.ReasoningDetail], add: _Add
+) -> None:
+    if len(details) > MAX_REASONING_DETAILS:
+        add(
+            FieldViolation(
+                f"{path}.reasoning_details", f"at most {MAX_REASONING_DETAILS} reasoning details"
+            )
+        )
+    for k, detail in enumerate(details[:MAX_REASONING_DETAILS]):
+        where = f"{path}.reasoning_details[{k}]"
+        if detail.provider not in _DETAIL_PROVIDERS:
+            add(
+                FieldViolation(
+                    f"{where}.provider",
+                    "required: the provider that issued it, as the response carried it",
+                )
+            )
+        if detail.kind not in _DETAIL_KINDS:
+            add(FieldViolation(f"{where}.kind", "required: a known ReasoningDetailKind"))
+        for name in ("text", "signature", "raw_json"):
+            if _too_big(getattr(detail, name)):
+                add(FieldViolation(f"{where}.{name}", f"at most {MAX_DETAIL_FIELD_BYTES} bytes"))
+        if detail.raw_json and detail.kind != common.REASONING_DETAIL_KIND_OPENROUTER:
+            add(
+                FieldViolation(
+                    f"{where}.raw_json", "only REASONING_DETAIL_KIND_OPENROUTER details carry it"
+                )
+            )
+
+
+def _too_big(text: str) -> bool:
+    """Whether `text` is over MAX_DETAIL_FIELD_BYTES in UTF-8 (no encoding
+    for the many that cannot be: a character is at most 4 bytes)."""
+    return len(text) * 4 > MAX_DETAIL_FIELD_BYTES and (
+        len(text) > MAX_DETAIL_FIELD_BYTES or len(text.encode()) > MAX_DETAIL_FIELD_BYTES
+    )
 
 
 def _check_part(path: str, part: common.ContentPart, add: _Add) -> None:
@@ -237,7 +316,16 @@ def _check_openrouter(options: common.OpenRouterOptions, add: _Add) -> None:
         slug = model.removeprefix("openrouter/")
         if problem is not None:
             add(FieldViolation(f"openrouter.models[{i}]", problem))
-        elif "/" not in slug or model.startswith("zai/"):
+        elif model.startswith(_NOT_OPENROUTER_VENDORS):
+            add(
+                FieldViolation(
+                    f"openrouter.models[{i}]",
+                    f"{model!r} names another provider's model; OpenRouter's fallbacks are "
+                    "OpenRouter slugs like 'openai/gpt-4o-mini' (for a fallback across "
+                    "providers, configure an alias)",
+                )
+            )
+        elif "/" not in slug:
             add(
                 FieldViolation(
                     f"openrouter.models[{i}]",
