@@ -209,6 +209,9 @@ class PriceOverride:
     prompt: float
     completion: float
     cached_prompt: float | None = None
+    # Prompt tokens written to the provider's cache (Anthropic); None bills
+    # them at the prompt rate.
+    cache_write: float | None = None
 
 
 def default_db_path(environ: Mapping[str, str]) -> str:
@@ -780,9 +783,15 @@ def _price(name: str, value: object) -> PriceOverride:
     where = f'[prices."{name}"]'
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a table")
-    _only_keys(where, value, ("prompt_per_million", "completion_per_million", "cached_per_million"))
+    keys = (
+        "prompt_per_million",
+        "completion_per_million",
+        "cached_per_million",
+        "cache_write_per_million",
+    )
+    _only_keys(where, value, keys)
     numbers: dict[str, float] = {}
-    for key in ("prompt_per_million", "completion_per_million", "cached_per_million"):
+    for key in keys:
         raw = value.get(key)
         if raw is None:
             continue
@@ -795,6 +804,7 @@ def _price(name: str, value: object) -> PriceOverride:
         numbers["prompt_per_million"],
         numbers["completion_per_million"],
         numbers.get("cached_per_million"),
+        numbers.get("cache_write_per_million"),
     )
 
 
