@@ -586,11 +586,12 @@ async def _dripped(frames: list[bytes]) -> AsyncIterator[bytes]:
     # Imported here: app.py imports this module.
     from llmgateway.testing.fake_upstream.app import DRIP_PAUSE, DRIP_PAUSES
 
-    per_burst = -(-len(frames) // (DRIP_PAUSES + 1))
-    for start in range(0, len(frames), per_burst):
-        if start:
+    bursts = DRIP_PAUSES + 1
+    for n in range(bursts):
+        if n:
             await asyncio.sleep(DRIP_PAUSE)
-        yield b"".join(frames[start : start + per_burst])
+        # Near-equal groups: exactly `bursts` of them, however few the frames.
+        yield b"".join(frames[n * len(frames) // bursts : (n + 1) * len(frames) // bursts])
 
 
 def sse_frame(payload: object) -> bytes:
