@@ -1,28 +1,74 @@
-"""groq0"""
+"""Groq: the OpenAI wire, with Groq's usage placement, error codes and rate-limit headers.
+
+What differs from the shared dialect: usage arrives in `x_groq.usage` as well
+as (or instead of) top-level `usage`, repeated by the include_usage chunk (the
+last one wins, never a sum); a model's invalid tool call is its own error
+(`tool_use_failed`, as a 400 or mid-stream with `status_code`), and so is a
+full flex tier (498 `capacity_exceeded`); a tokens-per-minute overrun is 413;
+and a 429 may say when to retry only in `x-ratelimit-reset-*` headers. Groq
+refuses any reasoning field on an assistant message ("property 'reasoning' is
+unsupported"), so reasoning text is never sent back.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, ClassVar
 
-from llmgateway.server.providers.core import DEFAULT_MAX_RESPONSE_BYTES, UpstreamProvider
+from llmgateway.server.errors import FieldViolation
+from llmgateway.server.providers import upstream_errors as ue
+from llmgateway.server.providers.core import DEFAULT_MAX_RESPONSE_BYTES
+from llmgateway.server.providers.openai import listed_models, reasoning_effort
+from llmgateway.server.providers.openai_compatible.core import OpenAICompatibleProvider
+from llmgateway.server.providers.openai_compatible.stream import failure_from_native_error
+from llmgateway.server.providers.openai_compatible.wire import (
+    AnyCompletionRequest,
+    JSONObject,
+    chat_body,
+)
+from llmgateway.server.routing.price_tables import groq as groq_prices
 from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
     import httpx
 
     from llmgateway.server.config import GroqSettings, Timeouts
-    from llmgateway.server.providers.openai_compatible.wire import AnyCompletionRequest
     from llmgateway.server.routing.router import Route
 
+_CODES: dict[str, ue.Reason] = {
+    # The model, not the request, failed: its own server rejected its tool call.
+    "tool_use_failed": pb.ERROR_REASON_UPSTREAM_INVALID_TOOL_CALL,
+    "capacity_exceeded": pb.ERROR_REASON_UPSTREAM_OVERLOADED,
+    # Both 429 (requests or tokens per minute/day) and 413 (one request over the TPM limit).
+    "rate_limit_exceeded": pb.ERROR_REASON_UPSTREAM_RATE_LIMITED,
+    "model_not_found": pb.ERROR_REASON_UPSTREAM_MODEL_NOT_FOUND,
+    "model_decommissioned": pb.ERROR_REASON_UPSTREAM_MODEL_NOT_FOUND,
+    "invalid_api_key": pb.ERROR_REASON_UPSTREAM_AUTH_FAILED,
+    "context_length_exceeded": pb.ERROR_REASON_UPSTREAM_CONTEXT_LENGTH_EXCEEDED,
+}
+# Groq's own status for a full flex tier: retry with jitter.
+_CAPACITY_EXCEEDED_STATUS = 498
+_TOO_MANY_REQUESTS = 429
+# A Go-style duration, as Groq's x-ratelimit-reset-* headers give it: "2m59.56s", "7.66s", "120ms".
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+# Which limit each reset header belongs to, by its remaining-count header.
+_RESET_HEADERS = (
+    ("x-ratelimit-reset-requests", "x-ratelimit-remaining-requests"),
+    ("x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens"),
+)
 
-class GroqProvider(UpstreamProvider):
-    """groq/<model>."""
+
+class GroqProvider(OpenAICompatibleProvider):
+    """groq/<model>; the model keeps its slashes (groq/openai/gpt-oss-120b)."""
 
     kind = common.PROVIDER_GROQ
     provider_id = "groq"
     display_name = "Groq"
     key_env = "GROQ_API_KEY"
     base_url_env = "GROQ_BASE_URL"
+    reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning", "reasoning_content")
 
     def __init__(
         self,
@@ -41,6 +87,132 @@ class GroqProvider(UpstreamProvider):
             transport=transport,
         )
         self.settings = settings
+        self._chat_url = f"{settings.base_url}/chat/completions"
+        self._extra_headers = dict(settings.headers)
 
     def url(self, request: AnyCompletionRequest, route: Route, *, stream: bool) -> str:
-        raise NotImplementedError
+        return self._chat_url
+
+    def extra_headers(self) -> dict[str, str]:
+        return self._extra_headers
+
+    def check(self, request: AnyCompletionRequest) -> list[FieldViolation]:
+        if request.reasoning.HasField("max_tokens"):
+            return [
+                FieldViolation(
+                    "reasoning.max_tokens",
+                    "Groq takes a reasoning effort, not a token budget; set reasoning.effort",
+                )
+            ]
+        return []
+
+    def body(self, request: AnyCompletionRequest, route: Route, *, stream: bool) -> JSONObject:
+        body = chat_body(request, route.upstream_model, stream=stream, reasoning_field=None)
+        # Passed through by name: the levels differ per model (gpt-oss: low,
+        # medium, high; qwen3: none, default) and Groq's 400 names a wrong one.
+        effort = reasoning_effort(request.reasoning)
+        if effort is not None:
+            body["reasoning_effort"] = effort
+        if request.reasoning.exclude:
+            # Saves the bytes; the stream and the unary parser drop reasoning
+            # text anyway when it is excluded.
+            body["include_reasoning"] = False
+        if request.user:
+            body["user"] = request.user
+        return body
+
+    def chunk_usage(self, chunk: JSONObject) -> JSONObject | None:
+        usage = super().chunk_usage(chunk)
+        if usage is not None:
+            return usage
+        extra = chunk.get("x_groq")
+        groq_usage = extra.get("usage") if isinstance(extra, dict) else None
+        return groq_usage if isinstance(groq_usage, dict) else None
+
+    def failure_from_error(self, error: object, http_status: int | None) -> ue.UpstreamFailure:
+        return failure_from_native_error(error, http_status)
+
+    def in_band_status(self, error: object, failure: ue.UpstreamFailure) -> int | None:
+        # A mid-stream error says which HTTP status it would have had.
+        status = error.get("status_code") if isinstance(error, dict) else None
+        if isinstance(status, int) and not isinstance(status, bool):
+            return status
+        return None
+
+    def classify(self, failure: ue.UpstreamFailure) -> ue.Reason:
+        if failure.code in _CODES:
+            return _CODES[failure.code]
+        if failure.http_status == _CAPACITY_EXCEEDED_STATUS:
+            return pb.ERROR_REASON_UPSTREAM_OVERLOADED
+        return super().classify(failure)
+
+    def retry_after_from(self, failure: ue.UpstreamFailure, headers: httpx.Headers) -> float | None:
+        stated = super().retry_after_from(failure, headers)
+        if stated is not None or failure.http_status != _TOO_MANY_REQUESTS:
+            return stated
+        return rate_limit_reset(headers)
+
+    async def catalogue(self, within: float) -> list[pb.ModelInfo]:
+        """GET /models: every active model (Groq lists its context windows),
+        with prices from the built-in table (Groq lists none)."""
+        document = await self.get_json("/models", self.settings.base_url, within)
+        rows = {row.name: row for row in groq_prices.MODELS}
+        infos = listed_models(
+            document,
+            common.PROVIDER_GROQ,
+            self.configured,
+            self.redactor.text,
+            lambda entry, model_id: (
+                entry.get("active") is not False and not _NOT_CHAT.search(model_id)
+            ),
+            lambda entry, model_id: rows.get(model_id),
+        )
+        windows = _context_windows(document)
+        for info in infos:
+            listed = windows.get(info.upstream_model)
+            if listed:
+                info.context_length = listed
+        return infos
+
+
+# Speech-to-text, text-to-speech and moderation-only models on Groq's list.
+_NOT_CHAT = re.compile(r"whisper|tts|orpheus|playai|guard")
+
+
+def _context_windows(document: object) -> dict[str, int]:
+    data = document.get("data") if isinstance(document, dict) else None
+    out: dict[str, int] = {}
+    for entry in data if isinstance(data, list) else ():
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+            window = entry.get("context_window")
+            if isinstance(window, int) and not isinstance(window, bool) and window > 0:
+                out[entry["id"]] = window
+    return out
+
+
+def rate_limit_reset(headers: httpx.Headers) -> float | None:
+    """When the exhausted limit resets, from Groq's x-ratelimit-reset-* headers:
+    the one whose remaining count is 0, else the later of those given (waiting
+    for the wrong one is only slower; the earlier could be too soon)."""
+    exhausted: list[float] = []
+    given: list[float] = []
+    for reset, remaining in _RESET_HEADERS:
+        seconds = parse_duration(headers.get(reset))
+        if seconds is None:
+            continue
+        given.append(seconds)
+        if headers.get(remaining, "").strip() == "0":
+            exhausted.append(seconds)
+    chosen = exhausted or given
+    return ue.sane_retry_after(max(chosen)) if chosen else None
+
+
+def parse_duration(value: str | None) -> float | None:
+    """Seconds in a Go-style duration ("2m59.56s", "7.66s", "120ms", "1h2m"); None if not one."""
+    if not value:
+        return None
+    text = value.strip()
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)

@@ -1,9 +1,9 @@
-"""The OpenAI chat-completions dialect: the wire OpenRouter and Z.AI speak.
+"""The OpenAI chat-completions dialect: the wire OpenRouter, Z.AI, OpenAI and Groq speak.
 
 OpenAICompatibleProvider fills in the hooks of providers/core.py with OpenAI's
 shapes (chat-completions bodies and answers, SSE chunks, `error` objects with
-OpenRouter's metadata); OpenRouter and Z.AI subclass it and override only the
-hooks where their wire differs.
+OpenRouter's metadata); OpenRouter, Z.AI, OpenAI and Groq subclass it and
+override only the hooks where their wire differs.
 """
 
 from __future__ import annotations
@@ -58,6 +58,22 @@ class OpenAICompatibleProvider(UpstreamProvider):
         del native_finish_reason
         return False
 
+    def failure_from_error(self, error: object, http_status: int | None) -> ue.UpstreamFailure:
+        """What an `error` object says (in an error body, a 200 body or a stream)."""
+        return failure_from_error_object(error, http_status)
+
+    def in_band_status(self, error: object, failure: ue.UpstreamFailure) -> int | None:
+        """The HTTP-style status an in-band error carries, to classify it by:
+        OpenRouter puts one in error.code."""
+        del error
+        return _int_or_none(failure.code)
+
+    def chunk_usage(self, chunk: JSONObject) -> JSONObject | None:
+        """The usage a stream chunk carries, if any. The stream keeps the last
+        one it saw: a later chunk's `usage: null` never erases it."""
+        usage = chunk.get("usage")
+        return usage if isinstance(usage, dict) else None
+
     # -- the core's hooks, in OpenAI's shapes ---------------------------------
 
     def stream_assembler(self, route: Route, include_reasoning: bool) -> StreamAssembler:
@@ -69,13 +85,14 @@ class OpenAICompatibleProvider(UpstreamProvider):
         error = payload.get("error", payload) if isinstance(payload, dict) else None
         if error is None:
             return super().failure_from_error_body(status, payload, content)
-        return failure_from_error_object(error, status)
+        return self.failure_from_error(error, status)
 
     def in_band_error(self, error: object, route: Route) -> GatewayError:
         """An error the provider sent inside a 200 response or stream."""
-        failure = failure_from_error_object(error, None)
-        # OpenRouter puts an HTTP-style status in error.code; classify by it when present.
-        status = _int_or_none(failure.code)
+        failure = self.failure_from_error(error, None)
+        # Classified by the HTTP-style status it carries, when it carries one;
+        # reported as what it is, an in-band error.
+        status = self.in_band_status(error, failure)
         if status is not None and 400 <= status <= 599:
             reason = self.classify(dataclasses.replace(failure, http_status=status))
         else:
@@ -138,6 +155,11 @@ class OpenAICompatibleProvider(UpstreamProvider):
             finish_reason=reason,
             native_finish_reason=str(choice.get("native_finish_reason") or native),
         )
+        refusal = message.get("refusal")
+        if isinstance(refusal, str):
+            # Scrubbed here: the core's pass over a unary answer (redaction.py)
+            # covers content and reasoning only.
+            response.refusal = self._redactor.content(refusal)
         if include_reasoning:
             primary, secondary = self.reasoning_fields
             response.reasoning = _text(message.get(primary) or message.get(secondary))

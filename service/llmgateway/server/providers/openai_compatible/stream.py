@@ -2,7 +2,9 @@
 
 Rules that other clients got wrong, and this one keeps:
 - usage may come after the finish chunk, in a chunk with empty `choices`, so
-  reading stops at `[DONE]`, not at the first finish_reason;
+  reading stops at `[DONE]`, not at the first finish_reason; it may repeat
+  (Groq) or be followed by `usage: null` (OpenAI): the last non-null one wins;
+- a refusal (OpenAI `delta.refusal`) is an answer, joined into `done`;
 - finish_reason may repeat (Z.AI): the last one wins;
 - any chunk may carry `error` (or come as `event: error`): that ends the
   stream with a non-OK status, never a quiet success;
@@ -11,6 +13,7 @@ Rules that other clients got wrong, and this one keeps:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -31,7 +34,13 @@ if TYPE_CHECKING:
 
 _DONE = b"[DONE]"
 
-__all__ = ["StreamAssembler", "StreamOwner", "as_object", "failure_from_error_object"]
+__all__ = [
+    "StreamAssembler",
+    "StreamOwner",
+    "as_object",
+    "failure_from_error_object",
+    "failure_from_native_error",
+]
 
 
 class StreamOwner(Protocol):
@@ -66,6 +75,9 @@ class StreamOwner(Protocol):
     def usage(self, usage: JSONObject) -> common.Usage:
         """Our Usage from the provider's usage object."""
 
+    def chunk_usage(self, chunk: JSONObject) -> JSONObject | None:
+        """The usage object a chunk carries, if any."""
+
 
 @dataclass(slots=True)
 class _ToolCallBuilder:
@@ -98,6 +110,7 @@ class StreamAssembler:
         self._finish_reason: str | None = None
         self._native_finish_reason: str | None = None
         self._usage: JSONObject | None = None
+        self._refusal: list[str] = []
         self._tool_calls: list[_ToolCallBuilder] = []
         self.done = False
 
@@ -120,8 +133,9 @@ class StreamAssembler:
         if event.event == "error" or chunk.get("error") is not None:
             raise self._provider.in_band_error(chunk.get("error", chunk), self._route)
         self._note_metadata(chunk)
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
+        usage = self._provider.chunk_usage(chunk)
+        if usage is not None:
+            # The last one wins, never a sum: Groq repeats the same counts.
             self._usage = usage
         choices = chunk.get("choices")
         if not choices or not isinstance(choices, list):
@@ -152,6 +166,10 @@ class StreamAssembler:
             tool_calls = delta.get("tool_calls")
             if tool_calls and isinstance(tool_calls, list):
                 self._on_tool_call_fragments(tool_calls)
+            refusal = delta.get("refusal")
+            if refusal and isinstance(refusal, str):
+                # Delivered whole in `done` (no event of its own: see the contract).
+                self._refusal.append(refusal)
         finish = choice.get("finish_reason")
         if finish:
             if finish == "error":
@@ -237,6 +255,7 @@ class StreamAssembler:
             ),
             finish_reason=reason,
             native_finish_reason=text(self._native_finish_reason or ""),
+            refusal=content("".join(self._refusal)),
         )
         if self._usage is not None:
             done.usage.CopyFrom(self._provider.usage(self._usage))
@@ -288,6 +307,24 @@ def failure_from_error_object(error: object, http_status: int | None) -> Upstrea
         upstream_provider=provider_name[:_MAX_ERROR_TEXT]
         if isinstance(provider_name, str) and provider_name
         else None,
+    )
+
+
+def failure_from_native_error(error: object, http_status: int | None) -> UpstreamFailure:
+    """An UpstreamFailure from OpenAI's (or Groq's) own `error` object:
+    `{"message", "type", "param", "code"}`, where `type` is the error class
+    (`invalid_request_error`, `server_error`...) and Groq adds
+    `failed_generation`, the model's rejected output, kept as `raw` (it
+    reaches the message and upstreamRaw, redacted and bounded)."""
+    failure = failure_from_error_object(error, http_status)
+    if not isinstance(error, dict):
+        return failure
+    kind = error.get("type")
+    return dataclasses.replace(
+        failure,
+        error_type=failure.error_type
+        or (kind[:_MAX_ERROR_TEXT] if isinstance(kind, str) and kind else None),
+        raw=failure.raw or _raw_text(error.get("failed_generation")),
     )
 
 

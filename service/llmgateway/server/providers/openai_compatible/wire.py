@@ -1,7 +1,7 @@
-"""The OpenAI-compatible wire format both providers share: request bodies and usage.
+"""The OpenAI-compatible wire format its providers share: request bodies and usage.
 
 Providers start from `chat_body()` and change only what their wire does
-differently (see openrouter.py and zai.py).
+differently (see openrouter.py, zai.py, openai.py and groq.py).
 """
 
 from __future__ import annotations
@@ -42,19 +42,26 @@ def chat_body(
     upstream_model: str,
     *,
     stream: bool,
-    reasoning_field: str,
+    reasoning_field: str | None,
     flatten_content_roles: frozenset[str] = frozenset(),
+    max_tokens_field: str = "max_tokens",
+    sends_refusal: bool = False,
 ) -> JSONObject:
     """The body of POST /chat/completions for `request`.
 
     `reasoning_field` names the assistant-message field that carries reasoning
-    back upstream; `flatten_content_roles` lists roles whose multi-part content
-    must be sent as one string.
+    back upstream (None: the wire has none, and reasoning text is not sent
+    back); `flatten_content_roles` lists roles whose multi-part content must
+    be sent as one string; `max_tokens_field` is the name the output limit
+    goes by (OpenAI's reasoning models refuse `max_tokens` and take only
+    `max_completion_tokens`); `sends_refusal` sends an assistant message's
+    refusal back as `refusal` (OpenAI's field; other wires have none).
     """
     body: JSONObject = {
         "model": upstream_model,
         "messages": [
-            message_json(m, reasoning_field, flatten_content_roles) for m in request.messages
+            message_json(m, reasoning_field, flatten_content_roles, sends_refusal=sends_refusal)
+            for m in request.messages
         ],
     }
     if stream:
@@ -62,7 +69,7 @@ def chat_body(
         # Without it some upstreams send no usage at all on streams.
         body["stream_options"] = {"include_usage": True}
     if request.HasField("sampling"):
-        _add_sampling(body, request.sampling)
+        _add_sampling(body, request.sampling, max_tokens_field)
     if request.tools:
         body["tools"] = [tool_json(t) for t in request.tools]
         if request.HasField("tool_choice"):
@@ -77,7 +84,11 @@ def chat_body(
 
 
 def message_json(
-    message: common.ChatMessage, reasoning_field: str, flatten_content_roles: frozenset[str]
+    message: common.ChatMessage,
+    reasoning_field: str | None,
+    flatten_content_roles: frozenset[str],
+    *,
+    sends_refusal: bool = False,
 ) -> JSONObject:
     """One message in the OpenAI shape."""
     role = ROLE_NAMES[message.role]
@@ -107,8 +118,10 @@ def message_json(
         ]
     if message.tool_call_id:
         out["tool_call_id"] = message.tool_call_id
-    if message.reasoning:
+    if message.reasoning and reasoning_field is not None:
         out[reasoning_field] = message.reasoning
+    if message.refusal and sends_refusal:
+        out["refusal"] = message.refusal
     return out
 
 
@@ -160,13 +173,13 @@ def response_format_json(response_format: common.ResponseFormat) -> JSONObject |
     return None
 
 
-def _add_sampling(body: JSONObject, sampling: common.SamplingParams) -> None:
+def _add_sampling(body: JSONObject, sampling: common.SamplingParams, max_tokens_field: str) -> None:
     if sampling.HasField("temperature"):
         body["temperature"] = sampling.temperature
     if sampling.HasField("top_p"):
         body["top_p"] = sampling.top_p
     if sampling.HasField("max_tokens"):
-        body["max_tokens"] = sampling.max_tokens
+        body[max_tokens_field] = sampling.max_tokens
     if sampling.stop:
         body["stop"] = list(sampling.stop)
     if sampling.HasField("seed"):
