@@ -20,7 +20,7 @@ from llmgateway.server.process.cli import main
 from llmgateway.server.providers import openrouter
 from llmgateway.server.state.db import Database
 from llmgateway.server.state.keys import KeyStore
-from llmgateway.server.state.ledger import Ledger, parse_since
+from llmgateway.server.state.ledger import Ledger, parse_since, usage_sync
 from llmgateway.server.state.schema import migrate
 from llmgateway.v1 import completion_service_pb2 as pb
 from tests.conftest import rich_status, user
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 COLUMNS = (
     "request_id, key_id, method, requested_model, served_model, provider, prompt_tokens, "
-    "completion_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, "
-    "status, reason, attempts, fallbacks"
+    "completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd, "
+    "latency_ms, ttft_ms, status, reason, attempts, fallbacks"
 )
 
 
@@ -179,19 +179,21 @@ def test_usage_report_from_the_command_line(keyed, capsys):
     db = Database(keyed.db)
     migrate(db)
     now = time.time()
+    sonnet = "anthropic/claude-sonnet-4-5"
     rows = [
-        ("r1", "", "Complete", "zai/glm-4.7", "zai/glm-4.7", "zai", 10, 20, 0, 5, 0.25, "OK"),
-        ("r2", "", "Complete", "zai/glm-4.7", "zai/glm-4.7", "zai", 30, 40, 10, 0, 0.5, "OK"),
-        ("r3", "", "StreamComplete", "fast", "", "", 0, 0, 0, 0, None, "UNAVAILABLE"),
+        ("r1", "", "Complete", "zai/glm-4.7", "zai/glm-4.7", "zai", 10, 20, 0, 0, 5, 0.25, "OK"),
+        ("r2", "", "Complete", "zai/glm-4.7", "zai/glm-4.7", "zai", 30, 40, 10, 0, 0, 0.5, "OK"),
+        ("r3", "", "StreamComplete", "fast", "", "", 0, 0, 0, 0, 0, None, "UNAVAILABLE"),
+        ("r4", "", "Complete", sonnet, sonnet, "anthropic", 1532, 9, 1111, 418, 0, 0.01, "OK"),
     ]
     db.run_sync(
         lambda tx: [
             tx.execute(
                 "INSERT INTO usage_records (request_id, key_id, method, requested_model, "
                 "served_model, provider, prompt_tokens, completion_tokens, cached_tokens, "
-                "reasoning_tokens, cost_usd, latency_ms, ttft_ms, status, reason, attempts, "
-                "fallbacks, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1, ?, '', 1, "
-                "0, ?)",
+                "cache_write_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, status, "
+                "reason, attempts, fallbacks, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1, ?, '', 1, 0, ?)",
                 (*row, now),
             )
             for row in rows
@@ -202,12 +204,24 @@ def test_usage_report_from_the_command_line(keyed, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report == [
         {
+            "model": sonnet,
+            "calls": 1,
+            "failed_calls": 0,
+            "prompt_tokens": 1532,
+            "completion_tokens": 9,
+            "cached_tokens": 1111,
+            "cache_write_tokens": 418,
+            "reasoning_tokens": 0,
+            "cost_usd": 0.01,
+        },
+        {
             "model": "fast",
             "calls": 1,
             "failed_calls": 1,
             "prompt_tokens": 0,
             "completion_tokens": 0,
             "cached_tokens": 0,
+            "cache_write_tokens": 0,
             "reasoning_tokens": 0,
             "cost_usd": 0.0,
         },
@@ -218,6 +232,7 @@ def test_usage_report_from_the_command_line(keyed, capsys):
             "prompt_tokens": 40,
             "completion_tokens": 60,
             "cached_tokens": 10,
+            "cache_write_tokens": 0,
             "reasoning_tokens": 5,
             "cost_usd": 0.75,
         },
@@ -226,8 +241,21 @@ def test_usage_report_from_the_command_line(keyed, capsys):
     table = capsys.readouterr().out
     today = time.strftime("%Y-%m-%d", time.gmtime(now))
     assert today in table
-    assert "TOTAL" in table
-    assert "0.750000" in table
+    header, *_, total = table.splitlines()
+    assert header.split() == [
+        "day",
+        "calls",
+        "failed",
+        "prompt",
+        "completion",
+        "cached",
+        "cache",
+        "write",
+        "reasoning",
+        "cost",
+        "USD",
+    ]
+    assert total.split() == ["TOTAL", "4", "1", "1572", "69", "1121", "418", "5", "0.760000"]
 
 
 def test_since_accepts_durations_and_dates():
@@ -292,3 +320,33 @@ async def test_admissions_arriving_together_share_a_transaction(db_location):
     assert transactions == 2
     assert {r["status"] for r in ledger_rows(db_location)} == {"OK"}
     assert len(ledger_rows(db_location)) == 50
+
+
+async def test_cache_writes_are_recorded_and_added_up(db_location):
+    db = Database(db_location)
+    migrate(db)
+    ledger = Ledger(db, instance_id="me")
+    ledger.start()
+    records = [
+        CallRecord(
+            request_id=f"w{i}",
+            method="Complete",
+            requested_model="anthropic/claude-sonnet-4-5",
+            provider="anthropic",
+            prompt_tokens=1000,
+            cached_tokens=100 * i,
+            cache_write_tokens=200 + i,
+            started_at=time.time(),
+        )
+        for i in range(3)
+    ]
+    try:
+        for record in records:
+            await ledger.call_admitted(record, None)
+            ledger.call_finished(record)
+        assert await ledger.close()
+        (row,) = usage_sync(db, "model", 0, time.time() + 60)
+    finally:
+        db.close()
+    assert [r["cache_write_tokens"] for r in ledger_rows(db_location)] == [200, 201, 202]
+    assert (row.prompt_tokens, row.cached_tokens, row.cache_write_tokens) == (3000, 300, 603)

@@ -275,6 +275,35 @@ def test_a_failed_call_is_labelled_with_the_provider_that_failed() -> None:
     assert value(samples, "llmgateway_request_duration_seconds_count", **labels) == 0
 
 
+@pytest.mark.parametrize(
+    "provider", ["openrouter", "zai", "openai", "anthropic", "gemini", "groq", "ollama"]
+)
+def test_tokens_count_cache_reads_and_writes_per_provider(provider: str) -> None:
+    observed = GatewayMetrics()
+    record = _record(
+        "r1",
+        "cached",
+        provider=provider,
+        prompt_tokens=1532,
+        completion_tokens=9,
+        cached_tokens=1111,
+        cache_write_tokens=418,
+        reasoning_tokens=4,
+        cost_usd=0.01,
+    )
+    observed.call_started(record)
+    observed.call_finished(record)
+    samples = parse(_exposition(observed))
+    labels = {"model": "cached", "provider": provider}
+    tokens = "llmgateway_tokens_total"
+    assert value(samples, tokens, **labels, type="input") == 1532
+    assert value(samples, tokens, **labels, type="cached_input") == 1111
+    assert value(samples, tokens, **labels, type="cache_write_input") == 418
+    assert value(samples, tokens, **labels, type="output") == 9
+    assert value(samples, tokens, **labels, type="reasoning") == 4
+    assert value(samples, "llmgateway_cost_usd_total", **labels) == pytest.approx(0.01)
+
+
 def _exposition(observed: GatewayMetrics) -> str:
     from prometheus_client import generate_latest
 

@@ -314,7 +314,7 @@ def test_the_migration_keeps_the_rows_of_an_existing_database(tmp_path, capsys):
 
     try:
         db.run_sync(version_2)
-        assert migrate(db) == len(MIGRATIONS) == 3
+        assert migrate(db) == len(MIGRATIONS) == 4
         reaped = db.run_sync(reaper.reap)
     finally:
         db.close()
@@ -324,6 +324,7 @@ def test_the_migration_keeps_the_rows_of_an_existing_database(tmp_path, capsys):
     assert main(["usage", "--db", location, "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert (row["calls"], row["failed_calls"], row["cost_usd"]) == (1, 0, 0.25)
+    assert row["cache_write_tokens"] == 0  # migration 4's default for older rows
 
 
 async def test_calls_in_flight_count_as_calls_and_lost_ones_as_failed(keyed, db_location):

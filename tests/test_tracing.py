@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from llmgateway.server.config import ConfigError, Settings
 from llmgateway.server.observability import tracing
+from llmgateway.server.observability.observe import CallRecord
 from llmgateway.server.process.server import start_gateway
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -294,3 +295,99 @@ def test_a_gateway_without_tracing_or_metrics_imports_neither() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def _spans_of(work) -> tuple[ReadableSpan, ...]:
+    """The spans `work(call_trace)` makes, with an in-memory exporter."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    traced_calls = tracing.Tracing.create("off", provider)
+    assert traced_calls is not None
+    record = CallRecord(request_id="r1", method="Complete", requested_model="m", started_at=1.0)
+    call = traced_calls.start_call(record, ())
+    work(call, record)
+    provider.shutdown()
+    return exporter.get_finished_spans()
+
+
+@pytest.mark.parametrize(
+    ("provider_id", "name"),
+    [
+        ("openrouter", "openrouter"),
+        ("zai", "z.ai"),
+        ("openai", "openai"),
+        ("anthropic", "anthropic"),
+        ("gemini", "gcp.gemini"),
+        ("groq", "groq"),
+        ("ollama", "ollama"),
+    ],
+)
+def test_every_provider_has_its_gen_ai_provider_name(provider_id: str, name: str) -> None:
+    # The OpenTelemetry GenAI registry's values where it has one.
+    def work(call: tracing.CallTrace, record: CallRecord) -> None:
+        request = pb.CompleteRequest(
+            model=f"{provider_id}/m", sampling=common.SamplingParams(max_tokens=77, top_p=0.9)
+        )
+        call.upstream(provider_id, "https://api.test/v1/x", request, "m", stream=False).end(None)
+        record.provider = provider_id
+        record.served_model = f"{provider_id}/m"
+        call.finish(record)
+
+    spans = _spans_of(work)
+    (client,) = by_kind(spans, SpanKind.CLIENT)
+    (server,) = by_kind(spans, SpanKind.SERVER)
+    for span in (client, server):
+        assert span.attributes is not None
+        assert span.attributes["gen_ai.provider.name"] == name
+        assert span.attributes["gen_ai.system"] == name
+    # The request's settings come from the gateway's own request, whatever the wire.
+    assert client.attributes is not None
+    assert client.attributes["gen_ai.request.max_tokens"] == 77
+    assert client.attributes["gen_ai.request.top_p"] == pytest.approx(0.9)
+
+
+def test_cache_reads_and_writes_are_span_attributes_when_reported() -> None:
+    def work(call: tracing.CallTrace, record: CallRecord) -> None:
+        request = pb.CompleteRequest(model="anthropic/claude-sonnet-4-5")
+        url = "https://api.anthropic.test/v1/messages"
+        upstream = call.upstream("anthropic", url, request, "claude-sonnet-4-5", stream=False)
+        usage = common.Usage(
+            prompt_tokens=1532, completion_tokens=9, cached_tokens=1111, cache_write_tokens=418
+        )
+        upstream.answered("anthropic/claude-sonnet-4-5-20250929", "msg_1", "end_turn", usage)
+        upstream.end(None)
+        record.provider = "anthropic"
+        record.served_model = "anthropic/claude-sonnet-4-5-20250929"
+        record.prompt_tokens, record.completion_tokens = 1532, 9
+        record.cached_tokens, record.cache_write_tokens = 1111, 418
+        call.finish(record)
+
+    spans = _spans_of(work)
+    for span in spans:
+        assert span.attributes is not None
+        assert span.attributes["gen_ai.usage.input_tokens"] == 1532
+        assert span.attributes["gen_ai.usage.cache_read.input_tokens"] == 1111
+        assert span.attributes["gen_ai.usage.cache_creation.input_tokens"] == 418
+    (client,) = by_kind(spans, SpanKind.CLIENT)
+    assert client.attributes is not None
+    assert client.attributes["gen_ai.response.model"] == "claude-sonnet-4-5-20250929"
+
+
+def test_a_key_in_a_url_query_never_reaches_a_span() -> None:
+    # No provider puts its key in a URL (Gemini's goes in x-goog-api-key), and
+    # were one to, url.full keeps only the query's names.
+    key = "AIzaFakeGeminiKey0000000000000000000000"
+
+    def work(call: tracing.CallTrace, record: CallRecord) -> None:
+        url = f"https://gemini.test/v1beta/models/g:generateContent?key={key}&alt=sse"
+        call.upstream("gemini", url, pb.CompleteRequest(), "g", stream=True).end(None)
+        call.finish(record)
+
+    spans = _spans_of(work)
+    (client,) = by_kind(spans, SpanKind.CLIENT)
+    assert client.attributes is not None
+    assert client.attributes["url.full"] == (
+        "https://gemini.test/v1beta/models/g:generateContent?key=REDACTED&alt=REDACTED"
+    )
+    assert all(key not in str(v) for s in spans for v in (s.attributes or {}).values())

@@ -23,7 +23,7 @@ from llmgateway.server.call_path.access import Access, check_model
 from llmgateway.server.errors import GatewayError, reason_name
 from llmgateway.server.observability import logs
 from llmgateway.server.observability.observe import CallObserver, CallRecord
-from llmgateway.server.routing.router import OPENROUTER_PREFIX
+from llmgateway.server.routing.router import OPENROUTER_PREFIX, PREFIXES
 from llmgateway.server.state.db import StateUnavailableError
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -46,7 +46,9 @@ DEFAULT_OUTPUT_ESTIMATE = 1024
 # Cost reserved for a call whose model has no known price (settled to the
 # reported cost afterwards).
 UNKNOWN_PRICE_RESERVATION_USD = 0.05
-_PROVIDER_IDS = {common.PROVIDER_OPENROUTER: "openrouter", common.PROVIDER_ZAI: "zai"}
+# The provider label of records, metrics, logs and spans: the prefix of its
+# model names without the slash.
+_PROVIDER_IDS = {provider: prefix.rstrip("/") for provider, prefix in PREFIXES.items()}
 
 
 @contextlib.contextmanager
@@ -119,8 +121,10 @@ class CallScope:
             self.record.time_to_first_token = time.monotonic() - self.started
 
     def answered(self, answer: pb.CompleteResponse | pb.CompletionDone, prices: PriceBook) -> None:
-        """The call's answer (or its final stream event) arrived; fills in a
-        Z.AI cost from the price table, on the answer too, so the caller sees it."""
+        """The call's answer (or its final stream event) arrived. An answer
+        without a cost is priced from the price book (every provider but
+        OpenRouter, which reports its own, or else has it in its generation
+        record: see `close`), on the answer too, so the caller sees it."""
         record = self.record
         record.served_model = answer.model
         record.provider = _PROVIDER_IDS.get(answer.provider, "")
@@ -129,15 +133,19 @@ class CallScope:
         usage = answer.usage if answer.HasField("usage") else None
         if usage is None:
             return
-        if not usage.HasField("cost_usd"):
-            price = prices.price(answer.model) if provider == common.PROVIDER_ZAI else None
+        if not usage.HasField("cost_usd") and provider != common.PROVIDER_OPENROUTER:
+            price = prices.price(answer.model)
             if price is not None:
                 usage.cost_usd = price.cost(
-                    usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    usage.cached_tokens,
+                    usage.cache_write_tokens,
                 )
         record.prompt_tokens = usage.prompt_tokens
         record.completion_tokens = usage.completion_tokens
         record.cached_tokens = usage.cached_tokens
+        record.cache_write_tokens = usage.cache_write_tokens
         record.reasoning_tokens = usage.reasoning_tokens
         record.cost_usd = usage.cost_usd if usage.HasField("cost_usd") else None
 

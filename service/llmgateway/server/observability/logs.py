@@ -372,6 +372,7 @@ def _access_fields(record: CallRecord) -> dict[str, object]:
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
         "cached_tokens": record.cached_tokens,
+        "cache_write_tokens": record.cache_write_tokens,
         "reasoning_tokens": record.reasoning_tokens,
         "cost_usd": record.cost_usd,
         "attempts": record.attempts,

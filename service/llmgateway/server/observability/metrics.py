@@ -8,8 +8,9 @@ workers' files (`MultiProcessCollector`; the in-flight gauge counts live
 workers only, and a worker that exits is marked dead).
 
 Label values stay bounded: `method` is Complete or StreamComplete, `status`
-a gRPC code name, `provider` openrouter, zai or empty (the provider that
-answered, else the last one that failed), `reason` an ErrorReason name.
+a gRPC code name, `provider` openrouter, zai, openai, anthropic, gemini,
+groq, ollama or empty (the provider that answered, else the last one that
+failed), `reason` an ErrorReason name.
 `model` is the requested name (an alias stays an alias) cut to 64
 characters, and only names admitted upstream count: at most `MAX_MODELS`
 per worker, after which (and for calls refused before going upstream with
@@ -64,7 +65,7 @@ LATENCY_BUCKETS = (
 )
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-_UsageChildren = tuple[Counter, Counter, Counter, Counter, Counter]
+_UsageChildren = tuple[Counter, Counter, Counter, Counter, Counter, Counter]
 
 
 class GatewayMetrics:
@@ -100,14 +101,16 @@ class GatewayMetrics:
         )
         self._tokens = Counter(
             "llmgateway_tokens",
-            "Tokens reported by providers; type input or output (cached_input is part of "
-            "input, reasoning part of output).",
+            "Tokens reported by providers; type input or output (cached_input, read from "
+            "the provider's prompt cache, and cache_write_input, written to it, are part of "
+            "input; reasoning is part of output).",
             ("model", "provider", "type"),
             registry=reg,
         )
         self._cost = Counter(
             "llmgateway_cost_usd",
-            "Cost in USD as reported by OpenRouter or priced from the Z.AI table.",
+            "Cost in USD as reported by OpenRouter, else priced from the gateway's price "
+            "table (Ollama: 0).",
             ("model", "provider"),
             registry=reg,
         )
@@ -212,16 +215,19 @@ class GatewayMetrics:
                 tokens.labels(label, provider, "input"),
                 tokens.labels(label, provider, "output"),
                 tokens.labels(label, provider, "cached_input"),
+                tokens.labels(label, provider, "cache_write_input"),
                 tokens.labels(label, provider, "reasoning"),
                 self._cost.labels(label, provider),
             )
-        prompt, completion, cached, reasoning, cost = children
+        prompt, completion, cached, cache_write, reasoning, cost = children
         if record.prompt_tokens:
             prompt.inc(record.prompt_tokens)
         if record.completion_tokens:
             completion.inc(record.completion_tokens)
         if record.cached_tokens:
             cached.inc(record.cached_tokens)
+        if record.cache_write_tokens:
+            cache_write.inc(record.cache_write_tokens)
         if record.reasoning_tokens:
             reasoning.inc(record.reasoning_tokens)
         if record.cost_usd:

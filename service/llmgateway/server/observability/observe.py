@@ -24,11 +24,16 @@ class CallRecord:
     # Lines about calls that were not are sampled: anyone can send those.
     authenticated: bool = False
     served_model: str = ""
-    # "openrouter" or "zai"; empty when no provider answered.
+    # The provider id ("openrouter", "zai", "openai", "anthropic", "gemini",
+    # "groq", "ollama"); empty when no provider answered.
     provider: str = ""
+    # prompt_tokens includes cached_tokens (read from the provider's prompt
+    # cache) and cache_write_tokens (written to it); completion_tokens
+    # includes reasoning_tokens.
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     cost_usd: float | None = None
     # The upstream's id for the generation (OpenRouter `gen-...`), when known.

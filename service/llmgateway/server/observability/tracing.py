@@ -7,13 +7,16 @@ up, no span is made and OpenTelemetry is not even imported. With it:
   child of the caller's W3C `traceparent` metadata when it sends one.
   Attributes: rpc.*, gen_ai.operation.name, gen_ai.request.* (model,
   max_tokens, temperature, top_p), gen_ai.provider.name and gen_ai.system,
-  gen_ai.response.model, gen_ai.usage.*, error.type, llmgateway.* (request
+  gen_ai.response.model, gen_ai.usage.* (input and output tokens; the
+  cache_read and cache_creation input tokens, part of the input, when
+  reported), error.type, llmgateway.* (request
   id, attempts, fallbacks, cost, caller key id).
 - `chat {upstream model}` (CLIENT), its child, per upstream attempt (so a
   retried call has several): http.request.method, server.address,
   server.port, url.full (credentials and query values redacted),
-  http.response.status_code, gen_ai.* for the upstream request and answer,
-  error.type.
+  http.response.status_code, gen_ai.* for the upstream request and answer
+  (the request's from the gateway's own request, whatever the provider's
+  wire), error.type.
 
 Prompts, answers and keys never go into a span: only names, numbers and
 reasons.
@@ -41,8 +44,19 @@ if TYPE_CHECKING:
 
 TRACING_MODES = ("off", "otlp", "console")
 RPC_SERVICE = "llmgateway.v1.CompletionService"
-# gen_ai.provider.name (and the older gen_ai.system) for our provider ids.
-PROVIDER_NAMES = {"openrouter": "openrouter", "zai": "z.ai"}
+# gen_ai.provider.name (and the older gen_ai.system) for our provider ids: the
+# OpenTelemetry GenAI registry's well-known values where it has one (openai,
+# anthropic, gcp.gemini, groq); the others are not registered, and take the
+# lower-case name the convention asks for (openrouter, z.ai, ollama).
+PROVIDER_NAMES = {
+    "openrouter": "openrouter",
+    "zai": "z.ai",
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "gemini": "gcp.gemini",
+    "groq": "groq",
+    "ollama": "ollama",
+}
 # Per the gRPC semantic conventions, a server span is an error only for these;
 # the caller's mistakes (INVALID_ARGUMENT, NOT_FOUND, ...) leave it unset.
 _SERVER_ERRORS = frozenset(
@@ -154,6 +168,7 @@ class CallTrace:
             attributes["gen_ai.response.model"] = record.served_model
             attributes["gen_ai.usage.input_tokens"] = record.prompt_tokens
             attributes["gen_ai.usage.output_tokens"] = record.completion_tokens
+            attributes.update(_cache_attributes(record.cached_tokens, record.cache_write_tokens))
         if record.cost_usd is not None:
             attributes["llmgateway.cost_usd"] = record.cost_usd
         if record.key_id:
@@ -216,6 +231,7 @@ class UpstreamTrace:
             "gen_ai.response.model": model.split("/", 1)[-1],
             "gen_ai.usage.input_tokens": usage.prompt_tokens,
             "gen_ai.usage.output_tokens": usage.completion_tokens,
+            **_cache_attributes(usage.cached_tokens, usage.cache_write_tokens),
         }
         if response_id:
             attributes["gen_ai.response.id"] = response_id
@@ -280,6 +296,17 @@ def error_type(error: BaseException) -> str:
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
         return "cancelled"
     return type(error).__qualname__
+
+
+def _cache_attributes(cached: int, cache_write: int) -> dict[str, AttributeValue]:
+    """The prompt-cache counts (both part of input_tokens), when the provider
+    reported any: most report no cache writes, many no cache reads."""
+    attributes: dict[str, AttributeValue] = {}
+    if cached:
+        attributes["gen_ai.usage.cache_read.input_tokens"] = cached
+    if cache_write:
+        attributes["gen_ai.usage.cache_creation.input_tokens"] = cache_write
+    return attributes
 
 
 def _sampling_attributes(request: AnyCompletionRequest) -> dict[str, AttributeValue]:

@@ -174,6 +174,7 @@ def _usage(db: Database, args: argparse.Namespace) -> int:
             str(row.prompt_tokens),
             str(row.completion_tokens),
             str(row.cached_tokens),
+            str(row.cache_write_tokens),
             str(row.reasoning_tokens),
             f"{row.cost_usd:.6f}",
         ]
@@ -186,11 +187,22 @@ def _usage(db: Database, args: argparse.Namespace) -> int:
         str(sum(r.prompt_tokens for r in rows)),
         str(sum(r.completion_tokens for r in rows)),
         str(sum(r.cached_tokens for r in rows)),
+        str(sum(r.cache_write_tokens for r in rows)),
         str(sum(r.reasoning_tokens for r in rows)),
         f"{sum(r.cost_usd for r in rows):.6f}",
     ]
     _table(
-        [args.by, "calls", "failed", "prompt", "completion", "cached", "reasoning", "cost USD"],
+        [
+            args.by,
+            "calls",
+            "failed",
+            "prompt",
+            "completion",
+            "cached",
+            "cache write",
+            "reasoning",
+            "cost USD",
+        ],
         [*table, total],
     )
     return 0

@@ -62,20 +62,22 @@ _MIN_WITHIN = 0.1
 _MAX_QUEUED = 100_000
 _COLUMNS = (
     "request_id, key_id, method, requested_model, served_model, provider, prompt_tokens, "
-    "completion_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, "
-    "status, reason, attempts, fallbacks, created_at, instance_id, reservation_id"
+    "completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd, "
+    "latency_ms, ttft_ms, status, reason, attempts, fallbacks, created_at, instance_id, "
+    "reservation_id"
 )
 _INSERT = (
     f"INSERT INTO usage_records ({_COLUMNS}) "  # noqa: S608  # constants
     f"VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"
 )
-# A finished call's fields, all but its id: what completing a row sets.
-_FINISHED_COLUMNS = _COLUMNS.split(", ")[1:18]
+# A finished call's fields, all but its id: what completing a row sets (not
+# the instance and reservation, which the admission wrote).
+_FINISHED_COLUMNS = _COLUMNS.split(", ")[1:-2]
 _COMPLETE = (
     "UPDATE usage_records SET "  # noqa: S608  # constants
     f"{', '.join(f'{c} = ?' for c in _FINISHED_COLUMNS)} WHERE request_id = ?"
 )
-# Admissions per INSERT statement: 20 values each stays under SQLite's
+# Admissions per INSERT statement: 21 values each stays under SQLite's
 # oldest limit of 999 parameters.
 _ROWS_PER_INSERT = 45
 # Where cost_usd sits among a finished call's fields.
@@ -94,6 +96,8 @@ class UsageRow:
     cached_tokens: int
     reasoning_tokens: int
     cost_usd: float
+    # Prompt tokens written to the provider's cache (part of prompt_tokens).
+    cache_write_tokens: int
 
 
 @dataclass(slots=True)
@@ -461,6 +465,7 @@ def _fields(r: CallRecord, status: str) -> list[object]:
         r.prompt_tokens,
         r.completion_tokens,
         r.cached_tokens,
+        r.cache_write_tokens,
         r.reasoning_tokens,
         r.cost_usd,
         r.latency * 1000.0,
@@ -524,7 +529,7 @@ def usage_query(
         # Calls in flight are calls, but have not failed (yet); LOST ones have.
         f"SUM(CASE WHEN status IN ('OK', '{IN_FLIGHT}') THEN 0 ELSE 1 END), "
         "SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), "
-        "SUM(reasoning_tokens), COALESCE(SUM(cost_usd), 0) "
+        "SUM(reasoning_tokens), COALESCE(SUM(cost_usd), 0), SUM(cache_write_tokens) "
         f"FROM usage_records WHERE {where} GROUP BY grp ORDER BY grp"
     )
     return sql, params
@@ -558,6 +563,7 @@ def _usage_row(row: Row) -> UsageRow:
         cached_tokens=int(row[5]),
         reasoning_tokens=int(row[6]),
         cost_usd=float(row[7]),
+        cache_write_tokens=int(row[8]),
     )
 
 

@@ -93,6 +93,10 @@ MIGRATIONS: list[list[str]] = [
             "WHERE status = 'IN_FLIGHT'"
         ),
     ],
+    # 4: prompt tokens written to the provider's prompt cache (Anthropic's
+    # cache_creation_input_tokens), part of prompt_tokens like cached_tokens.
+    # Rows written before this migration count 0.
+    ["ALTER TABLE usage_records ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0"],
 ]
 
 
