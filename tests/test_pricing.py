@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmgateway.server.call_path.calls import CallScope
 from llmgateway.server.config import ConfigError, PriceOverride, Settings
+from llmgateway.server.observability.observe import CallRecord
 from llmgateway.server.routing.price_tables import BuiltinModel
 from llmgateway.server.routing.pricing import BUILTIN_TABLES, ZAI_MODELS, Price, PriceBook
 from llmgateway.server.routing.router import gateway_model_name
@@ -236,3 +238,78 @@ def test_config_takes_a_cache_write_rate(tmp_path):
     )
     with pytest.raises(ConfigError, match="cache_write_per_million must be a number, 0 or more"):
         Settings.load({}, path)
+
+
+def _scope() -> CallScope:
+    return CallScope(CallRecord(request_id="r", method="Complete"), 0.0)
+
+
+def test_an_answer_without_a_cost_is_priced_from_the_book_with_its_cache_tokens():
+    scope = _scope()
+    answer = pb.CompleteResponse(
+        model="anthropic/claude-sonnet-4-5-20250929",
+        provider=common.PROVIDER_ANTHROPIC,
+        usage=common.Usage(
+            prompt_tokens=1532, completion_tokens=100, cached_tokens=1111, cache_write_tokens=418
+        ),
+    )
+    scope.answered(answer, book())
+    expected = (3 * 3.00 + 1111 * 0.30 + 418 * 3.75 + 100 * 15.00) / 1_000_000
+    # On the answer, so the caller sees it, and on the record for the ledger.
+    assert answer.usage.cost_usd == pytest.approx(expected)
+    assert scope.record.cost_usd == pytest.approx(expected)
+    assert (scope.record.provider, scope.record.cache_write_tokens) == ("anthropic", 418)
+
+
+@pytest.mark.parametrize(
+    ("provider", "label"),
+    [
+        (common.PROVIDER_OPENAI, "openai"),
+        (common.PROVIDER_GEMINI, "gemini"),
+        (common.PROVIDER_GROQ, "groq"),
+        (common.PROVIDER_OLLAMA, "ollama"),
+        (common.PROVIDER_ZAI, "zai"),
+    ],
+)
+def test_every_provider_but_openrouter_is_priced_by_the_gateway(provider, label):
+    model = {
+        common.PROVIDER_OPENAI: "openai/gpt-4o-2024-08-06",
+        common.PROVIDER_GEMINI: "gemini/gemini-2.5-flash",
+        common.PROVIDER_GROQ: "groq/openai/gpt-oss-120b",
+        common.PROVIDER_OLLAMA: "ollama/llama3.2",
+        common.PROVIDER_ZAI: "zai/glm-4.7",
+    }[provider]
+    scope = _scope()
+    answer = pb.CompleteResponse(
+        model=model, provider=provider, usage=common.Usage(prompt_tokens=10, completion_tokens=5)
+    )
+    prices = PriceBook({}, tables={**BUILTIN_TABLES, **TABLES})
+    scope.answered(answer, prices)
+    price = prices.price(model)
+    assert price is not None
+    assert answer.usage.HasField("cost_usd")
+    assert answer.usage.cost_usd == pytest.approx(price.cost(10, 5))
+    assert scope.record.provider == label
+
+
+def test_an_openrouter_answer_without_a_cost_waits_for_its_generation_record():
+    scope = _scope()
+    answer = pb.CompleteResponse(
+        model="openrouter/openai/gpt-4o",
+        provider=common.PROVIDER_OPENROUTER,
+        usage=common.Usage(prompt_tokens=10, completion_tokens=5),
+    )
+    catalogue = pb.ModelPricing(prompt_per_million=2.5, completion_per_million=10.0)
+    scope.answered(answer, book(catalogue=lambda _: catalogue))
+    assert not answer.usage.HasField("cost_usd")
+    assert scope.record.cost_usd is None
+
+
+def test_an_answer_with_a_cost_keeps_it():
+    scope = _scope()
+    usage = common.Usage(prompt_tokens=10, completion_tokens=5, cost_usd=0.5)
+    scope.answered(
+        pb.CompleteResponse(model="openai/gpt-4o", provider=common.PROVIDER_OPENAI, usage=usage),
+        book(),
+    )
+    assert scope.record.cost_usd == 0.5
