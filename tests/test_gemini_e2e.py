@@ -183,4 +183,4 @@ async def test_list_models_includes_gemini_s_catalogue(
     names = {m.name for m in listed.models}
     assert {"gemini/gemini-2.5-flash", "gemini/gemini-3-pro-preview"} <= names
     assert "gemini/text-embedding-004" not in names
-    assert "gemini" not in list(listed.incomplete_providers)
+    assert common.PROVIDER_GEMINI not in listed.incomplete_providers

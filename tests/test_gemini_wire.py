@@ -598,7 +598,7 @@ async def test_error_classification(
     error = gemini._http_error(http, content, httpx.Headers(), ROUTE)
     assert error.reason == reason
     if isinstance(body, dict):
-        assert body["error"]["message"] in error.message  # type: ignore[index]
+        assert body["error"]["message"] in error.message
 
 
 async def test_retry_delay_comes_from_retry_info_then_the_message_then_the_header(
