@@ -135,7 +135,7 @@ async def _chat(fake: FakeUpstream, request: Request, body: dict[str, Any]) -> R
         answer.model = sent
     lines = _lines(answer, fault)
     if body.get("stream") is False:
-        return _unary(answer, lines, fault)
+        return _unary(lines, fault, sent)
     if fake.stream_chunks is not None and not answer.tool_calls:
         answer.content, answer.reasoning = ["tok "] * fake.stream_chunks, []
         lines = _lines(answer, fault)
@@ -290,8 +290,7 @@ def _lines(answer: Answer, fault: str) -> _Lines:
     return _Lines(deltas, _line(done), {**done, "message": message})
 
 
-def _unary(answer: Answer, lines: _Lines, fault: str) -> Result:
-    del answer
+def _unary(lines: _Lines, fault: str, sent: str) -> Result:
     if fault == "malformed-body":
         return Response(
             200, b"<html>upstream proxy error</html>", {"Content-Type": "application/json"}
@@ -304,6 +303,9 @@ def _unary(answer: Answer, lines: _Lines, fault: str) -> Result:
         return json_response(200, error_body(MIDSTREAM_ERROR))
     if fault == "no-done":
         return json_response(200, {**lines.final, "done": False})
+    if fault == "leak-midstream":
+        # The unary form: a 200 holding an error that quotes the Authorization header.
+        return json_response(200, error_body(f"lost the session of {sent}"))
     return json_response(200, lines.final)
 
 
