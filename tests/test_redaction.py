@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llmgateway.server.process.server import start_gateway
-from llmgateway.server.providers.redaction import PARTIAL_MIN
+from llmgateway.server.providers.redaction import PARTIAL_MIN, REDACTED
 from llmgateway.testing.fake_upstream import FakeUpstream
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -218,3 +218,15 @@ async def test_no_path_out_of_the_gateway_carries_a_provider_key(
             # Redacted, not dropped: the caller still learns what the upstream objected
             # to (in the status message, or in ErrorInfo's metadata in the details).
             assert "[redacted]" in seen.message or any(b"[redacted]" in b for b in seen.blobs)
+
+
+async def test_every_provider_scrubs_every_providers_key(gateway, fake):
+    # A proxy in front of several providers could quote any of their keys:
+    # each provider's redactor holds all seven providers' configured keys.
+    keys = [fake.openrouter_key, fake.zai_key, *(k for k in fake.keys.values() if k)]
+    assert len(keys) >= 6  # Ollama runs without a key here
+    assert len(gateway.providers) == 7
+    for provider in gateway.providers.values():
+        for key in keys:
+            assert provider.redactor.text(f"quoted {key} here") == f"quoted {REDACTED} here"
+            assert provider.redactor.content(f"echo: {key}") == f"echo: {REDACTED}"

@@ -323,6 +323,71 @@ def test_no_run_of_a_key_survives_wherever_it_is_cut(
 @given(text=st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
 def test_text_without_a_key_is_left_as_it_was(text: str) -> None:
     # Shapes aside (no bearer, no sk-or-, no long hex-dot-alnum), nothing changes.
-    assume("bearer" not in text.lower() and "sk-or-" not in text and "\\" not in text)
+    assume("bearer" not in text.lower() and "sk-" not in text and "\\" not in text)
+    assume("gsk_" not in text and "AIza" not in text)
     assert REDACTOR.text(text) == text
     assert REDACTOR.text(text) is text
+
+
+# -- the direct providers' key shapes ------------------------------------------------
+
+_KEY_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_URL_SAFE = _KEY_CHARS + "_-"
+_SHAPED_KEYS = st.one_of(
+    st.builds(
+        lambda kind, digits, body: f"sk-ant-{kind}{digits}-{body}",
+        st.sampled_from(["api", "admin"]),
+        st.text("0123456789", min_size=2, max_size=2),
+        st.text(_URL_SAFE, min_size=20, max_size=100),
+    ),
+    st.builds(
+        lambda kind, body: f"sk-{kind}{body}",
+        st.sampled_from(["", "proj-", "svcacct-", "admin-"]),
+        st.text(_URL_SAFE, min_size=20, max_size=160),
+    ),
+    st.builds(lambda body: f"gsk_{body}", st.text(_KEY_CHARS, min_size=20, max_size=60)),
+    st.builds(lambda body: f"AIza{body}", st.text(_URL_SAFE, min_size=35, max_size=35)),
+)
+
+
+@given(
+    key=_SHAPED_KEYS,
+    before=st.sampled_from(["", "key ", "Incorrect API key provided: ", '{"key": "', "x="]),
+    after=st.sampled_from(["", " is invalid", '"}', ". Check it.", "&alt=sse"]),
+)
+def test_provider_key_shapes_go_even_when_not_configured(key: str, before: str, after: str) -> None:
+    scrubbed = Redactor().text(before + key + after)
+    assert scrubbed == before + REDACTED + after
+    assert Redactor().text(scrubbed) == scrubbed
+
+
+def test_the_fake_upstreams_keys_have_the_real_shapes() -> None:
+    from llmgateway.testing.fake_upstream import app
+
+    for key in (
+        app.DEFAULT_OPENAI_KEY,
+        app.DEFAULT_ANTHROPIC_KEY,
+        app.DEFAULT_GEMINI_KEY,
+        app.DEFAULT_GROQ_KEY,
+    ):
+        assert Redactor().text(f"[{key}]") == f"[{REDACTED}]", key
+
+
+def test_an_openrouter_key_still_goes_by_its_own_shape() -> None:
+    # The broader OpenAI shape runs after it: the text after an OpenRouter key stays.
+    key = "sk-or-v1-" + "0123456789abcdef" * 4
+    assert Redactor().text(f"{key}-suffix_x") == f"{REDACTED}-suffix_x"
+    assert Redactor().text(f"{key}-{key}") == f"{REDACTED}-{REDACTED}"
+
+
+def test_masked_keys_and_ordinary_words_are_left_alone() -> None:
+    for text in (
+        # OpenAI's own 401 masks all but the last four characters.
+        "Incorrect API key provided: sk-proj-********************abcd.",
+        "task-oriented tasks-and-risks-with-long-names-here",
+        "gsk_short",
+        "AIzaTooShort",
+        "sk-ant-api03-short",
+        "sk-",
+    ):
+        assert Redactor().text(text) == text

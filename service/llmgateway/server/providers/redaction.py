@@ -54,9 +54,18 @@ GRAM = 6
 STRIDE = PARTIAL_MIN - GRAM + 1
 # Shapes worth removing even when they are not a configured key (an upstream
 # that quotes a reformatted header, or a key the gateway no longer holds):
-# bearer tokens, OpenRouter-style `sk-or-v1-…` keys and Z.AI's `<id>.<secret>`.
+# bearer tokens, OpenRouter-style `sk-or-v1-…` keys, Anthropic's
+# `sk-ant-api03-…`, OpenAI's `sk-proj-…` (and older `sk-…`), Groq's `gsk_…`,
+# Google's `AIza…` and Z.AI's `<id>.<secret>`. Each is looked for only when a
+# literal it must hold is in the text (a substring test costs next to nothing).
 _BEARER = re.compile(r"(?i)\b(bearer[\s:=]+)[A-Za-z0-9._~+/=-]{16,}")
 _OPENROUTER_SHAPE = re.compile(r"\bsk-or-(?:v\d+-)?[A-Za-z0-9]{16,}")
+_ANTHROPIC_SHAPE = re.compile(r"\bsk-ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{20,}")
+# After the two above, so that an OpenRouter key goes exactly as its own shape
+# says (this one, broader, would also take the `-`/`_` text after it).
+_OPENAI_SHAPE = re.compile(r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}")
+_GROQ_SHAPE = re.compile(r"\bgsk_[A-Za-z0-9]{20,}")
+_GOOGLE_SHAPE = re.compile(r"\bAIza[0-9A-Za-z_-]{35}")
 _ZAI_SHAPE = re.compile(r"\b[0-9a-f]{32}\.[A-Za-z0-9]{16}\b")
 # What every Z.AI-shaped string holds, found far faster than _ZAI_SHAPE (a
 # search that starts with a literal skips ahead to it); and its shortest length.
@@ -115,8 +124,17 @@ class Redactor:
         # these regexes costs ~20 ns a character where a substring test is ~0.
         if "bearer" in value.lower():
             value = _BEARER.sub(r"\g<1>" + REDACTED, value)
-        if "sk-or-" in value:
-            value = _OPENROUTER_SHAPE.sub(REDACTED, value)
+        if "sk-" in value:
+            if "sk-or-" in value:
+                value = _OPENROUTER_SHAPE.sub(REDACTED, value)
+            if "sk-ant-" in value:
+                value = _ANTHROPIC_SHAPE.sub(REDACTED, value)
+            if "sk-" in value:
+                value = _OPENAI_SHAPE.sub(REDACTED, value)
+        if "gsk_" in value:
+            value = _GROQ_SHAPE.sub(REDACTED, value)
+        if "AIza" in value:
+            value = _GOOGLE_SHAPE.sub(REDACTED, value)
         if len(value) >= _ZAI_SHAPE_LEN and "." in value and _ZAI_HINT.search(value):
             value = _ZAI_SHAPE.sub(REDACTED, value)
         return value
