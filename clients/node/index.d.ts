@@ -39,7 +39,21 @@ export type ProviderSort =
   | 'PROVIDER_SORT_THROUGHPUT'
   | 'PROVIDER_SORT_LATENCY';
 export type ZaiEndpoint = 'ZAI_ENDPOINT_UNSPECIFIED' | 'ZAI_ENDPOINT_GENERAL' | 'ZAI_ENDPOINT_CODING';
-export type Provider = 'PROVIDER_UNSPECIFIED' | 'PROVIDER_OPENROUTER' | 'PROVIDER_ZAI';
+export type Provider =
+  | 'PROVIDER_UNSPECIFIED'
+  | 'PROVIDER_OPENROUTER'
+  | 'PROVIDER_ZAI'
+  | 'PROVIDER_OPENAI'
+  | 'PROVIDER_ANTHROPIC'
+  | 'PROVIDER_GEMINI'
+  | 'PROVIDER_GROQ'
+  | 'PROVIDER_OLLAMA';
+export type ReasoningDetailKind =
+  | 'REASONING_DETAIL_KIND_UNSPECIFIED'
+  | 'REASONING_DETAIL_KIND_THINKING'
+  | 'REASONING_DETAIL_KIND_REDACTED_THINKING'
+  | 'REASONING_DETAIL_KIND_THOUGHT_SIGNATURE'
+  | 'REASONING_DETAIL_KIND_OPENROUTER';
 export type FinishReason =
   | 'FINISH_REASON_UNSPECIFIED'
   | 'FINISH_REASON_STOP'
@@ -94,6 +108,20 @@ export interface ToolCallInput {
   arguments?: string;
 }
 
+/**
+ * A ReasoningDetail sent back on an assistant turn: pass the reply's `reasoning_details`
+ * unchanged (each provider takes back only the details it issued).
+ */
+export interface ReasoningDetailInput {
+  provider?: EnumInput<Provider>;
+  kind?: EnumInput<ReasoningDetailKind>;
+  text?: string;
+  signature?: string;
+  tool_call_id?: string;
+  index?: number;
+  raw_json?: string;
+}
+
 export interface ChatMessage {
   role?: EnumInput<Role>;
   content?: string;
@@ -102,6 +130,10 @@ export interface ChatMessage {
   tool_calls?: ToolCallInput[];
   tool_call_id?: string;
   reasoning?: string;
+  /** Assistant messages only: the reply's reasoning_details, unchanged. At most 64. */
+  reasoning_details?: ReasoningDetailInput[];
+  /** Assistant messages only: the reply's refusal (sent back to OpenAI). */
+  refusal?: string;
 }
 
 export interface SamplingParams {
@@ -171,7 +203,10 @@ export interface ZaiOptions {
 
 /** CompleteRequest and StreamCompleteRequest (field for field the same). */
 export interface CompleteRequest {
-  /** `openrouter/<vendor>/<model>`, `zai/<model>` or a configured alias. */
+  /**
+   * `openrouter/<vendor>/<model>`, `zai/<model>`, `openai/<model>`, `anthropic/<model>`,
+   * `gemini/<model>`, `groq/<model>`, `ollama/<model>` or a configured alias.
+   */
   model: string;
   /** The conversation so far, oldest first: 1 to 2,048 messages. */
   messages: ChatMessage[];
@@ -211,10 +246,24 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** Prompt tokens read from the provider's cache (part of prompt_tokens). */
   cached_tokens: number;
   reasoning_tokens: number;
-  /** Absent when the provider reported no cost. */
+  /** Absent when the cost is unknown (reported by none and priced nowhere). */
   cost_usd?: number;
+  /** Prompt tokens written to the provider's cache (part of prompt_tokens). */
+  cache_write_tokens: number;
+}
+
+/** An opaque, provider-tagged reasoning item (thinking signatures): send it back unchanged. */
+export interface ReasoningDetail {
+  provider: Provider;
+  kind: ReasoningDetailKind;
+  text: string;
+  signature: string;
+  tool_call_id: string;
+  index: number;
+  raw_json: string;
 }
 
 export interface CompleteResponse {
@@ -232,6 +281,9 @@ export interface CompleteResponse {
   attempts: number;
   zai_endpoint: ZaiEndpoint;
   fallbacks: number;
+  reasoning_details: ReasoningDetail[];
+  /** The model's refusal (OpenAI); '' when none. */
+  refusal: string;
 }
 
 export interface CompletionDone {
@@ -246,6 +298,10 @@ export interface CompletionDone {
   attempts: number;
   zai_endpoint: ZaiEndpoint;
   fallbacks: number;
+  /** Delivered whole here, at the end of the stream. */
+  reasoning_details: ReasoningDetail[];
+  /** The model's refusal (OpenAI), delivered whole here; '' when none. */
+  refusal: string;
 }
 
 export interface ContentDelta {
@@ -297,6 +353,7 @@ export interface UsageRow {
   cached_tokens: number;
   reasoning_tokens: number;
   cost_usd: number;
+  cache_write_tokens: number;
 }
 
 export interface GetUsageResponse {
@@ -359,7 +416,8 @@ export type ErrorReason =
   | 'KEY_BUDGET_EXCEEDED'
   | 'USAGE_NOT_ALLOWED'
   | 'UPSTREAM_RESPONSE_TOO_LARGE'
-  | 'GATEWAY_STATE_UNAVAILABLE';
+  | 'GATEWAY_STATE_UNAVAILABLE'
+  | 'UPSTREAM_INVALID_TOOL_CALL';
 
 /** What decodeError() reads from a failed call's status and its google.rpc details. */
 export interface DecodedError {
