@@ -2,10 +2,13 @@
 
 Besides "" and the CompletionService, each breaker group has a health
 service name, `provider/<group>` (`provider/openrouter`, `provider/zai`,
-`provider/zai-coding`): NOT_SERVING while the provider as a whole is failing
-(its calls across every model over the window have all but stopped
-succeeding, see `llmgateway.server.resilience.circuit.ProviderVerdict`: a failing model among
-working ones does not make it so), or while the gateway has no API key for it;
+`provider/zai-coding`, `provider/openai`, `provider/anthropic`,
+`provider/gemini`, `provider/groq`, `provider/ollama`): NOT_SERVING while
+the provider as a whole is failing (its calls across every model over the
+window have all but stopped succeeding, see
+`llmgateway.server.resilience.circuit.ProviderVerdict`: a failing model among
+working ones does not make it so), or while the gateway has no API key for it
+(Ollama needs none: it is SERVING on a gateway with no keys at all);
 SERVING otherwise. A model's own open circuit shows in its calls' errors.
 """
 

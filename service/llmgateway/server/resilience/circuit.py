@@ -3,7 +3,8 @@ and only where skipping it cannot make things worse.
 
 A breaker guards what actually fails: one model on one provider (or Z.AI
 endpoint), named `<group>/<model>` (`openrouter/openai/gpt-4o`,
-`zai-coding/glm-4.7`), so one flapping free model does not shut off the
+`zai-coding/glm-4.7`, `openai/gpt-4o`, `groq/openai/gpt-oss-120b`,
+`ollama/llama3.2`), so one flapping free model does not shut off the
 provider's other models.
 
 Closed: calls go through and their outcomes fill a sliding window of time
@@ -350,7 +351,8 @@ class _ChangeLog:
 
 class Circuits:
     """The breakers of one worker process, by group (`openrouter`, `zai`,
-    `zai-coding`) and model, and each group's provider verdict."""
+    `zai-coding`, `openai`, `anthropic`, `gemini`, `groq`, `ollama`) and
+    model, and each group's provider verdict."""
 
     def __init__(
         self,
