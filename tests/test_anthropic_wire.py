@@ -292,9 +292,17 @@ def test_thinking_goes_back_byte_for_byte_first_and_in_order_and_only_anthropics
     assert b"a bare reasoning string" not in orjson.dumps(sent)
 
 
-def test_a_thinking_detail_without_its_signature_is_refused():
-    assistant = msg(common.ROLE_ASSISTANT, "A.", reasoning_details=[thinking("t", "", 0)])
-    assert "messages[1].reasoning_details[0].signature" in refused(request(user("hi"), assistant))
+def test_a_thinking_detail_without_its_signature_is_refused_naming_it():
+    foreign = thinking(
+        "",
+        "gem-sig",
+        0,
+        provider=common.PROVIDER_GEMINI,
+        kind=common.REASONING_DETAIL_KIND_THOUGHT_SIGNATURE,
+    )
+    details = [foreign, thinking("t", "", 0)]
+    assistant = msg(common.ROLE_ASSISTANT, "A.", reasoning_details=details)
+    assert "messages[1].reasoning_details[1].signature" in refused(request(user("hi"), assistant))
 
 
 def test_an_anthropic_detail_of_another_kind_is_refused():

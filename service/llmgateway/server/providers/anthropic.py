@@ -532,10 +532,12 @@ def _thinking_blocks(message: common.ChatMessage, path: str) -> list[JSONObject]
     """The turn's own thinking blocks, first and in their original order, byte
     for byte: a changed byte, or a block without its signature, is a 400.
     Details from other providers are left out (translate.own_details)."""
-    positions = {id(d): j for j, d in enumerate(message.reasoning_details)}
+    # For field paths: position in the request (equality, as protobuf hands
+    # out a new wrapper for each access).
+    sent = list(message.reasoning_details)
     blocks: list[JSONObject] = []
     for detail in translate.own_details(message, common.PROVIDER_ANTHROPIC):
-        where = f"{path}.reasoning_details[{positions[id(detail)]}]"
+        where = f"{path}.reasoning_details[{sent.index(detail)}]"
         if detail.kind == common.REASONING_DETAIL_KIND_THINKING:
             if not detail.signature:
                 raise Untranslatable(
