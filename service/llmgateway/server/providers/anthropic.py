@@ -17,7 +17,7 @@ The stream's named events are assembled in anthropic_stream.py.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -34,6 +34,8 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import httpx
 
     from llmgateway.server.config import AnthropicSettings, Timeouts
@@ -444,7 +446,7 @@ def _parameter_violations(
     return violations
 
 
-def _messages(messages: Any) -> tuple[str, list[JSONObject]]:
+def _messages(messages: Sequence[common.ChatMessage]) -> tuple[str, list[JSONObject]]:
     """(system text, Anthropic messages): consecutive turns of one Anthropic
     role share a message (tool results become one user turn), since Anthropic
     wants user and assistant to alternate. Raises Untranslatable."""
