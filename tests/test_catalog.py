@@ -78,9 +78,12 @@ class OllamaListing(ListingProvider):
     display_name = "Ollama"
 
 
+Providers = dict[common.Provider.ValueType, ListingProvider]
+
+
 @pytest.fixture
-async def providers() -> AsyncIterator[dict[common.Provider.ValueType, ListingProvider]]:
-    made: dict[common.Provider.ValueType, ListingProvider] = {
+async def providers() -> AsyncIterator[Providers]:
+    made: Providers = {
         common.PROVIDER_OPENAI: ListingProvider("gpt-4o", "gpt-4o-mini"),
         common.PROVIDER_ANTHROPIC: AnthropicListing("claude-sonnet-4-5", configured=False),
         common.PROVIDER_OLLAMA: OllamaListing("llama3.2"),
@@ -98,7 +101,7 @@ def names(response: pb.ListModelsResponse) -> list[str]:
     return [m.name for m in response.models]
 
 
-async def test_aliases_come_first_then_every_providers_list(providers) -> None:
+async def test_aliases_come_first_then_every_providers_list(providers: Providers) -> None:
     aliases = {"smart": Plan((route(common.PROVIDER_ANTHROPIC, "claude-sonnet-4-5", "smart"),))}
     listed = await Catalog(aliases, providers).list_models(common.PROVIDER_UNSPECIFIED)
     assert names(listed) == [
@@ -118,7 +121,7 @@ async def test_aliases_come_first_then_every_providers_list(providers) -> None:
 
 
 async def test_a_provider_whose_list_fails_is_reported_incomplete_and_the_rest_listed(
-    providers,
+    providers: Providers,
 ) -> None:
     providers[common.PROVIDER_OPENAI].failure = httpx.ConnectError("refused")
     listed = await Catalog({}, providers).list_models(common.PROVIDER_UNSPECIFIED)
@@ -126,7 +129,9 @@ async def test_a_provider_whose_list_fails_is_reported_incomplete_and_the_rest_l
     assert names(listed) == ["anthropic/claude-sonnet-4-5", "ollama/llama3.2"]
 
 
-async def test_a_list_is_cached_for_its_ttl(providers, monkeypatch) -> None:
+async def test_a_list_is_cached_for_its_ttl(
+    providers: Providers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     catalog = Catalog({}, providers)
     openai = providers[common.PROVIDER_OPENAI]
     first = await catalog.list_models(common.PROVIDER_UNSPECIFIED)
@@ -142,7 +147,7 @@ async def test_a_list_is_cached_for_its_ttl(providers, monkeypatch) -> None:
 
 
 async def test_after_a_failure_the_gap_is_reported_at_once_for_a_while(
-    providers, monkeypatch
+    providers: Providers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     catalog = Catalog({}, providers)
     openai = providers[common.PROVIDER_OPENAI]
@@ -160,7 +165,9 @@ async def test_after_a_failure_the_gap_is_reported_at_once_for_a_while(
     assert names(recovered) == ["openai/gpt-4o", "openai/gpt-4o-mini"]
 
 
-async def test_a_failed_refresh_keeps_serving_the_last_list(providers, monkeypatch) -> None:
+async def test_a_failed_refresh_keeps_serving_the_last_list(
+    providers: Providers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     catalog = Catalog({}, providers)
     await catalog.list_models(common.PROVIDER_OPENAI)
     monkeypatch.setattr(catalog_module, "_TTL", 0.0)
@@ -170,7 +177,7 @@ async def test_a_failed_refresh_keeps_serving_the_last_list(providers, monkeypat
     assert list(listed.incomplete_providers) == []
 
 
-async def test_providers_are_fetched_concurrently(providers) -> None:
+async def test_providers_are_fetched_concurrently(providers: Providers) -> None:
     openai = providers[common.PROVIDER_OPENAI]
     ollama = providers[common.PROVIDER_OLLAMA]
     openai.gate = asyncio.Event()
@@ -188,7 +195,7 @@ async def test_providers_are_fetched_concurrently(providers) -> None:
     assert len(listed.models) == 4
 
 
-async def test_callers_arriving_together_share_one_fetch(providers) -> None:
+async def test_callers_arriving_together_share_one_fetch(providers: Providers) -> None:
     openai = providers[common.PROVIDER_OPENAI]
     openai.gate = asyncio.Event()
     catalog = Catalog({}, providers)
@@ -200,7 +207,7 @@ async def test_callers_arriving_together_share_one_fetch(providers) -> None:
     assert openai.fetches == 1
 
 
-async def test_a_list_not_had_within_the_callers_time_is_incomplete(providers) -> None:
+async def test_a_list_not_had_within_the_callers_time_is_incomplete(providers: Providers) -> None:
     # A list endpoint that never answers holds nobody past `within`.
     providers[common.PROVIDER_OLLAMA].gate = asyncio.Event()
     listed = await Catalog({}, providers).list_models(common.PROVIDER_UNSPECIFIED, within=0.05)
@@ -208,7 +215,9 @@ async def test_a_list_not_had_within_the_callers_time_is_incomplete(providers) -
     assert "openai/gpt-4o" in names(listed)
 
 
-async def test_the_provider_filter_lists_and_fetches_only_that_provider(providers) -> None:
+async def test_the_provider_filter_lists_and_fetches_only_that_provider(
+    providers: Providers,
+) -> None:
     aliases = {
         "local": Plan((route(common.PROVIDER_OLLAMA, "llama3.2", "local"),)),
         "smart": Plan((route(common.PROVIDER_ANTHROPIC, "claude-sonnet-4-5", "smart"),)),
@@ -220,7 +229,7 @@ async def test_the_provider_filter_lists_and_fetches_only_that_provider(provider
 
 
 async def test_an_alias_is_available_when_any_of_its_targets_provider_is_configured(
-    providers,
+    providers: Providers,
 ) -> None:
     aliases = {
         # Anthropic has no key; the chain falls back to OpenAI, which has one.
@@ -242,7 +251,7 @@ async def test_an_alias_is_available_when_any_of_its_targets_provider_is_configu
     assert not by_name["elsewhere"].available
 
 
-async def test_pricing_reads_the_cached_lists_and_never_fetches(providers) -> None:
+async def test_pricing_reads_the_cached_lists_and_never_fetches(providers: Providers) -> None:
     catalog = Catalog({}, providers)
     assert catalog.pricing("openai/gpt-4o") is None  # nothing fetched yet
     assert providers[common.PROVIDER_OPENAI].fetches == 0
@@ -253,7 +262,7 @@ async def test_pricing_reads_the_cached_lists_and_never_fetches(providers) -> No
     assert catalog.pricing("openai/unlisted") is None
 
 
-async def test_prefetch_warms_only_the_configured_providers(providers) -> None:
+async def test_prefetch_warms_only_the_configured_providers(providers: Providers) -> None:
     catalog = Catalog({}, providers)
     catalog.prefetch()
     assert catalog._prefetch is not None

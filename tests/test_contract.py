@@ -92,7 +92,7 @@ def test_reasoning_details_and_refusal_travel_on_messages_and_answers():
     ):
         fields = message.DESCRIPTOR.fields_by_name
         assert fields["reasoning_details"].number == details, message.DESCRIPTOR.name
-        assert fields["reasoning_details"].message_type.name == "ReasoningDetail"
+        assert fields["reasoning_details"].message_type is common.ReasoningDetail.DESCRIPTOR
         assert fields["refusal"].number == refusal, message.DESCRIPTOR.name
 
 

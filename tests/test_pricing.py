@@ -19,6 +19,8 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 # Seen in recorded Z.AI traffic (../shared/captures) and in Z.AI's later docs.
@@ -87,7 +89,10 @@ TABLES = {
 }
 
 
-def book(overrides: dict[str, PriceOverride] | None = None, catalogue=None) -> PriceBook:
+def book(
+    overrides: dict[str, PriceOverride] | None = None,
+    catalogue: Callable[[str], pb.ModelPricing | None] | None = None,
+) -> PriceBook:
     return PriceBook(overrides or {}, catalogue, tables=TABLES)
 
 

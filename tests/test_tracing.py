@@ -25,7 +25,7 @@ from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 from tests.conftest import user
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from llmgateway.testing.fake_upstream import FakeUpstream
 
@@ -297,7 +297,7 @@ def test_a_gateway_without_tracing_or_metrics_imports_neither() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def _spans_of(work) -> tuple[ReadableSpan, ...]:
+def _spans_of(work: Callable[[tracing.CallTrace, CallRecord], None]) -> tuple[ReadableSpan, ...]:
     """The spans `work(call_trace)` makes, with an in-memory exporter."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
