@@ -262,12 +262,24 @@ async def test_pricing_reads_the_cached_lists_and_never_fetches(providers: Provi
     assert catalog.pricing("openai/unlisted") is None
 
 
-async def test_prefetch_warms_only_the_configured_providers(providers: Providers) -> None:
-    catalog = Catalog({}, providers)
+class OpenRouterListing(ListingProvider):
+    kind = common.PROVIDER_OPENROUTER
+    provider_id = "openrouter"
+    display_name = "OpenRouter"
+
+
+@pytest.mark.parametrize("configured", [True, False])
+async def test_prefetch_warms_only_openrouter_whose_prices_size_reservations(
+    providers: Providers, configured: bool
+) -> None:
+    openrouter = OpenRouterListing("openai/gpt-4o", configured=configured)
+    catalog = Catalog({}, {**providers, common.PROVIDER_OPENROUTER: openrouter})
     catalog.prefetch()
     assert catalog._prefetch is not None
     await catalog._prefetch
-    assert providers[common.PROVIDER_OPENAI].fetches == 1
-    assert providers[common.PROVIDER_OLLAMA].fetches == 1
-    assert providers[common.PROVIDER_ANTHROPIC].fetches == 0
+    assert openrouter.fetches == (1 if configured else 0)
+    # The others are priced from built-in tables: no fetch (and no failed
+    # fetch logged at every start for a machine without a local Ollama).
+    assert [p.fetches for p in providers.values()] == [0, 0, 0]
     await catalog.aclose()
+    await openrouter.aclose()

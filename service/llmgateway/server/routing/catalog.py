@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 _TTL = 600.0
 _TIMEOUT = 10.0
 _FAILURE_TTL = 30.0
+# The catalogues whose prices budget reservations need before any ListModels.
+_PREFETCHED = frozenset({common.PROVIDER_OPENROUTER})
 
 
 class _CachedList:
@@ -113,13 +115,20 @@ class Catalog:
         return response
 
     def prefetch(self) -> None:
-        """Fetch every configured provider's catalogue in the background now:
-        OpenRouter's prices size budget reservations from the first call on."""
+        """Fetch OpenRouter's catalogue in the background now: its prices size
+        budget reservations from the first call on. The other providers are
+        priced from built-in tables, so their lists wait for the first
+        ListModels (a gateway without a local Ollama should not log a failed
+        fetch at every start)."""
         if self._prefetch is None:
             self._prefetch = asyncio.get_running_loop().create_task(self._fetch_configured())
 
     async def _fetch_configured(self) -> object:
-        wanted = [cached for cached in self._lists.values() if cached.provider.configured]
+        wanted = [
+            cached
+            for kind, cached in self._lists.items()
+            if kind in _PREFETCHED and cached.provider.configured
+        ]
         return await asyncio.gather(*(cached.get(_TIMEOUT) for cached in wanted))
 
     async def aclose(self) -> None:
