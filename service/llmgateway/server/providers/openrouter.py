@@ -8,7 +8,9 @@ import urllib.parse
 from typing import TYPE_CHECKING, ClassVar
 
 import httpx
+import orjson
 
+from llmgateway.server.errors import FieldViolation
 from llmgateway.server.observability.logs import LogSampler
 from llmgateway.server.providers.core import DEFAULT_MAX_RESPONSE_BYTES
 from llmgateway.server.providers.openai_compatible.core import OpenAICompatibleProvider
@@ -129,6 +131,9 @@ class OpenRouterProvider(OpenAICompatibleProvider):
     key_env = "OPENROUTER_API_KEY"
     base_url_env = "OPENROUTER_BASE_URL"
     reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning", "reasoning_content")
+    reasoning_details_provider: ClassVar[common.Provider.ValueType | None] = (
+        common.PROVIDER_OPENROUTER
+    )
 
     def __init__(
         self,
@@ -221,7 +226,13 @@ class OpenRouterProvider(OpenAICompatibleProvider):
         return self._extra_headers
 
     def body(self, request: AnyCompletionRequest, route: Route, *, stream: bool) -> JSONObject:
-        body = chat_body(request, route.upstream_model, stream=stream, reasoning_field="reasoning")
+        body = chat_body(
+            request,
+            route.upstream_model,
+            stream=stream,
+            reasoning_field="reasoning",
+            details_of=common.PROVIDER_OPENROUTER,
+        )
         # Deprecated and harmless: older deployments needed it to report cost.
         body["usage"] = {"include": True}
         if request.user:
@@ -236,6 +247,26 @@ class OpenRouterProvider(OpenAICompatibleProvider):
         if options.HasField("provider"):
             body["provider"] = _provider_json(options.provider)
         return body
+
+    def check(self, request: AnyCompletionRequest) -> list[FieldViolation]:
+        """OpenRouter's reasoning_details go back as JSON: each must still be an object."""
+        violations = []
+        for i, message in enumerate(request.messages):
+            for j, detail in enumerate(message.reasoning_details):
+                if detail.provider != common.PROVIDER_OPENROUTER:
+                    continue  # never sent to OpenRouter
+                try:
+                    entry = orjson.loads(detail.raw_json)
+                except orjson.JSONDecodeError:
+                    entry = None
+                if not isinstance(entry, dict):
+                    violations.append(
+                        FieldViolation(
+                            f"messages[{i}].reasoning_details[{j}].raw_json",
+                            "must be the JSON object OpenRouter returned, unchanged",
+                        )
+                    )
+        return violations
 
     def classify(self, failure: UpstreamFailure) -> Reason:
         if failure.moderation:

@@ -19,6 +19,7 @@ from llmgateway.server.providers.openai_compatible.stream import (
     StreamAssembler,
     as_object,
     failure_from_error_object,
+    opaque_details,
 )
 from llmgateway.server.providers.openai_compatible.wire import usage_from_json
 from llmgateway.server.routing.router import gateway_model_name
@@ -45,6 +46,9 @@ class OpenAICompatibleProvider(UpstreamProvider):
     # (field read first, fallback) in deltas and messages.
     reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning", "reasoning_content")
     default_upstream_provider: ClassVar[str] = ""
+    # Who issues the `reasoning_details` this wire returns (OpenRouter), so
+    # that they go back to it alone; None: the wire has none, and they are not read.
+    reasoning_details_provider: ClassVar[common.Provider.ValueType | None] = None
 
     # -- hooks of this dialect ------------------------------------------------
 
@@ -160,6 +164,15 @@ class OpenAICompatibleProvider(UpstreamProvider):
             # Scrubbed here: the core's pass over a unary answer (redaction.py)
             # covers content and reasoning only.
             response.refusal = self._redactor.content(refusal)
+        if self.reasoning_details_provider is not None:
+            # Returned even when reasoning text is excluded: the next turn needs them.
+            response.reasoning_details.extend(
+                opaque_details(
+                    message.get("reasoning_details"),
+                    self.reasoning_details_provider,
+                    self._redactor.text,
+                )
+            )
         if include_reasoning:
             primary, secondary = self.reasoning_fields
             response.reasoning = _text(message.get(primary) or message.get(secondary))

@@ -26,6 +26,8 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from llmgateway.server.errors import GatewayError
     from llmgateway.server.providers.openai_compatible.wire import JSONObject
     from llmgateway.server.providers.redaction import Redactor
@@ -40,6 +42,7 @@ __all__ = [
     "as_object",
     "failure_from_error_object",
     "failure_from_native_error",
+    "opaque_details",
 ]
 
 
@@ -59,6 +62,10 @@ class StreamOwner(Protocol):
     @property
     def default_upstream_provider(self) -> str:
         """The upstream provider to report when no chunk names one."""
+
+    @property
+    def reasoning_details_provider(self) -> common.Provider.ValueType | None:
+        """Who issues the stream's `reasoning_details`; None: they are not read."""
 
     def in_band_error(self, error: object, route: Route) -> GatewayError:
         """An error the provider sent inside the stream."""
@@ -111,6 +118,9 @@ class StreamAssembler:
         self._native_finish_reason: str | None = None
         self._usage: JSONObject | None = None
         self._refusal: list[str] = []
+        self._details_provider = provider.reasoning_details_provider
+        # reasoning_details entries by their `index`, fragments merged as they stream.
+        self._details: dict[int, JSONObject] = {}
         self._tool_calls: list[_ToolCallBuilder] = []
         self.done = False
 
@@ -166,6 +176,9 @@ class StreamAssembler:
             tool_calls = delta.get("tool_calls")
             if tool_calls and isinstance(tool_calls, list):
                 self._on_tool_call_fragments(tool_calls)
+            details = delta.get("reasoning_details")
+            if self._details_provider is not None and details and isinstance(details, list):
+                self._on_detail_fragments(details)
             refusal = delta.get("refusal")
             if refusal and isinstance(refusal, str):
                 # Delivered whole in `done` (no event of its own: see the contract).
@@ -198,6 +211,23 @@ class StreamAssembler:
                 elif arguments is not None:
                     # Z.AI's documented schema shows an object; send JSON text either way.
                     builder.arguments.append(orjson.dumps(arguments).decode())
+
+    def _on_detail_fragments(self, fragments: list[object]) -> None:
+        """Streamed reasoning_details arrive in pieces keyed by `index`: text
+        fields (`text`, `summary`, `data`) are joined, the rest (type, id,
+        format, signature) taken as they come."""
+        for fragment in fragments:
+            if not isinstance(fragment, dict):
+                continue
+            index = fragment.get("index")
+            if not isinstance(index, int) or isinstance(index, bool):
+                index = len(self._details)
+            entry = self._details.setdefault(index, {})
+            for key, value in fragment.items():
+                if key in _JOINED_DETAIL_FIELDS and isinstance(value, str):
+                    entry[key] = str(entry.get(key, "")) + value
+                elif value is not None:
+                    entry[key] = value
 
     def _builder_for(self, fragment: JSONObject) -> _ToolCallBuilder:
         index = fragment.get("index")
@@ -257,6 +287,9 @@ class StreamAssembler:
             native_finish_reason=text(self._native_finish_reason or ""),
             refusal=content("".join(self._refusal)),
         )
+        if self._details_provider is not None and self._details:
+            ordered = [self._details[i] for i in sorted(self._details)]
+            done.reasoning_details.extend(opaque_details(ordered, self._details_provider, text))
         if self._usage is not None:
             done.usage.CopyFrom(self._provider.usage(self._usage))
         out.append(pb.StreamCompleteResponse(done=done))
@@ -338,6 +371,35 @@ def _raw_text(raw: object) -> str | None:
         return orjson.dumps(raw).decode()[:_MAX_ERROR_TEXT]
     except TypeError:
         return None
+
+
+# reasoning_details fields whose streamed pieces are joined.
+_JOINED_DETAIL_FIELDS = frozenset({"text", "summary", "data"})
+
+
+def opaque_details(
+    entries: object,
+    provider: common.Provider.ValueType,
+    redact: Callable[[str], str] | None = None,
+) -> list[common.ReasoningDetail]:
+    """OpenRouter-style `reasoning_details` entries as ReasoningDetails the
+    caller passes back unchanged: each entry whole, as JSON text. `redact`
+    scrubs keys (an entry quoting one would be altered, and refused upstream
+    on the next turn, rather than passed on)."""
+    out: list[common.ReasoningDetail] = []
+    for i, entry in enumerate(entries if isinstance(entries, list) else ()):
+        if not isinstance(entry, dict):
+            continue
+        raw = orjson.dumps(entry).decode()
+        out.append(
+            common.ReasoningDetail(
+                provider=provider,
+                kind=common.REASONING_DETAIL_KIND_OPENROUTER,
+                index=i,
+                raw_json=redact(raw) if redact is not None else raw,
+            )
+        )
+    return out
 
 
 def as_object(value: object) -> JSONObject:

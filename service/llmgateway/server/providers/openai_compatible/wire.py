@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from llmgateway.server.providers.translate import own_details
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
@@ -46,6 +49,7 @@ def chat_body(
     flatten_content_roles: frozenset[str] = frozenset(),
     max_tokens_field: str = "max_tokens",
     sends_refusal: bool = False,
+    details_of: common.Provider.ValueType | None = None,
 ) -> JSONObject:
     """The body of POST /chat/completions for `request`.
 
@@ -55,12 +59,20 @@ def chat_body(
     be sent as one string; `max_tokens_field` is the name the output limit
     goes by (OpenAI's reasoning models refuse `max_tokens` and take only
     `max_completion_tokens`); `sends_refusal` sends an assistant message's
-    refusal back as `refusal` (OpenAI's field; other wires have none).
+    refusal back as `refusal` (OpenAI's field; other wires have none);
+    `details_of` sends back, as `reasoning_details`, the details that provider
+    issued (OpenRouter's, verbatim), and never another provider's.
     """
     body: JSONObject = {
         "model": upstream_model,
         "messages": [
-            message_json(m, reasoning_field, flatten_content_roles, sends_refusal=sends_refusal)
+            message_json(
+                m,
+                reasoning_field,
+                flatten_content_roles,
+                sends_refusal=sends_refusal,
+                details_of=details_of,
+            )
             for m in request.messages
         ],
     }
@@ -89,6 +101,7 @@ def message_json(
     flatten_content_roles: frozenset[str],
     *,
     sends_refusal: bool = False,
+    details_of: common.Provider.ValueType | None = None,
 ) -> JSONObject:
     """One message in the OpenAI shape."""
     role = ROLE_NAMES[message.role]
@@ -122,6 +135,10 @@ def message_json(
         out[reasoning_field] = message.reasoning
     if message.refusal and sends_refusal:
         out["refusal"] = message.refusal
+    if details_of is not None and message.reasoning_details:
+        details = [orjson.loads(d.raw_json) for d in own_details(message, details_of)]
+        if details:
+            out["reasoning_details"] = details
     return out
 
 
