@@ -183,11 +183,13 @@ class AnthropicStreamAssembler:
         elif kind == "signature_delta":
             self._block(index, "thinking").signature.append(_string(delta.get("signature")))
         elif kind == "input_json_delta":
-            if block is None or block.kind != "tool_use":
+            if block is None:
                 raise self._provider.malformed(
-                    "tool input arrived for a block that is not a tool call", self._route
+                    "tool input arrived for a block that never started", self._route
                 )
-            block.fragments.append(_string(delta.get("partial_json")))
+            # A server tool's input (server_tool_use) is received and dropped.
+            if block.kind == "tool_use":
+                block.fragments.append(_string(delta.get("partial_json")))
         # citations_delta, and delta types not known yet, are skipped.
         return out
 
