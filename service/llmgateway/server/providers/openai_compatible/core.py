@@ -170,7 +170,7 @@ class OpenAICompatibleProvider(UpstreamProvider):
                 opaque_details(
                     message.get("reasoning_details"),
                     self.reasoning_details_provider,
-                    self._redactor.text,
+                    self._redactor.content,
                 )
             )
         if include_reasoning:

@@ -289,7 +289,7 @@ class StreamAssembler:
         )
         if self._details_provider is not None and self._details:
             ordered = [self._details[i] for i in sorted(self._details)]
-            done.reasoning_details.extend(opaque_details(ordered, self._details_provider, text))
+            done.reasoning_details.extend(opaque_details(ordered, self._details_provider, content))
         if self._usage is not None:
             done.usage.CopyFrom(self._provider.usage(self._usage))
         out.append(pb.StreamCompleteResponse(done=done))
@@ -384,8 +384,9 @@ def opaque_details(
 ) -> list[common.ReasoningDetail]:
     """OpenRouter-style `reasoning_details` entries as ReasoningDetails the
     caller passes back unchanged: each entry whole, as JSON text. `redact`
-    scrubs keys (an entry quoting one would be altered, and refused upstream
-    on the next turn, rather than passed on)."""
+    scrubs exact keys, as answer text is scrubbed (looser rules could alter an
+    opaque signature; an entry that did quote a key is altered, and refused
+    upstream on the next turn, rather than passed on)."""
     out: list[common.ReasoningDetail] = []
     for i, entry in enumerate(entries if isinstance(entries, list) else ()):
         if not isinstance(entry, dict):
