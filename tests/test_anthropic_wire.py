@@ -20,6 +20,7 @@ from llmgateway.server.providers.anthropic import (
     builtin_model,
     usage_from_json,
 )
+from llmgateway.server.providers.redaction import REDACTED
 from llmgateway.server.routing.router import Route
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -569,6 +570,23 @@ def test_the_request_id_header_is_kept_when_the_body_has_none():
     assert error.reason == pb.ERROR_REASON_UPSTREAM_UNAVAILABLE
     assert error.metadata["upstreamRequestId"] == "req_from_header"
     assert error.retry_after == 12
+
+
+def test_the_request_id_header_is_redacted_and_bounded():
+    headers = httpx.Headers({"request-id": f"req_{KEY}_" + "x" * 200})
+    error = PROVIDER._http_error(502, b"<html>bad gateway</html>", headers, ROUTE)
+    quoted = error.metadata["upstreamRequestId"]
+    assert quoted.startswith(f"req_{REDACTED}_x")
+    assert len(quoted) <= 64
+    assert KEY[:12] not in str(error.metadata)
+
+
+def test_the_bodys_request_id_wins_over_the_header():
+    headers = httpx.Headers({"request-id": "req_from_header"})
+    error = PROVIDER._http_error(529, envelope("overloaded_error", "Overloaded"), headers, ROUTE)
+    assert error.metadata["upstreamRequestId"] == "req_011Ca"
+    assert PROVIDER.request_id_from(headers) == "req_from_header"
+    assert PROVIDER.request_id_from(httpx.Headers()) is None
 
 
 def test_an_in_band_error_of_no_known_type_is_unavailable():

@@ -9,10 +9,15 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from llmgateway.server.config import Settings
 from llmgateway.server.process.server import start_gateway
 from llmgateway.testing.fake_upstream import FakeUpstream
+from llmgateway.testing.fake_upstream.ollama_wire import DURATIONS
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
@@ -400,3 +405,38 @@ async def test_a_gateway_with_no_provider_keys_serves_ollama_and_reports_it_serv
             assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     finally:
         await running.stop(grace=0)
+
+
+@pytest.mark.parametrize("rpc", ["unary", "stream"])
+async def test_the_done_lines_timings_reach_the_upstream_span(settings: Settings, rpc: str) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    running = await start_gateway(settings, address="127.0.0.1:0", tracer_provider=provider)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.CompletionServiceStub(channel)
+            for model in ("ollama/llama3.2", "ollama/fault-no-durations"):
+                if rpc == "unary":
+                    await stub.Complete(
+                        pb.CompleteRequest(model=model, messages=[user("Hi")]), timeout=10
+                    )
+                else:
+                    events = await stream(
+                        stub, pb.StreamCompleteRequest(model=model, messages=[user("Hi")])
+                    )
+                    assert events[-1].HasField("done")
+    finally:
+        await running.stop(grace=0)
+        provider.shutdown()
+    timed, untimed = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.CLIENT]
+    assert timed.attributes is not None
+    assert untimed.attributes is not None
+    assert {
+        name: value
+        for name, value in timed.attributes.items()
+        if name.startswith("llmgateway.ollama.")
+    } == {f"llmgateway.ollama.{name}_ns": value for name, value in DURATIONS.items()}
+    assert timed.attributes["llmgateway.stream"] is (rpc == "stream")
+    # A done line without timings (hosted Ollama omits some) adds none.
+    assert not [name for name in untimed.attributes if name.startswith("llmgateway.ollama.")]

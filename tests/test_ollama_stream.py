@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from llmgateway.server.config import OllamaSettings, Secret, Timeouts
 from llmgateway.server.errors import GatewayError
-from llmgateway.server.providers.assembly import coalesce
+from llmgateway.server.providers.assembly import SpanAnnotating, coalesce
 from llmgateway.server.providers.ndjson import NDJSONDecoder
 from llmgateway.server.providers.ollama import OllamaProvider
-from llmgateway.server.providers.ollama_stream import OllamaStreamAssembler, answered_durations
+from llmgateway.server.providers.ollama_stream import OllamaStreamAssembler
 from llmgateway.server.providers.redaction import REDACTED
 from llmgateway.server.routing.router import Route
 from llmgateway.v1 import completion_pb2 as common
@@ -80,9 +80,14 @@ def assembler(*, include_reasoning: bool = True) -> OllamaStreamAssembler:
     return OllamaStreamAssembler(PROVIDER, ROUTE, include_reasoning=include_reasoning, nonce="n0")
 
 
-def run(pieces: Iterator[bytes] | list[bytes], **options: bool) -> list[pb.StreamCompleteResponse]:
+def run(
+    pieces: Iterator[bytes] | list[bytes],
+    target: OllamaStreamAssembler | None = None,
+    **options: bool,
+) -> list[pb.StreamCompleteResponse]:
     """The core's stream loop in small: decode each read, coalesce its events."""
-    target = assembler(**options)
+    if target is None:
+        target = assembler(**options)
     decoder = NDJSONDecoder()
     out: list[pb.StreamCompleteResponse] = []
     for piece in pieces:
@@ -255,15 +260,35 @@ def test_the_key_is_scrubbed_from_everything_the_stream_passes_on() -> None:
     assert REDACTED in got["reasoning"]
 
 
-def test_the_done_lines_timings_are_noted_for_the_trace_span() -> None:
-    answered_durations.set(None)
-    run([BODY])
-    assert answered_durations.get() == {
-        "total_duration": 246778792,
-        "load_duration": 39831125,
-        "prompt_eval_duration": 18102375,
-        "eval_duration": 104431583,
+def test_the_done_lines_timings_are_the_assemblers_span_attributes() -> None:
+    target = assembler()
+    # The core's stream loop asks for them once finish() returned.
+    assert isinstance(target, SpanAnnotating)
+    assert target.span_attributes() == {}
+    run([BODY], target)
+    assert target.span_attributes() == {
+        "llmgateway.ollama.total_duration_ns": 246778792,
+        "llmgateway.ollama.load_duration_ns": 39831125,
+        "llmgateway.ollama.prompt_eval_duration_ns": 18102375,
+        "llmgateway.ollama.eval_duration_ns": 104431583,
     }
-    # Hosted Ollama may send only some.
-    run([line({"content": "x"}) + line({"content": ""}, done=True, total_duration=5)])
-    assert answered_durations.get() == {"total_duration": 5}
+    # Hosted Ollama may send only some; each stream keeps its own.
+    other = assembler()
+    run([line({"content": "x"}) + line({"content": ""}, done=True, total_duration=5)], other)
+    assert other.span_attributes() == {"llmgateway.ollama.total_duration_ns": 5}
+    assert target.span_attributes()["llmgateway.ollama.total_duration_ns"] == 246778792
+
+
+def test_a_unary_answers_timings_are_its_span_attributes() -> None:
+    payload = orjson.loads(DONE)
+    assert PROVIDER.unary_span_attributes(payload) == {
+        "llmgateway.ollama.total_duration_ns": 246778792,
+        "llmgateway.ollama.load_duration_ns": 39831125,
+        "llmgateway.ollama.prompt_eval_duration_ns": 18102375,
+        "llmgateway.ollama.eval_duration_ns": 104431583,
+    }
+    # Nonsense timings are left out, not passed on.
+    payload.update(total_duration=-1, load_duration=True, eval_duration="9")
+    assert PROVIDER.unary_span_attributes(payload) == {
+        "llmgateway.ollama.prompt_eval_duration_ns": 18102375
+    }

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llmgateway.server.process.server import start_gateway
-from llmgateway.server.providers.redaction import PARTIAL_MIN, REDACTED
+from llmgateway.server.providers.redaction import PARTIAL_MIN, REDACTED, Redactor
 from llmgateway.testing.fake_upstream import FakeUpstream
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -230,3 +230,44 @@ async def test_every_provider_scrubs_every_providers_key(gateway, fake):
         for key in keys:
             assert provider.redactor.text(f"quoted {key} here") == f"quoted {REDACTED} here"
             assert provider.redactor.content(f"echo: {key}") == f"echo: {REDACTED}"
+
+
+def test_a_unary_refusal_and_every_reasoning_detail_field_are_scrubbed() -> None:
+    # Redactor.response is what the core applies to every unary answer: the
+    # contract's refusal and reasoning details are answer text like content.
+    redactor = Redactor((OPENROUTER_CANARY, ZAI_CANARY))
+    response = pb.CompleteResponse(
+        content="fine",
+        refusal=f"I will not repeat {OPENROUTER_CANARY}.",
+        reasoning_details=[
+            common.ReasoningDetail(
+                provider=common.PROVIDER_ANTHROPIC,
+                kind=common.REASONING_DETAIL_KIND_THINKING,
+                text=f"the header said {ZAI_CANARY}",
+                signature=f"sig{OPENROUTER_CANARY}sig",
+                index=0,
+            ),
+            common.ReasoningDetail(
+                provider=common.PROVIDER_OPENROUTER,
+                kind=common.REASONING_DETAIL_KIND_OPENROUTER,
+                raw_json=f'{{"type":"reasoning.text","text":"{ZAI_CANARY}"}}',
+                tool_call_id=f"call_{OPENROUTER_CANARY}",
+                index=1,
+            ),
+        ],
+    )
+    wire = redactor.response(response).SerializeToString()
+    assert [mark for mark in MARKS if mark.encode() in wire] == []
+    assert response.refusal == f"I will not repeat {REDACTED}."
+    thinking, opaque = response.reasoning_details
+    assert thinking.text == f"the header said {REDACTED}"
+    assert thinking.signature == f"sig{REDACTED}sig"
+    assert opaque.raw_json == f'{{"type":"reasoning.text","text":"{REDACTED}"}}'
+    assert opaque.tool_call_id == f"call_{REDACTED}"
+    # Everything else is left exactly as it was.
+    assert (response.content, thinking.kind, thinking.index, opaque.index) == (
+        "fine",
+        common.REASONING_DETAIL_KIND_THINKING,
+        0,
+        1,
+    )

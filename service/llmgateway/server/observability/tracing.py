@@ -31,7 +31,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Iterable
+    from collections.abc import AsyncGenerator, Iterable, Mapping
 
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, Tracer, TracerProvider
@@ -237,6 +237,10 @@ class UpstreamTrace:
             attributes["gen_ai.response.id"] = response_id
         if finish:
             attributes["gen_ai.response.finish_reasons"] = (finish,)
+        self.span.set_attributes(attributes)
+
+    def annotate(self, attributes: Mapping[str, AttributeValue]) -> None:
+        """Attributes one wire alone has (Ollama's timings): names and numbers only."""
         self.span.set_attributes(attributes)
 
     def end(self, error: BaseException | None) -> None:

@@ -104,7 +104,6 @@ _MESSAGE_REASONS: tuple[tuple[str, ue.Reason], ...] = (
 # An upstream's error text is cut to this before it is used (redaction and the
 # caller-facing bounds come after, in ue.build_error).
 _MAX_ERROR_TEXT = 8192
-_MAX_REQUEST_ID = 64
 
 
 class AnthropicProvider(UpstreamProvider):
@@ -192,7 +191,8 @@ class AnthropicProvider(UpstreamProvider):
             finish_reason=self.finish_reason(native, route),
             native_finish_reason=native,
         )
-        content = self.redactor.content
+        # Not redacted here: the core's Redactor.response scrubs the whole
+        # answer (text, reasoning, details, tool calls) before anyone sees it.
         texts: list[str] = []
         thinking: list[str] = []
         for index, block in enumerate(blocks):
@@ -207,15 +207,15 @@ class AnthropicProvider(UpstreamProvider):
                 response.reasoning_details.add(
                     provider=common.PROVIDER_ANTHROPIC,
                     kind=common.REASONING_DETAIL_KIND_THINKING,
-                    text=content(text),
-                    signature=content(_string(block.get("signature"))),
+                    text=text,
+                    signature=_string(block.get("signature")),
                     index=index,
                 )
             elif kind == "redacted_thinking":
                 response.reasoning_details.add(
                     provider=common.PROVIDER_ANTHROPIC,
                     kind=common.REASONING_DETAIL_KIND_REDACTED_THINKING,
-                    signature=content(_string(block.get("data"))),
+                    signature=_string(block.get("data")),
                     index=index,
                 )
             elif kind == "tool_use":
@@ -271,16 +271,12 @@ class AnthropicProvider(UpstreamProvider):
     def classify(self, failure: ue.UpstreamFailure) -> ue.Reason:
         return classify_failure(failure)
 
-    def _http_error(
-        self, status: int, content: bytes, headers: httpx.Headers, route: Route
-    ) -> GatewayError:
+    def request_id_from(self, headers: httpx.Headers) -> str | None:
         # Every Anthropic response carries a `request-id` header, also when the
-        # body (a proxy's page) has no request_id of its own.
-        error = super()._http_error(status, content, headers, route)
+        # body (a proxy's page) has no request_id of its own. Cut as the body's
+        # is; ue.build_error redacts it and bounds it for the caller.
         request_id = headers.get("request-id")
-        if request_id and "upstreamRequestId" not in error.metadata:
-            error.metadata["upstreamRequestId"] = self.redactor.bounded(request_id, _MAX_REQUEST_ID)
-        return error
+        return request_id[:_MAX_ERROR_TEXT] if request_id else None
 
     # -- the catalogue ------------------------------------------------------------
 

@@ -8,7 +8,7 @@ deadlines, size bounds and error mapping around them are written once.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from llmgateway.v1 import completion_service_pb2 as pb
 
@@ -45,6 +45,15 @@ class Assembler(Protocol):
 
     def finish(self) -> list[pb.StreamCompleteResponse]:
         """The closing events, once the body has ended; raises if the stream is incomplete."""
+
+
+@runtime_checkable
+class SpanAnnotating(Protocol):
+    """An assembler that has attributes of its wire's own for the upstream trace
+    span (Ollama's timings); the stream loop adds them once finish() returned."""
+
+    def span_attributes(self) -> dict[str, int | str]:
+        """Names and numbers only, never answer text (strings are scrubbed as metadata)."""
 
 
 def coalesce(events: list[pb.StreamCompleteResponse]) -> list[pb.StreamCompleteResponse]:

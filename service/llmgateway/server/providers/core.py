@@ -24,7 +24,7 @@ from llmgateway.server.errors import FieldViolation, GatewayError
 from llmgateway.server.observability import tracing
 from llmgateway.server.providers import upstream_errors as ue
 from llmgateway.server.providers.aiohttp_transport import AiohttpTransport
-from llmgateway.server.providers.assembly import coalesce
+from llmgateway.server.providers.assembly import SpanAnnotating, coalesce
 from llmgateway.server.providers.redaction import Redactor
 from llmgateway.server.providers.sse import SSEDecoder
 from llmgateway.v1 import completion_pb2 as common
@@ -129,7 +129,9 @@ class UpstreamProvider:
         return SSEDecoder()
 
     def stream_assembler(self, route: Route, include_reasoning: bool) -> Assembler:
-        """What turns this stream's frames into the gateway's events."""
+        """What turns this stream's frames into the gateway's events. One that is
+        also assembly.SpanAnnotating adds its span_attributes() to the upstream
+        trace span once the stream is complete."""
         raise NotImplementedError
 
     def stream_content_type_ok(self, content_type: str) -> bool:
@@ -152,6 +154,14 @@ class UpstreamProvider:
     def usage(self, usage: JSONObject) -> common.Usage:
         """Our Usage from the provider's usage object."""
         raise NotImplementedError
+
+    def unary_span_attributes(self, payload: object) -> dict[str, int | str]:
+        """Attributes of this wire's own (timings, counts the contract has no
+        field for) for the upstream trace span, from a 200 unary body that
+        parse_unary accepted; asked only when tracing is on. Names and numbers
+        only, never answer text (string values are scrubbed as metadata)."""
+        del payload
+        return {}
 
     # -- hooks: the catalogue -------------------------------------------------
 
@@ -180,6 +190,13 @@ class UpstreamProvider:
             None,
             self._redactor.bounded(content.decode("utf-8", "replace").strip(), _MAX_TEXT_ERROR),
         )
+
+    def request_id_from(self, headers: httpx.Headers) -> str | None:
+        """The upstream's id for a failed request from its response headers, for
+        an error body that names none (a proxy's page); None when this wire has
+        no such header. Redacted and bounded by ue.build_error."""
+        del headers
+        return None
 
     def retry_after_from(self, failure: ue.UpstreamFailure, headers: httpx.Headers) -> float | None:
         """How long the provider asked callers to wait, from the response headers."""
@@ -307,6 +324,8 @@ class UpstreamProvider:
             raise self.malformed("the response body is not JSON", route) from None
         with self._parse_errors(route):
             answer = self.parse_unary(payload, route, self.include_reasoning(request))
+            if trace is not None:
+                self._annotate(trace, self.unary_span_attributes(payload))
         return self._redactor.response(answer)
 
     async def _stream(
@@ -378,6 +397,8 @@ class UpstreamProvider:
                     # assembler judges what the decoder still held.
                     assembler.on_end(decoder.end())
                 final = assembler.finish()
+                if trace is not None and isinstance(assembler, SpanAnnotating):
+                    self._annotate(trace, assembler.span_attributes())
             for out in final:
                 yield out
             # Reading the rest of the body (normally only the chunked
@@ -456,6 +477,15 @@ class UpstreamProvider:
         )
 
     # -- internals ------------------------------------------------------------
+
+    def _annotate(self, trace: tracing.UpstreamTrace, attributes: dict[str, int | str]) -> None:
+        """A wire's own span attributes; their strings came from the upstream,
+        so they are scrubbed as its other metadata is."""
+        if attributes:
+            text = self._redactor.text
+            trace.annotate(
+                {name: text(v) if isinstance(v, str) else v for name, v in attributes.items()}
+            )
 
     def _headers(self) -> dict[str, str]:
         return {"Content-Type": "application/json", **self.extra_headers(), **self.auth_headers()}
@@ -587,6 +617,11 @@ class UpstreamProvider:
         except orjson.JSONDecodeError:
             payload = None
         failure = self.failure_from_error_body(status, payload, content)
+        if not failure.request_id:
+            # The body's own id, when it names one, is the one to quote.
+            request_id = self.request_id_from(headers)
+            if request_id:
+                failure = dataclasses.replace(failure, request_id=request_id)
         retry_after = self.retry_after_from(failure, headers)
         if retry_after is not None:
             failure = dataclasses.replace(failure, retry_after=retry_after)

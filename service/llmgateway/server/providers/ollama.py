@@ -11,7 +11,6 @@ ollama_stream.OllamaStreamAssembler, one NDJSON line at a time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from typing import TYPE_CHECKING
 
@@ -22,10 +21,9 @@ from llmgateway.server.providers import upstream_errors as ue
 from llmgateway.server.providers.core import DEFAULT_MAX_RESPONSE_BYTES, UpstreamProvider
 from llmgateway.server.providers.ndjson import NDJSONDecoder
 from llmgateway.server.providers.ollama_stream import (
-    SPAN_ATTRIBUTE_PREFIX,
     UPSTREAM_PROVIDER,
     OllamaStreamAssembler,
-    answered_durations,
+    duration_attributes,
     durations_of,
     finish_reason_for,
     message_of,
@@ -46,13 +44,12 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Sequence
+    from collections.abc import Sequence
 
     import httpx
 
     from llmgateway.server.config import OllamaSettings, Timeouts
     from llmgateway.server.errors import FieldViolation, GatewayError
-    from llmgateway.server.observability import tracing
     from llmgateway.server.providers.openai_compatible.wire import (
         AnyCompletionRequest,
         JSONObject,
@@ -164,8 +161,11 @@ class OllamaProvider(UpstreamProvider):
         usage = usage_of(payload)
         if usage is not None:
             response.usage.CopyFrom(usage)
-        answered_durations.set(durations_of(payload))
         return response
+
+    def unary_span_attributes(self, payload: object) -> dict[str, int | str]:
+        """The done line's timings (parse_unary accepted it: a JSON object)."""
+        return duration_attributes(durations_of(payload)) if isinstance(payload, dict) else {}
 
     def frame_decoder(self) -> NDJSONDecoder:
         return NDJSONDecoder()
@@ -301,40 +301,6 @@ class OllamaProvider(UpstreamProvider):
                 if length is not None:
                     out[tasks[task]] = length
         return out
-
-    # -- tracing: the done line's timings on the upstream span --------------
-
-    async def _complete(
-        self,
-        request: AnyCompletionRequest,
-        route: Route,
-        deadline: float | None,
-        url: str,
-        trace: tracing.UpstreamTrace | None,
-    ) -> pb.CompleteResponse:
-        answered_durations.set(None)
-        answer = await super()._complete(request, route, deadline, url, trace)
-        _trace_durations(trace)
-        return answer
-
-    async def _stream(
-        self,
-        request: AnyCompletionRequest,
-        route: Route,
-        deadline: float | None,
-        url: str,
-        trace: tracing.UpstreamTrace | None,
-    ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
-        answered_durations.set(None)
-        # aclosing: closing this generator (the caller left) must close the
-        # core's at once, which drops the upstream connection.
-        async with contextlib.aclosing(
-            super()._stream(request, route, deadline, url, trace)
-        ) as events:
-            async for event in events:
-                if event.HasField("done"):
-                    _trace_durations(trace)
-                yield event
 
 
 def chat_body(
@@ -477,11 +443,3 @@ def _context_length(shown: object) -> int | None:
     if isinstance(length, int) and not isinstance(length, bool) and length > 0:
         return length
     return None
-
-
-def _trace_durations(trace: tracing.UpstreamTrace | None) -> None:
-    durations = answered_durations.get()
-    if trace is not None and durations:
-        trace.span.set_attributes(
-            {f"{SPAN_ATTRIBUTE_PREFIX}{name}_ns": value for name, value in durations.items()}
-        )

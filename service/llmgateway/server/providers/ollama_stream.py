@@ -18,7 +18,6 @@ line alone, carrying the whole message. Rules this assembler keeps:
 
 from __future__ import annotations
 
-import contextvars
 import secrets
 from typing import TYPE_CHECKING, Protocol
 
@@ -40,17 +39,9 @@ if TYPE_CHECKING:
 # Reported as "upstream_provider", as Z.AI's answers report "Z.AI".
 UPSTREAM_PROVIDER = "Ollama"
 # The done line's timings (nanoseconds). The contract has no field for them;
-# they go on the upstream trace span (see ollama.py) under these names.
+# they go on the upstream trace span as `llmgateway.ollama.<name>_ns`.
 DURATION_FIELDS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
 SPAN_ATTRIBUTE_PREFIX = "llmgateway.ollama."
-
-# The durations of the answer the current task is reading, for ollama.py to put
-# on the trace span once the answer is complete. A context variable rather than
-# an attribute of the provider: one provider serves many calls at once, and each
-# call's stream is read in its own task.
-answered_durations: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
-    "ollama_answered_durations", default=None
-)
 
 
 class OllamaOwner(Protocol):
@@ -117,6 +108,11 @@ def durations_of(line: JSONObject) -> dict[str, int]:
         for name in DURATION_FIELDS
         if isinstance(value := line.get(name), int) and not isinstance(value, bool) and value >= 0
     }
+
+
+def duration_attributes(durations: dict[str, int]) -> dict[str, int | str]:
+    """Timings as upstream span attributes: `llmgateway.ollama.eval_duration_ns`..."""
+    return {f"{SPAN_ATTRIBUTE_PREFIX}{name}_ns": value for name, value in durations.items()}
 
 
 def tool_calls_of(message: JSONObject, nonce: str, first_index: int) -> list[common.ToolCall]:
@@ -193,6 +189,8 @@ class OllamaStreamAssembler:
         # Events of a last line that lacked its newline, sent by finish().
         self._tail: list[pb.StreamCompleteResponse] = []
         self.done = False
+        # The done line's timings, for the upstream trace span (span_attributes).
+        self.durations: dict[str, int] = {}
 
     def on_event(self, event: ServerSentEvent) -> list[pb.StreamCompleteResponse]:
         """The events one NDJSON line produces."""
@@ -256,7 +254,7 @@ class OllamaStreamAssembler:
         usage = usage_of(line)
         if usage is not None:
             done.usage.CopyFrom(usage)
-        answered_durations.set(durations_of(line))
+        self.durations = durations_of(line)
         return pb.StreamCompleteResponse(done=done)
 
     def on_end(self, leftover: list[ServerSentEvent]) -> None:
@@ -272,3 +270,7 @@ class OllamaStreamAssembler:
             raise self._provider.truncated("the stream ended without its done line", self._route)
         tail, self._tail = self._tail, []
         return tail
+
+    def span_attributes(self) -> dict[str, int | str]:
+        """The done line's timings, for the upstream trace span (assembly.SpanAnnotating)."""
+        return duration_attributes(self.durations)

@@ -14,13 +14,14 @@ Two strengths:
   Z.AI `<id>.<secret>` key still gives most of it away), the same behind JSON
   escapes (`sk-or\\u002dv1-…` in a `metadata.raw` that is itself JSON text),
   and anything shaped like a bearer token or a provider key;
-- `content()` for the answer itself (content, reasoning, tool calls): exact
-  configured keys only. The answer is the caller's data and the patterns
-  above could mangle a legitimate answer (a model asked to show an
-  Authorization header); an exact 256-bit key cannot occur by chance, so
-  replacing it costs nothing a caller could want. In a stream each delta is
-  checked on its own, so a key there is caught only when one delta holds all
-  of it (see providers/stream.py).
+- `content()` for the answer itself (content, reasoning, refusal, tool calls,
+  reasoning details' text, signature and raw_json): exact configured keys
+  only. The answer is the caller's data and the patterns above could mangle
+  a legitimate answer (a model asked to show an Authorization header), or an
+  opaque signature the caller must pass back unchanged; an exact 256-bit key
+  cannot occur by chance, so replacing it costs nothing a caller could want.
+  In a stream each delta is checked on its own, so a key there is caught only
+  when one delta holds all of it (see providers/stream.py).
 
 Redaction always comes before any truncation: cutting first could leave part
 of a key on the near side of the cut.
@@ -81,7 +82,10 @@ _MAX_UNESCAPES = 3
 # The string fields of a unary answer: metadata, scrubbed fully (Redactor.text),
 # and the answer itself, of exact keys only (Redactor.content).
 _RESPONSE_METADATA = ("id", "model", "upstream_provider", "native_finish_reason")
-_RESPONSE_ANSWER = ("content", "reasoning")
+_RESPONSE_ANSWER = ("content", "reasoning", "refusal")
+# A reasoning detail's text and opaque parts are answer text too (looser rules
+# could alter a signature the caller must pass back unchanged).
+_DETAIL_ANSWER = ("text", "signature", "raw_json")
 
 
 class Redactor:
@@ -174,6 +178,14 @@ class Redactor:
                 call.name = scrubbed
             if (scrubbed := content(call.arguments)) != call.arguments:
                 call.arguments = scrubbed
+        for detail in response.reasoning_details:
+            # Scrubbed as the tool call id it names is, so the two still match.
+            if (scrubbed := text(detail.tool_call_id)) != detail.tool_call_id:
+                detail.tool_call_id = scrubbed
+            for field in _DETAIL_ANSWER:
+                value = getattr(detail, field)
+                if value and (scrubbed := content(value)) != value:
+                    setattr(detail, field, scrubbed)
         return response
 
     def _runs(self, value: str) -> list[tuple[int, int]]:
