@@ -26,7 +26,12 @@ from bench import worker_kill
 from bench.processes import free_port
 from faults.hostile import deeply_nested
 from llmgateway.server.call_path.decoding import RefusalLog
-from llmgateway.server.process.cli import KEPT_DEMO_ADDRESS, build_parser, demo_address
+from llmgateway.server.process.cli import (
+    DEMO_MODELS,
+    KEPT_DEMO_ADDRESS,
+    build_parser,
+    demo_address,
+)
 from llmgateway.server.process.server import start_gateway
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -169,7 +174,7 @@ def test_serve_reports_a_missing_key_at_startup_and_a_bad_setting_clearly():
     assert "LLMGATEWAY_CONNECT_TIMEOUT" in result.stderr
 
 
-def test_demo_command_streams_from_both_providers():
+def test_demo_command_streams_from_every_provider():
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     result = subprocess.run(
         [sys.executable, "-m", "llmgateway.server.process.cli", "demo", "Hi!"],
@@ -180,9 +185,9 @@ def test_demo_command_streams_from_both_providers():
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("You said: Hi!") == 2
-    assert "served by zai/glm-4.7" in result.stdout
-    assert "served by openrouter/openai/gpt-4o-mini" in result.stdout
+    assert result.stdout.count("You said: Hi!") == len(DEMO_MODELS) == 7
+    for model in DEMO_MODELS:
+        assert f"served by {model}" in result.stdout
     assert "[reasoning]" in result.stdout
 
 
