@@ -248,11 +248,10 @@ ROWS: list[Fault] = [
     ),
     *_both(
         Fault(
-            "Groq 413 over the TPM limit",
+            "Groq 413 over the TPM limit (not retried: it never fits)",
             GROQ + "tpm-413",
             S.RESOURCE_EXHAUSTED,
-            RATE_LIMITED,
-            RETRIED,
+            "UPSTREAM_QUOTA_EXCEEDED",
         )
     ),
     # Longer than the suite's max_retry_after (2 s): back to the caller at once, with RetryInfo.

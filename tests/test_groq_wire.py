@@ -150,7 +150,8 @@ def error_of(
         (400, "tool_use_failed", "UPSTREAM_INVALID_TOOL_CALL"),
         (498, "capacity_exceeded", "UPSTREAM_OVERLOADED"),
         (498, None, "UPSTREAM_OVERLOADED"),
-        (413, "rate_limit_exceeded", "UPSTREAM_RATE_LIMITED"),
+        # One request over the tokens-per-minute limit: it never fits, so not retried.
+        (413, "rate_limit_exceeded", "UPSTREAM_QUOTA_EXCEEDED"),
         (429, "rate_limit_exceeded", "UPSTREAM_RATE_LIMITED"),
         (404, "model_not_found", "UPSTREAM_MODEL_NOT_FOUND"),
         (401, "invalid_api_key", "UPSTREAM_AUTH_FAILED"),

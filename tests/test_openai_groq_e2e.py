@@ -268,8 +268,8 @@ async def test_a_reasoning_budget_is_invalid_argument_before_any_request(
         (
             "groq/x/fault-tpm-413",
             grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "UPSTREAM_RATE_LIMITED",
-            3,
+            "UPSTREAM_QUOTA_EXCEEDED",
+            1,
             "(TPM)",
         ),
         (

@@ -660,6 +660,15 @@ def test_an_assistant_turn_may_carry_its_reasoning_details_and_refusal():
     assert fields_refused(request) == {}
 
 
+def test_an_assistant_turn_may_be_only_a_refusal_as_openai_answers_one():
+    refusal_only = common.ChatMessage(role=common.ROLE_ASSISTANT, refusal="I can't help with that.")
+    empty = common.ChatMessage(role=common.ROLE_ASSISTANT)
+    request = pb.CompleteRequest(model="openai/gpt-4o", messages=[user("hi"), refusal_only])
+    assert fields_refused(request) == {}
+    request = pb.CompleteRequest(model="openai/gpt-4o", messages=[user("hi"), empty])
+    assert "content, tool_calls or a refusal" in fields_refused(request)["messages[1].content"]
+
+
 @pytest.mark.parametrize(
     ("detail", "field"),
     [

@@ -107,10 +107,11 @@ def _check_message(path: str, message: common.ChatMessage, add: _Add) -> None:
         add(FieldViolation(f"{path}.parts", "set either content or parts, not both"))
     has_content = bool(message.content or message.parts)
     if role == "assistant":
-        if not has_content and not message.tool_calls:
+        # OpenAI's refusal answer has no content: sent back as it came.
+        if not has_content and not message.tool_calls and not message.refusal:
             add(
                 FieldViolation(
-                    f"{path}.content", "an assistant message needs content or tool_calls"
+                    f"{path}.content", "an assistant message needs content, tool_calls or a refusal"
                 )
             )
     elif not has_content:

@@ -40,7 +40,8 @@ _CODES: dict[str, ue.Reason] = {
     # The model, not the request, failed: its own server rejected its tool call.
     "tool_use_failed": pb.ERROR_REASON_UPSTREAM_INVALID_TOOL_CALL,
     "capacity_exceeded": pb.ERROR_REASON_UPSTREAM_OVERLOADED,
-    # Both 429 (requests or tokens per minute/day) and 413 (one request over the TPM limit).
+    # 429: requests or tokens per minute/day, retried after the reset. (413 with
+    # this code is one request larger than the TPM limit itself: see classify.)
     "rate_limit_exceeded": pb.ERROR_REASON_UPSTREAM_RATE_LIMITED,
     "model_not_found": pb.ERROR_REASON_UPSTREAM_MODEL_NOT_FOUND,
     "model_decommissioned": pb.ERROR_REASON_UPSTREAM_MODEL_NOT_FOUND,
@@ -50,6 +51,7 @@ _CODES: dict[str, ue.Reason] = {
 # Groq's own status for a full flex tier: retry with jitter.
 _CAPACITY_EXCEEDED_STATUS = 498
 _TOO_MANY_REQUESTS = 429
+_REQUEST_TOO_LARGE = 413
 # A Go-style duration, as Groq's x-ratelimit-reset-* headers give it: "2m59.56s", "7.66s", "120ms".
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -140,6 +142,11 @@ class GroqProvider(OpenAICompatibleProvider):
         return None
 
     def classify(self, failure: ue.UpstreamFailure) -> ue.Reason:
+        if failure.http_status == _REQUEST_TOO_LARGE and failure.code == "rate_limit_exceeded":
+            # One request above the account's tokens-per-minute limit: waiting
+            # never lets it through, so no retry; another target may take it
+            # (QUOTA_EXCEEDED is a reason to fall back).
+            return pb.ERROR_REASON_UPSTREAM_QUOTA_EXCEEDED
         if failure.code in _CODES:
             return _CODES[failure.code]
         if failure.http_status == _CAPACITY_EXCEEDED_STATUS:
