@@ -63,7 +63,7 @@ if [ "$run_only" = 1 ]; then
   if ! current "$run_stamp" && ! current "$dev_stamp"; then
     echo "==> installing llmgateway-client and llmgateway into .venv (what running needs)" >&2
     "${pip[@]}" --upgrade pip
-    # Both, in one resolve: the server depends on llmgateway-client==0.2.0,
+    # Both, in one resolve: the server depends on llmgateway-client of the same version,
     # which comes from clients/python/ here, not from an index.
     "${pip[@]}" -e clients/python -e .
     echo "$wanted" > "$run_stamp"

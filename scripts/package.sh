@@ -141,8 +141,8 @@ done
 echo "==> a clean venv with the server wheel" >&2
 server=$work/server-venv
 new_venv "$server"
-# The client wheel is offered beside it: llmgateway==0.2.0 requires
-# llmgateway-client==0.2.0, released from this repository with it.
+# The client wheel is offered beside it: llmgateway==X.Y.Z requires
+# llmgateway-client==X.Y.Z, released from this repository with it.
 pip_install "$server" "$client_wheel" "$server_wheel"
 "$server/bin/python" "${check[@]}" top-level --own llmgateway llmgateway-client
 for gone in service clients fake_upstream faults gen; do
