@@ -429,3 +429,30 @@ def test_the_key_is_redacted_from_everything_emitted():
     events = run([body])
     assert all(KEY.encode() not in e.SerializeToString() for e in events)
     assert REDACTED in texts(events, "content_delta")
+
+
+def test_a_block_left_open_at_message_stop_is_closed_then_and_sent_once():
+    # An Anthropic-compatible upstream that never sends content_block_stop:
+    # the tool call and the thinking are not lost, and the call goes out once.
+    body = b"".join(
+        [
+            message_start(),
+            start(0, {"type": "thinking", "thinking": "", "signature": ""}),
+            delta(0, {"type": "thinking_delta", "thinking": "hmm"}),
+            delta(0, {"type": "signature_delta", "signature": SIGNATURE}),
+            start(1, {"type": "tool_use", "id": "toolu_9", "name": "f", "input": {}}),
+            delta(1, {"type": "input_json_delta", "partial_json": '{"a": 1}'}),
+            message_delta("tool_use", output_tokens=5),
+            MESSAGE_STOP,
+        ]
+    )
+    events = run([body])
+    calls = [e.tool_call for e in events if e.WhichOneof("event") == "tool_call"]
+    assert [(c.id, c.name, orjson.loads(c.arguments)) for c in calls] == [
+        ("toolu_9", "f", {"a": 1})
+    ]
+    done = events[-1].done
+    assert [(d.text, d.signature, d.index) for d in done.reasoning_details] == [
+        ("hmm", SIGNATURE, 0)
+    ]
+    assert done.finish_reason == common.FINISH_REASON_TOOL_CALLS

@@ -10,7 +10,8 @@ Rules other clients got wrong, and this one keeps:
   field takes its latest value, never a sum;
 - `ping` and event types not known yet are skipped; an `error` event ends
   the stream with an error, never a quiet success;
-- a stream without `message_stop`, or without a stop reason, is incomplete.
+- a stream without `message_stop`, or without a stop reason, is incomplete;
+  a block still open at `message_stop` is closed then (its tool call sent once).
 Thinking blocks become ReasoningDetails (text and signature, byte for byte)
 delivered in `done`, for the caller to send back on the next turn.
 """
@@ -238,6 +239,13 @@ class AnthropicStreamAssembler:
             raise self._provider.truncated(
                 "the stream reached message_stop without a stop_reason", self._route
             )
+        # A block still open at message_stop (an Anthropic-compatible upstream
+        # that sends no content_block_stop) is complete now: its tool call
+        # goes out once, and its thinking joins the details, rather than
+        # either being lost.
+        out: list[pb.StreamCompleteResponse] = []
+        for index in sorted(self._blocks):
+            out.extend(self._block_stop({"index": index}))
         text = self._redactor.text
         done = pb.CompletionDone(
             id=text(self._id),
@@ -252,7 +260,8 @@ class AnthropicStreamAssembler:
         )
         if self._usage is not None:
             done.usage.CopyFrom(self._provider.usage(self._usage))
-        return [pb.StreamCompleteResponse(done=done)]
+        out.append(pb.StreamCompleteResponse(done=done))
+        return out
 
     # -- helpers ------------------------------------------------------------------
 
