@@ -191,3 +191,13 @@ def test_the_key_is_redacted_from_what_the_stream_passes_on() -> None:
     content, _, _, done = summary(run([leaky]))
     assert KEY not in content
     assert KEY not in done.id
+
+
+def test_an_error_in_a_last_chunk_without_its_blank_line_keeps_its_reason() -> None:
+    # Not reported as a truncation: the chunk is whole, and says what failed.
+    error = (
+        b'data: {"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}}'
+    )
+    with pytest.raises(GatewayError) as caught:
+        run([chunk([{"text": "Hi"}], 3, 1), error])
+    assert caught.value.reason == pb.ERROR_REASON_UPSTREAM_RATE_LIMITED

@@ -292,3 +292,12 @@ def test_a_unary_answers_timings_are_its_span_attributes() -> None:
     assert PROVIDER.unary_span_attributes(payload) == {
         "llmgateway.ollama.prompt_eval_duration_ns": 18102375
     }
+
+
+def test_a_body_cut_in_the_middle_of_a_line_is_truncated_not_malformed() -> None:
+    # The connection closed cleanly mid-line: the stream is unfinished (a
+    # health failure for the breaker), not an upstream that broke its format.
+    body = line({"content": "Hi"}) + DONE[: len(DONE) // 2]
+    with pytest.raises(GatewayError) as caught:
+        run([body])
+    assert caught.value.reason == pb.ERROR_REASON_UPSTREAM_STREAM_TRUNCATED

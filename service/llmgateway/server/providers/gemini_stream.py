@@ -281,15 +281,14 @@ class GeminiStreamAssembler:
 
     def on_end(self, leftover: list[ServerSentEvent]) -> None:
         """End of body. A last chunk that lacks its blank line still counts;
-        one cut short is a truncation (finish() says so)."""
+        one cut short (not JSON) is a truncation (finish() says so). A whole
+        last chunk is read as any other: an `error` in it is that error, not
+        a truncation."""
         for event in leftover:
-            try:
-                self._pending.extend(self.on_event(event))
-            except Exception:
-                if self._finish is None:
-                    self._cut = True
-                    return
-                raise
+            if self._finish is None and _cut_short(event.data):
+                self._cut = True
+                return
+            self._pending.extend(self.on_event(event))
 
     def finish(self) -> list[pb.StreamCompleteResponse]:
         """The closing events, once the body has ended."""
@@ -321,6 +320,17 @@ class GeminiStreamAssembler:
             done.usage.CopyFrom(usage_from_metadata(self._usage))
         out.append(pb.StreamCompleteResponse(done=done))
         return out
+
+
+def _cut_short(data: bytes) -> bool:
+    """Whether a frame the body ended in is an incomplete JSON document."""
+    if not data.strip():
+        return False
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return True
+    return False
 
 
 def redacted_detail(detail: common.ReasoningDetail, redactor: Redactor) -> common.ReasoningDetail:

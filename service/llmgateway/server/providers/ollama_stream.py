@@ -259,8 +259,14 @@ class OllamaStreamAssembler:
 
     def on_end(self, leftover: list[ServerSentEvent]) -> None:
         """End of body before the done line: a last line without its newline
-        still counts (it is complete JSON or it is not)."""
+        still counts when it is whole; one cut short (not JSON) leaves the
+        stream unfinished, a truncation (finish() says so), as a body cut
+        between lines is."""
         for event in leftover:
+            try:
+                orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                return
             self._tail.extend(self.on_event(event))
 
     def finish(self) -> list[pb.StreamCompleteResponse]:
