@@ -101,8 +101,6 @@ _ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 _RETRY_IN_MESSAGE = re.compile(
     r"retry in ((?:[0-9]+(?:\.[0-9]+)?(?:ms|us|µs|ns|h|m|s))+)", re.IGNORECASE
 )
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|us|µs|ns|h|m|s)")
-_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 # An upstream's error text is cut to this before it is parsed further (build_error bounds it again).
 _MAX_ERROR_TEXT = 8192
 # The catalogue: one page of 1000 holds every model Gemini lists today; the
@@ -642,18 +640,7 @@ def failure_from_error_object(error: object, http_status: int | None) -> ue.Upst
 
 def parse_duration(value: object) -> float | None:
     """Seconds in a google.protobuf.Duration's JSON form ("26s", "1.5s") or a
-    Go-style duration as Gemini's messages write it ("2m59.56s", "120ms");
-    None for anything else."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    position = 0
-    seconds = 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != position:
-            return None
-        seconds += float(match[1]) * _DURATION_UNITS[match[2]]
-        position = match.end()
-    if position == 0 or position != len(text):
-        return None
-    return ue.sane_retry_after(seconds)
+    Go-style duration as Gemini's messages write it ("2m59.56s", "120ms"),
+    bounded as a retry delay; None for anything else."""
+    seconds = ue.parse_duration(value)
+    return None if seconds is None else ue.sane_retry_after(seconds)

@@ -52,9 +52,6 @@ _CODES: dict[str, ue.Reason] = {
 _CAPACITY_EXCEEDED_STATUS = 498
 _TOO_MANY_REQUESTS = 429
 _REQUEST_TOO_LARGE = 413
-# A Go-style duration, as Groq's x-ratelimit-reset-* headers give it: "2m59.56s", "7.66s", "120ms".
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 # Which limit each reset header belongs to, by its remaining-count header.
 _RESET_HEADERS = (
     ("x-ratelimit-reset-requests", "x-ratelimit-remaining-requests"),
@@ -215,11 +212,6 @@ def rate_limit_reset(headers: httpx.Headers) -> float | None:
 
 
 def parse_duration(value: str | None) -> float | None:
-    """Seconds in a Go-style duration ("2m59.56s", "7.66s", "120ms", "1h2m"); None if not one."""
-    if not value:
-        return None
-    text = value.strip()
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        return None
-    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    """Seconds in a Go-style duration, as Groq's x-ratelimit-reset-* headers
+    give it ("2m59.56s", "7.66s", "120ms", "1h2m"); None if not one."""
+    return ue.parse_duration(value)

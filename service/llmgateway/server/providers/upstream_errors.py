@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TypeAlias
@@ -223,3 +224,29 @@ def sane_retry_after(seconds: float) -> float | None:
     if not math.isfinite(seconds):
         return None
     return min(max(0.0, seconds), MAX_RETRY_AFTER)
+
+
+# One part of a Go-style duration ("2m59.56s" is two): Groq's x-ratelimit-reset-*
+# headers and Gemini's "Please retry in …" messages write them; a
+# google.protobuf.Duration's JSON form ("26s", "1.5s") is one too.
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|us|µs|ns|h|m|s)")
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_duration(value: object) -> float | None:
+    """Seconds in a Go-style duration ("2m59.56s", "7.66s", "120ms", "1h2m")
+    or a Duration's JSON form ("26s"); None for anything else (a bare number,
+    a sign, trailing words). Not bounded: callers pass it to sane_retry_after."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    position = 0
+    seconds = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            return None
+        seconds += float(match[1]) * _DURATION_UNITS[match[2]]
+        position = match.end()
+    if position == 0 or position != len(text):
+        return None
+    return seconds
