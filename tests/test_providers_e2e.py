@@ -65,6 +65,8 @@ async def test_every_provider_answers_both_rpcs_in_the_contracts_terms(
     assert unary.usage.completion_tokens > 0
     assert unary.usage.total_tokens == unary.usage.prompt_tokens + unary.usage.completion_tokens
     assert unary.attempts == 1
+    # Every direct provider names itself (OpenRouter names the provider behind it).
+    assert unary.upstream_provider
 
     text = []
     done: pb.CompletionDone | None = None
@@ -81,6 +83,7 @@ async def test_every_provider_answers_both_rpcs_in_the_contracts_terms(
     assert done is not None
     assert "".join(text) == unary.content
     assert done.provider == MODELS[model]
+    assert done.upstream_provider == unary.upstream_provider
     assert done.finish_reason == common.FINISH_REASON_STOP
     assert done.usage.completion_tokens > 0
 

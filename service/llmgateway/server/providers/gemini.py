@@ -206,6 +206,7 @@ class GeminiProvider(UpstreamProvider):
             id=reader.response_id,
             model=gateway_model_name(route.provider, route.upstream_model),
             provider=route.provider,
+            upstream_provider=self.display_name,
             content="".join(reader.content),
             reasoning="".join(reader.reasoning),
             finish_reason=finish_reason(native, bool(reader.tool_calls)),

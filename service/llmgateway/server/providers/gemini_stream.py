@@ -68,6 +68,10 @@ class GeminiOwner(Protocol):
     def redactor(self) -> Redactor:
         """What scrubs provider keys from everything the stream passes on."""
 
+    @property
+    def display_name(self) -> str:
+        """The provider's name, reported as the upstream provider."""
+
     def in_band_error(self, error: object, route: Route) -> GatewayError:
         """An `error` object sent inside a 200 response or stream."""
 
@@ -311,6 +315,7 @@ class GeminiStreamAssembler:
             id=text(reader.response_id),
             model=text(gateway_model_name(self._route.provider, self._route.upstream_model)),
             provider=self._route.provider,
+            upstream_provider=self._owner.display_name,
             finish_reason=finish_reason(self._finish, bool(reader.tool_calls)),
             native_finish_reason=text(self._finish),
         )

@@ -65,6 +65,8 @@ class GroqProvider(OpenAICompatibleProvider):
     kind = common.PROVIDER_GROQ
     provider_id = "groq"
     display_name = "Groq"
+    # Reported as upstream_provider, as every direct provider reports itself.
+    default_upstream_provider: ClassVar[str] = "Groq"
     key_env = "GROQ_API_KEY"
     base_url_env = "GROQ_BASE_URL"
     reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning", "reasoning_content")

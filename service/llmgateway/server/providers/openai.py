@@ -88,6 +88,8 @@ class OpenAIProvider(OpenAICompatibleProvider):
     kind = common.PROVIDER_OPENAI
     provider_id = "openai"
     display_name = "OpenAI"
+    # Reported as upstream_provider, as every direct provider reports itself.
+    default_upstream_provider: ClassVar[str] = "OpenAI"
     key_env = "OPENAI_API_KEY"
     base_url_env = "OPENAI_BASE_URL"
     reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning", "reasoning_content")
