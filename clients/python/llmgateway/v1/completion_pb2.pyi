@@ -29,18 +29,39 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     ROLE_UNSPECIFIED: _Role.ValueType  # 0
     """Unused. A message with this role is rejected with INVALID_ARGUMENT."""
     ROLE_SYSTEM: _Role.ValueType  # 1
-    """Instructions that steer the model ("You are terse.")."""
+    """Instructions that steer the model ("You are terse."). Anthropic
+    (`system`) and Gemini (`systemInstruction`) take system messages only
+    before the first other message, their texts joined by blank lines; a
+    later one is refused naming `messages[i].role`.
+    """
     ROLE_USER: _Role.ValueType  # 2
     """The end user's turn."""
     ROLE_ASSISTANT: _Role.ValueType  # 3
     """An earlier model turn: text and/or tool calls."""
     ROLE_TOOL: _Role.ValueType  # 4
-    """The result of a tool call; `tool_call_id` names the call it answers."""
+    """The result of a tool call; `tool_call_id` names the call it answers.
+    Anthropic: a `tool_result` block, consecutive results in one user turn.
+    Gemini: a `functionResponse` (consecutive ones in one turn) whose
+    response is the content when that is a JSON object, else
+    `{"result": <content>}`.
+    """
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """The parts shared by the completion RPCs: messages, tools, sampling and
     provider options on the way in; usage, tool calls and finish reasons on the
     way out. Field numbers are never reused; removed fields are `reserved`.
+
+    Providers. "The OpenAI wire" below means OpenAI, Groq, OpenRouter and Z.AI,
+    which take the Chat Completions shapes; Anthropic, Gemini and Ollama are
+    translated to their own. A request field the target provider cannot honour
+    is refused with INVALID_ARGUMENT (ERROR_REASON_INVALID_REQUEST, a
+    `google.rpc.BadRequest` naming the field) before any request to that
+    provider; on an alias's fallback chain that target is passed over for the
+    next. Hints with no place on a provider's wire (image `detail`,
+    `Tool.strict`, a participant `name`, `user`) are ignored there. Each field
+    says what every provider does with it, including where one approximates a
+    field (Z.AI's tool choice) or leaves it out (Z.AI's reasoning levels and
+    budget, Gemini's images outside user messages).
 
     Who wrote a message in the conversation.
     """
@@ -48,13 +69,22 @@ class Role(_Role, metaclass=_RoleEnumTypeWrapper):
 ROLE_UNSPECIFIED: Role.ValueType  # 0
 """Unused. A message with this role is rejected with INVALID_ARGUMENT."""
 ROLE_SYSTEM: Role.ValueType  # 1
-"""Instructions that steer the model ("You are terse.")."""
+"""Instructions that steer the model ("You are terse."). Anthropic
+(`system`) and Gemini (`systemInstruction`) take system messages only
+before the first other message, their texts joined by blank lines; a
+later one is refused naming `messages[i].role`.
+"""
 ROLE_USER: Role.ValueType  # 2
 """The end user's turn."""
 ROLE_ASSISTANT: Role.ValueType  # 3
 """An earlier model turn: text and/or tool calls."""
 ROLE_TOOL: Role.ValueType  # 4
-"""The result of a tool call; `tool_call_id` names the call it answers."""
+"""The result of a tool call; `tool_call_id` names the call it answers.
+Anthropic: a `tool_result` block, consecutive results in one user turn.
+Gemini: a `functionResponse` (consecutive ones in one turn) whose
+response is the content when that is a JSON object, else
+`{"result": <content>}`.
+"""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _ImageDetail:
@@ -96,10 +126,14 @@ class _ToolChoiceModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ToolCh
     TOOL_CHOICE_MODE_AUTO: _ToolChoiceMode.ValueType  # 1
     """The model decides whether to call a tool."""
     TOOL_CHOICE_MODE_NONE: _ToolChoiceMode.ValueType  # 2
-    """The model must not call a tool."""
+    """The model must not call a tool. Z.AI and Ollama have no "none": the
+    tools are not sent.
+    """
     TOOL_CHOICE_MODE_REQUIRED: _ToolChoiceMode.ValueType  # 3
-    """The model must call at least one tool. Z.AI accepts only "auto": the
-    gateway sends "auto" there, so the call is likely but not guaranteed.
+    """The model must call at least one tool (Anthropic `any`, Gemini `ANY`).
+    Z.AI accepts only "auto": the gateway sends "auto" there, so the call is
+    likely but not guaranteed. Ollama cannot say it: refused naming
+    `tool_choice.mode`.
     """
 
 class ToolChoiceMode(_ToolChoiceMode, metaclass=_ToolChoiceModeEnumTypeWrapper):
@@ -110,10 +144,14 @@ TOOL_CHOICE_MODE_UNSPECIFIED: ToolChoiceMode.ValueType  # 0
 TOOL_CHOICE_MODE_AUTO: ToolChoiceMode.ValueType  # 1
 """The model decides whether to call a tool."""
 TOOL_CHOICE_MODE_NONE: ToolChoiceMode.ValueType  # 2
-"""The model must not call a tool."""
+"""The model must not call a tool. Z.AI and Ollama have no "none": the
+tools are not sent.
+"""
 TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode.ValueType  # 3
-"""The model must call at least one tool. Z.AI accepts only "auto": the
-gateway sends "auto" there, so the call is likely but not guaranteed.
+"""The model must call at least one tool (Anthropic `any`, Gemini `ANY`).
+Z.AI accepts only "auto": the gateway sends "auto" there, so the call is
+likely but not guaranteed. Ollama cannot say it: refused naming
+`tool_choice.mode`.
 """
 Global___ToolChoiceMode: _TypeAlias = ToolChoiceMode  # noqa: Y015
 
@@ -128,10 +166,17 @@ class _ResponseFormatTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Re
     RESPONSE_FORMAT_TYPE_TEXT: _ResponseFormatType.ValueType  # 1
     """Plain text."""
     RESPONSE_FORMAT_TYPE_JSON_OBJECT: _ResponseFormatType.ValueType  # 2
-    """Any JSON object. Also say "answer in JSON" in the prompt."""
+    """Any JSON object. Also say "answer in JSON" in the prompt.
+    `response_format` on the OpenAI wire; Gemini: `responseMimeType:
+    application/json`; Ollama: `format: "json"`. Not offered on Anthropic:
+    refused naming `response_format.type` (use a tool with the schema as its
+    parameters).
+    """
     RESPONSE_FORMAT_TYPE_JSON_SCHEMA: _ResponseFormatType.ValueType  # 3
-    """JSON that matches `json_schema`. Not supported by Z.AI: a request for
-    Z.AI with this type is rejected with INVALID_ARGUMENT.
+    """JSON that matches `json_schema`: `response_format` on OpenAI, Groq and
+    OpenRouter; Gemini: `responseJsonSchema`; Ollama: `format` (the schema).
+    Not offered on Z.AI or Anthropic: refused naming
+    `response_format.type`.
     """
 
 class ResponseFormatType(_ResponseFormatType, metaclass=_ResponseFormatTypeEnumTypeWrapper):
@@ -142,10 +187,17 @@ RESPONSE_FORMAT_TYPE_UNSPECIFIED: ResponseFormatType.ValueType  # 0
 RESPONSE_FORMAT_TYPE_TEXT: ResponseFormatType.ValueType  # 1
 """Plain text."""
 RESPONSE_FORMAT_TYPE_JSON_OBJECT: ResponseFormatType.ValueType  # 2
-"""Any JSON object. Also say "answer in JSON" in the prompt."""
+"""Any JSON object. Also say "answer in JSON" in the prompt.
+`response_format` on the OpenAI wire; Gemini: `responseMimeType:
+application/json`; Ollama: `format: "json"`. Not offered on Anthropic:
+refused naming `response_format.type` (use a tool with the schema as its
+parameters).
+"""
 RESPONSE_FORMAT_TYPE_JSON_SCHEMA: ResponseFormatType.ValueType  # 3
-"""JSON that matches `json_schema`. Not supported by Z.AI: a request for
-Z.AI with this type is rejected with INVALID_ARGUMENT.
+"""JSON that matches `json_schema`: `response_format` on OpenAI, Groq and
+OpenRouter; Gemini: `responseJsonSchema`; Ollama: `format` (the schema).
+Not offered on Z.AI or Anthropic: refused naming
+`response_format.type`.
 """
 Global___ResponseFormatType: _TypeAlias = ResponseFormatType  # noqa: Y015
 
@@ -326,41 +378,68 @@ class _FinishReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FinishRe
     FINISH_REASON_UNSPECIFIED: _FinishReason.ValueType  # 0
     """Unused in responses; the gateway never returns it."""
     FINISH_REASON_STOP: _FinishReason.ValueType  # 1
-    """A natural end, or a stop sequence was hit."""
+    """A natural end, or a stop sequence was hit (Anthropic `end_turn`,
+    `stop_sequence`; Gemini STOP and Ollama `stop` without tool calls).
+    """
     FINISH_REASON_LENGTH: _FinishReason.ValueType  # 2
-    """The token limit or the context window was reached (Z.AI's
-    `model_context_window_exceeded` included).
+    """The token limit or the context window was reached (`length`; Z.AI and
+    Anthropic `model_context_window_exceeded`; Anthropic `max_tokens`;
+    Gemini MAX_TOKENS).
     """
     FINISH_REASON_TOOL_CALLS: _FinishReason.ValueType  # 3
-    """The model called one or more tools."""
+    """The model called one or more tools (`tool_calls`; Anthropic `tool_use`;
+    Gemini STOP and Ollama `stop` with tool calls).
+    """
     FINISH_REASON_CONTENT_FILTER: _FinishReason.ValueType  # 4
-    """The provider's content filter stopped the output. Z.AI (`sensitive`)
-    asks that partial output be withdrawn: unary responses then carry no
-    content, and streaming callers should discard what they showed.
+    """The provider's content filter stopped the output (`content_filter`;
+    Anthropic `refusal`; Gemini SAFETY, RECITATION, BLOCKLIST,
+    PROHIBITED_CONTENT, SPII, IMAGE_SAFETY, IMAGE_PROHIBITED_CONTENT). Z.AI
+    (`sensitive`) asks that partial output be withdrawn: unary responses
+    then carry no content, and streaming callers should discard what they
+    showed.
     """
     FINISH_REASON_OTHER: _FinishReason.ValueType  # 5
-    """A reason the gateway does not know; see `native_finish_reason`."""
+    """A reason the gateway does not map; see `native_finish_reason` (Anthropic
+    `pause_turn`: send the assistant turn back to continue; Gemini LANGUAGE
+    and OTHER; Ollama `load` and `unload`).
+    """
 
 class FinishReason(_FinishReason, metaclass=_FinishReasonEnumTypeWrapper):
-    """Why the model stopped."""
+    """Why the model stopped. `native_finish_reason` keeps the provider's own.
+    Some native finishes are errors, not answers: Z.AI `network_error`
+    (UPSTREAM_UNAVAILABLE), Gemini MALFORMED_FUNCTION_CALL and
+    UNEXPECTED_TOOL_CALL (UPSTREAM_INVALID_TOOL_CALL), and `error` on the
+    OpenAI wire.
+    """
 
 FINISH_REASON_UNSPECIFIED: FinishReason.ValueType  # 0
 """Unused in responses; the gateway never returns it."""
 FINISH_REASON_STOP: FinishReason.ValueType  # 1
-"""A natural end, or a stop sequence was hit."""
+"""A natural end, or a stop sequence was hit (Anthropic `end_turn`,
+`stop_sequence`; Gemini STOP and Ollama `stop` without tool calls).
+"""
 FINISH_REASON_LENGTH: FinishReason.ValueType  # 2
-"""The token limit or the context window was reached (Z.AI's
-`model_context_window_exceeded` included).
+"""The token limit or the context window was reached (`length`; Z.AI and
+Anthropic `model_context_window_exceeded`; Anthropic `max_tokens`;
+Gemini MAX_TOKENS).
 """
 FINISH_REASON_TOOL_CALLS: FinishReason.ValueType  # 3
-"""The model called one or more tools."""
+"""The model called one or more tools (`tool_calls`; Anthropic `tool_use`;
+Gemini STOP and Ollama `stop` with tool calls).
+"""
 FINISH_REASON_CONTENT_FILTER: FinishReason.ValueType  # 4
-"""The provider's content filter stopped the output. Z.AI (`sensitive`)
-asks that partial output be withdrawn: unary responses then carry no
-content, and streaming callers should discard what they showed.
+"""The provider's content filter stopped the output (`content_filter`;
+Anthropic `refusal`; Gemini SAFETY, RECITATION, BLOCKLIST,
+PROHIBITED_CONTENT, SPII, IMAGE_SAFETY, IMAGE_PROHIBITED_CONTENT). Z.AI
+(`sensitive`) asks that partial output be withdrawn: unary responses
+then carry no content, and streaming callers should discard what they
+showed.
 """
 FINISH_REASON_OTHER: FinishReason.ValueType  # 5
-"""A reason the gateway does not know; see `native_finish_reason`."""
+"""A reason the gateway does not map; see `native_finish_reason` (Anthropic
+`pause_turn`: send the assistant turn back to continue; Gemini LANGUAGE
+and OTHER; Ollama `load` and `unload`).
+"""
 Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
 class _ReasoningDetailKind:
@@ -415,23 +494,27 @@ class ChatMessage(_message.Message):
     content: _builtins.str
     """Optional. The text of the message. Exactly one of `content` and `parts`
     carries the message's content, except that an assistant message holding
-    only `tool_calls` may have neither. Default: empty.
+    only `tool_calls` (or only a `refusal`) may have neither. Default: empty.
     """
     name: _builtins.str
-    """Optional. A participant name, passed through as the OpenAI `name` field.
-    At most 64 characters. Default: none.
+    """Optional. A participant name, sent as `name` on the OpenAI wire. A hint:
+    Anthropic, Gemini and Ollama have no such field and ignore it. At most 64
+    characters. Default: none.
     """
     tool_call_id: _builtins.str
     """Required for ROLE_TOOL, forbidden otherwise. The id of the tool call this
-    message answers (ToolCall.id from an earlier assistant turn).
+    message answers (ToolCall.id from an earlier assistant turn). Anthropic:
+    `tool_use_id`. Gemini and Ollama name the function instead, found by this
+    id among the request's earlier tool calls: Gemini refuses an id that
+    matches none (naming `tool_call_id`); Ollama then sends no `tool_name`.
     """
     reasoning: _builtins.str
-    """Optional. Assistant messages only: the reasoning that turn produced,
+    """Optional. Assistant messages only: the reasoning text that turn produced,
     returned unmodified so interleaved thinking keeps working across tool
-    calls. Sent to OpenRouter as `reasoning` and to Z.AI as
-    `reasoning_content`. Default: none. Anthropic takes thinking back only
-    with its signature, so for Anthropic this text is not sent: pass
-    `reasoning_details` instead.
+    calls. Sent to OpenRouter as `reasoning`, to Z.AI as `reasoning_content`
+    and to Ollama as `thinking`. Not sent to OpenAI (it returns none), Groq
+    (it refuses the field), Anthropic or Gemini (they take back only signed
+    reasoning: pass `reasoning_details` instead). Default: none.
     """
     refusal: _builtins.str
     """Optional. Assistant messages only: the refusal text the response to this
@@ -440,23 +523,36 @@ class ChatMessage(_message.Message):
     """
     @_builtins.property
     def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentPart]:
-        """Optional. Multi-part content (text and images), for user messages that
-        show the model an image. Mutually exclusive with `content`. At most 64
-        parts. Z.AI receives text parts of system, assistant and tool messages
-        joined into one string, since it drops list content on those roles, and
-        takes images only in user messages.
+        """Optional. Multi-part content (text and images), for messages that show
+        the model an image. Mutually exclusive with `content`. At most 64 parts.
+        Where a wire takes one string the text parts are joined: Ollama, and
+        Z.AI's system, assistant and tool messages (it drops list content there).
+        Images (see ImagePart): Z.AI takes them in user messages only, Anthropic
+        in user and tool messages only, each refusing others naming the part;
+        Ollama takes them on any message (`images`). Gemini sends the images of
+        user messages only: on other roles it sends the text parts alone.
         """
 
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
         """Optional. Assistant messages only: the tool calls that turn made, sent
-        back so the model sees its own calls before their results.
+        back so the model sees its own calls before their results. Anthropic
+        (`tool_use` blocks), Gemini (`functionCall` parts) and Ollama take the
+        arguments as an object: arguments that are not a JSON object are refused
+        naming `tool_calls[j].arguments`. Gemini is sent only the call ids it
+        issued (not the gateway's `call_...` ones); Ollama takes no ids.
         """
 
     @_builtins.property
     def reasoning_details(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReasoningDetail]:
         """Optional. Assistant messages only: the reasoning details the response
-        to this turn carried, unchanged (see ReasoningDetail). At most 64.
+        to this turn carried, unchanged (see ReasoningDetail). At most 64. Each
+        provider is sent only those it issued: Anthropic as thinking and
+        redacted_thinking blocks ahead of the turn's text (one without its
+        signature, or of another kind, is refused naming it); Gemini as the
+        `thoughtSignature` of the turn's text part and of each call's part;
+        OpenRouter as `reasoning_details` (a `raw_json` that is not a JSON object
+        is refused naming it). OpenAI, Groq, Z.AI and Ollama issue none.
         """
 
     def __init__(
@@ -519,9 +615,19 @@ class ImagePart(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     url: _builtins.str
-    """Required. An `https://` URL or a `data:image/...;base64,...` data URL."""
+    """Required. An `https://` or `http://` URL, or a
+    `data:image/...;base64,...` data URL. The OpenAI wire receives it as
+    `image_url.url`. Anthropic takes a data URL (sent as base64) or an
+    `https://` URL (sent by reference); Gemini (`inlineData`) and Ollama
+    (`images`) take data URLs only, since the gateway does not fetch URLs.
+    Anything else, or a data URL whose payload is not base64, is refused
+    there naming `...image.url`.
+    """
     detail: Global___ImageDetail.ValueType
-    """Optional. How closely the model should look. Default: the provider's."""
+    """Optional. How closely the model should look: `image_url.detail` on the
+    OpenAI wire. A hint: Anthropic, Gemini and Ollama have no such field and
+    ignore it. Default: the provider's.
+    """
     def __init__(
         self,
         *,
@@ -552,28 +658,49 @@ class SamplingParams(_message.Message):
     PRESENCE_PENALTY_FIELD_NUMBER: _builtins.int
     FREQUENCY_PENALTY_FIELD_NUMBER: _builtins.int
     temperature: _builtins.float
-    """Optional. Randomness, 0.0 to 2.0. Z.AI accepts [0, 1]: above 1 is sent as
+    """Optional. Randomness, 0.0 to 2.0: `temperature` (Ollama:
+    `options.temperature`). Anthropic accepts 0 to 1: above 1 is refused
+    naming `sampling.temperature`. Z.AI accepts [0, 1]: above 0.99 is sent as
     0.99 and 0 as greedy decoding (`do_sample: false`), as its SDK does.
     Default: the model's (Z.AI GLM-4.6: 1.0, GLM-4.5: 0.6).
     """
     top_p: _builtins.float
-    """Optional. Nucleus sampling, greater than 0.0 and at most 1.0. Z.AI
-    receives it clamped to [0.01, 0.99]. Default: the model's.
+    """Optional. Nucleus sampling, greater than 0.0 and at most 1.0: `top_p`
+    (Gemini: `topP`; Ollama: `options.top_p`). Z.AI receives it clamped to
+    [0.01, 0.99]. Default: the model's.
     """
     max_tokens: _builtins.int
-    """Optional. Upper bound on generated tokens (reasoning included on Z.AI),
-    1 to 1,048,576. Default: the model's.
+    """Optional. Upper bound on generated tokens (reasoning included on
+    Anthropic and Z.AI), 1 to 1,048,576. OpenAI: `max_completion_tokens`;
+    Gemini: `maxOutputTokens`; Ollama: `options.num_predict`; the others:
+    `max_tokens`. Anthropic requires one: unset, the gateway sends its
+    configured default (`default_max_tokens`, 4096) plus the thinking budget;
+    a value not above the thinking budget is refused naming
+    `sampling.max_tokens`. Default: the model's.
     """
     seed: _builtins.int
-    """Optional. Seed for best-effort deterministic sampling. Default: none."""
+    """Optional. Seed for best-effort deterministic sampling: `seed` on the
+    OpenAI wire and Gemini, `options.seed` on Ollama. Anthropic has none:
+    refused naming `sampling.seed`. Default: none.
+    """
     presence_penalty: _builtins.float
-    """Optional. Penalises tokens already present, -2.0 to 2.0. Default: 0."""
+    """Optional. Penalises tokens already present, -2.0 to 2.0:
+    `presence_penalty` on OpenAI, Groq and OpenRouter (Gemini:
+    `presencePenalty`; Ollama: `options.presence_penalty`). Anthropic and
+    Z.AI have none: refused naming `sampling.presence_penalty`. Default: 0.
+    """
     frequency_penalty: _builtins.float
-    """Optional. Penalises tokens by their frequency, -2.0 to 2.0. Default: 0."""
+    """Optional. Penalises tokens by their frequency, -2.0 to 2.0:
+    `frequency_penalty` on OpenAI, Groq and OpenRouter (Gemini:
+    `frequencyPenalty`; Ollama: `options.frequency_penalty`). Anthropic and
+    Z.AI have none: refused naming `sampling.frequency_penalty`. Default: 0.
+    """
     @_builtins.property
     def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Optional. Up to 4 stop sequences, each 1 to 256 characters. Z.AI supports
-        one: a request for Z.AI with more than one is rejected. Default: none.
+        """Optional. Up to 4 stop sequences, each 1 to 256 characters: `stop`
+        (Anthropic: `stop_sequences`; Gemini: `stopSequences`; Ollama:
+        `options.stop`). Z.AI supports one: more is refused naming
+        `sampling.stop`. Default: none.
         """
 
     def __init__(
@@ -620,7 +747,10 @@ Global___SamplingParams: _TypeAlias = SamplingParams  # noqa: Y015
 
 @_typing.final
 class Tool(_message.Message):
-    """A function the model may call."""
+    """A function the model may call. Every provider takes tools: as OpenAI
+    `function` tools on the OpenAI wire and Ollama, Anthropic tools, Gemini
+    `functionDeclarations`.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -633,13 +763,16 @@ class Tool(_message.Message):
     description: _builtins.str
     """Optional. What the function does and when to call it. Default: none."""
     strict: _builtins.bool
-    """Optional. Ask for strict schema adherence where the provider supports it.
+    """Optional. Ask for strict schema adherence: `function.strict` on the
+    OpenAI wire and Ollama. A hint: Anthropic and Gemini are not sent it.
     Default: the provider's.
     """
     @_builtins.property
     def parameters(self) -> _struct_pb2.Struct:
-        """Optional. The arguments as a JSON Schema object. Whole numbers in the
-        schema are sent as JSON integers. Default: a function without arguments.
+        """Optional. The arguments as a JSON Schema object (Anthropic:
+        `input_schema`; Gemini: `parametersJsonSchema`, full JSON Schema). Whole
+        numbers in the schema are sent as JSON integers. Default: a function
+        without arguments.
         """
 
     def __init__(
@@ -662,7 +795,11 @@ Global___Tool: _TypeAlias = Tool  # noqa: Y015
 
 @_typing.final
 class ToolChoice(_message.Message):
-    """How the model may use the tools it was given."""
+    """How the model may use the tools it was given; sent only with `tools`.
+    Anthropic does not force tool use while thinking: with reasoning on,
+    TOOL_CHOICE_MODE_REQUIRED or a `function_name` is refused naming
+    `tool_choice`.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -672,7 +809,10 @@ class ToolChoice(_message.Message):
     """Optional. A general policy. Default: TOOL_CHOICE_MODE_AUTO."""
     function_name: _builtins.str
     """Optional. Force a call to the named tool, which must be among the
-    request's `tools`. Default: none.
+    request's `tools`. Anthropic: `{"type": "tool"}`; Gemini: mode ANY
+    with `allowedFunctionNames`. Z.AI and Ollama cannot force a call: they
+    are offered only that tool, so the model calls it or answers in text.
+    Default: none.
     """
     def __init__(
         self,
@@ -702,14 +842,18 @@ class ToolCall(_message.Message):
     id: _builtins.str
     """Required when sent back in an assistant message; always set in
     responses. The provider's id for the call, which the tool result quotes
-    in `tool_call_id`. At most 256 characters in practice.
+    in `tool_call_id`; where the provider gives none (Gemini before 3,
+    Ollama) one the gateway makes up (`call_...`), unique within the
+    response. At most 256 characters in practice.
     """
     name: _builtins.str
     """Required. The name of the function called (1 to 64 of [A-Za-z0-9_-])."""
     arguments: _builtins.str
     """Optional when sent back (default "{}"); set in responses. The arguments
-    as JSON text, exactly as the model produced them: it may be invalid JSON
-    if the model erred, and the gateway does not repair it.
+    as JSON text. On the OpenAI wire exactly as the model produced them: it
+    may be invalid JSON if the model erred, and the gateway does not repair
+    it. Anthropic, Gemini and Ollama return an object, given here as compact
+    JSON (Anthropic's streamed fragments that do not parse: as sent).
     """
     def __init__(
         self,
@@ -758,7 +902,9 @@ Global___ResponseFormat: _TypeAlias = ResponseFormat  # noqa: Y015
 
 @_typing.final
 class JsonSchemaFormat(_message.Message):
-    """A named JSON Schema for structured output."""
+    """A named JSON Schema for structured output. Gemini and Ollama are sent the
+    schema alone: its name, description and strict flag have no field there.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -796,7 +942,10 @@ Global___JsonSchemaFormat: _TypeAlias = JsonSchemaFormat  # noqa: Y015
 
 @_typing.final
 class ReasoningOptions(_message.Message):
-    """Control over the model's reasoning ("thinking")."""
+    """Control over the model's reasoning ("thinking"). Unset: the model's
+    default, except that Anthropic thinks only when asked, and Gemini returns
+    thought text only when `reasoning` is set (`includeThoughts`).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -805,24 +954,45 @@ class ReasoningOptions(_message.Message):
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
     EXCLUDE_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
-    """Optional. Turn reasoning on or off. On Z.AI this is `thinking.type`; on
-    OpenRouter `reasoning.enabled`. False together with an effort other than
-    NONE, or with `max_tokens`, is rejected. Default: the model's (GLM-4.7
-    thinks by default; GLM-4.5 and 4.6 decide for themselves).
+    """Optional. Turn reasoning on or off. OpenRouter: `reasoning.enabled`;
+    Z.AI: `thinking.type`; Ollama: `think`. OpenAI and Groq: false is
+    `reasoning_effort: "none"`, true alone leaves the model's default.
+    Anthropic: true alone is thinking on an 8,192-token budget. Gemini: true
+    alone is a dynamic thinking budget, false a budget of 0 (a model that
+    cannot stop thinking answers 400). False together with an effort other
+    than NONE, or with `max_tokens`, is rejected. Default: the model's
+    (GLM-4.7 thinks by default; GLM-4.5 and 4.6 decide for themselves;
+    Anthropic: off).
     """
     effort: Global___ReasoningEffort.ValueType
-    """Optional. How hard to think. Z.AI has no levels: it reads
-    REASONING_EFFORT_NONE as thinking off and ignores the others.
+    """Optional. How hard to think; REASONING_EFFORT_NONE turns reasoning off
+    on every provider. OpenRouter: `reasoning.effort`. OpenAI and Groq:
+    `reasoning_effort`, by name (the levels differ per model; the upstream's
+    400 names a wrong one). Anthropic: a thinking budget (MINIMAL 1,024, LOW
+    2,048, MEDIUM 8,192, HIGH 16,384, XHIGH 32,768 tokens). Gemini 3:
+    `thinkingLevel` low (MINIMAL, LOW) or high (MEDIUM and up); earlier
+    Gemini: `thinkingBudget` 512, 2,048, 8,192, 16,384 or 24,576. Ollama:
+    `think` "low", "medium" or "high"; MINIMAL and XHIGH are refused naming
+    `reasoning.effort`. Z.AI has no levels: it ignores all but NONE.
     Default: the model's. Mutually exclusive with `max_tokens`.
     """
     max_tokens: _builtins.int
-    """Optional. Token budget for reasoning, 1 to 1,048,576. OpenRouter only.
+    """Optional. Token budget for reasoning, 1 to 1,048,576. OpenRouter:
+    `reasoning.max_tokens`; Anthropic: `thinking.budget_tokens`, at least
+    1,024 (else refused naming `reasoning.max_tokens`) and below
+    `sampling.max_tokens` (else refused naming that); Gemini:
+    `thinkingBudget`. OpenAI, Groq and Ollama
+    take no budget: refused naming `reasoning.max_tokens`. Z.AI ignores it.
     Default: the model's. Mutually exclusive with `effort`.
     """
     exclude: _builtins.bool
     """Optional. When true the model may reason but the reasoning text is not
-    returned (OpenRouter `reasoning.exclude`; on Z.AI the gateway drops it).
-    Default: false, reasoning is returned when the model produces it.
+    returned: OpenRouter `reasoning.exclude`, Groq `include_reasoning:
+    false`, Gemini without `includeThoughts`; on Z.AI, Anthropic and Ollama
+    the gateway drops the text (OpenAI returns none anyway). Anthropic's
+    thinking text still comes back inside `reasoning_details`, which the next
+    turn needs. Default: false, reasoning is returned when the model
+    produces it.
     """
     def __init__(
         self,
@@ -849,7 +1019,9 @@ Global___ReasoningOptions: _TypeAlias = ReasoningOptions  # noqa: Y015
 
 @_typing.final
 class OpenRouterOptions(_message.Message):
-    """Options that only OpenRouter understands. Ignored for Z.AI models."""
+    """Options that only OpenRouter understands. Every other provider ignores
+    them.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -861,7 +1033,9 @@ class OpenRouterOptions(_message.Message):
         ("openai/gpt-4o-mini", or "openrouter/openai/gpt-4o-mini"). OpenRouter
         tries them when the primary model fails; the response's `model` says
         which one served. At most 8, each following the rule of the request's
-        `model`. Default: none.
+        `model`; a name of another gateway provider (`zai/`, `gemini/`, `groq/`,
+        `ollama/`) is rejected: fall back across providers with an alias.
+        Default: none.
         """
 
     @_builtins.property
@@ -999,7 +1173,7 @@ Global___MaxPrice: _TypeAlias = MaxPrice  # noqa: Y015
 
 @_typing.final
 class ZaiOptions(_message.Message):
-    """Options that only Z.AI understands. Ignored for OpenRouter models."""
+    """Options that only Z.AI understands. Every other provider ignores them."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1045,28 +1219,41 @@ class Usage(_message.Message):
     COST_USD_FIELD_NUMBER: _builtins.int
     CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
     prompt_tokens: _builtins.int
-    """Always set. Tokens in the prompt, cached ones included. 0 or more."""
+    """Always set. Tokens in the prompt, cached ones included (Anthropic: input
+    plus cache reads plus cache writes; Gemini: prompt plus tool-use
+    prompt). 0 or more.
+    """
     completion_tokens: _builtins.int
-    """Always set. Tokens generated, reasoning included. 0 or more."""
+    """Always set. Tokens generated, reasoning included (Gemini: candidates plus
+    thoughts, which it bills as output). 0 or more.
+    """
     total_tokens: _builtins.int
     """Always set. prompt_tokens + completion_tokens, as the provider reports
-    it. 0 or more.
+    it (computed for Anthropic and Ollama, and where a provider reports
+    none). 0 or more.
     """
     cached_tokens: _builtins.int
     """Always set. Prompt tokens read from the provider's cache, included in
-    prompt_tokens (so at most prompt_tokens). 0 when the provider does not
-    report it.
+    prompt_tokens (so at most prompt_tokens): `cached_tokens` of
+    `prompt_tokens_details` on the OpenAI wire, Anthropic
+    `cache_read_input_tokens`, Gemini `cachedContentTokenCount`. 0 when the
+    provider does not report it (Ollama never does).
     """
     reasoning_tokens: _builtins.int
     """Always set. Completion tokens spent on reasoning, at most
-    completion_tokens. 0 when the provider does not report it.
+    completion_tokens: `reasoning_tokens` of `completion_tokens_details` on
+    the OpenAI wire, Anthropic `output_tokens_details.thinking_tokens`,
+    Gemini `thoughtsTokenCount`. 0 when the provider does not report it
+    (Ollama never does).
     """
     cost_usd: _builtins.float
     """Optional. Cost in USD, 0 or more: as OpenRouter reported it
-    (`usage.cost`), or else computed from the gateway's price table (built
-    in per provider, overridable in `[prices]`; cache reads and writes at
-    their own rates where the provider prices them differently). Unset when
-    neither is known.
+    (`usage.cost`), or, for every other provider, computed from the
+    gateway's price table (built in per provider, overridable in `[prices]`;
+    cache reads and writes at their own rates where the provider prices them
+    differently; Ollama at 0). Unset when neither is known, as for an
+    OpenRouter answer without `usage.cost` (the ledger then takes the cost
+    from OpenRouter's generation record, after the call).
     """
     cache_write_tokens: _builtins.int
     """Always set. Prompt tokens written to the provider's cache on this call,
@@ -1099,12 +1286,12 @@ class ReasoningDetail(_message.Message):
     """Opaque, provider-tagged reasoning state that a provider needs back on the
     next turn: Anthropic thinking blocks with their signatures (and redacted
     thinking), Gemini thought signatures, OpenRouter `reasoning_details`.
-    Callers copy the list from a response (CompleteResponse or CompletionDone)
-    onto the assistant message of the next turn, unchanged: a changed byte is
-    an upstream 400. Each provider sends back only the details it issued
-    (`provider`) and ignores the rest, so a conversation can move between
-    providers (a fallback chain) without sending one provider's signatures to
-    another.
+    OpenAI, Groq, Z.AI and Ollama issue none. Callers copy the list from a
+    response (CompleteResponse or CompletionDone) onto the assistant message of
+    the next turn, unchanged: a changed byte is an upstream 400. Each provider
+    sends back only the details it issued (`provider`) and ignores the rest, so
+    a conversation can move between providers (a fallback chain) without
+    sending one provider's signatures to another.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1132,7 +1319,9 @@ class ReasoningDetail(_message.Message):
     empty for a signature on a text part.
     """
     index: _builtins.int
-    """Position among the turn's output blocks, so blocks go back in order."""
+    """Position among the turn's output (Anthropic content blocks, Gemini
+    parts, OpenRouter entries), so details go back in order.
+    """
     raw_json: _builtins.str
     """OPENROUTER: the `reasoning_details` entry as OpenRouter sent it, as JSON
     text, sent back verbatim. Else empty.

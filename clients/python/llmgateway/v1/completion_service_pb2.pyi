@@ -62,60 +62,83 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
     """Unused."""
     ERROR_REASON_INVALID_REQUEST: _ErrorReason.ValueType  # 1
-    """INVALID_ARGUMENT: the request broke a documented constraint; a
+    """INVALID_ARGUMENT: the request broke a documented constraint, or asked
+    the target provider for something it cannot honour; a
     `google.rpc.BadRequest` names each offending field.
     """
     ERROR_REASON_UNKNOWN_MODEL: _ErrorReason.ValueType  # 2
     """INVALID_ARGUMENT: the model name is not `openrouter/<vendor>/<model>`,
-    `zai/<model>` or a configured alias.
+    `zai/<model>`, `openai/<model>`, `anthropic/<model>`, `gemini/<model>`,
+    `groq/<model>`, `ollama/<model>` or a configured alias.
     """
     ERROR_REASON_PROVIDER_NOT_CONFIGURED: _ErrorReason.ValueType  # 3
     """FAILED_PRECONDITION: the gateway has no API key for the provider; the
-    message names the environment variable to set.
+    message names the environment variable to set. Never for Ollama, which
+    needs no key.
     """
     ERROR_REASON_UPSTREAM_AUTH_FAILED: _ErrorReason.ValueType  # 4
     """FAILED_PRECONDITION: the provider rejected the gateway's own API key
-    (HTTP 401). The operator must fix the key.
+    (HTTP 401, Anthropic `authentication_error`, OpenAI and Groq
+    `invalid_api_key`, Gemini UNAUTHENTICATED or an `API_KEY_...` reason on
+    a 400, Z.AI 1000 to 1004). The operator must fix the key.
     """
     ERROR_REASON_UPSTREAM_INSUFFICIENT_CREDITS: _ErrorReason.ValueType  # 5
     """FAILED_PRECONDITION: the provider account is out of credit (OpenRouter
-    402, Z.AI 1113). Retrying will not help until it is topped up.
+    402, Z.AI 1113, OpenAI `insufficient_quota` on a 429 and
+    `billing_hard_limit_reached`, Anthropic `billing_error` or "credit
+    balance is too low"). Retrying will not help until it is topped up.
     """
     ERROR_REASON_UPSTREAM_PERMISSION_DENIED: _ErrorReason.ValueType  # 6
-    """PERMISSION_DENIED: the provider refused the request (OpenRouter 403,
-    Z.AI permission codes).
+    """PERMISSION_DENIED: the provider refused the request (HTTP 403, Z.AI
+    permission codes, Anthropic `permission_error`, Gemini PERMISSION_DENIED
+    and FAILED_PRECONDITION, such as an unsupported region or no billing).
     """
     ERROR_REASON_UPSTREAM_CONTENT_FLAGGED: _ErrorReason.ValueType  # 7
     """PERMISSION_DENIED: the provider's moderation flagged the input
-    (OpenRouter 403 with moderation reasons, Z.AI 1301).
+    (OpenRouter 403 with moderation reasons, Z.AI 1301, a Gemini prompt
+    blocked by `promptFeedback.blockReason`). Not retried.
     """
     ERROR_REASON_UPSTREAM_REJECTED_REQUEST: _ErrorReason.ValueType  # 8
     """INVALID_ARGUMENT: the provider rejected the request as invalid (HTTP
-    400, 413, 422, Z.AI 12xx).
+    400, 413, 422, Z.AI 12xx, Anthropic `invalid_request_error` and
+    `request_too_large`, Gemini INVALID_ARGUMENT, Ollama's "does not
+    support" for a model without tools, thinking or vision).
     """
     ERROR_REASON_UPSTREAM_CONTEXT_LENGTH_EXCEEDED: _ErrorReason.ValueType  # 9
     """INVALID_ARGUMENT: the prompt does not fit the model's context window
-    (OpenRouter context_length_exceeded, Z.AI 1261).
+    (`context_length_exceeded` on OpenRouter, OpenAI and Groq, Z.AI 1261,
+    Anthropic "prompt is too long", Gemini "exceeds the maximum number of
+    tokens", Ollama "context length").
     """
     ERROR_REASON_UPSTREAM_MODEL_NOT_FOUND: _ErrorReason.ValueType  # 10
     """NOT_FOUND: the provider does not know the model or has no endpoint for
-    it (HTTP 404, Z.AI 1211).
+    it (HTTP 404, Z.AI 1211, `model_not_found`, Groq
+    `model_decommissioned`, Anthropic `not_found_error`, Gemini NOT_FOUND, a
+    model the Ollama server has not pulled).
     """
     ERROR_REASON_UPSTREAM_RATE_LIMITED: _ErrorReason.ValueType  # 11
     """RESOURCE_EXHAUSTED: the provider rate-limited the call (HTTP 429, Z.AI
-    1302). A `google.rpc.RetryInfo` says when to retry, where known.
+    1302 and 1303, Anthropic `rate_limit_error`, Gemini RESOURCE_EXHAUSTED).
+    A `google.rpc.RetryInfo` says when to retry, where known: `retry-after`,
+    Gemini's RetryInfo `retryDelay`, Groq's `x-ratelimit-reset-*`.
     """
     ERROR_REASON_UPSTREAM_QUOTA_EXCEEDED: _ErrorReason.ValueType  # 12
     """RESOURCE_EXHAUSTED: a usage quota ran out (Z.AI Coding Plan 1308 and
-    similar); it resets later, not within seconds.
+    similar); it resets later, not within seconds. Also Groq's 413
+    `rate_limit_exceeded`: one request larger than the account's
+    tokens-per-minute limit, which waiting never lets through.
     """
     ERROR_REASON_UPSTREAM_OVERLOADED: _ErrorReason.ValueType  # 13
-    """UNAVAILABLE: the provider is overloaded (HTTP 529, Z.AI 1305). Retry
-    with backoff.
+    """UNAVAILABLE: the provider is overloaded (HTTP 529, Anthropic
+    `overloaded_error`, Groq 498 `capacity_exceeded`, Z.AI 1305, OpenRouter
+    `provider_overloaded`). Retry with backoff.
     """
     ERROR_REASON_UPSTREAM_UNAVAILABLE: _ErrorReason.ValueType  # 14
-    """UNAVAILABLE: the provider failed (HTTP 5xx, Z.AI 500 and 1234, an
-    in-band error, Z.AI's `network_error` finish). Retry with backoff.
+    """UNAVAILABLE: the provider failed (HTTP 5xx, Z.AI 500 and 1234, Z.AI's
+    `network_error` finish, Anthropic `api_error`, Gemini UNAVAILABLE and
+    INTERNAL, OpenAI `server_error`, an error sent after HTTP 200 that says
+    nothing more specific, such as an Ollama error line). Retry with
+    backoff.
     """
     ERROR_REASON_UPSTREAM_UNREACHABLE: _ErrorReason.ValueType  # 15
     """UNAVAILABLE: the provider could not be reached (connection refused,
@@ -123,15 +146,18 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_UPSTREAM_TIMEOUT: _ErrorReason.ValueType  # 16
     """DEADLINE_EXCEEDED: the provider did not answer in time (HTTP 408, 524,
-    or the gateway's upstream timeout).
+    Anthropic `timeout_error`, Gemini DEADLINE_EXCEEDED, or the gateway's
+    upstream timeout).
     """
     ERROR_REASON_UPSTREAM_MALFORMED_RESPONSE: _ErrorReason.ValueType  # 17
     """UNAVAILABLE: the provider's answer broke its wire format (invalid JSON,
-    a malformed event).
+    a malformed event, a redirect, a Gemini stream without `alt=sse`).
     """
     ERROR_REASON_UPSTREAM_STREAM_TRUNCATED: _ErrorReason.ValueType  # 18
-    """UNAVAILABLE: the upstream stream ended before its finish chunk or its
-    `[DONE]`; the output received so far is incomplete.
+    """UNAVAILABLE: the upstream stream ended before it was complete (on the
+    OpenAI wire its finish chunk or `[DONE]`, Anthropic's `message_stop`,
+    Gemini's `finishReason`, Ollama's `done` line), or the connection broke
+    mid-stream; the output received so far is incomplete.
     """
     ERROR_REASON_UPSTREAM_DUPLICATE_REQUEST: _ErrorReason.ValueType  # 19
     """ALREADY_EXISTS: the provider saw a duplicate request id in flight
@@ -205,60 +231,83 @@ class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
 ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
 """Unused."""
 ERROR_REASON_INVALID_REQUEST: ErrorReason.ValueType  # 1
-"""INVALID_ARGUMENT: the request broke a documented constraint; a
+"""INVALID_ARGUMENT: the request broke a documented constraint, or asked
+the target provider for something it cannot honour; a
 `google.rpc.BadRequest` names each offending field.
 """
 ERROR_REASON_UNKNOWN_MODEL: ErrorReason.ValueType  # 2
 """INVALID_ARGUMENT: the model name is not `openrouter/<vendor>/<model>`,
-`zai/<model>` or a configured alias.
+`zai/<model>`, `openai/<model>`, `anthropic/<model>`, `gemini/<model>`,
+`groq/<model>`, `ollama/<model>` or a configured alias.
 """
 ERROR_REASON_PROVIDER_NOT_CONFIGURED: ErrorReason.ValueType  # 3
 """FAILED_PRECONDITION: the gateway has no API key for the provider; the
-message names the environment variable to set.
+message names the environment variable to set. Never for Ollama, which
+needs no key.
 """
 ERROR_REASON_UPSTREAM_AUTH_FAILED: ErrorReason.ValueType  # 4
 """FAILED_PRECONDITION: the provider rejected the gateway's own API key
-(HTTP 401). The operator must fix the key.
+(HTTP 401, Anthropic `authentication_error`, OpenAI and Groq
+`invalid_api_key`, Gemini UNAUTHENTICATED or an `API_KEY_...` reason on
+a 400, Z.AI 1000 to 1004). The operator must fix the key.
 """
 ERROR_REASON_UPSTREAM_INSUFFICIENT_CREDITS: ErrorReason.ValueType  # 5
 """FAILED_PRECONDITION: the provider account is out of credit (OpenRouter
-402, Z.AI 1113). Retrying will not help until it is topped up.
+402, Z.AI 1113, OpenAI `insufficient_quota` on a 429 and
+`billing_hard_limit_reached`, Anthropic `billing_error` or "credit
+balance is too low"). Retrying will not help until it is topped up.
 """
 ERROR_REASON_UPSTREAM_PERMISSION_DENIED: ErrorReason.ValueType  # 6
-"""PERMISSION_DENIED: the provider refused the request (OpenRouter 403,
-Z.AI permission codes).
+"""PERMISSION_DENIED: the provider refused the request (HTTP 403, Z.AI
+permission codes, Anthropic `permission_error`, Gemini PERMISSION_DENIED
+and FAILED_PRECONDITION, such as an unsupported region or no billing).
 """
 ERROR_REASON_UPSTREAM_CONTENT_FLAGGED: ErrorReason.ValueType  # 7
 """PERMISSION_DENIED: the provider's moderation flagged the input
-(OpenRouter 403 with moderation reasons, Z.AI 1301).
+(OpenRouter 403 with moderation reasons, Z.AI 1301, a Gemini prompt
+blocked by `promptFeedback.blockReason`). Not retried.
 """
 ERROR_REASON_UPSTREAM_REJECTED_REQUEST: ErrorReason.ValueType  # 8
 """INVALID_ARGUMENT: the provider rejected the request as invalid (HTTP
-400, 413, 422, Z.AI 12xx).
+400, 413, 422, Z.AI 12xx, Anthropic `invalid_request_error` and
+`request_too_large`, Gemini INVALID_ARGUMENT, Ollama's "does not
+support" for a model without tools, thinking or vision).
 """
 ERROR_REASON_UPSTREAM_CONTEXT_LENGTH_EXCEEDED: ErrorReason.ValueType  # 9
 """INVALID_ARGUMENT: the prompt does not fit the model's context window
-(OpenRouter context_length_exceeded, Z.AI 1261).
+(`context_length_exceeded` on OpenRouter, OpenAI and Groq, Z.AI 1261,
+Anthropic "prompt is too long", Gemini "exceeds the maximum number of
+tokens", Ollama "context length").
 """
 ERROR_REASON_UPSTREAM_MODEL_NOT_FOUND: ErrorReason.ValueType  # 10
 """NOT_FOUND: the provider does not know the model or has no endpoint for
-it (HTTP 404, Z.AI 1211).
+it (HTTP 404, Z.AI 1211, `model_not_found`, Groq
+`model_decommissioned`, Anthropic `not_found_error`, Gemini NOT_FOUND, a
+model the Ollama server has not pulled).
 """
 ERROR_REASON_UPSTREAM_RATE_LIMITED: ErrorReason.ValueType  # 11
 """RESOURCE_EXHAUSTED: the provider rate-limited the call (HTTP 429, Z.AI
-1302). A `google.rpc.RetryInfo` says when to retry, where known.
+1302 and 1303, Anthropic `rate_limit_error`, Gemini RESOURCE_EXHAUSTED).
+A `google.rpc.RetryInfo` says when to retry, where known: `retry-after`,
+Gemini's RetryInfo `retryDelay`, Groq's `x-ratelimit-reset-*`.
 """
 ERROR_REASON_UPSTREAM_QUOTA_EXCEEDED: ErrorReason.ValueType  # 12
 """RESOURCE_EXHAUSTED: a usage quota ran out (Z.AI Coding Plan 1308 and
-similar); it resets later, not within seconds.
+similar); it resets later, not within seconds. Also Groq's 413
+`rate_limit_exceeded`: one request larger than the account's
+tokens-per-minute limit, which waiting never lets through.
 """
 ERROR_REASON_UPSTREAM_OVERLOADED: ErrorReason.ValueType  # 13
-"""UNAVAILABLE: the provider is overloaded (HTTP 529, Z.AI 1305). Retry
-with backoff.
+"""UNAVAILABLE: the provider is overloaded (HTTP 529, Anthropic
+`overloaded_error`, Groq 498 `capacity_exceeded`, Z.AI 1305, OpenRouter
+`provider_overloaded`). Retry with backoff.
 """
 ERROR_REASON_UPSTREAM_UNAVAILABLE: ErrorReason.ValueType  # 14
-"""UNAVAILABLE: the provider failed (HTTP 5xx, Z.AI 500 and 1234, an
-in-band error, Z.AI's `network_error` finish). Retry with backoff.
+"""UNAVAILABLE: the provider failed (HTTP 5xx, Z.AI 500 and 1234, Z.AI's
+`network_error` finish, Anthropic `api_error`, Gemini UNAVAILABLE and
+INTERNAL, OpenAI `server_error`, an error sent after HTTP 200 that says
+nothing more specific, such as an Ollama error line). Retry with
+backoff.
 """
 ERROR_REASON_UPSTREAM_UNREACHABLE: ErrorReason.ValueType  # 15
 """UNAVAILABLE: the provider could not be reached (connection refused,
@@ -266,15 +315,18 @@ reset, TLS or DNS failure).
 """
 ERROR_REASON_UPSTREAM_TIMEOUT: ErrorReason.ValueType  # 16
 """DEADLINE_EXCEEDED: the provider did not answer in time (HTTP 408, 524,
-or the gateway's upstream timeout).
+Anthropic `timeout_error`, Gemini DEADLINE_EXCEEDED, or the gateway's
+upstream timeout).
 """
 ERROR_REASON_UPSTREAM_MALFORMED_RESPONSE: ErrorReason.ValueType  # 17
 """UNAVAILABLE: the provider's answer broke its wire format (invalid JSON,
-a malformed event).
+a malformed event, a redirect, a Gemini stream without `alt=sse`).
 """
 ERROR_REASON_UPSTREAM_STREAM_TRUNCATED: ErrorReason.ValueType  # 18
-"""UNAVAILABLE: the upstream stream ended before its finish chunk or its
-`[DONE]`; the output received so far is incomplete.
+"""UNAVAILABLE: the upstream stream ended before it was complete (on the
+OpenAI wire its finish chunk or `[DONE]`, Anthropic's `message_stop`,
+Gemini's `finishReason`, Ollama's `done` line), or the connection broke
+mid-stream; the output received so far is incomplete.
 """
 ERROR_REASON_UPSTREAM_DUPLICATE_REQUEST: ErrorReason.ValueType  # 19
 """ALREADY_EXISTS: the provider saw a duplicate request id in flight
@@ -354,17 +406,23 @@ class CompleteRequest(_message.Message):
     OPENROUTER_FIELD_NUMBER: _builtins.int
     ZAI_FIELD_NUMBER: _builtins.int
     model: _builtins.str
-    """Required. The model: `openrouter/<vendor>/<model>`, `zai/<model>` or a
-    configured alias. At most 256 characters: ASCII letters, digits and
-    `. _ : -`, in segments separated by single `/`, each starting with a
-    letter or digit (optionally after one `~`). No spaces, control or format
-    characters, `?`, `#`, `%`, nor empty, `.` or `..` segments: anything else
-    is INVALID_ARGUMENT naming `model`, before any upstream request.
+    """Required. The model: `openrouter/<vendor>/<model>`, `zai/<model>`,
+    `openai/<model>`, `anthropic/<model>`, `gemini/<model>`, `groq/<model>`,
+    `ollama/<model>` or a configured alias (else UNKNOWN_MODEL). The Z.AI,
+    OpenAI, Anthropic and Gemini model is one segment (Gemini's without
+    `:`); Groq's and Ollama's may hold more `/`. At most 256 characters:
+    ASCII letters, digits and `. _ : -`, in segments separated by single
+    `/`, each starting with a letter or digit (optionally after one `~`). No
+    spaces, control or format characters, `?`, `#`, `%`, nor empty, `.` or
+    `..` segments: anything else is INVALID_ARGUMENT naming `model`, before
+    any upstream request.
     """
     user: _builtins.str
     """Optional. A stable id of the end user, for the provider's abuse
-    handling (OpenRouter `user`, Z.AI `user_id`). At most 128 characters;
-    Z.AI needs at least 6. No control or format characters. Default: none.
+    handling: `user` on OpenAI, Groq and OpenRouter, Z.AI `user_id`,
+    Anthropic `metadata.user_id`; Gemini and Ollama have no such field and
+    are not sent it. At most 128 characters; Z.AI needs at least 6 (fewer is
+    refused naming `user`). No control or format characters. Default: none.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_completion_pb2.ChatMessage]:
@@ -390,15 +448,19 @@ class CompleteRequest(_message.Message):
 
     @_builtins.property
     def reasoning(self) -> _completion_pb2.ReasoningOptions:
-        """Optional. Reasoning control. Default: the model's."""
+        """Optional. Reasoning control (see ReasoningOptions). Default: the
+        model's; Anthropic does not think unless asked.
+        """
 
     @_builtins.property
     def openrouter(self) -> _completion_pb2.OpenRouterOptions:
-        """Optional. OpenRouter-only options. Default: none."""
+        """Optional. OpenRouter-only options; other providers ignore them.
+        Default: none.
+        """
 
     @_builtins.property
     def zai(self) -> _completion_pb2.ZaiOptions:
-        """Optional. Z.AI-only options. Default: none."""
+        """Optional. Z.AI-only options; other providers ignore them. Default: none."""
 
     def __init__(
         self,
@@ -445,31 +507,40 @@ class CompleteResponse(_message.Message):
     REFUSAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Set when the upstream reports one, else empty. The upstream's id for the
-    generation (OpenRouter `gen-...`, Z.AI's request id).
+    generation (OpenRouter `gen-...`, Z.AI's request id, OpenAI and Groq
+    `chatcmpl-...`, Anthropic `msg_...`, Gemini `responseId`); Ollama's
+    answers have none.
     """
     model: _builtins.str
-    """Always set. The model that actually served, in gateway naming (it may
-    differ from the requested one when an OpenRouter fallback served).
+    """Always set. The model that actually served, in gateway naming, as the
+    upstream named it where it does (an OpenRouter fallback, a dated
+    snapshot); Gemini's is the one requested.
     """
     provider: _completion_pb2.Provider.ValueType
     """Always set. The gateway provider that served the call."""
     upstream_provider: _builtins.str
     """Set when known, else empty. The provider behind OpenRouter that served
-    ("Anthropic"); for Z.AI, "Z.AI".
+    ("Anthropic"); "Z.AI", "Anthropic" and "Ollama" for those providers;
+    empty for OpenAI, Gemini and Groq.
     """
     content: _builtins.str
-    """May be empty: when the model only called tools, or when Z.AI's content
-    filter withdrew the output. The generated text.
+    """May be empty: when the model only called tools, when a content filter
+    stopped it, or when Z.AI's content filter withdrew the output. The
+    generated text.
     """
     reasoning: _builtins.str
     """May be empty. The model's reasoning, when it produced some and the
-    request did not exclude it.
+    request did not exclude it: OpenRouter's and Groq's `reasoning`, Z.AI's
+    `reasoning_content`, Anthropic's thinking, Gemini's thoughts (only when
+    the request set `reasoning`), Ollama's `thinking`. OpenAI's Chat
+    Completions returns none.
     """
     finish_reason: _completion_pb2.FinishReason.ValueType
     """Always set, never FINISH_REASON_UNSPECIFIED. Why the model stopped."""
     native_finish_reason: _builtins.str
     """Always set. The provider's own finish reason, unmapped (for example
-    `tool_use` or `model_context_window_exceeded`).
+    `stop`, Anthropic `tool_use`, Gemini `SAFETY`, Z.AI
+    `model_context_window_exceeded`; OpenRouter's `native_finish_reason`).
     """
     attempts: _builtins.int
     """Always set, 1 or more. Upstream requests the gateway made for this call,
@@ -477,8 +548,8 @@ class CompleteResponse(_message.Message):
     more when it retried a transient failure or fell back.
     """
     zai_endpoint: _completion_pb2.ZaiEndpoint.ValueType
-    """Set when Z.AI served: the endpoint that served. Unspecified for
-    OpenRouter.
+    """Set when Z.AI served: the endpoint that served. Unspecified for every
+    other provider.
     """
     fallbacks: _builtins.int
     """Always set, 0 or more. How many targets of the alias's fallback chain
@@ -486,9 +557,10 @@ class CompleteResponse(_message.Message):
     before the one that served; 0 for a model named directly.
     """
     refusal: _builtins.str
-    """Empty unless the model refused (OpenAI `message.refusal`): the refusal
-    text. `content` is then usually empty. Anthropic's refusals arrive as
-    finish reason FINISH_REASON_CONTENT_FILTER (native `refusal`) instead.
+    """Empty unless the model refused (OpenAI `message.refusal`, or the same
+    field from another provider on the OpenAI wire): the refusal text.
+    `content` is then usually empty. Anthropic's refusals arrive as finish
+    reason FINISH_REASON_CONTENT_FILTER (native `refusal`) instead.
     """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_completion_pb2.ToolCall]:
@@ -550,17 +622,23 @@ class StreamCompleteRequest(_message.Message):
     OPENROUTER_FIELD_NUMBER: _builtins.int
     ZAI_FIELD_NUMBER: _builtins.int
     model: _builtins.str
-    """Required. The model: `openrouter/<vendor>/<model>`, `zai/<model>` or a
-    configured alias. At most 256 characters: ASCII letters, digits and
-    `. _ : -`, in segments separated by single `/`, each starting with a
-    letter or digit (optionally after one `~`). No spaces, control or format
-    characters, `?`, `#`, `%`, nor empty, `.` or `..` segments: anything else
-    is INVALID_ARGUMENT naming `model`, before any upstream request.
+    """Required. The model: `openrouter/<vendor>/<model>`, `zai/<model>`,
+    `openai/<model>`, `anthropic/<model>`, `gemini/<model>`, `groq/<model>`,
+    `ollama/<model>` or a configured alias (else UNKNOWN_MODEL). The Z.AI,
+    OpenAI, Anthropic and Gemini model is one segment (Gemini's without
+    `:`); Groq's and Ollama's may hold more `/`. At most 256 characters:
+    ASCII letters, digits and `. _ : -`, in segments separated by single
+    `/`, each starting with a letter or digit (optionally after one `~`). No
+    spaces, control or format characters, `?`, `#`, `%`, nor empty, `.` or
+    `..` segments: anything else is INVALID_ARGUMENT naming `model`, before
+    any upstream request.
     """
     user: _builtins.str
     """Optional. A stable id of the end user, for the provider's abuse
-    handling (OpenRouter `user`, Z.AI `user_id`). At most 128 characters;
-    Z.AI needs at least 6. No control or format characters. Default: none.
+    handling: `user` on OpenAI, Groq and OpenRouter, Z.AI `user_id`,
+    Anthropic `metadata.user_id`; Gemini and Ollama have no such field and
+    are not sent it. At most 128 characters; Z.AI needs at least 6 (fewer is
+    refused naming `user`). No control or format characters. Default: none.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_completion_pb2.ChatMessage]:
@@ -586,15 +664,19 @@ class StreamCompleteRequest(_message.Message):
 
     @_builtins.property
     def reasoning(self) -> _completion_pb2.ReasoningOptions:
-        """Optional. Reasoning control. Default: the model's."""
+        """Optional. Reasoning control (see ReasoningOptions). Default: the
+        model's; Anthropic does not think unless asked.
+        """
 
     @_builtins.property
     def openrouter(self) -> _completion_pb2.OpenRouterOptions:
-        """Optional. OpenRouter-only options. Default: none."""
+        """Optional. OpenRouter-only options; other providers ignore them.
+        Default: none.
+        """
 
     @_builtins.property
     def zai(self) -> _completion_pb2.ZaiOptions:
-        """Optional. Z.AI-only options. Default: none."""
+        """Optional. Z.AI-only options; other providers ignore them. Default: none."""
 
     def __init__(
         self,
@@ -735,9 +817,7 @@ class CompletionDone(_message.Message):
     provider: _completion_pb2.Provider.ValueType
     """Always set. The gateway provider that served the call."""
     upstream_provider: _builtins.str
-    """Set when known, else empty. The provider behind OpenRouter that served;
-    for Z.AI, "Z.AI".
-    """
+    """Set when known, else empty. As CompleteResponse.upstream_provider."""
     finish_reason: _completion_pb2.FinishReason.ValueType
     """Always set, never FINISH_REASON_UNSPECIFIED. Why the model stopped."""
     native_finish_reason: _builtins.str
@@ -749,8 +829,8 @@ class CompletionDone(_message.Message):
     target of a fallback chain.
     """
     zai_endpoint: _completion_pb2.ZaiEndpoint.ValueType
-    """Set when Z.AI served: the endpoint that served. Unspecified for
-    OpenRouter.
+    """Set when Z.AI served: the endpoint that served. Unspecified for every
+    other provider.
     """
     fallbacks: _builtins.int
     """Always set, 0 or more. How many targets of the alias's fallback chain
@@ -827,8 +907,9 @@ class ListModelsResponse(_message.Message):
     INCOMPLETE_PROVIDERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInfo]:
-        """Zero or more. The routable models: configured aliases first, then
-        Z.AI's, then OpenRouter's catalogue.
+        """Zero or more. The routable models: configured aliases first (by name),
+        then each provider's catalogue, in the order OpenRouter, Z.AI, OpenAI,
+        Anthropic, Google Gemini, Groq, Ollama.
         """
 
     @_builtins.property
@@ -950,8 +1031,9 @@ class UsageRow(_message.Message):
     reasoning_tokens: _builtins.int
     """Always set, 0 or more. Completion tokens spent on reasoning."""
     cost_usd: _builtins.float
-    """Always set, 0 or more. Cost in USD (OpenRouter's reported cost, Z.AI's
-    from the gateway's price table).
+    """Always set, 0 or more. Cost in USD (OpenRouter's reported cost, or its
+    generation record's; every other provider's from the gateway's price
+    table, Ollama's at 0).
     """
     cache_write_tokens: _builtins.int
     """Always set, 0 or more. Prompt tokens written to the provider's cache."""
@@ -996,14 +1078,22 @@ class ModelInfo(_message.Message):
     provider: _completion_pb2.Provider.ValueType
     """Always set. The provider that serves it."""
     upstream_model: _builtins.str
-    """Always set. The model's id at the provider ("openai/gpt-4o", "glm-4.7")."""
+    """Always set. The model's id at the provider ("openai/gpt-4o" on
+    OpenRouter, "glm-4.7", "claude-sonnet-4-5", "llama3.2").
+    """
     display_name: _builtins.str
     """Empty when unknown. A human-readable name."""
     context_length: _builtins.int
-    """Unset when unknown. Context window in tokens, greater than 0."""
+    """Unset when unknown. Context window in tokens, greater than 0: from the
+    provider's list where it gives one (OpenRouter `context_length`,
+    Anthropic `max_input_tokens`, Gemini `inputTokenLimit`, Groq
+    `context_window`, Ollama's /api/show), else the built-in table where
+    there is one.
+    """
     available: _builtins.bool
     """Always set. False when the gateway has no API key for the provider, so
-    calls would fail with FAILED_PRECONDITION.
+    calls would fail with FAILED_PRECONDITION. Always true for Ollama, which
+    needs no key.
     """
     alias_of: _builtins.str
     """Set for an alias: the model name it stands for (the first target of
@@ -1011,7 +1101,10 @@ class ModelInfo(_message.Message):
     """
     @_builtins.property
     def pricing(self) -> Global___ModelPricing:
-        """Unset when no price is known. Prices."""
+        """Unset when no price is known. Prices: OpenRouter's own list; the
+        built-in tables for Z.AI, OpenAI, Anthropic, Gemini and Groq; 0 for
+        Ollama.
+        """
 
     @_builtins.property
     def fallbacks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

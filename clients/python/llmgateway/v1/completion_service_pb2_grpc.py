@@ -26,11 +26,18 @@ if _version_not_supported:
 
 
 class CompletionServiceStub:
-    """Chat completions from OpenRouter and Z.AI behind one typed contract.
+    """Chat completions from OpenRouter, Z.AI, OpenAI, Anthropic, Google Gemini,
+    Groq and Ollama behind one typed contract.
 
-    Models are named `openrouter/<vendor>/<model>` (for example
-    `openrouter/openai/gpt-4o`) or `zai/<model>` (for example `zai/glm-4.7`);
-    operators may configure aliases on top.
+    Models are named `openrouter/<vendor>/<model>` (`openrouter/openai/gpt-4o`),
+    `zai/<model>` (`zai/glm-4.7`), `openai/<model>` (`openai/gpt-4o-mini`),
+    `anthropic/<model>` (`anthropic/claude-sonnet-4-5`), `gemini/<model>`
+    (`gemini/gemini-2.5-flash`), `groq/<model>` (`groq/llama-3.3-70b-versatile`)
+    or `ollama/<model>` (`ollama/llama3.2`); operators may configure aliases on
+    top, each a fallback chain that may cross providers. What each provider
+    does with each request field is documented at the field (completion.proto):
+    a field the provider cannot honour is refused with INVALID_ARGUMENT naming
+    it, before any request to that provider.
 
     Errors use canonical status codes and carry a `google.rpc.Status` with one
     `google.rpc.ErrorInfo` (domain `llmgateway.v1`, reason from `ErrorReason`
@@ -72,11 +79,18 @@ class CompletionServiceStub:
 
 
 class CompletionServiceServicer:
-    """Chat completions from OpenRouter and Z.AI behind one typed contract.
+    """Chat completions from OpenRouter, Z.AI, OpenAI, Anthropic, Google Gemini,
+    Groq and Ollama behind one typed contract.
 
-    Models are named `openrouter/<vendor>/<model>` (for example
-    `openrouter/openai/gpt-4o`) or `zai/<model>` (for example `zai/glm-4.7`);
-    operators may configure aliases on top.
+    Models are named `openrouter/<vendor>/<model>` (`openrouter/openai/gpt-4o`),
+    `zai/<model>` (`zai/glm-4.7`), `openai/<model>` (`openai/gpt-4o-mini`),
+    `anthropic/<model>` (`anthropic/claude-sonnet-4-5`), `gemini/<model>`
+    (`gemini/gemini-2.5-flash`), `groq/<model>` (`groq/llama-3.3-70b-versatile`)
+    or `ollama/<model>` (`ollama/llama3.2`); operators may configure aliases on
+    top, each a fallback chain that may cross providers. What each provider
+    does with each request field is documented at the field (completion.proto):
+    a field the provider cannot honour is refused with INVALID_ARGUMENT naming
+    it, before any request to that provider.
 
     Errors use canonical status codes and carry a `google.rpc.Status` with one
     `google.rpc.ErrorInfo` (domain `llmgateway.v1`, reason from `ErrorReason`
@@ -157,11 +171,18 @@ def add_CompletionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class CompletionService:
-    """Chat completions from OpenRouter and Z.AI behind one typed contract.
+    """Chat completions from OpenRouter, Z.AI, OpenAI, Anthropic, Google Gemini,
+    Groq and Ollama behind one typed contract.
 
-    Models are named `openrouter/<vendor>/<model>` (for example
-    `openrouter/openai/gpt-4o`) or `zai/<model>` (for example `zai/glm-4.7`);
-    operators may configure aliases on top.
+    Models are named `openrouter/<vendor>/<model>` (`openrouter/openai/gpt-4o`),
+    `zai/<model>` (`zai/glm-4.7`), `openai/<model>` (`openai/gpt-4o-mini`),
+    `anthropic/<model>` (`anthropic/claude-sonnet-4-5`), `gemini/<model>`
+    (`gemini/gemini-2.5-flash`), `groq/<model>` (`groq/llama-3.3-70b-versatile`)
+    or `ollama/<model>` (`ollama/llama3.2`); operators may configure aliases on
+    top, each a fallback chain that may cross providers. What each provider
+    does with each request field is documented at the field (completion.proto):
+    a field the provider cannot honour is refused with INVALID_ARGUMENT naming
+    it, before any request to that provider.
 
     Errors use canonical status codes and carry a `google.rpc.Status` with one
     `google.rpc.ErrorInfo` (domain `llmgateway.v1`, reason from `ErrorReason`
