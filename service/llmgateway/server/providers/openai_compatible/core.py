@@ -161,8 +161,8 @@ class OpenAICompatibleProvider(UpstreamProvider):
         )
         refusal = message.get("refusal")
         if isinstance(refusal, str):
-            # Scrubbed here: the core's pass over a unary answer (redaction.py)
-            # covers content and reasoning only.
+            # The core's Redactor.response scrubs it again with the rest of the
+            # answer; scrubbing exact keys twice changes nothing.
             response.refusal = self._redactor.content(refusal)
         if self.reasoning_details_provider is not None:
             # Returned even when reasoning text is excluded: the next turn needs them.

@@ -313,7 +313,9 @@ _MAX_ERROR_TEXT = 8192
 
 
 def failure_from_error_object(error: object, http_status: int | None) -> UpstreamFailure:
-    """An UpstreamFailure from a provider's `error` object (either provider's shape).
+    """An UpstreamFailure from an OpenAI-style `error` object, with OpenRouter's
+    `metadata` (error_type, provider_name, raw, moderation reasons) and Z.AI's
+    `availability` where present; Ollama's bare `{"error": "text"}` too.
 
     Strings are taken whole (up to _MAX_ERROR_TEXT): redaction and the
     caller-facing bounds are build_error's, in that order.
