@@ -111,22 +111,22 @@ def _message(draw: st.DrawFn) -> common.ChatMessage:
 _messages = _message()
 
 
-def _optional(strategy: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
-    return st.one_of(st.none(), strategy)
-
-
 @st.composite
 def _sampling(draw: st.DrawFn) -> common.SamplingParams:
-    fields = {
-        "temperature": draw(_optional(st.sampled_from([0.0, 0.7, 1.5]))),
-        "top_p": draw(_optional(st.sampled_from([0.1, 1.0]))),
-        "max_tokens": draw(_optional(st.sampled_from([1, 16, 4096, 100000]))),
-        "seed": draw(_optional(st.sampled_from([0, 7, 2**40]))),
-        "presence_penalty": draw(_optional(st.sampled_from([0.0, 1.0]))),
-        "frequency_penalty": draw(_optional(st.sampled_from([0.0, -1.0]))),
-    }
-    stop = draw(st.lists(st.sampled_from(["\n", "END", "###", "x", "y"]), max_size=4))
-    return common.SamplingParams(stop=stop, **{k: v for k, v in fields.items() if v is not None})
+    sampling = common.SamplingParams(
+        stop=draw(st.lists(st.sampled_from(["\n", "END", "###", "x", "y"]), max_size=4))
+    )
+    for name, values in (
+        ("temperature", [0.0, 0.7, 1.5]),
+        ("top_p", [0.1, 1.0]),
+        ("max_tokens", [1, 16, 4096, 100000]),
+        ("seed", [0, 7, 2**40]),
+        ("presence_penalty", [0.0, 1.0]),
+        ("frequency_penalty", [0.0, -1.0]),
+    ):
+        if draw(st.booleans()):
+            setattr(sampling, name, draw(st.sampled_from(values)))
+    return sampling
 
 
 @st.composite
@@ -176,13 +176,28 @@ def _requests(draw: st.DrawFn) -> pb.CompleteRequest:
 def _providers() -> list[tuple[UpstreamProvider, Route]]:
     t = Timeouts()
     return [
-        (OpenRouterProvider(OpenRouterSettings(api_key=KEY), t), Route(1, "openai/gpt-4o", "x")),
-        (ZaiProvider(ZaiSettings(api_key=KEY), t), Route(2, "glm-4.7", "x")),
-        (OpenAIProvider(OpenAISettings(api_key=KEY), t), Route(3, "gpt-4o", "x")),
-        (AnthropicProvider(AnthropicSettings(api_key=KEY), t), Route(4, "claude-sonnet-4-5", "x")),
-        (GeminiProvider(GeminiSettings(api_key=KEY), t), Route(5, "gemini-2.5-flash", "x")),
-        (GroqProvider(GroqSettings(api_key=KEY), t), Route(6, "llama-3.3-70b", "x")),
-        (OllamaProvider(OllamaSettings(), t), Route(7, "llama3.2", "x")),
+        (
+            OpenRouterProvider(OpenRouterSettings(api_key=KEY), t),
+            Route(common.PROVIDER_OPENROUTER, "openai/gpt-4o", "x"),
+        ),
+        (ZaiProvider(ZaiSettings(api_key=KEY), t), Route(common.PROVIDER_ZAI, "glm-4.7", "x")),
+        (
+            OpenAIProvider(OpenAISettings(api_key=KEY), t),
+            Route(common.PROVIDER_OPENAI, "gpt-4o", "x"),
+        ),
+        (
+            AnthropicProvider(AnthropicSettings(api_key=KEY), t),
+            Route(common.PROVIDER_ANTHROPIC, "claude-sonnet-4-5", "x"),
+        ),
+        (
+            GeminiProvider(GeminiSettings(api_key=KEY), t),
+            Route(common.PROVIDER_GEMINI, "gemini-2.5-flash", "x"),
+        ),
+        (
+            GroqProvider(GroqSettings(api_key=KEY), t),
+            Route(common.PROVIDER_GROQ, "llama-3.3-70b", "x"),
+        ),
+        (OllamaProvider(OllamaSettings(), t), Route(common.PROVIDER_OLLAMA, "llama3.2", "x")),
     ]
 
 
