@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -21,11 +22,13 @@ from llmgateway.server.config import (
     ConfigError,
     Secret,
     Settings,
+    Timeouts,
 )
 from llmgateway.server.errors import GatewayError
 from llmgateway.server.routing.router import Plan, Route, Router
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 from tests.tls import make_certificates
 
 OPENROUTER_KEY = "sk-or-v1-test-not-a-key"
@@ -690,7 +693,7 @@ def test_every_documented_key_is_accepted(documented):
     assert settings.zai.coding_models == frozenset({"glm-4.7"})
     assert settings.tls is not None
     assert settings.tls.mutual
-    assert set(settings.aliases) == {"fast", "smart", "coding"}
+    assert set(settings.aliases) == {"fast", "smart", "sonnet", "coding"}
     assert settings.prices["zai/glm-4.7"].cached_prompt == 0.11
 
 
@@ -790,3 +793,81 @@ def test_serve_warns_about_a_misspelt_variable(tmp_path):
     assert code == 2
     assert "LLMGATEWAY_SHUTDOWN_GRACE_SECONDS is set but no setting reads it" in stderr
     assert "did you mean LLMGATEWAY_SHUTDOWN_GRACE?" in stderr
+
+
+# -- per-provider timeouts --------------------------------------------------------
+
+
+def test_a_provider_table_may_override_the_timeouts_for_that_provider_only(tmp_path):
+    path = write(
+        tmp_path,
+        "[timeouts]\nfirst_byte_seconds = 30\n\n"
+        "[ollama.timeouts]\nfirst_byte_seconds = 300\nrequest_seconds = 1200\n\n"
+        "[anthropic.timeouts]\nstream_idle_seconds = 90\n",
+    )
+    settings = Settings.load({}, path)
+    assert settings.timeouts_for("ollama") == Timeouts(first_byte=300.0, request=1200.0)
+    # What the provider table leaves out comes from [timeouts], not the built-in defaults.
+    assert settings.timeouts_for("anthropic") == Timeouts(first_byte=30.0, stream_idle=90.0)
+    assert settings.timeouts_for("openai") == settings.timeouts == Timeouts(first_byte=30.0)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("[ollama.timeouts]\nfirst_byte = 300\n", "[ollama.timeouts] first_byte is not a known"),
+        ("[groq.timeouts]\nrequest_seconds = 0\n", "[groq.timeouts] request_seconds must be"),
+        ('[zai.timeouts]\nconnect_seconds = "5"\n', "[zai.timeouts] connect_seconds must be"),
+        ("[openai]\ntimeouts = 5\n", "[openai.timeouts] must be a table"),
+    ],
+)
+def test_a_bad_provider_timeout_is_refused_naming_it(tmp_path, table, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.load({}, write(tmp_path, table))
+
+
+async def test_the_gateway_gives_each_provider_its_own_timeouts(settings):
+    """A stream that never begins ends at its own provider's first-byte timeout."""
+    from llmgateway.server.process.server import start_gateway
+    from tests.conftest import rich_status, user
+
+    configured = dataclasses.replace(
+        settings,
+        timeouts=dataclasses.replace(settings.timeouts, first_byte=5.0),
+        provider_timeouts={"ollama": dataclasses.replace(settings.timeouts, first_byte=0.3)},
+    )
+    gateway = await start_gateway(configured, address="127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = pb_grpc.CompletionServiceStub(channel)
+            messages = {}
+            for model in ("ollama/fault-hang", "openai/fault-hang"):
+                call = stub.StreamComplete(
+                    pb.StreamCompleteRequest(model=model, messages=[user("hi")]), timeout=10
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    async for _ in call:
+                        pass
+                status = rich_status(caught.value)
+                assert status.info.reason == "UPSTREAM_TIMEOUT", model
+                messages[model] = status.message
+    finally:
+        await gateway.stop(grace=0)
+    assert "had not begun within 0.3 s" in messages["ollama/fault-hang"]
+    # OpenAI keeps the global bounds (here the 2 s stream idle timeout ends it first).
+    assert "0.3 s" not in messages["openai/fault-hang"]
+
+
+def test_the_readme_example_config_file_loads_as_it_says(tmp_path):
+    settings = Settings.load({}, write(tmp_path, readme_example_toml()))
+    assert settings.anthropic.beta == ("context-1m-2025-08-07",)
+    assert settings.ollama.num_ctx == 32768
+    assert settings.timeouts_for("ollama").first_byte == 300.0
+    assert settings.timeouts_for("anthropic") == settings.timeouts
+    sonnet = settings.aliases["sonnet"]
+    assert isinstance(sonnet, AliasConfig)
+    assert [t.model for t in sonnet.targets] == [
+        "anthropic/claude-sonnet-4-5",
+        "openrouter/anthropic/claude-sonnet-4.5",
+        "zai/glm-4.7",
+    ]

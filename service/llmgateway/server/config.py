@@ -250,6 +250,9 @@ class Settings:
     groq: GroqSettings = GroqSettings()
     ollama: OllamaSettings = OllamaSettings()
     timeouts: Timeouts = Timeouts()
+    # Provider id ("ollama") -> its own timeouts, from `[<provider>.timeouts]`;
+    # a provider not in it uses `timeouts`.
+    provider_timeouts: Mapping[str, Timeouts] = field(default_factory=dict)
     # alias -> model name, e.g. {"coding": "zai/glm-4.7"}, or a fallback chain
     aliases: Mapping[str, str | AliasConfig] = field(default_factory=dict)
     shutdown_grace: float = 30.0
@@ -291,6 +294,10 @@ class Settings:
     # LLMGATEWAY_* variables set that no setting reads (typos, most likely),
     # for `serve` to warn about; not refused, as the environment is shared.
     environment_warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    def timeouts_for(self, provider_id: str) -> Timeouts:
+        """The timeouts of one provider: its `[<provider>.timeouts]`, else `[timeouts]`."""
+        return self.provider_timeouts.get(provider_id, self.timeouts)
 
     @classmethod
     def load(cls, environ: Mapping[str, str], config_file: Path | None = None) -> Settings:
@@ -372,7 +379,7 @@ class Settings:
                 return None
             return path.parent / value if path is not None else Path(value)
 
-        return cls(
+        built = cls(
             address=pick("LLMGATEWAY_ADDRESS", server, "address", DEFAULT_ADDRESS),
             openrouter=OpenRouterSettings(
                 api_key=_secret(environ.get("OPENROUTER_API_KEY")),
@@ -646,6 +653,54 @@ class Settings:
                 ("text", "json"),
             ),
         )
+        per_provider = {
+            name: _provider_timeouts(f"[{name}.timeouts]", table.get("timeouts"), built.timeouts)
+            for name, table in (
+                ("openrouter", openrouter),
+                ("zai", zai),
+                ("openai", openai),
+                ("anthropic", anthropic),
+                ("gemini", gemini),
+                ("groq", groq),
+                ("ollama", ollama),
+            )
+        }
+        return dataclasses.replace(
+            built,
+            provider_timeouts={n: t for n, t in per_provider.items() if t is not None},
+        )
+
+
+def _provider_timeouts(where: str, table: object, defaults: Timeouts) -> Timeouts | None:
+    """`[<provider>.timeouts]`: any of the [timeouts] keys, for that provider only
+    (a local Ollama loading a model may need minutes before its first byte)."""
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table of timeouts in seconds")
+    _only_keys(where, table, tuple(_TIMEOUT_KEYS))
+    overrides: dict[str, float] = {}
+    for key, field_name in _TIMEOUT_KEYS.items():
+        if key in table:
+            value = table[key]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 < value < float("inf")
+            ):
+                raise ConfigError(f"{where} {key} must be a finite number greater than 0")
+            overrides[field_name] = float(value)
+    return dataclasses.replace(defaults, **overrides)
+
+
+# [timeouts] keys (and their `[<provider>.timeouts]` overrides) -> Timeouts fields.
+_TIMEOUT_KEYS = {
+    "connect_seconds": "connect",
+    "request_seconds": "request",
+    "first_byte_seconds": "first_byte",
+    "stream_idle_seconds": "stream_idle",
+    "stream_total_seconds": "stream_total",
+}
 
 
 _TLS_CERT = "LLMGATEWAY_TLS_CERT ([tls] cert_file)"

@@ -153,17 +153,25 @@ async def start_gateway(
         max_response_bytes=settings.max_response_bytes,
         transport=transport,
     )
-    openrouter = OpenRouterProvider(settings.openrouter, settings.timeouts, **limits)
+    openrouter = OpenRouterProvider(
+        settings.openrouter, settings.timeouts_for("openrouter"), **limits
+    )
     providers: dict[common.Provider.ValueType, UpstreamProvider] = {
         common.PROVIDER_OPENROUTER: openrouter,
-        common.PROVIDER_ZAI: ZaiProvider(settings.zai, settings.timeouts, **limits),
-        common.PROVIDER_OPENAI: OpenAIProvider(settings.openai, settings.timeouts, **limits),
-        common.PROVIDER_ANTHROPIC: AnthropicProvider(
-            settings.anthropic, settings.timeouts, **limits
+        common.PROVIDER_ZAI: ZaiProvider(settings.zai, settings.timeouts_for("zai"), **limits),
+        common.PROVIDER_OPENAI: OpenAIProvider(
+            settings.openai, settings.timeouts_for("openai"), **limits
         ),
-        common.PROVIDER_GEMINI: GeminiProvider(settings.gemini, settings.timeouts, **limits),
-        common.PROVIDER_GROQ: GroqProvider(settings.groq, settings.timeouts, **limits),
-        common.PROVIDER_OLLAMA: OllamaProvider(settings.ollama, settings.timeouts, **limits),
+        common.PROVIDER_ANTHROPIC: AnthropicProvider(
+            settings.anthropic, settings.timeouts_for("anthropic"), **limits
+        ),
+        common.PROVIDER_GEMINI: GeminiProvider(
+            settings.gemini, settings.timeouts_for("gemini"), **limits
+        ),
+        common.PROVIDER_GROQ: GroqProvider(settings.groq, settings.timeouts_for("groq"), **limits),
+        common.PROVIDER_OLLAMA: OllamaProvider(
+            settings.ollama, settings.timeouts_for("ollama"), **limits
+        ),
     }
     # No provider's output may carry any provider's key (a proxy could front several).
     for provider in providers.values():
