@@ -18,8 +18,10 @@ Sources:
 [deploy]   deploybase.ai "OpenAI API Pricing 2026", prices "as of March 21, 2026".
 [aumiqx]   aumiqx.com "OpenAI API Pricing Decoded", "as of April 2026".
 [calc]     aimodelcalc "OpenAI API Pricing Explained", "platform.openai.com/docs/pricing, May 2026".
-[recall]   not found in a stored copy; OpenAI's published rate as the author
-           remembers it: verify before relying on it.
+[litellm]  BerriAI/litellm model_prices_and_context_window.json at commit 00035b69
+           (read through the code search on 2026-12-01; the index gives no commit
+           date, and its newest OpenAI rows are dated 2026-04, e.g. gpt-5.5-2026-04-23).
+[yingtu]   yingtu.ai "o4-mini Pricing", OpenAI Standard rates "as of July 2, 2026".
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ MODELS: tuple[BuiltinModel, ...] = (
     BuiltinModel("gpt-5.1", 400_000, 1.25, 0.125, 10.00),  # [deploy] (cached: [adk] rule)
     BuiltinModel("gpt-5", 400_000, 1.25, 0.125, 10.00),  # [deploy], openai-cost crate
     BuiltinModel("gpt-5-mini", 400_000, 0.25, 0.025, 2.00),  # [copilot]
-    BuiltinModel("gpt-5-nano", 400_000, 0.05, 0.005, 0.40),  # [deploy] input; rest [recall]
+    BuiltinModel("gpt-5-nano", 400_000, 0.05, 0.005, 0.40),  # [deploy] input; [litellm] all three
     # GPT-4.1 family: 1M-token context, cached input at a quarter ([adk]).
     BuiltinModel("gpt-4.1", 1_047_576, 2.00, 0.50, 8.00),  # [copilot], [aumiqx]
     BuiltinModel("gpt-4.1-mini", 1_047_576, 0.40, 0.10, 1.60),  # [aumiqx]; cached [adk] rule
@@ -44,9 +46,13 @@ MODELS: tuple[BuiltinModel, ...] = (
     BuiltinModel("gpt-4o", 128_000, 2.50, 1.25, 10.00),  # [crate], [calc], [aumiqx]
     BuiltinModel("gpt-4o-mini", 128_000, 0.15, 0.075, 0.60),  # [crate], [calc], [aumiqx]
     # o-series reasoning models.
-    BuiltinModel("o3", 200_000, 2.00, 0.50, 8.00),  # [deploy], [aumiqx]; cached [recall]
-    BuiltinModel("o4-mini", 200_000, 1.10, 0.275, 4.40),  # [recall]
-    BuiltinModel("o3-mini", 200_000, 1.10, 0.55, 4.40),  # [calc]; cached [recall]
+    BuiltinModel("o3", 200_000, 2.00, 0.50, 8.00),  # [deploy], [aumiqx]; cached [litellm]
+    BuiltinModel("o4-mini", 200_000, 1.10, 0.275, 4.40),  # [yingtu], [litellm]
+    # o3-mini: llmcalc.app (verified 2026-05-06) gives the same three rates, and saw it
+    # dropped from OpenAI's public pricing page on 2026-06-12.
+    BuiltinModel("o3-mini", 200_000, 1.10, 0.55, 4.40),  # [calc]; cached [litellm]
     BuiltinModel("o1", 200_000, 15.00, 7.50, 60.00),  # [crate], [calc]
-    BuiltinModel("o1-mini", 128_000, 1.10, 0.55, 4.40),  # [recall]
+    # o1-mini: deprecated by OpenAI and gone from [litellm]; rates and context from
+    # langfa.st/models/o1-mini (undated, read 2026-12-01).
+    BuiltinModel("o1-mini", 128_000, 1.10, 0.55, 4.40),
 )
