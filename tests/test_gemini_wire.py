@@ -147,6 +147,25 @@ async def test_images_go_inline_and_https_urls_are_refused(gemini: GeminiProvide
     assert [v.field for v in gemini.check(request)] == ["messages[0].parts[0].image.url"]
 
 
+@pytest.mark.parametrize("role", [common.ROLE_SYSTEM, common.ROLE_ASSISTANT, common.ROLE_TOOL])
+async def test_an_image_outside_a_user_message_is_refused_not_dropped(
+    gemini: GeminiProvider, role: common.Role.ValueType
+) -> None:
+    image = common.ContentPart(image=common.ImagePart(url=f"data:image/png;base64,{PNG}"))
+    text = common.ContentPart(text="see")
+    call = common.ToolCall(id="c1", name="look", arguments="{}")
+    messages = [msg(common.ROLE_USER, "hi")]
+    if role == common.ROLE_TOOL:
+        messages.append(common.ChatMessage(role=common.ROLE_ASSISTANT, tool_calls=[call]))
+    extra = {"tool_call_id": "c1"} if role == common.ROLE_TOOL else {}
+    messages.append(common.ChatMessage(role=role, parts=[text, image], **extra))  # type: ignore[arg-type]
+    if role == common.ROLE_SYSTEM:
+        messages.reverse()
+    request = pb.CompleteRequest(messages=messages)
+    index = next(i for i, m in enumerate(messages) if m.role == role)
+    assert [v.field for v in gemini.check(request)] == [f"messages[{index}].parts[1]"]
+
+
 def test_tools_send_full_json_schema_and_tool_choice_maps() -> None:
     schema = struct_pb2.Struct()
     schema.update({"type": "object", "properties": {"n": {"type": "integer", "maxItems": 3}}})

@@ -61,7 +61,7 @@ class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     `Tool.strict`, a participant `name`, `user`) are ignored there. Each field
     says what every provider does with it, including where one approximates a
     field (Z.AI's tool choice) or leaves it out (Z.AI's reasoning levels and
-    budget, Gemini's images outside user messages).
+    budget).
 
     Who wrote a message in the conversation.
     """
@@ -527,10 +527,9 @@ class ChatMessage(_message.Message):
         the model an image. Mutually exclusive with `content`. At most 64 parts.
         Where a wire takes one string the text parts are joined: Ollama, and
         Z.AI's system, assistant and tool messages (it drops list content there).
-        Images (see ImagePart): Z.AI takes them in user messages only, Anthropic
-        in user and tool messages only, each refusing others naming the part;
-        Ollama takes them on any message (`images`). Gemini sends the images of
-        user messages only: on other roles it sends the text parts alone.
+        Images (see ImagePart): Z.AI and Gemini take them in user messages only,
+        Anthropic in user and tool messages only, each refusing others naming
+        the part; Ollama takes them on any message (`images`).
         """
 
     @_builtins.property

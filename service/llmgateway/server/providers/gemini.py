@@ -39,7 +39,7 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     import httpx
 
@@ -390,6 +390,7 @@ def catalogue_models(
 def request_body(request: AnyCompletionRequest, upstream_model: str) -> JSONObject:
     """The body of POST …:generateContent for `request`; raises
     translate.Untranslatable for what Gemini's wire cannot carry."""
+    _refuse_images_outside_user_turns(request.messages)
     system, turns = translate.split_system(request.messages)
     names = translate.tool_names_by_call_id(request.messages)
     body: JSONObject = {"contents": _contents(turns, names)}
@@ -405,6 +406,20 @@ def request_body(request: AnyCompletionRequest, upstream_model: str) -> JSONObje
     if generation:
         body["generationConfig"] = generation
     return body
+
+
+def _refuse_images_outside_user_turns(messages: Sequence[common.ChatMessage]) -> None:
+    """Gemini's system instruction, model turns and function responses carry
+    text only: an image there would be dropped, which changes the answer."""
+    for i, message in enumerate(messages):
+        if message.role == common.ROLE_USER:
+            continue
+        for j, part in enumerate(message.parts):
+            if part.WhichOneof("part") == "image":
+                raise translate.Untranslatable(
+                    f"messages[{i}].parts[{j}]",
+                    "Gemini takes images only in user messages; move the image to a user message",
+                )
 
 
 def _contents(turns: list[translate.Turn], names: dict[str, str]) -> list[JSONObject]:
