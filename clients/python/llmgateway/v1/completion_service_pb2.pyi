@@ -520,8 +520,8 @@ class CompleteResponse(_message.Message):
     """Always set. The gateway provider that served the call."""
     upstream_provider: _builtins.str
     """Set when known, else empty. The provider behind OpenRouter that served
-    ("Anthropic"); "Z.AI", "Anthropic" and "Ollama" for those providers;
-    empty for OpenAI, Gemini and Groq.
+    ("Anthropic"); for the others their own name: "Z.AI", "OpenAI",
+    "Anthropic", "Google Gemini", "Groq", "Ollama".
     """
     content: _builtins.str
     """May be empty: when the model only called tools, when a content filter
