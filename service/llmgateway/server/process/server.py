@@ -8,7 +8,7 @@ import logging
 import signal
 import urllib.parse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +27,7 @@ from llmgateway.server.process.ports import check_port_is_free
 from llmgateway.server.process.reflection import add_reflection
 from llmgateway.server.process.startup_summary import SUMMARY_LINE, StartupSummary
 from llmgateway.server.providers.anthropic import AnthropicProvider
+from llmgateway.server.providers.core import ProviderLimits
 from llmgateway.server.providers.gemini import GeminiProvider
 from llmgateway.server.providers.groq import GroqProvider
 from llmgateway.server.providers.ollama import OllamaProvider
@@ -148,7 +149,7 @@ async def start_gateway(
         # parent probed it once.
         check_port_is_free(bind)
     router = Router(settings.aliases)
-    limits = _ProviderLimits(
+    limits = ProviderLimits(
         max_connections=settings.max_connections_per_provider,
         max_response_bytes=settings.max_response_bytes,
         transport=transport,
@@ -419,14 +420,6 @@ async def _announce_access(state: State | None) -> None:
         )
     else:
         logger.info("caller keys required (authorization: Bearer <key>)", extra=SUMMARY_LINE)
-
-
-class _ProviderLimits(TypedDict):
-    """What every provider is built with beyond its settings."""
-
-    max_connections: int
-    max_response_bytes: int
-    transport: httpx.AsyncBaseTransport | None
 
 
 def _display_address(bind: str, port: int) -> str:

@@ -25,7 +25,7 @@ from llmgateway.server.errors import FieldViolation
 from llmgateway.server.providers import translate
 from llmgateway.server.providers import upstream_errors as ue
 from llmgateway.server.providers.anthropic_stream import AnthropicStreamAssembler
-from llmgateway.server.providers.core import DEFAULT_MAX_RESPONSE_BYTES, UpstreamProvider
+from llmgateway.server.providers.core import UpstreamProvider
 from llmgateway.server.providers.openai_compatible.wire import struct_to_json
 from llmgateway.server.providers.translate import Untranslatable
 from llmgateway.server.routing.price_tables.anthropic import MODELS
@@ -35,11 +35,13 @@ from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import Unpack
 
     import httpx
 
     from llmgateway.server.config import AnthropicSettings, Timeouts
     from llmgateway.server.errors import GatewayError
+    from llmgateway.server.providers.core import ProviderLimits
     from llmgateway.server.providers.openai_compatible.wire import (
         AnyCompletionRequest,
         JSONObject,
@@ -116,21 +118,9 @@ class AnthropicProvider(UpstreamProvider):
     base_url_env = "ANTHROPIC_BASE_URL"
 
     def __init__(
-        self,
-        settings: AnthropicSettings,
-        timeouts: Timeouts,
-        *,
-        max_connections: int = 1000,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, settings: AnthropicSettings, timeouts: Timeouts, **limits: Unpack[ProviderLimits]
     ) -> None:
-        super().__init__(
-            settings.api_key,
-            timeouts,
-            max_connections=max_connections,
-            max_response_bytes=max_response_bytes,
-            transport=transport,
-        )
+        super().__init__(settings.api_key, timeouts, **limits)
         self.settings = settings
         self._messages_url = f"{settings.base_url}/v1/messages"
         # The configured version and betas win over a same-named extra header.

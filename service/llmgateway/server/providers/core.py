@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypedDict, Unpack
 
 import grpc
 import httpx
@@ -55,6 +55,16 @@ _DEADLINE_MARGIN = 0.05
 _DRAIN_TIMEOUT = 1.0
 
 
+class ProviderLimits(TypedDict, total=False):
+    """What every provider is built with beyond its settings and timeouts
+    (`**limits` of each provider's constructor; tests leave them out)."""
+
+    max_connections: int
+    max_response_bytes: int
+    # A test seam for httpx; default: aiohttp underneath.
+    transport: httpx.AsyncBaseTransport | None
+
+
 class UpstreamProvider:
     """One upstream provider behind the gateway's single provider interface."""
 
@@ -68,14 +78,13 @@ class UpstreamProvider:
         self,
         api_key: Secret | None,
         timeouts: Timeouts,
-        *,
-        max_connections: int = 1000,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        transport: httpx.AsyncBaseTransport | None = None,
+        **limits: Unpack[ProviderLimits],
     ) -> None:
+        max_connections = limits.get("max_connections", 1000)
+        transport = limits.get("transport")
         self._api_key = api_key
         self._timeouts = timeouts
-        self._max_response = max_response_bytes
+        self._max_response = limits.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeouts.request, connect=timeouts.connect),
             limits=httpx.Limits(

@@ -20,7 +20,7 @@ import orjson
 from llmgateway.server.errors import FieldViolation
 from llmgateway.server.providers import translate
 from llmgateway.server.providers import upstream_errors as ue
-from llmgateway.server.providers.core import DEFAULT_MAX_RESPONSE_BYTES, UpstreamProvider
+from llmgateway.server.providers.core import UpstreamProvider
 from llmgateway.server.providers.gemini_stream import (
     INVALID_TOOL_CALL_FINISHES,
     GeminiStreamAssembler,
@@ -40,11 +40,13 @@ from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import Unpack
 
     import httpx
 
     from llmgateway.server.config import GeminiSettings, Timeouts
     from llmgateway.server.errors import GatewayError
+    from llmgateway.server.providers.core import ProviderLimits
     from llmgateway.server.providers.openai_compatible.wire import AnyCompletionRequest, JSONObject
     from llmgateway.server.routing.router import Route
 
@@ -119,21 +121,9 @@ class GeminiProvider(UpstreamProvider):
     base_url_env = "GEMINI_BASE_URL"
 
     def __init__(
-        self,
-        settings: GeminiSettings,
-        timeouts: Timeouts,
-        *,
-        max_connections: int = 1000,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, settings: GeminiSettings, timeouts: Timeouts, **limits: Unpack[ProviderLimits]
     ) -> None:
-        super().__init__(
-            settings.api_key,
-            timeouts,
-            max_connections=max_connections,
-            max_response_bytes=max_response_bytes,
-            transport=transport,
-        )
+        super().__init__(settings.api_key, timeouts, **limits)
         self.settings = settings
         self._extra_headers = dict(settings.headers)
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, ClassVar
 
 from llmgateway.server.errors import FieldViolation
 from llmgateway.server.providers import upstream_errors as ue
-from llmgateway.server.providers.core import DEFAULT_MAX_RESPONSE_BYTES
 from llmgateway.server.providers.openai import listed_models, reasoning_effort
 from llmgateway.server.providers.openai_compatible.core import OpenAICompatibleProvider
 from llmgateway.server.providers.openai_compatible.stream import failure_from_native_error
@@ -31,9 +30,12 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     import httpx
 
     from llmgateway.server.config import GroqSettings, Timeouts
+    from llmgateway.server.providers.core import ProviderLimits
     from llmgateway.server.routing.router import Route
 
 _CODES: dict[str, ue.Reason] = {
@@ -72,21 +74,9 @@ class GroqProvider(OpenAICompatibleProvider):
     reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning", "reasoning_content")
 
     def __init__(
-        self,
-        settings: GroqSettings,
-        timeouts: Timeouts,
-        *,
-        max_connections: int = 1000,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, settings: GroqSettings, timeouts: Timeouts, **limits: Unpack[ProviderLimits]
     ) -> None:
-        super().__init__(
-            settings.api_key,
-            timeouts,
-            max_connections=max_connections,
-            max_response_bytes=max_response_bytes,
-            transport=transport,
-        )
+        super().__init__(settings.api_key, timeouts, **limits)
         self.settings = settings
         self._chat_url = f"{settings.base_url}/chat/completions"
         self._extra_headers = dict(settings.headers)

@@ -18,7 +18,7 @@ import orjson
 
 from llmgateway.server.providers import translate
 from llmgateway.server.providers import upstream_errors as ue
-from llmgateway.server.providers.core import DEFAULT_MAX_RESPONSE_BYTES, UpstreamProvider
+from llmgateway.server.providers.core import UpstreamProvider
 from llmgateway.server.providers.ndjson import NDJSONDecoder
 from llmgateway.server.providers.ollama_stream import (
     UPSTREAM_PROVIDER,
@@ -45,11 +45,11 @@ from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-    import httpx
+    from typing import Unpack
 
     from llmgateway.server.config import OllamaSettings, Timeouts
     from llmgateway.server.errors import FieldViolation, GatewayError
+    from llmgateway.server.providers.core import ProviderLimits
     from llmgateway.server.providers.openai_compatible.wire import (
         AnyCompletionRequest,
         JSONObject,
@@ -85,21 +85,9 @@ class OllamaProvider(UpstreamProvider):
     base_url_env = "OLLAMA_BASE_URL"
 
     def __init__(
-        self,
-        settings: OllamaSettings,
-        timeouts: Timeouts,
-        *,
-        max_connections: int = 1000,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, settings: OllamaSettings, timeouts: Timeouts, **limits: Unpack[ProviderLimits]
     ) -> None:
-        super().__init__(
-            settings.api_key,
-            timeouts,
-            max_connections=max_connections,
-            max_response_bytes=max_response_bytes,
-            transport=transport,
-        )
+        super().__init__(settings.api_key, timeouts, **limits)
         self.settings = settings
         self._chat_url = f"{settings.base_url}/api/chat"
         self._extra_headers = dict(settings.headers)

@@ -14,7 +14,6 @@ import re
 from typing import TYPE_CHECKING, ClassVar
 
 from llmgateway.server.errors import FieldViolation
-from llmgateway.server.providers.core import DEFAULT_MAX_RESPONSE_BYTES
 from llmgateway.server.providers.openai_compatible.core import OpenAICompatibleProvider
 from llmgateway.server.providers.openai_compatible.stream import failure_from_native_error
 from llmgateway.server.providers.openai_compatible.wire import (
@@ -29,11 +28,11 @@ from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-
-    import httpx
+    from typing import Unpack
 
     from llmgateway.server.config import OpenAISettings, Timeouts
     from llmgateway.server.providers import upstream_errors as ue
+    from llmgateway.server.providers.core import ProviderLimits
     from llmgateway.server.routing.price_tables import BuiltinModel
     from llmgateway.server.routing.router import Route
 
@@ -95,21 +94,9 @@ class OpenAIProvider(OpenAICompatibleProvider):
     reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning", "reasoning_content")
 
     def __init__(
-        self,
-        settings: OpenAISettings,
-        timeouts: Timeouts,
-        *,
-        max_connections: int = 1000,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, settings: OpenAISettings, timeouts: Timeouts, **limits: Unpack[ProviderLimits]
     ) -> None:
-        super().__init__(
-            settings.api_key,
-            timeouts,
-            max_connections=max_connections,
-            max_response_bytes=max_response_bytes,
-            transport=transport,
-        )
+        super().__init__(settings.api_key, timeouts, **limits)
         self.settings = settings
         self._chat_url = f"{settings.base_url}/chat/completions"
         headers = dict(settings.headers)

@@ -12,7 +12,6 @@ import orjson
 
 from llmgateway.server.errors import FieldViolation
 from llmgateway.server.observability.logs import LogSampler
-from llmgateway.server.providers.core import DEFAULT_MAX_RESPONSE_BYTES
 from llmgateway.server.providers.openai_compatible.core import OpenAICompatibleProvider
 from llmgateway.server.providers.openai_compatible.wire import (
     AnyCompletionRequest,
@@ -25,8 +24,10 @@ from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Unpack
 
     from llmgateway.server.config import OpenRouterSettings, Timeouts
+    from llmgateway.server.providers.core import ProviderLimits
     from llmgateway.server.providers.upstream_errors import Reason, UpstreamFailure
     from llmgateway.server.routing.router import Route
 
@@ -136,21 +137,9 @@ class OpenRouterProvider(OpenAICompatibleProvider):
     )
 
     def __init__(
-        self,
-        settings: OpenRouterSettings,
-        timeouts: Timeouts,
-        *,
-        max_connections: int = 1000,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, settings: OpenRouterSettings, timeouts: Timeouts, **limits: Unpack[ProviderLimits]
     ) -> None:
-        super().__init__(
-            settings.api_key,
-            timeouts,
-            max_connections=max_connections,
-            max_response_bytes=max_response_bytes,
-            transport=transport,
-        )
+        super().__init__(settings.api_key, timeouts, **limits)
         self.settings = settings
         self._chat_url = f"{settings.base_url}/chat/completions"
         headers = {}

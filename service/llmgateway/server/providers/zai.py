@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, ClassVar
 
 from llmgateway.server.errors import FieldViolation
 from llmgateway.server.providers import upstream_errors as ue
-from llmgateway.server.providers.core import DEFAULT_MAX_RESPONSE_BYTES
 from llmgateway.server.providers.openai_compatible.core import OpenAICompatibleProvider
 from llmgateway.server.providers.openai_compatible.wire import (
     AnyCompletionRequest,
@@ -19,9 +18,10 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
-    import httpx
+    from typing import Unpack
 
     from llmgateway.server.config import Timeouts, ZaiSettings
+    from llmgateway.server.providers.core import ProviderLimits
     from llmgateway.server.routing.router import Route
 
 # Z.AI drops list-form content on these roles, so their text parts are joined.
@@ -70,21 +70,9 @@ class ZaiProvider(OpenAICompatibleProvider):
     default_upstream_provider = "Z.AI"
 
     def __init__(
-        self,
-        settings: ZaiSettings,
-        timeouts: Timeouts,
-        *,
-        max_connections: int = 1000,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, settings: ZaiSettings, timeouts: Timeouts, **limits: Unpack[ProviderLimits]
     ) -> None:
-        super().__init__(
-            settings.api_key,
-            timeouts,
-            max_connections=max_connections,
-            max_response_bytes=max_response_bytes,
-            transport=transport,
-        )
+        super().__init__(settings.api_key, timeouts, **limits)
         self.settings = settings
         self._general_url = f"{settings.base_url}/chat/completions"
         self._coding_url = f"{settings.coding_base_url}/chat/completions"
