@@ -26,7 +26,7 @@ from llmgateway.server.providers import translate
 from llmgateway.server.providers import upstream_errors as ue
 from llmgateway.server.providers.anthropic_stream import AnthropicStreamAssembler
 from llmgateway.server.providers.core import UpstreamProvider
-from llmgateway.server.providers.openai_compatible.wire import struct_to_json
+from llmgateway.server.providers.openai_compatible.wire import struct_to_json, token_count
 from llmgateway.server.providers.translate import Untranslatable
 from llmgateway.server.routing.price_tables.anthropic import MODELS
 from llmgateway.server.routing.router import gateway_model_name
@@ -575,12 +575,12 @@ def _tool_choice_json(choice: common.ToolChoice) -> JSONObject | None:
 def usage_from_json(usage: JSONObject) -> common.Usage:
     """Our Usage from Anthropic's: input, cache reads and cache writes are
     reported apart and all count as prompt tokens."""
-    fresh = _count(usage.get("input_tokens"))
-    cache_read = _count(usage.get("cache_read_input_tokens"))
-    cache_write = _count(usage.get("cache_creation_input_tokens"))
-    completion = _count(usage.get("output_tokens"))
+    fresh = token_count(usage.get("input_tokens"))
+    cache_read = token_count(usage.get("cache_read_input_tokens"))
+    cache_write = token_count(usage.get("cache_creation_input_tokens"))
+    completion = token_count(usage.get("output_tokens"))
     details = usage.get("output_tokens_details")
-    thinking = _count(details.get("thinking_tokens")) if isinstance(details, dict) else 0
+    thinking = token_count(details.get("thinking_tokens")) if isinstance(details, dict) else 0
     prompt = fresh + cache_read + cache_write
     return common.Usage(
         prompt_tokens=prompt,
@@ -641,17 +641,3 @@ def builtin_model(model_id: str) -> BuiltinModel | None:
 
 def _string(value: object) -> str:
     return value if isinstance(value, str) else ""
-
-
-_MAX_COUNT = 2**63 - 1  # int64, the proto field's range
-
-
-def _count(value: object) -> int:
-    """A token count: non-negative, within int64, 0 when absent or nonsense."""
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
-        value = int(value)
-    if isinstance(value, int):
-        return min(max(0, value), _MAX_COUNT)
-    return 0

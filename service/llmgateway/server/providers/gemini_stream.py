@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
+from llmgateway.server.providers.openai_compatible.wire import MAX_TOKEN_COUNT, token_count
 from llmgateway.server.providers.translate import generated_call_id
 from llmgateway.server.routing.router import gateway_model_name
 from llmgateway.v1 import completion_pb2 as common
@@ -57,8 +58,6 @@ FINISH_REASONS: dict[str, common.FinishReason.ValueType] = {
 # not the request, failed, and a retry usually works.
 INVALID_TOOL_CALL_FINISHES = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"})
 
-_MAX_COUNT = 2**63 - 1  # int64, the proto field's range
-
 
 class GeminiOwner(Protocol):
     """What the assembler needs of the provider it reads for (gemini.py's
@@ -88,31 +87,21 @@ class GeminiOwner(Protocol):
         """The stream ended before it was complete."""
 
 
-def count(value: object) -> int:
-    """A token count: non-negative, within int64, 0 when absent or nonsense."""
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
-        value = int(value)
-    if isinstance(value, int):
-        return min(max(0, value), _MAX_COUNT)
-    return 0
-
-
 def usage_from_metadata(metadata: JSONObject) -> common.Usage:
     """Our Usage from Gemini's usageMetadata. Thoughts are outside
     candidatesTokenCount and billed as output, so they are added to
     completion; tool-use prompt tokens (code execution, search) to prompt."""
-    prompt = count(metadata.get("promptTokenCount")) + count(
+    prompt = token_count(metadata.get("promptTokenCount")) + token_count(
         metadata.get("toolUsePromptTokenCount")
     )
-    thoughts = count(metadata.get("thoughtsTokenCount"))
-    completion = count(metadata.get("candidatesTokenCount")) + thoughts
+    thoughts = token_count(metadata.get("thoughtsTokenCount"))
+    completion = token_count(metadata.get("candidatesTokenCount")) + thoughts
     return common.Usage(
-        prompt_tokens=min(prompt, _MAX_COUNT),
-        completion_tokens=min(completion, _MAX_COUNT),
-        total_tokens=count(metadata.get("totalTokenCount")) or min(prompt + completion, _MAX_COUNT),
-        cached_tokens=count(metadata.get("cachedContentTokenCount")),
+        prompt_tokens=min(prompt, MAX_TOKEN_COUNT),
+        completion_tokens=min(completion, MAX_TOKEN_COUNT),
+        total_tokens=token_count(metadata.get("totalTokenCount"))
+        or min(prompt + completion, MAX_TOKEN_COUNT),
+        cached_tokens=token_count(metadata.get("cachedContentTokenCount")),
         reasoning_tokens=thoughts,
     )
 

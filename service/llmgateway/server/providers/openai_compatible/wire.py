@@ -236,19 +236,19 @@ def _value_to_json(value: struct_pb2.Value) -> Any:
 
 def usage_from_json(usage: JSONObject) -> common.Usage:
     """Our Usage from an OpenAI-style `usage` object, tolerant of missing parts."""
-    prompt = _count(usage.get("prompt_tokens"))
-    completion = _count(usage.get("completion_tokens"))
-    total = _count(usage.get("total_tokens")) or prompt + completion
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens"))
+    total = token_count(usage.get("total_tokens")) or prompt + completion
     prompt_details = usage.get("prompt_tokens_details")
     completion_details = usage.get("completion_tokens_details")
     result = common.Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=total,
-        cached_tokens=_count(prompt_details.get("cached_tokens"))
+        cached_tokens=token_count(prompt_details.get("cached_tokens"))
         if isinstance(prompt_details, dict)
         else 0,
-        reasoning_tokens=_count(completion_details.get("reasoning_tokens"))
+        reasoning_tokens=token_count(completion_details.get("reasoning_tokens"))
         if isinstance(completion_details, dict)
         else 0,
     )
@@ -258,15 +258,17 @@ def usage_from_json(usage: JSONObject) -> common.Usage:
     return result
 
 
-_MAX_COUNT = 2**63 - 1  # int64, the proto field's range
+# int64, the proto fields' range.
+MAX_TOKEN_COUNT = 2**63 - 1
 
 
-def _count(value: object) -> int:
-    """A token count: non-negative, within int64, 0 when absent or nonsense."""
+def token_count(value: object) -> int:
+    """A token count from any provider's usage: non-negative, within int64, 0
+    when absent or nonsense (a string, a bool, a fraction)."""
     if isinstance(value, bool):
         return 0
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
         value = int(value)
     if isinstance(value, int):
-        return min(max(0, value), _MAX_COUNT)
+        return min(max(0, value), MAX_TOKEN_COUNT)
     return 0
