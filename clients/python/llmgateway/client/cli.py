@@ -37,8 +37,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Register `chat` and `models` on the llmgateway command."""
     chat = commands.add_parser("chat", help="send a prompt to a gateway and print the answer")
     _connection_arguments(chat)
-    chat.add_argument("model", help="e.g. zai/glm-4.7, openrouter/openai/gpt-4o, anthropic/claude-sonnet-4-5, "
-        "gemini/gemini-2.5-flash, groq/llama-3.3-70b-versatile or ollama/llama3.2")
+    chat.add_argument(
+        "model",
+        help="e.g. zai/glm-4.7, openrouter/openai/gpt-4o, anthropic/claude-sonnet-4-5, "
+        "gemini/gemini-2.5-flash, groq/llama-3.3-70b-versatile or ollama/llama3.2",
+    )
     chat.add_argument("prompt", nargs="?", help="the prompt (default: read from stdin)")
     chat.add_argument("--system", help="a system message to send first")
     chat.add_argument("--temperature", type=float)
