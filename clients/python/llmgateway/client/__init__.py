@@ -24,7 +24,15 @@ from llmgateway.client.errors import (
     UnavailableError,
     UpstreamUnavailableError,
 )
-from llmgateway.client.messages import Collected, acollect, collect, message, to_messages, tool
+from llmgateway.client.messages import (
+    Collected,
+    acollect,
+    assistant_turn,
+    collect,
+    message,
+    to_messages,
+    tool,
+)
 from llmgateway.client.streams import AsyncStream, Stream
 from llmgateway.client.sync_client import CompletionClient
 
@@ -49,6 +57,7 @@ __all__ = [
     "UnavailableError",
     "UpstreamUnavailableError",
     "acollect",
+    "assistant_turn",
     "collect",
     "message",
     "to_messages",

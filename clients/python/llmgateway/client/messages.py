@@ -89,6 +89,50 @@ class Collected:
         usage = self.usage
         return usage.cost_usd if usage is not None and usage.HasField("cost_usd") else None
 
+    def assistant_message(self) -> common.ChatMessage:
+        """This answer as the assistant turn of the next request (see `assistant_turn`)."""
+        return _assistant(
+            self.text,
+            self.reasoning,
+            self.tool_calls,
+            self.done.reasoning_details if self.done else (),
+            self.done.refusal if self.done else "",
+        )
+
+
+def assistant_turn(answer: pb.CompleteResponse | Collected) -> common.ChatMessage:
+    """An answer as the assistant message to send back on the next turn: its
+    text, tool calls and reasoning, and the reasoning details (Anthropic
+    thinking signatures, Gemini thought signatures, OpenRouter
+    reasoning_details) and refusal the provider needs back unchanged, or the
+    next turn is refused. Append it, then the tool results, to the messages."""
+    if isinstance(answer, Collected):
+        return answer.assistant_message()
+    return _assistant(
+        answer.content,
+        answer.reasoning,
+        answer.tool_calls,
+        answer.reasoning_details,
+        answer.refusal,
+    )
+
+
+def _assistant(
+    text: str,
+    reasoning: str,
+    tool_calls: Iterable[common.ToolCall],
+    details: Iterable[common.ReasoningDetail],
+    refusal: str,
+) -> common.ChatMessage:
+    return common.ChatMessage(
+        role=common.ROLE_ASSISTANT,
+        content=text,
+        reasoning=reasoning,
+        tool_calls=list(tool_calls),
+        reasoning_details=list(details),
+        refusal=refusal,
+    )
+
 
 def _add(
     collected: Collected, event: pb.StreamCompleteResponse, parts: dict[str, list[str]]
