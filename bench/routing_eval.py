@@ -1,0 +1,257 @@
+"""Task inference over the labelled prompt set: python -m bench.routing_eval.
+
+Loads tests/data/task_prompts.jsonl, builds each row's CompleteRequest, runs
+`infer_task` on it and prints the confusion matrix (labels by row, the rules'
+answers by column, `default` when a rule is below threshold or none fired),
+per-task precision and recall, the overall accuracy, the signals' agreement,
+and the per-call cost in microseconds. A benchmark that prints figures: it
+judges nothing (the accuracy floor is asserted by tests/test_task_rules.py).
+
+A row is right when the rules name its label, or when a chat row falls to the
+route's default: chat has no positive rule, the default is its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from llmgateway.server.routing.task_rules import Signal, Task, infer_task
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "task_prompts.jsonl"
+DEFAULT = "default"
+COLUMNS: tuple[str, ...] = (*(task.value for task in Task), DEFAULT)
+_ROLES = {
+    "system": common.ROLE_SYSTEM,
+    "user": common.ROLE_USER,
+    "assistant": common.ROLE_ASSISTANT,
+    "tool": common.ROLE_TOOL,
+}
+# A 1x1 PNG: the rules look at the part's kind, never its bytes.
+_PIXEL = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    "YPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+
+
+@dataclass(frozen=True)
+class LabelledPrompt:
+    """One row of the set: its id, true task, expected signals and request."""
+
+    id: str
+    label: str
+    signals: frozenset[str]
+    request: pb.CompleteRequest
+    note: str
+
+
+def build_request(row: dict[str, Any]) -> pb.CompleteRequest:
+    """The CompleteRequest a row describes.
+
+    Row fields: `messages` (role, content, optional `images`: that many image
+    parts after the text, optional `repeat`: the content that many times),
+    `tools` (true: one function tool), `response_format` (`json_schema` or
+    `json_object`).
+    """
+    request = pb.CompleteRequest(model="route/default")
+    for entry in row["messages"]:
+        message = request.messages.add(role=_ROLES[entry["role"]])
+        text = entry["content"] * int(entry.get("repeat", 1))
+        images = int(entry.get("images", 0))
+        if images:
+            message.parts.add(text=text)
+            for _ in range(images):
+                message.parts.add().image.url = _PIXEL
+        else:
+            message.content = text
+    if row.get("tools"):
+        parameters = struct_pb2.Struct()
+        parameters.update({"type": "object", "properties": {"query": {"type": "string"}}})
+        request.tools.add(name="lookup", description="Look something up.", parameters=parameters)
+    fmt = row.get("response_format")
+    if fmt == "json_schema":
+        request.response_format.type = common.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+        request.response_format.json_schema.name = "answer"
+        request.response_format.json_schema.schema.update({"type": "object"})
+    elif fmt == "json_object":
+        request.response_format.type = common.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+    elif fmt is not None:
+        raise ValueError(f"{row['id']}: unknown response_format {fmt!r}")
+    return request
+
+
+def load_prompts(path: Path = DATA) -> list[LabelledPrompt]:
+    prompts: list[LabelledPrompt] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if row["label"] not in COLUMNS[:-1]:
+            raise ValueError(f"{row['id']}: unknown label {row['label']!r}")
+        prompts.append(
+            LabelledPrompt(
+                id=row["id"],
+                label=row["label"],
+                signals=frozenset(row.get("signals", ())),
+                request=build_request(row),
+                note=row.get("note", ""),
+            )
+        )
+    return prompts
+
+
+def predicted(request: pb.CompleteRequest) -> str:
+    """What the rules route to: a task, or `default`."""
+    inference = infer_task(request)
+    return DEFAULT if inference.below_threshold else inference.task.value
+
+
+def correct(label: str, answer: str) -> bool:
+    return answer == label or (label == Task.CHAT.value and answer == DEFAULT)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    confusion: dict[str, dict[str, int]]
+    right: int
+    total: int
+    misses: list[tuple[str, str, str]]  # id, label, answer
+
+    @property
+    def accuracy(self) -> float:
+        return self.right / self.total if self.total else 0.0
+
+    def precision_recall(self, task: str) -> tuple[float, float]:
+        """Precision and recall of `task`, a chat row's `default` counting as chat."""
+
+        def as_label(answer: str) -> str:
+            return Task.CHAT.value if answer == DEFAULT else answer
+
+        hits = sum(
+            n
+            for label, row in self.confusion.items()
+            for answer, n in row.items()
+            if label == task and as_label(answer) == task
+        )
+        claimed = sum(
+            n
+            for row in self.confusion.values()
+            for answer, n in row.items()
+            if as_label(answer) == task
+        )
+        actual = sum(self.confusion.get(task, {}).values())
+        return (hits / claimed if claimed else 0.0, hits / actual if actual else 0.0)
+
+
+def evaluate(prompts: list[LabelledPrompt]) -> Evaluation:
+    confusion = {task.value: dict.fromkeys(COLUMNS, 0) for task in Task}
+    right = 0
+    misses: list[tuple[str, str, str]] = []
+    for prompt in prompts:
+        answer = predicted(prompt.request)
+        confusion[prompt.label][answer] += 1
+        if correct(prompt.label, answer):
+            right += 1
+        else:
+            misses.append((prompt.id, prompt.label, answer))
+    return Evaluation(confusion=confusion, right=right, total=len(prompts), misses=misses)
+
+
+def signal_agreement(prompts: list[LabelledPrompt]) -> dict[str, tuple[int, int, int]]:
+    """Per signal: (rows expecting it, rows given it, rows with both)."""
+    table: dict[str, tuple[int, int, int]] = {}
+    for signal in Signal:
+        expected = {p.id for p in prompts if signal.value in p.signals}
+        given = {p.id for p in prompts if signal in infer_task(p.request).signals}
+        table[signal.value] = (len(expected), len(given), len(expected & given))
+    return table
+
+
+def per_call_ns(request: pb.CompleteRequest, repeats: int) -> float:
+    """Mean cost of one call over `repeats` calls, after one warm-up call."""
+    infer_task(request)
+    start = time.perf_counter_ns()
+    for _ in range(repeats):
+        infer_task(request)
+    return (time.perf_counter_ns() - start) / repeats
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
+    return ordered[index]
+
+
+def stress_requests() -> dict[str, pb.CompleteRequest]:
+    """Requests far beyond the set: where the scan limit has to hold."""
+    big = pb.CompleteRequest(model="route/default")
+    big.messages.add(role=common.ROLE_USER, content="word " * (1024 * 1024 // 5))
+    cjk = pb.CompleteRequest(model="route/default")
+    cjk.messages.add(role=common.ROLE_USER, content="中文" * (256 * 1024))
+    many = pb.CompleteRequest(model="route/default")
+    for index in range(2048):
+        role = common.ROLE_USER if index % 2 == 0 else common.ROLE_ASSISTANT
+        many.messages.add(role=role, content=f"turn {index}: " + "some text " * 20)
+    return {
+        "one 1 MiB ASCII user message": big,
+        "one 512 Ki-character Chinese user message": cjk,
+        "2,048 messages of about 200 characters": many,
+    }
+
+
+def markdown_matrix(evaluation: Evaluation) -> str:
+    header = "| label \\ rules | " + " | ".join(COLUMNS) + " | total |"
+    rule = "|---|" + "---:|" * (len(COLUMNS) + 1)
+    lines = [header, rule]
+    for label, row in evaluation.confusion.items():
+        cells = " | ".join(str(row[column]) for column in COLUMNS)
+        lines.append(f"| {label} | {cells} | {sum(row.values())} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--repeats", type=int, default=2000, help="calls timed per prompt")
+    parser.add_argument("--misses", action="store_true", help="list the rows the rules got wrong")
+    args = parser.parse_args()
+
+    prompts = load_prompts(args.data)
+    evaluation = evaluate(prompts)
+    print(f"{len(prompts)} labelled prompts ({args.data.name})\n")
+    print(markdown_matrix(evaluation))
+    print("\n| task | precision | recall |\n|---|---:|---:|")
+    for task in Task:
+        precision, recall = evaluation.precision_recall(task.value)
+        print(f"| {task.value} | {precision:.2f} | {recall:.2f} |")
+    print(f"\naccuracy: {evaluation.right}/{evaluation.total} = {evaluation.accuracy:.1%}")
+    print("\n| signal | expected | given | both |\n|---|---:|---:|---:|")
+    for signal, (expected, given, both) in signal_agreement(prompts).items():
+        print(f"| {signal} | {expected} | {given} | {both} |")
+    if args.misses:
+        print("\nmisses:")
+        for row_id, label, answer in evaluation.misses:
+            print(f"  {row_id}: {label} -> {answer}")
+
+    costs = [per_call_ns(p.request, args.repeats) / 1000 for p in prompts]
+    print(
+        f"\ncost per call over the set ({args.repeats} calls per prompt): "
+        f"mean {statistics.fmean(costs):.1f} µs, p99 {percentile(costs, 0.99):.1f} µs, "
+        f"max {max(costs):.1f} µs"
+    )
+    for name, request in stress_requests().items():
+        cost = per_call_ns(request, max(1, args.repeats // 20)) / 1000
+        print(f"  {name}: {cost:.1f} µs per call")
+
+
+if __name__ == "__main__":
+    main()
