@@ -272,6 +272,77 @@ def cases() -> list[Case]:
             ),
         ),
     )
+    # Reasoning details and refusals (passed back on assistant turns): bounded,
+    # typed, assistant-only. Each must be refused before any upstream request.
+    signed = common.ReasoningDetail(
+        provider=common.PROVIDER_ANTHROPIC,
+        kind=common.REASONING_DETAIL_KIND_THINKING,
+        text="hm",
+        signature="c2ln",
+    )
+
+    def turn(**fields: Any) -> pb.CompleteRequest:
+        assistant = common.ChatMessage(role=common.ROLE_ASSISTANT, content="ok", **fields)
+        return _complete(
+            "anthropic/claude-sonnet-4-5", messages=[_user("hi"), assistant, _user("go")]
+        )
+
+    add("65 reasoning details on one turn", "Complete", turn(reasoning_details=[signed] * 65))
+    add(
+        "a signature over 1 MiB",
+        "Complete",
+        turn(
+            reasoning_details=[
+                common.ReasoningDetail(
+                    provider=common.PROVIDER_ANTHROPIC,
+                    kind=common.REASONING_DETAIL_KIND_THINKING,
+                    signature="s" * (1024 * 1024 + 1),
+                )
+            ]
+        ),
+    )
+    add(
+        "an unknown reasoning-detail kind",
+        "Complete",
+        turn(
+            reasoning_details=[
+                common.ReasoningDetail(provider=common.PROVIDER_ANTHROPIC, kind=99)  # type: ignore[arg-type]
+            ]
+        ),
+    )
+    add(
+        "reasoning details on a user message",
+        "Complete",
+        _complete(
+            "anthropic/claude-sonnet-4-5",
+            messages=[
+                common.ChatMessage(role=common.ROLE_USER, content="hi", reasoning_details=[signed])
+            ],
+        ),
+    )
+    add(
+        "OpenRouter raw_json that is not JSON",
+        "Complete",
+        _complete(
+            "openrouter/openai/gpt-4o-mini",
+            messages=[
+                _user("hi"),
+                common.ChatMessage(
+                    role=common.ROLE_ASSISTANT,
+                    content="ok",
+                    reasoning_details=[
+                        common.ReasoningDetail(
+                            provider=common.PROVIDER_OPENROUTER,
+                            kind=common.REASONING_DETAIL_KIND_OPENROUTER,
+                            raw_json="{not json",
+                        )
+                    ],
+                ),
+                _user("go"),
+            ],
+        ),
+    )
+    add("a refusal over 1 MiB", "Complete", turn(refusal="n" * (1024 * 1024 + 1)))
     return found
 
 
