@@ -11,6 +11,13 @@ echo "==> Node.js client tests" >&2
 PYTHON="$PWD/.venv/bin/python" npm test --silent
 echo "==> pytest" >&2
 # Two processes, each taking whole test files (their fixtures and fixed ports
-# stay in one process): most tests wait on sockets and timers, so this halves
-# the wall time on two cores. `-n 0` among the arguments runs one process.
+# stay in one process): most tests wait on sockets and timers, so this nearly
+# halves the wall time on two cores. Tests marked `serial` time themselves
+# against sub-second bounds (the fault suite, the database outages): with no
+# arguments they run alone, after the rest. Arguments (test files, -k, `-n 0`
+# for one process) go to pytest, in one run.
+if [ "$#" -eq 0 ]; then
+  .venv/bin/python -m pytest -n 2 --dist loadfile -m "not serial"
+  exec .venv/bin/python -m pytest -m serial
+fi
 exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"

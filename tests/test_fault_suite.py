@@ -12,6 +12,9 @@ import pytest
 from faults.runner import run_fault
 from faults.table import FAULTS
 
+# Rows end within sub-second bounds (a 0.3 s first-byte timeout): never beside other tests.
+pytestmark = pytest.mark.serial
+
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[fault.id for fault in FAULTS])
 async def test_fault(fake, fault):

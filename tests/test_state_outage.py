@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
     from llmgateway.server.state.threads import Job
 
+# A PostgreSQL restart and 0.5 s database timeouts: never beside other tests.
+pytestmark = pytest.mark.serial
+
 # Short, so the tests are quick; the bounds asserted are generous multiples.
 DB_TIMEOUT = 0.5
 LIVENESS_BOUND = 6 * DB_TIMEOUT
