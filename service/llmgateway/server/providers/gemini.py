@@ -32,7 +32,11 @@ from llmgateway.server.providers.gemini_stream import (
     redacted_detail,
     usage_from_metadata,
 )
-from llmgateway.server.providers.openai_compatible.wire import struct_to_json
+from llmgateway.server.providers.openai_compatible.wire import (
+    SamplingField,
+    sampling_fields,
+    struct_to_json,
+)
 from llmgateway.server.routing.price_tables.gemini import MODELS as GEMINI_MODELS
 from llmgateway.server.routing.router import gateway_model_name
 from llmgateway.v1 import completion_pb2 as common
@@ -533,23 +537,20 @@ def _function_calling_config(choice: common.ToolChoice) -> JSONObject | None:
     return {"mode": mode} if mode else None
 
 
+# SamplingParams fields under generationConfig's names.
+_SAMPLING_NAMES: dict[SamplingField, str] = {
+    "max_tokens": "maxOutputTokens",
+    "temperature": "temperature",
+    "top_p": "topP",
+    "stop": "stopSequences",
+    "seed": "seed",
+    "presence_penalty": "presencePenalty",
+    "frequency_penalty": "frequencyPenalty",
+}
+
+
 def _generation_config(request: AnyCompletionRequest, upstream_model: str) -> JSONObject:
-    config: JSONObject = {}
-    sampling = request.sampling
-    if sampling.HasField("max_tokens"):
-        config["maxOutputTokens"] = sampling.max_tokens
-    if sampling.HasField("temperature"):
-        config["temperature"] = sampling.temperature
-    if sampling.HasField("top_p"):
-        config["topP"] = sampling.top_p
-    if sampling.stop:
-        config["stopSequences"] = list(sampling.stop)
-    if sampling.HasField("seed"):
-        config["seed"] = sampling.seed
-    if sampling.HasField("presence_penalty"):
-        config["presencePenalty"] = sampling.presence_penalty
-    if sampling.HasField("frequency_penalty"):
-        config["frequencyPenalty"] = sampling.frequency_penalty
+    config = sampling_fields(request.sampling, _SAMPLING_NAMES)
     kind = request.response_format.type
     if kind in (common.RESPONSE_FORMAT_TYPE_JSON_OBJECT, common.RESPONSE_FORMAT_TYPE_JSON_SCHEMA):
         config["responseMimeType"] = "application/json"

@@ -35,7 +35,10 @@ from llmgateway.server.providers.ollama_stream import (
 )
 from llmgateway.server.providers.openai_compatible.stream import failure_from_error_object
 from llmgateway.server.providers.openai_compatible.wire import (
+    OPENAI_SAMPLING_NAMES,
     ROLE_NAMES,
+    SamplingField,
+    sampling_fields,
     struct_to_json,
     tool_json,
 )
@@ -381,23 +384,9 @@ def _tools(request: AnyCompletionRequest) -> list[JSONObject]:
 
 def _options(request: AnyCompletionRequest, settings: OllamaSettings) -> JSONObject:
     # num_ctx always: without it Ollama truncates the prompt, silently, at its default.
-    options: JSONObject = {"num_ctx": settings.num_ctx}
-    sampling = request.sampling
-    if sampling.HasField("temperature"):
-        options["temperature"] = sampling.temperature
-    if sampling.HasField("top_p"):
-        options["top_p"] = sampling.top_p
-    if sampling.HasField("max_tokens"):
-        options["num_predict"] = sampling.max_tokens
-    if sampling.stop:
-        options["stop"] = list(sampling.stop)
-    if sampling.HasField("seed"):
-        options["seed"] = sampling.seed
-    if sampling.HasField("presence_penalty"):
-        options["presence_penalty"] = sampling.presence_penalty
-    if sampling.HasField("frequency_penalty"):
-        options["frequency_penalty"] = sampling.frequency_penalty
-    return options
+    # The OpenAI names, but for the output limit.
+    names: dict[SamplingField, str] = {**OPENAI_SAMPLING_NAMES, "max_tokens": "num_predict"}
+    return {"num_ctx": settings.num_ctx, **sampling_fields(request.sampling, names)}
 
 
 def _think(reasoning: common.ReasoningOptions) -> bool | str | None:

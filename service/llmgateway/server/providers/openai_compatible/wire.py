@@ -6,7 +6,7 @@ differently (see openrouter.py, zai.py, openai.py and groq.py).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -15,6 +15,8 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from google.protobuf import struct_pb2
 
 AnyCompletionRequest = pb.CompleteRequest | pb.StreamCompleteRequest
@@ -81,7 +83,11 @@ def chat_body(
         # Without it some upstreams send no usage at all on streams.
         body["stream_options"] = {"include_usage": True}
     if request.HasField("sampling"):
-        _add_sampling(body, request.sampling, max_tokens_field)
+        body.update(
+            sampling_fields(
+                request.sampling, {**OPENAI_SAMPLING_NAMES, "max_tokens": max_tokens_field}
+            )
+        )
     if request.tools:
         body["tools"] = [tool_json(t) for t in request.tools]
         if request.HasField("tool_choice"):
@@ -190,21 +196,35 @@ def response_format_json(response_format: common.ResponseFormat) -> JSONObject |
     return None
 
 
-def _add_sampling(body: JSONObject, sampling: common.SamplingParams, max_tokens_field: str) -> None:
-    if sampling.HasField("temperature"):
-        body["temperature"] = sampling.temperature
-    if sampling.HasField("top_p"):
-        body["top_p"] = sampling.top_p
-    if sampling.HasField("max_tokens"):
-        body[max_tokens_field] = sampling.max_tokens
-    if sampling.stop:
-        body["stop"] = list(sampling.stop)
-    if sampling.HasField("seed"):
-        body["seed"] = sampling.seed
-    if sampling.HasField("presence_penalty"):
-        body["presence_penalty"] = sampling.presence_penalty
-    if sampling.HasField("frequency_penalty"):
-        body["frequency_penalty"] = sampling.frequency_penalty
+SamplingField = Literal[
+    "temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty"
+]
+# SamplingParams fields under the OpenAI wire's names, in the order sent.
+OPENAI_SAMPLING_NAMES: dict[SamplingField, str] = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "max_tokens": "max_tokens",
+    "stop": "stop",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+
+
+def sampling_fields(
+    sampling: common.SamplingParams, names: Mapping[SamplingField, str]
+) -> JSONObject:
+    """The sampling parameters the caller set, under a wire's names (`names`
+    maps a SamplingParams field to its name on the wire, in the order sent);
+    a field not in `names` is not sent."""
+    out: JSONObject = {}
+    for field_name, wire_name in names.items():
+        if field_name == "stop":
+            if sampling.stop:
+                out[wire_name] = list(sampling.stop)
+        elif sampling.HasField(field_name):
+            out[wire_name] = getattr(sampling, field_name)
+    return out
 
 
 def struct_to_json(struct: struct_pb2.Struct) -> JSONObject:
