@@ -26,7 +26,12 @@ from llmgateway.server.providers import translate
 from llmgateway.server.providers import upstream_errors as ue
 from llmgateway.server.providers.anthropic_stream import AnthropicStreamAssembler
 from llmgateway.server.providers.core import UpstreamProvider
-from llmgateway.server.providers.openai_compatible.wire import struct_to_json, token_count
+from llmgateway.server.providers.openai_compatible.wire import (
+    SamplingField,
+    sampling_fields,
+    struct_to_json,
+    token_count,
+)
 from llmgateway.server.providers.translate import Untranslatable
 from llmgateway.server.routing.price_tables.anthropic import MODELS
 from llmgateway.server.routing.router import gateway_model_name
@@ -62,6 +67,12 @@ EFFORT_BUDGETS: dict[common.ReasoningEffort.ValueType, int] = {
 }
 # `reasoning.enabled` alone: thinking on, at the medium budget.
 DEFAULT_THINKING_BUDGET = EFFORT_BUDGETS[common.REASONING_EFFORT_MEDIUM]
+# The SamplingParams fields Anthropic takes, under its names.
+_SAMPLING_NAMES: dict[SamplingField, str] = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "stop": "stop_sequences",
+}
 # Anthropic's temperature range is [0, 1] (the contract's goes to 2).
 MAX_TEMPERATURE = 1.0
 # Catalogue pages: Anthropic's largest page, and a bound on how many to follow.
@@ -330,13 +341,8 @@ def messages_body(
     body["messages"] = messages
     if budget is not None:
         body["thinking"] = {"type": "enabled", "budget_tokens": budget}
-    sampling = request.sampling
-    if sampling.HasField("temperature"):
-        body["temperature"] = sampling.temperature
-    if sampling.HasField("top_p"):
-        body["top_p"] = sampling.top_p
-    if sampling.stop:
-        body["stop_sequences"] = list(sampling.stop)
+    # max_tokens is always sent (above); seed and the penalties are refused by check().
+    body.update(sampling_fields(request.sampling, _SAMPLING_NAMES))
     if request.tools:
         body["tools"] = [_tool_json(tool) for tool in request.tools]
         choice = _tool_choice_json(request.tool_choice)
