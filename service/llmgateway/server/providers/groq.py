@@ -71,7 +71,6 @@ class GroqProvider(OpenAICompatibleProvider):
     default_upstream_provider: ClassVar[str] = "Groq"
     key_env = "GROQ_API_KEY"
     base_url_env = "GROQ_BASE_URL"
-    reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning", "reasoning_content")
 
     def __init__(
         self, settings: GroqSettings, timeouts: Timeouts, **limits: Unpack[ProviderLimits]

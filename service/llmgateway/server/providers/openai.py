@@ -91,7 +91,6 @@ class OpenAIProvider(OpenAICompatibleProvider):
     default_upstream_provider: ClassVar[str] = "OpenAI"
     key_env = "OPENAI_API_KEY"
     base_url_env = "OPENAI_BASE_URL"
-    reasoning_fields: ClassVar[tuple[str, str]] = ("reasoning", "reasoning_content")
 
     def __init__(
         self, settings: OpenAISettings, timeouts: Timeouts, **limits: Unpack[ProviderLimits]
