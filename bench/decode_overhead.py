@@ -50,6 +50,11 @@ class _Trivial(pb_grpc.CompletionServiceServicer):
     async def GetUsage(self, request: pb.GetUsageRequest, context: Any) -> pb.GetUsageResponse:  # noqa: N802
         return pb.GetUsageResponse()
 
+    async def ExplainRoute(  # noqa: N802
+        self, request: pb.ExplainRouteRequest, context: Any
+    ) -> pb.ExplainRouteResponse:
+        return pb.ExplainRouteResponse()
+
 
 async def _serve(tolerant: bool) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server()

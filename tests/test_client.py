@@ -240,6 +240,9 @@ class _ModelsOnly(pb_grpc.CompletionServiceServicer):
     async def GetUsage(self, request, context):  # noqa: N802
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this test")
 
+    async def ExplainRoute(self, request, context):  # noqa: N802
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this test")
+
 
 async def test_tls_with_a_ca_file_and_refusal_without_it(tmp_path):
     certs = make_certificates()

@@ -17,6 +17,7 @@ def test_service_methods_and_streaming_flags():
         "StreamComplete": ("StreamCompleteRequest", "StreamCompleteResponse", False, True),
         "ListModels": ("ListModelsRequest", "ListModelsResponse", False, False),
         "GetUsage": ("GetUsageRequest", "GetUsageResponse", False, False),
+        "ExplainRoute": ("ExplainRouteRequest", "ExplainRouteResponse", False, False),
     }
 
 

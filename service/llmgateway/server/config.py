@@ -178,6 +178,50 @@ class AliasConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteEntryConfig:
+    """One entry of a route (`code = ...`): its targets as an alias's, and
+    optional variants that replace them for a cost tier ("low", "medium", "high")."""
+
+    alias: AliasConfig
+    cost_tiers: Mapping[str, AliasConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """A `[routes.<name>]` table: entry name ("default", a task, "chinese") -> entry."""
+
+    entries: Mapping[str, RouteEntryConfig]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    """`[routing]`: how routed calls are decided (docs/routing.md)."""
+
+    # How long a session stays on the target that served its last turn, in seconds.
+    sticky_ttl: float = 3600.0
+    # Sessions remembered per worker; the least recently used go.
+    sticky_max_sessions: int = 10_000
+    # Below this confidence an inferred task is not trusted: the route's default serves.
+    min_confidence: float = 0.6
+    # Cost tier ("low", "medium", "high") -> the most a call's estimated cost may be, in USD.
+    max_call_usd: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityOverride:
+    """`[capabilities."MODEL"]`: what the operator knows better than the
+    built-in table; None keeps the table's answer."""
+
+    context_window: int | None = None
+    tools: bool | None = None
+    json_schema: bool | None = None
+    json_object: bool | None = None
+    vision: bool | None = None
+    image_urls: bool | None = None
+    forced_tool_choice: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CircuitSettings:
     """When a model (per provider and Z.AI endpoint) is skipped after failing;
     see service/llmgateway/server/resilience/circuit.py."""
@@ -255,6 +299,11 @@ class Settings:
     provider_timeouts: Mapping[str, Timeouts] = field(default_factory=dict)
     # alias -> model name, e.g. {"coding": "zai/glm-4.7"}, or a fallback chain
     aliases: Mapping[str, str | AliasConfig] = field(default_factory=dict)
+    # Route name without "route/" ("default") -> its table; empty: no routes.
+    routes: Mapping[str, RouteConfig] = field(default_factory=dict)
+    routing: RoutingSettings = RoutingSettings()
+    # Gateway model name -> what the operator says it can do.
+    capabilities: Mapping[str, CapabilityOverride] = field(default_factory=dict)
     shutdown_grace: float = 30.0
     # Seconds between reporting NOT_SERVING and refusing new calls, so load
     # balancers that poll health stop sending before the listener closes.

@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from llmgateway.v1 import completion_pb2 as _completion_pb2
+from llmgateway.v1 import routing_pb2 as _routing_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -37,6 +38,15 @@ class _UsageGroupingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UsageGr
     """One row per requested model name (aliases stay aliases)."""
     USAGE_GROUPING_DAY: _UsageGrouping.ValueType  # 3
     """One row per UTC day (`group` is `YYYY-MM-DD`)."""
+    USAGE_GROUPING_ROUTE: _UsageGrouping.ValueType  # 4
+    """One row per route (`group` is `route/<name>`; calls that named a model
+    or an alias are grouped under an empty name).
+    """
+    USAGE_GROUPING_TASK: _UsageGrouping.ValueType  # 5
+    """One row per task (`group` is the task's name as in docs/routing.md,
+    "code"; calls with no task, neither given nor inferred, under an empty
+    name). A caller's task on a call that named a model counts too.
+    """
 
 class UsageGrouping(_UsageGrouping, metaclass=_UsageGroupingEnumTypeWrapper):
     """How `GetUsage` groups calls into rows."""
@@ -51,6 +61,15 @@ USAGE_GROUPING_MODEL: UsageGrouping.ValueType  # 2
 """One row per requested model name (aliases stay aliases)."""
 USAGE_GROUPING_DAY: UsageGrouping.ValueType  # 3
 """One row per UTC day (`group` is `YYYY-MM-DD`)."""
+USAGE_GROUPING_ROUTE: UsageGrouping.ValueType  # 4
+"""One row per route (`group` is `route/<name>`; calls that named a model
+or an alias are grouped under an empty name).
+"""
+USAGE_GROUPING_TASK: UsageGrouping.ValueType  # 5
+"""One row per task (`group` is the task's name as in docs/routing.md,
+"code"; calls with no task, neither given nor inferred, under an empty
+name). A caller's task on a call that named a model counts too.
+"""
 Global___UsageGrouping: _TypeAlias = UsageGrouping  # noqa: Y015
 
 class _ErrorReason:
@@ -217,6 +236,15 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     model failed, not the request, and another try often succeeds. Retried,
     and a reason to fall back. The provider's text (Groq's
     `failed_generation`) is in ErrorInfo `upstreamRaw`.
+    """
+    ERROR_REASON_NO_ELIGIBLE_TARGET: _ErrorReason.ValueType  # 31
+    """INVALID_ARGUMENT: a `route/<name>` call that no target of the route can
+    serve: each was excluded by what the request needs (a context window,
+    tools, a JSON schema, vision, a forced tool call) or by a provider
+    without a key. The message lists every target with its reason and a
+    BadRequest names the request fields behind them; nothing went upstream.
+    When only the caller key's model patterns excluded them the error is
+    MODEL_NOT_ALLOWED instead.
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -387,6 +415,15 @@ model failed, not the request, and another try often succeeds. Retried,
 and a reason to fall back. The provider's text (Groq's
 `failed_generation`) is in ErrorInfo `upstreamRaw`.
 """
+ERROR_REASON_NO_ELIGIBLE_TARGET: ErrorReason.ValueType  # 31
+"""INVALID_ARGUMENT: a `route/<name>` call that no target of the route can
+serve: each was excluded by what the request needs (a context window,
+tools, a JSON schema, vision, a forced tool call) or by a provider
+without a key. The message lists every target with its reason and a
+BadRequest names the request fields behind them; nothing went upstream.
+When only the caller key's model patterns excluded them the error is
+MODEL_NOT_ALLOWED instead.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final
@@ -405,10 +442,12 @@ class CompleteRequest(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     OPENROUTER_FIELD_NUMBER: _builtins.int
     ZAI_FIELD_NUMBER: _builtins.int
+    ROUTING_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Required. The model: `openrouter/<vendor>/<model>`, `zai/<model>`,
     `openai/<model>`, `anthropic/<model>`, `gemini/<model>`, `groq/<model>`,
-    `ollama/<model>` or a configured alias (else UNKNOWN_MODEL). The Z.AI,
+    `ollama/<model>`, a configured alias, or a configured route
+    `route/<name>` (see RoutingHints) (else UNKNOWN_MODEL). The Z.AI,
     OpenAI, Anthropic and Gemini model is one segment (Gemini's without
     `:`); Groq's and Ollama's may hold more `/`. At most 256 characters:
     ASCII letters, digits and `. _ : -`, in segments separated by single
@@ -462,6 +501,13 @@ class CompleteRequest(_message.Message):
     def zai(self) -> _completion_pb2.ZaiOptions:
         """Optional. Z.AI-only options; other providers ignore them. Default: none."""
 
+    @_builtins.property
+    def routing(self) -> _routing_pb2.RoutingHints:
+        """Optional. What the work is, for a `route/<name>` model: the task, a cost
+        tier, a session id for stickiness. Ignored (not even validated) when
+        `model` names a model or an alias. Default: the task is inferred.
+        """
+
     def __init__(
         self,
         *,
@@ -475,10 +521,11 @@ class CompleteRequest(_message.Message):
         user: _builtins.str = ...,
         openrouter: _completion_pb2.OpenRouterOptions | None = ...,
         zai: _completion_pb2.ZaiOptions | None = ...,
+        routing: _routing_pb2.RoutingHints | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["openrouter", b"openrouter", "reasoning", b"reasoning", "response_format", b"response_format", "sampling", b"sampling", "tool_choice", b"tool_choice", "zai", b"zai"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["openrouter", b"openrouter", "reasoning", b"reasoning", "response_format", b"response_format", "routing", b"routing", "sampling", b"sampling", "tool_choice", b"tool_choice", "zai", b"zai"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "model", b"model", "openrouter", b"openrouter", "reasoning", b"reasoning", "response_format", b"response_format", "sampling", b"sampling", "tool_choice", b"tool_choice", "tools", b"tools", "user", b"user", "zai", b"zai"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "model", b"model", "openrouter", b"openrouter", "reasoning", b"reasoning", "response_format", b"response_format", "routing", b"routing", "sampling", b"sampling", "tool_choice", b"tool_choice", "tools", b"tools", "user", b"user", "zai", b"zai"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -505,6 +552,7 @@ class CompleteResponse(_message.Message):
     FALLBACKS_FIELD_NUMBER: _builtins.int
     REASONING_DETAILS_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
+    ROUTING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Set when the upstream reports one, else empty. The upstream's id for the
     generation (OpenRouter `gen-...`, Z.AI's request id, OpenAI and Groq
@@ -578,6 +626,12 @@ class CompleteResponse(_message.Message):
         the request excluded reasoning text, since the next turn needs it.
         """
 
+    @_builtins.property
+    def routing(self) -> _routing_pb2.RoutingDecision:
+        """Set only when a route (`route/<name>`) served: the task, the entry, the
+        target chosen and the targets passed over with their reasons.
+        """
+
     def __init__(
         self,
         *,
@@ -596,10 +650,11 @@ class CompleteResponse(_message.Message):
         fallbacks: _builtins.int = ...,
         reasoning_details: _abc.Iterable[_completion_pb2.ReasoningDetail] | None = ...,
         refusal: _builtins.str = ...,
+        routing: _routing_pb2.RoutingDecision | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["routing", b"routing", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "fallbacks", b"fallbacks", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "reasoning", b"reasoning", "reasoning_details", b"reasoning_details", "refusal", b"refusal", "tool_calls", b"tool_calls", "upstream_provider", b"upstream_provider", "usage", b"usage", "zai_endpoint", b"zai_endpoint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "fallbacks", b"fallbacks", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "reasoning", b"reasoning", "reasoning_details", b"reasoning_details", "refusal", b"refusal", "routing", b"routing", "tool_calls", b"tool_calls", "upstream_provider", b"upstream_provider", "usage", b"usage", "zai_endpoint", b"zai_endpoint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -621,10 +676,12 @@ class StreamCompleteRequest(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     OPENROUTER_FIELD_NUMBER: _builtins.int
     ZAI_FIELD_NUMBER: _builtins.int
+    ROUTING_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Required. The model: `openrouter/<vendor>/<model>`, `zai/<model>`,
     `openai/<model>`, `anthropic/<model>`, `gemini/<model>`, `groq/<model>`,
-    `ollama/<model>` or a configured alias (else UNKNOWN_MODEL). The Z.AI,
+    `ollama/<model>`, a configured alias, or a configured route
+    `route/<name>` (see RoutingHints) (else UNKNOWN_MODEL). The Z.AI,
     OpenAI, Anthropic and Gemini model is one segment (Gemini's without
     `:`); Groq's and Ollama's may hold more `/`. At most 256 characters:
     ASCII letters, digits and `. _ : -`, in segments separated by single
@@ -678,6 +735,13 @@ class StreamCompleteRequest(_message.Message):
     def zai(self) -> _completion_pb2.ZaiOptions:
         """Optional. Z.AI-only options; other providers ignore them. Default: none."""
 
+    @_builtins.property
+    def routing(self) -> _routing_pb2.RoutingHints:
+        """Optional. What the work is, for a `route/<name>` model: the task, a cost
+        tier, a session id for stickiness. Ignored (not even validated) when
+        `model` names a model or an alias. Default: the task is inferred.
+        """
+
     def __init__(
         self,
         *,
@@ -691,10 +755,11 @@ class StreamCompleteRequest(_message.Message):
         user: _builtins.str = ...,
         openrouter: _completion_pb2.OpenRouterOptions | None = ...,
         zai: _completion_pb2.ZaiOptions | None = ...,
+        routing: _routing_pb2.RoutingHints | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["openrouter", b"openrouter", "reasoning", b"reasoning", "response_format", b"response_format", "sampling", b"sampling", "tool_choice", b"tool_choice", "zai", b"zai"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["openrouter", b"openrouter", "reasoning", b"reasoning", "response_format", b"response_format", "routing", b"routing", "sampling", b"sampling", "tool_choice", b"tool_choice", "zai", b"zai"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "model", b"model", "openrouter", b"openrouter", "reasoning", b"reasoning", "response_format", b"response_format", "sampling", b"sampling", "tool_choice", b"tool_choice", "tools", b"tools", "user", b"user", "zai", b"zai"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "model", b"model", "openrouter", b"openrouter", "reasoning", b"reasoning", "response_format", b"response_format", "routing", b"routing", "sampling", b"sampling", "tool_choice", b"tool_choice", "tools", b"tools", "user", b"user", "zai", b"zai"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -808,6 +873,7 @@ class CompletionDone(_message.Message):
     FALLBACKS_FIELD_NUMBER: _builtins.int
     REASONING_DETAILS_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
+    ROUTING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Set when the upstream reports one, else empty. The upstream's id for
     the generation.
@@ -851,6 +917,10 @@ class CompletionDone(_message.Message):
         here, at the end, rather than as deltas.
         """
 
+    @_builtins.property
+    def routing(self) -> _routing_pb2.RoutingDecision:
+        """As CompleteResponse.routing: set only when a route served."""
+
     def __init__(
         self,
         *,
@@ -866,14 +936,69 @@ class CompletionDone(_message.Message):
         fallbacks: _builtins.int = ...,
         reasoning_details: _abc.Iterable[_completion_pb2.ReasoningDetail] | None = ...,
         refusal: _builtins.str = ...,
+        routing: _routing_pb2.RoutingDecision | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["routing", b"routing", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "fallbacks", b"fallbacks", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "reasoning_details", b"reasoning_details", "refusal", b"refusal", "upstream_provider", b"upstream_provider", "usage", b"usage", "zai_endpoint", b"zai_endpoint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "fallbacks", b"fallbacks", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "native_finish_reason", b"native_finish_reason", "provider", b"provider", "reasoning_details", b"reasoning_details", "refusal", b"refusal", "routing", b"routing", "upstream_provider", b"upstream_provider", "usage", b"usage", "zai_endpoint", b"zai_endpoint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CompletionDone: _TypeAlias = CompletionDone  # noqa: Y015
+
+@_typing.final
+class ExplainRouteRequest(_message.Message):
+    """Request for `ExplainRoute`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> Global___CompleteRequest:
+        """Required. The call as it would be sent; its `model` must be
+        `route/<name>` (else INVALID_ARGUMENT). Validated like a Complete
+        request, violations named with the `request.` prefix.
+        """
+
+    def __init__(
+        self,
+        *,
+        request: Global___CompleteRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainRouteRequest: _TypeAlias = ExplainRouteRequest  # noqa: Y015
+
+@_typing.final
+class ExplainRouteResponse(_message.Message):
+    """Response of `ExplainRoute`. Every field is output only."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def decision(self) -> _routing_pb2.RoutingDecision:
+        """Always set. The decision the call would get now, `plan` and `signals`
+        included. Runtime parts (failed targets, escalation) are not known
+        before the call.
+        """
+
+    def __init__(
+        self,
+        *,
+        decision: _routing_pb2.RoutingDecision | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainRouteResponse: _TypeAlias = ExplainRouteResponse  # noqa: Y015
 
 @_typing.final
 class ListModelsRequest(_message.Message):
@@ -908,8 +1033,10 @@ class ListModelsResponse(_message.Message):
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInfo]:
         """Zero or more. The routable models: configured aliases first (by name),
-        then each provider's catalogue, in the order OpenRouter, Z.AI, OpenAI,
-        Anthropic, Google Gemini, Groq, Ollama.
+        then configured routes (`route/<name>`, by name; `alias_of` and
+        `fallbacks` are the default entry's targets), then each provider's
+        catalogue, in the order OpenRouter, Z.AI, OpenAI, Anthropic, Google
+        Gemini, Groq, Ollama.
         """
 
     @_builtins.property

@@ -34,7 +34,8 @@ class CompletionServiceStub:
     `anthropic/<model>` (`anthropic/claude-sonnet-4-5`), `gemini/<model>`
     (`gemini/gemini-2.5-flash`), `groq/<model>` (`groq/llama-3.3-70b-versatile`)
     or `ollama/<model>` (`ollama/llama3.2`); operators may configure aliases on
-    top, each a fallback chain that may cross providers. What each provider
+    top, each a fallback chain that may cross providers, and routes
+    (`route/<name>`), which pick the target by the kind of work (routing.proto). What each provider
     does with each request field is documented at the field (completion.proto):
     a field the provider cannot honour is refused with INVALID_ARGUMENT naming
     it, before any request to that provider.
@@ -76,6 +77,11 @@ class CompletionServiceStub:
                 request_serializer=llmgateway_dot_v1_dot_completion__service__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=llmgateway_dot_v1_dot_completion__service__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.ExplainRoute = channel.unary_unary(
+                '/llmgateway.v1.CompletionService/ExplainRoute',
+                request_serializer=llmgateway_dot_v1_dot_completion__service__pb2.ExplainRouteRequest.SerializeToString,
+                response_deserializer=llmgateway_dot_v1_dot_completion__service__pb2.ExplainRouteResponse.FromString,
+                _registered_method=True)
 
 
 class CompletionServiceServicer:
@@ -87,7 +93,8 @@ class CompletionServiceServicer:
     `anthropic/<model>` (`anthropic/claude-sonnet-4-5`), `gemini/<model>`
     (`gemini/gemini-2.5-flash`), `groq/<model>` (`groq/llama-3.3-70b-versatile`)
     or `ollama/<model>` (`ollama/llama3.2`); operators may configure aliases on
-    top, each a fallback chain that may cross providers. What each provider
+    top, each a fallback chain that may cross providers, and routes
+    (`route/<name>`), which pick the target by the kind of work (routing.proto). What each provider
     does with each request field is documented at the field (completion.proto):
     a field the provider cannot honour is refused with INVALID_ARGUMENT naming
     it, before any request to that provider.
@@ -139,6 +146,16 @@ class CompletionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainRoute(self, request, context):
+        """Explains how a `route/<name>` call would be routed, as a dry run: the
+        same decision the call would make now, with no upstream request, no
+        spend, no reservation and no ledger row. Authenticates like ListModels;
+        the caller key's model patterns apply as they would to the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CompletionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +179,11 @@ def add_CompletionServiceServicer_to_server(servicer, server):
                     request_deserializer=llmgateway_dot_v1_dot_completion__service__pb2.GetUsageRequest.FromString,
                     response_serializer=llmgateway_dot_v1_dot_completion__service__pb2.GetUsageResponse.SerializeToString,
             ),
+            'ExplainRoute': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainRoute,
+                    request_deserializer=llmgateway_dot_v1_dot_completion__service__pb2.ExplainRouteRequest.FromString,
+                    response_serializer=llmgateway_dot_v1_dot_completion__service__pb2.ExplainRouteResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'llmgateway.v1.CompletionService', rpc_method_handlers)
@@ -179,7 +201,8 @@ class CompletionService:
     `anthropic/<model>` (`anthropic/claude-sonnet-4-5`), `gemini/<model>`
     (`gemini/gemini-2.5-flash`), `groq/<model>` (`groq/llama-3.3-70b-versatile`)
     or `ollama/<model>` (`ollama/llama3.2`); operators may configure aliases on
-    top, each a fallback chain that may cross providers. What each provider
+    top, each a fallback chain that may cross providers, and routes
+    (`route/<name>`), which pick the target by the kind of work (routing.proto). What each provider
     does with each request field is documented at the field (completion.proto):
     a field the provider cannot honour is refused with INVALID_ARGUMENT naming
     it, before any request to that provider.
@@ -293,6 +316,33 @@ class CompletionService:
             '/llmgateway.v1.CompletionService/GetUsage',
             llmgateway_dot_v1_dot_completion__service__pb2.GetUsageRequest.SerializeToString,
             llmgateway_dot_v1_dot_completion__service__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainRoute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmgateway.v1.CompletionService/ExplainRoute',
+            llmgateway_dot_v1_dot_completion__service__pb2.ExplainRouteRequest.SerializeToString,
+            llmgateway_dot_v1_dot_completion__service__pb2.ExplainRouteResponse.FromString,
             options,
             channel_credentials,
             insecure,

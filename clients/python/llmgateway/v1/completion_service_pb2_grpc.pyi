@@ -35,7 +35,8 @@ class CompletionServiceStub:
     `anthropic/<model>` (`anthropic/claude-sonnet-4-5`), `gemini/<model>`
     (`gemini/gemini-2.5-flash`), `groq/<model>` (`groq/llama-3.3-70b-versatile`)
     or `ollama/<model>` (`ollama/llama3.2`); operators may configure aliases on
-    top, each a fallback chain that may cross providers. What each provider
+    top, each a fallback chain that may cross providers, and routes
+    (`route/<name>`), which pick the target by the kind of work (routing.proto). What each provider
     does with each request field is documented at the field (completion.proto):
     a field the provider cannot honour is refused with INVALID_ARGUMENT naming
     it, before any request to that provider.
@@ -73,6 +74,12 @@ class CompletionServiceStub:
     (`llmgateway keys create --usage-reader`); with no keys issued, anyone
     sees everything.
     """
+    ExplainRoute: _grpc.UnaryUnaryMultiCallable[_completion_service_pb2.ExplainRouteRequest, _completion_service_pb2.ExplainRouteResponse]
+    """Explains how a `route/<name>` call would be routed, as a dry run: the
+    same decision the call would make now, with no upstream request, no
+    spend, no reservation and no ledger row. Authenticates like ListModels;
+    the caller key's model patterns apply as they would to the call.
+    """
 
 @_typing.type_check_only
 class CompletionServiceAsyncStub(CompletionServiceStub):
@@ -84,7 +91,8 @@ class CompletionServiceAsyncStub(CompletionServiceStub):
     `anthropic/<model>` (`anthropic/claude-sonnet-4-5`), `gemini/<model>`
     (`gemini/gemini-2.5-flash`), `groq/<model>` (`groq/llama-3.3-70b-versatile`)
     or `ollama/<model>` (`ollama/llama3.2`); operators may configure aliases on
-    top, each a fallback chain that may cross providers. What each provider
+    top, each a fallback chain that may cross providers, and routes
+    (`route/<name>`), which pick the target by the kind of work (routing.proto). What each provider
     does with each request field is documented at the field (completion.proto):
     a field the provider cannot honour is refused with INVALID_ARGUMENT naming
     it, before any request to that provider.
@@ -119,6 +127,12 @@ class CompletionServiceAsyncStub(CompletionServiceStub):
     (`llmgateway keys create --usage-reader`); with no keys issued, anyone
     sees everything.
     """
+    ExplainRoute: _aio.UnaryUnaryMultiCallable[_completion_service_pb2.ExplainRouteRequest, _completion_service_pb2.ExplainRouteResponse]  # type: ignore[assignment]
+    """Explains how a `route/<name>` call would be routed, as a dry run: the
+    same decision the call would make now, with no upstream request, no
+    spend, no reservation and no ledger row. Authenticates like ListModels;
+    the caller key's model patterns apply as they would to the call.
+    """
 
 class CompletionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Chat completions from OpenRouter, Z.AI, OpenAI, Anthropic, Google Gemini,
@@ -129,7 +143,8 @@ class CompletionServiceServicer(metaclass=_abc_1.ABCMeta):
     `anthropic/<model>` (`anthropic/claude-sonnet-4-5`), `gemini/<model>`
     (`gemini/gemini-2.5-flash`), `groq/<model>` (`groq/llama-3.3-70b-versatile`)
     or `ollama/<model>` (`ollama/llama3.2`); operators may configure aliases on
-    top, each a fallback chain that may cross providers. What each provider
+    top, each a fallback chain that may cross providers, and routes
+    (`route/<name>`), which pick the target by the kind of work (routing.proto). What each provider
     does with each request field is documented at the field (completion.proto):
     a field the provider cannot honour is refused with INVALID_ARGUMENT naming
     it, before any request to that provider.
@@ -185,6 +200,18 @@ class CompletionServiceServicer(metaclass=_abc_1.ABCMeta):
         its own calls only, unless it was issued with usage access to every key
         (`llmgateway keys create --usage-reader`); with no keys issued, anyone
         sees everything.
+        """
+
+    @_abc_1.abstractmethod
+    def ExplainRoute(
+        self,
+        request: _completion_service_pb2.ExplainRouteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_completion_service_pb2.ExplainRouteResponse, _abc.Awaitable[_completion_service_pb2.ExplainRouteResponse]]:
+        """Explains how a `route/<name>` call would be routed, as a dry run: the
+        same decision the call would make now, with no upstream request, no
+        spend, no reservation and no ledger row. Authenticates like ListModels;
+        the caller key's model patterns apply as they would to the call.
         """
 
 def add_CompletionServiceServicer_to_server(servicer: CompletionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -20,6 +20,8 @@ from llmgateway.v1 import completion_service_pb2 as pb
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from llmgateway.server.routing.decide import RouteDecision
+
 
 Reason: TypeAlias = pb.ErrorReason.ValueType
 # Each provider's prefix in gateway model names.
@@ -32,6 +34,8 @@ PREFIXES: dict[common.Provider.ValueType, str] = {
     common.PROVIDER_GROQ: "groq/",
     common.PROVIDER_OLLAMA: "ollama/",
 }
+# `route/<name>` names a configured route (routing/routes.py), not a provider.
+ROUTE_PREFIX = "route/"
 OPENROUTER_PREFIX = PREFIXES[common.PROVIDER_OPENROUTER]
 ZAI_PREFIX = PREFIXES[common.PROVIDER_ZAI]
 # Providers whose model ids are one segment (no `/`), and those whose ids may
@@ -109,11 +113,18 @@ class Plan:
 
     routes: tuple[Route, ...]
     fallback_on: frozenset[Reason] = DEFAULT_FALLBACK_ON
+    # Set only for `route/<name>` calls: why these targets, in this order.
+    decision: RouteDecision | None = None
 
     @property
     def requested(self) -> str:
         """The model the caller asked for."""
         return self.routes[0].requested
+
+
+def is_route_name(name: str) -> bool:
+    """Whether a request's `model` names a route (`route/default`)."""
+    return name.startswith(ROUTE_PREFIX)
 
 
 def gateway_model_name(provider: common.Provider.ValueType, upstream_model: str) -> str:
