@@ -50,6 +50,27 @@ class CallRecord:
     fallbacks: int = 0
     # (provider, ErrorReason name) of each failed upstream attempt.
     upstream_errors: list[tuple[str, str]] = field(default_factory=list)
+    # Set only when the caller named a route (`route/default`): which route, the
+    # task it served ("code") and where the task came from ("caller",
+    # "rule:<id>", "default"). For a named model with a caller-set task, `task`
+    # and `task_source="caller"` are filled too (the ledger's label only).
+    route: str = ""
+    task: str = ""
+    task_source: str = ""
+    # The route table entry used ("code", "chinese", "default").
+    route_entry: str = ""
+    # The session's earlier target was kept; the call moved once to a larger
+    # context window after UPSTREAM_CONTEXT_LENGTH_EXCEEDED.
+    sticky: bool = False
+    escalated: bool = False
+    # The target that served, gateway naming (`zai/glm-4.7@coding`).
+    route_target: str = ""
+    # How many targets were passed over (before the call and at run time), and
+    # the stable id of each ("no-vision", "failed", ...) for the skips counter.
+    route_skips: int = 0
+    route_skip_ids: tuple[str, ...] = ()
+    # Microseconds spent deciding (span attribute only).
+    route_decision_us: float = 0.0
 
 
 class CallObserver(Protocol):
