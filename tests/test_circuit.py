@@ -218,6 +218,46 @@ def test_an_abandoned_probe_lets_the_next_call_probe():
 # -- the panic rule -------------------------------------------------------------------
 
 
+def test_refuses_now_reads_the_breaker_without_taking_the_probe():
+    # A routing decision (and ExplainRoute, a dry run) asks whether a target
+    # would be refused; asking must never use up a half-open circuit's probe.
+    clock = Clock()
+    b = breaker(clock)
+    assert not b.refuses_now()
+    open_it(b)
+    assert b.refuses_now()
+    clock.now += 30
+    for _ in range(3):
+        assert not b.refuses_now()
+    assert state(b) is CircuitState.HALF_OPEN
+    probe = admitted(b)
+    assert probe.probe
+    # The probe is out: calls with somewhere else to go are refused.
+    assert b.refuses_now()
+    assert b.admit(has_fallback=True) == pytest.approx(1.0)
+    b.record(probe, None)
+    assert not b.refuses_now()
+    assert state(b) is CircuitState.CLOSED
+
+
+def test_refuses_now_agrees_with_admit_with_a_fallback():
+    clock = Clock()
+    b = breaker(clock)
+    moments = []
+    open_it(b)
+    moments.append(b.refuses_now())
+    clock.now += 30
+    moments.append(b.refuses_now())
+    # What admit() says at the same moments, on a twin breaker.
+    twin_clock = Clock()
+    twin = breaker(twin_clock)
+    open_it(twin)
+    refused = [not isinstance(twin.admit(has_fallback=True), Admission)]
+    twin_clock.now += 30
+    refused.append(not isinstance(twin.admit(has_fallback=True), Admission))
+    assert moments == refused == [True, False]
+
+
 def test_a_call_with_no_fallback_goes_through_while_the_model_still_answers():
     clock = Clock()
     b = breaker(clock)

@@ -232,6 +232,15 @@ class CircuitBreaker:
             return self._open_until - self._clock()
         return _PROBE_WAIT
 
+    def refuses_now(self) -> bool:
+        """Whether a call that has another target to move to would be refused
+        now, as `admit(has_fallback=True)` would decide, without taking the
+        probe: open, or half-open with its probe already out. Read-only, for a
+        routing decision (which may run for a dry run, ExplainRoute, and must
+        not use up the one probe of a half-open circuit)."""
+        state = self.state
+        return state is CircuitState.OPEN or (state is CircuitState.HALF_OPEN and self._probing)
+
     def takes_a_last_resort_call(self) -> bool:
         """Whether a call with no other target would be let through now, as
         `admit(has_fallback=False)` would decide, without taking the probe."""
