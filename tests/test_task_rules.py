@@ -353,11 +353,11 @@ def test_a_huge_request_scans_at_most_the_limit():
 # --- the labelled set ----------------------------------------------------------
 
 PROMPTS = load_prompts()
-# Measured 193/225 = 85.8 % (docs/routing.md). The floor sits a few points
-# below so that a new prompt or a small rule change does not fail the test,
-# while a regression that loses a whole category (a rule that stops firing
-# costs 5 % or more) does.
-ACCURACY_FLOOR = 0.82
+# Measured 205/241 = 85.1 % (docs/routing.md). The floor sits about four
+# points below so that a new prompt or a small rule change does not fail the
+# test, while a regression that loses a whole category (a rule that stops
+# firing costs 5 % or more) does.
+ACCURACY_FLOOR = 0.81
 
 
 def test_the_labelled_set_is_large_and_covers_every_task():
