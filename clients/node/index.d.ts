@@ -65,7 +65,45 @@ export type UsageGrouping =
   | 'USAGE_GROUPING_UNSPECIFIED'
   | 'USAGE_GROUPING_KEY'
   | 'USAGE_GROUPING_MODEL'
-  | 'USAGE_GROUPING_DAY';
+  | 'USAGE_GROUPING_DAY'
+  | 'USAGE_GROUPING_ROUTE'
+  | 'USAGE_GROUPING_TASK';
+/** What the work is, for a `route/<name>` call (routing.proto, docs/routing.md). */
+export type Task =
+  | 'TASK_UNSPECIFIED'
+  | 'TASK_CHAT'
+  | 'TASK_CODE'
+  | 'TASK_REASONING'
+  | 'TASK_EXTRACTION'
+  | 'TASK_SUMMARIZATION'
+  | 'TASK_TRANSLATION'
+  | 'TASK_AGENT'
+  | 'TASK_VISION'
+  | 'TASK_AUTO';
+/** A cost band for a routed call. */
+export type CostTier = 'COST_TIER_UNSPECIFIED' | 'COST_TIER_LOW' | 'COST_TIER_MEDIUM' | 'COST_TIER_HIGH';
+/** Where a routing decision's task came from. */
+export type TaskSource =
+  | 'TASK_SOURCE_UNSPECIFIED'
+  | 'TASK_SOURCE_CALLER'
+  | 'TASK_SOURCE_RULE'
+  | 'TASK_SOURCE_ROUTE_DEFAULT';
+/** Why a route's target was passed over. */
+export type SkipReason =
+  | 'SKIP_REASON_UNSPECIFIED'
+  | 'SKIP_REASON_KEY_MODEL_PATTERNS'
+  | 'SKIP_REASON_CONTEXT_WINDOW'
+  | 'SKIP_REASON_NO_TOOLS'
+  | 'SKIP_REASON_CANNOT_FORCE_TOOL'
+  | 'SKIP_REASON_NO_JSON_SCHEMA'
+  | 'SKIP_REASON_NO_JSON_OBJECT'
+  | 'SKIP_REASON_NO_VISION'
+  | 'SKIP_REASON_NO_IMAGE_URLS'
+  | 'SKIP_REASON_CIRCUIT_OPEN'
+  | 'SKIP_REASON_BUDGET'
+  | 'SKIP_REASON_NOT_CONFIGURED'
+  | 'SKIP_REASON_PROVIDER_REFUSES'
+  | 'SKIP_REASON_FAILED';
 
 /** An enum in a request: its name or its number. */
 export type EnumInput<Name extends string> = Name | number;
@@ -201,11 +239,27 @@ export interface ZaiOptions {
   clear_thinking?: boolean;
 }
 
+/**
+ * What a caller says about a `route/<name>` call; ignored (not even validated) when `model`
+ * names a model or an alias.
+ */
+export interface RoutingHints {
+  /** Default: inferred by the gateway's rules (TASK_AUTO). */
+  task?: EnumInput<Task>;
+  /** Default: the route entry's own targets. */
+  cost_tier?: EnumInput<CostTier>;
+  /** Keeps later turns on the target that served the first. At most 128 characters. */
+  session_id?: string;
+  /** Also fill the decision's `plan` and `signals`. */
+  explain?: boolean;
+}
+
 /** CompleteRequest and StreamCompleteRequest (field for field the same). */
 export interface CompleteRequest {
   /**
    * `openrouter/<vendor>/<model>`, `zai/<model>`, `openai/<model>`, `anthropic/<model>`,
-   * `gemini/<model>`, `groq/<model>`, `ollama/<model>` or a configured alias.
+   * `gemini/<model>`, `groq/<model>`, `ollama/<model>`, a configured alias, or a configured
+   * route `route/<name>` (see `routing`).
    */
   model: string;
   /** The conversation so far, oldest first: 1 to 2,048 messages. */
@@ -218,8 +272,15 @@ export interface CompleteRequest {
   user?: string;
   openrouter?: OpenRouterOptions;
   zai?: ZaiOptions;
+  /** For a `route/<name>` model: the task, a cost tier, a session id. */
+  routing?: RoutingHints;
 }
 export type StreamCompleteRequest = CompleteRequest;
+
+export interface ExplainRouteRequest {
+  /** The call as it would be sent; its `model` must be `route/<name>`. */
+  request: CompleteRequest;
+}
 
 export interface ListModelsRequest {
   /** Only this provider's models; unset: all. */
@@ -284,6 +345,8 @@ export interface CompleteResponse {
   reasoning_details: ReasoningDetail[];
   /** The model's refusal (OpenAI); '' when none. */
   refusal: string;
+  /** Why the route chose its target; null unless a route (`route/<name>`) served. */
+  routing: RoutingDecision | null;
 }
 
 export interface CompletionDone {
@@ -302,6 +365,56 @@ export interface CompletionDone {
   reasoning_details: ReasoningDetail[];
   /** The model's refusal (OpenAI), delivered whole here; '' when none. */
   refusal: string;
+  /** As CompleteResponse.routing: null unless a route served. */
+  routing: RoutingDecision | null;
+}
+
+/** A target a routed call did not use, and why. */
+export interface PassedOver {
+  /** Gateway naming, with a pinned Z.AI endpoint (`zai/glm-4.7@coding`). */
+  target: string;
+  reason: SkipReason;
+  /** The reason in words, with the figures behind it. */
+  detail: string;
+  /** The reason's stable id (`no-vision`, `context-window`, `failed`). */
+  id: string;
+}
+
+/** Why a route served a call with the target it did. */
+export interface RoutingDecision {
+  /** `route/default`. */
+  route: string;
+  /** Never TASK_UNSPECIFIED or TASK_AUTO. */
+  task: Task;
+  task_source: TaskSource;
+  /** The inferring rule's id (`code-fences`); '' for the caller's task. */
+  rule: string;
+  /** The route entry used: a task name (`code`), `chinese` or `default`. */
+  entry: string;
+  cost_tier: CostTier;
+  /** The target that served; from explainRoute, the one the call would try first. */
+  chosen: string;
+  /** In the order considered: skipped before any request, or tried and failed. */
+  passed_over: PassedOver[];
+  /** The session's earlier target was kept. */
+  sticky: boolean;
+  /** Moved once to a larger context window after the first target refused the prompt's length. */
+  escalated: boolean;
+  escalated_from: string;
+  estimated_prompt_tokens: number;
+  /** 0 to 1: the rule's confidence; 1 for the caller's task. */
+  confidence: number;
+  /** A rule fired below `[routing] min_confidence`, so the route's default served. */
+  below_threshold: boolean;
+  /** With `routing.explain` (and always from explainRoute): every eligible target, in try order. */
+  plan: string[];
+  /** With `routing.explain` (and always from explainRoute): what the rules saw. */
+  signals: { [key: string]: string };
+}
+
+export interface ExplainRouteResponse {
+  /** Always set on success. */
+  decision: RoutingDecision;
 }
 
 export interface ContentDelta {
@@ -417,7 +530,8 @@ export type ErrorReason =
   | 'USAGE_NOT_ALLOWED'
   | 'UPSTREAM_RESPONSE_TOO_LARGE'
   | 'GATEWAY_STATE_UNAVAILABLE'
-  | 'UPSTREAM_INVALID_TOOL_CALL';
+  | 'UPSTREAM_INVALID_TOOL_CALL'
+  | 'NO_ELIGIBLE_TARGET';
 
 /** What decodeError() reads from a failed call's status and its google.rpc details. */
 export interface DecodedError {
@@ -485,6 +599,11 @@ export declare class GatewayClient {
   stream(request: StreamCompleteRequest, options?: CallOptions): AsyncGenerator<StreamCompleteResponse, void, undefined>;
   listModels(request?: ListModelsRequest, options?: CallOptions): Promise<ListModelsResponse>;
   getUsage(request?: GetUsageRequest, options?: CallOptions): Promise<GetUsageResponse>;
+  /**
+   * How a `route/<name>` call would be routed, as a dry run: the decision (plan and signals
+   * included), with no upstream request, no spend and no ledger row.
+   */
+  explainRoute(request: CompleteRequest, options?: CallOptions): Promise<RoutingDecision>;
   /** Resolves once the channel is connected; rejects after timeoutMs (default 30 s). */
   waitForReady(timeoutMs?: number): Promise<void>;
   close(): void;

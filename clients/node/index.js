@@ -223,6 +223,14 @@ class GatewayClient {
     return this._unary('GetUsage', request, timeoutMs);
   }
 
+  /**
+   * How a `route/<name>` call would be routed, as a dry run (no upstream request, no spend):
+   * takes the request complete() would take and resolves to its RoutingDecision.
+   */
+  explainRoute(request, { timeoutMs } = {}) {
+    return this._unary('ExplainRoute', { request }, timeoutMs).then((reply) => reply.decision);
+  }
+
   waitForReady(timeoutMs = 30000) {
     return new Promise((resolve, reject) => {
       this.stub.waitForReady(Date.now() + timeoutMs, (error) => (error ? reject(error) : resolve()));

@@ -1,6 +1,15 @@
 // Type-checked (never run) by scripts/package-node.sh against the installed
 // package's types, as an ESM consumer.
-import { GatewayClient, GatewayError, toStruct, type CompleteResponse, type StreamCompleteResponse } from 'llmgateway-grpc-client';
+import {
+  GatewayClient,
+  GatewayError,
+  toStruct,
+  type CompleteResponse,
+  type RoutingDecision,
+  type RoutingHints,
+  type SkipReason,
+  type StreamCompleteResponse,
+} from 'llmgateway-grpc-client';
 
 const client = new GatewayClient('localhost:50051', { apiKey: 'fake-key' });
 const reply: CompleteResponse = await client.complete(
@@ -20,7 +29,18 @@ for await (const event of client.stream({ model: 'zai/glm-4.7', messages: [{ rol
   const narrowed: StreamCompleteResponse = event;
   if (narrowed.event === 'content_delta') console.log(narrowed.content_delta.text.length);
   if (narrowed.event === 'done') console.log(narrowed.done.finish_reason === 'FINISH_REASON_STOP');
+  if (narrowed.event === 'done') console.log(narrowed.done.routing?.chosen);
 }
+
+// A routed call: hints in, the decision out (null unless a route served).
+const hints: RoutingHints = { task: 'TASK_CODE', cost_tier: 1, session_id: 'conversation-1', explain: true };
+const routed = await client.complete({ model: 'route/default', messages: [{ role: 'ROLE_USER', content: 'Hi' }], routing: hints });
+const decision: RoutingDecision | null = routed.routing;
+const code: boolean = decision?.task === 'TASK_CODE';
+const reasons: SkipReason[] = decision?.passed_over.map((skip) => skip.reason) ?? [];
+console.log(code, reasons, decision?.task_source === 'TASK_SOURCE_RULE', decision?.signals['chinese']);
+const explained: RoutingDecision = await client.explainRoute({ model: 'route/default', messages: [] });
+console.log(explained.plan.join(' > '), explained.estimated_prompt_tokens + 1);
 
 try {
   await client.listModels({ provider: 'PROVIDER_ZAI' });
