@@ -18,7 +18,7 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from llmgateway.server.routing.decide import RouteDecision
 
@@ -191,33 +191,41 @@ class Router:
         return Plan((Route(provider=parsed[0], upstream_model=parsed[1], requested=name),))
 
 
-def _alias_plan(alias: str, config: AliasConfig) -> Plan:
+def _alias_plan(alias: str, config: AliasConfig, *, where: str | None = None) -> Plan:
+    """The plan of an alias named `alias` (each Route's `requested`); `where`
+    names it in errors (routes say "[routes.default] code")."""
+    where = where if where is not None else f"alias {alias!r}"
     if not config.targets:
-        raise ConfigError(f"alias {alias!r} has no targets")
+        raise ConfigError(f"{where} has no targets")
     routes = []
     for target in config.targets:
         parsed = parse_model_name(target.model)
         if parsed is None:
-            raise ConfigError(f"alias {alias!r} points at {target.model!r}; {NAMING_HELP}")
+            raise ConfigError(f"{where} points at {target.model!r}; {NAMING_HELP}")
         endpoint = common.ZAI_ENDPOINT_UNSPECIFIED
         if target.zai_endpoint is not None:
             if parsed[0] != common.PROVIDER_ZAI:
                 raise ConfigError(
-                    f"alias {alias!r}: zai_endpoint applies to zai/ targets, not {target.model!r}"
+                    f"{where}: zai_endpoint applies to zai/ targets, not {target.model!r}"
                 )
             if target.zai_endpoint not in _ENDPOINTS:
                 raise ConfigError(
-                    f"alias {alias!r}: zai_endpoint must be 'general' or 'coding', "
+                    f"{where}: zai_endpoint must be 'general' or 'coding', "
                     f"got {target.zai_endpoint!r}"
                 )
             endpoint = _ENDPOINTS[target.zai_endpoint]
         routes.append(Route(parsed[0], parsed[1], alias, endpoint))
     if config.fallback_on is None:
         return Plan(tuple(routes))
-    unknown = [name for name in config.fallback_on if name not in _REASONS]
+    return Plan(tuple(routes), fallback_reasons(where, config.fallback_on))
+
+
+def fallback_reasons(where: str, names: Sequence[str]) -> frozenset[Reason]:
+    """`fallback_on` names (ErrorReason without the prefix) as reasons."""
+    unknown = [name for name in names if name not in _REASONS]
     if unknown:
         raise ConfigError(
-            f"alias {alias!r}: unknown fallback_on reasons {unknown}; use ErrorReason names "
+            f"{where}: unknown fallback_on reasons {unknown}; use ErrorReason names "
             "without the prefix, e.g. UPSTREAM_RATE_LIMITED"
         )
-    return Plan(tuple(routes), frozenset(_REASONS[name] for name in config.fallback_on))
+    return frozenset(_REASONS[name] for name in names)
