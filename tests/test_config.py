@@ -13,18 +13,23 @@ from pathlib import Path
 import grpc
 import pytest
 
+from llmgateway.server import config
 from llmgateway.server.config import (
     DEFAULT_OPENROUTER_BASE_URL,
     DEFAULT_ZAI_BASE_URL,
     DEFAULT_ZAI_CODING_BASE_URL,
     AliasConfig,
     AliasTarget,
+    CapabilityOverride,
     ConfigError,
+    RouteEntryConfig,
+    RoutingSettings,
     Secret,
     Settings,
     Timeouts,
 )
 from llmgateway.server.errors import GatewayError
+from llmgateway.server.routing import router, task_rules
 from llmgateway.server.routing.router import Plan, Route, Router
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -451,6 +456,7 @@ TYPOS = [
     ("circuit_breaker", "cool_down", "cool_down_seconds"),
     ("state", "dbs", "db"),
     ("tls", "cert", "cert_file"),
+    ("routing", "sticky_ttl", "sticky_ttl_seconds"),
 ]
 
 
@@ -593,6 +599,7 @@ SAMPLES: dict[str, object] = {
     "[anthropic] version": "2023-06-01",
     "[server] metrics_address": "127.0.0.1:9464",
     "[state] db": "state.db",
+    "[routing] max_call_usd": {"low": 0.002, "medium": 0.02},
 }
 
 
@@ -672,6 +679,8 @@ def documented(tmp_path):
 
 
 def toml_value(value):
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
     if isinstance(value, str):
@@ -695,6 +704,9 @@ def test_every_documented_key_is_accepted(documented):
     assert settings.tls.mutual
     assert set(settings.aliases) == {"fast", "smart", "sonnet", "coding"}
     assert settings.prices["zai/glm-4.7"].cached_prompt == 0.11
+    # The example's routes ride along after its aliases; [routing] comes from the table.
+    assert set(settings.routes) == {"default", "cheap"}
+    assert settings.routing == RoutingSettings(max_call_usd={"low": 0.002, "medium": 0.02})
 
 
 def test_every_documented_key_is_accepted_when_the_environment_sets_it_too(documented):
@@ -871,3 +883,348 @@ def test_the_readme_example_config_file_loads_as_it_says(tmp_path):
         "openrouter/anthropic/claude-sonnet-4.5",
         "zai/glm-4.7",
     ]
+    default = settings.routes["default"].entries
+    assert set(default) == {
+        "default",
+        "code",
+        "agent",
+        "vision",
+        "extraction",
+        "summarization",
+        "translation",
+        "chinese",
+    }
+    assert default["code"].alias == AliasConfig((AliasTarget("coding"),))
+    assert [t.model for t in default["extraction"].cost_tiers["high"].targets] == ["openai/gpt-4o"]
+    assert set(settings.routes["cheap"].entries) == {"default"}
+    # Every route target names a model or an alias the example defines.
+    for route in settings.routes.values():
+        for entry in route.entries.values():
+            for variant in (entry.alias, *entry.cost_tiers.values()):
+                for target in variant.targets:
+                    assert target.model in settings.aliases or router.parse_model_name(
+                        target.model
+                    ), target.model
+
+
+# -- routes, routing and capabilities ----------------------------------------------------
+
+ROUTES = """
+[aliases]
+fast = "zai/glm-4.5-flash"
+
+[routes.default]
+default = "fast"
+code = [{ model = "zai/glm-4.7", zai_endpoint = "coding" }, "openrouter/anthropic/claude-sonnet-4.5"]
+chinese = "zai/glm-4.7"
+extraction = { targets = ["openai/gpt-4o-mini"], fallback_on = ["UPSTREAM_RATE_LIMITED"] }
+
+# The table form of an entry, as its own TOML table.
+[routes.default.reasoning]
+targets = ["openrouter/openai/o3"]
+cost_tier = { low = "zai/glm-4.5-flash", high = { targets = ["openai/o3"], fallback_on = [] } }
+
+[routes.cheap]
+default = ["groq/llama-3.3-70b-versatile", "ollama/llama3.2"]
+
+[routing]
+sticky_ttl_seconds = 600
+sticky_max_sessions = 50
+min_confidence = 0.75
+max_call_usd = { low = 0.002, high = 0 }
+
+[capabilities."openrouter/x/my-finetune"]
+context_window = 32768
+tools = true
+vision = false
+"""
+
+
+def test_routes_routing_and_capabilities_are_read_from_the_file(tmp_path):
+    settings = Settings.load({}, write(tmp_path, ROUTES))
+    default = settings.routes["default"].entries
+    assert list(default) == ["default", "code", "reasoning", "extraction", "chinese"]
+    assert default["default"] == RouteEntryConfig(AliasConfig((AliasTarget("fast"),)))
+    assert default["code"].alias.targets == (
+        AliasTarget("zai/glm-4.7", "coding"),
+        AliasTarget("openrouter/anthropic/claude-sonnet-4.5"),
+    )
+    assert default["extraction"].alias.fallback_on == ("UPSTREAM_RATE_LIMITED",)
+    reasoning = default["reasoning"]
+    assert reasoning.alias == AliasConfig((AliasTarget("openrouter/openai/o3"),))
+    # A tier variant keeps its own fallback_on; None (inherit the entry's) when it has none.
+    assert reasoning.cost_tiers == {
+        "low": AliasConfig((AliasTarget("zai/glm-4.5-flash"),)),
+        "high": AliasConfig((AliasTarget("openai/o3"),), ()),
+    }
+    assert settings.routes["cheap"].entries["default"].alias.targets == (
+        AliasTarget("groq/llama-3.3-70b-versatile"),
+        AliasTarget("ollama/llama3.2"),
+    )
+    assert settings.routing == RoutingSettings(
+        sticky_ttl=600.0,
+        sticky_max_sessions=50,
+        min_confidence=0.75,
+        max_call_usd={"low": 0.002, "high": 0.0},
+    )
+    assert settings.capabilities == {
+        "openrouter/x/my-finetune": CapabilityOverride(
+            context_window=32768, tools=True, vision=False
+        )
+    }
+
+
+def test_without_routes_nothing_is_routed_and_routing_has_its_defaults():
+    settings = Settings.load({})
+    assert settings.routes == {}
+    assert settings.capabilities == {}
+    assert settings.routing == RoutingSettings()
+    assert settings.routing.min_confidence == task_rules.CONFIDENCE_THRESHOLD
+
+
+def test_the_names_config_mirrors_agree_with_the_router_and_the_rules():
+    # config.py cannot import the router (the router imports it): its copies must agree.
+    assert config.ROUTE_PREFIX == router.ROUTE_PREFIX
+    assert tuple(router.PREFIXES.values()) == config.PROVIDER_PREFIXES
+    assert ("default", *task_rules.Task, "chinese") == config.ROUTE_ENTRIES
+
+
+ROUTE_REFUSALS = [
+    # (id, file text, what the message must say)
+    (
+        "task-typo",
+        '[routes.default]\ndefault = "zai/glm-4.7"\ncod = "zai/glm-4.7"\n',
+        (
+            "[routes.default] cod is not a task; did you mean code? Tasks: chat, code, reasoning, "
+            "extraction, summarization, translation, agent, vision, plus default and chinese"
+        ),
+    ),
+    (
+        "not-a-task",
+        '[routes.default]\ndefault = "zai/glm-4.7"\nwibble = "zai/glm-4.7"\n',
+        "[routes.default] wibble is not a task. Tasks: chat, code,",
+    ),
+    (
+        "auto",
+        '[routes.default]\ndefault = "zai/glm-4.7"\nauto = "zai/glm-4.7"\n',
+        (
+            "[routes.default] auto: auto is how a caller asks the gateway to infer the task; "
+            "it is not a route entry"
+        ),
+    ),
+    (
+        "no-default-entry",
+        '[routes.default]\ncode = "zai/glm-4.7"\n',
+        "[routes.default] needs `default = ...`",
+    ),
+    (
+        "no-default-route",
+        '[routes.cheap]\ndefault = "zai/glm-4.5-flash"\n',
+        (
+            "[routes] needs a default route: add [routes.default] with `default = ...` "
+            "(configured: cheap)"
+        ),
+    ),
+    (
+        "route-not-a-table",
+        '[routes]\ndefault = "zai/glm-4.7"\n',
+        "[routes] default must be a table: [routes.default] with `default = ...`",
+    ),
+    (
+        "routes-not-a-table",
+        'routes = "zai/glm-4.7"\n',
+        "[routes] in the config file must be a table",
+    ),
+    (
+        "route-name-with-a-slash",
+        '[routes."a/b"]\ndefault = "zai/glm-4.7"\n',
+        "[routes.\"a/b\"]: 'a/b' cannot be a route name: one name, without '/'",
+    ),
+    (
+        "route-name-with-a-space",
+        '[routes."my route"]\ndefault = "zai/glm-4.7"\n',
+        "[routes.\"my route\"]: 'my route' cannot be a route name: must not contain ' '",
+    ),
+    (
+        "empty-entry",
+        "[routes.default]\ndefault = []\n",
+        (
+            "[routes.default] default must be a model name, a non-empty list of targets, "
+            "or a table with `targets`"
+        ),
+    ),
+    (
+        "entry-not-a-model",
+        "[routes.default]\ndefault = 3\n",
+        "[routes.default] default must be a model name",
+    ),
+    (
+        "entry-table-typo",
+        '[routes.default]\ndefault = { target = ["zai/glm-4.7"] }\n',
+        "[routes.default] default target is not a known setting; did you mean targets?",
+    ),
+    (
+        "entry-table-without-targets",
+        '[routes.default]\ndefault = { cost_tier = { low = "zai/glm-4.5-flash" } }\n',
+        (
+            "[routes.default] default must be a model name, a non-empty list of targets, "
+            "or a table with `targets`"
+        ),
+    ),
+    (
+        "target-typo",
+        '[routes.default]\ndefault = [{ model = "zai/glm-4.7", zai_endpiont = "coding" }]\n',
+        (
+            '[routes.default] default target "zai/glm-4.7" zai_endpiont is not a known setting; '
+            "did you mean zai_endpoint?"
+        ),
+    ),
+    (
+        "fallback-not-a-list",
+        '[routes.default]\ndefault = { targets = ["zai/glm-4.7"], fallback_on = "X" }\n',
+        "[routes.default] default.fallback_on must be a list of strings",
+    ),
+    (
+        "tier-typo",
+        '[routes.default]\ndefault = { targets = ["zai/glm-4.7"], cost_tier = { lo = "x/y" } }\n',
+        "[routes.default] default cost_tier lo is not a known setting; did you mean low?",
+    ),
+    (
+        "tier-not-a-table",
+        '[routes.default]\ndefault = { targets = ["zai/glm-4.7"], cost_tier = "low" }\n',
+        '[routes.default] default cost_tier must be a table of tiers, e.g. { low = "',
+    ),
+    (
+        "tier-empty",
+        '[routes.default]\ndefault = { targets = ["zai/glm-4.7"], cost_tier = { low = [] } }\n',
+        "[routes.default] default cost_tier low must be a model name, a non-empty list",
+    ),
+    (
+        "tier-inside-a-tier",
+        (
+            '[routes.default]\ndefault = { targets = ["a/b"], cost_tier = { low = { targets = '
+            '["c/d"], cost_tier = { high = "e/f" } } } }\n'
+        ),
+        "[routes.default] default cost_tier low cost_tier is not a known setting",
+    ),
+    (
+        "routing-typo",
+        "[routing]\nmin_confidense = 0.5\n",
+        "[routing] min_confidense is not a known setting; did you mean min_confidence?",
+    ),
+    (
+        "confidence-above-one",
+        "[routing]\nmin_confidence = 1.5\n",
+        "[routing] min_confidence must be a number from 0 to 1, got 1.5",
+    ),
+    (
+        "confidence-negative",
+        "[routing]\nmin_confidence = -0.1\n",
+        "[routing] min_confidence must be a finite number 0 or more, got -0.1",
+    ),
+    (
+        "confidence-a-string",
+        '[routing]\nmin_confidence = "high"\n',
+        "[routing] min_confidence must be a number, got 'high'",
+    ),
+    (
+        "ttl-zero",
+        "[routing]\nsticky_ttl_seconds = 0\n",
+        "[routing] sticky_ttl_seconds must be a finite number greater than 0, got 0",
+    ),
+    (
+        "ttl-infinite",
+        "[routing]\nsticky_ttl_seconds = inf\n",
+        "[routing] sticky_ttl_seconds must be a finite number greater than 0, got inf",
+    ),
+    (
+        "sessions-fractional",
+        "[routing]\nsticky_max_sessions = 2.5\n",
+        "[routing] sticky_max_sessions must be a whole number, 1 or more, got 2.5",
+    ),
+    (
+        "sessions-a-boolean",
+        "[routing]\nsticky_max_sessions = true\n",
+        "[routing] sticky_max_sessions must be a number, got True",
+    ),
+    (
+        "ceiling-tier-typo",
+        "[routing]\nmax_call_usd = { medum = 0.02 }\n",
+        "[routing] max_call_usd medum is not a known setting; did you mean medium?",
+    ),
+    (
+        "ceiling-negative",
+        "[routing]\nmax_call_usd = { low = -1 }\n",
+        "[routing] max_call_usd low must be a finite number 0 or more, got -1",
+    ),
+    (
+        "ceilings-not-a-table",
+        "[routing]\nmax_call_usd = 0.02\n",
+        "[routing] max_call_usd must be a table of cost tiers, e.g. { low = 0.002, medium = 0.02 }",
+    ),
+    (
+        "capability-typo",
+        '[capabilities."openai/gpt-4o"]\ncontext_windw = 1000\n',
+        (
+            '[capabilities."openai/gpt-4o"] context_windw is not a known setting; '
+            "did you mean context_window?"
+        ),
+    ),
+    (
+        "capability-not-a-boolean",
+        '[capabilities."openai/gpt-4o"]\nvision = "yes"\n',
+        "[capabilities.\"openai/gpt-4o\"] vision must be true or false, got 'yes'",
+    ),
+    (
+        "capability-window-zero",
+        '[capabilities."openai/gpt-4o"]\ncontext_window = 0\n',
+        '[capabilities."openai/gpt-4o"] context_window must be a whole number, 1 or more, got 0',
+    ),
+    (
+        "capability-unknown-provider",
+        '[capabilities."openruoter/x/y"]\ntools = true\n',
+        (
+            "[capabilities.\"openruoter/x/y\"]: 'openruoter/x/y' cannot be a model name: it must "
+            "be a model in gateway naming, starting with a provider: openrouter/, zai/, openai/,"
+        ),
+    ),
+    (
+        "capability-bad-name",
+        '[capabilities."zai/glm 4.7"]\ntools = true\n',
+        "[capabilities.\"zai/glm 4.7\"]: 'zai/glm 4.7' cannot be a model name: must not contain",
+    ),
+    (
+        "capability-a-route",
+        '[capabilities."route/default"]\ntools = true\n',
+        "'route/default' cannot be a model name: it must be a model in gateway naming",
+    ),
+    (
+        "capability-not-a-table",
+        '[capabilities]\n"openai/gpt-4o" = 32768\n',
+        '[capabilities."openai/gpt-4o"] must be a table, e.g. context_window = 32768',
+    ),
+    (
+        "route-prefixed-alias",
+        '[aliases]\n"route/default" = "zai/glm-4.7"\n',
+        "[aliases] 'route/default' cannot be an alias name: route/ is reserved for [routes]",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(text, expected) for _, text, expected in ROUTE_REFUSALS],
+    ids=[case for case, _, _ in ROUTE_REFUSALS],
+)
+def test_bad_routes_routing_and_capabilities_are_refused_naming_what_to_fix(
+    tmp_path, text, expected
+):
+    assert expected in refusal(tmp_path, text)
+
+
+def test_serve_refuses_a_route_typo_with_exit_code_2(tmp_path):
+    bad = write(tmp_path, '[routes.default]\ndefault = "zai/glm-4.7"\nvison = "gemini/x"\n')
+    code, stderr = serve(tmp_path, "--config", str(bad), "--workers", "0")
+    assert code == 2
+    assert "[routes.default] vison is not a task; did you mean vision?" in stderr
+    assert "Traceback" not in stderr

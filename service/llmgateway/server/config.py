@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from llmgateway.server.resilience.retry import RetryPolicy
 from llmgateway.server.routing.names import model_name_problem
+from llmgateway.server.routing.task_rules import Task
+from llmgateway.v1 import completion_pb2 as common
 
 if TYPE_CHECKING:
     from collections.abc import ItemsView, Iterable, Iterator
@@ -392,6 +394,9 @@ class Settings:
         groq = _table(doc, "groq")
         ollama = _table(doc, "ollama")
         aliases = _table(doc, "aliases")
+        routes = _table(doc, "routes")
+        routing = _table(doc, "routing")
+        capabilities = _table(doc, "capabilities")
         retries = _table(doc, "retries")
         circuit = _table(doc, "circuit_breaker")
         state = _table(doc, "state")
@@ -551,6 +556,9 @@ class Settings:
                 ),
             ),
             aliases={name: _alias(name, value) for name, value in aliases.items()},
+            routes=_routes(routes),
+            routing=_routing(routing),
+            capabilities={name: _capability(name, value) for name, value in capabilities.items()},
             db=_db_location(_env_over_file(environ.get("LLMGATEWAY_DB"), state.get("db")), environ),
             db_timeout=_positive_number(
                 environ, "LLMGATEWAY_DB_TIMEOUT", state, "timeout_seconds", 5.0
@@ -916,11 +924,21 @@ def _alias(name: str, value: object) -> AliasConfig:
     """`name = "zai/glm-4.7"`, `name = [target, ...]` or
     `name = { targets = [target, ...], fallback_on = ["UPSTREAM_RATE_LIMITED", ...] }`,
     where a target is a model name or `{ model = "...", zai_endpoint = "coding" }`."""
-    where = f"[aliases] {name}"
     # Callers send an alias as their model name, which must pass the same rule.
     problem = model_name_problem(name)
     if problem is not None:
         raise ConfigError(f"[aliases] {name!r} cannot be an alias name: {problem}")
+    if name.startswith(ROUTE_PREFIX):
+        raise ConfigError(
+            f"[aliases] {name!r} cannot be an alias name: {ROUTE_PREFIX} is reserved for "
+            "[routes] (a route is configured as [routes.NAME] and called as route/NAME)"
+        )
+    return _alias_value(f"[aliases] {name}", value)
+
+
+def _alias_value(where: str, value: object) -> AliasConfig:
+    """An alias's value (see `_alias`), wherever it appears; `where` names it in
+    errors ("[aliases] coding", "[routes.default] code")."""
     fallback_on = None
     if isinstance(value, dict):
         _only_keys(where, value, ("targets", "fallback_on"))
@@ -934,6 +952,198 @@ def _alias(name: str, value: object) -> AliasConfig:
             f"{where} must be a model name, a non-empty list of targets, or a table with `targets`"
         )
     return AliasConfig(tuple(_alias_target(where, item) for item in value), fallback_on)
+
+
+# Mirrors routing/router.py ROUTE_PREFIX: the router imports this module, so
+# this module cannot import it (tests/test_config.py checks they agree).
+ROUTE_PREFIX = "route/"
+# The entries a route may have: its default, one per task, and `chinese`
+# (preferred to `translation` for Han-dominant text; docs/routing.md).
+ROUTE_ENTRIES: tuple[str, ...] = ("default", *(task.value for task in Task), "chinese")
+COST_TIERS = ("low", "medium", "high")
+# Each provider's prefix in gateway model names, from the contract's Provider
+# enum (routing/router.py PREFIXES holds the same; the test checks it).
+PROVIDER_PREFIXES: tuple[str, ...] = tuple(
+    name.removeprefix("PROVIDER_").lower() + "/"
+    for name, number in common.Provider.items()
+    if number != common.PROVIDER_UNSPECIFIED
+)
+_TASK_LIST = ", ".join(task.value for task in Task) + ", plus default and chinese"
+# A TOML bare key; other route names are quoted in messages, as in the file.
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _routes(table: dict[str, Any]) -> dict[str, RouteConfig]:
+    """`[routes.<name>]` tables, called as `route/<name>`. Structure only: what
+    each target names (a model, an alias) is checked by routing/routes.py."""
+    routes = {name: _route(name, value) for name, value in table.items()}
+    if routes and "default" not in routes:
+        raise ConfigError(
+            "[routes] needs a default route: add [routes.default] with `default = ...` "
+            f"(configured: {', '.join(sorted(routes))}); route/default is what callers "
+            "that name no route use"
+        )
+    return routes
+
+
+def _route(name: str, value: object) -> RouteConfig:
+    where = f"[routes.{name}]" if _BARE_KEY.fullmatch(name) else f'[routes."{name}"]'
+    problem = model_name_problem(ROUTE_PREFIX + name)
+    if problem is None and "/" in name:
+        problem = "one name, without '/'"
+    if problem is not None:
+        raise ConfigError(f"{where}: {name!r} cannot be a route name: {problem}")
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"[routes] {name} must be a table: [routes.{name}] with `default = ...` "
+            "and an entry per task"
+        )
+    for key in dict.keys(value):
+        if key == "auto":
+            raise ConfigError(
+                f"{where} auto: auto is how a caller asks the gateway to infer the task; "
+                f"it is not a route entry. Entries: {_TASK_LIST}"
+            )
+        if key not in ROUTE_ENTRIES:
+            close = difflib.get_close_matches(key, ROUTE_ENTRIES, n=1)
+            hint = f"; did you mean {close[0]}?" if close else "."
+            raise ConfigError(f"{where} {key} is not a task{hint} Tasks: {_TASK_LIST}")
+    if "default" not in value:
+        raise ConfigError(
+            f"{where} needs `default = ...`: the targets of calls whose task has no "
+            "entry here, or whose task is not inferred with confidence"
+        )
+    return RouteConfig(
+        {key: _route_entry(f"{where} {key}", value[key]) for key in ROUTE_ENTRIES if key in value}
+    )
+
+
+def _route_entry(where: str, value: object) -> RouteEntryConfig:
+    """An entry's targets as an alias's value; the table form may add
+    `cost_tier = { low = ..., medium = ..., high = ... }`, each an alias value
+    that replaces the entry's targets for calls asking for that tier."""
+    tiers: dict[str, AliasConfig] = {}
+    if isinstance(value, dict):
+        _only_keys(where, value, ("targets", "fallback_on", "cost_tier"))
+        if "cost_tier" in value:
+            variants = value["cost_tier"]
+            tier_where = f"{where} cost_tier"
+            if not isinstance(variants, dict) or not variants:
+                raise ConfigError(
+                    f'{tier_where} must be a table of tiers, e.g. {{ low = "zai/glm-4.5-flash" }}'
+                )
+            _only_keys(tier_where, variants, COST_TIERS)
+            tiers = {
+                tier: _alias_value(f"{tier_where} {tier}", variants[tier])
+                for tier in COST_TIERS
+                if tier in variants
+            }
+            value = {key: item for key, item in value.items() if key != "cost_tier"}
+    return RouteEntryConfig(_alias_value(where, value), tiers)
+
+
+_DEFAULT_ROUTING = RoutingSettings()
+
+
+def _routing(table: dict[str, Any]) -> RoutingSettings:
+    """`[routing]`: every key optional. No environment variables (like aliases,
+    routes live in the file)."""
+    ceilings = table.get("max_call_usd", {})
+    if not isinstance(ceilings, dict):
+        raise ConfigError(
+            "[routing] max_call_usd must be a table of cost tiers, e.g. "
+            "{ low = 0.002, medium = 0.02 } (USD per call)"
+        )
+    _only_keys("[routing] max_call_usd", ceilings, COST_TIERS)
+    return RoutingSettings(
+        sticky_ttl=_file_number(
+            "[routing]", table, "sticky_ttl_seconds", _DEFAULT_ROUTING.sticky_ttl
+        ),
+        sticky_max_sessions=int(
+            _file_number(
+                "[routing]",
+                table,
+                "sticky_max_sessions",
+                _DEFAULT_ROUTING.sticky_max_sessions,
+                whole=True,
+            )
+        ),
+        min_confidence=_file_number(
+            "[routing]",
+            table,
+            "min_confidence",
+            _DEFAULT_ROUTING.min_confidence,
+            allow_zero=True,
+            at_most=1.0,
+        ),
+        max_call_usd={
+            tier: _file_number("[routing] max_call_usd", ceilings, tier, 0.0, allow_zero=True)
+            for tier in COST_TIERS
+            if tier in ceilings
+        },
+    )
+
+
+_CAPABILITY_FLAGS = (
+    "tools",
+    "json_schema",
+    "json_object",
+    "vision",
+    "image_urls",
+    "forced_tool_choice",
+)
+
+
+def _capability(name: str, value: object) -> CapabilityOverride:
+    """`[capabilities."MODEL"]`: the operator's word on one model, over the
+    built-in table (applied by the call path; routing/capabilities.py)."""
+    where = f'[capabilities."{name}"]'
+    problem = model_name_problem(name)
+    if problem is None and not name.startswith(PROVIDER_PREFIXES):
+        problem = "it must be a model in gateway naming, starting with a provider: " + ", ".join(
+            PROVIDER_PREFIXES
+        )
+    if problem is not None:
+        raise ConfigError(f"{where}: {name!r} cannot be a model name: {problem}")
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table, e.g. context_window = 32768, vision = false")
+    _only_keys(where, value, ("context_window", *_CAPABILITY_FLAGS))
+    flags: dict[str, bool] = {}
+    for key in _CAPABILITY_FLAGS:
+        if key in value:
+            if not isinstance(value[key], bool):
+                raise ConfigError(f"{where} {key} must be true or false, got {value[key]!r}")
+            flags[key] = value[key]
+    window = None
+    if "context_window" in value:
+        window = int(_file_number(where, value, "context_window", 0, whole=True))
+    return CapabilityOverride(context_window=window, **flags)
+
+
+def _file_number(
+    where: str,
+    table: dict[str, Any],
+    key: str,
+    default: float,
+    *,
+    allow_zero: bool = False,
+    at_most: float | None = None,
+    whole: bool = False,
+) -> float:
+    """A number only the config file sets (no environment variable)."""
+    raw = table.get(key, default)
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise ConfigError(f"{where} {key} must be a number, got {raw!r}")
+    value = float(raw)
+    if whole:
+        if not value.is_integer() or value < 1:
+            raise ConfigError(f"{where} {key} must be a whole number, 1 or more, got {raw!r}")
+    elif not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+        bound = "0 or more" if allow_zero else "greater than 0"
+        raise ConfigError(f"{where} {key} must be a finite number {bound}, got {raw!r}")
+    if at_most is not None and value > at_most:
+        raise ConfigError(f"{where} {key} must be a number from 0 to {at_most:g}, got {raw!r}")
+    return value
 
 
 def _alias_target(where: str, item: object) -> AliasTarget:
