@@ -42,4 +42,6 @@ if ! diff -r -x __pycache__ "$before/v1" "$generated" >&2; then
   echo "$generated did not match protos/: it has been regenerated now; review and commit it" >&2
   exit 1
 fi
+echo "==> docs/routing.md matches the labelled prompts and the rules" >&2
+python -m bench.routing_eval --check docs/routing.md
 echo "==> lint passed" >&2
