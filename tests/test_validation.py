@@ -8,18 +8,24 @@ from typing import cast
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from llmgateway.server.call_path.validation import MAX_DETAIL_FIELD_BYTES, validate
 from llmgateway.server.config import ConfigError, Secret, Settings
 from llmgateway.server.routing.names import first_invisible, model_name_problem
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import routing_pb2 as rpb
 from tests.conftest import gateway_stub, rich_status, user
 
 OK_MODEL = "zai/glm-4.7"
 TOOL = common.Tool(name="lookup")
 # A role number a newer client might send; this server does not know it.
 FUTURE_ROLE = cast("common.Role.ValueType", 42)
+FUTURE_TASK = cast("rpb.Task.ValueType", 9)
+FUTURE_TIER = cast("rpb.CostTier.ValueType", 7)
+ROUTE = "route/default"
 OBJECT_SCHEMA = struct_pb2.Struct()
 OBJECT_SCHEMA.update({"type": "object"})
 THINKING_DETAIL = common.ReasoningDetail(
@@ -336,6 +342,34 @@ CASES = [
             ],
         ),
         "messages[1].reasoning_details[0].provider",
+    ),
+    (
+        "route: task from the future",
+        pb.CompleteRequest(
+            model=ROUTE, messages=[user("hi")], routing=rpb.RoutingHints(task=FUTURE_TASK)
+        ),
+        "routing.task",
+    ),
+    (
+        "route: cost tier from the future",
+        pb.CompleteRequest(
+            model=ROUTE, messages=[user("hi")], routing=rpb.RoutingHints(cost_tier=FUTURE_TIER)
+        ),
+        "routing.cost_tier",
+    ),
+    (
+        "route: session id too long",
+        pb.CompleteRequest(
+            model=ROUTE, messages=[user("hi")], routing=rpb.RoutingHints(session_id="s" * 129)
+        ),
+        "routing.session_id",
+    ),
+    (
+        "route: session id with a line feed",
+        pb.CompleteRequest(
+            model=ROUTE, messages=[user("hi")], routing=rpb.RoutingHints(session_id="a\nb")
+        ),
+        "routing.session_id",
     ),
     (
         "zai: only a system message",
@@ -757,3 +791,70 @@ def test_openrouter_fallbacks_may_name_openai_and_anthropic_slugs(slug):
         openrouter=common.OpenRouterOptions(models=[slug]),
     )
     assert fields_refused(request) == {}
+
+
+# -- routing hints ----------------------------------------------------------------------
+
+
+def routed(model: str = ROUTE, **hints: object) -> pb.CompleteRequest:
+    return pb.CompleteRequest(
+        model=model,
+        messages=[user("hi")],
+        routing=rpb.RoutingHints(**hints),  # type: ignore[arg-type]
+    )
+
+
+BAD_HINTS: list[dict[str, object]] = [
+    {"task": FUTURE_TASK},
+    {"cost_tier": FUTURE_TIER},
+    {"session_id": "s" * 129},
+    {"session_id": "turn\u202e1"},
+]
+
+
+@pytest.mark.parametrize("hints", BAD_HINTS)
+def test_hints_are_never_read_for_a_named_model_or_alias(hints):
+    # D3: adding hints can never break a call that names a model.
+    for model in ("zai/glm-4.7", "openrouter/openai/gpt-4o", "fast"):
+        assert fields_refused(routed(model, **hints)) == {}
+
+
+def test_route_hints_are_checked_naming_each_field():
+    refused = fields_refused(routed(task=FUTURE_TASK, cost_tier=FUTURE_TIER, session_id="x" * 129))
+    assert refused == {
+        "routing.task": (
+            "unknown task value 9; known: TASK_UNSPECIFIED, TASK_CHAT, TASK_CODE, "
+            "TASK_REASONING, TASK_EXTRACTION, TASK_SUMMARIZATION, TASK_TRANSLATION, "
+            "TASK_AGENT, TASK_VISION, TASK_AUTO (a newer client than this gateway?)"
+        ),
+        "routing.cost_tier": (
+            "unknown cost tier value 7; known: COST_TIER_UNSPECIFIED, COST_TIER_LOW, "
+            "COST_TIER_MEDIUM, COST_TIER_HIGH"
+        ),
+        "routing.session_id": "at most 128 characters",
+    }
+    escaped = fields_refused(routed(session_id="a\x1b[31m"))
+    assert escaped == {"routing.session_id": "must not contain U+001B (escape)"}
+
+
+@pytest.mark.parametrize("task", rpb.Task.values())
+def test_every_known_task_and_tier_is_accepted_on_a_route(task):
+    for tier in rpb.CostTier.values():
+        hints = {"task": task, "cost_tier": tier, "session_id": "s" * 128, "explain": True}
+        assert fields_refused(routed(**hints)) == {}
+
+
+@given(st.text(max_size=200))
+def test_a_session_id_is_refused_exactly_when_too_long_or_invisible(session_id):
+    refused = "routing.session_id" in fields_refused(routed(session_id=session_id))
+    assert refused == (len(session_id) > 128 or first_invisible(session_id) is not None)
+
+
+def test_a_prefix_names_fields_inside_another_message():
+    # ExplainRoute validates its inner `request` and reports `request.<field>`.
+    request = routed(task=FUTURE_TASK)
+    del request.messages[:]
+    found = {v.field for v in validate(request, 64 * 1024 * 1024, prefix="request.")}
+    assert found == {"request.messages", "request.routing.task"}
+    big = {v.field for v in validate(routed(), 10, prefix="request.")}
+    assert big == {"request.messages"}

@@ -9,8 +9,9 @@ from collections.abc import Callable, Sequence
 from llmgateway.server.errors import FieldViolation
 from llmgateway.server.providers.openai_compatible.wire import ROLE_NAMES, AnyCompletionRequest
 from llmgateway.server.routing.names import describe_char, first_invisible, model_name_problem
-from llmgateway.server.routing.router import PREFIXES
+from llmgateway.server.routing.router import PREFIXES, is_route_name
 from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import routing_pb2 as rpb
 
 MAX_MESSAGES = 2048
 MAX_PARTS = 64
@@ -27,6 +28,7 @@ MAX_REASONING_DETAILS = 64
 # Each opaque reasoning field and a refusal (the request's size limit bounds
 # their total).
 MAX_DETAIL_FIELD_BYTES = 1 << 20
+MAX_SESSION_ID = 128
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _IMAGE_URL_SCHEMES = ("https://", "http://", "data:image/")
 # Gateway prefixes that are no OpenRouter vendor: an `openrouter.models` entry
@@ -50,8 +52,20 @@ _DETAIL_PROVIDERS = frozenset(common.Provider.values()) - {common.PROVIDER_UNSPE
 _Add = Callable[[FieldViolation], None]
 
 
-def validate(request: AnyCompletionRequest, max_request_bytes: int) -> list[FieldViolation]:
-    """Every way `request` breaks the contract's documented constraints."""
+def validate(
+    request: AnyCompletionRequest, max_request_bytes: int, *, prefix: str = ""
+) -> list[FieldViolation]:
+    """Every way `request` breaks the contract's documented constraints.
+
+    `prefix` goes before every field path, for a request inside another
+    message (ExplainRoute's `request.`: `request.messages[0].role`)."""
+    violations = _violations(request, max_request_bytes)
+    if not prefix:
+        return violations
+    return [FieldViolation(prefix + v.field, v.description) for v in violations]
+
+
+def _violations(request: AnyCompletionRequest, max_request_bytes: int) -> list[FieldViolation]:
     violations: list[FieldViolation] = []
     add = violations.append
     size = request.ByteSize()
@@ -91,7 +105,36 @@ def validate(request: AnyCompletionRequest, max_request_bytes: int) -> list[Fiel
     _check_openrouter(request.openrouter, add)
     if request.zai.endpoint not in common.ZaiEndpoint.values():
         add(FieldViolation("zai.endpoint", "unknown endpoint value"))
+    # Hints are read only for routes: adding them to a call that names a model
+    # can never break it, even if a newer client sends values this gateway
+    # does not know.
+    if is_route_name(request.model):
+        _check_routing(request.routing, add)
     return violations
+
+
+def _check_routing(routing: rpb.RoutingHints, add: _Add) -> None:
+    if routing.task not in rpb.Task.values():
+        add(
+            FieldViolation(
+                "routing.task",
+                f"unknown task value {routing.task}; known: "
+                + ", ".join(rpb.Task.keys())
+                + " (a newer client than this gateway?)",
+            )
+        )
+    if routing.cost_tier not in rpb.CostTier.values():
+        add(
+            FieldViolation(
+                "routing.cost_tier",
+                f"unknown cost tier value {routing.cost_tier}; known: "
+                + ", ".join(rpb.CostTier.keys()),
+            )
+        )
+    if len(routing.session_id) > MAX_SESSION_ID:
+        add(FieldViolation("routing.session_id", f"at most {MAX_SESSION_ID} characters"))
+    elif (char := first_invisible(routing.session_id)) is not None:
+        add(FieldViolation("routing.session_id", f"must not contain {describe_char(char)}"))
 
 
 def _check_message(path: str, message: common.ChatMessage, add: _Add) -> None:
