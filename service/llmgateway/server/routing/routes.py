@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,7 @@ COST_TIERS: dict[str, rpb.CostTier.ValueType] = {
     "medium": rpb.COST_TIER_MEDIUM,
     "high": rpb.COST_TIER_HIGH,
 }
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 TIER_NAMES: dict[rpb.CostTier.ValueType, str] = {value: name for name, value in COST_TIERS.items()}
 
 
@@ -138,7 +140,8 @@ class RouteTable:
 
 
 def _compile(name: str, config: RouteConfig, router: Router) -> CompiledRoute:
-    where = f"[routes.{name}]"
+    # As config.py names the table: quoted unless a TOML bare key.
+    where = f"[routes.{name}]" if _BARE_KEY.fullmatch(name) else f'[routes."{name}"]'
     requested = ROUTE_PREFIX + name
     problem = model_name_problem(requested)
     if problem is not None or "/" in name:
@@ -184,7 +187,7 @@ def _entry(
                 f"{where} cost_tier {tier!r} is not a cost tier; use low, medium or high"
             )
         tiers[value] = _plan(
-            f"{where} cost_tier.{tier}", requested, variant, router, inherited=plan.fallback_on
+            f"{where} cost_tier {tier}", requested, variant, router, inherited=plan.fallback_on
         )
     return Entry(name, plan, tiers)
 
