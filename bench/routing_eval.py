@@ -23,16 +23,25 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import struct_pb2
 
+from llmgateway.server.errors import GatewayError
+from llmgateway.server.routing.decide import decide
+from llmgateway.server.routing.routes import DEFAULT_ENTRY, ENTRY_NAMES, CompiledRoute
 from llmgateway.server.routing.task_rules import Signal, Task, infer_task
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
+from tests.readme import readme_example_toml
+from tests.routing_fixtures import FakeView, load_settings, route_table
+
+if TYPE_CHECKING:
+    from llmgateway.server.config import RoutingSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "task_prompts.jsonl"
@@ -262,6 +271,91 @@ END = "<!-- routing-eval:end -->"
 WRITE_COMMAND = ".venv/bin/python -m bench.routing_eval --write docs/routing.md"
 
 
+@dataclass(frozen=True)
+class EntryTable:
+    """Per label, how many rows each entry of the README's route/default got."""
+
+    entries: tuple[str, ...]  # the route's entries, in ENTRY_NAMES order
+    first_target: dict[str, str]  # entry -> the target it tries first
+    counts: dict[str, dict[str, int]]  # label -> entry -> rows
+    refused: dict[str, int]  # label -> rows no target could serve
+
+
+def readme_route() -> tuple[CompiledRoute, RoutingSettings]:
+    """The README example's `route/default`, compiled as the gateway does,
+    and its `[routing]` settings."""
+    with tempfile.TemporaryDirectory() as folder:
+        settings = load_settings(Path(folder), readme_example_toml())
+    return route_table(settings).resolve("route/default"), settings.routing
+
+
+def entry_table(prompts: list[LabelledPrompt]) -> EntryTable:
+    """The entry decide() picks for each row over the README's route/default,
+    with every provider configured, no breaker open, no caller key and no
+    session (tests/routing_fixtures.py's FakeView: the built-in capability
+    tables plus the fake upstream's OpenRouter catalogue)."""
+    route, settings = readme_route()
+    entries = tuple(name for name in ENTRY_NAMES if name in route.entries)
+    counts = {task.value: dict.fromkeys(entries, 0) for task in Task}
+    refused = dict.fromkeys(counts, 0)
+    view = FakeView()
+    for prompt in prompts:
+        try:
+            decision = decide(
+                prompt.request, route, key=None, view=view, sticky=None, settings=settings
+            )
+        except GatewayError:
+            refused[prompt.label] += 1
+            continue
+        counts[prompt.label][decision.entry] += 1
+    first = {name: route.entries[name].plan.routes[0].target for name in entries}
+    return EntryTable(entries=entries, first_target=first, counts=counts, refused=refused)
+
+
+def markdown_entries(table: EntryTable) -> str:
+    refused = any(table.refused.values())
+    columns = [*table.entries, *(["no target"] if refused else [])]
+    lines = [
+        "| label \\ entry | " + " | ".join(columns) + " | total |",
+        "|---|" + "---:|" * (len(columns) + 1),
+    ]
+    for label, row in table.counts.items():
+        cells = [str(row[name]) for name in table.entries]
+        if refused:
+            cells.append(str(table.refused[label]))
+        total = sum(row.values()) + table.refused[label]
+        lines.append(f"| {label} | {' | '.join(cells)} | {total} |")
+    return "\n".join(lines)
+
+
+def entry_summary(table: EntryTable) -> str:
+    """Rows on their own task's entry, rows on the default for want of an
+    entry, rows on the default although their task has one, the rest."""
+    own = no_entry = missed = other = 0
+    for label, row in table.counts.items():
+        mine = {label, Signal.CHINESE.value} if label == Task.TRANSLATION.value else {label}
+        has_entry = label in table.entries
+        for name, n in row.items():
+            if name in mine:
+                own += n
+            elif name == DEFAULT_ENTRY:
+                if has_entry:
+                    missed += n
+                else:
+                    no_entry += n
+            else:
+                other += n
+    total = own + no_entry + missed + other + sum(table.refused.values())
+    without = ", ".join(t.value for t in Task if t.value not in table.entries)
+    return (
+        f"Of {total} rows, {own} reach the entry of their own task, {no_entry} go to `default` "
+        f"because the route has no entry for their task ({without}; for chat that is the intended "
+        f"target), {missed} go to `default` "
+        f"although their task has an entry (the rules were not confident, or missed), and "
+        f"{other} reach another task's entry."
+    )
+
+
 def generated_section(prompts: list[LabelledPrompt], source: str) -> str:
     """What goes between the markers: the set, the matrix, precision and
     recall, accuracy beside the baseline, the signals. No timings."""
@@ -305,6 +399,23 @@ def generated_section(prompts: list[LabelledPrompt], source: str) -> str:
         "Signals (rows expecting the signal, rows given it, both):",
         "",
         markdown_signals(prompts),
+    ]
+    table = entry_table(prompts)
+    firsts = "; ".join(f"`{name}` {target}" for name, target in table.first_target.items())
+    how = (
+        "`decide()` on every row, over the README example's `route/default` (every provider "
+        "configured, no breaker open, no key, no session). Each entry's first target: "
+        f"{firsts}."
+    )
+    parts += [
+        "",
+        "### The entry each row reaches over the README's `route/default`",
+        "",
+        how,
+        "",
+        markdown_entries(table),
+        "",
+        entry_summary(table),
     ]
     return "\n".join(parts)
 

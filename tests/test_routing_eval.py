@@ -65,3 +65,15 @@ def test_the_baseline_is_right_exactly_on_the_chat_rows():
     chat = sum(p.label == "chat" for p in prompts)
     assert routing_eval.baseline_accuracy(evaluation) == chat / len(prompts)
     assert evaluation.accuracy > routing_eval.baseline_accuracy(evaluation)
+
+
+def test_the_entry_table_accounts_for_every_row_over_the_readme_route():
+    prompts = load_prompts()
+    table = routing_eval.entry_table(prompts)
+    assert "default" in table.entries
+    placed = sum(sum(row.values()) for row in table.counts.values())
+    assert placed + sum(table.refused.values()) == len(prompts)
+    # Structural rules are facts: every agent, extraction and vision row
+    # reaches its own entry of the README's route.
+    for task in ("agent", "extraction", "vision"):
+        assert table.counts[task][task] == sum(p.label == task for p in prompts), task
