@@ -8,6 +8,8 @@ README's error table must say the same.
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import grpc
 import pytest
@@ -20,13 +22,18 @@ from llmgateway.server.errors import (
     TRAILER_BUDGET,
     FieldViolation,
     GatewayError,
+    reason_name,
     trailer_size,
 )
+from llmgateway.server.providers import upstream_errors as ue
+from llmgateway.server.resilience.retry import RETRYABLE
+from llmgateway.server.routing.router import DEFAULT_FALLBACK_ON
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from tests.conftest import gateway_stub, rich_status, user
 
 S = grpc.StatusCode
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 async def test_rate_limit_carries_retry_info_and_upstream_details(stub):
@@ -194,3 +201,34 @@ def test_a_small_status_is_left_whole():
     assert status.details == "invalid request: model: required"
     assert len(decoded.details) == 2
     assert "x-request-id" not in dict(_trailers(status))
+
+
+# -- the README's error table and the code table agree ------------------------------------
+
+
+def readme_error_rows() -> dict[str, set[str]]:
+    """Reason name -> the gRPC codes the README's error table gives it."""
+    text = README.read_text(encoding="utf-8")
+    table = text.split("| Upstream condition | gRPC status | Reason |", 1)[1].split("\n\n", 1)[0]
+    rows: dict[str, set[str]] = {}
+    for line in table.splitlines()[2:]:
+        _, status, reason = (cell.strip() for cell in line.rsplit("|", 3)[:3])
+        named = re.fullmatch(r"`([A-Z_]+)`", reason)
+        if named:
+            rows.setdefault(named[1], set()).add(status.split()[0])
+    return rows
+
+
+def test_the_readme_error_table_gives_every_reason_its_code():
+    rows = readme_error_rows()
+    for reason, code in ue.REASON_CODES.items():
+        name = reason_name(reason)
+        assert rows.get(name) == {code.name}, name
+
+
+def test_no_eligible_target_is_the_callers_to_fix_and_never_retried_or_fallen_back_on():
+    reason = pb.ERROR_REASON_NO_ELIGIBLE_TARGET
+    assert ue.REASON_CODES[reason] == S.INVALID_ARGUMENT
+    assert reason not in DEFAULT_FALLBACK_ON
+    assert reason not in RETRYABLE
+    assert readme_error_rows()["NO_ELIGIBLE_TARGET"] == {"INVALID_ARGUMENT"}

@@ -260,7 +260,9 @@ async def test_in_band_error_without_status_or_known_code_is_unavailable(zai, op
 
 def test_every_reason_has_a_code_and_none_is_ok():
     upstream = [v for n, v in pb.ErrorReason.items() if n.startswith("ERROR_REASON_UPSTREAM_")]
-    assert set(upstream) == set(ue.REASON_CODES)
+    # Also in the table, raised by the routing decision before any upstream call.
+    decided = [pb.ERROR_REASON_NO_ELIGIBLE_TARGET]
+    assert set(upstream + decided) == set(ue.REASON_CODES)
     assert S.OK not in ue.REASON_CODES.values()
 
 

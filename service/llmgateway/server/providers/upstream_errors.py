@@ -43,6 +43,10 @@ REASON_CODES: dict[Reason, grpc.StatusCode] = {
     pb.ERROR_REASON_UPSTREAM_CIRCUIT_OPEN: grpc.StatusCode.UNAVAILABLE,
     pb.ERROR_REASON_UPSTREAM_RESPONSE_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     pb.ERROR_REASON_UPSTREAM_INVALID_TOOL_CALL: grpc.StatusCode.UNAVAILABLE,
+    # Raised by the routing decision (service/llmgateway/server/routing/decide.py)
+    # before any upstream request, not parsed: the caller can change the request
+    # (drop the image, lower max_tokens), no retry or fallback helps.
+    pb.ERROR_REASON_NO_ELIGIBLE_TARGET: grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 # What the caller should read first, per reason; the provider's words follow.
@@ -71,6 +75,8 @@ _SUMMARIES: dict[Reason, str] = {
     "accepts (LLMGATEWAY_MAX_RESPONSE_BYTES)",
     pb.ERROR_REASON_UPSTREAM_INVALID_TOOL_CALL: "the model produced a tool call {p} could not "
     "accept; retry (the model, not the request, failed)",
+    pb.ERROR_REASON_NO_ELIGIBLE_TARGET: "no target of the route can serve this request; "
+    "change the fields the error names, or name a model",
 }
 
 # Bounds on what the upstream wrote, applied after redaction (never before:
