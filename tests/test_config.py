@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import grpc
 import pytest
@@ -34,6 +33,7 @@ from llmgateway.server.routing.router import Plan, Route, Router
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
+from tests.readme import README, readme_example_toml
 from tests.tls import make_certificates
 
 OPENROUTER_KEY = "sk-or-v1-test-not-a-key"
@@ -575,7 +575,6 @@ def test_a_file_key_is_known_when_the_environment_overrides_it(tmp_path):
 
 # -- every documented setting is accepted ----------------------------------------------------
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 # Values for documented settings whose default is not a usable value ("unset").
 # Paths of the TLS files are filled in by the test.
@@ -639,12 +638,6 @@ def sample(samples, name, default):
         return tomllib.loads(f"value = {default}")["value"]
     except tomllib.TOMLDecodeError:
         return default
-
-
-def readme_example_toml():
-    """The README's example config file."""
-    text = README.read_text(encoding="utf-8")
-    return text.split("```toml\n# llmgateway.toml\n", 1)[1].split("```", 1)[0]
 
 
 @pytest.fixture
