@@ -23,6 +23,7 @@ from llmgateway.server.call_path.access import Access, check_model
 from llmgateway.server.errors import GatewayError, reason_name
 from llmgateway.server.observability import logs
 from llmgateway.server.observability.observe import CallObserver, CallRecord
+from llmgateway.server.routing.decide import TASKS_BY_PROTO
 from llmgateway.server.routing.router import OPENROUTER_PREFIX, PREFIXES
 from llmgateway.server.state.db import StateUnavailableError
 from llmgateway.v1 import completion_pb2 as common
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
     from llmgateway.server.observability.tracing import CallTrace, Tracing
     from llmgateway.server.providers.openai_compatible.wire import AnyCompletionRequest
+    from llmgateway.server.routing.decide import RouteDecision
     from llmgateway.server.routing.pricing import PriceBook
     from llmgateway.server.routing.router import Plan
     from llmgateway.server.state.keys import CallerKey
@@ -49,6 +51,8 @@ UNKNOWN_PRICE_RESERVATION_USD = 0.05
 # The provider label of records, metrics, logs and spans: the prefix of its
 # model names without the slash.
 _PROVIDER_IDS = {provider: prefix.rstrip("/") for provider, prefix in PREFIXES.items()}
+# The ledger's task source for a task the caller named (RouteDecision's label too).
+CALLER_TASK_SOURCE = "caller"
 
 
 @contextlib.contextmanager
@@ -114,6 +118,28 @@ class CallScope:
     reservation: Reservation | None = None
     # The call's span, when tracing is on.
     trace: CallTrace | None = None
+
+    def routed(self, decision: RouteDecision, decision_us: float) -> None:
+        """A `route/<name>` call was decided: the record says how (the
+        dispatcher adds where it ended)."""
+        record = self.record
+        record.route = decision.route
+        record.task = decision.task.value
+        record.task_source = decision.task_source_label
+        record.route_entry = decision.entry
+        record.sticky = decision.sticky
+        record.route_skips = len(decision.passed_over)
+        record.route_skip_ids = tuple(skip.id for skip in decision.passed_over)
+        record.route_decision_us = decision_us
+
+    def task_hint(self, request: AnyCompletionRequest) -> None:
+        """A call naming a model or alias goes where it names, whatever its
+        `routing` says; a task the caller set there is only its label in the
+        ledger (source "caller")."""
+        task = TASKS_BY_PROTO.get(request.routing.task)
+        if task is not None:
+            self.record.task = task.value
+            self.record.task_source = CALLER_TASK_SOURCE
 
     def first_output(self) -> None:
         """The first content reached the caller."""
@@ -203,9 +229,11 @@ class Calls:
 
     async def admit(self, scope: CallScope, request: AnyCompletionRequest, plan: Plan) -> None:
         """Check the model against the key, reserve against its limits; or
-        raise the refusal."""
+        raise the refusal. A routed plan's targets were checked against the
+        key by the decision (a key that allows the route trusts its targets)."""
         key = scope.key
-        check_model(key, request.model)
+        if plan.decision is None:
+            check_model(key, request.model)
         # OpenRouter's own fallback list can name other models: each must be allowed too.
         for slug in request.openrouter.models:
             check_model(key, OPENROUTER_PREFIX + slug)

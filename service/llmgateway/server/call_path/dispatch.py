@@ -6,6 +6,12 @@ breaker (told whether the call could move to another route if refused), and
 is retried on transient failures within the retry policy and budget. A failure whose reason the plan falls back on moves it to the next
 route. All of it happens only before the first event reached the caller:
 after that, a retry or a fallback would repeat output.
+
+A routed call (`route/<name>`, its plan carrying the decision) falls back the
+same way, with one addition: a target that answers that the prompt exceeds
+its context window sends the call, once, to the first later target with a
+larger known window (escalation), whatever the entry falls back on. Its
+answer carries the decision, with the targets tried and passed over.
 """
 
 from __future__ import annotations
@@ -28,15 +34,19 @@ from llmgateway.server.resilience.retry import (
     RetryPolicy,
     delay_before_retry,
 )
+from llmgateway.server.routing.capabilities import SkipId, breaker_skip, needs_of
+from llmgateway.server.routing.decide import Skip
 from llmgateway.server.routing.router import gateway_model_name
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import routing_pb2 as rpb
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 
     from llmgateway.server.providers.core import UpstreamProvider
     from llmgateway.server.providers.openai_compatible.wire import AnyCompletionRequest
+    from llmgateway.server.routing.decide import RouteDecision
     from llmgateway.server.routing.router import Plan, Route
 
 logger = logging.getLogger(__name__)
@@ -48,6 +58,7 @@ _NO_PROBE = Admission()
 _ALWAYS_FALL_BACK_ON = frozenset(
     {pb.ERROR_REASON_INVALID_REQUEST, pb.ERROR_REASON_UPSTREAM_CIRCUIT_OPEN}
 )
+_CONTEXT_LENGTH = pb.ERROR_REASON_UPSTREAM_CONTEXT_LENGTH_EXCEEDED
 
 
 @dataclass(slots=True)
@@ -56,7 +67,20 @@ class _Journey:
 
     plan: Plan
     record: CallRecord
+    request: AnyCompletionRequest
     passed_over: list[str] = field(default_factory=list)
+    # Routed calls only: the targets passed over at run time (failed, or
+    # jumped over by an escalation), and the target whose context window the
+    # prompt exceeded when the call escalated.
+    runtime: list[Skip] = field(default_factory=list)
+    escalated_from: str = ""
+    # What an escalation jumps over, reported after the target that failed.
+    _jumped: list[Skip] = field(default_factory=list)
+
+    @property
+    def decision(self) -> RouteDecision | None:
+        """Why a routed call's plan is what it is; None for a model or alias."""
+        return self.plan.decision
 
     def attempt_failed(self, provider: UpstreamProvider, error: GatewayError) -> None:
         self.record.upstream_errors.append((provider.provider_id, reason_name(error.reason)))
@@ -88,8 +112,45 @@ class _Journey:
         # have somewhere else to go: it must not end a chain that would go on).
         return error.reason in self.plan.fallback_on or error.reason in _ALWAYS_FALL_BACK_ON
 
+    def next_index(self, index: int, error: GatewayError) -> int | None:
+        """The plan route to try after route `index` failed with `error`, or
+        None to end the call with it. Models and aliases: the next route, when
+        the plan falls back on the reason. Routed calls: the same, except that
+        a context-length failure escalates, once, to the first later route
+        whose known window is larger than the failed one's (or, when that is
+        unknown, than the estimated prompt and answer), and never to an equal
+        or smaller window."""
+        decision = self.decision
+        if decision is None or error.reason != _CONTEXT_LENGTH:
+            return index + 1 if self.may_fall_back(index, error) else None
+        if self.escalated_from:
+            return None  # bounded: once
+        windows = decision.windows
+        failed_window = windows[index] if index < len(windows) else None
+        floor = failed_window if failed_window is not None else needs_of(self.request).total_tokens
+        routes = self.plan.routes
+        for later in range(index + 1, len(routes)):
+            window = windows[later] if later < len(windows) else None
+            if window is not None and window > floor:
+                self.escalated_from = routes[index].target
+                for skipped in range(index + 1, later):
+                    self._jumped.append(
+                        _jumped_over(
+                            routes[skipped],
+                            windows[skipped] if skipped < len(windows) else None,
+                            routes[index],
+                            failed_window,
+                        )
+                    )
+                return later
+        return None
+
     def pass_over(self, route: Route, error: GatewayError) -> None:
         self.passed_over.append(f"{route.target}: {reason_name(error.reason)}")
+        if self.decision is not None:
+            self.runtime.append(_failed(route, error))
+            self.runtime.extend(self._jumped)
+            self._jumped.clear()
         logger.info(
             "%s: target %s failed (%s); falling back",
             route.requested,
@@ -97,9 +158,39 @@ class _Journey:
             reason_name(error.reason),
         )
 
+    def answered(self, route: Route, explain: bool) -> rpb.RoutingDecision | None:
+        """A routed call's decision, as its answer reports it (None for a
+        model or alias); the record learns where it ended."""
+        decision = self.decision
+        if decision is None:
+            return None
+        self._record_route()
+        self.record.route_target = route.target
+        return decision.to_proto(
+            chosen=route.target,
+            runtime=self.runtime,
+            escalated_from=self.escalated_from,
+            explain=explain,
+        )
+
+    def _record_route(self) -> None:
+        decision = self.decision
+        assert decision is not None  # noqa: S101  # callers checked
+        skips = (*decision.passed_over, *self.runtime)
+        self.record.escalated = bool(self.escalated_from)
+        self.record.route_skips = len(skips)
+        self.record.route_skip_ids = tuple(skip.id for skip in skips)
+
     def final(self, route: Route, error: GatewayError) -> GatewayError:
         """`error`, annotated with the journey, to report to the caller."""
         self.served(len(self.passed_over))
+        decision = self.decision
+        if decision is not None:
+            self._record_route()
+            error.metadata["route"] = decision.route
+            error.metadata["task"] = decision.task.value
+            if self.escalated_from:
+                error.metadata["escalatedFrom"] = self.escalated_from
         if self.attempts > 1:
             error.metadata["attempts"] = str(self.attempts)
         if len(self.plan.routes) > 1:
@@ -112,6 +203,34 @@ class _Journey:
                 f"{route.requested!r}; earlier: {'; '.join(self.passed_over)})"
             )
         return error
+
+
+def _failed(route: Route, error: GatewayError) -> Skip:
+    """A routed call's target that was tried (or refused by its breaker) and
+    fell back."""
+    if error.reason == pb.ERROR_REASON_UPSTREAM_CIRCUIT_OPEN:
+        skip = breaker_skip(gateway_model_name(route.provider, route.upstream_model))
+        return Skip(route.target, rpb.SKIP_REASON_CIRCUIT_OPEN, skip.message, skip.id)
+    return Skip(route.target, rpb.SKIP_REASON_FAILED, reason_name(error.reason), "failed")
+
+
+def _jumped_over(
+    route: Route, window: int | None, failed: Route, failed_window: int | None
+) -> Skip:
+    """A target an escalation passed over: its window is unknown, or not
+    larger than the one the prompt exceeded."""
+    exceeded = (
+        f"{failed.target}'s {failed_window:,}"
+        if failed_window is not None
+        else "the estimated prompt and answer"
+    )
+    mine = "unknown" if window is None else f"{window:,} tokens"
+    return Skip(
+        route.target,
+        rpb.SKIP_REASON_CONTEXT_WINDOW,
+        f"escalating past it: its window ({mine}) is not known to be larger than {exceeded}",
+        SkipId.CONTEXT_WINDOW.value,
+    )
 
 
 class Dispatcher:
@@ -154,8 +273,10 @@ class Dispatcher:
         record: CallRecord | None = None,
     ) -> pb.CompleteResponse:
         """The first answer any route of `plan` gives; `record` learns the journey."""
-        journey = _Journey(plan, record or CallRecord("", ""))
-        for index, route in enumerate(plan.routes):
+        journey = _Journey(plan, record or CallRecord("", ""), request)
+        index: int | None = 0
+        while index is not None:
+            route = plan.routes[index]
             has_next = self._a_later_route_may_take(request, plan, index)
             try:
                 provider = self._provider_for(request, route)
@@ -165,14 +286,19 @@ class Dispatcher:
                         provider, request, route, deadline, journey, has_next=has_next
                     )
             except GatewayError as error:
-                if not journey.may_fall_back(index, error):
+                following = journey.next_index(index, error)
+                if following is None:
                     raise journey.final(route, error) from None
                 journey.pass_over(route, error)
+                index = following
                 continue
             journey.served(index)
             response.attempts = journey.attempts
             response.fallbacks = index
             response.zai_endpoint = provider.served_endpoint(request, route)
+            decision = journey.answered(route, request.routing.explain)
+            if decision is not None:
+                response.routing.CopyFrom(decision)
             return response
         raise AssertionError("unreachable: the last route raises or returns")  # pragma: no cover
 
@@ -185,8 +311,10 @@ class Dispatcher:
     ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
         """The events of the first route of `plan` that starts answering;
         `record` learns the journey."""
-        journey = _Journey(plan, record or CallRecord("", ""))
-        for index, route in enumerate(plan.routes):
+        journey = _Journey(plan, record or CallRecord("", ""), request)
+        index: int | None = 0
+        while index is not None:
+            route = plan.routes[index]
             has_next = self._a_later_route_may_take(request, plan, index)
             started = False
             try:
@@ -206,11 +334,17 @@ class Dispatcher:
                                 event.done.attempts = journey.attempts
                                 event.done.fallbacks = index
                                 event.done.zai_endpoint = endpoint
+                                decision = journey.answered(route, request.routing.explain)
+                                if decision is not None:
+                                    event.done.routing.CopyFrom(decision)
                             yield event
             except GatewayError as error:
-                if started or not journey.may_fall_back(index, error):
+                # Once output reached the caller, nothing may move the call.
+                following = None if started else journey.next_index(index, error)
+                if following is None:
                     raise journey.final(route, error) from None
                 journey.pass_over(route, error)
+                index = following
                 continue
             return
 

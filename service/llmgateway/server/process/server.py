@@ -17,7 +17,8 @@ from llmgateway.server.call_path.access import Access
 from llmgateway.server.call_path.calls import Calls
 from llmgateway.server.call_path.decoding import TolerantRegistrar
 from llmgateway.server.call_path.dispatch import Dispatcher
-from llmgateway.server.call_path.servicer import CompletionServicer, flush_sampled_logs
+from llmgateway.server.call_path.routing_view import RoutingView
+from llmgateway.server.call_path.servicer import CompletionServicer, Planner, flush_sampled_logs
 from llmgateway.server.call_path.usage import UsageReader
 from llmgateway.server.config import ConfigError
 from llmgateway.server.observability.health import ProviderHealth
@@ -37,6 +38,8 @@ from llmgateway.server.providers.zai import ZaiProvider
 from llmgateway.server.routing.catalog import Catalog
 from llmgateway.server.routing.pricing import PriceBook
 from llmgateway.server.routing.router import Router
+from llmgateway.server.routing.routes import RouteTable
+from llmgateway.server.routing.sticky import StickySessions
 from llmgateway.server.state.runtime import State, open_state
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -149,6 +152,8 @@ async def start_gateway(
         # parent probed it once.
         check_port_is_free(bind)
     router = Router(settings.aliases)
+    # Checked like the aliases: a bad route stops the start with what to fix.
+    routes = RouteTable(settings.routes, router)
     limits = ProviderLimits(
         max_connections=settings.max_connections_per_provider,
         max_response_bytes=settings.max_response_bytes,
@@ -231,17 +236,32 @@ async def start_gateway(
 
             metrics = GatewayMetrics()
             watching.insert(0, metrics)
+        prices = PriceBook(settings.prices, catalog.openrouter_pricing)
         calls = Calls(
             Access(state.keys if state else None),
             state.limiter if state else None,
-            PriceBook(settings.prices, catalog.openrouter_pricing),
+            prices,
             observers=[*([state.ledger] if state else []), *watching],
             ledger=state.ledger if state else None,
             cost_lookup=openrouter.generation_cost,
         )
         calls.tracing = Tracing.create(settings.tracing, tracer_provider)
-        servicer = CompletionServicer(
+        planner = Planner(
             router,
+            routes,
+            RoutingView(
+                providers,
+                dispatcher.circuits,
+                prices,
+                model_info=lambda _name: None,
+                overrides=settings.capabilities,
+                ollama_num_ctx=settings.ollama.num_ctx,
+            ),
+            StickySessions(settings.routing.sticky_ttl, settings.routing.sticky_max_sessions),
+            settings.routing,
+        )
+        servicer = CompletionServicer(
+            planner,
             dispatcher,
             catalog,
             calls,
