@@ -10,11 +10,19 @@ from typing import TYPE_CHECKING, ClassVar
 import httpx
 import pytest
 
-from llmgateway.server.config import Secret, Timeouts
+from llmgateway.server.config import (
+    AliasConfig,
+    AliasTarget,
+    RouteConfig,
+    RouteEntryConfig,
+    Secret,
+    Timeouts,
+)
 from llmgateway.server.providers.core import UpstreamProvider
 from llmgateway.server.routing import catalog as catalog_module
 from llmgateway.server.routing.catalog import Catalog
-from llmgateway.server.routing.router import Plan, Route
+from llmgateway.server.routing.router import Plan, Route, Router
+from llmgateway.server.routing.routes import RouteTable
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
@@ -283,3 +291,84 @@ async def test_prefetch_warms_only_openrouter_whose_prices_size_reservations(
     assert [p.fetches for p in providers.values()] == [0, 0, 0]
     await catalog.aclose()
     await openrouter.aclose()
+
+
+async def test_model_info_reads_the_cached_lists_by_name_and_never_fetches(
+    providers: Providers,
+) -> None:
+    """What routing decisions read for context windows, once per target."""
+    catalog = Catalog({}, providers)
+    assert catalog.model_info("openai/gpt-4o") is None  # nothing fetched yet
+    assert providers[common.PROVIDER_OPENAI].fetches == 0
+    await catalog.list_models(common.PROVIDER_UNSPECIFIED)
+    info = catalog.model_info("openai/gpt-4o-mini")
+    assert info is not None
+    assert (info.name, info.upstream_model) == ("openai/gpt-4o-mini", "gpt-4o-mini")
+    assert catalog.model_info("ollama/llama3.2") is not None
+    assert catalog.model_info("openai/unlisted") is None
+    assert [p.fetches for p in providers.values()] == [1, 1, 1]
+
+
+async def test_the_index_follows_a_refreshed_list(
+    providers: Providers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = Catalog({}, providers)
+    await catalog.list_models(common.PROVIDER_OPENAI)
+    assert catalog.model_info("openai/gpt-4o") is not None
+    providers[common.PROVIDER_OPENAI].names = ["gpt-5"]
+    monkeypatch.setattr(catalog_module, "_TTL", 0.0)
+    await catalog.list_models(common.PROVIDER_OPENAI)
+    assert catalog.model_info("openai/gpt-4o") is None
+    assert catalog.model_info("openai/gpt-5") is not None
+    assert catalog.pricing("openai/gpt-5") is not None
+
+
+def _routes(routes: dict[str, RouteConfig], aliases: dict[str, str] | None = None) -> RouteTable:
+    return RouteTable(routes, Router(aliases or {}))
+
+
+def _entry(*models: str) -> RouteEntryConfig:
+    return RouteEntryConfig(AliasConfig(tuple(AliasTarget(m) for m in models)))
+
+
+async def test_routes_are_listed_after_aliases_by_their_default_entry(
+    providers: Providers,
+) -> None:
+    aliases = {"smart": Plan((route(common.PROVIDER_ANTHROPIC, "claude-sonnet-4-5", "smart"),))}
+    routes = _routes(
+        {
+            "default": RouteConfig(
+                {
+                    "default": _entry("anthropic/claude-sonnet-4-5", "openai/gpt-4o"),
+                    "code": _entry("ollama/llama3.2"),
+                }
+            ),
+            "local": RouteConfig({"default": _entry("ollama/llama3.2")}),
+        }
+    )
+    listed = await Catalog(aliases, providers, routes).list_models(common.PROVIDER_UNSPECIFIED)
+    assert names(listed)[:3] == ["smart", "route/default", "route/local"]
+    assert names(listed)[3] == "openai/gpt-4o"
+    default = listed.models[1]
+    assert (default.provider, default.upstream_model, default.alias_of) == (
+        common.PROVIDER_ANTHROPIC,
+        "claude-sonnet-4-5",
+        "anthropic/claude-sonnet-4-5",
+    )
+    assert list(default.fallbacks) == ["openai/gpt-4o"]
+    # Anthropic has no key here, OpenAI has one.
+    assert default.available
+    # The provider filter takes a route by its default entry's first target.
+    local = await Catalog(aliases, providers, routes).list_models(common.PROVIDER_OLLAMA)
+    assert names(local) == ["route/local", "ollama/llama3.2"]
+
+
+async def test_a_route_whose_default_providers_have_no_key_is_unavailable(
+    providers: Providers,
+) -> None:
+    routes = _routes({"default": RouteConfig({"default": _entry("anthropic/claude-sonnet-4-5")})})
+    listed = await Catalog({}, providers, routes).list_models(common.PROVIDER_ANTHROPIC)
+    assert [(m.name, m.available) for m in listed.models] == [
+        ("route/default", False),
+        ("anthropic/claude-sonnet-4-5", False),
+    ]

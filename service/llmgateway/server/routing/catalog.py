@@ -1,4 +1,4 @@
-"""What ListModels returns: aliases, then every provider's catalogue.
+"""What ListModels returns: aliases, then routes, then every provider's catalogue.
 
 Each provider lists its own models (`UpstreamProvider.catalogue`: a fetch from
 its list endpoint, or a built-in table); this caches each list for ten
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from llmgateway.server.providers.core import UpstreamProvider
     from llmgateway.server.routing.router import Plan
+    from llmgateway.server.routing.routes import RouteTable
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ class _CachedList:
     def __init__(self, provider: UpstreamProvider) -> None:
         self.provider = provider
         self.models: list[pb.ModelInfo] = []
+        # The same models by name, rebuilt with each list: routing decisions
+        # and reservations look a model up per target, and OpenRouter lists
+        # some 400.
+        self.by_name: dict[str, pb.ModelInfo] = {}
         self._fetched_at: float | None = None
         # After a failed fetch, callers get the gap reported at once for a while
         # instead of each waiting out another fetch.
@@ -71,6 +76,10 @@ class _CachedList:
             self._failed_at = now
             return self.models or None
         self.models = models
+        by_name: dict[str, pb.ModelInfo] = {}
+        for info in models:
+            by_name.setdefault(info.name, info)  # the first of a name, as a scan finds it
+        self.by_name = by_name
         self._fetched_at = now
         self._failed_at = None
         return models
@@ -83,8 +92,11 @@ class Catalog:
         self,
         aliases: Mapping[str, Plan],
         providers: Mapping[common.Provider.ValueType, UpstreamProvider],
+        routes: RouteTable | None = None,
     ) -> None:
         self._aliases = aliases
+        # By name, as RouteTable.names are sorted.
+        self._routes = tuple(routes.resolve(name) for name in routes.names) if routes else ()
         self._providers = providers
         self._lists = {kind: _CachedList(provider) for kind, provider in providers.items()}
         self._prefetch: asyncio.Task[object] | None = None
@@ -104,6 +116,20 @@ class Catalog:
                     alias_of=first.target,
                     fallbacks=[route.target for route in plan.routes[1:]],
                     available=any(self._available(route.provider) for route in plan.routes),
+                )
+        for compiled in self._routes:
+            # A route is listed by its default entry: what a call with no
+            # task the route has an entry for is served by.
+            name, default = compiled.name, compiled.default.plan
+            first = default.routes[0]
+            if provider in (common.PROVIDER_UNSPECIFIED, first.provider):
+                response.models.add(
+                    name=name,
+                    provider=first.provider,
+                    upstream_model=first.upstream_model,
+                    alias_of=first.target,
+                    fallbacks=[route.target for route in default.routes[1:]],
+                    available=any(self._available(route.provider) for route in default.routes),
                 )
         wanted = [kind for kind in self._lists if provider in (common.PROVIDER_UNSPECIFIED, kind)]
         lists = await asyncio.gather(*(self._lists[kind].get(within) for kind in wanted))
@@ -138,13 +164,24 @@ class Catalog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._prefetch
 
+    def model_info(self, model: str) -> pb.ModelInfo | None:
+        """A model's entry (gateway naming) in the cached catalogues, if one
+        was fetched: never a fetch on a call's path. Until a provider's list
+        is first fetched (OpenRouter's at start, the others at the first
+        ListModels) its models are not found here."""
+        for cached in self._lists.values():
+            info = cached.by_name.get(model)
+            if info is not None:
+                return info
+        return None
+
     def pricing(self, model: str) -> pb.ModelPricing | None:
         """A catalogue's prices for a model (gateway naming), from the cached
         lists only: never a fetch on a call's path."""
         for cached in self._lists.values():
-            for info in cached.models:
-                if info.name == model and info.HasField("pricing"):
-                    return info.pricing
+            info = cached.by_name.get(model)
+            if info is not None and info.HasField("pricing"):
+                return info.pricing
         return None
 
     # The name PriceBook has always been given.
