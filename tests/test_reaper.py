@@ -314,7 +314,7 @@ def test_the_migration_keeps_the_rows_of_an_existing_database(tmp_path, capsys):
 
     try:
         db.run_sync(version_2)
-        assert migrate(db) == len(MIGRATIONS) == 4
+        assert migrate(db) == len(MIGRATIONS) == 5
         reaped = db.run_sync(reaper.reap)
     finally:
         db.close()

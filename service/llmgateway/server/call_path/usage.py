@@ -23,6 +23,8 @@ _GROUPINGS: dict[pb.UsageGrouping.ValueType, Grouping] = {
     pb.USAGE_GROUPING_MODEL: "model",
     pb.USAGE_GROUPING_KEY: "key",
     pb.USAGE_GROUPING_DAY: "day",
+    pb.USAGE_GROUPING_ROUTE: "route",
+    pb.USAGE_GROUPING_TASK: "task",
 }
 
 

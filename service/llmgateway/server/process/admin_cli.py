@@ -68,7 +68,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--since", default="30d", help="start: 7d, 24h, 30m or an ISO date (default: 30d)"
     )
     usage.add_argument("--until", help="end: an ISO date or time (default: now)")
-    usage.add_argument("--by", choices=("key", "model", "day"), default="model")
+    usage.add_argument(
+        "--by",
+        choices=("key", "model", "day", "route", "task"),
+        default="model",
+        help="group by caller key, model as requested, UTC day, route (route/NAME calls) "
+        "or task (default: model)",
+    )
     usage.add_argument("--key", help="only this key (id or name)")
     usage.add_argument("--json", action="store_true", help="print JSON")
 
@@ -208,9 +214,13 @@ def _usage(db: Database, args: argparse.Namespace) -> int:
     return 0
 
 
+# How the table shows the empty group of a grouping (JSON keeps "").
+_EMPTY_GROUP = {"route": "(not routed)", "task": "(no task)"}
+
+
 def _group_label(group: str, keys: dict[str, CallerKey], by: str) -> str:
     if by != "key":
-        return group
+        return group or _EMPTY_GROUP.get(by, group)
     if not group:
         return "(no key)"
     return f"{keys[group].name} ({group})" if group in keys else group

@@ -20,7 +20,7 @@ completion waits for that batch and overwrites its row.
 
 `close()` writes what is left, by the shutdown deadline, and says in the
 log how many rows it could not write. Reading is `usage()`: aggregates by
-key, model or day.
+key, model, day, route or task.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Grouping = Literal["key", "model", "day"]
+Grouping = Literal["key", "model", "day", "route", "task"]
 # Statuses of rows that are not a gRPC status code: a call still running,
 # and one whose process died before it could say how the call ended.
 IN_FLIGHT = "IN_FLIGHT"
@@ -63,8 +63,8 @@ _MAX_QUEUED = 100_000
 _COLUMNS = (
     "request_id, key_id, method, requested_model, served_model, provider, prompt_tokens, "
     "completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd, "
-    "latency_ms, ttft_ms, status, reason, attempts, fallbacks, created_at, instance_id, "
-    "reservation_id"
+    "latency_ms, ttft_ms, status, reason, attempts, fallbacks, created_at, route, task, "
+    "task_source, instance_id, reservation_id"
 )
 _INSERT = (
     f"INSERT INTO usage_records ({_COLUMNS}) "  # noqa: S608  # constants
@@ -77,9 +77,10 @@ _COMPLETE = (
     "UPDATE usage_records SET "  # noqa: S608  # constants
     f"{', '.join(f'{c} = ?' for c in _FINISHED_COLUMNS)} WHERE request_id = ?"
 )
-# Admissions per INSERT statement: 21 values each stays under SQLite's
-# oldest limit of 999 parameters.
-_ROWS_PER_INSERT = 45
+# Admissions per INSERT statement: 41 rows of 24 values (984) stays under
+# SQLite's oldest limit of 999 parameters (45 rows, right for 21 values, would
+# be 1,080). Recompute when _COLUMNS grows.
+_ROWS_PER_INSERT = 41
 # Where cost_usd sits among a finished call's fields.
 _COST_FIELD = _FINISHED_COLUMNS.index("cost_usd")
 
@@ -475,6 +476,9 @@ def _fields(r: CallRecord, status: str) -> list[object]:
         r.attempts,
         r.fallbacks,
         r.started_at,
+        r.route,
+        r.task,
+        r.task_source,
     ]
 
 
@@ -515,6 +519,8 @@ def usage_query(
         group = "key_id"
     elif by == "model":
         group = "requested_model"
+    elif by in ("route", "task"):
+        group = by
     elif dialect == "postgresql":
         group = "to_char(to_timestamp(created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
     else:

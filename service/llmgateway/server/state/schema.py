@@ -97,6 +97,15 @@ MIGRATIONS: list[list[str]] = [
     # cache_creation_input_tokens), part of prompt_tokens like cached_tokens.
     # Rows written before this migration count 0.
     ["ALTER TABLE usage_records ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0"],
+    # 5: routed calls (`route/<name>`): the route, the task it served and where
+    # the task came from ("caller", "rule:<id>", "default"); a caller's own task
+    # on a named model fills task too. Rows written before this migration, and
+    # calls not routed, hold ''. No index: usage queries filter by time, then group.
+    [
+        "ALTER TABLE usage_records ADD COLUMN route TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE usage_records ADD COLUMN task TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE usage_records ADD COLUMN task_source TEXT NOT NULL DEFAULT ''",
+    ],
 ]
 
 
