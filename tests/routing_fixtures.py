@@ -56,20 +56,27 @@ FAKE_KEY = Secret("sk-test-routing-0000000000000000")
 PNG = "data:image/png;base64,iVBORw0KGgo="
 IMAGE_URL = "https://example.test/cat.png"
 # The fake upstream's OpenRouter catalogue (testing/fake_upstream/app.py), as
-# the gateway caches it.
+# the gateway caches it: windows and USD per million tokens.
 OPENROUTER_SNAPSHOT: dict[str, pb.ModelInfo] = {
     f"openrouter/{model}": pb.ModelInfo(
         name=f"openrouter/{model}",
         provider=common.PROVIDER_OPENROUTER,
         upstream_model=model,
         context_length=window,
+        pricing=pb.ModelPricing(prompt_per_million=prompt, completion_per_million=completion),
     )
-    for model, window in (
-        ("openai/gpt-4o-mini", 128_000),
-        ("anthropic/claude-sonnet-4.5", 1_000_000),
-        ("z-ai/glm-4.7", 202_752),
+    for model, window, prompt, completion in (
+        ("openai/gpt-4o-mini", 128_000, 0.15, 0.6),
+        ("anthropic/claude-sonnet-4.5", 1_000_000, 3.0, 15.0),
+        ("z-ai/glm-4.7", 202_752, 0.4, 1.5),
     )
 }
+
+
+def snapshot_pricing(model: str) -> pb.ModelPricing | None:
+    """The snapshot's prices, as Catalog.pricing gives PriceBook a catalogue's."""
+    info = OPENROUTER_SNAPSHOT.get(model)
+    return info.pricing if info is not None else None
 OLLAMA_NUM_CTX = 32_768
 
 
@@ -98,7 +105,7 @@ class FakeView:
     # Model name -> Capabilities fields to replace (as [capabilities."M"] does).
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     catalog: Mapping[str, pb.ModelInfo] = field(default_factory=lambda: OPENROUTER_SNAPSHOT)
-    prices: PriceBook = field(default_factory=lambda: PriceBook({}))
+    prices: PriceBook = field(default_factory=lambda: PriceBook({}, snapshot_pricing))
     # Model name -> its price, over `prices` (None: unknown).
     price_overrides: Mapping[str, Price | None] = field(default_factory=dict)
     ollama_num_ctx: int | None = OLLAMA_NUM_CTX
