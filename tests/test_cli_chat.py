@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import os
 import subprocess
 import sys
@@ -13,10 +14,12 @@ import time
 
 import grpc
 import grpc_testing
+import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from bench.processes import free_port
 from llmgateway.client.cli import add_commands, run
+from llmgateway.client.render import decision_lines
 from llmgateway.client.sync_client import CompletionClient
 from llmgateway.server.process.server import start_gateway
 from llmgateway.server.state.db import Database
@@ -24,6 +27,7 @@ from llmgateway.server.state.keys import KeyStore
 from llmgateway.server.state.schema import migrate
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
+from llmgateway.v1 import routing_pb2 as rpb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["CompletionService"]
 _CLI_VARIABLES = ("LLMGATEWAY_TARGET", "LLMGATEWAY_API_KEY")
@@ -314,3 +318,167 @@ async def test_the_client_distribution_runs_chat_and_models_on_its_own(gateway):
         out, err = await asyncio.wait_for(process.communicate(), timeout=60)
         assert process.returncode == 0, err
         assert expected in out.decode()
+
+
+def _decision(**fields):
+    base = {
+        "route": "route/default",
+        "task": rpb.TASK_CODE,
+        "task_source": rpb.TASK_SOURCE_RULE,
+        "rule": "code-fences",
+        "confidence": 0.9,
+        "entry": "code",
+        "chosen": "openrouter/anthropic/claude-sonnet-4.5",
+        "estimated_prompt_tokens": 1234,
+        "passed_over": [
+            rpb.PassedOver(
+                target="zai/glm-4.7@coding",
+                reason=rpb.SKIP_REASON_CONTEXT_WINDOW,
+                detail="8,192 tokens < 1,234 estimated prompt + 8,000 max_tokens (config)",
+                id="context-window",
+            )
+        ],
+    }
+    return rpb.RoutingDecision(**{**base, **fields})
+
+
+def test_chat_sends_routing_hints_and_explains_the_decision_after_the_answer():
+    cli = Scripted(
+        "route/default", "fix it", "--task", "code", "--cost-tier", "low", "--session", "s-1",
+        "--explain",
+    )  # fmt: skip
+    _, request, rpc = cli.channel.take_unary_stream(SERVICE.methods_by_name["StreamComplete"])
+    assert request.model == "route/default"
+    assert request.routing == rpb.RoutingHints(
+        task=rpb.TASK_CODE, cost_tier=rpb.COST_TIER_LOW, session_id="s-1", explain=True
+    )
+    rpc.send_response(event(content_delta=pb.ContentDelta(text="Done.")))
+    decision = _decision(
+        task_source=rpb.TASK_SOURCE_CALLER,
+        rule="",
+        confidence=1.0,
+        cost_tier=rpb.COST_TIER_LOW,
+        sticky=True,
+        plan=["openrouter/anthropic/claude-sonnet-4.5", "zai/glm-4.7"],
+        signals={"scanned_chars": "6", "long_input": "false"},
+    )
+    rpc.send_response(event(done=pb.CompletionDone(model="x", routing=decision)))
+    rpc.terminate((), grpc.StatusCode.OK, "")
+    assert cli.finish() == 0
+    assert cli.stdout.getvalue() == "Done.\n"  # the decision stays out of the answer
+    assert cli.stderr.getvalue().splitlines() == [
+        "[route] route/default chose openrouter/anthropic/claude-sonnet-4.5 (entry code)",
+        "[route] task code: given by the caller",
+        "[route] cost tier low",
+        (
+            "[route] passed over zai/glm-4.7@coding: context-window: "
+            "8,192 tokens < 1,234 estimated prompt + 8,000 max_tokens (config)"
+        ),
+        "[route] sticky: the session's earlier target was kept",
+        "[route] estimated prompt: 1,234 tokens",
+        "[route] plan: openrouter/anthropic/claude-sonnet-4.5 > zai/glm-4.7",
+        "[route] signals: long_input=false, scanned_chars=6",
+    ]
+
+
+def test_chat_without_routing_flags_sends_no_hints():
+    cli = Scripted("route/default", "hi")
+    _, request, rpc = cli.channel.take_unary_stream(SERVICE.methods_by_name["StreamComplete"])
+    assert not request.HasField("routing")
+    rpc.send_response(event(done=pb.CompletionDone(model="x", routing=_decision())))
+    rpc.terminate((), grpc.StatusCode.OK, "")
+    assert cli.finish() == 0
+    assert cli.stderr.getvalue() == ""  # a decision is shown only when asked for
+
+
+def test_explain_on_a_named_model_says_there_was_no_route():
+    cli = Scripted("zai/glm-4.7", "hi", "--no-stream", "--explain")
+    _, request, rpc = cli.channel.take_unary_unary(SERVICE.methods_by_name["Complete"])
+    assert request.routing.explain
+    rpc.terminate(pb.CompleteResponse(content="Hello"), (), grpc.StatusCode.OK, "")
+    assert cli.finish() == 0
+    assert cli.stdout.getvalue() == "Hello\n"
+    assert cli.stderr.getvalue() == (
+        "[route] none: zai/glm-4.7 is not a route, so it was served as named\n"
+    )
+
+
+def test_no_stream_explain_prints_the_answers_decision():
+    cli = Scripted("route/default", "hi", "--no-stream", "--explain")
+    _, _, rpc = cli.channel.take_unary_unary(SERVICE.methods_by_name["Complete"])
+    reply = pb.CompleteResponse(
+        content="Hello", routing=_decision(escalated=True, escalated_from="zai/glm-4.7@coding")
+    )
+    rpc.terminate(reply, (), grpc.StatusCode.OK, "")
+    assert cli.finish() == 0
+    errors = cli.stderr.getvalue().splitlines()
+    assert "[route] task code: inferred by rule code-fences (confidence 0.90)" in errors
+    assert "[route] escalated from zai/glm-4.7@coding, which refused the prompt's length" in errors
+
+
+def test_explain_only_asks_explain_route_and_prints_the_decision_not_an_answer():
+    cli = Scripted("route/default", "--explain-only", "--max-tokens", "8000", stdin="```py\n```")
+    _, request, rpc = cli.channel.take_unary_unary(SERVICE.methods_by_name["ExplainRoute"])
+    assert request.request.model == "route/default"
+    assert request.request.messages[0].content == "```py\n```"
+    assert request.request.sampling.max_tokens == 8000
+    assert request.request.routing.explain
+    rpc.terminate(
+        pb.ExplainRouteResponse(decision=_decision()), (), grpc.StatusCode.OK, ""
+    )  # fmt: skip
+    assert cli.finish() == 0
+    assert cli.stdout.getvalue().splitlines()[:2] == [
+        "route/default chose openrouter/anthropic/claude-sonnet-4.5 (entry code)",
+        "task code: inferred by rule code-fences (confidence 0.90)",
+    ]
+    assert cli.stderr.getvalue() == ""
+
+
+def test_explain_only_json_prints_the_decision_as_json():
+    cli = Scripted("route/default", "hi", "--explain-only", "--json")
+    _, _, rpc = cli.channel.take_unary_unary(SERVICE.methods_by_name["ExplainRoute"])
+    rpc.terminate(pb.ExplainRouteResponse(decision=_decision()), (), grpc.StatusCode.OK, "")
+    assert cli.finish() == 0
+    printed = json.loads(cli.stdout.getvalue())
+    assert printed["chosen"] == "openrouter/anthropic/claude-sonnet-4.5"
+    assert printed["passed_over"][0]["id"] == "context-window"
+
+
+@pytest.mark.parametrize(
+    ("fields", "line"),
+    [
+        (
+            {"task_source": rpb.TASK_SOURCE_ROUTE_DEFAULT, "below_threshold": True,
+             "confidence": 0.4, "entry": "default"},
+            ("task code: rule code-fences was not sure enough (confidence 0.40), "
+             "so the route's default entry served"),
+        ),
+        (
+            {"task_source": rpb.TASK_SOURCE_ROUTE_DEFAULT, "entry": "default"},
+            ("task code: inferred by rule code-fences; the route has no entry for it, "
+             "so its default served"),
+        ),
+        (
+            {"task_source": rpb.TASK_SOURCE_ROUTE_DEFAULT, "rule": "", "entry": "default"},
+            "task code: no rule fired, so the route's default entry served",
+        ),
+    ],
+)  # fmt: skip
+def test_a_default_served_decision_says_why(fields, line):
+    assert decision_lines(_decision(**fields))[1] == line
+
+
+def test_a_failed_target_without_an_id_is_named_by_its_reason():
+    decision = _decision(
+        passed_over=[rpb.PassedOver(target="zai/glm-4.7", reason=rpb.SKIP_REASON_FAILED)]
+    )
+    assert "passed over zai/glm-4.7: SKIP_REASON_FAILED" in decision_lines(decision)
+
+
+def test_an_unknown_task_name_is_refused_by_the_command_line(capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse("chat", "route/default", "hi", "--task", "cod")
+    assert exited.value.code == 2
+    problem = capsys.readouterr().err
+    assert "argument --task: invalid choice: 'cod'" in problem
+    assert "'code'" in problem or " code," in problem  # argparse quotes choices before 3.12.8

@@ -1,5 +1,5 @@
 """Python clients for llmgateway: `AsyncCompletionClient`, its blocking twin
-`CompletionClient`, typed errors, and helpers for messages, tools and streams.
+`CompletionClient`, typed errors, and helpers for messages, tools, streams and routing hints.
 
 The protobuf types stay visible: requests take the contract's fields as
 keywords, and responses are the generated messages.
@@ -33,6 +33,7 @@ from llmgateway.client.messages import (
     to_messages,
     tool,
 )
+from llmgateway.client.routing import routing
 from llmgateway.client.streams import AsyncStream, Stream
 from llmgateway.client.sync_client import CompletionClient
 
@@ -60,6 +61,7 @@ __all__ = [
     "assistant_turn",
     "collect",
     "message",
+    "routing",
     "to_messages",
     "tool",
 ]

@@ -37,6 +37,8 @@ def channel_options(
                     "name": [
                         {"service": SERVICE, "method": "Complete"},
                         {"service": SERVICE, "method": "ListModels"},
+                        # A dry run: no upstream call, nothing recorded, so safe to repeat.
+                        {"service": SERVICE, "method": "ExplainRoute"},
                     ],
                     "retryPolicy": {
                         "maxAttempts": min(max_attempts, 5),
@@ -99,6 +101,13 @@ def complete_request(model: str, messages: Messages, fields: dict[str, Any]) -> 
     return pb.CompleteRequest(model=model, messages=to_messages(messages), **fields)
 
 
+def explain_request(
+    model: str, messages: Messages, fields: dict[str, Any]
+) -> pb.ExplainRouteRequest:
+    """An ExplainRouteRequest: the CompleteRequest the call would send, wrapped."""
+    return pb.ExplainRouteRequest(request=complete_request(model, messages, fields))
+
+
 def stream_request(
     model: str, messages: Messages, fields: dict[str, Any]
 ) -> pb.StreamCompleteRequest:
@@ -110,6 +119,8 @@ _GROUPINGS = {
     "model": pb.USAGE_GROUPING_MODEL,
     "key": pb.USAGE_GROUPING_KEY,
     "day": pb.USAGE_GROUPING_DAY,
+    "route": pb.USAGE_GROUPING_ROUTE,
+    "task": pb.USAGE_GROUPING_TASK,
 }
 
 

@@ -12,7 +12,8 @@ from google.protobuf import json_format
 
 from llmgateway.client.errors import GatewayError, UnauthenticatedError
 from llmgateway.client.messages import message
-from llmgateway.client.render import StreamPrinter, dim
+from llmgateway.client.render import StreamPrinter, decision_lines, dim
+from llmgateway.client.routing import COST_TIERS, TASKS, routing
 from llmgateway.client.sync_client import CompletionClient
 from llmgateway.v1 import completion_pb2 as common
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from google.protobuf.message import Message
+
+    from llmgateway.v1 import routing_pb2 as rpb
 
 
 DEFAULT_TARGET = "localhost:50051"
@@ -40,7 +43,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     chat.add_argument(
         "model",
         help="e.g. zai/glm-4.7, openrouter/openai/gpt-4o, anthropic/claude-sonnet-4-5, "
-        "gemini/gemini-2.5-flash, groq/llama-3.3-70b-versatile or ollama/llama3.2",
+        "gemini/gemini-2.5-flash, groq/llama-3.3-70b-versatile, ollama/llama3.2, "
+        "or a configured route such as route/default",
     )
     chat.add_argument("prompt", nargs="?", help="the prompt (default: read from stdin)")
     chat.add_argument("--system", help="a system message to send first")
@@ -63,9 +67,33 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="do not print the model's reasoning (shown on stderr by default)",
     )
     chat.add_argument("--usage", action="store_true", help="print usage and cost to stderr")
+    _routing_arguments(chat)
     models = commands.add_parser("models", help="list the models a gateway routes to")
     _connection_arguments(models)
     models.add_argument("--json", action="store_true", help="print the response as JSON")
+
+
+def _routing_arguments(chat: argparse.ArgumentParser) -> None:
+    routes = chat.add_argument_group(
+        "routing", "hints for a route/<name> model (a model named directly ignores them)"
+    )
+    routes.add_argument(
+        "--task", choices=TASKS, help="what the work is (default: the gateway infers it)"
+    )
+    routes.add_argument("--cost-tier", choices=COST_TIERS, help="the cost band to route within")
+    routes.add_argument(
+        "--session", metavar="ID", help="keep this conversation's turns on one target"
+    )
+    routes.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the route's decision after the answer, to stderr",
+    )
+    routes.add_argument(
+        "--explain-only",
+        action="store_true",
+        help="print the decision the call would get (a dry run: no completion, no spend)",
+    )
 
 
 def _connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,6 +211,23 @@ def _chat(
         )
     if args.reasoning is not None:
         fields["reasoning"] = common.ReasoningOptions(enabled=args.reasoning == "on")
+    explain_only = getattr(args, "explain_only", False)
+    explain = getattr(args, "explain", False) or explain_only
+    hints = (
+        getattr(args, "task", None),
+        getattr(args, "cost_tier", None),
+        getattr(args, "session", None),
+    )
+    if explain or any(hint is not None for hint in hints):
+        fields["routing"] = routing(*hints, explain=explain)
+    if explain_only:
+        decision = client.explain_route(args.model, messages, **fields)
+        if args.json:
+            print(_json(decision), file=stdout)
+        else:
+            for line in decision_lines(decision):
+                print(line, file=stdout)
+        return 0
     if args.no_stream:
         response = client.complete(args.model, messages, **fields)
         if args.json:
@@ -196,6 +241,10 @@ def _chat(
         if args.usage:
             _print_usage(
                 response.usage if response.HasField("usage") else None, response.model, stderr
+            )
+        if explain:
+            _print_decision(
+                response.routing if response.HasField("routing") else None, args.model, stderr
             )
         return 0
     for event in client.stream(args.model, messages, **fields):
@@ -211,6 +260,8 @@ def _chat(
     done = printer.done
     if args.usage and done is not None:
         _print_usage(done.usage if done.HasField("usage") else None, done.model, stderr)
+    if explain and done is not None:
+        _print_decision(done.routing if done.HasField("routing") else None, args.model, stderr)
     return 0
 
 
@@ -262,6 +313,15 @@ def _print_usage(usage: common.Usage | None, model: str, stderr: TextIO) -> None
         f"{usage.total_tokens} tokens{cost}",
         file=stderr,
     )
+
+
+def _print_decision(decision: rpb.RoutingDecision | None, model: str, stderr: TextIO) -> None:
+    if decision is None:
+        # Only a route decides; a model or alias named directly is served as named.
+        print(f"[route] none: {model} is not a route, so it was served as named", file=stderr)
+        return
+    for line in decision_lines(decision):
+        print(f"[route] {line}", file=stderr)
 
 
 def _json(message_: Message) -> str:

@@ -1,4 +1,4 @@
-"""Showing a streamed completion to a person, as it arrives.
+"""Showing a completion to a person: a stream as it arrives, and a route's decision.
 
 Shared by `llmgateway chat` and `llmgateway demo`: the answer goes to one
 stream, the model's reasoning (dimmed on a terminal) and its tool calls to
@@ -8,6 +8,9 @@ another, so reasoning stays visibly apart from the answer.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, TextIO
+
+from llmgateway.client.routing import cost_tier_name, task_name
+from llmgateway.v1 import routing_pb2 as rpb
 
 if TYPE_CHECKING:
     from llmgateway.v1 import completion_service_pb2 as pb
@@ -69,3 +72,44 @@ class StreamPrinter:
         if self._in_reasoning:
             self._notes.write("\n")
             self._in_reasoning = False
+
+
+def decision_lines(decision: rpb.RoutingDecision) -> list[str]:
+    """A RoutingDecision as lines a person reads: the route and what it chose, where
+    the task came from, each target passed over with its reason, stickiness and
+    escalation, then (when explained) the plan and the signals."""
+    lines = [f"{decision.route} chose {decision.chosen} (entry {decision.entry})"]
+    lines.append(f"task {task_name(decision.task)}: {_task_source(decision)}")
+    if decision.cost_tier != rpb.COST_TIER_UNSPECIFIED:
+        lines.append(f"cost tier {cost_tier_name(decision.cost_tier)}")
+    for skipped in decision.passed_over:
+        reason = skipped.id or rpb.SkipReason.Name(skipped.reason)
+        detail = f": {skipped.detail}" if skipped.detail else ""
+        lines.append(f"passed over {skipped.target}: {reason}{detail}")
+    if decision.sticky:
+        lines.append("sticky: the session's earlier target was kept")
+    if decision.escalated:
+        lines.append(f"escalated from {decision.escalated_from}, which refused the prompt's length")
+    lines.append(f"estimated prompt: {decision.estimated_prompt_tokens:,} tokens")
+    if decision.plan:
+        lines.append(f"plan: {' > '.join(decision.plan)}")
+    if decision.signals:
+        signals = ", ".join(f"{key}={value}" for key, value in sorted(decision.signals.items()))
+        lines.append(f"signals: {signals}")
+    return lines
+
+
+def _task_source(decision: rpb.RoutingDecision) -> str:
+    confidence = f"confidence {decision.confidence:.2f}"
+    if decision.task_source == rpb.TASK_SOURCE_CALLER:
+        return "given by the caller"
+    if decision.task_source == rpb.TASK_SOURCE_RULE:
+        return f"inferred by rule {decision.rule} ({confidence})"
+    if not decision.rule:
+        return "no rule fired, so the route's default entry served"
+    if decision.below_threshold:
+        return (
+            f"rule {decision.rule} was not sure enough ({confidence}), "
+            "so the route's default entry served"
+        )
+    return f"inferred by rule {decision.rule}; the route has no entry for it, so its default served"

@@ -13,6 +13,7 @@ from llmgateway.client.channel import (
     complete_request,
     credentials,
     deadline,
+    explain_request,
     stream_request,
     usage_request,
 )
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from types import EllipsisType, TracebackType
 
     from llmgateway.client.messages import Messages
+    from llmgateway.v1 import routing_pb2 as rpb
 
 
 class CompletionClient:
@@ -100,6 +102,26 @@ class CompletionClient:
             target=self._target,
         )
 
+    def explain_route(
+        self,
+        model: str,
+        messages: Messages,
+        *,
+        timeout: float | EllipsisType | None = ...,
+        **fields: Any,
+    ) -> rpb.RoutingDecision:
+        """How a `route/<name>` call with these arguments would be routed, as a dry
+        run: the decision (plan and signals included), with no upstream request,
+        no spend and no ledger row. Takes what `complete` takes (`routing=` too)."""
+        request = explain_request(model, messages, fields)
+        try:
+            reply = self._stub.ExplainRoute(
+                request, timeout=self._deadline(timeout), metadata=self._metadata
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, target=self._target) from error
+        return reply.decision
+
     def list_models(
         self,
         provider: common.Provider.ValueType = common.PROVIDER_UNSPECIFIED,
@@ -125,9 +147,11 @@ class CompletionClient:
         key_id: str | None = None,
         timeout: float | EllipsisType | None = ...,
     ) -> pb.GetUsageResponse:
-        """Usage and cost the gateway recorded, grouped `by` "model", "key" or
-        "day" (default window: the 30 days before `until`). A key sees its own
-        calls unless it was issued with usage access to every key."""
+        """Usage and cost the gateway recorded, grouped `by` "model", "key", "day",
+        "route" (calls that named a model or alias under "") or "task" (calls
+        with no task under ""); default window: the 30 days before `until`. A
+        key sees its own calls unless it was issued with usage access to every
+        key."""
         try:
             return self._stub.GetUsage(
                 usage_request(since, until, by, key_id),
