@@ -68,7 +68,7 @@ def test_an_unknown_name_or_value_is_refused_with_the_known_names(arguments, pro
 
 def test_a_bool_is_not_a_task():
     with pytest.raises(TypeError, match="task takes a name or a Task value"):
-        routing(task=True)
+        routing(task=True)  # type: ignore[arg-type]  # what a caller might pass anyway
 
 
 _SPELLINGS = st.sampled_from(TASKS).flatmap(
