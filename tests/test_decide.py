@@ -557,3 +557,17 @@ def test_a_stream_request_is_decided_the_same() -> None:
     unary = run(make_request(CODE_FENCE, images=1))
     stream = run(make_request(CODE_FENCE, images=1, stream=True))
     assert dataclasses.replace(stream) == unary
+
+
+def test_a_sessions_target_counts_as_the_target_that_remains_beside_open_breakers() -> None:
+    both = frozenset({"zai/glm-4.7@coding", "openrouter/anthropic/claude-sonnet-4.5"})
+    sticky = _sticky("openai/gpt-4o-mini")
+    decision = run(
+        make_request(CODE_FENCE, session_id="s1"), sticky=sticky, view=FakeView(open_breakers=both)
+    )
+    assert decision.sticky
+    assert plan(decision) == ["openai/gpt-4o-mini"]
+    assert skipped(decision) == [
+        ("zai/glm-4.7@coding", "breaker"),
+        ("openrouter/anthropic/claude-sonnet-4.5", "breaker"),
+    ]

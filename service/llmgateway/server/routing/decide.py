@@ -344,10 +344,21 @@ def decide(
         eligible = _eligible(entry, tier, check, considered, passed_over)
     if not eligible:
         raise _nothing_eligible(route.name, entry.name, task, key, passed_over)
+    # 5a. Stickiness: the session's target, if it passes this request's
+    # hard filter, goes first (it may be another entry's).
+    held: Route | None = None
+    if sticky is not None and hints.session_id:
+        stored = sticky.get(sticky_key(key.id if key else None, route.name, hints.session_id))
+        if stored is not None:
+            held, broken = _sticky_target(stored, route, eligible, check)
+            if held is None:
+                signals["sticky_broken"] = broken
+    candidates = eligible if held is None else [held, *(r for r in eligible if r != held)]
+
     # An open breaker is soft: passed over only while another target remains,
     # else the dispatcher's panic rule decides about the last one.
-    closed = [candidate for candidate in eligible if not view.breaker_open(candidate)]
-    kept = closed or eligible[:1]
+    closed = [candidate for candidate in candidates if not view.breaker_open(candidate)]
+    kept = closed or candidates[:1]
     for candidate in eligible:
         if candidate not in kept:
             name = gateway_model_name(candidate.provider, candidate.upstream_model)
@@ -355,21 +366,16 @@ def decide(
             passed_over.append(
                 Skip(candidate.target, SKIP_IDS[breaker.id], breaker.message, breaker.id.value)
             )
+    if held is not None and held not in kept:
+        signals["sticky_broken"] = SkipId.BREAKER.value
+        held = None
 
-    # 5. Order: the entry's, longest window first for long input.
-    ordered = kept
+    # 5b. Order: the entry's, longest window first for long input (stable,
+    # unknown windows last), after the session's target.
+    rest = [candidate for candidate in kept if candidate != held]
     if long_input:
-        ordered = sorted(kept, key=lambda r: -(check.capabilities(r).context_window or -1))
-    is_sticky = False
-    if sticky is not None and hints.session_id:
-        stored = sticky.get(sticky_key(key.id if key else None, route.name, hints.session_id))
-        if stored is not None:
-            held, broken = _sticky_target(stored, route, ordered, check, view)
-            if held is not None:
-                ordered = [held, *(other for other in ordered if other != held)]
-                is_sticky = True
-            else:
-                signals["sticky_broken"] = broken
+        rest.sort(key=lambda r: -(check.capabilities(r).context_window or -1))
+    ordered = rest if held is None else [held, *rest]
     if check.price_unknown:
         signals["price_unknown"] = ", ".join(check.price_unknown)
 
@@ -386,7 +392,7 @@ def decide(
         plan=Plan(tuple(ordered), entry.plan_for(tier).fallback_on),
         windows=tuple(check.capabilities(r).context_window for r in ordered),
         passed_over=tuple(passed_over),
-        sticky=is_sticky,
+        sticky=held is not None,
         estimated_prompt_tokens=needs.estimated_prompt_tokens,
         signals=signals,
     )
@@ -424,14 +430,11 @@ def _eligible(
 
 
 def _sticky_target(
-    stored: str,
-    route: CompiledRoute,
-    ordered: Sequence[Route],
-    check: _Filter,
-    view: TargetView,
+    stored: str, route: CompiledRoute, eligible: Sequence[Route], check: _Filter
 ) -> tuple[Route | None, str]:
-    """The session's target if it may serve this request, else None and why not."""
-    for candidate in ordered:
+    """The session's target if it passes the hard filter for this request,
+    else None and the id of why not."""
+    for candidate in eligible:
         if candidate.target == stored:
             return candidate, ""
     held = next((r for r in route.routes if r.target == stored), None)
@@ -440,8 +443,6 @@ def _sticky_target(
     skip = check.skip(held)
     if skip is not None:
         return None, skip.id
-    if view.breaker_open(held):
-        return None, SkipId.BREAKER.value
     return held, ""
 
 
