@@ -21,6 +21,7 @@ import pytest
 from llmgateway.server.call_path import access
 from llmgateway.server.config import ConfigError, Settings
 from llmgateway.server.observability import logs
+from llmgateway.server.observability.observe import CallRecord
 from llmgateway.server.process import admin_cli
 from llmgateway.server.process.server import start_gateway
 from llmgateway.server.state.db import Database, StateUnavailableError
@@ -638,3 +639,62 @@ async def test_every_refused_call_is_counted_in_the_access_log_once_the_gateway_
     written_in_full = sum(1 for e in access if e["message"] == "call finished")
     held_back = sum(int(str(e.get("suppressed", 0))) for e in access)
     assert written_in_full + held_back == refusals
+
+
+# -- routed calls on the access line ------------------------------------------------------
+
+
+def _access_line(record: CallRecord) -> dict[str, object]:
+    stream = io.StringIO()
+    logger = logging.getLogger("tests.access.routing")
+    logger.propagate = False
+    handler = logs.make_handler("json", stream)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        logs.AccessLog(logger).call_finished(record)
+    finally:
+        logger.removeHandler(handler)
+    (line,) = entries(stream)
+    return line
+
+
+def test_a_routed_call_says_its_route_task_and_whether_it_stayed_or_escalated() -> None:
+    record = CallRecord(
+        "r1",
+        "Complete",
+        requested_model="route/default",
+        authenticated=True,
+        route="route/default",
+        task="code",
+        task_source="rule:code-fences",
+        sticky=True,
+        escalated=True,
+    )
+    line = _access_line(record)
+    assert {k: line[k] for k in ("route", "task", "task_source", "sticky", "escalated")} == {
+        "route": "route/default",
+        "task": "code",
+        "task_source": "rule:code-fences",
+        "sticky": True,
+        "escalated": True,
+    }
+
+
+def test_a_named_model_line_has_no_route_fields_and_a_callers_task_only_when_set() -> None:
+    plain = _access_line(
+        CallRecord("r1", "Complete", requested_model="zai/glm-4.7", authenticated=True)
+    )
+    assert not {"route", "task", "task_source", "sticky", "escalated"} & set(plain)
+    tasked = _access_line(
+        CallRecord(
+            "r2",
+            "Complete",
+            requested_model="zai/glm-4.7",
+            authenticated=True,
+            task="translation",
+            task_source="caller",
+        )
+    )
+    assert (tasked["task"], tasked["task_source"]) == ("translation", "caller")
+    assert "route" not in tasked

@@ -480,3 +480,67 @@ async def test_undecodable_requests_are_counted_by_method(
 
 def _raw(data: bytes) -> bytes:
     return data
+
+
+# -- routed calls ------------------------------------------------------------------------
+
+
+def _routed(request_id: str, **fields: object) -> CallRecord:
+    return _record(request_id, "route/default", provider="zai", route="route/default", **fields)
+
+
+def test_routed_calls_count_their_decision_escalation_and_skips() -> None:
+    observed = GatewayMetrics()
+    records = [
+        _routed("r1", task="code", task_source="rule:code-fences", route_rule="code-fences"),
+        _routed("r2", task="code", task_source="rule:code-fences", route_rule="code-fences"),
+        _routed("r3", task="vision", task_source="caller", route_skip_ids=("no-vision",)),
+        # A rule that fired below the threshold: the default served, the rule is still named.
+        _routed("r4", task="chat", task_source="default", route_rule="question-words"),
+        _routed(
+            "r5",
+            task="summarization",
+            task_source="rule:long-input",
+            route_rule="long-input",
+            escalated=True,
+            status="UNAVAILABLE",
+            route_skip_ids=("failed", "context-window", "failed"),
+        ),
+        # Not routed: a named model, even with the caller's own task, counts no decision.
+        _record("r6", "zai/glm-4.7", provider="zai", task="code", task_source="caller"),
+    ]
+    for record in records:
+        observed.call_started(record)
+        observed.call_finished(record)
+    samples = parse(_exposition(observed))
+    decisions = {
+        frozenset(labels): count
+        for (name, labels), count in samples.items()
+        if name == "llmgateway_route_decisions_total"
+    }
+    route = ("route", "route/default")
+    assert decisions == {
+        frozenset({route, ("task", "code"), ("source", "rule"), ("rule", "code-fences")}): 2,
+        frozenset({route, ("task", "vision"), ("source", "caller"), ("rule", "")}): 1,
+        frozenset({route, ("task", "chat"), ("source", "default"), ("rule", "question-words")}): 1,
+        frozenset(
+            {route, ("task", "summarization"), ("source", "rule"), ("rule", "long-input")}
+        ): 1,
+    }
+    assert value(samples, "llmgateway_route_escalations_total", route="route/default") == 1
+    skips = "llmgateway_route_skips_total"
+    assert value(samples, skips, route="route/default", reason="no-vision") == 1
+    assert value(samples, skips, route="route/default", reason="failed") == 2
+    assert value(samples, skips, route="route/default", reason="context-window") == 1
+    # The call itself is counted as any other, under its route's name.
+    labels = {"method": "Complete", "model": "route/default", "provider": "zai"}
+    assert value(samples, "llmgateway_requests_total", **labels, status="OK") == 4
+
+
+def test_no_routing_series_before_a_routed_call() -> None:
+    observed = GatewayMetrics()
+    record = _record("r1", "zai/glm-4.7", provider="zai")
+    observed.call_started(record)
+    observed.call_finished(record)
+    names = {name for name, _ in parse(_exposition(observed))}
+    assert not {n for n in names if n.startswith("llmgateway_route_")}

@@ -391,3 +391,43 @@ def test_a_key_in_a_url_query_never_reaches_a_span() -> None:
         "https://gemini.test/v1beta/models/g:generateContent?key=REDACTED&alt=REDACTED"
     )
     assert all(key not in str(v) for s in spans for v in (s.attributes or {}).values())
+
+
+def test_a_routed_call_says_how_it_was_decided_on_its_server_span() -> None:
+    def work(call: tracing.CallTrace, record: CallRecord) -> None:
+        record.requested_model = "route/default"
+        record.route = "route/default"
+        record.task, record.task_source = "code", "rule:code-fences"
+        record.route_rule, record.route_entry = "code-fences", "code"
+        record.route_target = "zai/glm-4.7@coding"
+        record.sticky, record.escalated = True, False
+        record.route_skips = 2
+        record.route_decision_us = 41.5
+        call.finish(record)
+
+    (server,) = _spans_of(work)
+    assert server.attributes is not None
+    routing = {k: v for k, v in server.attributes.items() if k.startswith("llmgateway.route")}
+    assert routing == {
+        "llmgateway.route": "route/default",
+        "llmgateway.route.task": "code",
+        "llmgateway.route.task_source": "rule:code-fences",
+        "llmgateway.route.rule": "code-fences",
+        "llmgateway.route.entry": "code",
+        "llmgateway.route.target": "zai/glm-4.7@coding",
+        "llmgateway.route.sticky": True,
+        "llmgateway.route.escalated": False,
+        "llmgateway.route.passed_over": 2,
+        "llmgateway.route.decision_us": 41.5,
+    }
+
+
+def test_a_call_that_names_a_model_has_no_routing_attributes() -> None:
+    def work(call: tracing.CallTrace, record: CallRecord) -> None:
+        # The caller's own task on a named model is the ledger's label, not the span's.
+        record.task, record.task_source = "code", "caller"
+        call.finish(record)
+
+    (server,) = _spans_of(work)
+    assert server.attributes is not None
+    assert not [k for k in server.attributes if k.startswith("llmgateway.route")]

@@ -379,4 +379,21 @@ def _access_fields(record: CallRecord) -> dict[str, object]:
         "fallbacks": record.fallbacks,
         "upstream_errors": ",".join(f"{p}:{r}" for p, r in record.upstream_errors),
         "key_id": record.key_id,
+        # Only when there is something to say: lines of calls that name a model
+        # stay as they were (a caller's task on one is the ledger's label).
+        **_routing_fields(record),
     }
+
+
+def _routing_fields(record: CallRecord) -> dict[str, object]:
+    if record.route:
+        return {
+            "route": record.route,
+            "task": record.task,
+            "task_source": record.task_source,
+            "sticky": record.sticky,
+            "escalated": record.escalated,
+        }
+    if record.task:
+        return {"task": record.task, "task_source": record.task_source}
+    return {}

@@ -14,7 +14,10 @@ failed), `reason` an ErrorReason name.
 `model` is the requested name (an alias stays an alias) cut to 64
 characters, and only names admitted upstream count: at most `MAX_MODELS`
 per worker, after which (and for calls refused before going upstream with
-a name never admitted) the label is `other`.
+a name never admitted) the label is `other`. The routing counters' `route`
+is a configured route (an unknown one is refused before admission), `task`
+one of eight, `source` caller, rule or default, `rule` a task_rules id or
+empty, and a skip's `reason` a stable skip id ("no-vision", "failed").
 """
 
 from __future__ import annotations
@@ -134,11 +137,36 @@ class GatewayMetrics:
             ("method",),
             registry=reg,
         )
+        self._route_decisions = Counter(
+            "llmgateway_route_decisions",
+            "Calls to route/<name> models by the task served and where it came from: source "
+            "caller (RoutingHints.task), rule (inferred; rule is its id) or default (the "
+            "route's default entry; rule is the one that fired below the threshold, if any).",
+            ("route", "task", "source", "rule"),
+            registry=reg,
+        )
+        self._route_escalations = Counter(
+            "llmgateway_route_escalations",
+            "Routed calls moved once to a target with a larger context window after "
+            "UPSTREAM_CONTEXT_LENGTH_EXCEEDED.",
+            ("route",),
+            registry=reg,
+        )
+        self._route_skips = Counter(
+            "llmgateway_route_skips",
+            "Targets passed over by routed calls, by reason (the decision's skip id, e.g. "
+            "no-vision, context-window, budget; failed: tried and fallen back from).",
+            ("route", "reason"),
+            registry=reg,
+        )
         self._in_flight_children: dict[str, Gauge] = {}
         self._request_children: dict[tuple[str, str, str, str], Counter] = {}
         self._timing_children: dict[tuple[str, str, str], tuple[Histogram, Histogram]] = {}
         self._usage_children: dict[tuple[str, str], _UsageChildren] = {}
         self._error_children: dict[tuple[str, str], Counter] = {}
+        self._decision_children: dict[tuple[str, str, str, str], Counter] = {}
+        self._escalation_children: dict[str, Counter] = {}
+        self._skip_children: dict[tuple[str, str], Counter] = {}
         # Requested name -> label, for names admitted upstream.
         self._models: dict[str, str] = {}
         # Request id -> model label, for calls admitted and not yet finished.
@@ -193,6 +221,8 @@ class GatewayMetrics:
             if counter is None:
                 counter = self._error_children[error] = self._upstream_errors.labels(*error)
             counter.inc()
+        if record.route:
+            self._count_route(record)
 
     def request_undecodable(self, method: str) -> None:
         """A request of `method` could not be decoded (service/llmgateway/server/call_path/decoding.py)."""
@@ -205,6 +235,28 @@ class GatewayMetrics:
         if gauge is None:
             gauge = self._in_flight_children[method] = self._in_flight.labels(method)
         return gauge
+
+    def _count_route(self, record: CallRecord) -> None:
+        route = record.route
+        source, _, rule = record.task_source.partition(":")
+        key = (route, record.task, source, record.route_rule or rule)
+        decisions = self._decision_children.get(key)
+        if decisions is None:
+            decisions = self._decision_children[key] = self._route_decisions.labels(*key)
+        decisions.inc()
+        if record.escalated:
+            escalations = self._escalation_children.get(route)
+            if escalations is None:
+                escalations = self._escalation_children[route] = self._route_escalations.labels(
+                    route
+                )
+            escalations.inc()
+        for reason in record.route_skip_ids:
+            skip_key = (route, reason)
+            skips = self._skip_children.get(skip_key)
+            if skips is None:
+                skips = self._skip_children[skip_key] = self._route_skips.labels(*skip_key)
+            skips.inc()
 
     def _count_usage(self, record: CallRecord, label: str, provider: str) -> None:
         key = (label, provider)

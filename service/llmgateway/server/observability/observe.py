@@ -59,6 +59,9 @@ class CallRecord:
     task_source: str = ""
     # The route table entry used ("code", "chinese", "default").
     route_entry: str = ""
+    # The task_rules id that fired ("code-fences"), also when it was below the
+    # confidence threshold and the default entry served; "" for a caller's task.
+    route_rule: str = ""
     # The session's earlier target was kept; the call moved once to a larger
     # context window after UPSTREAM_CONTEXT_LENGTH_EXCEEDED.
     sticky: bool = False

@@ -173,6 +173,8 @@ class CallTrace:
             attributes["llmgateway.cost_usd"] = record.cost_usd
         if record.key_id:
             attributes["llmgateway.key_id"] = record.key_id
+        if record.route:
+            attributes.update(_route_attributes(record))
         if record.status != "OK":
             attributes["error.type"] = record.reason or record.status
             if record.status in _SERVER_ERRORS:
@@ -300,6 +302,23 @@ def error_type(error: BaseException) -> str:
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
         return "cancelled"
     return type(error).__qualname__
+
+
+def _route_attributes(record: CallRecord) -> dict[str, AttributeValue]:
+    """How a `route/<name>` call was decided (never the session id: it may
+    identify a user)."""
+    return {
+        "llmgateway.route": record.route,
+        "llmgateway.route.task": record.task,
+        "llmgateway.route.task_source": record.task_source,
+        "llmgateway.route.rule": record.route_rule,
+        "llmgateway.route.entry": record.route_entry,
+        "llmgateway.route.target": record.route_target,
+        "llmgateway.route.sticky": record.sticky,
+        "llmgateway.route.escalated": record.escalated,
+        "llmgateway.route.passed_over": record.route_skips,
+        "llmgateway.route.decision_us": record.route_decision_us,
+    }
 
 
 def _cache_attributes(cached: int, cache_write: int) -> dict[str, AttributeValue]:
