@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import io
 import json
 import os
@@ -21,6 +22,7 @@ from bench.processes import free_port
 from llmgateway.client.cli import add_commands, run
 from llmgateway.client.render import decision_lines
 from llmgateway.client.sync_client import CompletionClient
+from llmgateway.server.config import Settings
 from llmgateway.server.process.server import start_gateway
 from llmgateway.server.state.db import Database
 from llmgateway.server.state.keys import KeyStore
@@ -482,3 +484,44 @@ def test_an_unknown_task_name_is_refused_by_the_command_line(capsys):
     problem = capsys.readouterr().err
     assert "argument --task: invalid choice: 'cod'" in problem
     assert "'code'" in problem or " code," in problem  # argparse quotes choices before 3.12.8
+
+
+_ROUTES = """
+[routes.default]
+default = "fast"
+code = [{ model = "zai/glm-4.7", zai_endpoint = "coding" }, "openrouter/anthropic/claude-sonnet-4.5"]
+"""
+
+
+async def test_chat_routes_explains_and_explains_only_against_a_real_gateway(
+    settings, fake, tmp_path
+):
+    config = tmp_path / "routes.toml"
+    config.write_text(_ROUTES, encoding="utf-8")
+    routed = dataclasses.replace(settings, routes=Settings.load({}, config).routes)
+    running = await start_gateway(routed, address="127.0.0.1:0")
+    try:
+        target = f"127.0.0.1:{running.port}"
+        code, out, err = await _run_cli(
+            "chat", "--target", target, "--task", "code", "--explain", "route/default", "hi"
+        )
+        assert code == 0, err
+        assert out == "Hello from the fake upstream! You said: hi\n"
+        # After the reasoning (the fake's glm-4.7 reasons), on lines of their own.
+        assert [line for line in err.splitlines() if line.startswith("[route]")][:2] == [
+            "[route] route/default chose zai/glm-4.7@coding (entry code)",
+            "[route] task code: given by the caller",
+        ]
+        assert "[route] plan: zai/glm-4.7@coding > openrouter/anthropic/claude-sonnet-4.5" in err
+        assert len(fake.requests) == 1
+        code, out, err = await _run_cli(
+            "chat", "--target", target, "route/default", "--explain-only",
+            stdin="```py\nprint(1)\n```",
+        )  # fmt: skip
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[0] == "route/default chose zai/glm-4.7@coding (entry code)"
+        assert lines[1].startswith("task code: inferred by rule code-fences (confidence 0.")
+        assert len(fake.requests) == 1  # the dry run sent nothing upstream
+    finally:
+        await running.stop(grace=0)

@@ -1,8 +1,12 @@
-"""The Python clients and routes: `routing()` hints by name, `explain_route`, usage by route or task."""
+"""The Python clients and routes: `routing()` hints by name, `explain_route`, usage by
+route or task; scripted, and end to end against a gateway with a route over the fake."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import threading
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc_testing
@@ -11,12 +15,28 @@ from google.rpc import error_details_pb2, status_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmgateway.client import CompletionClient, GatewayError, InvalidRequestError, routing
+from llmgateway.client import (
+    AsyncCompletionClient,
+    CompletionClient,
+    GatewayError,
+    InvalidRequestError,
+    acollect,
+    routing,
+)
 from llmgateway.client.channel import usage_request
 from llmgateway.client.routing import COST_TIERS, TASKS, cost_tier_name, task_name
+from llmgateway.server.config import Settings
+from llmgateway.server.process.server import start_gateway
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import routing_pb2 as rpb
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from llmgateway.server.process.server import Gateway
+    from llmgateway.testing.fake_upstream import FakeUpstream
 
 SERVICE = pb.DESCRIPTOR.services_by_name["CompletionService"]
 
@@ -160,3 +180,102 @@ def test_explain_route_errors_are_the_clients_typed_errors():
     scripted.finish()
     assert isinstance(scripted.error, InvalidRequestError)
     assert scripted.error.field_violations == {"request.model": "explains route/<name> models"}
+
+
+# -- end to end ------------------------------------------------------------------------
+
+# `fast` is the fixtures' alias for zai/glm-4.5-flash.
+ROUTES = """
+[routes.default]
+default = "fast"
+code = [{ model = "zai/glm-4.7", zai_endpoint = "coding" }, "openrouter/anthropic/claude-sonnet-4.5"]
+"""
+CODE = "```python\ndef add(a, b):\n    return a - b\n```\nWhy is the sum wrong?"
+CODE_PLAN = ["zai/glm-4.7@coding", "openrouter/anthropic/claude-sonnet-4.5"]
+
+
+@pytest.fixture
+async def routed_gateway(settings: Settings, tmp_path: Path) -> AsyncIterator[Gateway]:
+    config = tmp_path / "routes.toml"
+    config.write_text(ROUTES, encoding="utf-8")
+    routes = Settings.load({}, config).routes
+    running = await start_gateway(
+        dataclasses.replace(settings, routes=routes), address="127.0.0.1:0"
+    )
+    yield running
+    await running.stop(grace=0)
+
+
+@pytest.fixture
+async def client(routed_gateway: Gateway) -> AsyncIterator[AsyncCompletionClient]:
+    async with AsyncCompletionClient(f"127.0.0.1:{routed_gateway.port}", timeout=10) as opened:
+        yield opened
+
+
+def sent(fake: FakeUpstream) -> list[tuple[str, str, object]]:
+    return [(r.provider, r.endpoint, r.body.get("model")) for r in fake.requests]
+
+
+async def test_explain_route_is_a_dry_run_and_the_call_gets_the_same_decision(client, fake):
+    explained = await client.explain_route("route/default", "hello", routing=routing("code"))
+    assert explained.chosen == "zai/glm-4.7@coding"
+    assert explained.task == rpb.TASK_CODE
+    assert explained.task_source == rpb.TASK_SOURCE_CALLER
+    assert explained.entry == "code"
+    assert list(explained.plan) == CODE_PLAN  # ExplainRoute always explains in full
+    assert fake.requests == []  # nothing went upstream
+    answer = await client.complete("route/default", "hello", routing=routing("code"))
+    assert sent(fake) == [("zai", "coding", "glm-4.7")]
+    assert answer.routing.chosen == explained.chosen
+    assert answer.routing.task == rpb.TASK_CODE
+    assert answer.routing.entry == "code"
+    assert list(answer.routing.plan) == []  # a call explains in full only when asked
+
+
+async def test_a_streamed_routed_call_carries_the_decision_on_done(client, fake):
+    collected = await acollect(
+        client.stream("route/default", CODE, routing=routing(session_id="s-1", explain=True))
+    )
+    assert collected.text.startswith("Hello from the fake upstream!")
+    assert collected.done is not None
+    decision = collected.done.routing
+    assert (decision.task, decision.task_source, decision.rule) == (
+        rpb.TASK_CODE,
+        rpb.TASK_SOURCE_RULE,
+        "code-fences",
+    )
+    assert decision.chosen == "zai/glm-4.7@coding"
+    assert list(decision.plan) == CODE_PLAN
+    assert sent(fake) == [("zai", "coding", "glm-4.7")]
+
+
+async def test_the_sync_client_explains_and_routes_too(routed_gateway, fake):
+    def use_sync_client():
+        with CompletionClient(f"127.0.0.1:{routed_gateway.port}", timeout=10) as sync:
+            explained = sync.explain_route("route/default", CODE)
+            answer = sync.complete("route/default", "hi", routing=routing(task="code"))
+            return explained, answer
+
+    explained, answer = await asyncio.to_thread(use_sync_client)
+    assert (explained.task, explained.rule) == (rpb.TASK_CODE, "code-fences")
+    assert answer.routing.chosen == "zai/glm-4.7@coding"
+    assert len(fake.requests) == 1  # the call, not the explanation
+
+
+async def test_a_named_model_is_served_as_named_and_cannot_be_explained(client, fake):
+    answer = await client.complete("zai/glm-4.7", "hi", routing=routing("code", explain=True))
+    assert not answer.HasField("routing")
+    assert sent(fake) == [("zai", "general", "glm-4.7")]
+    with pytest.raises(InvalidRequestError) as caught:
+        await client.explain_route("zai/glm-4.7", "hi")
+    assert "request.model" in caught.value.field_violations
+
+
+async def test_usage_by_route_and_by_task(client, routed_gateway):
+    await client.complete("route/default", CODE)
+    await client.complete("zai/glm-4.7", "hi")
+    await routed_gateway.calls.aclose()  # the ledger's writes are done
+    by_route = await client.get_usage(by="route")
+    by_task = await client.get_usage(by="task")
+    assert {row.group: row.calls for row in by_route.rows} == {"route/default": 1, "": 1}
+    assert {row.group: row.calls for row in by_task.rows} == {"code": 1, "": 1}
