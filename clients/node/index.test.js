@@ -6,7 +6,9 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { execFile, spawn } = require('node:child_process');
+const fs = require('node:fs');
 const net = require('node:net');
+const os = require('node:os');
 const path = require('node:path');
 const { GatewayClient, GatewayError, toStruct } = require('llmgateway-grpc-client');
 
@@ -15,6 +17,15 @@ const PYTHON = process.env.PYTHON || path.join(ROOT, '.venv', 'bin', 'python');
 const children = [];
 let client;
 let gatewayTarget;
+let configDir;
+
+// A route over the fake's models, so routed calls and explainRoute have something to decide.
+const ROUTES = `
+[routes.default]
+default = "zai/glm-4.5-flash"
+code = [{ model = "zai/glm-4.7", zai_endpoint = "coding" }, "openrouter/anthropic/claude-sonnet-4.5"]
+`;
+const CODE_PLAN = ['zai/glm-4.7@coding', 'openrouter/anthropic/claude-sonnet-4.5'];
 
 function freePort() {
   return new Promise((resolve) => {
@@ -50,6 +61,9 @@ before(async () => {
   start(['-m', 'llmgateway.testing.fake_upstream', '--port', String(fakePort)]);
   await waitForPort(fakePort);
   const base = `http://127.0.0.1:${fakePort}`;
+  configDir = fs.mkdtempSync(path.join(os.tmpdir(), 'llmgateway-node-test-'));
+  const config = path.join(configDir, 'llmgateway.toml');
+  fs.writeFileSync(config, ROUTES);
   start(['-m', 'llmgateway.server.process.cli', 'serve', '--address', `127.0.0.1:${gatewayPort}`, '--workers', '1',
     '--log-level', 'WARNING'], {
     OPENROUTER_API_KEY: 'sk-or-v1-fake-test-key',
@@ -59,6 +73,7 @@ before(async () => {
     ZAI_CODING_BASE_URL: `${base}/zai/api/coding/paas/v4`,
     // The fake's Retry-After is 7 s: hand it back at once rather than wait it out.
     LLMGATEWAY_MAX_RETRY_AFTER: '0',
+    LLMGATEWAY_CONFIG: config,
   });
   gatewayTarget = `127.0.0.1:${gatewayPort}`;
   client = new GatewayClient(gatewayTarget);
@@ -68,6 +83,7 @@ before(async () => {
 after(() => {
   if (client) client.close();
   for (const child of children) child.kill('SIGTERM');
+  if (configDir) fs.rmSync(configDir, { recursive: true, force: true });
 });
 
 const user = (content) => ({ role: 'ROLE_USER', content });
@@ -209,4 +225,63 @@ test('examples/example.mjs runs as written against a gateway', async () => {
   assert.match(stdout, /^error: INVALID_ARGUMENT UNKNOWN_MODEL$/m);
   assert.match(stdout, /^  model: name models /m);
   assert.match(stdout, /^  request id \w+, retry after - s$/m);
+});
+
+test('explainRoute resolves to the decision a route would make, with its plan', async () => {
+  const decision = await client.explainRoute({
+    model: 'route/default',
+    messages: [user('hello')],
+    routing: { task: 'TASK_CODE' },
+  });
+  assert.equal(decision.route, 'route/default');
+  assert.equal(decision.task, 'TASK_CODE');
+  assert.equal(decision.task_source, 'TASK_SOURCE_CALLER');
+  assert.equal(decision.entry, 'code');
+  assert.equal(decision.chosen, 'zai/glm-4.7@coding');
+  assert.deepEqual(decision.plan, CODE_PLAN);
+  assert.deepEqual(decision.passed_over, []);
+  assert.equal(typeof decision.estimated_prompt_tokens, 'number');
+  assert.equal(JSON.stringify(decision).match(/"_[a-z_]+":/g), null);
+});
+
+test('a routed complete says which task it inferred and where it went', async () => {
+  const reply = await client.complete({
+    model: 'route/default',
+    messages: [user('```js\nconst sum = (a, b) => a - b;\n```\nWhy is the sum wrong?')],
+  });
+  assert.equal(reply.routing.task, 'TASK_CODE');
+  assert.equal(reply.routing.task_source, 'TASK_SOURCE_RULE');
+  assert.equal(reply.routing.rule, 'code-fences');
+  assert.equal(reply.routing.chosen, 'zai/glm-4.7@coding');
+  assert.equal(reply.provider, 'PROVIDER_ZAI');
+  assert.equal(reply.zai_endpoint, 'ZAI_ENDPOINT_CODING');
+  // Plan and signals come only when asked for.
+  assert.deepEqual(reply.routing.plan, []);
+  assert.deepEqual(reply.routing.signals, {});
+});
+
+test("a routed stream's done carries the decision", async () => {
+  let done = null;
+  for await (const event of client.stream({
+    model: 'route/default',
+    messages: [user('hi')],
+    routing: { task: 'TASK_CODE', session_id: 'node-session', explain: true },
+  })) {
+    if (event.event === 'done') done = event.done;
+  }
+  assert.equal(done.routing.task, 'TASK_CODE');
+  assert.equal(done.routing.chosen, 'zai/glm-4.7@coding');
+  assert.deepEqual(done.routing.plan, CODE_PLAN);
+});
+
+test('a named model is served as named: no decision, and explainRoute refuses it', async () => {
+  const reply = await client.complete({ model: 'zai/glm-4.7', messages: [user('hi')], routing: { task: 'TASK_CODE' } });
+  assert.equal(reply.routing, null);
+  assert.equal(reply.zai_endpoint, 'ZAI_ENDPOINT_GENERAL');
+  await assert.rejects(client.explainRoute({ model: 'zai/glm-4.7', messages: [user('hi')] }), (error) => {
+    assert.ok(error instanceof GatewayError);
+    assert.equal(error.code, 'INVALID_ARGUMENT');
+    assert.ok('request.model' in error.fieldViolations, JSON.stringify(error.fieldViolations));
+    return true;
+  });
 });
