@@ -127,6 +127,8 @@ class CallScope:
         record.task = decision.task.value
         record.task_source = decision.task_source_label
         record.route_entry = decision.entry
+        # Also a rule that fired below the threshold while the default served.
+        record.route_rule = decision.rule
         record.sticky = decision.sticky
         record.route_skips = len(decision.passed_over)
         record.route_skip_ids = tuple(skip.id for skip in decision.passed_over)

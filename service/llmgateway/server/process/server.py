@@ -215,7 +215,7 @@ async def start_gateway(
         circuit=settings.circuit,
         on_circuit_change=provider_health.on_circuit_change,
     )
-    catalog = Catalog(router.aliases, providers)
+    catalog = Catalog(router.aliases, providers, routes)
     # A worker of several holds its start-up lines: one of them says them for all.
     summary = StartupSummary.from_environment() if reuse_port else StartupSummary(None)
     summary.hold()
@@ -253,7 +253,7 @@ async def start_gateway(
                 providers,
                 dispatcher.circuits,
                 prices,
-                model_info=lambda _name: None,
+                model_info=catalog.model_info,
                 overrides=settings.capabilities,
                 ollama_num_ctx=settings.ollama.num_ctx,
             ),
