@@ -132,6 +132,22 @@ async def zai() -> AsyncIterator[ZaiProvider]:
     await provider.aclose()
 
 
+def with_config_file(settings: Settings, path: Path, text: str) -> Settings:
+    """`settings` (the fixture's: the fake, its aliases, short retries) plus the
+    `[routes]`, `[routing]` and `[capabilities]` of a config file holding
+    `text`, written to `path` and loaded as `llmgateway serve --config` would.
+    Aliases the routes name must be the fixture's (ALIASES) or in `text`."""
+    path.write_text(text, encoding="utf-8")
+    loaded = Settings.load({}, path)
+    return dataclasses.replace(
+        settings,
+        aliases={**settings.aliases, **loaded.aliases},
+        routes=loaded.routes,
+        routing=loaded.routing,
+        capabilities=loaded.capabilities,
+    )
+
+
 @contextlib.asynccontextmanager
 async def gateway_stub(settings: Settings) -> AsyncIterator[pb_grpc.CompletionServiceAsyncStub]:
     """A separate gateway started from `settings`, and a stub connected to it."""
