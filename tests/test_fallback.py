@@ -320,3 +320,23 @@ async def test_a_target_skipped_by_its_open_circuit_is_passed_over_whatever_fall
         1,
     )
     assert sent_models(fake) == [("openrouter", "x/fault-http-502")] * 2 + [("general", "glm-4.7")]
+
+
+async def test_an_alias_falls_back_on_context_length_to_any_next_target(settings, fake):
+    # Escalation (a larger window, once) is for routes only: an alias moves on
+    # from a context-length failure to its next target as it always has,
+    # whatever that target's window, two failures in a row included, and its
+    # answer carries no routing decision.
+    alias = chain(
+        "openrouter/x/fault-context-length",
+        "openrouter/y/fault-context-length",
+        "zai/glm-4.7",
+    )
+    response = await complete_coding(with_aliases(settings, coding=alias))
+    assert sent_models(fake) == [
+        ("openrouter", "x/fault-context-length"),
+        ("openrouter", "y/fault-context-length"),
+        ("general", "glm-4.7"),
+    ]
+    assert (response.attempts, response.fallbacks) == (3, 2)
+    assert not response.HasField("routing")
