@@ -495,7 +495,13 @@ def capabilities_for(
 
     window, window_source = _window(model_name, catalog_info, window_fallback)
     ollama = provider == common.PROVIDER_OLLAMA
-    if ollama and ollama_num_ctx and (window is None or ollama_num_ctx < window):
+    # A non-positive num_ctx is no window (config refuses one; this keeps the answer sane anyway).
+    if (
+        ollama
+        and ollama_num_ctx
+        and ollama_num_ctx > 0
+        and (window is None or ollama_num_ctx < window)
+    ):
         window, window_source = ollama_num_ctx, FactSource.CONFIG
     return _capabilities(
         window, window_source, facts, source, label, _WIRES.get(provider, _UNKNOWN_WIRE)
@@ -607,6 +613,13 @@ class RequestNeeds:
         return self.estimated_prompt_tokens + self.max_tokens
 
 
+def _utf8_length(text: str) -> int:
+    """UTF-8 bytes of `text` without encoding it when it is ASCII (one byte a
+    character): `isascii()` is O(1) in CPython, while `encode()` copies the
+    string (about 14 ms for an 8 MiB request)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
 def needs_of(request: pb.CompleteRequest | pb.StreamCompleteRequest) -> RequestNeeds:
     """What `request` requires, estimated without tokenizing (see BYTES_PER_TOKEN)."""
     text_bytes = 0
@@ -614,23 +627,23 @@ def needs_of(request: pb.CompleteRequest | pb.StreamCompleteRequest) -> RequestN
     image_urls = 0
     tool_history = False
     for message in request.messages:
-        text_bytes += len(message.content.encode())
-        text_bytes += len(message.reasoning.encode())
+        text_bytes += _utf8_length(message.content)
+        text_bytes += _utf8_length(message.reasoning)
         for part in message.parts:
             if part.WhichOneof("part") == "image":
                 images += 1
                 if not part.image.url.startswith("data:"):
                     image_urls += 1
             else:
-                text_bytes += len(part.text.encode())
+                text_bytes += _utf8_length(part.text)
         for call in message.tool_calls:
             tool_history = True
-            text_bytes += len(call.name) + len(call.arguments.encode())
+            text_bytes += len(call.name) + _utf8_length(call.arguments)
         if message.role == common.ROLE_TOOL:
             tool_history = True
     for tool in request.tools:
         # The serialized size of the schema stands in for its JSON text.
-        text_bytes += len(tool.name) + len(tool.description.encode()) + tool.parameters.ByteSize()
+        text_bytes += len(tool.name) + _utf8_length(tool.description) + tool.parameters.ByteSize()
     response_format = request.response_format
     if response_format.type == common.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
         text_bytes += response_format.json_schema.schema.ByteSize()
