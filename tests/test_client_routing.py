@@ -24,7 +24,7 @@ from llmgateway.client import (
     routing,
 )
 from llmgateway.client.channel import usage_request
-from llmgateway.client.routing import COST_TIERS, TASKS, cost_tier_name, task_name
+from llmgateway.client.hints import COST_TIERS, TASKS, cost_tier_name, task_name
 from llmgateway.server.config import Settings
 from llmgateway.server.process.server import start_gateway
 from llmgateway.v1 import completion_pb2 as common

@@ -24,6 +24,7 @@ from llmgateway.client.errors import (
     UnavailableError,
     UpstreamUnavailableError,
 )
+from llmgateway.client.hints import routing
 from llmgateway.client.messages import (
     Collected,
     acollect,
@@ -33,7 +34,6 @@ from llmgateway.client.messages import (
     to_messages,
     tool,
 )
-from llmgateway.client.routing import routing
 from llmgateway.client.streams import AsyncStream, Stream
 from llmgateway.client.sync_client import CompletionClient
 

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from google.protobuf import json_format
 
 from llmgateway.client.errors import GatewayError, UnauthenticatedError
+from llmgateway.client.hints import COST_TIERS, TASKS, routing
 from llmgateway.client.messages import message
 from llmgateway.client.render import StreamPrinter, decision_lines, dim
-from llmgateway.client.routing import COST_TIERS, TASKS, routing
 from llmgateway.client.sync_client import CompletionClient
 from llmgateway.v1 import completion_pb2 as common
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TextIO
 
-from llmgateway.client.routing import cost_tier_name, task_name
+from llmgateway.client.hints import cost_tier_name, task_name
 from llmgateway.v1 import routing_pb2 as rpb
 
 if TYPE_CHECKING:
