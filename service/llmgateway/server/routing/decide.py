@@ -180,7 +180,8 @@ SKIP_IDS: dict[SkipId, rpb.SkipReason.ValueType] = {
     SkipId.NO_IMAGE_URLS: rpb.SKIP_REASON_NO_IMAGE_URLS,
     SkipId.BREAKER: rpb.SKIP_REASON_CIRCUIT_OPEN,
 }
-# The decision's own skip ids, beside capabilities.SkipId's.
+# The decision's own skip ids, beside capabilities.SkipId's; FAILED_ID is the
+# dispatcher's, for a target tried at run time that failed.
 NOT_CONFIGURED_ID = "not-configured"
 PROVIDER_REFUSES_ID = "provider-refuses"
 BUDGET_ID = "budget"
@@ -289,33 +290,11 @@ def decide(
     hints = request.routing
     # 1. What the request needs, once: also the prompt estimate.
     needs = capabilities.needs_of(request)
-    prompt_bytes = needs.estimated_prompt_tokens * capabilities.BYTES_PER_TOKEN
-    signals: dict[str, str] = {}
-
     # 2. The task, and the entries it asks for.
-    caller_task = TASKS_BY_PROTO.get(hints.task)
-    if caller_task is not None:
-        task, rule, confidence, below = caller_task, "", 1.0, False
-        source: rpb.TaskSource.ValueType = rpb.TASK_SOURCE_CALLER
-        wanted: tuple[str, ...] = (caller_task.value,)
-        # No inference for a caller's task (it is trusted), but size is a
-        # fact: the same threshold the rules use.
-        long_input = prompt_bytes > LONG_INPUT_CHARS
-    else:
-        inference = infer_task(
-            request, prompt_chars=prompt_bytes, threshold=settings.min_confidence
-        )
-        task, rule = inference.task, inference.rule
-        confidence, below = inference.confidence, inference.below_threshold
-        source = rpb.TASK_SOURCE_RULE
-        wanted = inference.entries
-        long_input = Signal.LONG_INPUT in inference.signals
-        if Signal.CHINESE in inference.signals:
-            signals["chinese"] = "true"
-        signals["scanned_chars"] = str(inference.scanned_chars)
-    if long_input:
-        signals["long_input"] = "true"
-    entry = next((route.entries[name] for name in wanted if name in route.entries), None)
+    asked = _task_of(request, needs, settings)
+    signals = dict(asked.signals)
+    task, source = asked.task, asked.source
+    entry = next((route.entries[name] for name in asked.entries if name in route.entries), None)
     if entry is None:
         entry = route.default
         if source == rpb.TASK_SOURCE_RULE:
@@ -373,7 +352,7 @@ def decide(
     # 5b. Order: the entry's, longest window first for long input (stable,
     # unknown windows last), after the session's target.
     rest = [candidate for candidate in kept if candidate != held]
-    if long_input:
+    if asked.long_input:
         rest.sort(key=lambda r: -(check.capabilities(r).context_window or -1))
     ordered = rest if held is None else [held, *rest]
     if check.price_unknown:
@@ -384,9 +363,9 @@ def decide(
         route=route.name,
         task=task,
         source=source,
-        rule=rule,
-        confidence=confidence,
-        below_threshold=below,
+        rule=asked.rule,
+        confidence=asked.confidence,
+        below_threshold=asked.below_threshold,
         entry=entry.name,
         cost_tier=tier,
         plan=Plan(tuple(ordered), entry.plan_for(tier).fallback_on),
@@ -394,6 +373,61 @@ def decide(
         passed_over=tuple(passed_over),
         sticky=held is not None,
         estimated_prompt_tokens=needs.estimated_prompt_tokens,
+        signals=signals,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    """What the work is and who said so, before the route is consulted."""
+
+    task: Task
+    source: rpb.TaskSource.ValueType
+    rule: str
+    confidence: float
+    below_threshold: bool
+    # The route entries to try, in order, before the default.
+    entries: tuple[str, ...]
+    long_input: bool
+    signals: Mapping[str, str]
+
+
+def _task_of(
+    request: AnyCompletionRequest, needs: RequestNeeds, settings: RoutingSettings
+) -> _Task:
+    """The caller's task, trusted as given (D13: no inference), else the
+    rules' guess, given the prompt's size in UTF-8 bytes, the unit of the
+    token estimate (a CJK character counts three)."""
+    prompt_bytes = needs.estimated_prompt_tokens * capabilities.BYTES_PER_TOKEN
+    caller_task = TASKS_BY_PROTO.get(request.routing.task)
+    if caller_task is not None:
+        # Size is a fact whoever names the task: the rules' own threshold.
+        long_input = prompt_bytes > LONG_INPUT_CHARS
+        return _Task(
+            caller_task,
+            rpb.TASK_SOURCE_CALLER,
+            rule="",
+            confidence=1.0,
+            below_threshold=False,
+            entries=(caller_task.value,),
+            long_input=long_input,
+            signals={"long_input": "true"} if long_input else {},
+        )
+    inference = infer_task(request, prompt_chars=prompt_bytes, threshold=settings.min_confidence)
+    signals = {"scanned_chars": str(inference.scanned_chars)}
+    if Signal.CHINESE in inference.signals:
+        signals["chinese"] = "true"
+    long_input = Signal.LONG_INPUT in inference.signals
+    if long_input:
+        signals["long_input"] = "true"
+    return _Task(
+        inference.task,
+        rpb.TASK_SOURCE_RULE,
+        rule=inference.rule,
+        confidence=inference.confidence,
+        below_threshold=inference.below_threshold,
+        entries=inference.entries,
+        long_input=long_input,
         signals=signals,
     )
 
