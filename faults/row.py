@@ -6,11 +6,12 @@ module per direct provider (faults/rows_<provider>.py), which table.py gathers.
 The README's error table says the same in prose; keep the two in step. Faults are
 chosen by model name (`…/fault-<name>`, see service/llmgateway/testing/fake_upstream/app.py), except
 `refused`, which points the gateway at a port nothing listens on. Rows whose
-model is one of ALIASES go through a fallback chain.
+model is one of ALIASES go through a fallback chain; rows whose model is
+`route/<name>` go through a route of ROUTES (its default entry).
 
 Timings are the suite's own, short so the whole table runs in seconds; the
 runner passes them to the gateway through its documented environment variables
-(and ALIASES through a config file).
+(and ALIASES and ROUTES through a config file).
 """
 
 from __future__ import annotations
@@ -70,6 +71,16 @@ ALIASES = {
     "chain-after-truncated": ["openrouter/x/fault-truncated", "zai/glm-4.7"],
     "chain-all-failing": ["openrouter/x/fault-http-502", "zai/fault-zai-1234"],
 }
+# Routes (`[routes.<name>]`, called as `route/<name>`) for the routed rows, by
+# their default entry's targets; the task does not matter to a fault. A route
+# table needs `default`.
+ROUTES = {
+    "default": ["zai/glm-4.7"],
+    "after-503": ["openrouter/x/fault-http-503", "zai/glm-4.7"],
+    # The fault's window is unknown: the escalation goes to the first later
+    # target whose known window holds the estimated prompt and answer.
+    "escalate": ["openrouter/x/fault-context-length", "zai/glm-4.7"],
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +116,10 @@ class Fault:
     # The model an OK answer must name, when it is not `served_by` (an upstream
     # that quotes the key as its model name is named redacted).
     served_model: str | None = None
+    # For a route: the stable ids of the targets its answer's decision says
+    # were passed over ("failed"), and whether the call escalated.
+    passed_over: tuple[str, ...] = ()
+    escalated: bool = False
 
     @property
     def served_by(self) -> str:
@@ -123,6 +138,11 @@ class Fault:
         if self.deadline != CALLER_DEADLINE:
             suffix += f"@deadline={self.deadline:g}s"
         return f"{self.rpc}:{self.model}{suffix}"
+
+    @property
+    def routed(self) -> bool:
+        """Whether the row names a route (`route/<name>`)."""
+        return self.model.startswith("route/")
 
     @property
     def ok(self) -> bool:

@@ -29,6 +29,7 @@ from faults.table import (
     MAX_RETRY_AFTER,
     MAX_STREAM_DURATION,
     REQUEST_TIMEOUT,
+    ROUTES,
     STREAM_IDLE_TIMEOUT,
 )
 from llmgateway.server.config import Settings
@@ -39,6 +40,7 @@ from llmgateway.testing.fake_upstream.http import TASK_NAME_PREFIX
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
+from llmgateway.v1 import routing_pb2 as rpb
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -95,13 +97,17 @@ def suite_settings(
     refused_only: str | None = None,
 ) -> Settings:
     """Settings as an operator would give them: the environment above, and the
-    fallback chains in a config file (written to `state_dir`)."""
+    fallback chains and routes in a config file (written to `state_dir`)."""
     # TOML strings and arrays of them are written as in JSON.
     chains = "".join(
         f"{json.dumps(name)} = {json.dumps(targets)}\n" for name, targets in ALIASES.items()
     )
+    routes = "".join(
+        f"[routes.{json.dumps(name)}]\ndefault = {json.dumps(targets)}\n"
+        for name, targets in ROUTES.items()
+    )
     config = state_dir / "llmgateway.toml"
-    config.write_text(f"[aliases]\n{chains}", encoding="utf-8")
+    config.write_text(f"[aliases]\n{chains}{routes}", encoding="utf-8")
     return Settings.load(suite_environment(fake, state_dir, refused_base_url, refused_only), config)
 
 
@@ -138,6 +144,8 @@ class Outcome:
     elapsed: float = 0.0
     events: list[str] = field(default_factory=list)
     served_model: str = ""
+    # The decision on an OK answer (or its done event); None when it had none.
+    routing: rpb.RoutingDecision | None = None
     # Upstream connections still serving this call SETTLE seconds after it ended.
     busy_connections: int = 0
     # Tasks the call started that were still running SETTLE seconds after it ended.
@@ -240,6 +248,7 @@ async def _call_unary(
     outcome.reported_attempts = response.attempts
     outcome.reported_fallbacks = response.fallbacks
     outcome.served_model = response.model
+    outcome.routing = response.routing if response.HasField("routing") else None
     if not response.content:
         outcome.problems.append("the answer has no content")
 
@@ -258,6 +267,8 @@ async def _call_stream(
                 outcome.reported_attempts = event.done.attempts
                 outcome.reported_fallbacks = event.done.fallbacks
                 outcome.served_model = event.done.model
+                if event.done.HasField("routing"):
+                    outcome.routing = event.done.routing
     except grpc.aio.AioRpcError as error:
         _record_error(error, outcome)
         return
@@ -330,6 +341,8 @@ def judge(outcome: Outcome, secrets: tuple[str, ...] = ()) -> list[str]:
         problems.append(f"served by {outcome.served_model!r}, expected {expected_model!r}")
     if fault.rpc == "stream" and not outcome.hung:
         problems.extend(_stream_problems(outcome))
+    if outcome.code == grpc.StatusCode.OK:
+        problems.extend(_routing_problems(outcome))
     if outcome.busy_connections:
         problems.append(
             f"{outcome.busy_connections} upstream connection(s) still serving the call "
@@ -371,6 +384,26 @@ def _error_problems(outcome: Outcome) -> list[str]:
     text = outcome.message + str(outcome.metadata)
     if "Traceback" in text:
         problems.append("a traceback appears in the error")
+    return problems
+
+
+def _routing_problems(outcome: Outcome) -> list[str]:
+    """A routed answer carries its decision, saying what the journey was; an
+    answer from a model or alias named directly carries none."""
+    fault = outcome.fault
+    decision = outcome.routing
+    if not fault.routed:
+        return [] if decision is None else ["a model named directly got a routing decision"]
+    if decision is None:
+        return ["a routed answer carries no routing decision"]
+    problems = []
+    if decision.chosen != fault.served_by:
+        problems.append(f"the decision chose {decision.chosen!r}, expected {fault.served_by!r}")
+    passed = tuple(skip.id for skip in decision.passed_over)
+    if passed != fault.passed_over:
+        problems.append(f"the decision passed over {passed}, expected {fault.passed_over}")
+    if decision.escalated != fault.escalated:
+        problems.append(f"the decision says escalated={decision.escalated}")
     return problems
 
 

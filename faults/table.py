@@ -3,7 +3,8 @@
 The README's error table says the same in prose; keep the two in step. Faults are
 chosen by model name (`…/fault-<name>`, see service/llmgateway/testing/fake_upstream/app.py), except
 `refused`, which points the gateway at a port nothing listens on. Rows whose
-model is one of ALIASES go through a fallback chain. What a row is, and the
+model is one of ALIASES go through a fallback chain, and rows whose model is
+`route/<name>` through a route of ROUTES. What a row is, and the
 suite's timings, are in row.py; the direct providers' rows are in
 rows_<provider>.py, gathered at the end of this module.
 """
@@ -29,6 +30,7 @@ from faults.row import (
     REJECTED,
     REQUEST_TIMEOUT,
     RETRIED,
+    ROUTES,
     SHORT_CALLER_DEADLINE,
     SLACK,
     STREAM_IDLE_TIMEOUT,
@@ -68,6 +70,7 @@ __all__ = [
     "REJECTED",
     "REQUEST_TIMEOUT",
     "RETRIED",
+    "ROUTES",
     "SHORT_CALLER_DEADLINE",
     "SLACK",
     "STREAM_IDLE_TIMEOUT",
@@ -527,6 +530,35 @@ FAULTS: list[Fault] = [
             2 * MAX_ATTEMPTS,
             target="zai/fault-zai-1234",
             fallbacks=1,
+        )
+    ),
+    # -- routes ------------------------------------------------------------------
+    # A route's targets fall back as a chain does, and its decision says so
+    # (the 503 asks for 7 s: left at once, as another target waits).
+    *_both(
+        Fault(
+            "routed fallback after HTTP 503",
+            "route/after-503",
+            S.OK,
+            None,
+            2,
+            target="zai/glm-4.7",
+            fallbacks=1,
+            passed_over=("failed",),
+        )
+    ),
+    # The prompt exceeds the first target's window: once, to a larger one.
+    *_both(
+        Fault(
+            "routed escalation, context length",
+            "route/escalate",
+            S.OK,
+            None,
+            2,
+            target="zai/glm-4.7",
+            fallbacks=1,
+            passed_over=("failed",),
+            escalated=True,
         )
     ),
 ]
