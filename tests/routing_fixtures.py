@@ -77,6 +77,8 @@ def snapshot_pricing(model: str) -> pb.ModelPricing | None:
     """The snapshot's prices, as Catalog.pricing gives PriceBook a catalogue's."""
     info = OPENROUTER_SNAPSHOT.get(model)
     return info.pricing if info is not None else None
+
+
 OLLAMA_NUM_CTX = 32_768
 
 
