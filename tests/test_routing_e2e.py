@@ -508,10 +508,10 @@ async def test_explaining_never_takes_a_half_open_breakers_probe(settings, fake,
         circuit=CircuitSettings(failure_threshold=2, cool_down=0.2),
     )
     async with started(configured, fake) as running:
+        # Two failures open the breaker (test_a_failed_target_and_then_its_open_
+        # breaker_are_passed_over shows the open state, with a longer ejection).
         for _ in range(2):
             await complete(running, make_request("hello", model="route/flaky"))
-        opened = await explain(running, make_request("hello", model="route/flaky"))
-        assert skipped(opened) == [("zai/fault-http-502", "CIRCUIT_OPEN")]
         await asyncio.sleep(0.25)  # the ejection ends: half-open, one probe to give
         for _ in range(3):
             half_open = await explain(running, make_request("hello", model="route/flaky"))
