@@ -193,6 +193,22 @@ def test_an_override_cannot_turn_on_what_the_adapter_cannot_carry():
     assert not caps.forced_tool_choice_while_thinking
 
 
+def test_an_override_cannot_turn_on_a_wire_refusal_the_table_row_did_not_need():
+    # A Z.AI model whose row has no tools: gateway_refuses is empty for it,
+    # but Z.AI's adapter always sends tool_choice "auto", so an override
+    # giving it tools may not also claim it can force a call.
+    table = capabilities_for("zai/glm-4.5v", None)
+    caps = apply_override(
+        "zai/glm-4.5v",
+        table,
+        CapabilityOverride(tools=True, forced_tool_choice=True, json_schema=True),
+    )
+    assert caps.tools
+    assert not caps.forced_tool_choice
+    assert not caps.forced_tool_choice_while_thinking
+    assert not caps.json_schema
+
+
 def test_an_override_can_turn_a_feature_off():
     table = capabilities_for("openai/gpt-4o", None)
     assert table.vision

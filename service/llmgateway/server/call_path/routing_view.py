@@ -14,7 +14,12 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from llmgateway.server.routing.capabilities import Capabilities, FactSource, capabilities_for
+from llmgateway.server.routing.capabilities import (
+    Capabilities,
+    FactSource,
+    adapter_refuses,
+    capabilities_for,
+)
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
@@ -45,6 +50,11 @@ def apply_override(
     override describes the model, not the wire (and the provider's own
     check() is consulted by the decision as well)."""
     window, window_source = caps.context_window, caps.context_source
+    # Every refusal of the adapter, not only those the table row needed
+    # (`gateway_refuses` lists a refusal only where the model could do it):
+    # an override turning on tools and forcing for a Z.AI model must not
+    # let a forced call through to an adapter that sends it as "auto".
+    refuses = caps.gateway_refuses | adapter_refuses(model_name)
     if override.context_window is not None:
         window, window_source = override.context_window, FactSource.CONFIG
     if all(getattr(override, name) is None for name in _FEATURES):
@@ -54,7 +64,7 @@ def apply_override(
         given: bool | None = getattr(override, name)
         if given is None:
             return bool(getattr(caps, name))
-        return given and name not in caps.gateway_refuses
+        return given and name not in refuses
 
     forced = fact("forced_tool_choice")
     return dataclasses.replace(
@@ -70,7 +80,7 @@ def apply_override(
         # Forcing while thinking: never more than forcing at all, and not
         # where the adapter refuses it (Anthropic).
         forced_tool_choice_while_thinking=(
-            forced and "forced_tool_choice_while_thinking" not in caps.gateway_refuses
+            forced and "forced_tool_choice_while_thinking" not in refuses
         ),
         features_source=FactSource.CONFIG,
         matched=f'[capabilities."{model_name}"]',

@@ -36,7 +36,7 @@ reason every chain falls back on.
 
 Circuit breakers are not a capability: whether a target's breaker is open
 changes from one second to the next and lives in dispatch
-(state/availability.py). The decision reports it with `breaker_skip()`, so
+(resilience/circuit.py). The decision reports it with `breaker_skip()`, so
 every reason a target is passed over has one shape.
 """
 
@@ -523,6 +523,22 @@ def _window(
     if window is not None:
         return window, FactSource.PRICE_TABLE
     return None, None
+
+
+def adapter_refuses(model_name: str) -> frozenset[str]:
+    """Every Capabilities fact the gateway's adapter for `model_name`'s provider
+    cannot carry, whatever the model could: what an operator's
+    `[capabilities."MODEL"]` override may never turn on."""
+    parsed = parse_model_name(model_name)
+    wire = _UNKNOWN_WIRE if parsed is None else _WIRES.get(parsed[0], _UNKNOWN_WIRE)
+    refused = {
+        "json_schema": not wire.json_schema,
+        "json_object": not wire.json_object,
+        "image_urls": not wire.image_urls,
+        "forced_tool_choice": not wire.forced_tool_choice,
+        "forced_tool_choice_while_thinking": not wire.forced_tool_choice_while_thinking,
+    }
+    return frozenset(name for name, no in refused.items() if no)
 
 
 def _capabilities(
