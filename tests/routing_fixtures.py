@@ -119,7 +119,7 @@ class FakeView:
     def check(self, request: AnyCompletionRequest, route: Route) -> list[FieldViolation]:
         return providers()[route.provider].check(request)
 
-    def breaker_open(self, route: Route) -> bool:
+    def breaker_open(self, route: Route, request: AnyCompletionRequest | None = None) -> bool:
         self.asked.append(route.target)
         return route.target in self.open_breakers
 

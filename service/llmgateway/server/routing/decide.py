@@ -154,9 +154,11 @@ class TargetView(Protocol):
         """What the route's provider refuses in this request (its check())."""
         ...
 
-    def breaker_open(self, route: Route) -> bool:
+    def breaker_open(self, route: Route, request: AnyCompletionRequest | None = None) -> bool:
         """Whether the route's breaker would refuse a call that has a fallback
-        now; read-only (never takes a probe, never creates a breaker)."""
+        now; read-only (never takes a probe, never creates a breaker). The
+        request decides which breaker an unpinned Z.AI target uses (its
+        endpoint)."""
         ...
 
     def capabilities(self, model_name: str) -> Capabilities:
@@ -336,7 +338,7 @@ def decide(
 
     # An open breaker is soft: passed over only while another target remains,
     # else the dispatcher's panic rule decides about the last one.
-    closed = [candidate for candidate in candidates if not view.breaker_open(candidate)]
+    closed = [c for c in candidates if not view.breaker_open(c, request)]
     kept = closed or candidates[:1]
     for candidate in eligible:
         if candidate not in kept:
