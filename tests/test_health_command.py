@@ -211,4 +211,4 @@ def test_version_names_both_distributions_and_the_contract() -> None:
     assert done.stdout == (
         f"llmgateway {server} (llmgateway-client {client}, contract llmgateway.v1)\n"
     )
-    assert server == "0.3.0"
+    assert server == "0.4.0"

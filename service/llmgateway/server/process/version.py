@@ -11,7 +11,7 @@ CONTRACT_PACKAGE = "llmgateway.v1"
 
 
 def version_text() -> str:
-    """One line, e.g. `llmgateway 0.3.0 (llmgateway-client 0.3.0, contract llmgateway.v1)`."""
+    """One line, e.g. `llmgateway 0.4.0 (llmgateway-client 0.4.0, contract llmgateway.v1)`."""
     return (
         f"{SERVER_DISTRIBUTION} {_installed(SERVER_DISTRIBUTION)} "
         f"({CLIENT_DISTRIBUTION} {_installed(CLIENT_DISTRIBUTION)}, contract {CONTRACT_PACKAGE})"
