@@ -106,30 +106,20 @@ class Catalog:
     ) -> pb.ListModelsResponse:
         """Every routable model, optionally of one provider, within `within` seconds."""
         response = pb.ListModelsResponse()
-        for alias, plan in sorted(self._aliases.items()):
+        # Aliases, then routes by their default entry (what a call with no
+        # task the route has an entry for is served by).
+        named = [*sorted(self._aliases.items())]
+        named += [(compiled.name, compiled.default.plan) for compiled in self._routes]
+        for name, plan in named:
             first = plan.routes[0]
-            if provider in (common.PROVIDER_UNSPECIFIED, first.provider):
-                response.models.add(
-                    name=alias,
-                    provider=first.provider,
-                    upstream_model=first.upstream_model,
-                    alias_of=first.target,
-                    fallbacks=[route.target for route in plan.routes[1:]],
-                    available=any(self._available(route.provider) for route in plan.routes),
-                )
-        for compiled in self._routes:
-            # A route is listed by its default entry: what a call with no
-            # task the route has an entry for is served by.
-            name, default = compiled.name, compiled.default.plan
-            first = default.routes[0]
             if provider in (common.PROVIDER_UNSPECIFIED, first.provider):
                 response.models.add(
                     name=name,
                     provider=first.provider,
                     upstream_model=first.upstream_model,
                     alias_of=first.target,
-                    fallbacks=[route.target for route in default.routes[1:]],
-                    available=any(self._available(route.provider) for route in default.routes),
+                    fallbacks=[route.target for route in plan.routes[1:]],
+                    available=any(self._available(route.provider) for route in plan.routes),
                 )
         wanted = [kind for kind in self._lists if provider in (common.PROVIDER_UNSPECIFIED, kind)]
         lists = await asyncio.gather(*(self._lists[kind].get(within) for kind in wanted))
