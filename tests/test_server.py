@@ -189,6 +189,11 @@ def test_demo_command_streams_from_every_provider():
     for model in DEMO_MODELS:
         assert f"served by {model}" in result.stdout
     assert "[reasoning]" in result.stdout
+    # Then one call to route/default: code fences pick the code entry, Z.AI's
+    # coding endpoint, and the decision is printed after the answer.
+    assert "$ StreamComplete model=route/default" in result.stdout
+    assert "[route] route/default chose zai/glm-4.7@coding (entry code)" in result.stdout
+    assert "[route] task code: inferred by rule code-fences" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,9 @@
 """`llmgateway demo`: the whole path on one machine, no keys needed.
 
 Starts the fake upstream on loopback, a gateway pointed at it, and streams a
-completion through a real gRPC channel into the terminal.
+completion through a real gRPC channel into the terminal: from each model asked
+for, then from `route/default`, whose decision (which entry, which target, what
+was passed over and why) is printed after the answer.
 """
 
 from __future__ import annotations
@@ -11,17 +13,35 @@ import logging
 import signal
 import sys
 import tempfile
+from pathlib import Path
 from typing import TextIO
 
 import grpc
 
-from llmgateway.client.render import StreamPrinter, dim
+from llmgateway.client.render import StreamPrinter, decision_lines, dim
 from llmgateway.server.config import Settings
 from llmgateway.server.process.server import start_gateway
 from llmgateway.testing.fake_upstream import FakeUpstream
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
+from llmgateway.v1 import routing_pb2 as rpb
+
+# The demo gateway's routes, over models every fake provider serves: coding
+# work to Z.AI's coding endpoint, images past a text-only model, and so on.
+DEMO_ROUTES = """\
+[routes.default]
+default = "zai/glm-4.5-flash"
+code = [{ model = "zai/glm-4.7", zai_endpoint = "coding" }, "anthropic/claude-sonnet-4-5"]
+translation = "zai/glm-4.7"
+chinese = "zai/glm-4.7"
+vision = ["zai/glm-4.7", "gemini/gemini-2.5-flash"]
+agent = ["anthropic/claude-sonnet-4-5", "openai/gpt-4o"]
+extraction = ["zai/glm-4.7", "openai/gpt-4o-mini"]
+summarization = "gemini/gemini-2.5-flash"
+"""
+# Code fences: the rules infer a coding task, so the `code` entry serves.
+ROUTED_PROMPT = "Why does this loop never end?\n```python\nwhile i < 10:\n    print(i)\n```"
 
 
 async def run_demo(prompt: str, models: list[str], address: str, keep_running: bool) -> int:
@@ -32,7 +52,9 @@ async def run_demo(prompt: str, models: list[str], address: str, keep_running: b
     with tempfile.TemporaryDirectory(prefix="llmgateway-demo-") as state:
         async with FakeUpstream(chunk_delay=0.03) as fake:
             db = f"{state}/state.db"
-            settings = Settings.load({**fake.environment(), "LLMGATEWAY_DB": db})
+            config = Path(state, "demo.toml")
+            await asyncio.to_thread(config.write_text, DEMO_ROUTES, encoding="utf-8")
+            settings = Settings.load({**fake.environment(), "LLMGATEWAY_DB": db}, config)
             gateway = await start_gateway(settings, address=address)
             target = f"127.0.0.1:{gateway.port}"
             print(f"fake upstream on {fake.base_url}; gateway on {target}\n")
@@ -42,6 +64,7 @@ async def run_demo(prompt: str, models: list[str], address: str, keep_running: b
                     stub = pb_grpc.CompletionServiceStub(channel)
                     for model in models:
                         failures += await _stream_one(stub, model, prompt, sys.stdout)
+                    failures += await _stream_one(stub, "route/default", ROUTED_PROMPT, sys.stdout)
                 if keep_running:
                     # SIGTERM (a script's `kill`, a supervisor) stops it as Ctrl-C
                     # does: the gateway drains and the demo's state folder goes.
@@ -52,7 +75,9 @@ async def run_demo(prompt: str, models: list[str], address: str, keep_running: b
                         f"gateway still running on {target}; try:\n"
                         f'  grpcurl -plaintext -d \'{{"model": "zai/glm-4.7", "messages": '
                         f'[{{"role": "ROLE_USER", "content": "hi"}}]}}\' {target} '
-                        "llmgateway.v1.CompletionService/StreamComplete\nCtrl-C stops it."
+                        "llmgateway.v1.CompletionService/StreamComplete\n"
+                        f"  llmgateway chat --target {target} route/default "
+                        '"Translate good night into French" --explain\nCtrl-C stops it.'
                     )
                     await stopped.wait()
             finally:
@@ -68,6 +93,9 @@ async def _stream_one(
     request = pb.StreamCompleteRequest(
         model=model, messages=[common.ChatMessage(role=common.ROLE_USER, content=prompt)]
     )
+    if model.startswith("route/"):
+        out.write(f"{dim(prompt, out)}\n")
+        request.routing.CopyFrom(rpb.RoutingHints(explain=True))
     printer = StreamPrinter(out, out)
     try:
         async for event in stub.StreamComplete(request, timeout=30):
@@ -84,7 +112,11 @@ async def _stream_one(
                 f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion "
                 f"tokens{cost}"
             )
-            out.write(f"\n{dim(summary, out)}\n\n")
+            out.write(f"\n{dim(summary, out)}\n")
+            if done.HasField("routing"):
+                lines = decision_lines(done.routing)
+                out.writelines(f"{dim('[route] ' + line, out)}\n" for line in lines)
+            out.write("\n")
             out.flush()
     except grpc.aio.AioRpcError as error:
         printer.end()
