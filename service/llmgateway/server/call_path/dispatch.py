@@ -76,6 +76,9 @@ class _Journey:
     escalated_from: str = ""
     # What an escalation jumps over, reported after the target that failed.
     _jumped: list[Skip] = field(default_factory=list)
+    # Once escalating: the route whose window the prompt exceeded, that
+    # window (None when unknown) and the size a later target must exceed.
+    _exceeded: tuple[Route, int | None, int] | None = None
 
     @property
     def decision(self) -> RouteDecision | None:
@@ -119,26 +122,44 @@ class _Journey:
         a context-length failure escalates, once, to the first later route
         whose known window is larger than the failed one's (or, when that is
         unknown, than the estimated prompt and answer), and never to an equal
-        or smaller window."""
+        or smaller window; after it, a fallback also skips such windows."""
         decision = self.decision
         if decision is None or error.reason != _CONTEXT_LENGTH:
-            return index + 1 if self.may_fall_back(index, error) else None
+            following = index + 1 if self.may_fall_back(index, error) else None
+            if following is None or decision is None or not self.escalated_from:
+                return following
+            # After an escalation the prompt is known to exceed the window it
+            # escalated from: a fallback goes on only to a target known to be
+            # larger, never back to one the prompt cannot fit.
+            return self._larger_from(following)
         if self.escalated_from:
             return None  # bounded: once
         windows = decision.windows
         failed_window = windows[index] if index < len(windows) else None
         floor = failed_window if failed_window is not None else needs_of(self.request).total_tokens
+        self._exceeded = (self.plan.routes[index], failed_window, floor)
+        later = self._larger_from(index + 1)
+        if later is not None:
+            self.escalated_from = self.plan.routes[index].target
+        return later
+
+    def _larger_from(self, start: int) -> int | None:
+        """The first plan route from `start` whose known window is larger
+        than the one the prompt exceeded, noting the routes jumped over; None
+        (nothing noted) when there is none."""
+        assert self._exceeded is not None  # noqa: S101  # set before an escalation
+        failed, failed_window, floor = self._exceeded
+        windows = self.plan.decision.windows if self.plan.decision is not None else ()
         routes = self.plan.routes
-        for later in range(index + 1, len(routes)):
+        for later in range(start, len(routes)):
             window = windows[later] if later < len(windows) else None
             if window is not None and window > floor:
-                self.escalated_from = routes[index].target
-                for skipped in range(index + 1, later):
+                for skipped in range(start, later):
                     self._jumped.append(
                         _jumped_over(
                             routes[skipped],
                             windows[skipped] if skipped < len(windows) else None,
-                            routes[index],
+                            failed,
                             failed_window,
                         )
                     )

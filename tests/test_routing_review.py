@@ -1,0 +1,51 @@
+"""Review findings on routed calls (issue 14), end to end over gRPC against
+the fake upstream: each test pins a behaviour a caller relies on that the
+first implementation got wrong."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tests.conftest import rich_status
+from tests.routing_fixtures import make_request
+from tests.test_routing_e2e import complete, refusal, routed_settings, started
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from llmgateway.server.config import Settings
+    from llmgateway.testing.fake_upstream import FakeUpstream
+
+# The first target refuses the prompt's length (8k); the call escalates to the
+# 200k target, which is unavailable; the 4k target after it is smaller than the
+# window the prompt already exceeded.
+AFTER_ESCALATION = """
+[routes.afterescalation]
+default = [
+  "openrouter/x/fault-context-length",
+  "openrouter/w/fault-http-502",
+  "openrouter/x/small-window",
+]
+
+[capabilities."openrouter/w/fault-http-502"]
+context_window = 200000
+"""
+
+
+async def test_after_escalating_a_fallback_never_goes_to_a_window_already_too_small(
+    settings: Settings, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    configured = routed_settings(settings, tmp_path, AFTER_ESCALATION)
+    async with started(configured, fake) as running:
+        error = await refusal(
+            complete(running, make_request("hello", model="route/afterescalation"))
+        )
+        # The larger target's own failure is what the caller learns, not a
+        # context-length error from a target known to be too small for the prompt.
+        status = rich_status(error)
+        assert status.info.reason == "UPSTREAM_UNAVAILABLE"
+        assert status.info.metadata["escalatedFrom"] == "openrouter/x/fault-context-length"
+        assert running.sent() == [
+            ("openrouter", "openrouter", "x/fault-context-length"),
+            ("openrouter", "openrouter", "w/fault-http-502"),
+        ]
