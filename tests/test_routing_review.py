@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from tests.conftest import rich_status
 from tests.routing_fixtures import make_request
-from tests.test_routing_e2e import complete, refusal, routed_settings, started
+from tests.test_routing_e2e import complete, refusal, routed_settings, started, stream
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -49,3 +49,18 @@ async def test_after_escalating_a_fallback_never_goes_to_a_window_already_too_sm
             ("openrouter", "openrouter", "x/fault-context-length"),
             ("openrouter", "openrouter", "w/fault-http-502"),
         ]
+
+
+async def test_an_escalation_counts_only_the_target_that_failed_as_a_fallback(
+    settings: Settings, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    # route/long: the 8k fault refuses the length, the 4k target is jumped over
+    # without a request, glm serves. `fallbacks` counts targets failed or
+    # skipped by their breaker (the contract), as for an alias: one here.
+    async with started(routed_settings(settings, tmp_path), fake) as running:
+        response = await complete(running, make_request("hello", model="route/long"))
+        assert response.routing.escalated
+        assert (response.attempts, response.fallbacks) == (2, 1)
+        _, done = await stream(running, make_request("hello", model="route/long"))
+        assert done.routing.escalated
+        assert (done.attempts, done.fallbacks) == (2, 1)

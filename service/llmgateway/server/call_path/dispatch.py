@@ -313,9 +313,13 @@ class Dispatcher:
                 journey.pass_over(route, error)
                 index = following
                 continue
-            journey.served(index)
+            # Targets failed or refused by their breaker (as many as `index`
+            # for a model or alias; an escalation also jumps over targets it
+            # never tried).
+            fallbacks = len(journey.passed_over)
+            journey.served(fallbacks)
             response.attempts = journey.attempts
-            response.fallbacks = index
+            response.fallbacks = fallbacks
             response.zai_endpoint = provider.served_endpoint(request, route)
             decision = journey.answered(route, request.routing.explain)
             if decision is not None:
@@ -351,9 +355,10 @@ class Dispatcher:
                         async for event in events:
                             started = True
                             if event.HasField("done"):
-                                journey.served(index)
+                                fallbacks = len(journey.passed_over)  # as in complete()
+                                journey.served(fallbacks)
                                 event.done.attempts = journey.attempts
-                                event.done.fallbacks = index
+                                event.done.fallbacks = fallbacks
                                 event.done.zai_endpoint = endpoint
                                 decision = journey.answered(route, request.routing.explain)
                                 if decision is not None:
