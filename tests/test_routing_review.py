@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 
 from tests.conftest import rich_status
 from tests.routing_fixtures import make_request
-from tests.test_routing_e2e import complete, refusal, routed_settings, started, stream
+from tests.test_routing_e2e import (
+    complete,
+    explain,
+    refusal,
+    routed_settings,
+    started,
+    stream,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -64,3 +71,26 @@ async def test_an_escalation_counts_only_the_target_that_failed_as_a_fallback(
         _, done = await stream(running, make_request("hello", model="route/long"))
         assert done.routing.escalated
         assert (done.attempts, done.fallbacks) == (2, 1)
+
+
+ONE_TARGET_LEFT = """
+[routes.onefails]
+default = ["zai/glm-4.7", "openrouter/w/fault-http-502"]
+"""
+
+
+async def test_a_routed_error_names_the_target_that_failed_even_when_it_was_the_only_one(
+    settings: Settings, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    # Z.AI takes one stop sequence, so the decision leaves one target: the
+    # caller cannot know from the route's name which model failed.
+    configured = routed_settings(settings, tmp_path, ONE_TARGET_LEFT)
+    async with started(configured, fake) as running:
+        request = make_request("hello", model="route/onefails", stop=("END", "STOP"))
+        decision = await explain(running, request)
+        assert list(decision.plan) == ["openrouter/w/fault-http-502"]
+        assert decision.passed_over[0].id == "provider-refuses"
+        error = await refusal(complete(running, request))
+        metadata = rich_status(error).info.metadata
+        assert metadata["route"] == "route/onefails"
+        assert metadata["target"] == "openrouter/w/fault-http-502"

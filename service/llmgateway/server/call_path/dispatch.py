@@ -214,7 +214,9 @@ class _Journey:
                 error.metadata["escalatedFrom"] = self.escalated_from
         if self.attempts > 1:
             error.metadata["attempts"] = str(self.attempts)
-        if len(self.plan.routes) > 1:
+        # A routed call names its target even when the decision left only
+        # one: which model a route picked is not in the caller's request.
+        if len(self.plan.routes) > 1 or decision is not None:
             error.metadata["target"] = route.target
         if self.passed_over:
             error.metadata["fallbacks"] = str(len(self.passed_over))
