@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from llmgateway.v1 import completion_service_pb2 as pb
 from tests.conftest import rich_status
 from tests.routing_fixtures import make_request
 from tests.test_routing_e2e import (
@@ -94,3 +95,22 @@ async def test_a_routed_error_names_the_target_that_failed_even_when_it_was_the_
         metadata = rich_status(error).info.metadata
         assert metadata["route"] == "route/onefails"
         assert metadata["target"] == "openrouter/w/fault-http-502"
+
+
+async def test_a_route_call_no_target_could_serve_is_counted_under_its_route(
+    settings: Settings, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    # route/textonly is zai/glm-4.7 alone, which has no vision: NO_ELIGIBLE_TARGET.
+    # `usage --by route` must show the refusal as the route's failed call, not
+    # as a call that named no route.
+    async with started(routed_settings(settings, tmp_path), fake) as running:
+        await complete(running, make_request("hello", model="route/textonly"))
+        await refusal(
+            complete(running, make_request("what is it?", model="route/textonly", images=1))
+        )
+        await running.gateway.calls.aclose()
+        by_route = await running.stub.GetUsage(
+            pb.GetUsageRequest(group_by=pb.USAGE_GROUPING_ROUTE), timeout=10
+        )
+        rows = {row.group: (row.calls, row.failed_calls) for row in by_route.rows}
+        assert rows == {"route/textonly": (2, 1)}

@@ -285,7 +285,15 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         if violations:
             raise invalid_request(violations)
         started = time.perf_counter()
-        plan = self._planner.plan_for(request, scope.key)
+        try:
+            plan = self._planner.plan_for(request, scope.key)
+        except GatewayError:
+            if self._planner.routes.get(request.model) is not None:
+                # A configured route that could not decide (NO_ELIGIBLE_TARGET,
+                # MODEL_NOT_ALLOWED) is still that route's failed call in the
+                # ledger (`usage --by route`), not a call that named no route.
+                scope.record.route = request.model
+            raise
         if plan.decision is not None:
             scope.routed(plan.decision, (time.perf_counter() - started) * 1e6)
         else:

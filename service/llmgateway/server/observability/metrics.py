@@ -221,7 +221,9 @@ class GatewayMetrics:
             if counter is None:
                 counter = self._error_children[error] = self._upstream_errors.labels(*error)
             counter.inc()
-        if record.route:
+        # A route's call refused before a decision (no target could serve it)
+        # carries the route for the ledger, but no task: no decision to count.
+        if record.route and record.task_source:
             self._count_route(record)
 
     def request_undecodable(self, method: str) -> None:
