@@ -3,8 +3,9 @@ the README's example config file (`serve --config` with the fake upstream's
 environment), then what the section shows, checked against what the gateway
 answers over gRPC: its config blocks, its Python snippet's printed lines, its
 "Reading a decision" block, a route for each task (named by the caller and
-inferred), and the `llmgateway.route.*` attributes a real routed call leaves
-on its server span.
+inferred), the `llmgateway.route.*` attributes a real routed call leaves on
+its server span, and the figures its limits paragraph quotes from
+docs/routing.md's generated section.
 """
 
 from __future__ import annotations
@@ -325,3 +326,25 @@ async def test_a_named_models_span_has_no_routing_attributes_whatever_its_hints(
     (server,) = [s for s in readme.spans.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert server.attributes is not None
     assert not [k for k in server.attributes if k.startswith("llmgateway.route")]
+
+
+# -- the limits of inference -------------------------------------------------------------------
+
+
+def test_the_limits_paragraph_quotes_the_generated_figures():
+    """docs/routing.md's generated section is kept current by `bench.routing_eval
+    --check` (lint); the README's paragraph quotes it and must move with it."""
+    docs = (README.parent / "docs" / "routing.md").read_text(encoding="utf-8")
+    accuracy = re.search(r"\*\*Accuracy: \d+ / (\d+) = ([\d.]+)%\.\*\*", docs)
+    baseline = re.search(r"always-default baseline .*? scores \d+ / \d+ = ([\d.]+)%", docs)
+    # The precision and recall table (the confusion matrix's rows hold counts).
+    reasoning = re.search(r"\| reasoning \| \d\.\d\d \| (\d\.\d\d) \|", docs)
+    assert accuracy
+    assert baseline
+    assert reasoning
+    section = " ".join(routes_section().split())
+    rows, rules = accuracy.groups()
+    recall = round(float(reasoning.group(1)) * 100)
+    assert f"labelled set of {rows} prompts" in section
+    assert f"right {rules} % of the time, against {baseline.group(1)} %" in section
+    assert f"reasoning is recalled {recall} % of the time" in section
