@@ -99,13 +99,18 @@ def decision_lines(decision: rpb.RoutingDecision) -> list[str]:
     return lines
 
 
+# The gateway's rule id for "none of the rules fired" (task_rules.RULE_NONE):
+# not a rule that was unsure, so it reads as no rule at all.
+NO_RULE_FIRED = "no-signal"
+
+
 def _task_source(decision: rpb.RoutingDecision) -> str:
     confidence = f"confidence {decision.confidence:.2f}"
     if decision.task_source == rpb.TASK_SOURCE_CALLER:
         return "given by the caller"
     if decision.task_source == rpb.TASK_SOURCE_RULE:
         return f"inferred by rule {decision.rule} ({confidence})"
-    if not decision.rule:
+    if not decision.rule or decision.rule == NO_RULE_FIRED:
         return "no rule fired, so the route's default entry served"
     if decision.below_threshold:
         return (
