@@ -196,6 +196,15 @@ def test_demo_command_streams_from_every_provider():
     assert "[route] task code: inferred by rule code-fences" in result.stdout
 
 
+def test_the_demo_serves_the_readme_example_aliases_and_routes():
+    # So the README's alias and Routes examples run against a kept demo as printed.
+    from llmgateway.server.process.demo import DEMO_CONFIG
+    from tests.readme import readme_example_toml
+
+    example = readme_example_toml()
+    assert DEMO_CONFIG.strip() == example[example.index("[aliases]") :].strip()
+
+
 @pytest.mark.parametrize(
     ("arguments", "address"),
     [

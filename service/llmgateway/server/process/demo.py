@@ -27,18 +27,38 @@ from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 from llmgateway.v1 import routing_pb2 as rpb
 
-# The demo gateway's routes, over models every fake provider serves: coding
-# work to Z.AI's coding endpoint, images past a text-only model, and so on.
-DEMO_ROUTES = """\
+# The demo gateway's aliases and routes: the README's example config from its
+# [aliases] on (tests/test_server.py keeps them equal), so the README's alias
+# and Routes examples run against a kept demo as printed.
+DEMO_CONFIG = """\
+[aliases]
+fast = "zai/glm-4.5-flash"
+smart = ["openrouter/anthropic/claude-sonnet-4.5", "openrouter/openai/gpt-4o"]
+# The hybrid approach: the direct provider first, the same model through OpenRouter, then GLM.
+sonnet = ["anthropic/claude-sonnet-4-5", "openrouter/anthropic/claude-sonnet-4.5", "zai/glm-4.7"]
+
+[aliases.coding]
+targets = [
+  { model = "zai/glm-4.7", zai_endpoint = "coding" },
+  "openrouter/z-ai/glm-4.7",
+  "openrouter/anthropic/claude-sonnet-4.5",
+]
+# Optional; the default is below.
+fallback_on = ["UPSTREAM_RATE_LIMITED", "UPSTREAM_OVERLOADED", "UPSTREAM_UNAVAILABLE"]
+
+# Callers send model "route/default"; the gateway picks the entry by task (docs/routing.md).
 [routes.default]
-default = "zai/glm-4.5-flash"
-code = [{ model = "zai/glm-4.7", zai_endpoint = "coding" }, "anthropic/claude-sonnet-4-5"]
-translation = "zai/glm-4.7"
-chinese = "zai/glm-4.7"
-vision = ["zai/glm-4.7", "gemini/gemini-2.5-flash"]
-agent = ["anthropic/claude-sonnet-4-5", "openai/gpt-4o"]
-extraction = ["zai/glm-4.7", "openai/gpt-4o-mini"]
+default = "fast"
+code = "coding"
+agent = "sonnet"
+vision = ["gemini/gemini-2.5-flash", "openai/gpt-4o"]
+extraction = { targets = ["openai/gpt-4o-mini", "gemini/gemini-2.5-flash"], cost_tier = { high = "openai/gpt-4o" } }
 summarization = "gemini/gemini-2.5-flash"
+translation = "smart"
+chinese = "zai/glm-4.7"
+
+[routes.cheap]
+default = ["groq/llama-3.3-70b-versatile", "ollama/llama3.2"]
 """
 # Code fences: the rules infer a coding task, so the `code` entry serves.
 ROUTED_PROMPT = "Why does this loop never end?\n```python\nwhile i < 10:\n    print(i)\n```"
@@ -53,7 +73,7 @@ async def run_demo(prompt: str, models: list[str], address: str, keep_running: b
         async with FakeUpstream(chunk_delay=0.03) as fake:
             db = f"{state}/state.db"
             config = Path(state, "demo.toml")
-            await asyncio.to_thread(config.write_text, DEMO_ROUTES, encoding="utf-8")
+            await asyncio.to_thread(config.write_text, DEMO_CONFIG, encoding="utf-8")
             settings = Settings.load({**fake.environment(), "LLMGATEWAY_DB": db}, config)
             gateway = await start_gateway(settings, address=address)
             target = f"127.0.0.1:{gateway.port}"
