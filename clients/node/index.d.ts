@@ -450,6 +450,20 @@ export interface ModelInfo {
   available: boolean;
   alias_of: string;
   fallbacks: string[];
+  /**
+   * What the provider's own list says the model takes (OpenRouter `/models`, Ollama
+   * `/api/show`); null for an alias, a route, or a provider that publishes none.
+   */
+  capabilities: ModelCapabilities | null;
+}
+
+/** Each field is absent when the provider's list does not publish it ("not published", not "no"). */
+export interface ModelCapabilities {
+  tools?: boolean;
+  json_schema?: boolean;
+  json_object?: boolean;
+  vision?: boolean;
+  forced_tool_choice?: boolean;
 }
 
 export interface ListModelsResponse {

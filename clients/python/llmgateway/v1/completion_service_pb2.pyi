@@ -1200,6 +1200,7 @@ class ModelInfo(_message.Message):
     AVAILABLE_FIELD_NUMBER: _builtins.int
     ALIAS_OF_FIELD_NUMBER: _builtins.int
     FALLBACKS_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Always set. The name to put in a request's `model` field."""
     provider: _completion_pb2.Provider.ValueType
@@ -1240,6 +1241,15 @@ class ModelInfo(_message.Message):
         pinned to a Z.AI endpoint).
         """
 
+    @_builtins.property
+    def capabilities(self) -> Global___ModelCapabilities:
+        """Unset for an alias or a route, and for a provider whose list publishes
+        no capabilities. What the provider's own list says the model takes
+        (OpenRouter `/models`, Ollama `/api/show`); routing reads these before
+        its built-in table, but never past what the gateway's adapter for the
+        provider can carry.
+        """
+
     def __init__(
         self,
         *,
@@ -1252,16 +1262,90 @@ class ModelInfo(_message.Message):
         available: _builtins.bool = ...,
         alias_of: _builtins.str = ...,
         fallbacks: _abc.Iterable[_builtins.str] | None = ...,
+        capabilities: Global___ModelCapabilities | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_context_length", b"_context_length", "context_length", b"context_length", "pricing", b"pricing"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_context_length", b"_context_length", "capabilities", b"capabilities", "context_length", b"context_length", "pricing", b"pricing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_context_length", b"_context_length", "alias_of", b"alias_of", "available", b"available", "context_length", b"context_length", "display_name", b"display_name", "fallbacks", b"fallbacks", "name", b"name", "pricing", b"pricing", "provider", b"provider", "upstream_model", b"upstream_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_context_length", b"_context_length", "alias_of", b"alias_of", "available", b"available", "capabilities", b"capabilities", "context_length", b"context_length", "display_name", b"display_name", "fallbacks", b"fallbacks", "name", b"name", "pricing", b"pricing", "provider", b"provider", "upstream_model", b"upstream_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__context_length: _TypeAlias = _typing.Literal["context_length"]  # noqa: Y015
     _WhichOneofArgType__context_length: _TypeAlias = _typing.Literal["_context_length", b"_context_length"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__context_length) -> _WhichOneofReturnType__context_length | None: ...
 
 Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class ModelCapabilities(_message.Message):
+    """What a model takes, as its provider's list publishes it. Output only; a
+    field is set only when the list says, so unset means "not published", not
+    "no".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOLS_FIELD_NUMBER: _builtins.int
+    JSON_SCHEMA_FIELD_NUMBER: _builtins.int
+    JSON_OBJECT_FIELD_NUMBER: _builtins.int
+    VISION_FIELD_NUMBER: _builtins.int
+    FORCED_TOOL_CHOICE_FIELD_NUMBER: _builtins.int
+    tools: _builtins.bool
+    """Unset when not published. Takes `tools` (OpenRouter: `tools` in
+    `supported_parameters`; Ollama: `tools` in `capabilities`).
+    """
+    json_schema: _builtins.bool
+    """Unset when not published. Takes a JSON schema response format
+    (OpenRouter: `structured_outputs` in `supported_parameters`; Ollama: a
+    `completion` model, as Ollama itself constrains the output).
+    """
+    json_object: _builtins.bool
+    """Unset when not published. Takes a JSON object response format
+    (OpenRouter: `response_format` or `structured_outputs` in
+    `supported_parameters`; Ollama: a `completion` model).
+    """
+    vision: _builtins.bool
+    """Unset when not published. Reads image parts (OpenRouter: `image` in
+    `architecture.input_modalities`; Ollama: `vision` in `capabilities`).
+    """
+    forced_tool_choice: _builtins.bool
+    """Unset when not published. Can be made to call a tool with
+    `tool_choice` (OpenRouter: `tools` and `tool_choice` in
+    `supported_parameters`).
+    """
+    def __init__(
+        self,
+        *,
+        tools: _builtins.bool | None = ...,
+        json_schema: _builtins.bool | None = ...,
+        json_object: _builtins.bool | None = ...,
+        vision: _builtins.bool | None = ...,
+        forced_tool_choice: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_forced_tool_choice", b"_forced_tool_choice", "_json_object", b"_json_object", "_json_schema", b"_json_schema", "_tools", b"_tools", "_vision", b"_vision", "forced_tool_choice", b"forced_tool_choice", "json_object", b"json_object", "json_schema", b"json_schema", "tools", b"tools", "vision", b"vision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_forced_tool_choice", b"_forced_tool_choice", "_json_object", b"_json_object", "_json_schema", b"_json_schema", "_tools", b"_tools", "_vision", b"_vision", "forced_tool_choice", b"forced_tool_choice", "json_object", b"json_object", "json_schema", b"json_schema", "tools", b"tools", "vision", b"vision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__forced_tool_choice: _TypeAlias = _typing.Literal["forced_tool_choice"]  # noqa: Y015
+    _WhichOneofArgType__forced_tool_choice: _TypeAlias = _typing.Literal["_forced_tool_choice", b"_forced_tool_choice"]  # noqa: Y015
+    _WhichOneofReturnType__json_object: _TypeAlias = _typing.Literal["json_object"]  # noqa: Y015
+    _WhichOneofArgType__json_object: _TypeAlias = _typing.Literal["_json_object", b"_json_object"]  # noqa: Y015
+    _WhichOneofReturnType__json_schema: _TypeAlias = _typing.Literal["json_schema"]  # noqa: Y015
+    _WhichOneofArgType__json_schema: _TypeAlias = _typing.Literal["_json_schema", b"_json_schema"]  # noqa: Y015
+    _WhichOneofReturnType__tools: _TypeAlias = _typing.Literal["tools"]  # noqa: Y015
+    _WhichOneofArgType__tools: _TypeAlias = _typing.Literal["_tools", b"_tools"]  # noqa: Y015
+    _WhichOneofReturnType__vision: _TypeAlias = _typing.Literal["vision"]  # noqa: Y015
+    _WhichOneofArgType__vision: _TypeAlias = _typing.Literal["_vision", b"_vision"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__forced_tool_choice) -> _WhichOneofReturnType__forced_tool_choice | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__json_object) -> _WhichOneofReturnType__json_object | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__json_schema) -> _WhichOneofReturnType__json_schema | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tools) -> _WhichOneofReturnType__tools | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__vision) -> _WhichOneofReturnType__vision | None: ...
+
+Global___ModelCapabilities: _TypeAlias = ModelCapabilities  # noqa: Y015
 
 @_typing.final
 class ModelPricing(_message.Message):
