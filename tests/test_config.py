@@ -599,6 +599,8 @@ SAMPLES: dict[str, object] = {
     "[server] metrics_address": "127.0.0.1:9464",
     "[state] db": "state.db",
     "[routing] max_call_usd": {"low": 0.002, "medium": 0.02},
+    "[state] redis_url": "redis://127.0.0.1:6379/0",
+    "[server] max_connection_age_grace_seconds": 1800,
 }
 
 
@@ -1221,3 +1223,39 @@ def test_serve_refuses_a_route_typo_with_exit_code_2(tmp_path):
     assert code == 2
     assert "[routes.default] vison is not a task; did you mean vision?" in stderr
     assert "Traceback" not in stderr
+
+
+def test_redis_limits_and_connection_age_settings(tmp_path):
+    # Defaults: no Redis (the database holds limits), fail closed, age 300 s
+    # with a grace that follows the longest stream (None until the server picks it).
+    plain = Settings.load({})
+    assert (plain.redis_url, plain.redis_failure_mode, plain.redis_timeout) == ("", "closed", 0.5)
+    assert (plain.max_connection_age, plain.max_connection_age_grace) == (300.0, None)
+    config = write(
+        tmp_path,
+        '[state]\nredis_url = "unix:///run/redis.sock"\nredis_failure_mode = "OPEN"\n'
+        "redis_timeout_seconds = 0.25\n"
+        "[server]\nmax_connection_age_seconds = 0\nmax_connection_age_grace_seconds = 30\n",
+    )
+    loaded = Settings.load({}, config)
+    assert loaded.redis_url == "unix:///run/redis.sock"
+    assert (loaded.redis_failure_mode, loaded.redis_timeout) == ("open", 0.25)
+    assert (loaded.max_connection_age, loaded.max_connection_age_grace) == (0.0, 30.0)
+    assert Settings.load({"LLMGATEWAY_REDIS_URL": "rediss://r:6380/1"}, config).redis_url == (
+        "rediss://r:6380/1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"LLMGATEWAY_REDIS_URL": "127.0.0.1:6379"}, "must start with redis://"),
+        ({"LLMGATEWAY_REDIS_FAILURE_MODE": "maybe"}, "LLMGATEWAY_REDIS_FAILURE_MODE"),
+        ({"LLMGATEWAY_REDIS_TIMEOUT": "0"}, "greater than 0"),
+        ({"LLMGATEWAY_MAX_CONNECTION_AGE": "-1"}, "0 or more"),
+        ({"LLMGATEWAY_MAX_CONNECTION_AGE_GRACE": "0"}, "greater than 0"),
+    ],
+)
+def test_redis_and_connection_age_refusals_say_what_to_fix(environ, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.load(environ)

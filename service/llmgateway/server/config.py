@@ -332,6 +332,20 @@ class Settings:
     # process that died is known dead, and its calls in flight marked LOST,
     # this long after its last renewal (at once on its own host).
     instance_lease: float = 15.0
+    # Shared limits (rpm, tpm, USD budgets) in Redis instead of the state
+    # database: a redis://, rediss:// or unix:// URL; empty: the database holds them.
+    redis_url: str = ""
+    # A Redis that cannot answer: "closed" refuses limited calls with UNAVAILABLE,
+    # "open" admits them unlimited (logged once per outage).
+    redis_failure_mode: str = "closed"
+    # Seconds a call may wait on Redis before the failure mode applies.
+    redis_timeout: float = 0.5
+    # Seconds a client connection may live before the server asks it to
+    # reconnect (GOAWAY), so clients re-resolve and spread after a scale-out; 0: never.
+    max_connection_age: float = 300.0
+    # Seconds a connection that aged out keeps for its calls in flight; None:
+    # the longest stream any provider allows (so an age-out never cuts a stream).
+    max_connection_age_grace: float | None = None
     # Model (gateway naming) -> price, overriding the built-in Z.AI table.
     prices: Mapping[str, PriceOverride] = field(default_factory=dict)
     # None: the listener is plaintext.
@@ -422,6 +436,7 @@ class Settings:
             "groq": groq,
             "ollama": ollama,
             "tls": tls,
+            "state": state,
         }
 
         def tls_path(env_name: str, key: str) -> Path | None:
@@ -565,6 +580,29 @@ class Settings:
             ),
             instance_lease=_positive_number(
                 environ, "LLMGATEWAY_INSTANCE_LEASE", state, "instance_lease_seconds", 15.0
+            ),
+            redis_url=_redis_url(pick("LLMGATEWAY_REDIS_URL", state, "redis_url", "")),
+            redis_failure_mode=_choice(
+                pick("LLMGATEWAY_REDIS_FAILURE_MODE", state, "redis_failure_mode", "closed"),
+                "LLMGATEWAY_REDIS_FAILURE_MODE ([state] redis_failure_mode)",
+                ("closed", "open"),
+            ),
+            redis_timeout=_positive_number(
+                environ, "LLMGATEWAY_REDIS_TIMEOUT", state, "redis_timeout_seconds", 0.5
+            ),
+            max_connection_age=_positive_number(
+                environ,
+                "LLMGATEWAY_MAX_CONNECTION_AGE",
+                server,
+                "max_connection_age_seconds",
+                300.0,
+                allow_zero=True,
+            ),
+            max_connection_age_grace=_optional_positive_number(
+                environ,
+                "LLMGATEWAY_MAX_CONNECTION_AGE_GRACE",
+                server,
+                "max_connection_age_grace_seconds",
             ),
             prices={name: _price(name, value) for name, value in prices.items()},
             circuit=CircuitSettings(
@@ -881,6 +919,26 @@ def _choice(
     if value not in choices:
         raise ConfigError(f"{setting} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _redis_url(value: str) -> str:
+    """A Redis URL the client library can open, or empty for none."""
+    value = value.strip()
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            "LLMGATEWAY_REDIS_URL ([state] redis_url) must start with redis://, rediss:// "
+            "or unix:// (e.g. redis://127.0.0.1:6379/0)"
+        )
+    return value
+
+
+def _optional_positive_number(
+    environ: Mapping[str, str], env_name: str, table: dict[str, Any], key: str
+) -> float | None:
+    """A number greater than 0, or None when neither the environment nor the file sets it."""
+    if not environ.get(env_name) and table.get(key) is None:
+        return None
+    return _positive_number(environ, env_name, table, key, 1.0)
 
 
 def _db_location(value: object, environ: Mapping[str, str]) -> str:
