@@ -413,6 +413,108 @@ def test_a_callers_task_on_long_input_is_ordered_by_window_too() -> None:
     decision = run(make_request("lorem ipsum " * 20_000, task=rpb.TASK_SUMMARIZATION))
     assert plan(decision) == ["gemini/gemini-2.5-flash", "openai/gpt-4o"]
     assert skipped(decision) == [("ollama/llama3.2", "context-window")]
+    assert "long_input_search" not in decision.signals
+
+
+# 600 KB: about 150,000 tokens, more than the default entry's 131,072 and
+# 128,000 windows, less than 204,800 (glm-4.7) and 1M (gemini, sonnet via OpenRouter).
+LONG_PASTE = "lorem ipsum " * 50_000
+
+
+def test_long_input_nothing_in_the_entry_or_default_fits_takes_the_routes_longest_window() -> None:
+    decision = run(make_request(LONG_PASTE))
+    # gemini is first listed in summarization: entries are in ENTRY_NAMES
+    # order (default, code, extraction, summarization, ...), not the table's.
+    assert (decision.rule, decision.entry) == ("long-input", "summarization")
+    assert decision.source == rpb.TASK_SOURCE_ROUTE_DEFAULT
+    # Every target of the route with a window for it, longest first; the
+    # same window keeps route order (code's glm-4.7@coding, then extraction's glm-4.7).
+    assert plan(decision) == [
+        "gemini/gemini-2.5-flash",
+        "openrouter/anthropic/claude-sonnet-4.5",
+        "zai/glm-4.7@coding",
+        "zai/glm-4.7",
+        "anthropic/claude-sonnet-4-5",
+    ]
+    assert decision.windows == (1_048_576, 1_000_000, 204_800, 204_800, 200_000)
+    # The default entry's skips first, then the route's, in route order.
+    assert skipped(decision) == [
+        ("zai/glm-4.5-flash", "context-window"),
+        ("openai/gpt-4o-mini", "context-window"),
+        ("ollama/llama3.2", "context-window"),
+        ("openai/gpt-4o", "context-window"),
+    ]
+    assert decision.signals["long_input"] == "true"
+    assert decision.signals["long_input_search"] == "route"
+
+
+def test_long_input_keeps_the_entry_when_one_of_its_targets_fits() -> None:
+    decision = run(make_request(LONG_PASTE, task=rpb.TASK_CODE))
+    assert decision.entry == "code"
+    assert plan(decision) == ["openrouter/anthropic/claude-sonnet-4.5", "zai/glm-4.7@coding"]
+    assert decision.passed_over == ()
+    assert "long_input_search" not in decision.signals
+
+
+def test_long_input_searching_the_route_keeps_a_callers_task_the_callers() -> None:
+    # translation (gpt-4o, 128,000) and default are too small for it.
+    decision = run(make_request(LONG_PASTE, task=rpb.TASK_TRANSLATION))
+    assert (decision.task, decision.source) == (Task.TRANSLATION, rpb.TASK_SOURCE_CALLER)
+    assert decision.entry == "summarization"
+    assert plan(decision)[0] == "gemini/gemini-2.5-flash"
+    assert skipped(decision)[:3] == [
+        ("openai/gpt-4o", "context-window"),
+        ("zai/glm-4.5-flash", "context-window"),
+        ("openai/gpt-4o-mini", "context-window"),
+    ]
+
+
+def test_the_route_search_takes_the_calls_tier_and_the_chosen_entrys_fallback_on() -> None:
+    on = RouteTable(
+        {
+            "default": RouteConfig(
+                {
+                    "default": _entry("openai/gpt-4o-mini"),
+                    "code": RouteEntryConfig(
+                        AliasConfig((AliasTarget("zai/glm-4.7"),), ("UPSTREAM_TIMEOUT",)),
+                        {"low": AliasConfig((AliasTarget("gemini/gemini-2.5-flash"),))},
+                    ),
+                }
+            )
+        },
+        Router({}),
+    ).resolve("route/default")
+    decision = run(make_request(LONG_PASTE), on=on)
+    assert (decision.entry, plan(decision)) == ("code", ["zai/glm-4.7"])
+    assert decision.plan.fallback_on == {pb.ERROR_REASON_UPSTREAM_TIMEOUT}
+    # A low-tier call: the code entry's low variant stands for its targets.
+    low = run(make_request(LONG_PASTE, cost_tier=rpb.COST_TIER_LOW), on=on)
+    assert (low.entry, plan(low)) == ("code", ["gemini/gemini-2.5-flash"])
+
+
+def test_the_entry_of_a_route_search_is_the_first_target_that_is_not_passed_over() -> None:
+    view = FakeView(open_breakers=frozenset({"gemini/gemini-2.5-flash"}))
+    decision = run(make_request(LONG_PASTE), view=view)
+    assert decision.entry == "code"
+    assert plan(decision)[0] == "openrouter/anthropic/claude-sonnet-4.5"
+    assert skipped(decision)[-1] == ("gemini/gemini-2.5-flash", "breaker")
+
+
+def test_no_target_of_the_route_fits_long_input_lists_them_all() -> None:
+    on = route(default=_entry("ollama/llama3.2"), code=_entry("openai/gpt-4o"))
+    error = refused(make_request(LONG_PASTE), on=on)
+    assert error.reason == pb.ERROR_REASON_NO_ELIGIBLE_TARGET
+    assert "ollama/llama3.2 (context-window: " in error.message
+    assert "openai/gpt-4o (context-window: " in error.message
+    assert error.metadata["entry"] == "default"
+
+
+def test_without_long_input_the_route_is_not_searched() -> None:
+    """A short prompt asking for a long answer is not long input: the other
+    entries are not the caller's to get by asking for more tokens."""
+    error = refused(make_request("hello there", max_tokens=150_000))
+    assert error.reason == pb.ERROR_REASON_NO_ELIGIBLE_TARGET
+    assert error.metadata["entry"] == "default"
 
 
 # -- stickiness ----------------------------------------------------------------------------

@@ -335,7 +335,7 @@ async def test_a_target_that_cannot_give_a_json_schema_answer_is_passed_over(rou
     )
     # The detail says where the fact came from.
     assert "JSON schema" in passed.detail
-    assert "built-in-table" in passed.detail
+    assert '(built-in table, row "zai glm text models' in passed.detail
 
 
 async def test_a_target_whose_provider_refuses_a_field_is_passed_over(routed):
@@ -480,6 +480,34 @@ async def test_a_second_context_length_failure_ends_the_call(routed):
         ("openrouter", "openrouter", "x/fault-context-length"),
         ("openrouter", "openrouter", "y/fault-context-length"),
     ]
+
+
+# -- very long input -------------------------------------------------------------------
+
+
+async def test_a_paste_too_long_for_the_default_goes_to_the_routes_longest_window(routed):
+    # 900 KB, about 225,000 tokens: more than fast's 131,072 and glm-4.7's
+    # 204,800 windows; gemini-2.5-flash (the vision entry) takes 1,048,576.
+    request = make_request("The committee met again and agreed. " * 25_000)
+    request.routing.explain = True
+    response = await complete(routed, request)
+    assert routed.sent() == [("gemini", "gemini", "gemini-2.5-flash")]
+    decision = response.routing
+    assert (decision.task_source, decision.rule) == (rpb.TASK_SOURCE_ROUTE_DEFAULT, "long-input")
+    assert (decision.entry, decision.chosen) == ("vision", "gemini/gemini-2.5-flash")
+    assert decision.plan[0] == "gemini/gemini-2.5-flash"
+    assert skipped(decision) == [
+        ("zai/glm-4.5-flash", "CONTEXT_WINDOW"),
+        ("zai/glm-4.7@coding", "CONTEXT_WINDOW"),
+        ("zai/glm-4.7", "CONTEXT_WINDOW"),
+        ("openai/gpt-4o-mini", "CONTEXT_WINDOW"),
+        ("anthropic/claude-sonnet-4-5", "CONTEXT_WINDOW"),
+    ]
+    assert decision.signals["long_input"] == "true"
+    assert decision.signals["long_input_search"] == "route"
+    # A stream is decided the same.
+    _, done = await stream(routed, request)
+    assert done.routing == decision
 
 
 # -- breakers --------------------------------------------------------------------------

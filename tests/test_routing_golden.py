@@ -41,6 +41,26 @@ CODE = ["zai/glm-4.7@coding", "openrouter/z-ai/glm-4.7", "openrouter/anthropic/c
 AGENT = ["anthropic/claude-sonnet-4-5", "openrouter/anthropic/claude-sonnet-4.5", "zai/glm-4.7"]
 VISION = ["gemini/gemini-2.5-flash", "openai/gpt-4o"]
 SMART = ["openrouter/anthropic/claude-sonnet-4.5", "openrouter/openai/gpt-4o"]
+# An 810 KB paste (203,528 tokens with the answer's reserve) over route/default:
+# default's 131,072 window is too small, so every target of the route that can
+# take it, longest window first, and those that cannot, in route order (the
+# entries in the order default, code, extraction, summarization, translation,
+# agent, vision, chinese); gemini is first listed in `extraction`.
+PASTE = "lorem ipsum " * 67_500
+LONGEST = [
+    "gemini/gemini-2.5-flash",
+    "openrouter/anthropic/claude-sonnet-4.5",
+    "zai/glm-4.7@coding",
+    "zai/glm-4.7",
+]
+LONGEST_SKIPPED = [
+    ("zai/glm-4.5-flash", rpb.SKIP_REASON_CONTEXT_WINDOW),
+    ("openrouter/z-ai/glm-4.7", rpb.SKIP_REASON_CONTEXT_WINDOW),
+    ("openai/gpt-4o-mini", rpb.SKIP_REASON_CONTEXT_WINDOW),
+    ("openrouter/openai/gpt-4o", rpb.SKIP_REASON_CONTEXT_WINDOW),
+    ("anthropic/claude-sonnet-4-5", rpb.SKIP_REASON_CONTEXT_WINDOW),
+    ("openai/gpt-4o", rpb.SKIP_REASON_CONTEXT_WINDOW),
+]
 
 
 @dataclass(frozen=True)
@@ -231,6 +251,55 @@ ROWS: list[Row] = [
         rule="code-fences",
         plan=[CODE[2], CODE[0], CODE[1]],
         signals={"long_input": "true"},
+    ),
+    row(
+        "an 810 KB paste no default target can take: the route's longest window",
+        PASTE,
+        entry="extraction",
+        task="chat",
+        source=DEFAULT,
+        rule="long-input",
+        below_threshold=True,
+        plan=LONGEST,
+        passed_over=LONGEST_SKIPPED,
+        signals={"long_input": "true", "long_input_search": "route"},
+    ),
+    row(
+        "an 810 KB paste, a caller's task without an entry: the route's longest window",
+        PASTE,
+        request={"task": rpb.TASK_REASONING},
+        entry="extraction",
+        task="reasoning",
+        source=CALLER,
+        plan=LONGEST,
+        passed_over=LONGEST_SKIPPED,
+        signals={"long_input": "true", "long_input_search": "route"},
+    ),
+    row(
+        "a paste too long for every target of the route: NO_ELIGIBLE_TARGET",
+        "lorem ipsum " * 400_000,
+        task="chat",
+        source=DEFAULT,
+        rule="long-input",
+        # Every target of the route, each once, in route order.
+        passed_over=[
+            (target, R.SKIP_REASON_CONTEXT_WINDOW)
+            for target in (
+                "zai/glm-4.5-flash",
+                *CODE,
+                "openai/gpt-4o-mini",
+                "gemini/gemini-2.5-flash",
+                "openrouter/openai/gpt-4o",
+                "anthropic/claude-sonnet-4-5",
+                "zai/glm-4.7",
+                "openai/gpt-4o",
+            )
+        ],
+        error=(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            pb.ERROR_REASON_NO_ELIGIBLE_TARGET,
+            ("messages", "sampling.max_tokens"),
+        ),
     ),
     # -- each reason a target is passed over ------------------------------------------------
     row(

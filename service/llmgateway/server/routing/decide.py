@@ -18,7 +18,7 @@ from llmgateway.server.errors import FieldViolation, GatewayError
 from llmgateway.server.routing import capabilities
 from llmgateway.server.routing.capabilities import SkipId
 from llmgateway.server.routing.router import PREFIXES, Plan, Route, gateway_model_name
-from llmgateway.server.routing.routes import DEFAULT_ENTRY, TIER_NAMES
+from llmgateway.server.routing.routes import DEFAULT_ENTRY, ENTRY_NAMES, TIER_NAMES
 from llmgateway.server.routing.sticky import sticky_key
 from llmgateway.server.routing.task_rules import LONG_INPUT_CHARS, Signal, Task, infer_task
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -225,6 +225,10 @@ class _Filter:
             found = self.caps[name] = self.view.capabilities(name)
         return found
 
+    def longest_first(self, route: Route) -> int:
+        """A sort key: the largest known window first, unknown windows last."""
+        return -(self.capabilities(route).context_window or -1)
+
     def skip(self, route: Route) -> Skip | None:
         """The first hard constraint `route` violates, in the documented order."""
         target = route.target
@@ -323,6 +327,15 @@ def decide(
         if source == rpb.TASK_SOURCE_RULE:
             source = rpb.TASK_SOURCE_ROUTE_DEFAULT
         eligible = _eligible(entry, tier, check, considered, passed_over)
+    # 4b. Very long input that neither entry can take: any target of the
+    # route whose window can, longest first (the issue's "very long input ->
+    # the longest-context eligible target"); `entry` is then the one the
+    # chosen target is listed in.
+    origins: dict[str, Entry] | None = None
+    if not eligible and asked.long_input:
+        eligible, origins = _route_search(route, tier, check, considered, passed_over)
+        if eligible:
+            signals["long_input_search"] = "route"
     if not eligible:
         raise _nothing_eligible(route.name, entry.name, task, key, passed_over)
     # 5a. Stickiness: the session's target, if it passes this request's
@@ -355,8 +368,12 @@ def decide(
     # unknown windows last), after the session's target.
     rest = [candidate for candidate in kept if candidate != held]
     if asked.long_input:
-        rest.sort(key=lambda r: -(check.capabilities(r).context_window or -1))
+        rest.sort(key=check.longest_first)
     ordered = rest if held is None else [held, *rest]
+    if origins is not None:
+        # The route's targets came from several entries: name the one the
+        # first target not held by the session is listed in.
+        entry = origins[(rest or eligible)[0].target]
     if check.price_unknown:
         signals["price_unknown"] = ", ".join(check.price_unknown)
 
@@ -463,6 +480,31 @@ def _eligible(
         else:
             passed_over.append(skip)
     return eligible
+
+
+def _route_search(
+    route: CompiledRoute,
+    tier: rpb.CostTier.ValueType,
+    check: _Filter,
+    considered: set[str],
+    passed_over: list[Skip],
+) -> tuple[list[Route], dict[str, Entry]]:
+    """Every target of the route not yet considered that passes the hard
+    filter, longest window first, and the entry each is first listed in.
+    Route order, for ties and for `passed_over`: each entry's targets for
+    `tier`, the entries in ENTRY_NAMES order (default, the tasks, chinese),
+    as the config loader keeps them whatever the file's order."""
+    found: list[Route] = []
+    origins: dict[str, Entry] = {}
+    for name in ENTRY_NAMES:
+        entry = route.entries.get(name)
+        if entry is None:
+            continue
+        for candidate in _eligible(entry, tier, check, considered, passed_over):
+            found.append(candidate)
+            origins[candidate.target] = entry
+    found.sort(key=check.longest_first)
+    return found, origins
 
 
 def _sticky_target(
