@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh --with-npm
 # The state tests also run against PostgreSQL: install it when missing (as root).
 bash scripts/ensure-postgres.sh
+bash scripts/ensure-redis.sh
 echo "==> Node.js client tests" >&2
 PYTHON="$PWD/.venv/bin/python" npm test --silent
 echo "==> pytest" >&2
