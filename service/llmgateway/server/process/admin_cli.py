@@ -1,6 +1,7 @@
-"""`llmgateway keys` and `llmgateway usage`: issuing caller keys and reading the bill.
+"""`llmgateway keys`, `usage` and `migrate`: issuing caller keys, reading the bill and
+bringing the schema up to date.
 
-Both work on the state database directly (`--db PATH` or a postgresql://
+All work on the state database directly (`--db PATH` or a postgresql://
 URL; default: LLMGATEWAY_DB, the config file's `[state] db`, else the user's
 data directory), so they work whether or not a gateway is running.
 """
@@ -22,13 +23,13 @@ from llmgateway.server.observability.logs import escape_text
 if TYPE_CHECKING:
     import argparse
 
-    from llmgateway.server.state.db import Database
+    from llmgateway.server.state.db import Database, Tx
     from llmgateway.server.state.keys import CallerKey
     from llmgateway.server.state.ledger import UsageRow
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `keys` and `usage` on the top-level parser."""
+    """Register `keys`, `usage` and `migrate` on the top-level parser."""
     keys = commands.add_parser("keys", help="issue, list and revoke caller keys")
     actions = keys.add_subparsers(dest="keys_command", required=True)
 
@@ -78,6 +79,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     usage.add_argument("--key", help="only this key (id or name)")
     usage.add_argument("--json", action="store_true", help="print JSON")
 
+    # A deployment runs this once before an upgrade's pods start (the Helm chart's hook Job);
+    # the gateway also migrates at start-up under the same lock, so it is never required.
+    migrate = commands.add_parser(
+        "migrate", help="apply the state database's schema migrations and print its version"
+    )
+    _add_db(migrate)
+
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", help="SQLite path or postgresql:// URL (default: LLMGATEWAY_DB)")
@@ -85,7 +93,7 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `keys ...` or `usage`; the exit status."""
+    """Run `keys ...`, `usage` or `migrate`; the exit status."""
     from llmgateway.server.state.db import Database, StateUnavailableError
     from llmgateway.server.state.keys import KeyStoreError
     from llmgateway.server.state.schema import migrate
@@ -94,7 +102,11 @@ def run(args: argparse.Namespace) -> int:
         location = args.db or Settings.load(os.environ, args.config).db
         db = Database(location)
         try:
-            migrate(db)
+            before = db.run_sync(_schema_version, write=False) if args.command == "migrate" else 0
+            version = migrate(db)
+            if args.command == "migrate":
+                _report_migration(db, before, version)
+                return 0
             if args.command == "usage":
                 return _usage(db, args)
             return _keys(db, args)
@@ -103,6 +115,31 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, KeyStoreError, StateUnavailableError, ValueError) as exc:
         print(f"llmgateway: {exc}", file=sys.stderr)
         return 2
+
+
+def _schema_version(tx: Tx) -> int:
+    """The version the database is at, 0 for a new one; read without creating anything."""
+    if tx.dialect == "postgresql":
+        exists = tx.fetchall("SELECT to_regclass('schema_migrations') IS NOT NULL")[0][0]
+    else:
+        exists = tx.fetchall(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        )[0][0]
+    if not exists:
+        return 0
+    return int(tx.fetchall("SELECT MAX(version) FROM schema_migrations")[0][0] or 0)
+
+
+def _report_migration(db: Database, before: int, version: int) -> None:
+    # stdout carries the version alone, for scripts; the sentence is for the Job's log.
+    print(version)
+    if before >= version:
+        done = "already current"
+    elif before + 1 == version:
+        done = f"applied migration {version}"
+    else:
+        done = f"applied migrations {before + 1} to {version}"
+    print(f"{db.display}: schema version {version} ({done})", file=sys.stderr)
 
 
 def _keys(db: Database, args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         from llmgateway.client.cli import run
 
         return run(args)
-    if args.command in ("keys", "usage"):
+    if args.command in ("keys", "usage", "migrate"):
         from llmgateway.server.process import admin_cli
 
         return admin_cli.run(args)
