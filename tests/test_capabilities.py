@@ -400,7 +400,7 @@ def test_no_tools() -> None:
     request.tools.add(name="lookup")
     reason, text = _skip(request, "openai/o1-mini")
     assert reason == SkipId.NO_TOOLS
-    assert "openai/o1-mini does not take tools (built-in-table: openai o1-mini" in text
+    assert 'openai/o1-mini does not take tools (built-in table, row "openai o1-mini' in text
     assert _skip(request, "openai/gpt-4o")[0] is None
 
 
@@ -432,8 +432,11 @@ def test_no_json_schema() -> None:
         assert _skip(request, model)[0] == SkipId.NO_JSON_SCHEMA, model
     # Claude could; the gateway's Anthropic adapter cannot carry it. Z.AI's API has none.
     assert "cannot carry it" in _skip(request, "anthropic/claude-sonnet-4-5")[1]
-    assert "built-in-table: zai glm text models" in _skip(request, "zai/glm-4.7")[1]
-    assert "built-in-table: llama 3.x" in _skip(request, "groq/llama-3.3-70b-versatile")[1]
+    assert '(built-in table, row "zai glm text models' in _skip(request, "zai/glm-4.7")[1]
+    assert (
+        '(built-in table, row "llama 3.x and qwen3'
+        in _skip(request, "groq/llama-3.3-70b-versatile")[1]
+    )
     for model in ("openai/gpt-4o", "gemini/gemini-2.5-pro", "groq/openai/gpt-oss-20b"):
         assert _skip(request, model)[0] is None, model
 

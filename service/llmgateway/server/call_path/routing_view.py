@@ -84,6 +84,12 @@ def apply_override(
         ),
         features_source=FactSource.CONFIG,
         matched=f'[capabilities."{model_name}"]',
+        # A fact the override gives is the config's, not the catalog's.
+        catalog_facts=frozenset(
+            name
+            for name in caps.catalog_facts
+            if getattr(override, name.removesuffix("_while_thinking"), None) is None
+        ),
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import orjson
 
@@ -66,13 +66,16 @@ _THINK_LEVELS = {
     common.REASONING_EFFORT_MEDIUM: "medium",
     common.REASONING_EFFORT_HIGH: "high",
 }
-# The catalogue asks /api/show for each model's context window: at most this
-# many models (one request each), this many at once.
+# The catalogue asks /api/show for each model's context window and
+# capabilities: at most this many models (one request each), this many at once.
 MAX_SHOWN_MODELS = 32
 MAX_SHOWS_AT_ONCE = 4
 # Ollama resolves a name without a tag to `:latest`; the catalogue lists the
 # short name, the one callers write.
 _DEFAULT_TAG = ":latest"
+# What /api/show told of one model: its context window and capabilities, each
+# None when the answer did not say.
+_Shown: TypeAlias = tuple[int | None, pb.ModelCapabilities | None]
 _WHOLE_SECONDS = re.compile(r"-?[0-9]+")
 _MODEL_NOT_FOUND = re.compile(r"\bmodel\b.*\bnot found\b", re.IGNORECASE | re.DOTALL)
 
@@ -233,8 +236,9 @@ class OllamaProvider(UpstreamProvider):
 
     async def catalogue(self, within: float) -> list[pb.ModelInfo]:
         """The server's pulled models (GET /api/tags), with each one's context
-        window from POST /api/show where it answers in time. Priced at 0: a
-        local model costs nothing per token (hosted Ollama bills by plan)."""
+        window and capabilities from POST /api/show where it answers in time.
+        Priced at 0: a local model costs nothing per token (hosted Ollama
+        bills by plan)."""
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + within
         listing = await self.get_json("/api/tags", self.settings.base_url, within)
@@ -246,9 +250,7 @@ class OllamaProvider(UpstreamProvider):
             for e in entries
             if isinstance(e, dict) and (e.get("name") or e.get("model"))
         ]
-        contexts = await self._context_lengths(
-            names[:MAX_SHOWN_MODELS], max(0.0, give_up_at - loop.time())
-        )
+        shown = await self._shown(names[:MAX_SHOWN_MODELS], max(0.0, give_up_at - loop.time()))
         text = self.redactor.text
         out = []
         for name in names:
@@ -261,22 +263,25 @@ class OllamaProvider(UpstreamProvider):
                 pricing=pb.ModelPricing(prompt_per_million=0.0, completion_per_million=0.0),
                 available=self.configured,
             )
-            if name in contexts:
-                model.context_length = contexts[name]
+            context, capabilities = shown.get(name, (None, None))
+            if context is not None:
+                model.context_length = context
+            if capabilities is not None:
+                model.capabilities.CopyFrom(capabilities)
             out.append(model)
         return out
 
-    async def _context_lengths(self, names: list[str], within: float) -> dict[str, int]:
-        """Context windows by model name, for those /api/show told in time;
-        the others are listed without one rather than not at all."""
+    async def _shown(self, names: list[str], within: float) -> dict[str, _Shown]:
+        """Context window and capabilities by model name, for those /api/show
+        told in time; the others are listed without them rather than not at all."""
         gate = asyncio.Semaphore(MAX_SHOWS_AT_ONCE)
 
-        async def show(name: str) -> int | None:
+        async def show(name: str) -> _Shown:
             async with gate:
                 shown = await self.post_json(
                     "/api/show", self.settings.base_url, within, {"model": name}
                 )
-            return _context_length(shown)
+            return _context_length(shown), _capabilities(shown)
 
         if not names or within <= 0:
             return {}
@@ -285,13 +290,11 @@ class OllamaProvider(UpstreamProvider):
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        out = {}
-        for task in finished:
-            if not task.cancelled() and task.exception() is None:
-                length = task.result()
-                if length is not None:
-                    out[tasks[task]] = length
-        return out
+        return {
+            tasks[task]: task.result()
+            for task in finished
+            if not task.cancelled() and task.exception() is None
+        }
 
 
 def chat_body(
@@ -409,6 +412,26 @@ def _think(reasoning: common.ReasoningOptions) -> bool | str | None:
     if reasoning.HasField("enabled"):
         return reasoning.enabled
     return None
+
+
+def _capabilities(shown: object) -> pb.ModelCapabilities | None:
+    """What an /api/show answer's `capabilities` ("completion", "tools",
+    "vision", "thinking", "embedding", ...) says the model takes; None when
+    the answer has no such list (servers before it was added). JSON output is
+    Ollama's own constrained decoding (`format`), so every completion model
+    takes a schema and a plain object; forcing a call is not published (the
+    native API has no tool_choice)."""
+    listed = shown.get("capabilities") if isinstance(shown, dict) else None
+    if not isinstance(listed, list):
+        return None
+    names = {name for name in listed if isinstance(name, str)}
+    completion = "completion" in names
+    return pb.ModelCapabilities(
+        tools="tools" in names,
+        vision="vision" in names,
+        json_schema=completion,
+        json_object=completion,
+    )
 
 
 def _context_length(shown: object) -> int | None:

@@ -321,6 +321,7 @@ def openrouter_models(
         context = entry.get("context_length")
         if isinstance(context, int) and context > 0:
             info.context_length = context
+        _published_capabilities(entry, info.capabilities)
         pricing = entry.get("pricing")
         if isinstance(pricing, dict):
             # OpenRouter quotes USD per token as decimal strings.
@@ -334,6 +335,26 @@ def openrouter_models(
                     setattr(info.pricing, target, per_token * _PER_MILLION)
         out.append(info)
     return out
+
+
+def _published_capabilities(entry: dict[str, object], out: pb.ModelCapabilities) -> None:
+    """What a /models entry says the model takes, into `out`; a fact is set
+    only when its field is there. `supported_parameters` lists the request
+    parameters some provider of the model honours (OpenRouter drops the
+    others silently), so a parameter missing from a present list is a "no".
+    json_schema travels in `response_format` too, so a model with
+    `structured_outputs` takes a plain JSON object as well."""
+    parameters = entry.get("supported_parameters")
+    if isinstance(parameters, list):
+        names = {name for name in parameters if isinstance(name, str)}
+        out.tools = "tools" in names
+        out.forced_tool_choice = "tools" in names and "tool_choice" in names
+        out.json_schema = "structured_outputs" in names
+        out.json_object = "response_format" in names or "structured_outputs" in names
+    architecture = entry.get("architecture")
+    modalities = architecture.get("input_modalities") if isinstance(architecture, dict) else None
+    if isinstance(modalities, list):
+        out.vision = "image" in modalities
 
 
 def _decimal(value: object) -> float | None:

@@ -15,13 +15,18 @@ Where the facts come from, per fact:
   taking its base model's row as pricing.py does; else unknown (None), which
   no window check can refuse. The capability table below carries no windows
   of its own, so that two built-in tables cannot disagree about one.
-- tools, vision, JSON output: ListModels carries none of these, so they come
-  from the built-in table below (a model's family), else from the provider's
-  default for models the table does not know.
+- tools, vision, JSON output, forcing a call: the catalog where the
+  provider publishes them (ListModels' `capabilities`: OpenRouter's
+  `supported_parameters` and `architecture.input_modalities`, Ollama's
+  /api/show `capabilities`), fact by fact; else the built-in table below (a
+  model's family), else the provider's default for models the table does
+  not know. OpenAI, Anthropic, Gemini, Groq and Z.AI publish none of these
+  in their lists, so the table is theirs.
 - what the gateway itself refuses on a provider's wire (Anthropic: JSON
   output, forced tool use while thinking; Z.AI: json_schema, forcing a call;
   Ollama: forcing a call; Gemini and Ollama: images by URL) is per provider
-  (`_WIRES`), read from each provider's check() and the contract's comments;
+  (`_WIRES`), read from each provider's check() and the contract's comments,
+  and caps every fact above, the catalog's included;
   tests/test_capabilities.py checks that whatever check() refuses, these
   facts refuse too.
 
@@ -42,6 +47,7 @@ every reason a target is passed over has one shape.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import fnmatch
 import math
@@ -55,7 +61,7 @@ from llmgateway.server.routing.router import gateway_model_name, parse_model_nam
 from llmgateway.v1 import completion_pb2 as common
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     from llmgateway.v1 import completion_service_pb2 as pb
 
@@ -100,11 +106,17 @@ class Capabilities:
     forced_tool_choice: bool
     # ... also while thinking (Anthropic refuses forced tool use with thinking on).
     forced_tool_choice_while_thinking: bool
-    # Where tools, JSON, vision and forcing came from.
+    # Where tools, JSON, vision and forcing came from: CATALOG when the
+    # catalog published all four of tools, JSON schema, JSON object and
+    # vision; else where those it did not publish came from (see
+    # `catalog_facts` for the others).
     features_source: FactSource
-    # The table row that gave them ("openai gpt-4o family"); empty for a
-    # provider default.
+    # The table row that gave them ("openai gpt-4o family"), "catalog", or
+    # an override's `[capabilities."M"]`; empty for a provider default.
     matched: str = ""
+    # The facts above (field names of this class) whose value the catalog
+    # published, whatever `features_source` says of the rest.
+    catalog_facts: frozenset[str] = frozenset()
     # The facts above that are false because the gateway's adapter for the
     # provider cannot carry them, though the model could ("json_schema" on
     # Anthropic): field names of this class.
@@ -166,7 +178,7 @@ def _row(label: str, facts: _Facts, *patterns: str) -> _Row:
 # JSON mode only. As of 2026-12; re-check when OpenAI ships a family.
 _OPENAI: tuple[_Row, ...] = (
     _row(
-        "openai o1-mini and o1-preview: no tools, no response_format",
+        "openai o1-mini and o1-preview: no tools, no JSON output",
         _NOTHING,
         "o1-mini*",
         "o1-preview*",
@@ -180,10 +192,24 @@ _OPENAI: tuple[_Row, ...] = (
     _row("openai gpt-5 family", _ALL, "gpt-5*"),
     _row("openai gpt-4.1 family", _ALL, "gpt-4.1*"),
     _row("openai gpt-4o family", _ALL, "gpt-4o*"),
-    _row("openai gpt-4-turbo: JSON mode, vision", _Facts(True, True, False, True), "gpt-4-turbo*"),
-    _row("openai gpt-4 previews: JSON mode", _TOOLS_JSON_MODE, "gpt-4-1106*", "gpt-4-0125*"),
-    _row("openai gpt-4: tools only", _Facts(True, False, False, False), "gpt-4", "gpt-4-0*"),
-    _row("openai gpt-3.5-turbo: JSON mode", _TOOLS_JSON_MODE, "gpt-3.5-turbo*"),
+    _row(
+        "openai gpt-4-turbo: vision, JSON object only",
+        _Facts(True, True, False, True),
+        "gpt-4-turbo*",
+    ),
+    _row(
+        "openai gpt-4 previews: text, JSON object only",
+        _TOOLS_JSON_MODE,
+        "gpt-4-1106*",
+        "gpt-4-0125*",
+    ),
+    _row(
+        "openai gpt-4: text and tools, no JSON output",
+        _Facts(True, False, False, False),
+        "gpt-4",
+        "gpt-4-0*",
+    ),
+    _row("openai gpt-3.5-turbo: text, JSON object only", _TOOLS_JSON_MODE, "gpt-3.5-turbo*"),
 )
 
 # Anthropic (Messages API). Every Claude 3 and later model takes tools and
@@ -244,15 +270,15 @@ _GROQ: tuple[_Row, ...] = (
         "groq/compound*",
         "compound*",
     ),
-    _row("llama 4 scout and maverick: vision", _ALL, "meta-llama/llama-4-*"),
+    _row("llama 4 scout and maverick", _ALL, "meta-llama/llama-4-*"),
     _row(
-        "gpt-oss and kimi-k2: json_schema",
+        "gpt-oss and kimi-k2: text, JSON schema",
         _TEXT_ALL,
         "openai/gpt-oss-*",
         "moonshotai/kimi-k2*",
     ),
     _row(
-        "llama 3.x and qwen3: JSON mode",
+        "llama 3.x and qwen3: text, JSON object only",
         _TOOLS_JSON_MODE,
         "llama-3*",
         "llama3*",
@@ -320,9 +346,9 @@ _OLLAMA: tuple[_Row, ...] = (
 # Function Call", read 2026-12); GLM-4.5V's tool support is not confirmed,
 # so it has none here. json_schema is refused by the gateway on this wire.
 _ZAI: tuple[_Row, ...] = (
-    _row("zai glm-4.6v: vision, tools", _ALL, "glm-4.6v", "glm-4.6v-*"),
-    _row("zai glm v models: vision", _Facts(False, True, False, True), "glm-*v", "glm-*v-*"),
-    _row("zai glm text models", _TOOLS_JSON_MODE, "glm-*"),
+    _row("zai glm-4.6v", _ALL, "glm-4.6v", "glm-4.6v-*"),
+    _row("zai glm v models: no tools", _Facts(False, True, False, True), "glm-*v", "glm-*v-*"),
+    _row("zai glm text models: text, JSON object only", _TOOLS_JSON_MODE, "glm-*"),
 )
 
 # OpenRouter slugs are `<vendor>/<model>`: a known vendor's model takes that
@@ -492,6 +518,13 @@ def capabilities_for(
     else:
         facts = _DEFAULTS.get(provider, _UNKNOWN_PROVIDER)
         source, label = FactSource.PROVIDER_DEFAULT, ""
+    published = _published(catalog_info)
+    if published:
+        facts = dataclasses.replace(
+            facts, **{name: value for name, value in published.items() if name in _FACT_NAMES}
+        )
+        if published.keys() >= _FACT_NAMES:
+            source, label = FactSource.CATALOG, "catalog"
 
     window, window_source = _window(model_name, catalog_info, window_fallback)
     ollama = provider == common.PROVIDER_OLLAMA
@@ -504,8 +537,38 @@ def capabilities_for(
     ):
         window, window_source = ollama_num_ctx, FactSource.CONFIG
     return _capabilities(
-        window, window_source, facts, source, label, _WIRES.get(provider, _UNKNOWN_WIRE)
+        window,
+        window_source,
+        facts,
+        source,
+        label,
+        _WIRES.get(provider, _UNKNOWN_WIRE),
+        published=published,
     )
+
+
+# The catalog's facts that stand in for a table row's (_Facts' fields).
+_FACT_NAMES = frozenset({"tools", "json_schema", "json_object", "vision"})
+# ModelCapabilities' fields, in the contract's order.
+_Publishable: TypeAlias = Literal[
+    "tools", "json_schema", "json_object", "vision", "forced_tool_choice"
+]
+_PUBLISHABLE: tuple[_Publishable, ...] = (
+    "tools",
+    "json_schema",
+    "json_object",
+    "vision",
+    "forced_tool_choice",
+)
+
+
+def _published(catalog_info: pb.ModelInfo | None) -> dict[str, bool]:
+    """The capabilities the model's catalog entry publishes, by name: only
+    those the provider's list said (an unset field is not a "no")."""
+    if catalog_info is None or not catalog_info.HasField("capabilities"):
+        return {}
+    published = catalog_info.capabilities
+    return {name: getattr(published, name) for name in _PUBLISHABLE if published.HasField(name)}
 
 
 def _window(
@@ -548,15 +611,29 @@ def _capabilities(
     source: FactSource,
     label: str,
     wire: _Wire,
+    *,
+    published: Mapping[str, bool] | None = None,
 ) -> Capabilities:
-    forced = facts.tools and wire.forced_tool_choice
+    """The facts of a model (`facts`, the catalog's `published` among them)
+    capped by what the provider's adapter can carry (`wire`)."""
+    published = published or {}
+    # Forcing a call needs tools; a catalog may also say the model cannot be
+    # forced although it takes tools (OpenRouter: no `tool_choice`).
+    forceable = facts.tools and published.get("forced_tool_choice", True)
+    forced = forceable and wire.forced_tool_choice
     refused = {
         "json_schema": facts.json_schema and not wire.json_schema,
         "json_object": facts.json_object and not wire.json_object,
         "image_urls": facts.vision and not wire.image_urls,
-        "forced_tool_choice": facts.tools and not wire.forced_tool_choice,
+        "forced_tool_choice": forceable and not wire.forced_tool_choice,
         "forced_tool_choice_while_thinking": forced and not wire.forced_tool_choice_while_thinking,
     }
+    # What follows from a published fact came from the catalog as well.
+    from_catalog = set(published)
+    if "vision" in published:
+        from_catalog.add("image_urls")
+    if "tools" in published or "forced_tool_choice" in published:
+        from_catalog |= {"forced_tool_choice", "forced_tool_choice_while_thinking"}
     return Capabilities(
         context_window=window,
         context_source=window_source,
@@ -570,6 +647,7 @@ def _capabilities(
         features_source=source,
         matched=label,
         gateway_refuses=frozenset(name for name, no in refused.items() if no),
+        catalog_facts=frozenset(from_catalog),
     )
 
 
@@ -733,12 +811,29 @@ def key_allows(key_patterns: Sequence[str] | None, model_name: str) -> bool:
 
 
 def _source(caps: Capabilities, fact: str) -> str:
-    """Where a false fact came from, for the decision's sentence."""
+    """Where a false fact came from, for the decision's sentence: "catalog",
+    'built-in table, row "openai gpt-4o family"', 'config:
+    [capabilities."zai/glm-4.7"]'."""
     if fact in caps.gateway_refuses:
         return "the gateway's adapter for this provider cannot carry it"
+    if fact in caps.catalog_facts or caps.features_source == FactSource.CATALOG:
+        return "catalog"
+    if caps.features_source == FactSource.BUILTIN_TABLE and caps.matched:
+        return f'built-in table, row "{caps.matched}"'
+    if caps.features_source == FactSource.CONFIG and caps.matched:
+        return f"config: {caps.matched}"
+    if caps.features_source == FactSource.PROVIDER_DEFAULT:
+        return "no built-in table row for this model: the provider's default"
     if caps.matched:
         return f"{caps.features_source}: {caps.matched}"
     return str(caps.features_source)
+
+
+def _window_source(source: FactSource | None) -> str:
+    """Where a context window came from, for the decision's sentence."""
+    if source == FactSource.PRICE_TABLE:
+        return "built-in price table"
+    return str(source)
 
 
 def skip_reason(
@@ -765,7 +860,7 @@ def skip_reason(
         return SkipReason(
             SkipId.CONTEXT_WINDOW,
             f"{window:,} tokens < {needs.estimated_prompt_tokens:,} estimated prompt + "
-            f"{needs.max_tokens:,} {answer} ({caps.context_source})",
+            f"{needs.max_tokens:,} {answer} ({_window_source(caps.context_source)})",
         )
     if needs.tools and not caps.tools:
         return SkipReason(

@@ -96,28 +96,58 @@ ZAI_CODES = {
 }
 # The business code Z.AI pairs with a bare HTTP status.
 _ZAI_CODE_FOR_STATUS = {400: "1210", 401: "1000", 429: "1302", 500: "500"}
+# OpenRouter's /models entries, with the fields its catalogue publishes
+# capabilities in (`supported_parameters`, `architecture.input_modalities`)
+# as openrouter.ai lists these models; GLM 4.7 takes no images and no JSON
+# schema there, as the gateway's built-in table has it.
+_TOOLS_AND_JSON = ["tools", "tool_choice", "response_format", "structured_outputs"]
+_SAMPLING = ["max_tokens", "temperature", "top_p", "stop", "seed"]
 _MODELS = [
     {
         "id": "openai/gpt-4o-mini",
         "name": "OpenAI: GPT-4o-mini",
         "context_length": 128000,
+        "architecture": {
+            "modality": "text+image->text",
+            "input_modalities": ["text", "image", "file"],
+            "output_modalities": ["text"],
+        },
         "pricing": {
             "prompt": "0.00000015",
             "completion": "0.0000006",
             "input_cache_read": "0.000000075",
         },
+        "supported_parameters": [*_SAMPLING, *_TOOLS_AND_JSON],
     },
     {
         "id": "anthropic/claude-sonnet-4.5",
         "name": "Anthropic: Claude Sonnet 4.5",
         "context_length": 1000000,
+        "architecture": {
+            "modality": "text+image->text",
+            "input_modalities": ["text", "image", "file"],
+            "output_modalities": ["text"],
+        },
         "pricing": {"prompt": "0.000003", "completion": "0.000015"},
+        "supported_parameters": [*_SAMPLING, *_TOOLS_AND_JSON, "reasoning"],
     },
     {
         "id": "z-ai/glm-4.7",
         "name": "Z.AI: GLM 4.7",
         "context_length": 202752,
+        "architecture": {
+            "modality": "text->text",
+            "input_modalities": ["text"],
+            "output_modalities": ["text"],
+        },
         "pricing": {"prompt": "0.0000004", "completion": "0.0000015"},
+        "supported_parameters": [
+            *_SAMPLING,
+            "tools",
+            "tool_choice",
+            "response_format",
+            "reasoning",
+        ],
     },
 ]
 

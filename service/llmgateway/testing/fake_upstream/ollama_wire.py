@@ -44,6 +44,14 @@ MODELS: tuple[tuple[str, str, int | None], ...] = (
     ("qwen3:8b", "qwen3", 40960),
     ("broken-show:latest", "llama", None),
 )
+# /api/show's `capabilities` per model, as ollama.com/library tags them
+# (gemma3:1b is the text-only size, no tools); a model not named here is
+# shown without the list, as servers before it was added answer.
+CAPABILITIES: dict[str, tuple[str, ...]] = {
+    "llama3.2:latest": ("completion", "tools"),
+    "gemma3:1b": ("completion",),
+    "qwen3:8b": ("completion", "tools", "thinking"),
+}
 # `error-line`: Ollama's words for a failure mid-generation.
 MIDSTREAM_ERROR = "an error was encountered while running the model"
 CONTEXT_LENGTH_ERROR = "the input length exceeds the context length"
@@ -102,17 +110,16 @@ def _show(body: dict[str, Any]) -> Result:
         if wanted in (name, name.removesuffix(":latest")):
             if context is None:
                 return _error(500, "failed to read the model's metadata")
-            return json_response(
-                200,
-                {
-                    "model_info": {
-                        "general.architecture": architecture,
-                        f"{architecture}.context_length": context,
-                        f"{architecture}.embedding_length": 3072,
-                    },
-                    "capabilities": ["completion", "tools"],
+            shown: dict[str, Any] = {
+                "model_info": {
+                    "general.architecture": architecture,
+                    f"{architecture}.context_length": context,
+                    f"{architecture}.embedding_length": 3072,
                 },
-            )
+            }
+            if name in CAPABILITIES:
+                shown["capabilities"] = list(CAPABILITIES[name])
+            return json_response(200, shown)
     return _error(404, f"model '{wanted}' not found")
 
 
