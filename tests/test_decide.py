@@ -363,9 +363,12 @@ def test_an_open_breaker_is_passed_over_while_another_target_remains() -> None:
 
 def test_the_last_eligible_target_stays_whatever_its_breaker() -> None:
     both = frozenset({"zai/glm-4.7@coding", "openrouter/anthropic/claude-sonnet-4.5"})
-    decision = run(make_request(CODE_FENCE), view=FakeView(open_breakers=both))
-    # The first stays, for the dispatcher's panic rule; the other is passed over.
-    assert plan(decision) == ["zai/glm-4.7@coding"]
+    defaults = frozenset({"zai/glm-4.5-flash", "openai/gpt-4o-mini"})
+    decision = run(make_request(CODE_FENCE), view=FakeView(open_breakers=both | defaults))
+    # No closed target in the entry nor in the default: the entry's first
+    # stays, for the dispatcher's panic rule; the other is passed over, and
+    # the default entry, which changed nothing, is not listed.
+    assert (decision.entry, plan(decision)) == ("code", ["zai/glm-4.7@coding"])
     assert skipped(decision) == [("openrouter/anthropic/claude-sonnet-4.5", "breaker")]
     alone = run(
         make_request("hi"), on=route(), view=FakeView(open_breakers=both | {"zai/glm-4.5-flash"})
@@ -374,10 +377,59 @@ def test_the_last_eligible_target_stays_whatever_its_breaker() -> None:
     assert alone.passed_over == ()
 
 
-def test_breakers_do_not_make_the_entry_fall_to_the_default() -> None:
+def test_every_target_of_the_entry_open_falls_to_the_defaults_closed_ones() -> None:
     view = FakeView(open_breakers=frozenset({"zai/glm-4.7"}))
     decision = run(make_request("今天天气很好，我们一起去公园散步吧。"), view=view)
-    assert (decision.entry, plan(decision)) == ("chinese", ["zai/glm-4.7"])
+    assert (decision.entry, decision.source, decision.rule) == (
+        "default",
+        rpb.TASK_SOURCE_ROUTE_DEFAULT,
+        "cjk-text",
+    )
+    assert plan(decision) == ["zai/glm-4.5-flash", "openai/gpt-4o-mini"]
+    (skip,) = decision.passed_over
+    assert (skip.target, skip.reason, skip.id) == (
+        "zai/glm-4.7",
+        rpb.SKIP_REASON_CIRCUIT_OPEN,
+        "breaker",
+    )
+
+
+def test_a_callers_task_falling_to_the_default_for_breakers_stays_the_callers() -> None:
+    both = frozenset({"zai/glm-4.7@coding", "openrouter/anthropic/claude-sonnet-4.5"})
+    decision = run(make_request("hi", task=rpb.TASK_CODE), view=FakeView(open_breakers=both))
+    assert (decision.entry, decision.source) == ("default", rpb.TASK_SOURCE_CALLER)
+    assert plan(decision) == ["zai/glm-4.5-flash", "openai/gpt-4o-mini"]
+    assert skipped(decision) == [
+        ("zai/glm-4.7@coding", "breaker"),
+        ("openrouter/anthropic/claude-sonnet-4.5", "breaker"),
+    ]
+
+
+def test_falling_to_the_default_for_breakers_lists_the_entrys_skips_then_the_defaults() -> None:
+    # The vision entry: glm-4.7 reads no image, gemini and gpt-4o are open;
+    # the default: glm-4.5-flash reads no image, gpt-4o-mini serves.
+    view = FakeView(open_breakers=frozenset({"gemini/gemini-2.5-flash", "openai/gpt-4o"}))
+    decision = run(make_request("what is it?", images=1), view=view)
+    assert (decision.entry, plan(decision)) == ("default", ["openai/gpt-4o-mini"])
+    assert skipped(decision) == [
+        ("zai/glm-4.7", "no-vision"),
+        ("gemini/gemini-2.5-flash", "breaker"),
+        ("openai/gpt-4o", "breaker"),
+        ("zai/glm-4.5-flash", "no-vision"),
+    ]
+
+
+def test_the_defaults_open_targets_are_passed_over_after_the_entrys() -> None:
+    view = FakeView(open_breakers=frozenset({"zai/glm-4.7", "zai/glm-4.5-flash"}))
+    decision = run(make_request("今天天气很好，我们一起去公园散步吧。"), view=view)
+    assert (decision.entry, plan(decision)) == ("default", ["openai/gpt-4o-mini"])
+    assert skipped(decision) == [("zai/glm-4.7", "breaker"), ("zai/glm-4.5-flash", "breaker")]
+
+
+def test_one_closed_target_in_the_entry_keeps_the_entry() -> None:
+    view = FakeView(open_breakers=frozenset({"zai/glm-4.7@coding"}))
+    decision = run(make_request(CODE_FENCE), view=view)
+    assert (decision.entry, plan(decision)) == ("code", ["openrouter/anthropic/claude-sonnet-4.5"])
 
 
 # -- 5. order ------------------------------------------------------------------------
@@ -663,12 +715,53 @@ def test_a_stream_request_is_decided_the_same() -> None:
 
 def test_a_sessions_target_counts_as_the_target_that_remains_beside_open_breakers() -> None:
     both = frozenset({"zai/glm-4.7@coding", "openrouter/anthropic/claude-sonnet-4.5"})
+    # The session's target is in no entry this call reaches (an OpenRouter
+    # model of another tier's variant, say): it alone serves.
+    on = route(
+        default=_entry("zai/glm-4.5-flash"),
+        code=_entry("zai/glm-4.7@coding", "openrouter/anthropic/claude-sonnet-4.5"),
+        summarization=_entry("openai/gpt-4o-mini"),
+    )
+    sticky = _sticky("openai/gpt-4o-mini")
+    opened = FakeView(open_breakers=both | {"zai/glm-4.5-flash"})
+    decision = run(make_request(CODE_FENCE, session_id="s1"), on=on, sticky=sticky, view=opened)
+    assert decision.sticky
+    assert (decision.entry, plan(decision)) == ("code", ["openai/gpt-4o-mini"])
+    assert skipped(decision) == [
+        ("zai/glm-4.7@coding", "breaker"),
+        ("openrouter/anthropic/claude-sonnet-4.5", "breaker"),
+    ]
+
+
+def test_a_session_goes_first_in_the_default_its_entrys_breakers_fell_to() -> None:
+    both = frozenset({"zai/glm-4.7@coding", "openrouter/anthropic/claude-sonnet-4.5"})
     sticky = _sticky("openai/gpt-4o-mini")
     decision = run(
         make_request(CODE_FENCE, session_id="s1"), sticky=sticky, view=FakeView(open_breakers=both)
     )
     assert decision.sticky
-    assert plan(decision) == ["openai/gpt-4o-mini"]
+    assert (decision.entry, plan(decision)) == (
+        "default",
+        ["openai/gpt-4o-mini", "zai/glm-4.5-flash"],
+    )
+    assert skipped(decision) == [
+        ("zai/glm-4.7@coding", "breaker"),
+        ("openrouter/anthropic/claude-sonnet-4.5", "breaker"),
+    ]
+
+
+def test_a_sessions_target_with_an_open_breaker_is_broken_and_the_default_serves() -> None:
+    both = frozenset({"zai/glm-4.7@coding", "openrouter/anthropic/claude-sonnet-4.5"})
+    sticky = _sticky("zai/glm-4.7@coding")
+    decision = run(
+        make_request(CODE_FENCE, session_id="s1"), sticky=sticky, view=FakeView(open_breakers=both)
+    )
+    assert not decision.sticky
+    assert decision.signals["sticky_broken"] == "breaker"
+    assert (decision.entry, plan(decision)) == (
+        "default",
+        ["zai/glm-4.5-flash", "openai/gpt-4o-mini"],
+    )
     assert skipped(decision) == [
         ("zai/glm-4.7@coding", "breaker"),
         ("openrouter/anthropic/claude-sonnet-4.5", "breaker"),

@@ -530,6 +530,39 @@ async def test_a_failed_target_and_then_its_open_breaker_are_passed_over(routed)
     assert third.attempts == 1
 
 
+# The code entry's only target fails; the default serves.
+BRITTLE = """
+[routes.brittle]
+default = "fast"
+code = "zai/fault-http-502"
+"""
+
+
+async def test_an_entry_whose_breakers_are_all_open_falls_to_the_default(settings, fake, tmp_path):
+    async with started(routed_settings(settings, tmp_path, BRITTLE), fake) as running:
+        # Two failed calls (the entry has no other target) open the breaker.
+        for _ in range(2):
+            error = await refusal(complete(running, make_request(CODE_TEXT, model="route/brittle")))
+            assert rich_status(error).info.reason == "UPSTREAM_UNAVAILABLE"
+        sent = len(running.fake.requests)
+        inferred = await complete(running, make_request(CODE_TEXT, model="route/brittle"))
+        named = await complete(
+            running, make_request(CODE_TEXT, model="route/brittle", task=rpb.TASK_CODE)
+        )
+        # Served by the default entry, no request to the open target.
+        assert running.sent()[sent:] == [("zai", "general", "glm-4.5-flash")] * 2
+        for response, source in (
+            (inferred, rpb.TASK_SOURCE_ROUTE_DEFAULT),
+            (named, rpb.TASK_SOURCE_CALLER),
+        ):
+            decision = response.routing
+            assert (decision.task, decision.task_source) == (rpb.TASK_CODE, source)
+            assert (decision.entry, decision.chosen) == ("default", "zai/glm-4.5-flash")
+            assert skipped(decision) == [("zai/fault-http-502", "CIRCUIT_OPEN")]
+            assert response.attempts == 1
+        assert inferred.routing.rule == "code-fences"
+
+
 async def test_explaining_never_takes_a_half_open_breakers_probe(settings, fake, tmp_path):
     configured = dataclasses.replace(
         routed_settings(settings, tmp_path),

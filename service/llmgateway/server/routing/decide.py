@@ -216,6 +216,7 @@ class _Filter:
     tier: rpb.CostTier.ValueType
     ceiling: float | None
     caps: dict[str, Capabilities] = field(default_factory=dict)
+    breakers: dict[str, bool] = field(default_factory=dict)
     price_unknown: list[str] = field(default_factory=list)
 
     def capabilities(self, route: Route) -> Capabilities:
@@ -224,6 +225,18 @@ class _Filter:
         if found is None:
             found = self.caps[name] = self.view.capabilities(name)
         return found
+
+    def breaker_open(self, route: Route) -> bool:
+        """Whether the target's breaker is open now, asked once per decision."""
+        found = self.breakers.get(route.target)
+        if found is None:
+            found = self.breakers[route.target] = self.view.breaker_open(route, self.request)
+        return found
+
+    def breaker_skip(self, route: Route) -> Skip:
+        name = gateway_model_name(route.provider, route.upstream_model)
+        breaker = capabilities.breaker_skip(name)
+        return Skip(route.target, SKIP_IDS[breaker.id], breaker.message, breaker.id.value)
 
     def longest_first(self, route: Route) -> int:
         """A sort key: the largest known window first, unknown windows last."""
@@ -338,6 +351,21 @@ def decide(
             signals["long_input_search"] = "route"
     if not eligible:
         raise _nothing_eligible(route.name, entry.name, task, key, passed_over)
+    # 4c. Every target of the entry behind an open breaker, and a closed one
+    # in the default entry: the default serves (the entry's are passed over
+    # as CIRCUIT_OPEN). No closed one there either: the entry, as below.
+    if entry.name != DEFAULT_ENTRY and all(check.breaker_open(c) for c in eligible):
+        # Tried on copies: the decision shows the default only if it serves.
+        default_skips: list[Skip] = []
+        default_considered = set(considered)
+        fallback = _eligible(route.default, tier, check, default_considered, default_skips)
+        if any(not check.breaker_open(c) for c in fallback):
+            passed_over.extend(check.breaker_skip(c) for c in eligible)
+            passed_over.extend(default_skips)
+            considered = default_considered
+            entry, eligible = route.default, fallback
+            if source == rpb.TASK_SOURCE_RULE:
+                source = rpb.TASK_SOURCE_ROUTE_DEFAULT
     # 5a. Stickiness: the session's target, if it passes this request's
     # hard filter, goes first (it may be another entry's).
     held: Route | None = None
@@ -351,15 +379,9 @@ def decide(
 
     # An open breaker is soft: passed over only while another target remains,
     # else the dispatcher's panic rule decides about the last one.
-    closed = [c for c in candidates if not view.breaker_open(c, request)]
+    closed = [c for c in candidates if not check.breaker_open(c)]
     kept = closed or candidates[:1]
-    for candidate in eligible:
-        if candidate not in kept:
-            name = gateway_model_name(candidate.provider, candidate.upstream_model)
-            breaker = capabilities.breaker_skip(name)
-            passed_over.append(
-                Skip(candidate.target, SKIP_IDS[breaker.id], breaker.message, breaker.id.value)
-            )
+    passed_over.extend(check.breaker_skip(c) for c in eligible if c not in kept)
     if held is not None and held not in kept:
         signals["sticky_broken"] = SkipId.BREAKER.value
         held = None
