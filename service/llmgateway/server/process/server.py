@@ -40,6 +40,7 @@ from llmgateway.server.routing.pricing import PriceBook
 from llmgateway.server.routing.router import Router
 from llmgateway.server.routing.routes import RouteTable
 from llmgateway.server.routing.sticky import StickySessions
+from llmgateway.server.routing.unlisted_targets import unlisted_target_warnings
 from llmgateway.server.state.runtime import State, open_state
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -302,6 +303,8 @@ async def start_gateway(
                     extra=SUMMARY_LINE,
                 )
         _warn_on_plaintext_upstreams(settings)
+        for line in unlisted_target_warnings(router.aliases, routes):
+            logger.warning("%s", line, extra=SUMMARY_LINE)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         await provider_health.start(
