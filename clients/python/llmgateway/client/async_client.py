@@ -24,6 +24,7 @@ from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     import datetime
+    from collections.abc import Sequence
     from pathlib import Path
     from types import EllipsisType, TracebackType
 
@@ -38,6 +39,16 @@ class AsyncCompletionClient:
 
     Every call takes `timeout` (seconds; None for no deadline), and extra
     request fields as keywords (`sampling=`, `tools=`, `reasoning=`, ...).
+
+    Several replicas behind one DNS name (a Kubernetes headless Service):
+    `load_balancing="round_robin"` spreads calls over every address the name
+    resolves to, for example with the target
+    `dns:///llmgateway-headless.NAMESPACE.svc.cluster.local:50051`. The client
+    resolves again when a connection ends (the gateway ends each one after
+    LLMGATEWAY_MAX_CONNECTION_AGE), so it finds replicas added since; gRPC
+    waits at least 30 s between resolutions, which `grpc_options=
+    [("grpc.dns_min_time_between_resolutions_ms", 5000)]` shortens.
+    `grpc_options` are raw gRPC channel options, over the client's own.
     """
 
     def __init__(
@@ -52,8 +63,15 @@ class AsyncCompletionClient:
         keepalive_seconds: float | None = 30.0,
         max_attempts: int = 3,
         timeout: float | None = DEFAULT_TIMEOUT,
+        load_balancing: str | None = None,
+        grpc_options: Sequence[tuple[str, str | int]] = (),
     ) -> None:
-        options = channel_options(keepalive_seconds=keepalive_seconds, max_attempts=max_attempts)
+        options = channel_options(
+            keepalive_seconds=keepalive_seconds,
+            max_attempts=max_attempts,
+            load_balancing=load_balancing,
+            extra=grpc_options,
+        )
         creds = credentials(tls=tls, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
         self._channel = (
             grpc.aio.secure_channel(target, creds, options=options)

@@ -13,6 +13,7 @@ from llmgateway.client.messages import to_messages
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
     from llmgateway.client.messages import Messages
@@ -21,48 +22,68 @@ SERVICE = "llmgateway.v1.CompletionService"
 MIN_KEEPALIVE_SECONDS = 10.0
 
 
+# The policies a caller may name: gRPC's built-in ones that need no configuration.
+LOAD_BALANCING_POLICIES = ("pick_first", "round_robin")
+
+
 def channel_options(
-    *, keepalive_seconds: float | None, max_attempts: int
+    *,
+    keepalive_seconds: float | None,
+    max_attempts: int,
+    load_balancing: str | None = None,
+    extra: Sequence[tuple[str, str | int]] = (),
 ) -> list[tuple[str, str | int]]:
-    """gRPC channel options: keepalive, and retries of UNAVAILABLE on unary calls only.
+    """gRPC channel options: keepalive, retries of UNAVAILABLE on unary calls
+    only, and the load-balancing policy, then `extra` (raw gRPC options, which
+    replace any of the same name).
 
     A stream is never retried: once events have reached the caller a retry
     would repeat them, and gRPC cannot retry a call whose response has begun.
+
+    `load_balancing="round_robin"` spreads calls over every address the
+    target resolves to (a headless DNS name: one per replica); gRPC's default,
+    pick_first, sends them all to one. It goes into the same service config as
+    the retry policy, since a channel takes only one.
     """
-    options: list[tuple[str, str | int]] = []
+    if load_balancing is not None and load_balancing not in LOAD_BALANCING_POLICIES:
+        raise ValueError(
+            f"load_balancing must be one of {', '.join(LOAD_BALANCING_POLICIES)} "
+            f"(or None for gRPC's default, pick_first), got {load_balancing!r}"
+        )
+    options: dict[str, str | int] = {}
+    config: dict[str, Any] = {}
+    if load_balancing is not None:
+        config["loadBalancingConfig"] = [{load_balancing: {}}]
     if max_attempts > 1:
-        config = {
-            "methodConfig": [
-                {
-                    "name": [
-                        {"service": SERVICE, "method": "Complete"},
-                        {"service": SERVICE, "method": "ListModels"},
-                        # A dry run: no upstream call, nothing recorded, so safe to repeat.
-                        {"service": SERVICE, "method": "ExplainRoute"},
-                    ],
-                    "retryPolicy": {
-                        "maxAttempts": min(max_attempts, 5),
-                        "initialBackoff": "0.2s",
-                        "maxBackoff": "5s",
-                        "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE"],
-                    },
-                }
-            ]
-        }
-        options += [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(config))]
-    else:
-        options.append(("grpc.enable_retries", 0))
+        config["methodConfig"] = [
+            {
+                "name": [
+                    {"service": SERVICE, "method": "Complete"},
+                    {"service": SERVICE, "method": "ListModels"},
+                    # A dry run: no upstream call, nothing recorded, so safe to repeat.
+                    {"service": SERVICE, "method": "ExplainRoute"},
+                ],
+                "retryPolicy": {
+                    "maxAttempts": min(max_attempts, 5),
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    options["grpc.enable_retries"] = 1 if max_attempts > 1 else 0
+    if config:
+        options["grpc.service_config"] = json.dumps(config)
     if keepalive_seconds:
         # The gateway accepts a ping every 10 s while a call is silent; more
         # often and it would hang up ("too many pings").
         interval = max(keepalive_seconds, MIN_KEEPALIVE_SECONDS)
-        options += [
-            ("grpc.keepalive_time_ms", int(interval * 1000)),
-            ("grpc.keepalive_timeout_ms", 20_000),
-            ("grpc.http2.max_pings_without_data", 0),
-        ]
-    return options
+        options["grpc.keepalive_time_ms"] = int(interval * 1000)
+        options["grpc.keepalive_timeout_ms"] = 20_000
+        options["grpc.http2.max_pings_without_data"] = 0
+    options.update(extra)
+    return list(options.items())
 
 
 def credentials(

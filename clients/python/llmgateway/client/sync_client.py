@@ -25,6 +25,7 @@ from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     import datetime
+    from collections.abc import Sequence
     from pathlib import Path
     from types import EllipsisType, TracebackType
 
@@ -34,8 +35,9 @@ if TYPE_CHECKING:
 
 class CompletionClient:
     """Calls llmgateway.v1.CompletionService from blocking code; the same
-    methods and errors as AsyncCompletionClient. `channel` lets tests (or
-    callers with their own channel setup) supply one."""
+    methods, errors and options (`load_balancing`, `grpc_options`) as
+    AsyncCompletionClient. `channel` lets tests (or callers with their own
+    channel setup) supply one."""
 
     def __init__(
         self,
@@ -49,11 +51,16 @@ class CompletionClient:
         keepalive_seconds: float | None = 30.0,
         max_attempts: int = 3,
         timeout: float | None = DEFAULT_TIMEOUT,
+        load_balancing: str | None = None,
+        grpc_options: Sequence[tuple[str, str | int]] = (),
         channel: grpc.Channel | None = None,
     ) -> None:
         if channel is None:
             options = channel_options(
-                keepalive_seconds=keepalive_seconds, max_attempts=max_attempts
+                keepalive_seconds=keepalive_seconds,
+                max_attempts=max_attempts,
+                load_balancing=load_balancing,
+                extra=grpc_options,
             )
             creds = credentials(tls=tls, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
             channel = (

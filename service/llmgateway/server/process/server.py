@@ -26,6 +26,7 @@ from llmgateway.server.observability.logs import AccessLog
 from llmgateway.server.observability.tracing import Tracing
 from llmgateway.server.process.ports import check_port_is_free
 from llmgateway.server.process.reflection import add_reflection
+from llmgateway.server.process.server_options import connection_age_options
 from llmgateway.server.process.startup_summary import SUMMARY_LINE, StartupSummary
 from llmgateway.server.providers.anthropic import AnthropicProvider
 from llmgateway.server.providers.core import ProviderLimits
@@ -205,6 +206,8 @@ async def start_gateway(
             # (and their upstream requests) are cancelled within a minute.
             ("grpc.keepalive_time_ms", 60_000),
             ("grpc.keepalive_timeout_ms", 20_000),
+            # GOAWAY to aged connections, so clients balancing over DNS re-resolve.
+            *connection_age_options(settings),
         ]
     )
     health_servicer = health.aio.HealthServicer()
