@@ -210,6 +210,45 @@ def test_han_text_prefers_chinese_then_translation() -> None:
     assert run(make_request(text), on=without).entry == "translation"
 
 
+def test_a_callers_translation_of_han_text_prefers_the_chinese_entry() -> None:
+    text = "请把这段话翻译成英文：今天天气很好，我们一起去公园散步吧。"
+    decision = run(make_request(text, task=rpb.TASK_TRANSLATION))
+    assert (decision.task, decision.source, decision.entry) == (
+        Task.TRANSLATION,
+        rpb.TASK_SOURCE_CALLER,
+        "chinese",
+    )
+    assert (decision.rule, decision.confidence) == ("", 1.0)
+    assert decision.signals["chinese"] == "true"
+    assert plan(decision) == ["zai/glm-4.7"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Translate into French: good morning, my friends",
+        "今日はとても良い天気ですね。公園に散歩に行きましょう。",  # Japanese: kana beside kanji
+    ],
+)
+def test_a_callers_translation_of_other_text_is_the_translation_entry(text: str) -> None:
+    decision = run(make_request(text, task=rpb.TASK_TRANSLATION))
+    assert decision.entry == "translation"
+    assert "chinese" not in decision.signals
+
+
+def test_only_a_callers_translation_task_looks_for_han_text() -> None:
+    text = "今天天气很好，我们一起去公园散步，然后吃晚饭吧。"
+    for task in (rpb.TASK_CHAT, rpb.TASK_SUMMARIZATION):
+        decision = run(make_request(text, task=task))
+        assert decision.entry != "chinese"
+        assert "chinese" not in decision.signals
+    # A route without a chinese entry: the translation entry, no scan made.
+    without = route(translation=_entry("openai/gpt-4o"))
+    decision = run(make_request(text, task=rpb.TASK_TRANSLATION), on=without)
+    assert decision.entry == "translation"
+    assert "chinese" not in decision.signals
+
+
 def test_the_prompt_size_is_given_to_the_rules_in_utf8_bytes() -> None:
     """60,000 CJK characters are 180,000 bytes, over the rules' 128 KiB."""
     decision = run(make_request("翻译" * 30_000), view=FakeView())

@@ -284,6 +284,26 @@ async def test_an_inferred_task_reaches_its_entry(routed, request_, sent, task, 
     assert decision.estimated_prompt_tokens > 0
 
 
+async def test_a_callers_translation_of_chinese_text_is_served_by_the_chinese_entry(routed):
+    request = make_request(CHINESE_TEXT, task=rpb.TASK_TRANSLATION)
+    request.routing.explain = True
+    explained = await explain(routed, request)
+    answered = await complete(routed, request)
+    assert routed.sent() == [("zai", "general", "glm-4.7")]
+    decision = answered.routing
+    assert decision == explained
+    assert (decision.task, decision.task_source, decision.rule) == (
+        rpb.TASK_TRANSLATION,
+        rpb.TASK_SOURCE_CALLER,
+        "",
+    )
+    assert decision.entry == "chinese"
+    assert decision.signals["chinese"] == "true"
+    # English text named translation: the translation entry.
+    english = await complete(routed, make_request("Good night", task=rpb.TASK_TRANSLATION))
+    assert english.routing.entry == "translation"
+
+
 async def test_no_confident_rule_serves_the_default_and_says_which_rule_fired(routed):
     response = await complete(routed, make_request("hello there"))
     assert routed.sent() == [("zai", "general", "glm-4.5-flash")]

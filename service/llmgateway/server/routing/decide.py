@@ -310,7 +310,7 @@ def decide(
     # 1. What the request needs, once: also the prompt estimate.
     needs = capabilities.needs_of(request)
     # 2. The task, and the entries it asks for.
-    asked = _task_of(request, needs, settings)
+    asked = _task_of(request, needs, settings, chinese_entry=Signal.CHINESE.value in route.entries)
     signals = dict(asked.signals)
     task, source = asked.task, asked.source
     entry = next((route.entries[name] for name in asked.entries if name in route.entries), None)
@@ -434,25 +434,40 @@ class _Task:
 
 
 def _task_of(
-    request: AnyCompletionRequest, needs: RequestNeeds, settings: RoutingSettings
+    request: AnyCompletionRequest,
+    needs: RequestNeeds,
+    settings: RoutingSettings,
+    *,
+    chinese_entry: bool,
 ) -> _Task:
     """The caller's task, trusted as given (D13: no inference), else the
     rules' guess, given the prompt's size in UTF-8 bytes, the unit of the
-    token estimate (a CJK character counts three)."""
+    token estimate (a CJK character counts three). `chinese_entry`: the
+    route has a `chinese` entry, which a caller's translation of Han text
+    prefers to `translation` (the contract's TASK_TRANSLATION says so)."""
     prompt_bytes = needs.estimated_prompt_tokens * capabilities.BYTES_PER_TOKEN
     caller_task = TASKS_BY_PROTO.get(request.routing.task)
     if caller_task is not None:
         # Size is a fact whoever names the task: the rules' own threshold.
         long_input = prompt_bytes > LONG_INPUT_CHARS
+        signals = {"long_input": "true"} if long_input else {}
+        entries: tuple[str, ...] = (caller_task.value,)
+        # The script is a fact too, asked of the rules' own signal, and only
+        # where it can change the entry: the task is not second-guessed.
+        if caller_task == Task.TRANSLATION and chinese_entry:
+            scan = infer_task(request, prompt_chars=prompt_bytes)
+            if Signal.CHINESE in scan.signals:
+                signals["chinese"] = "true"
+                entries = (Signal.CHINESE.value, caller_task.value)
         return _Task(
             caller_task,
             rpb.TASK_SOURCE_CALLER,
             rule="",
             confidence=1.0,
             below_threshold=False,
-            entries=(caller_task.value,),
+            entries=entries,
             long_input=long_input,
-            signals={"long_input": "true"} if long_input else {},
+            signals=signals,
         )
     inference = infer_task(request, prompt_chars=prompt_bytes, threshold=settings.min_confidence)
     signals = {"scanned_chars": str(inference.scanned_chars)}
