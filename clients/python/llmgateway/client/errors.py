@@ -8,12 +8,15 @@
     │   ├── UpstreamUnavailableError  the gateway answered: its provider is down; .retry_after
     │   ├── GatewayUnreachableError   the gateway never answered (refused, DNS, TLS); .target
     │   └── ConnectionLostError       the connection broke after the gateway answered; .target
+    │                                 (also INTERNAL/UNKNOWN without the gateway's ErrorInfo:
+    │                                 a proxy in front relayed a dead replica's reset)
     ├── DeadlineExceededError         DEADLINE_EXCEEDED
     ├── UnauthenticatedError          UNAUTHENTICATED
     ├── PermissionDeniedError         PERMISSION_DENIED
     ├── FailedPreconditionError       FAILED_PRECONDITION (e.g. a provider without a key)
     ├── CancelledError                CANCELLED
-    └── InternalError                 INTERNAL, UNKNOWN and anything else
+    └── InternalError                 INTERNAL, UNKNOWN (the gateway's, or before it answered)
+                                      and anything else
 
 Each is raised `from` the original grpc error. `reason` is the ErrorInfo reason
 (`UPSTREAM_RATE_LIMITED`, ...; see the contract's ErrorReason enum), or "" when
@@ -170,7 +173,14 @@ class ConnectionLostError(_ChannelUnavailableError):
     """The gateway answered, then the connection broke before the call ended:
     the gateway stopped and its drain grace ran out ("Cancelling all calls"), a
     keepalive ping went unanswered, or the connection was reset mid-stream. The
-    status came from the local gRPC channel, so there is no `reason`.
+    status came from the local gRPC channel, or from a proxy in front of the
+    gateway, so there is no `reason`.
+
+    `code` is what gRPC reported: UNAVAILABLE, or INTERNAL (or UNKNOWN) when a
+    proxy such as Envoy relayed the reset of a gateway replica that died
+    mid-call ("Received RST_STREAM with error code 2"). The gateway's own
+    INTERNAL always carries its ErrorInfo (reason INTERNAL) and stays an
+    InternalError.
 
     The provider may already have served the call, and billed for it; a retry
     can do (and charge for) the work again. Retry only what is safe to repeat,
@@ -262,9 +272,18 @@ def from_rpc_error(
         # without one the channel (or a proxy in front) gave up. Whether the
         # gateway had answered first tells a gateway that was never reached from
         # a call cut off midway, which the provider may already have served.
-        lost = answered or bool(call.initial_metadata())
-        cls_ = ConnectionLostError if lost else GatewayUnreachableError
+        cls_ = ConnectionLostError if _answered(call, answered) else GatewayUnreachableError
         return cls_(code, call.details() or "", target=target)
+    if (
+        code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+        and details.domain != GATEWAY_DOMAIN
+        and _answered(call, answered)
+    ):
+        # The gateway sends INTERNAL only with its ErrorInfo. Without one, after
+        # it had answered, something between the two cut the call: behind
+        # Envoy, a replica that died mid-call ends as INTERNAL "Received
+        # RST_STREAM with error code 2". That is a lost connection, not a bug.
+        return ConnectionLostError(code, call.details() or "", target=target)
     cls = _CLASSES.get(code, InternalError)
     return cls(
         code,
@@ -275,6 +294,12 @@ def from_rpc_error(
         field_violations=details.field_violations,
         retry_after=details.retry_after,
     )
+
+
+def _answered(call: grpc.Call, answered: bool) -> bool:
+    """Whether the gateway had answered the call (response headers, or an event
+    the caller saw) before it failed."""
+    return answered or bool(call.initial_metadata())
 
 
 def _decode(raw: bytes) -> _Details:
