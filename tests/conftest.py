@@ -21,6 +21,7 @@ from llmgateway.testing.fake_upstream import FakeUpstream
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 from tests.postgres import fresh_database, throwaway_postgres
+from tests.redis_server import RedisServer, throwaway_redis
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -59,6 +60,28 @@ def db_location(request: pytest.FixtureRequest, tmp_path: Path, postgres_server:
     if postgres_server is None:
         pytest.skip("PostgreSQL is not installed here (.ci/run installs it)")
     return fresh_database(postgres_server, f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A throwaway Redis for the whole run (fails without redis-server:
+    scripts/ensure-redis.sh installs it). Tests that stop or pause Redis
+    start their own (tests/redis_server.py), so this one stays up."""
+    with throwaway_redis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server.url
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Caller keys, model patterns, rate limits and budgets, end to end, on SQLite and PostgreSQL."""
+"""Caller keys, model patterns, rate limits and budgets, end to end, on SQLite and PostgreSQL;
+the limits also with Redis holding them (LLMGATEWAY_REDIS_URL)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from llmgateway.server.errors import GatewayError
 from llmgateway.server.process.server import start_gateway
 from llmgateway.server.state.db import Database
 from llmgateway.server.state.keys import KeyStore, hash_key
-from llmgateway.server.state.limits import Limiter, Reservation
+from llmgateway.server.state.limits import Limiter, LimitStore, Reservation, period_bounds
+from llmgateway.server.state.redis_limits import RedisLimiter
 from llmgateway.server.state.schema import MIGRATIONS, migrate
 from llmgateway.testing.fake_upstream import FakeUpstream
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -43,6 +45,21 @@ def store(db_location: str) -> Iterator[KeyStore]:
 @pytest.fixture
 def keyed(settings: Settings, db_location: str) -> Settings:
     return dataclasses.replace(settings, db=db_location)
+
+
+@pytest.fixture(params=["db", "redis"])
+def limits_url(request: pytest.FixtureRequest) -> str:
+    """Where the limits live: the state database (""), then a Redis URL."""
+    if request.param == "db":
+        return ""
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+@pytest.fixture
+def limited(keyed: Settings, limits_url: str) -> Settings:
+    """`keyed`, with the limits in the database, then in Redis."""
+    return dataclasses.replace(keyed, redis_url=limits_url)
 
 
 @contextlib.asynccontextmanager
@@ -165,9 +182,9 @@ async def test_model_patterns(keyed, store):
     assert "zai/*" in status.message
 
 
-async def test_requests_per_minute(keyed, store):
+async def test_requests_per_minute(limited, store):
     _, key = store.create("slow-lane", rpm=2)
-    async with gateway(keyed) as (stub, _):
+    async with gateway(limited) as (stub, _):
         await complete(stub, key)
         await complete(stub, key)
         limited = await refused(complete(stub, key))
@@ -179,9 +196,9 @@ async def test_requests_per_minute(keyed, store):
     assert "2 requests per minute" in status.message
 
 
-async def test_tokens_per_minute(keyed, store):
+async def test_tokens_per_minute(limited, store):
     _, key = store.create("tiny", tpm=100)
-    async with gateway(keyed) as (stub, _):
+    async with gateway(limited) as (stub, _):
         too_big = await refused(complete(stub, key))  # 1,024 output tokens assumed
         assert "lower max_tokens" in (too_big.details() or "")
         assert rich_status(too_big).retry is None  # waiting would not help
@@ -190,16 +207,29 @@ async def test_tokens_per_minute(keyed, store):
         small = pb.CompleteRequest(model="zai/glm-4.7", messages=[user("hi")])
         small.sampling.max_tokens = 60
         await stub.Complete(small, metadata=bearer(key), timeout=10)
-        await until_settled(keyed.db)
+        await until_settled(limited)
         await stub.Complete(small, metadata=bearer(key), timeout=10)
 
 
-async def until_settled(location: str) -> list[tuple[int, float, int]]:
-    """The reservations in the order they were made, once every one is settled
-    (settling runs after the reply). The order must be asked for: PostgreSQL
-    returns updated rows in no particular order (an UPDATE writes a new row
-    version, so a scan may meet the last one settled first)."""
-    db = Database(location)
+async def until_settled(settings: Settings) -> list[tuple[int, float, int]]:
+    """Once every reservation is settled (settling runs after the reply): from
+    the database, the reservations in the order they were made; from Redis,
+    nothing (it keeps no settled ones). The order must be asked for:
+    PostgreSQL returns updated rows in no particular order (an UPDATE writes
+    a new row version, so a scan may meet the last one settled first)."""
+    if settings.redis_url:
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(settings.redis_url)
+        try:
+            for _ in range(600):  # 30 s: a bound for a loaded machine, not a speed check
+                if not [k async for k in client.scan_iter(match="lgw:*:r:*")]:
+                    return []
+                await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+        raise AssertionError("reservations were never settled")
+    db = Database(settings.db)
     try:
         for _ in range(600):  # 30 s: a bound for a loaded machine, not a speed check
             rows = db.run_sync(
@@ -215,18 +245,43 @@ async def until_settled(location: str) -> list[tuple[int, float, int]]:
     raise AssertionError("reservations were never settled")
 
 
-async def test_a_stream_cut_short_keeps_its_reservation(keyed, store, fake, monkeypatch):
+async def spent(settings: Settings, key_id: str, period: str) -> float:
+    """USD the key has spent or holds this period, in the store that holds its limits."""
+    if settings.redis_url:
+        import redis.asyncio
+
+        start, _ = period_bounds(period, time.time())
+        client = redis.asyncio.Redis.from_url(settings.redis_url)
+        try:
+            held = await client.get(f"lgw:{{{key_id}}}:b:{int(start)}")
+        finally:
+            await client.aclose()
+        return int(held or 0) / 1e9
+    db = Database(settings.db)
+    try:
+        rows = db.run_sync(
+            lambda tx: tx.fetchall(
+                "SELECT COALESCE(SUM(cost_usd), 0) FROM reservations WHERE key_id = ?", (key_id,)
+            )
+        )
+    finally:
+        db.close()
+    return float(rows[0][0])
+
+
+async def test_a_stream_cut_short_keeps_its_reservation(limited, store, fake, monkeypatch):
     # The caller leaves after the first event: the usage never arrives, but the
     # upstream was generating (and billing), so the estimate stays spent.
-    _, key = store.create("leaver", budget_usd=10.0, budget_period="month")
+    record, key = store.create("leaver", budget_usd=10.0, budget_period="month")
     # The cut-short call settles once the gateway notices the caller left,
     # which may be after the second call settled (the race that once made
     # this test fail): make it always so.
-    settle = Limiter.settle
+    store_class: type[LimitStore] = RedisLimiter if limited.redis_url else Limiter
+    settle = store_class.settle
     refused_call_settled = asyncio.Event()
 
     async def second_settles_first(
-        limiter: Limiter, reservation: Reservation, tokens: int, cost_usd: float
+        limiter: LimitStore, reservation: Reservation, tokens: int, cost_usd: float
     ) -> None:
         if tokens:  # the cut-short call, which keeps its estimate
             await refused_call_settled.wait()
@@ -234,22 +289,24 @@ async def test_a_stream_cut_short_keeps_its_reservation(keyed, store, fake, monk
         if not tokens:
             refused_call_settled.set()
 
-    monkeypatch.setattr(Limiter, "settle", second_settles_first)
+    monkeypatch.setattr(store_class, "settle", second_settles_first)
     request = pb.StreamCompleteRequest(model="zai/fault-slow", messages=[user("hi")])
     request.sampling.max_tokens = 100
-    async with gateway(keyed) as (stub, _):
+    async with gateway(limited) as (stub, _):
         call = stub.StreamComplete(request, metadata=bearer(key))
         async for _ in call:
             break
         call.cancel()
         # A call the upstream refused produced nothing to pay for.
         await refused(complete(stub, key, "zai/fault-http-400"))
-        reservations = await until_settled(keyed.db)
-    cut_short, refused_call = reservations
-    assert cut_short[0] >= 100  # the estimate: prompt plus max_tokens
-    # fault-slow has no price: what an unpriced model reserves.
-    assert cut_short[1] == pytest.approx(UNKNOWN_PRICE_RESERVATION_USD)
-    assert refused_call[:2] == (0, 0.0)
+        reservations = await until_settled(limited)
+    # fault-slow has no price: what an unpriced model reserves, and all the key holds.
+    assert await spent(limited, record.id, "month") == pytest.approx(UNKNOWN_PRICE_RESERVATION_USD)
+    if not limited.redis_url:
+        cut_short, refused_call = reservations
+        assert cut_short[0] >= 100  # the estimate: prompt plus max_tokens
+        assert cut_short[1] == pytest.approx(UNKNOWN_PRICE_RESERVATION_USD)
+        assert refused_call[:2] == (0, 0.0)
 
 
 async def test_openrouter_fallback_models_must_be_allowed_too(keyed, store, fake):
@@ -267,9 +324,9 @@ async def test_openrouter_fallback_models_must_be_allowed_too(keyed, store, fake
     assert fake.requests == []
 
 
-async def test_a_call_dearer_than_the_whole_budget_is_told_so(keyed, store):
+async def test_a_call_dearer_than_the_whole_budget_is_told_so(limited, store):
     _, key = store.create("pocket-money", budget_usd=0.0001, budget_period="day")
-    async with gateway(keyed) as (stub, _):
+    async with gateway(limited) as (stub, _):
         error = await refused(complete(stub, key))  # 1,024 output tokens at $2.20/M
     status = rich_status(error)
     assert status.info.reason == "KEY_BUDGET_EXCEEDED"
@@ -320,7 +377,7 @@ def test_a_postgresql_password_is_never_displayed():
             db.close()
 
 
-async def test_a_budget_is_not_overspent_by_concurrent_calls(keyed, store):
+async def test_a_budget_is_not_overspent_by_concurrent_calls(limited, store):
     # Each call may cost up to 100 completion tokens at $1,000 per million:
     # $0.10 reserved each. A $0.35 daily budget admits three of eight
     # concurrent calls, however they interleave.
@@ -328,7 +385,13 @@ async def test_a_budget_is_not_overspent_by_concurrent_calls(keyed, store):
     await slow.start()
     try:
         settings = dataclasses.replace(
-            Settings.load({**slow.environment(), "LLMGATEWAY_DB": keyed.db}),
+            Settings.load(
+                {
+                    **slow.environment(),
+                    "LLMGATEWAY_DB": limited.db,
+                    "LLMGATEWAY_REDIS_URL": limited.redis_url,
+                }
+            ),
             prices={"zai/glm-4.7": PriceOverride(prompt=0.0, completion=1000.0)},
         )
         record, key = store.create("capped", budget_usd=0.35, budget_period="day")
@@ -363,21 +426,29 @@ async def _drain(call: object) -> list[pb.StreamCompleteResponse]:
     return [event async for event in call]  # type: ignore[attr-defined]
 
 
-def _reserve_many(location: str, key_id: str, count: int) -> int:
+def _reserve_many(location: str, key_id: str, count: int, redis_url: str) -> int:
     """In a process of its own: try `count` $0.10 reservations; how many passed."""
     db = Database(location)
     try:
         key = next(k for k in KeyStore(db).list() if k.id == key_id)
-        limiter = Limiter(db)
 
         async def attempt() -> int:
+            limiter: LimitStore = Limiter(db)
+            if redis_url:
+                limiter = RedisLimiter(
+                    redis_url, instance_id="racer", lease_seconds=15.0, timeout=5.0
+                )
+                await limiter.start()
             passed = 0
-            for _ in range(count):
-                try:
-                    await limiter.reserve(key, tokens=10, cost_usd=0.1)
-                    passed += 1
-                except GatewayError:
-                    pass
+            try:
+                for _ in range(count):
+                    try:
+                        await limiter.reserve(key, tokens=10, cost_usd=0.1)
+                        passed += 1
+                    except GatewayError:
+                        pass
+            finally:
+                await limiter.close()
             return passed
 
         return asyncio.run(attempt())
@@ -385,13 +456,21 @@ def _reserve_many(location: str, key_id: str, count: int) -> int:
         db.close()
 
 
-def test_processes_sharing_a_database_cannot_overspend_together(store, db_location):
-    # Four processes (as four workers, or replicas on PostgreSQL) race 80 $0.10
-    # reservations against one $3.00 budget: exactly 30 may pass.
+def test_processes_sharing_a_database_cannot_overspend_together(store, db_location, limits_url):
+    # Four processes (as four workers, or replicas on PostgreSQL or Redis) race
+    # 80 $0.10 reservations against one $3.00 budget: exactly 30 may pass.
     record, _ = store.create("shared", budget_usd=3.0, budget_period="day")
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(4, mp_context=context) as pool:
-        passed = list(pool.map(_reserve_many, [db_location] * 4, [record.id] * 4, [20] * 4))
+        passed = list(
+            pool.map(
+                _reserve_many,
+                [db_location] * 4,
+                [record.id] * 4,
+                [20] * 4,
+                [limits_url] * 4,
+            )
+        )
     assert sum(passed) == 30
 
 

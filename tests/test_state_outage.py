@@ -428,6 +428,7 @@ async def test_a_settlement_write_failing_for_a_bug_is_logged_and_shutdown_goes_
     issue_key(location, rpm=100)
     state = await open_state(Settings(db=location, db_timeout=0.2))
     assert state is not None
+    assert isinstance(state.limiter, Limiter)  # no Redis configured: the database's
     [record] = state.keys.list()
     held = await state.limiter.reserve(record, tokens=100, cost_usd=1.0)
     raised: list[RuntimeError] = []

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from llmgateway.server.routing.router import Plan
     from llmgateway.server.state.keys import CallerKey
     from llmgateway.server.state.ledger import Ledger
-    from llmgateway.server.state.limits import Limiter, Reservation
+    from llmgateway.server.state.limits import LimitStore, Reservation
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class Calls:
     def __init__(
         self,
         access: Access,
-        limiter: Limiter | None,
+        limiter: LimitStore | None,
         prices: PriceBook,
         observers: Sequence[CallObserver] = (),
         *,
@@ -249,7 +249,7 @@ class Calls:
             reservation = scope.reservation
             with state_errors():
                 await self._ledger.call_admitted(
-                    scope.record, None if reservation is None else reservation.id
+                    scope.record, None if reservation is None else reservation.ledger_id
                 )
         if scope.trace is not None:
             scope.trace.request(request)

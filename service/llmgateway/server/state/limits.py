@@ -9,6 +9,10 @@ settled to what was really used. A settlement the database cannot take
 now (it is down or restarting) is kept and retried with backoff until it
 goes through: until then the reservation only holds its estimate, which errs
 on the side of the limit.
+
+`LimitStore` is what the call path uses: this database `Limiter`, or the
+`RedisLimiter` (state/redis_limits.py) when LLMGATEWAY_REDIS_URL is set.
+Both refuse with the builders below, word for word.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import grpc
 
@@ -37,7 +41,8 @@ if TYPE_CHECKING:
     from llmgateway.server.state.db import Database, Tx
     from llmgateway.server.state.keys import CallerKey
 
-_WINDOW = 60.0
+# The rate limits' window: requests and tokens in the last minute.
+WINDOW_SECONDS = 60.0
 # Sums of float dollars drift (0.1 * 30 > 3.0); a budget is met within this.
 _EPSILON_USD = 1e-9
 # Reservations older than this serve no limit any more (a month is at most 31 days).
@@ -62,6 +67,46 @@ class Reservation:
     # The estimate held: what the call settles at when its use stays unknown.
     tokens: int
     cost_usd: float
+    # Which store holds it: the state database, Redis (state/redis_limits.py),
+    # or none (Redis was unavailable and the gateway fails open: nothing to settle).
+    store: Literal["db", "redis", "none"] = "db"
+    # Redis: the key whose counters it settles against, and the budget
+    # period it was counted in (epoch seconds; None when the key has no budget).
+    key_id: str = ""
+    period_start: int | None = None
+
+    @property
+    def ledger_id(self) -> int | None:
+        """The id the ledger records (the reaper settles those reservations):
+        only the database's reservations table has rows to point at."""
+        return self.id if self.store == "db" else None
+
+
+class LimitStore(Protocol):
+    """Where calls reserve against their keys' limits: the state database
+    (Limiter) or Redis (RedisLimiter). Both refuse with the same errors."""
+
+    async def reserve(self, key: CallerKey, tokens: int, cost_usd: float) -> Reservation:
+        """Hold `tokens` and `cost_usd` for one call of `key`, or raise the refusal
+        (GatewayError) or StateUnavailableError."""
+
+    async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
+        """Replace the estimate with what the call used (never raises for an
+        unavailable store: the settlement waits and is retried)."""
+
+    async def drain(self) -> None:
+        """Wait until every waiting settlement is written."""
+
+    async def close(self, give_up: float | None = None) -> None:
+        """Write what waits (by `give_up`, loop time), then let go of the store."""
+
+    # Since start: settlements that had to wait for the store, and those given up.
+    settlements_waited: int
+    settlements_lost: int
+
+    @property
+    def unsettled(self) -> int:
+        """Settlements waiting for the store to take them."""
 
 
 class Limiter:
@@ -255,33 +300,18 @@ def _reserve(tx: Tx, key: CallerKey, tokens: int, cost_usd: float) -> Reservatio
         rows = tx.fetchall(
             "SELECT COUNT(*), COALESCE(SUM(tokens), 0), MIN(created_at) FROM reservations "
             "WHERE key_id = ? AND created_at > ?",
-            (key.id, now - _WINDOW),
+            (key.id, now - WINDOW_SECONDS),
         )
         calls, used, oldest = int(rows[0][0]), int(rows[0][1]), rows[0][2]
-        wait = _WINDOW if oldest is None else max(0.001, float(oldest) + _WINDOW - now)
+        wait = (
+            WINDOW_SECONDS if oldest is None else max(0.001, float(oldest) + WINDOW_SECONDS - now)
+        )
         if key.rpm is not None and calls >= key.rpm:
-            raise _refused(
-                pb.ERROR_REASON_KEY_RATE_LIMITED,
-                f"key {key.name!r} is at its limit of {key.rpm} requests per minute",
-                key,
-                wait,
-            )
+            raise rpm_refused(key, wait)
         if key.tpm is not None and used + tokens > key.tpm:
             if tokens > key.tpm:
-                raise _refused(
-                    pb.ERROR_REASON_KEY_RATE_LIMITED,
-                    f"this request needs about {tokens} tokens, more than key {key.name!r} "
-                    f"may use in a minute ({key.tpm}); lower max_tokens or shorten the prompt",
-                    key,
-                    None,
-                )
-            raise _refused(
-                pb.ERROR_REASON_KEY_RATE_LIMITED,
-                f"key {key.name!r} is at its limit of {key.tpm} tokens per minute "
-                f"({used} used or reserved, this request needs about {tokens})",
-                key,
-                wait,
-            )
+                raise tpm_too_large(key, tokens)
+            raise tpm_refused(key, used, tokens, wait)
     if key.budget_usd is not None and key.budget_period is not None:
         start, end = period_bounds(key.budget_period, now)
         rows = tx.fetchall(
@@ -291,22 +321,9 @@ def _reserve(tx: Tx, key: CallerKey, tokens: int, cost_usd: float) -> Reservatio
         )
         spent = float(rows[0][0])
         if cost_usd > key.budget_usd + _EPSILON_USD:
-            raise _refused(
-                pb.ERROR_REASON_KEY_BUDGET_EXCEEDED,
-                f"this call may cost up to ${cost_usd:.4f}, more than key {key.name!r} may "
-                f"spend in a {key.budget_period} (${key.budget_usd:.4f}); lower max_tokens",
-                key,
-                None,
-            )
+            raise budget_too_large(key, cost_usd)
         if spent + cost_usd > key.budget_usd + _EPSILON_USD:
-            raise _refused(
-                pb.ERROR_REASON_KEY_BUDGET_EXCEEDED,
-                f"key {key.name!r} has spent or reserved ${spent:.4f} of its "
-                f"${key.budget_usd:.4f} per {key.budget_period}; this call may cost up to "
-                f"${cost_usd:.4f}",
-                key,
-                max(0.001, end - now),
-            )
+            raise budget_refused(key, spent, cost_usd, max(0.001, end - now))
     rows = tx.fetchall(
         "INSERT INTO reservations (key_id, created_at, tokens, cost_usd) "
         "VALUES (?, ?, ?, ?) RETURNING id",
@@ -324,6 +341,62 @@ def period_bounds(period: str, now: float) -> tuple[float, float]:
     start = dt.datetime(today.year, today.month, 1, tzinfo=dt.UTC)
     days = calendar.monthrange(today.year, today.month)[1]
     return start.timestamp(), start.timestamp() + days * 86400.0
+
+
+# The refusals both stores give, word for word (clients and docs rely on them).
+def rpm_refused(key: CallerKey, wait: float) -> GatewayError:
+    """At the key's requests per minute; `wait`: until the oldest leaves the window."""
+    return _refused(
+        pb.ERROR_REASON_KEY_RATE_LIMITED,
+        f"key {key.name!r} is at its limit of {key.rpm} requests per minute",
+        key,
+        wait,
+    )
+
+
+def tpm_too_large(key: CallerKey, tokens: int) -> GatewayError:
+    """One call needing more tokens than the key may use in a minute: no wait helps."""
+    return _refused(
+        pb.ERROR_REASON_KEY_RATE_LIMITED,
+        f"this request needs about {tokens} tokens, more than key {key.name!r} "
+        f"may use in a minute ({key.tpm}); lower max_tokens or shorten the prompt",
+        key,
+        None,
+    )
+
+
+def tpm_refused(key: CallerKey, used: int, tokens: int, wait: float) -> GatewayError:
+    """At the key's tokens per minute (`used` held in the window already)."""
+    return _refused(
+        pb.ERROR_REASON_KEY_RATE_LIMITED,
+        f"key {key.name!r} is at its limit of {key.tpm} tokens per minute "
+        f"({used} used or reserved, this request needs about {tokens})",
+        key,
+        wait,
+    )
+
+
+def budget_too_large(key: CallerKey, cost_usd: float) -> GatewayError:
+    """One call that may cost more than the key's whole budget: no wait helps."""
+    return _refused(
+        pb.ERROR_REASON_KEY_BUDGET_EXCEEDED,
+        f"this call may cost up to ${cost_usd:.4f}, more than key {key.name!r} may "
+        f"spend in a {key.budget_period} (${key.budget_usd or 0.0:.4f}); lower max_tokens",
+        key,
+        None,
+    )
+
+
+def budget_refused(key: CallerKey, spent: float, cost_usd: float, wait: float) -> GatewayError:
+    """The key's budget would be overspent; `wait`: until its period ends."""
+    return _refused(
+        pb.ERROR_REASON_KEY_BUDGET_EXCEEDED,
+        f"key {key.name!r} has spent or reserved ${spent:.4f} of its "
+        f"${key.budget_usd or 0.0:.4f} per {key.budget_period}; this call may cost up to "
+        f"${cost_usd:.4f}",
+        key,
+        wait,
+    )
 
 
 def _refused(

@@ -1,4 +1,4 @@
-"""The state a running gateway holds open: database, keys, limits, ledger."""
+"""The state a running gateway holds open: database, keys, limits (database or Redis), ledger."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from llmgateway.server.state.schema import migrate
 
 if TYPE_CHECKING:
     from llmgateway.server.config import Settings
+    from llmgateway.server.state.limits import LimitStore
 
 logger = logging.getLogger(__name__)
 # Closing the database waits at least this long for its threads (each ends
@@ -30,7 +31,8 @@ class State:
 
     db: Database
     keys: KeyStore
-    limiter: Limiter
+    # The database's Limiter, or a RedisLimiter when LLMGATEWAY_REDIS_URL is set.
+    limiter: LimitStore
     ledger: Ledger
     # This process's lease in gateway_instances (service/llmgateway/server/state/reaper.py).
     lease: InstanceLease | None = None
@@ -83,4 +85,19 @@ async def open_state(settings: Settings) -> State | None:
     ledger = Ledger(db, instance_id=lease.id, close_grace=settings.shutdown_grace)
     ledger.start()
     lease.start()
-    return State(db=db, keys=KeyStore(db), limiter=Limiter(db), ledger=ledger, lease=lease)
+    limiter: LimitStore = Limiter(db)
+    if settings.redis_url:
+        from llmgateway.server.state.redis_limits import RedisLimiter
+
+        redis_limiter = RedisLimiter(
+            settings.redis_url,
+            instance_id=lease.id,
+            lease_seconds=settings.instance_lease,
+            timeout=settings.redis_timeout,
+            failure_mode="open" if settings.redis_failure_mode == "open" else "closed",
+        )
+        # Redis away at start-up is a warning (calls get UNAVAILABLE until it
+        # answers), not a failed start: replicas must not crash-loop with it.
+        await redis_limiter.start()
+        limiter = redis_limiter
+    return State(db=db, keys=KeyStore(db), limiter=limiter, ledger=ledger, lease=lease)
