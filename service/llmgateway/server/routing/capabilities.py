@@ -291,8 +291,9 @@ _GROQ: tuple[_Row, ...] = (
 # (open-webui#26466, continuedev/continue#10561 for qwen2.5vl). The families
 # below carry the `tools` / `vision` tags of ollama.com/library as they were
 # in 2026 (recalled and spot-checked against those threads, not re-read from
-# the library: Ollama's /api/show reports `capabilities` per pulled model,
-# which ListModels does not carry yet). JSON object and schema output is
+# the library). They serve until the catalogue is fetched, and for servers
+# whose /api/show has no `capabilities` list: once it is, the pulled model's
+# own list wins (providers/ollama.py). JSON object and schema output is
 # constrained decoding in Ollama itself (`format`), so every model takes it.
 _OLLAMA_JSON = _Facts(tools=False, vision=False, json_schema=True, json_object=True)
 _OLLAMA: tuple[_Row, ...] = (
