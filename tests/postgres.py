@@ -85,30 +85,57 @@ class PostgresServer:
             os.kill(pid, signal.SIGCONT)
 
 
-@contextlib.contextmanager
-def throwaway_server() -> Iterator[PostgresServer | None]:
-    """A running server (database `postgres`, user `postgres`, no password,
-    loopback only), or None when PostgreSQL is not installed."""
+def _programs() -> tuple[str, str]:
+    """initdb and pg_ctl; FileNotFoundError when PostgreSQL is not installed."""
     initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
     if initdb is None or pg_ctl is None:
-        yield None
-        return
+        raise FileNotFoundError("PostgreSQL's initdb and pg_ctl are not installed")
+    return initdb, pg_ctl
+
+
+def installed() -> bool:
+    """Whether PostgreSQL's server programs are on this machine."""
+    return _binary("initdb") is not None and _binary("pg_ctl") is not None
+
+
+def _as_postgres_user() -> list[str]:
     # PostgreSQL refuses to run as root; as root, run it as the postgres user.
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        as_user = ["runuser", "-u", "postgres", "--"]
-    base = Path(tempfile.mkdtemp(prefix="llmgateway-pg-"))
-    data = base / "data"
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def init_server(base: Path, port: int) -> PostgresServer:
+    """A new server, not started, in the empty directory `base` (data in base/data,
+    its log in base/log, its socket in base) for loopback port `port`.
+    FileNotFoundError when PostgreSQL is not installed."""
+    initdb, pg_ctl = _programs()
+    as_user = _as_postgres_user()
     base.chmod(0o755)
     if as_user:
         shutil.chown(base, "postgres")
     subprocess.run(
-        [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+        [*as_user, initdb, "-D", str(base / "data"), "-A", "trust", "-U", "postgres", "--no-sync"],
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    server = PostgresServer(pg_ctl, as_user, base, _free_port())
+    return PostgresServer(pg_ctl, as_user, base, port)
+
+
+def server_at(base: Path, port: int) -> PostgresServer:
+    """The server `init_server` made in `base`, started or not (to stop it from
+    another process)."""
+    return PostgresServer(_programs()[1], _as_postgres_user(), base, port)
+
+
+@contextlib.contextmanager
+def throwaway_server() -> Iterator[PostgresServer | None]:
+    """A running server (database `postgres`, user `postgres`, no password,
+    loopback only), or None when PostgreSQL is not installed."""
+    if not installed():
+        yield None
+        return
+    base = Path(tempfile.mkdtemp(prefix="llmgateway-pg-"))
+    server = init_server(base, _free_port())
     server.start()
     try:
         yield server
