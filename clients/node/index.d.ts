@@ -8,7 +8,7 @@
 // Requests take enums as names or numbers and may leave out any field. The
 // google.protobuf types (Struct, Timestamp) keep protobufjs's camelCase names.
 
-import type { ChannelCredentials } from '@grpc/grpc-js';
+import type { ChannelCredentials, ChannelOptions } from '@grpc/grpc-js';
 
 // ---- Enums (names as in the contract) ----
 
@@ -597,6 +597,13 @@ export interface GatewayClientOptions {
   apiKey?: string;
   /** Default: insecure (plaintext); pass grpc.credentials.createSsl() for TLS. */
   credentials?: ChannelCredentials;
+  /**
+   * `'round_robin'` spreads calls over every address the target resolves to (a headless
+   * DNS name: one per gateway replica); grpc-js's default, `'pick_first'`, sends them all to one.
+   */
+  loadBalancing?: 'pick_first' | 'round_robin';
+  /** Raw grpc-js channel options, over the client's own (a `grpc.service_config` replaces `loadBalancing`'s). */
+  channelOptions?: ChannelOptions;
 }
 
 export interface CallOptions {
@@ -605,7 +612,10 @@ export interface CallOptions {
 }
 
 export declare class GatewayClient {
-  /** `target` is `host:port`, for example `localhost:50051`. */
+  /**
+   * `target` is `host:port`, for example `localhost:50051`, or a gRPC name such as
+   * `dns:///llmgateway-headless.NAMESPACE.svc.cluster.local:50051` (with `loadBalancing: 'round_robin'`).
+   */
   constructor(target: string, options?: GatewayClientOptions);
   /** One whole completion. */
   complete(request: CompleteRequest, options?: CallOptions): Promise<CompleteResponse>;

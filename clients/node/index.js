@@ -167,10 +167,32 @@ function valueOf(value, where) {
   throw new TypeError(`toStruct: ${where} is ${String(value)}, which JSON cannot hold`);
 }
 
+// The policies `loadBalancing` may name: grpc-js's built-in ones that need no configuration.
+const LOAD_BALANCING_POLICIES = ['pick_first', 'round_robin'];
+
+/** grpc-js channel options from the client's: the policy's service config, then `channelOptions` over it. */
+function channelOptionsFor(loadBalancing, channelOptions) {
+  const options = {};
+  if (loadBalancing !== undefined && loadBalancing !== null) {
+    if (!LOAD_BALANCING_POLICIES.includes(loadBalancing)) {
+      throw new TypeError(
+        `loadBalancing must be one of ${LOAD_BALANCING_POLICIES.join(', ')} ` +
+          `(or left out for grpc-js's default, pick_first), got ${JSON.stringify(loadBalancing)}`,
+      );
+    }
+    options['grpc.service_config'] = JSON.stringify({ loadBalancingConfig: [{ [loadBalancing]: {} }] });
+  }
+  return { ...options, ...channelOptions };
+}
+
 class GatewayClient {
-  constructor(target, { apiKey, credentials } = {}) {
+  constructor(target, { apiKey, credentials, loadBalancing, channelOptions } = {}) {
     const Service = loadService();
-    this.stub = new Service(target, credentials || grpc.credentials.createInsecure());
+    this.stub = new Service(
+      target,
+      credentials || grpc.credentials.createInsecure(),
+      channelOptionsFor(loadBalancing, channelOptions),
+    );
     this.apiKey = apiKey;
   }
 

@@ -6,6 +6,7 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { execFile, spawn } = require('node:child_process');
+const dgram = require('node:dgram');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
@@ -18,6 +19,7 @@ const children = [];
 let client;
 let gatewayTarget;
 let configDir;
+let gatewayEnv; // how every gateway here reaches the fake upstream
 
 // A route over the fake's models, so routed calls and explainRoute have something to decide.
 const ROUTES = `
@@ -43,16 +45,16 @@ function start(args, env) {
   return child;
 }
 
-async function waitForPort(port) {
+async function waitForPort(port, host = '127.0.0.1') {
   for (let i = 0; i < 300; i++) {
     const open = await new Promise((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => resolve(socket.end() || true));
+      const socket = net.connect(port, host, () => resolve(socket.end() || true));
       socket.on('error', () => resolve(false));
     });
     if (open) return;
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`nothing listened on ${port}`);
+  throw new Error(`nothing listened on ${host}:${port}`);
 }
 
 before(async () => {
@@ -64,8 +66,7 @@ before(async () => {
   configDir = fs.mkdtempSync(path.join(os.tmpdir(), 'llmgateway-node-test-'));
   const config = path.join(configDir, 'llmgateway.toml');
   fs.writeFileSync(config, ROUTES);
-  start(['-m', 'llmgateway.server.process.cli', 'serve', '--address', `127.0.0.1:${gatewayPort}`, '--workers', '1',
-    '--log-level', 'WARNING'], {
+  gatewayEnv = {
     OPENROUTER_API_KEY: 'sk-or-v1-fake-test-key',
     OPENROUTER_BASE_URL: `${base}/openrouter/api/v1`,
     ZAI_API_KEY: 'fake-zai-id.fake-zai-secret',
@@ -73,8 +74,9 @@ before(async () => {
     ZAI_CODING_BASE_URL: `${base}/zai/api/coding/paas/v4`,
     // The fake's Retry-After is 7 s: hand it back at once rather than wait it out.
     LLMGATEWAY_MAX_RETRY_AFTER: '0',
-    LLMGATEWAY_CONFIG: config,
-  });
+  };
+  start(['-m', 'llmgateway.server.process.cli', 'serve', '--address', `127.0.0.1:${gatewayPort}`, '--workers', '1',
+    '--log-level', 'WARNING'], { ...gatewayEnv, LLMGATEWAY_CONFIG: config });
   gatewayTarget = `127.0.0.1:${gatewayPort}`;
   client = new GatewayClient(gatewayTarget);
   await client.waitForReady();
@@ -284,4 +286,163 @@ test('a named model is served as named: no decision, and explainRoute refuses it
     assert.ok('request.model' in error.fieldViolations, JSON.stringify(error.fieldViolations));
     return true;
   });
+});
+
+// ---- Client-side balancing over a headless DNS name ----
+//
+// Three gateways on 127.0.0.2-4 and one port, and a DNS server of the test's own that
+// resolves one name to all three, as a Kubernetes headless Service does. grpc-js asks the
+// DNS server a `dns://HOST:PORT/name` target names only with its alternative resolver,
+// which it picks when it loads: the client runs in a child process with
+// GRPC_NODE_USE_ALTERNATIVE_RESOLVER=true. (In Kubernetes, where the cluster's DNS resolves
+// the name, `dns:///name:port` needs no such variable.)
+
+const REPLICA_HOSTS = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
+
+/** A UDP DNS server on 127.0.0.1 answering A queries for `name` with `addresses` (TTL 0). */
+async function startDns(name, addresses) {
+  const socket = dgram.createSocket('udp4');
+  socket.on('message', (query, peer) => {
+    let offset = 12;
+    const labels = [];
+    while (query[offset] !== 0) {
+      labels.push(query.subarray(offset + 1, offset + 1 + query[offset]).toString('ascii'));
+      offset += 1 + query[offset];
+    }
+    const end = offset + 5; // the name's zero byte, QTYPE, QCLASS
+    const known = labels.join('.').toLowerCase() === name;
+    const isA = query.readUInt16BE(offset + 1) === 1;
+    const answers = known && isA ? addresses : [];
+    const header = Buffer.alloc(12);
+    header.writeUInt16BE(query.readUInt16BE(0), 0); // the query's id
+    header.writeUInt16BE(0x8580 | (known ? 0 : 3), 2); // a response, authoritative; NXDOMAIN if unknown
+    header.writeUInt16BE(1, 4);
+    header.writeUInt16BE(answers.length, 6);
+    const records = answers.map((address) => {
+      const record = Buffer.alloc(16);
+      record.writeUInt16BE(0xc00c, 0); // the question's name
+      record.writeUInt16BE(1, 2); // A
+      record.writeUInt16BE(1, 4); // IN
+      record.writeUInt32BE(0, 6); // TTL
+      record.writeUInt16BE(4, 10);
+      address.split('.').forEach((part, i) => record.writeUInt8(Number(part), 12 + i));
+      return record;
+    });
+    socket.send(Buffer.concat([header, query.subarray(12, end), ...records]), peer.port, peer.address);
+  });
+  await new Promise((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  return { port: socket.address().port, close: () => socket.close() };
+}
+
+/** A TCP port free on every one of `hosts` (other processes share this machine). */
+async function sharedPort(hosts) {
+  const listen = (host, port) =>
+    new Promise((resolve, reject) => {
+      const server = net.createServer();
+      server.once('error', reject);
+      server.listen(port, host, () => resolve(server));
+    });
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const servers = [];
+    try {
+      servers.push(await listen(hosts[0], 0));
+      const { port } = servers[0].address();
+      for (const host of hosts.slice(1)) servers.push(await listen(host, port));
+      return port;
+    } catch {
+      // taken on one of them: try another
+    } finally {
+      await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+    }
+  }
+  throw new Error(`no port free on all of ${hosts.join(', ')}`);
+}
+
+// Run by the child: calls through one name with round_robin, then with the default policy,
+// counting what each gateway served from its own metrics (llmgateway_requests_total).
+const BALANCING_CHILD = `
+const { GatewayClient } = require(process.env.CLIENT_MODULE);
+const metricsUrls = JSON.parse(process.env.METRICS_URLS);
+async function served() {
+  return Promise.all(metricsUrls.map(async (url) => {
+    const text = await (await fetch(url)).text();
+    return text.split('\\n').filter((line) => line.startsWith('llmgateway_requests_total{'))
+      .reduce((sum, line) => sum + Number(line.split(' ').pop()), 0);
+  }));
+}
+const call = (client) => client.complete({ model: 'zai/glm-4.7', messages: [{ role: 'ROLE_USER', content: 'hi' }] });
+async function spread(client, calls) {
+  const before = await served();
+  for (let i = 0; i < calls; i++) await call(client);
+  return (await served()).map((count, i) => count - before[i]);
+}
+(async () => {
+  const balanced = new GatewayClient(process.env.TARGET, { loadBalancing: 'round_robin' });
+  // The first calls go to whichever connection is ready first: warm up until each has served.
+  const giveUp = Date.now() + 30000;
+  while ((await served()).some((count) => count === 0)) {
+    if (Date.now() > giveUp) throw new Error('round_robin did not reach every gateway in 30 s');
+    await call(balanced);
+  }
+  const roundRobin = await spread(balanced, 30);
+  balanced.close();
+  const plain = new GatewayClient(process.env.TARGET);
+  const pickFirst = await spread(plain, 30);
+  plain.close();
+  process.stdout.write(JSON.stringify({ roundRobin, pickFirst }));
+})().catch((error) => { console.error(error); process.exit(1); });
+`;
+
+test('loadBalancing round_robin spreads calls over every gateway a DNS name resolves to', async (t) => {
+  const port = await sharedPort(REPLICA_HOSTS);
+  const dns = await startDns('gw.test', REPLICA_HOSTS);
+  t.after(dns.close);
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'llmgateway-node-lb-'));
+  t.after(() => fs.rmSync(dataDir, { recursive: true, force: true }));
+  const metricsUrls = [];
+  const replicas = [];
+  for (const [i, host] of REPLICA_HOSTS.entries()) {
+    const metricsPort = await freePort();
+    metricsUrls.push(`http://127.0.0.1:${metricsPort}/metrics`);
+    replicas.push(
+      start(['-m', 'llmgateway.server.process.cli', 'serve', '--address', `${host}:${port}`, '--workers', '1',
+        '--log-level', 'WARNING'], {
+        ...gatewayEnv,
+        LLMGATEWAY_DB: path.join(dataDir, `replica-${i}.db`),
+        LLMGATEWAY_METRICS_ADDRESS: `127.0.0.1:${metricsPort}`,
+      }),
+    );
+  }
+  t.after(() => replicas.forEach((replica) => replica.kill('SIGTERM')));
+  await Promise.all(REPLICA_HOSTS.map((host) => waitForPort(port, host)));
+  const stdout = await new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      ['-e', BALANCING_CHILD],
+      {
+        env: {
+          ...process.env,
+          GRPC_NODE_USE_ALTERNATIVE_RESOLVER: 'true',
+          CLIENT_MODULE: path.join(__dirname, 'index.js'),
+          TARGET: `dns://127.0.0.1:${dns.port}/gw.test:${port}`,
+          METRICS_URLS: JSON.stringify(metricsUrls),
+        },
+        timeout: 90000,
+      },
+      (error, out, err) => (error ? reject(new Error(`${error.message}\n${err}`)) : resolve(out)),
+    );
+  });
+  const { roundRobin, pickFirst } = JSON.parse(stdout);
+  // Once every connection is ready, round_robin takes each gateway in turn.
+  assert.equal(roundRobin.reduce((a, b) => a + b, 0), 30);
+  assert.ok(Math.min(...roundRobin) >= 5, JSON.stringify(roundRobin));
+  // The default policy sends every call to one gateway, whatever the name resolves to.
+  assert.deepEqual([...pickFirst].sort((a, b) => a - b), [0, 0, 30]);
+});
+
+test('loadBalancing names a policy grpc-js has, or the client refuses it saying which', () => {
+  assert.throws(
+    () => new GatewayClient('localhost:1', { loadBalancing: 'round-robin' }),
+    (error) => error instanceof TypeError && /pick_first, round_robin/.test(error.message) && /"round-robin"/.test(error.message),
+  );
 });
