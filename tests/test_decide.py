@@ -1,7 +1,8 @@
 """decide() (routing/decide.py) step by step, against a FakeView: the task
-(caller, rule, default), the entry and the fall to the default entry, the
-hard filter's order, the soft breaker, long-input order, stickiness, and the
-two errors."""
+(caller, rule, default; a caller's translation of Han text), the entry and the
+fall to the default entry, the hard filter's order, the soft breaker and the
+fall to the default's closed targets, long-input order and the search of the
+route, stickiness, and the two errors."""
 
 from __future__ import annotations
 

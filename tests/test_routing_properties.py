@@ -9,7 +9,10 @@ and sessions:
    skip's reason is the first failing check, and no target is both;
 3. a request naming a model or alias is never re-routed, whatever its hints;
 4. the same state decides the same (ExplainRoute and the call agree);
-5. decide() raises only its two documented errors.
+5. decide() raises only its two documented errors;
+6. a search of the route for very long input plans the largest windows first;
+7. an entry whose targets are all behind open breakers stays only when the
+   default entry has no closed target that can serve.
 """
 
 from __future__ import annotations
@@ -128,10 +131,11 @@ _WORDS = ("summarize", "translate", "python", "function", "prove", "how many", "
 
 
 @st.composite
-def _requests(draw: st.DrawFn) -> AnyCompletionRequest:
-    text = draw(st.text(alphabet=_ALPHABET, min_size=1, max_size=200))
+def _requests(draw: st.DrawFn, *, long: bool = False) -> AnyCompletionRequest:
+    """Requests by feature; `long`: always over the rules' 128 KiB (long input)."""
+    text = draw(st.text(alphabet=_ALPHABET, min_size=100 if long else 1, max_size=200))
     text += " ".join(draw(st.lists(st.sampled_from(_WORDS), max_size=3)))
-    text *= draw(st.sampled_from((1, 1, 1, 40, 1500)))
+    text *= 1500 if long else draw(st.sampled_from((1, 1, 1, 40, 1500)))
     tools = draw(st.integers(0, 3))
     response = draw(st.sampled_from(("", "schema", "object")))
     request = make_request(
@@ -334,6 +338,55 @@ def test_the_same_state_decides_the_same(request: AnyCompletionRequest, world: W
     assert first.to_proto(chosen=chosen, explain=True) == second.to_proto(
         chosen=chosen, explain=True
     )
+
+
+@PROPERTIES
+@given(request=_requests(long=True), world=_worlds)
+def test_a_route_search_plans_the_largest_windows_first_from_the_entry_it_names(
+    request: AnyCompletionRequest, world: World
+) -> None:
+    """Very long input no target of the entry or the default can take: the
+    plan (after a session's target) is in order of known window, largest
+    first, and `entry` lists its first target."""
+    decision = world.outcome(request)
+    searched = isinstance(decision, RouteDecision) and "long_input_search" in decision.signals
+    event("route searched" if searched else "route not searched")
+    if not isinstance(decision, RouteDecision) or not searched:
+        return
+    assert decision.signals["long_input"] == "true"
+    routes, windows = decision.plan.routes, decision.windows
+    if decision.sticky:
+        routes, windows = routes[1:], windows[1:]
+    keys = [-(window or -1) for window in windows]
+    assert keys == sorted(keys)
+    if routes:
+        entry = world.routes.resolve("route/default").entries[decision.entry]
+        assert routes[0] in entry.plan_for(request.routing.cost_tier).routes
+
+
+@PROPERTIES
+@given(request=_requests(), world=_worlds)
+def test_an_entry_behind_open_breakers_stays_only_when_the_default_has_no_closed_target(
+    request: AnyCompletionRequest, world: World
+) -> None:
+    """A plan of one open target from an entry other than the default means
+    the default entry had no target that passes the filter with its breaker
+    closed (else it would have served)."""
+    decision = world.outcome(request)
+    if not isinstance(decision, RouteDecision) or decision.entry == "default":
+        return
+    (first, *others) = decision.plan.routes
+    if others or first.target not in world.view.open_breakers or decision.sticky:
+        return
+    event("entry kept behind open breakers")
+    needs = needs_of(request)
+    default = world.routes.resolve("route/default").default
+    passed = {s.target for s in decision.passed_over}
+    for route in default.plan_for(request.routing.cost_tier).routes:
+        if route.target in passed or route.target == first.target:
+            continue  # also in the entry: judged there
+        serves = _first_violation(request, needs, route, world) is None
+        assert not serves or route.target in world.view.open_breakers, route.target
 
 
 _named = st.sampled_from((*MODELS, *ALIASES))
