@@ -392,3 +392,18 @@ def test_chat_prompts_are_never_routed_to_code_or_reasoning():
 def test_the_signals_agree_with_the_labels():
     for signal, (expected, given_, both) in signal_agreement(PROMPTS).items():
         assert expected == given_ == both, signal
+
+
+def test_chinese_text_is_the_chinese_signal_of_infer_task() -> None:
+    # decide() asks only for the script on a caller's translation task: the
+    # answer must be the one the rules would give.
+    for text in (
+        "把这段话翻译成英文：今天天气很好。",
+        "Translate this into French.",
+        "これは日本語の文です。",
+    ):
+        request = pb.CompleteRequest(
+            model="route/default",
+            messages=[common.ChatMessage(role=common.ROLE_USER, content=text)],
+        )
+        assert tr.chinese_text(request) == (Signal.CHINESE in infer_task(request).signals), text

@@ -20,7 +20,13 @@ from llmgateway.server.routing.capabilities import SkipId
 from llmgateway.server.routing.router import PREFIXES, Plan, Route, gateway_model_name
 from llmgateway.server.routing.routes import DEFAULT_ENTRY, ENTRY_NAMES, TIER_NAMES
 from llmgateway.server.routing.sticky import sticky_key
-from llmgateway.server.routing.task_rules import LONG_INPUT_CHARS, Signal, Task, infer_task
+from llmgateway.server.routing.task_rules import (
+    LONG_INPUT_CHARS,
+    Signal,
+    Task,
+    chinese_text,
+    infer_task,
+)
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import routing_pb2 as rpb
 
@@ -454,11 +460,9 @@ def _task_of(
         entries: tuple[str, ...] = (caller_task.value,)
         # The script is a fact too, asked of the rules' own signal, and only
         # where it can change the entry: the task is not second-guessed.
-        if caller_task == Task.TRANSLATION and chinese_entry:
-            scan = infer_task(request, prompt_chars=prompt_bytes)
-            if Signal.CHINESE in scan.signals:
-                signals["chinese"] = "true"
-                entries = (Signal.CHINESE.value, caller_task.value)
+        if caller_task == Task.TRANSLATION and chinese_entry and chinese_text(request):
+            signals["chinese"] = "true"
+            entries = (Signal.CHINESE.value, caller_task.value)
         return _Task(
             caller_task,
             rpb.TASK_SOURCE_CALLER,

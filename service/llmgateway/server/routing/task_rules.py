@@ -263,6 +263,13 @@ def _message_text(message: common.ChatMessage) -> str:
     return "\n".join(texts)
 
 
+def chinese_text(request: Request) -> bool:
+    """The `chinese` signal alone, as `infer_task` computes it, without the
+    rules: for a caller's own task, where only the script can change the entry."""
+    user_text, _ = _last_user_turn(request.messages)
+    return _script_counts(_window(user_text, SCRIPT_HEAD_CHARS, SCRIPT_TAIL_CHARS)).han_dominant
+
+
 def _window(text: str, head: int, tail: int) -> str:
     """At most `head + tail` characters: `text`'s first `head`, a newline, and
     its last `tail - 1` (all of `text` if it is no longer)."""
