@@ -330,8 +330,10 @@ class RedisLimiter:
             timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            # Never resent by the client: a reservation is retried by the caller, once.
-            retry=Retry(NoBackoff(), 0),
+            # A pooled connection Redis dropped (it restarted) fails at once:
+            # tried again on a fresh one. Safe, as both scripts are idempotent
+            # by reservation id. Not on a timeout: that is the caller's answer.
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
         )
         self._client: redis.asyncio.Redis = redis.asyncio.Redis(connection_pool=pool)
         self._reserve_script = self._client.register_script(_RESERVE)
