@@ -40,8 +40,9 @@ class _TaskEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Task.ValueType],
     TASK_SUMMARIZATION: _Task.ValueType  # 5
     """Condensing a long text."""
     TASK_TRANSLATION: _Task.ValueType  # 6
-    """From one language to another. Text mostly in Chinese prefers the
-    route's `chinese` entry when it has one.
+    """From one language to another. Text mostly in Chinese (Han) prefers the
+    route's `chinese` entry when it has one, whether the task is the
+    caller's or inferred.
     """
     TASK_AGENT: _Task.ValueType  # 7
     """Multi-step tool use."""
@@ -86,8 +87,9 @@ schema response format.
 TASK_SUMMARIZATION: Task.ValueType  # 5
 """Condensing a long text."""
 TASK_TRANSLATION: Task.ValueType  # 6
-"""From one language to another. Text mostly in Chinese prefers the
-route's `chinese` entry when it has one.
+"""From one language to another. Text mostly in Chinese (Han) prefers the
+route's `chinese` entry when it has one, whether the task is the
+caller's or inferred.
 """
 TASK_AGENT: Task.ValueType  # 7
 """Multi-step tool use."""
@@ -146,8 +148,10 @@ class _TaskSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskSource
     TASK_SOURCE_RULE: _TaskSource.ValueType  # 2
     """Inferred by the rule named in RoutingDecision.rule."""
     TASK_SOURCE_ROUTE_DEFAULT: _TaskSource.ValueType  # 3
-    """The route's default entry served: no confident rule, or the route has
-    no entry for the inferred task.
+    """The route's default entry served: no confident rule, the route has no
+    entry for the inferred task, or every target of the entry was passed
+    over or is behind an open breaker; also when very long input then went
+    to another entry's target (RoutingDecision.entry names it).
     """
 
 class TaskSource(_TaskSource, metaclass=_TaskSourceEnumTypeWrapper):
@@ -160,8 +164,10 @@ TASK_SOURCE_CALLER: TaskSource.ValueType  # 1
 TASK_SOURCE_RULE: TaskSource.ValueType  # 2
 """Inferred by the rule named in RoutingDecision.rule."""
 TASK_SOURCE_ROUTE_DEFAULT: TaskSource.ValueType  # 3
-"""The route's default entry served: no confident rule, or the route has
-no entry for the inferred task.
+"""The route's default entry served: no confident rule, the route has no
+entry for the inferred task, or every target of the entry was passed
+over or is behind an open breaker; also when very long input then went
+to another entry's target (RoutingDecision.entry names it).
 """
 Global___TaskSource: _TypeAlias = TaskSource  # noqa: Y015
 
@@ -376,7 +382,9 @@ class RoutingDecision(_message.Message):
     """
     entry: _builtins.str
     """Always set. The route entry whose targets were tried: a task name
-    ("code"), "chinese" or "default".
+    ("code"), "chinese" or "default". After very long input that no target
+    of the entry or of the default entry could take, the entry that lists
+    the first planned target (signals say `long_input_search` = "route").
     """
     cost_tier: Global___CostTier.ValueType
     """As requested."""
@@ -410,8 +418,10 @@ class RoutingDecision(_message.Message):
     @_builtins.property
     def passed_over(self) -> _containers.RepeatedCompositeFieldContainer[Global___PassedOver]:
         """Zero or more, in the order considered. The targets of the entry (and of
-        the default entry, when every one of the entry's was passed over) that
-        did not serve, each with its reason: skipped before any request, or tried
+        the default entry, when every one of the entry's was passed over or is
+        behind an open breaker while the default has a closed one; and of the
+        route's other entries, for very long input neither could take) that did
+        not serve, each with its reason: skipped before any request, or tried
         and failed.
         """
 
@@ -424,7 +434,8 @@ class RoutingDecision(_message.Message):
     @_builtins.property
     def signals(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Set only when RoutingHints.explain: what the rules saw ("chinese",
-        "long_input", "scanned_chars", "sticky_broken", "price_unknown").
+        "long_input", "long_input_search", "scanned_chars", "sticky_broken",
+        "price_unknown").
         """
 
     def __init__(
