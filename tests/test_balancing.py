@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from llmgateway.client import (
     AsyncCompletionClient,
@@ -89,6 +91,25 @@ def test_connection_age_stays_within_what_grpc_can_hold() -> None:
         "grpc.max_connection_age_ms": 2**31 - 1,
         "grpc.max_connection_age_grace_ms": 1,
     }
+
+
+@given(
+    age=st.floats(min_value=0, max_value=1e12, allow_nan=False),
+    grace=st.none() | st.floats(min_value=1e-9, max_value=1e12, allow_nan=False),
+)
+def test_any_setting_gives_options_grpc_accepts(age: float, grace: float | None) -> None:
+    settings = dataclasses.replace(
+        Settings.load({}), max_connection_age=age, max_connection_age_grace=grace
+    )
+    options = dict(connection_age_options(settings))
+    if age == 0:
+        assert options == {}
+        return
+    assert set(options) == {"grpc.max_connection_age_ms", "grpc.max_connection_age_grace_ms"}
+    for value in options.values():
+        assert 1 <= value <= 2**31 - 1
+    if grace is None:
+        assert options["grpc.max_connection_age_grace_ms"] == 1_800_000
 
 
 # --- the client's channel options ----------------------------------------------------
