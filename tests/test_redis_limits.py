@@ -602,3 +602,17 @@ async def test_stopping_with_redis_hung_closes_within_the_deadline(redis_keyed, 
 def test_nano_usd_is_exact_for_cents():
     assert nano(0.1) * 30 == nano(3.0)
     assert nano(25.5 * 0.05) == 1_275_000_000
+
+
+async def test_a_redis_that_may_forget_spend_is_warned_about(own_redis, caplog):
+    caplog.set_level(logging.WARNING, logger="llmgateway.server.state.redis_limits")
+    async with client(own_redis.url) as redis_client:
+        await redis_client.config_set("maxmemory-policy", "allkeys-lru")
+        await redis_client.config_set("appendonly", "no")
+    limiter = redis_limiter(own_redis.url)
+    await limiter.start()
+    await limiter.close()
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "maxmemory-policy allkeys-lru" in said
+    assert "set maxmemory-policy noeviction" in said
+    assert "writes no append-only file" in said
