@@ -5,10 +5,13 @@
 2. Validates every object: built-in kinds with kubernetes-validate's strict schemas (unknown
    fields refused) for Kubernetes 1.27 (gRPC probes GA) and 1.37; the CRD kinds
    (ServiceMonitor, Gateway, GRPCRoute) with the @kubernetes-models npm packages through
-   scripts/validate_crds.mjs. deploy/examples/*.yaml too.
+   scripts/validate_crds.mjs, and with tsc against the same packages' interfaces for unknown
+   fields. deploy/examples/*.yaml too.
 3. Asserts what a multi-replica deployment relies on (`check_properties`): gRPC probes that
    never follow a database, a termination grace longer than the drain, both Services, the
-   HPA's slow scale-down, the PDB, anti-affinity, the migration hook Job, and no secret inline.
+   HPA's slow scale-down, the PDB, anti-affinity, the migration hook Job, and no secret inline;
+   and that the gateway's own settings parser accepts every container's environment and config
+   file without a warning (`check_gateway_accepts`, in the repository's .venv).
 4. `helm lint` (no errors), the committed deploy/rendered/llmgateway.yaml matches the chart
    (`--write` regenerates it), and `envoy --mode validate` of deploy/envoy/envoy.yaml.
 5. Self-test: broken values and manifests must be refused, so no check passes vacuously.
@@ -24,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import importlib
 import json
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from dataclasses import dataclass
@@ -47,14 +52,23 @@ CRD_VALIDATOR = ROOT / "scripts" / "validate_crds.mjs"
 RELEASE = "llmgateway"
 NAMESPACE = "llmgateway"
 KUBE_VERSIONS = ("1.27.0", "1.37.0")
-# Kinds no kubernetes-validate schema covers: validated by scripts/validate_crds.mjs.
-CRD_KINDS = frozenset(
-    {
-        ("monitoring.coreos.com/v1", "ServiceMonitor"),
-        ("gateway.networking.k8s.io/v1", "Gateway"),
-        ("gateway.networking.k8s.io/v1", "GRPCRoute"),
-    }
-)
+# Kinds no kubernetes-validate schema covers: validated by scripts/validate_crds.mjs (types,
+# patterns, enums) and by TypeScript against the same packages' interfaces, whose excess
+# property checks refuse unknown fields (`typecheck_crds`).
+CRD_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): (
+        "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor",
+        "IServiceMonitor",
+    ),
+    ("gateway.networking.k8s.io/v1", "Gateway"): (
+        "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/Gateway",
+        "IGateway",
+    ),
+    ("gateway.networking.k8s.io/v1", "GRPCRoute"): (
+        "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/GRPCRoute",
+        "IGRPCRoute",
+    ),
+}
 # Kinds with no offline schema anywhere (Envoy Gateway's policies): `check_examples` asserts
 # the fields the example relies on instead.
 UNSCHEMATIZED_KINDS = frozenset({("gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy")})
@@ -249,6 +263,66 @@ def validate_crds(manifests: list[Manifest]) -> int:
     if done.returncode != 0:
         raise CheckError(f"CRD validation failed:\n{done.stdout}{done.stderr}".rstrip())
     return len(crds)
+
+
+def typecheck_crds(manifests: list[Manifest]) -> int:
+    """Unknown fields in the CRD objects, refused by `tsc --strict`: each object is an object
+    literal typed with its model's interface. tsc takes seconds, so its verdict on a given
+    file (with the given lock file) is kept in the check's virtual environment."""
+    crds = [m for m in manifests if (m.body["apiVersion"], m.kind) in CRD_KINDS]
+    if not crds:
+        return 0
+    types = sorted({CRD_KINDS[(m.body["apiVersion"], m.kind)] for m in crds})
+    lines = [f'import type {{ {name} }} from "{module}";' for module, name in types]
+    first = len(lines) + 1
+    for index, manifest in enumerate(crds):
+        _, name = CRD_KINDS[(manifest.body["apiVersion"], manifest.kind)]
+        lines.append(f"export const object{index}: {name} = {json.dumps(manifest.body)};")
+    source = "\n".join(lines) + "\n"
+    arguments = ["--noEmit", "--strict", "--module", "nodenext", "--skipLibCheck", "crds.ts"]
+    lock = (ROOT / "package-lock.json").read_bytes()
+    digest = hashlib.sha256(lock + source.encode() + " ".join(arguments).encode()).hexdigest()
+    verdict = Path(sys.prefix) / "crd-typecheck" / digest[:32]
+    if verdict.exists():
+        output = verdict.read_text()
+    else:
+        output = run_tsc(source, arguments)
+        verdict.parent.mkdir(exist_ok=True)
+        verdict.write_text(output)
+    if output:
+        problems = []
+        for line in output.splitlines():
+            found = re.match(r"crds\.ts\((\d+),\d+\): error TS\d+: (.*)", line)
+            if found and int(found[1]) >= first:
+                problems.append(f"{crds[int(found[1]) - first].label()}: {found[2]}")
+            else:
+                problems.append(line)
+        raise CheckError("CRD objects with fields their CRDs lack:\n  " + "\n  ".join(problems))
+    return len(crds)
+
+
+def run_tsc(source: str, arguments: list[str]) -> str:
+    """tsc's complaints about `source` (empty: none)."""
+    tsc = ROOT / "node_modules" / ".bin" / "tsc"
+    if not tsc.exists():
+        raise CheckError(
+            "node_modules/.bin/tsc is missing: run bash scripts/bootstrap.sh --with-npm"
+        )
+    with tempfile.TemporaryDirectory() as directory:
+        # The file must sit beside a node_modules for the packages to resolve.
+        (Path(directory) / "node_modules").symlink_to(ROOT / "node_modules")
+        (Path(directory) / "crds.ts").write_text(source)
+        done = subprocess.run(  # noqa: S603
+            [str(tsc), *arguments],
+            capture_output=True,
+            text=True,
+            cwd=directory,
+            timeout=300,
+            check=False,
+        )
+    if done.returncode != 0 and not done.stdout.strip():
+        raise CheckError(f"tsc failed: {done.stderr.strip()}")
+    return done.stdout.strip() if done.returncode != 0 else ""
 
 
 # ---- properties ----
@@ -552,6 +626,106 @@ def check_examples(examples: list[Manifest], chart: list[Manifest]) -> list[str]
     return problems
 
 
+# ---- the gateway's own settings parser ----
+
+# Run by the repository's .venv (where llmgateway is installed): loads each container's
+# environment the way `llmgateway serve` and `migrate` do, config file included.
+_SETTINGS_PROBE = """
+import json, pathlib, sys, tempfile
+from llmgateway.server.config import ConfigError, Settings
+answers = []
+for case in json.load(sys.stdin):
+    env = case["env"]
+    with tempfile.TemporaryDirectory() as directory:
+        if case["config"] is not None:
+            path = pathlib.Path(directory, "llmgateway.toml")
+            path.write_text(case["config"])
+            env["LLMGATEWAY_CONFIG"] = str(path)
+        try:
+            settings = Settings.load(env)
+        except ConfigError as exc:
+            answers.append({"error": str(exc)})
+            continue
+    answers.append({"warnings": list(settings.environment_warnings), "address": settings.address})
+print(json.dumps(answers))
+"""
+# What a secretKeyRef stands for while the parser reads the environment: well-formed, fake.
+_PLACEHOLDERS = {
+    "LLMGATEWAY_DB": "postgresql://llmgateway@db.invalid/llmgateway",
+    "LLMGATEWAY_REDIS_URL": "redis://redis.invalid:6379/0",
+}
+
+
+def check_gateway_accepts(renders: dict[str, list[Manifest]]) -> list[str]:
+    """Every container's environment is one the gateway starts with: each variable a setting
+    it reads (no unknown-variable warning), each value one it parses, the config file too.
+    One interpreter start for every render (it imports the gateway's config module)."""
+    python = ROOT / ".venv" / "bin" / "python"
+    if not python.exists():
+        raise CheckError(".venv is missing: run bash scripts/bootstrap.sh")
+    cases: list[dict[str, Any]] = []
+    labels: list[str] = []
+    ports: list[int | None] = []
+    for render, manifests in renders.items():
+        config_maps = {m.name: m.body.get("data", {}) for m in manifests if m.kind == "ConfigMap"}
+        for manifest in manifests:
+            if manifest.kind not in ("Deployment", "Job"):
+                continue
+            label = f"{render}: {manifest.label()}"
+            spec = manifest.body["spec"]["template"]["spec"]
+            mounted = {
+                volume["name"]: config_maps.get(volume["configMap"]["name"], {})
+                for volume in spec.get("volumes", [])
+                if "configMap" in volume
+            }
+            for container in spec["containers"]:
+                env: dict[str, str] = {}
+                for entry in container.get("env", []):
+                    name = entry["name"]
+                    if "value" in entry:
+                        env[name] = str(entry["value"])
+                    elif "secretKeyRef" in entry.get("valueFrom", {}):
+                        env[name] = _PLACEHOLDERS.get(name, "placeholder-not-a-key")
+                config = None
+                if "LLMGATEWAY_CONFIG" in env:
+                    path = env.pop("LLMGATEWAY_CONFIG")
+                    mount = next(
+                        (m for m in container.get("volumeMounts", []) if m["name"] in mounted),
+                        None,
+                    )
+                    if mount is None or not path.startswith(mount["mountPath"] + "/"):
+                        return [f"{label}: LLMGATEWAY_CONFIG {path} is on no mounted ConfigMap"]
+                    config = mounted[mount["name"]].get(path.rsplit("/", 1)[1])
+                    if config is None:
+                        return [f"{label}: its ConfigMap has no {path.rsplit('/', 1)[1]}"]
+                cases.append({"env": env, "config": config})
+                labels.append(f"{label} container {container['name']}")
+                grpc = [
+                    p["containerPort"] for p in container.get("ports", []) if p["name"] == "grpc"
+                ]
+                ports.append(grpc[0] if grpc else None)
+    done = subprocess.run(  # noqa: S603
+        [str(python), "-c", _SETTINGS_PROBE],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise CheckError(f"loading the rendered environments failed:\n{done.stderr}")
+    problems = []
+    for label, port, answer in zip(labels, ports, json.loads(done.stdout), strict=True):
+        if "error" in answer:
+            problems.append(f"{label}: the gateway refuses its settings: {answer['error']}")
+            continue
+        problems += [f"{label}: {warning}" for warning in answer["warnings"]]
+        if port is not None and not str(answer["address"]).endswith(f":{port}"):
+            problems.append(f"{label}: listens on {answer['address']}, not the grpc port {port}")
+    return problems
+
+
 # ---- lint, drift, envoy ----
 
 
@@ -669,6 +843,10 @@ def self_test(default: list[Manifest]) -> int:
         labels = body["spec"]["template"]["metadata"]["labels"]
         labels["app.kubernetes.io/component"] = "gateway"
 
+    def misspelt_variable(body: dict[str, Any]) -> None:
+        env = body["spec"]["template"]["spec"]["containers"][0]["env"]
+        env.append({"name": "LLMGATEWAY_SHUTDOWN_DELY", "value": "5"})
+
     def quick_scale_down(body: dict[str, Any]) -> None:
         body["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] = 60
 
@@ -699,6 +877,13 @@ def self_test(default: list[Manifest]) -> int:
             ("selects the pods of Job/",),
         ),
         (
+            "a variable the gateway does not read",
+            lambda: check_gateway_accepts(
+                {"self-test": mutated(default, "Deployment", misspelt_variable)}
+            ),
+            ("LLMGATEWAY_SHUTDOWN_DELY",),
+        ),
+        (
             "a quick HPA scale-down",
             lambda: check_properties(
                 mutated(default, "HorizontalPodAutoscaler", quick_scale_down), render
@@ -716,6 +901,24 @@ def self_test(default: list[Manifest]) -> int:
             "an unknown probe field (strict schema)",
             lambda: validate_builtin(mutated(default, "Deployment", stray_field)),
             ("invalid for Kubernetes 1.27", "path"),
+        ),
+        (
+            "a misspelt ServiceMonitor field (tsc)",
+            lambda: typecheck_crds(
+                [
+                    Manifest(
+                        "self-test",
+                        "",
+                        {
+                            "apiVersion": "monitoring.coreos.com/v1",
+                            "kind": "ServiceMonitor",
+                            "metadata": {"name": "misspelt"},
+                            "spec": {"selector": {}, "endpoints": [{"scrapeTimout": "10s"}]},
+                        },
+                    )
+                ]
+            ),
+            ("ServiceMonitor/misspelt", "scrapeTimout"),
         ),
         (
             "a ServiceMonitor endpoint with a numeric port (npm model)",
@@ -767,10 +970,12 @@ def main(argv: list[str] | None = None) -> int:
             manifests = read_manifests(RENDERED)
             problems = check_properties(manifests, RENDERS[1])
             problems += check_examples(examples, manifests)
+            problems += check_gateway_accepts({"rendered": manifests})
             if problems:
                 raise CheckError("\n".join(problems))
             checked = validate_builtin(manifests)
             crds = validate_crds(manifests + examples)
+            typecheck_crds(manifests + examples)
             step(f"{RENDERED.relative_to(ROOT)}: {len(manifests)} objects", started)
             step(f"valid: {checked} schema checks, {crds} CRD objects, properties hold", started)
             step(f"envoy --mode validate: {envoy_validate()}", started)
@@ -784,14 +989,16 @@ def main(argv: list[str] | None = None) -> int:
             for problem in check_properties(renders[render.name], render)
         ]
         problems += check_examples(examples, renders["default"])
+        problems += check_gateway_accepts(renders)
         if problems:
             raise CheckError("properties do not hold:\n  " + "\n  ".join(problems))
-        step("properties hold in every render", started)
+        step("properties hold in every render; the gateway accepts every environment", started)
         everything = [m for found in renders.values() for m in found]
         checked = validate_builtin(everything + examples)
         step(f"kubernetes-validate --strict {' and '.join(KUBE_VERSIONS)}: {checked} OK", started)
         crds = validate_crds(everything + examples)
-        step(f"CRD objects (@kubernetes-models): {crds} OK", started)
+        typecheck_crds(everything + examples)
+        step(f"CRD objects (@kubernetes-models, and tsc for unknown fields): {crds} OK", started)
         step(f"helm lint: {lint_chart()}", started)
         text = rendered_file_text(renders["full"])
         if args.write:

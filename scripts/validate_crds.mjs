@@ -1,8 +1,8 @@
 // Validates Kubernetes objects of CRD kinds against the @kubernetes-models npm packages (the
 // kinds kubernetes-validate has no schema for). Run by scripts/deploy_check.py: reads a JSON
 // array of {source, object} on stdin, prints one line per invalid object, exits 1 if any.
-// The models check types, required fields and enums; they do not refuse unknown fields, so
-// scripts/deploy_check.py asserts the fields the chart relies on itself.
+// The models check types, patterns, required fields and enums; they do not refuse unknown
+// fields, which scripts/deploy_check.py checks with tsc against the same packages' interfaces.
 import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";
 import { Gateway } from "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/Gateway";
 import { GRPCRoute } from "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/GRPCRoute";
