@@ -400,6 +400,15 @@ def test_up_status_kill_start_and_down_leave_nothing_behind(run_dir):
             _complete(target, None)
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
+        # A key `key` issues works at once through Envoy, and its limit holds.
+        made = _script("key", "limited", "--rpm", "1", run_dir=run_dir)
+        assert made.returncode == 0, made.stderr
+        limited = made.stdout.strip()
+        assert _complete(target, limited).content
+        with pytest.raises(grpc.RpcError) as limit:
+            _complete(target, limited)
+        assert limit.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
         status = _script("status", run_dir=run_dir)
         assert status.returncode == 0, status.stdout + status.stderr
         rows = _status_rows(status.stdout)
