@@ -1372,6 +1372,10 @@ _READ_ELSEWHERE = frozenset(
         "LLMGATEWAY_WORKER_SUMMARY_FD",
         "LLMGATEWAY_API_KEY",
         "LLMGATEWAY_TARGET",
+        # scripts/cluster.py: the local cluster's run directory.
+        "LLMGATEWAY_CLUSTER_DIR",
+        # tests/test_cluster_proofs.py: how long the scale-out proofs run (ci or full).
+        "LLMGATEWAY_PROOF_SCALE",
     }
 )
 
