@@ -23,6 +23,7 @@ import redis.exceptions
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from llmgateway.server.config import PriceOverride
 from llmgateway.server.errors import GatewayError
 from llmgateway.server.process.server import CLOSE_FLOOR_SECONDS, start_gateway
 from llmgateway.server.state.db import Database, StateUnavailableError
@@ -464,13 +465,7 @@ async def serving(
 
 
 def new_key(settings: Settings, **limits: object) -> str:
-    db = Database(settings.db)
-    try:
-        migrate(db)
-        _, secret = KeyStore(db).create("limited", **limits)  # type: ignore[arg-type]
-    finally:
-        db.close()
-    return secret
+    return new_key_record(settings, **limits)[1]
 
 
 async def call(stub: pb_grpc.CompletionServiceAsyncStub, key: str) -> pb.CompleteResponse:
@@ -616,3 +611,49 @@ async def test_a_redis_that_may_forget_spend_is_warned_about(own_redis, caplog):
     assert "maxmemory-policy allkeys-lru" in said
     assert "set maxmemory-policy noeviction" in said
     assert "writes no append-only file" in said
+
+
+async def test_a_budget_redis_lost_is_seeded_from_the_ledger(redis_keyed, own_redis):
+    # Redis loses its data mid-day (or replaces the database's limits): the
+    # key's spend so far comes back from the ledger, not from zero.
+    priced = dataclasses.replace(
+        redis_keyed, prices={"zai/glm-4.7": PriceOverride(prompt=0.0, completion=1000.0)}
+    )
+    record, key = new_key_record(priced, budget_usd=10.0, budget_period="day")
+    async with serving(priced) as (running, stub):
+        for _ in range(3):
+            await call(stub, key)
+        await running.calls.aclose()  # settled at what they cost
+        before = await held_usd(own_redis.url, record)
+        assert before > 0
+        assert await ledger_cost(priced, 3) == pytest.approx(before)
+        async with client(own_redis.url) as redis_client:
+            await redis_client.flushall()
+        await call(stub, key)
+        await running.calls.aclose()
+        after = await held_usd(own_redis.url, record)
+    assert after == pytest.approx(await ledger_cost(priced, 4))
+    assert after > before
+
+
+def new_key_record(settings: Settings, **limits: object) -> tuple[CallerKey, str]:
+    db = Database(settings.db)
+    try:
+        migrate(db)
+        return KeyStore(db).create("limited", **limits)  # type: ignore[arg-type]
+    finally:
+        db.close()
+
+
+async def ledger_cost(settings: Settings, calls: int) -> float:
+    """The ledger's cost of its `calls` calls, once each is complete (it writes in batches)."""
+    db = Database(settings.db)
+    try:
+        for _ in range(600):  # 30 s: a bound for a loaded machine, not a speed check
+            rows = db.run_sync(lambda tx: tx.fetchall("SELECT status, cost_usd FROM usage_records"))
+            if len(rows) == calls and all(status != "IN_FLIGHT" for status, _ in rows):
+                return sum(float(cost) for _, cost in rows)
+            await asyncio.sleep(0.05)
+    finally:
+        db.close()
+    raise AssertionError("the ledger never completed its rows")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import random
@@ -58,6 +59,9 @@ from llmgateway.server.state.limits import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from llmgateway.server.state.db import Database
     from llmgateway.server.state.keys import CallerKey
 
 logger = logging.getLogger(__name__)
@@ -86,9 +90,11 @@ REMINDER_SECONDS = 30.0
 
 # Reserve. KEYS: w, t, ts, b, r, x. ARGV: id, tokens, cost (nano-USD), rpm,
 # tpm, budget (nano-USD; -1: none), budget expiry (epoch ms), instance,
-# lease (ms), window (ms), idle (ms). Answers {0} (held), {-1} (released
-# before it arrived), or a refusal: {1, wait ms} rpm, {2} tpm too large,
-# {3, used, wait ms} tpm, {4} budget too large, {5, spent} budget.
+# lease (ms), window (ms), idle (ms), seed ("1": a missing budget counter
+# is to be seeded first). Answers {0} (held), {-1} (released before it
+# arrived), {6} (seed the budget counter, then ask again), or a refusal:
+# {1, wait ms} rpm, {2} tpm too large, {3, used, wait ms} tpm, {4} budget
+# too large, {5, spent} budget.
 _RESERVE = """
 if redis.call('EXISTS', KEYS[5]) == 1 then return {0} end
 if redis.call('EXISTS', KEYS[6]) == 1 then return {-1} end
@@ -122,6 +128,7 @@ if windowed then
   end
 end
 if budget >= 0 then
+  if ARGV[12] == '1' and redis.call('EXISTS', KEYS[4]) == 0 then return {6} end
   local spent = tonumber(redis.call('GET', KEYS[4]) or '0')
   if cost > budget + EPSILON then return {4} end
   if spent + cost > budget + EPSILON then return {5, spent} end
@@ -233,6 +240,24 @@ def _config_value(reply: Any, name: str) -> str:
     return ""
 
 
+def ledger_spend(db: Database) -> Callable[[str, float], Awaitable[float]]:
+    """What a key spent since a moment, by the ledger: the recorded cost of
+    its calls (those still in flight have none yet), to seed a budget."""
+
+    async def spend_since(key_id: str, since: float) -> float:
+        rows = await db.run(
+            lambda tx: tx.fetchall(
+                "SELECT COALESCE(SUM(cost_usd), 0) FROM usage_records "
+                "WHERE key_id = ? AND created_at >= ?",
+                (key_id, since),
+            ),
+            write=False,
+        )
+        return float(rows[0][0])
+
+    return spend_since
+
+
 def nano(usd: float) -> int:
     """USD as integer nano-USD."""
     return round(usd * NANO)
@@ -317,8 +342,15 @@ class RedisLimiter:
         lease_seconds: float,
         timeout: float,
         failure_mode: FailureMode = "closed",
+        spend_since: Callable[[str, float], Awaitable[float]] | None = None,
     ) -> None:
+        """`spend_since(key_id, period_start)`: what the ledger says the key spent
+        since then, to seed a budget counter Redis does not hold (a new Redis,
+        one that lost its data, a switch from database limits mid-period)."""
         self.display = display_url(url)
+        self._spend_since = spend_since
+        # Budget counters being seeded by this process: concurrent calls wait for one.
+        self._seeding: dict[str, asyncio.Future[None]] = {}
         self.timeout = timeout
         self._instance_id = instance_id
         self._lease_ms = max(1, round(lease_seconds * 1000))
@@ -430,10 +462,16 @@ class RedisLimiter:
             self._lease_ms,
             int(WINDOW_SECONDS * 1000),
             _IDLE_MS,
+            int(self._spend_since is not None),
         ]
         try:
             async with asyncio.timeout(self.timeout):
                 answer: list[Any] = await self._reserve_script(keys=keys, args=args)
+            if int(answer[0]) == 6 and period_start is not None:
+                await self._seed(key.id, budget_key, period_start, budget_expiry)
+                args[-1] = 0  # seeded (here or by another replica): counted from there
+                async with asyncio.timeout(self.timeout):
+                    answer = await self._reserve_script(keys=keys, args=args)
         except Exception as exc:
             if not unavailable(exc):
                 raise
@@ -525,6 +563,38 @@ class RedisLimiter:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(0.1 if left is None or left < 0.1 else left):
                 await self._client.aclose(close_connection_pool=True)
+
+    async def _seed(self, key_id: str, budget_key: str, since: int, expiry_ms: int) -> None:
+        """Seed a budget counter Redis does not hold with the ledger's spend
+        since the period began (once: concurrent calls wait for the first)."""
+        running = self._seeding.get(budget_key)
+        if running is None:
+            running = asyncio.ensure_future(self._seed_once(key_id, budget_key, since, expiry_ms))
+            self._seeding[budget_key] = running
+            running.add_done_callback(functools.partial(self._seeded, budget_key))
+        await asyncio.shield(running)
+
+    def _seeded(self, budget_key: str, seeding: asyncio.Future[None]) -> None:
+        self._seeding.pop(budget_key, None)
+        if not seeding.cancelled():
+            seeding.exception()  # retrieved: each call that waited raised it already
+
+    async def _seed_once(self, key_id: str, budget_key: str, since: int, expiry_ms: int) -> None:
+        assert self._spend_since is not None  # noqa: S101  # asked for by the script only then
+        # The database unavailable: StateUnavailableError, as for the ledger
+        # the call could not be admitted to either.
+        spent = await self._spend_since(key_id, float(since))
+        async with asyncio.timeout(self.timeout):
+            # NX: another replica may have seeded it (or counted calls) meanwhile.
+            seeded = await self._client.set(budget_key, nano(spent), nx=True, pxat=expiry_ms)
+        if seeded:
+            logger.info(
+                "the limits store (Redis) %s held no spend for key %s this period: seeded "
+                "from the ledger ($%.4f)",
+                self.display,
+                key_id,
+                spent,
+            )
 
     def _new_id(self) -> int:
         """A reservation id, chosen here, so one that timed out can still be released."""

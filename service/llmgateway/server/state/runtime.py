@@ -87,7 +87,7 @@ async def open_state(settings: Settings) -> State | None:
     lease.start()
     limiter: LimitStore = Limiter(db)
     if settings.redis_url:
-        from llmgateway.server.state.redis_limits import RedisLimiter
+        from llmgateway.server.state.redis_limits import RedisLimiter, ledger_spend
 
         redis_limiter = RedisLimiter(
             settings.redis_url,
@@ -95,6 +95,9 @@ async def open_state(settings: Settings) -> State | None:
             lease_seconds=settings.instance_lease,
             timeout=settings.redis_timeout,
             failure_mode="open" if settings.redis_failure_mode == "open" else "closed",
+            # A budget counter Redis lacks (new, emptied, or switched to
+            # mid-period) starts from the ledger's spend, not from zero.
+            spend_since=ledger_spend(db),
         )
         # Redis away at start-up is a warning (calls get UNAVAILABLE until it
         # answers), not a failed start: replicas must not crash-loop with it.
