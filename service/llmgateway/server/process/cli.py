@@ -1,5 +1,6 @@
 """The `llmgateway` command: `serve` runs the gateway, `demo` shows it working with no keys,
-`keys` and `usage` manage caller keys and read the ledger, `chat` and `models` call a gateway,
+`keys`, `usage` and `migrate` manage caller keys, read the ledger and migrate the state
+database's schema, `chat` and `models` call a gateway,
 `health` checks one (for container health checks and Kubernetes probes)."""
 
 from __future__ import annotations
