@@ -23,7 +23,7 @@ import redis.exceptions
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from llmgateway.server.config import PriceOverride
+from llmgateway.server.config import ConfigError, PriceOverride, Settings
 from llmgateway.server.errors import GatewayError
 from llmgateway.server.process.server import CLOSE_FLOOR_SECONDS, start_gateway
 from llmgateway.server.state.db import Database, StateUnavailableError
@@ -35,6 +35,7 @@ from llmgateway.server.state.redis_limits import (
     nano,
     unavailable,
 )
+from llmgateway.server.state.runtime import open_state
 from llmgateway.server.state.schema import migrate
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
-    from llmgateway.server.config import Settings
     from llmgateway.server.process.server import Gateway
     from llmgateway.server.state.keys import Period
 
@@ -657,3 +657,10 @@ async def ledger_cost(settings: Settings, calls: int) -> float:
     finally:
         db.close()
     raise AssertionError("the ledger never completed its rows")
+
+
+async def test_a_malformed_redis_url_stops_the_start_saying_what_to_fix(tmp_path):
+    settings = Settings(db=str(tmp_path / "state.db"), redis_url="redis://:s3cret@cache:port/0")
+    with pytest.raises(ConfigError, match="LLMGATEWAY_REDIS_URL") as caught:
+        await open_state(settings)
+    assert "s3cret" not in str(caught.value)

@@ -46,6 +46,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from llmgateway.server.config import ConfigError
 from llmgateway.server.state.db import StateUnavailableError
 from llmgateway.server.state.limits import (
     WINDOW_SECONDS,
@@ -356,17 +357,21 @@ class RedisLimiter:
         self._lease_ms = max(1, round(lease_seconds * 1000))
         self._lease_seconds = lease_seconds
         self._failure_mode: FailureMode = failure_mode
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            url,
-            max_connections=_MAX_CONNECTIONS,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            # A pooled connection Redis dropped (it restarted) fails at once:
-            # tried again on a fresh one. Safe, as both scripts are idempotent
-            # by reservation id. Not on a timeout: that is the caller's answer.
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-        )
+        try:
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                url,
+                max_connections=_MAX_CONNECTIONS,
+                timeout=timeout,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                # A pooled connection Redis dropped (it restarted) fails at once:
+                # tried again on a fresh one. Safe, as both scripts are idempotent
+                # by reservation id. Not on a timeout: that is the caller's answer.
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+            )
+        except ValueError as exc:
+            msg = f"LLMGATEWAY_REDIS_URL ([state] redis_url) {self.display} is malformed: {exc}"
+            raise ConfigError(msg) from None
         self._client: redis.asyncio.Redis = redis.asyncio.Redis(connection_pool=pool)
         self._reserve_script = self._client.register_script(_RESERVE)
         self._settle_script = self._client.register_script(_SETTLE)

@@ -18,6 +18,7 @@ from llmgateway.server.state.schema import migrate
 if TYPE_CHECKING:
     from llmgateway.server.config import Settings
     from llmgateway.server.state.limits import LimitStore
+    from llmgateway.server.state.redis_limits import RedisLimiter
 
 logger = logging.getLogger(__name__)
 # Closing the database waits at least this long for its threads (each ends
@@ -64,6 +65,8 @@ async def open_state(settings: Settings) -> State | None:
     db = Database(settings.db, timeout=settings.db_timeout)
     lease = InstanceLease(db, settings.instance_lease)
     try:
+        # First: a malformed Redis URL stops the start before anything runs.
+        redis_limiter = _redis_limiter(settings, db, lease.id)
         version = migrate(db)
         lease.register()
     except StateUnavailableError as exc:
@@ -86,21 +89,27 @@ async def open_state(settings: Settings) -> State | None:
     ledger.start()
     lease.start()
     limiter: LimitStore = Limiter(db)
-    if settings.redis_url:
-        from llmgateway.server.state.redis_limits import RedisLimiter, ledger_spend
-
-        redis_limiter = RedisLimiter(
-            settings.redis_url,
-            instance_id=lease.id,
-            lease_seconds=settings.instance_lease,
-            timeout=settings.redis_timeout,
-            failure_mode="open" if settings.redis_failure_mode == "open" else "closed",
-            # A budget counter Redis lacks (new, emptied, or switched to
-            # mid-period) starts from the ledger's spend, not from zero.
-            spend_since=ledger_spend(db),
-        )
+    if redis_limiter is not None:
         # Redis away at start-up is a warning (calls get UNAVAILABLE until it
         # answers), not a failed start: replicas must not crash-loop with it.
         await redis_limiter.start()
         limiter = redis_limiter
     return State(db=db, keys=KeyStore(db), limiter=limiter, ledger=ledger, lease=lease)
+
+
+def _redis_limiter(settings: Settings, db: Database, instance_id: str) -> RedisLimiter | None:
+    """The Redis limit store when LLMGATEWAY_REDIS_URL is set (not started yet)."""
+    if not settings.redis_url:
+        return None
+    from llmgateway.server.state.redis_limits import RedisLimiter, ledger_spend
+
+    return RedisLimiter(
+        settings.redis_url,
+        instance_id=instance_id,
+        lease_seconds=settings.instance_lease,
+        timeout=settings.redis_timeout,
+        failure_mode="open" if settings.redis_failure_mode == "open" else "closed",
+        # A budget counter Redis lacks (new, emptied, or switched to
+        # mid-period) starts from the ledger's spend, not from zero.
+        spend_since=ledger_spend(db),
+    )
