@@ -66,7 +66,7 @@ def state_errors() -> Iterator[None]:
         raise GatewayError(
             grpc.StatusCode.UNAVAILABLE,
             pb.ERROR_REASON_GATEWAY_STATE_UNAVAILABLE,
-            "the gateway's state database is unavailable just now; retry shortly",
+            "the gateway's state store (database or Redis) is unavailable just now; retry shortly",
             retry_after=1.0,
         ) from None
 
