@@ -226,7 +226,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     (LLMGATEWAY_MAX_RESPONSE_BYTES); the upstream may have billed it.
     """
     ERROR_REASON_GATEWAY_STATE_UNAVAILABLE: _ErrorReason.ValueType  # 29
-    """UNAVAILABLE: the gateway's state database (caller keys, limits, usage)
+    """UNAVAILABLE: the gateway's state database (caller keys, limits, usage),
+    or the Redis holding limits when one is configured (and fails closed),
     could not answer in time: locked, unreachable or full. Nothing went
     upstream. A RetryInfo suggests a delay.
     """
@@ -404,7 +405,8 @@ event) is larger than the gateway accepts
 (LLMGATEWAY_MAX_RESPONSE_BYTES); the upstream may have billed it.
 """
 ERROR_REASON_GATEWAY_STATE_UNAVAILABLE: ErrorReason.ValueType  # 29
-"""UNAVAILABLE: the gateway's state database (caller keys, limits, usage)
+"""UNAVAILABLE: the gateway's state database (caller keys, limits, usage),
+or the Redis holding limits when one is configured (and fails closed),
 could not answer in time: locked, unreachable or full. Nothing went
 upstream. A RetryInfo suggests a delay.
 """
