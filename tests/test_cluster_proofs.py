@@ -64,7 +64,10 @@ SCALES = {
     "ci": Scale(stream_chunks=60, unary_per_second=40, after_kill_seconds=2.5, rolling_rounds=1),
     "full": Scale(stream_chunks=200, unary_per_second=100, after_kill_seconds=10, rolling_rounds=2),
 }
-SCALE = SCALES[os.environ.get("LLMGATEWAY_PROOF_SCALE", "ci")]
+_SCALE_NAME = os.environ.get("LLMGATEWAY_PROOF_SCALE") or "ci"
+if _SCALE_NAME not in SCALES:
+    raise pytest.UsageError(f"LLMGATEWAY_PROOF_SCALE must be ci or full, got {_SCALE_NAME!r}")
+SCALE = SCALES[_SCALE_NAME]
 STREAMS = 200  # the issue's open streams
 CONCURRENT = 300  # the issue's concurrent calls from one key
 # A model no price table knows: every call reserves UNKNOWN_PRICE_RESERVATION_USD and
@@ -106,7 +109,7 @@ def cluster() -> Iterator[Cluster]:
 
 
 def clients(
-    cluster: Cluster, key: str, *, target: str | None = None, **options: int
+    cluster: Cluster, key: str, *, target: str | None = None, max_attempts: int = 3
 ) -> list[AsyncCompletionClient]:
     """CHANNELS clients, each with a connection of its own (gRPC would otherwise share one
     subchannel between channels to the same target)."""
@@ -115,7 +118,7 @@ def clients(
             target or cluster.address,
             api_key=key,
             grpc_options=[("grpc.use_local_subchannel_pool", 1)],
-            **options,  # type: ignore[arg-type]
+            max_attempts=max_attempts,
         )
         for _ in range(CHANNELS)
     ]
@@ -123,9 +126,10 @@ def clients(
 
 @contextlib.asynccontextmanager
 async def open_clients(
-    cluster: Cluster, key: str, *, target: str | None = None, **options: int
+    cluster: Cluster, key: str, *, target: str | None = None, max_attempts: int = 3
 ) -> AsyncIterator[list[AsyncCompletionClient]]:
-    made = clients(cluster, key, target=target, **options)
+    """`clients`, closed on leaving (3 attempts: the Python client's default)."""
+    made = clients(cluster, key, target=target, max_attempts=max_attempts)
     try:
         yield made
     finally:
