@@ -18,7 +18,10 @@ echo "==> pytest" >&2
 # arguments they run alone, after the rest. Arguments (test files, -k, `-n 0`
 # for one process) go to pytest, in one run.
 if [ "$#" -eq 0 ]; then
-  .venv/bin/python -m pytest -n 2 --dist loadfile -m "not serial"
-  exec .venv/bin/python -m pytest -m serial
+  .venv/bin/python -m pytest -n 2 --dist loadfile -m "not serial and not cluster"
+  .venv/bin/python -m pytest -m "serial and not cluster"
+  # The scale-out proofs start a local cluster of their own (Envoy, three
+  # replicas, PostgreSQL, Redis) and time failovers: alone, last.
+  exec bash scripts/cluster.sh proof --ci
 fi
 exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"
