@@ -46,4 +46,8 @@ def test_the_npm_package_has_the_same_version():
 
 def test_the_changelog_describes_this_version_first():
     headings = re.findall(r"^## \[([^\]]+)\]", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
-    assert headings[0] == _server_version()
+    # Keep a Changelog: work not yet released sits under [Unreleased], above the
+    # latest release, which is the version the packages carry.
+    released = [heading for heading in headings if heading != "Unreleased"]
+    assert headings[: len(headings) - len(released)] in ([], ["Unreleased"])
+    assert released[0] == _server_version()
