@@ -33,15 +33,8 @@ buf generate --template buf.gen.ts.yaml -o "$stubs"
 test -s "$stubs/ts/llmgateway/v1/completion_service_pb.ts"
 rm -rf "$stubs"
 echo "==> generated code matches protos/" >&2
-generated=clients/python/llmgateway/v1
-before=$(mktemp -d)
-trap 'rm -rf "$before"' EXIT
-cp -r "$generated" "$before/v1"
-python scripts/generate.py >/dev/null 2>&1
-if ! diff -r -x __pycache__ "$before/v1" "$generated" >&2; then
-  echo "$generated did not match protos/: it has been regenerated now; review and commit it" >&2
-  exit 1
-fi
+# Compared, never rewritten: CI runs this beside the packaging steps, which read it.
+python scripts/generate.py --check
 echo "==> docs/routing.md matches the labelled prompts and the rules" >&2
 python -m bench.routing_eval --check docs/routing.md
 echo "==> lint passed" >&2
