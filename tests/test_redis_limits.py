@@ -152,6 +152,33 @@ def test_a_redis_password_is_never_displayed():
     assert display_url("unix:///run/redis.sock") == "unix:///run/redis.sock"
 
 
+# Passwords made of secret pieces joined by the characters that end a URL's
+# authority early when not percent-encoded (generated passwords hold '/' often).
+_PASSWORDS = st.lists(st.sampled_from("/?#@:"), min_size=1, max_size=4).map(
+    lambda delimiters: "SECRET" + "".join(d + "SECRET" for d in delimiters)
+)
+
+
+@given(password=_PASSWORDS, user=st.sampled_from(["", "gw"]))
+def test_no_piece_of_a_password_with_url_delimiters_is_displayed(password, user):
+    for scheme in ("redis", "rediss"):
+        shown = display_url(f"{scheme}://{user}:{password}@cache.internal:6379/0")
+        assert "SECRET" not in shown, shown
+        assert shown.startswith(f"{scheme}://")
+
+
+@given(password=_PASSWORDS)
+def test_a_url_the_client_cannot_read_never_quotes_its_password(password):
+    url = f"redis://:{password}@cache.internal:6379/0"
+    try:
+        RedisLimiter(url, instance_id="i", lease_seconds=15.0, timeout=0.5)
+    except ConfigError as refused:
+        message = str(refused)
+        assert "SECRET" not in message, message
+        assert "LLMGATEWAY_REDIS_URL" in message
+        assert "percent-encode" in message
+
+
 def test_what_counts_as_redis_being_unavailable():
     assert unavailable(redis.exceptions.ConnectionError("refused"))
     assert unavailable(redis.exceptions.TimeoutError("no answer"))

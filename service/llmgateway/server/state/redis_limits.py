@@ -203,10 +203,15 @@ def display_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    rest = rest.split("?", 1)[0]
-    credentials, at, host = rest.rpartition("@")
+    # The credentials end at the last '@', before the query is cut off: a
+    # password may hold an unencoded '?' or '#', which a URL parser would take
+    # for the start of the query or fragment.
+    credentials, _, host = rest.rpartition("@")
+    host = host.split("?", 1)[0].split("#", 1)[0]
     user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}{'@' if user else ''}{host if at else rest}"
+    if any(c in user for c in "/?#"):
+        user = ""  # not a user name: the '@' was in the query or a password
+    return f"{scheme}://{user}{'@' if user else ''}{host}"
 
 
 def _reason(exc: BaseException) -> str:
@@ -370,7 +375,14 @@ class RedisLimiter:
                 retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
             )
         except ValueError as exc:
-            msg = f"LLMGATEWAY_REDIS_URL ([state] redis_url) {self.display} is malformed: {exc}"
+            # The library's reason quotes what it read as the port, which is a
+            # piece of the password when that holds an unencoded '/', '?' or '#'.
+            reason = str(exc) if "@" not in url else "its host or port cannot be read"
+            msg = (
+                f"LLMGATEWAY_REDIS_URL ([state] redis_url) {self.display} is malformed: "
+                f"{reason} (percent-encode '/', '?', '#' and '@' in a user name or password, "
+                "e.g. %2F for '/')"
+            )
             raise ConfigError(msg) from None
         self._client: redis.asyncio.Redis = redis.asyncio.Redis(connection_pool=pool)
         self._reserve_script = self._client.register_script(_RESERVE)
