@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from tests.postgres import PostgresServer, init_server, installed, server_at
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION_ENVOY = ROOT / "deploy" / "envoy" / "envoy.yaml"
@@ -553,8 +553,9 @@ class Cluster:
             "--maxmemory-policy", "noeviction",
             "--daemonize", "no",
         ]  # fmt: skip
-        self._state["processes"]["redis"] = self._spawn("redis", command, os.environ)
-        self._write_state()
+        with _recorded():
+            self._state["processes"]["redis"] = self._spawn("redis", command, os.environ)
+            self._write_state()
 
     def _wait_redis(self) -> None:
         process = self._process("redis")
@@ -617,9 +618,12 @@ class Cluster:
         then = [self._process(name) for name in ("fake", "redis")]
         self._stop_all([p for p in then if p is not None], STOP_LIMIT_SECONDS)
         postgres = self._process("postgres")
-        if postgres is not None and postgres.alive():
+        # Not recorded yet when `up` died while pg_ctl was starting it: its pid file says.
+        starting = postgres is None and (self.run_dir / "postgres/data/postmaster.pid").exists()
+        if starting or (postgres is not None and postgres.alive()):
             with contextlib.suppress(OSError, subprocess.CalledProcessError):
                 self._postgres().stop("fast")
+        if postgres is not None:
             self._stop_all([postgres], STOP_LIMIT_SECONDS)
         for child in self._children.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -795,24 +799,26 @@ class Cluster:
         ]  # fmt: skip
         if options.fake_stream_chunks is not None:
             command += ["--stream-chunks", str(options.fake_stream_chunks)]
-        self._state["processes"]["fake"] = self._spawn("fake", command, os.environ)
-        self._write_state()
+        with _recorded():
+            self._state["processes"]["fake"] = self._spawn("fake", command, os.environ)
+            self._write_state()
 
     def _start_postgres(self) -> None:
         base = self.run_dir / "postgres"
         base.mkdir()
-        try:
-            server = init_server(base, self._ports["postgres"])
-            server.start()
-        except subprocess.CalledProcessError as exc:
-            raise ClusterError(
-                f"PostgreSQL did not start ({' '.join(map(str, exc.cmd[:4]))}... exited "
-                f"{exc.returncode}); its log:\n{_tail(base / 'log')}"
-            ) from None
-        (self.logs / "postgres.log").symlink_to(base / "log")
-        postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
-        self._state["processes"]["postgres"] = dataclasses.asdict(Process.of(postmaster))
-        self._write_state()
+        with _recorded():
+            try:
+                server = init_server(base, self._ports["postgres"])
+                server.start()
+            except subprocess.CalledProcessError as exc:
+                raise ClusterError(
+                    f"PostgreSQL did not start ({' '.join(map(str, exc.cmd[:4]))}... exited "
+                    f"{exc.returncode}); its log:\n{_tail(base / 'log')}"
+                ) from None
+            (self.logs / "postgres.log").symlink_to(base / "log")
+            postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+            self._state["processes"]["postgres"] = dataclasses.asdict(Process.of(postmaster))
+            self._write_state()
 
     def _make_load_key(self) -> None:
         """Migrate the shared database and issue the load key, before any replica starts."""
@@ -858,7 +864,10 @@ class Cluster:
             sys.executable, "-m", "llmgateway.server.process.cli", "serve",
             "--address", f"127.0.0.1:{raw['port']}", "--log-level", "INFO",
         ]  # fmt: skip
-        raw["process"] = self._spawn(f"replica-{i}", command, env)
+        with _recorded():
+            raw["process"] = self._spawn(f"replica-{i}", command, env)
+            # Recorded at once: `down` finds it even if this process dies before the next.
+            self._write_state()
 
     def _start_envoy(self, envoy: Path) -> None:
         config = local_envoy_config(
@@ -877,7 +886,9 @@ class Cluster:
             "--disable-hot-restart",
             "--log-level", "warning",
         ]  # fmt: skip
-        self._state["processes"]["envoy"] = self._spawn("envoy", command, os.environ)
+        with _recorded():
+            self._state["processes"]["envoy"] = self._spawn("envoy", command, os.environ)
+            self._write_state()
 
     def _envoy_listens(self) -> bool:
         with socket.socket() as sock:
@@ -1043,6 +1054,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _up(args: argparse.Namespace, run_dir: Path) -> int:
     began = time.monotonic()
+    # SIGTERM (a CI timeout, `kill`) or SIGHUP (the terminal closed) while starting ends
+    # `up` as Ctrl-C does: Cluster.up stops what it started (its children run in sessions
+    # of their own, so no signal reaches them).
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     cluster = Cluster.up(
         ClusterOptions(replicas=args.replicas, limits=args.limits, port=args.port, run_dir=run_dir)
     )
@@ -1057,6 +1073,34 @@ def _up(args: argparse.Namespace, run_dir: Path) -> int:
     print(f"export LLMGATEWAY_TARGET={cluster.address}")
     print(f"export LLMGATEWAY_API_KEY={cluster.load_key}")
     return 0
+
+
+# `up`'s SIGTERM or SIGHUP, held back while a process is started and recorded.
+_holding = 0
+_held = False
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    global _held  # the signal handler's one flag
+    if _holding:
+        _held = True
+        return
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _recorded() -> Iterator[None]:
+    """Start and record a process with `up`'s SIGTERM held back, raised once the record
+    is in state.json: an interruption in between would leave a process `down` cannot find."""
+    global _holding, _held  # shared with the signal handler
+    _holding += 1
+    try:
+        yield
+    finally:
+        _holding -= 1
+    if not _holding and _held:
+        _held = False
+        raise KeyboardInterrupt
 
 
 def _status(args: argparse.Namespace, run_dir: Path) -> int:

@@ -5,7 +5,9 @@ discovery, both pass `envoy --mode validate`, and the production file keeps the 
 deploy/envoy/README.md promises. The script: one `up`, a call through Envoy, `status`, a
 killed and restarted replica, a refused second `up`, and a `down` that leaves no process and
 no run directory; `up`'s refusals (a taken port, a missing redis-server, a foreign directory)
-start nothing. The proofs under load are tests/test_cluster_proofs.py's.
+start nothing; an `up` stopped with SIGTERM while it starts stops what it started, and
+one killed with SIGKILL leaves nothing `down` cannot find. The proofs under load are
+tests/test_cluster_proofs.py's.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import copy
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +47,7 @@ from scripts.cluster import (
 from tests.conftest import user
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY = Path(sys.executable).parent / "envoy"
@@ -437,3 +442,95 @@ def test_up_status_kill_start_and_down_leave_nothing_behind(run_dir):
     assert not run_dir.exists()
     assert len(processes) == 6
     assert [p for p in processes if p.alive()] == []
+
+
+# ---- an `up` stopped while it starts ----
+
+
+def _ours(marker: str, run_dir: Path) -> dict[int, str]:
+    """Processes (pid: command line) started by an `up` run with `marker` in its
+    environment (every child inherits it), or naming `run_dir` in their arguments;
+    zombies excluded."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and (marker.encode() in environ or str(run_dir).encode() in cmdline):
+            found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    return found
+
+
+def _up_until(run_dir: Path, marker: str, stage: str) -> subprocess.Popen[bytes]:
+    """`up` in the background, returned once `stage` (a path in its run directory) exists."""
+    env = {**os.environ, "LLMGATEWAY_CLUSTER_DIR": str(run_dir), "CLUSTER_TEST_MARKER": marker}
+    said = run_dir.parent / "up.stderr"  # beside the run directory, which `up` removes
+    with said.open("wb") as stderr:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "scripts.cluster", "up", "--port", "0"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    with contextlib.ExitStack() as on_failure:
+        on_failure.callback(up.kill)
+        for _ in range(1200):  # a hang guard only
+            if (run_dir / stage).exists():
+                on_failure.pop_all()
+                return up
+            assert up.poll() is None, said.read_text()
+            time.sleep(0.05)
+    raise AssertionError(f"up never reached {stage}")
+
+
+def _until_gone(what: Callable[[], dict[int, str]]) -> dict[int, str]:
+    """`what()` once it is empty, or what is still there after the hang guard."""
+    for _ in range(600):
+        left = what()
+        if not left:
+            return left
+        time.sleep(0.05)
+    return what()
+
+
+@pytest.mark.parametrize("stage", ["logs/envoy.log", "logs/replica-0.log"])
+def test_up_stopped_with_sigterm_while_starting_stops_what_it_started(run_dir, stage):
+    # A CI timeout or `kill` sends SIGTERM: `up` stops everything it started, as
+    # Ctrl-C does, so no Envoy or PostgreSQL outlives it on its ports.
+    marker = uuid.uuid4().hex
+    up = _up_until(run_dir, marker, stage)
+    up.send_signal(signal.SIGTERM)
+    assert up.wait(timeout=120) != 0
+    assert _until_gone(lambda: _ours(marker, run_dir)) == {}
+    assert not run_dir.exists()
+
+
+def test_down_after_up_was_killed_while_starting_stops_what_it_started(run_dir):
+    # SIGKILL cannot be caught: `down` finds every process from state.json, written as
+    # each one starts. Killed while PostgreSQL initialises (its directory is made right
+    # after Envoy started), Envoy must be in it already.
+    marker = uuid.uuid4().hex
+    up = _up_until(run_dir, marker, "postgres")
+    up.kill()
+    up.wait(timeout=30)
+
+    def setting_up() -> dict[int, str]:
+        # initdb (and what it runs) ends by itself, with nothing left behind
+        transient = ("initdb", "pg_ctl", "--boot", "--single")
+        return {
+            pid: line
+            for pid, line in _ours(marker, run_dir).items()
+            if any(word in line for word in transient)
+        }
+
+    assert _until_gone(setting_up) == {}
+    down = _script("down", run_dir=run_dir)
+    assert down.returncode == 0, down.stderr
+    assert _until_gone(lambda: _ours(marker, run_dir)) == {}
+    assert not run_dir.exists()
