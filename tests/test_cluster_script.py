@@ -449,8 +449,9 @@ def test_up_status_kill_start_and_down_leave_nothing_behind(run_dir):
 
 def _ours(marker: str, run_dir: Path) -> dict[int, str]:
     """Processes (pid: command line) started by an `up` run with `marker` in its
-    environment (every child inherits it), or naming `run_dir` in their arguments;
-    zombies excluded."""
+    environment (every child inherits it), naming `run_dir` in their arguments, or
+    working in it (redis-server rewrites its title over its arguments and environment,
+    and works in its --dir); zombies excluded."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -458,10 +459,12 @@ def _ours(marker: str, run_dir: Path) -> dict[int, str]:
         try:
             environ = (entry / "environ").read_bytes()
             cmdline = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
             state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
         except OSError:
             continue
-        if state != "Z" and (marker.encode() in environ or str(run_dir).encode() in cmdline):
+        inside = cwd.startswith(str(run_dir)) or str(run_dir).encode() in cmdline
+        if state != "Z" and (marker.encode() in environ or inside):
             found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
     return found
 
