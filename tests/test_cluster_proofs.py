@@ -2,9 +2,9 @@
 `llmgateway serve` replicas sharing PostgreSQL and Redis, over the fake upstream.
 
 One cluster serves the whole module, in the order of the file: spread, kill -9, rolling
-restart, limits in Redis, Redis restarted (fail closed, then the fail-open row), limits in
-PostgreSQL (which moves the cluster's limits to the database). Run them alone, never beside
-other tests (the exact counts and the one-second bound hold on an idle machine):
+restart, limits in Redis, Redis restarted (fail closed, a budget held through a restart, then
+the fail-open row), limits in PostgreSQL (which moves the cluster's limits to the database).
+Run them alone, never beside other tests (the exact counts and the one-second bound hold on an idle machine):
 
     bash scripts/cluster.sh proof [--ci|--full]
 
@@ -550,6 +550,79 @@ async def test_redis_killed_mid_run_fails_closed_and_the_count_survives(cluster)
     assert errors.count(None) == 40
     assert refused(errors, "KEY_RATE_LIMITED") == 160, {repr(e) for e in errors}
     assert [replica.pid for replica in cluster.replicas] == pids
+
+
+async def test_a_budget_holds_exactly_through_a_redis_restart_mid_run(cluster):
+    # 300 concurrent streams from a key whose day budget fits 25.5 estimates, with Redis
+    # killed as soon as the first of them is decided (the admissions of the rest in flight)
+    # and started again shortly after: none
+    # passes unchecked, and once Redis is back the key has passed exactly 25 in all.
+    assert cluster.limits == "redis"
+    name = "proof-budget-redis-restart"
+    key = cluster.create_key(name, budget_usd=25.5 * UNKNOWN_PRICE_RESERVATION_USD, per="day")
+    async with (
+        open_clients(cluster, key, max_attempts=1) as once,
+        open_clients(cluster, key) as callers,
+    ):
+        decided = [asyncio.Event() for _ in range(CONCURRENT)]
+        tasks = [
+            asyncio.create_task(stream_once(once[i % len(once)], event))
+            for i, event in enumerate(decided)
+        ]
+
+        async with asyncio.timeout(HANG_SECONDS):
+            waits = [asyncio.create_task(event.wait()) for event in decided]
+            for n, first in enumerate(asyncio.as_completed(waits), start=1):
+                await first
+                if n == 1:
+                    break
+        for wait in waits:
+            wait.cancel()
+        await asyncio.to_thread(cluster.stop_redis, kill=True)
+        try:
+            await asyncio.sleep(0.5)
+        finally:
+            await asyncio.to_thread(cluster.start_redis)
+        async with asyncio.timeout(HANG_SECONDS + SCALE.stream_chunks * 0.05):
+            outcomes = list(await asyncio.gather(*tasks))
+
+        # Every call was admitted and finished whole, refused on budget, or failed closed.
+        def judged(o: StreamOutcome) -> str:
+            if o.error is None and o.dones == 1:
+                return "admitted"
+            if isinstance(o.error, RateLimitedError) and o.error.reason == "KEY_BUDGET_EXCEEDED":
+                return "over budget"
+            if (
+                isinstance(o.error, UnavailableError)
+                and o.error.reason == "GATEWAY_STATE_UNAVAILABLE"
+            ):
+                return "fail closed"
+            return f"unexpected: {o.error!r}, {o.dones} done"
+
+        verdicts = [judged(o) for o in outcomes]
+        assert all(not v.startswith("unexpected") for v in verdicts), set(verdicts)
+        admitted = verdicts.count("admitted")
+        assert admitted <= 25
+
+        # Redis back: more streams until the budget refuses one. The reservations held
+        # before the kill survived in the append-only file, so the total stays 25.
+        while True:
+            # One more than the budget has left: all but the last pass if the count held.
+            more = await asyncio.gather(
+                *(
+                    stream_once(callers[i % len(callers)], asyncio.Event())
+                    for i in range(26 - admitted)
+                )
+            )
+            extra = [judged(o) for o in more]
+            assert all(v in ("admitted", "over budget") for v in extra), extra
+            admitted += extra.count("admitted")
+            assert admitted <= 25
+            if "over budget" in extra:
+                break
+    assert admitted == 25
+    budget_id = key_id(cluster, name)
+    assert spent_in_redis(cluster, budget_id) == 25 * nano(UNKNOWN_PRICE_RESERVATION_USD)
 
 
 async def test_a_fail_open_replica_admits_calls_while_redis_is_down(cluster):
