@@ -15,23 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmgateway.server.config import (
-    AnthropicSettings,
-    GeminiSettings,
-    GroqSettings,
-    OllamaSettings,
-    OpenAISettings,
-    OpenRouterSettings,
     Secret,
-    Timeouts,
-    ZaiSettings,
 )
-from llmgateway.server.providers.anthropic import AnthropicProvider
-from llmgateway.server.providers.gemini import GeminiProvider
-from llmgateway.server.providers.groq import GroqProvider
-from llmgateway.server.providers.ollama import OllamaProvider
-from llmgateway.server.providers.openai import OpenAIProvider
-from llmgateway.server.providers.openrouter import OpenRouterProvider
-from llmgateway.server.providers.zai import ZaiProvider
 from llmgateway.server.routing.capabilities import (
     DEFAULT_ANSWER_TOKENS,
     IMAGE_TOKENS,
@@ -52,11 +37,11 @@ from llmgateway.server.routing.router import gateway_model_name
 from llmgateway.server.state.keys import CallerKey
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
+from tests.routing_fixtures import providers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from llmgateway.server.providers.core import UpstreamProvider
 
 PNG = "data:image/png;base64,iVBORw0KGgo="
 KEY = Secret("sk-test-capabilities-000000000000000")
@@ -520,19 +505,6 @@ def test_key_patterns_match_as_caller_keys_do(model: str, patterns: list[str]) -
     assert key_allows(patterns, model) == key.allows_model(model)
 
 
-def _providers() -> dict[common.Provider.ValueType, UpstreamProvider]:
-    t = Timeouts()
-    return {
-        common.PROVIDER_OPENROUTER: OpenRouterProvider(OpenRouterSettings(api_key=KEY), t),
-        common.PROVIDER_ZAI: ZaiProvider(ZaiSettings(api_key=KEY), t),
-        common.PROVIDER_OPENAI: OpenAIProvider(OpenAISettings(api_key=KEY), t),
-        common.PROVIDER_ANTHROPIC: AnthropicProvider(AnthropicSettings(api_key=KEY), t),
-        common.PROVIDER_GEMINI: GeminiProvider(GeminiSettings(api_key=KEY), t),
-        common.PROVIDER_GROQ: GroqProvider(GroqSettings(api_key=KEY), t),
-        common.PROVIDER_OLLAMA: OllamaProvider(OllamaSettings(), t),
-    }
-
-
 # A model per provider whose family could serve everything it has; what is
 # left is the gateway's adapter.
 _CAPABLE = {
@@ -599,7 +571,7 @@ def test_what_a_providers_check_refuses_the_capabilities_refuse(
     forces a call, and the filter says so.)"""
     request = _needing(feature)
     model = _CAPABLE[provider]
-    refused = bool(_providers()[provider].check(request))
+    refused = bool(providers()[provider].check(request))
     skipped = _skip(request, model)[0] is not None
     if refused:
         assert skipped, (model, feature)
