@@ -35,6 +35,7 @@ from llmgateway.server.providers.groq import GroqProvider
 from llmgateway.server.providers.ollama import OllamaProvider
 from llmgateway.server.providers.openai import OpenAIProvider
 from llmgateway.server.providers.openrouter import OpenRouterProvider
+from llmgateway.server.providers.redaction import Redactor
 from llmgateway.server.providers.zai import ZaiProvider
 from llmgateway.server.routing.catalog import Catalog
 from llmgateway.server.routing.pricing import PriceBook
@@ -181,11 +182,11 @@ async def start_gateway(
             settings.ollama, settings.timeouts_for("ollama"), **limits
         ),
     }
-    # No provider's output may carry any provider's key (a proxy could front several).
+    # No provider's output may carry any provider's key (a proxy could front
+    # several); one redactor for all, built once (each costs a table of key runs).
+    everyone = Redactor.union(provider.redactor for provider in providers.values())
     for provider in providers.values():
-        for other in providers.values():
-            if other is not provider:
-                provider.also_redact(other)
+        provider.redact_as(everyone)
     max_message = settings.max_request_bytes + _GRPC_MESSAGE_SLACK
     pending = max(_MIN_PENDING_CALLS, 4 * len(providers) * settings.max_concurrent_upstream)
     server = grpc.aio.server(

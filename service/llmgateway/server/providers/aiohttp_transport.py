@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import urllib.request
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ import aiohttp
 import httpx
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import AsyncIterator, Iterator
 
 # aiohttp exception -> httpx exception; the first match wins, so subclasses come first.
@@ -48,6 +50,15 @@ def _httpx_errors() -> Iterator[None]:
             if isinstance(exc, source):
                 raise target(str(exc) or type(exc).__name__) from exc
         raise  # pragma: no cover  # ClientError itself is the last row
+
+
+@functools.cache
+def _shared_ssl_context() -> ssl.SSLContext:
+    """The same CA bundle and SSL_CERT_* handling as httpx's own transport, built
+    once per process: loading the bundle costs about 50 ms of CPU, once per
+    provider per gateway otherwise. A context is safe to share between
+    connectors; the environment is read when the first session starts."""
+    return httpx.create_ssl_context()
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -107,8 +118,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                # The same CA bundle and SSL_CERT_* handling as httpx's own transport.
-                ssl=httpx.create_ssl_context(),
+                ssl=_shared_ssl_context(),
                 limit=self._max_connections,
                 limit_per_host=0,
                 keepalive_timeout=self._keepalive_expiry,

@@ -253,10 +253,10 @@ class UpstreamProvider:
         """What scrubs provider keys from everything this provider passes on."""
         return self._redactor
 
-    def also_redact(self, other: UpstreamProvider) -> None:
-        """Scrub `other`'s key from this provider's output too: a proxy in front
-        of both could quote either."""
-        self._redactor = self._redactor.joined(other._redactor)
+    def redact_as(self, redactor: Redactor) -> None:
+        """Scrub with `redactor` (one that removes other providers' keys as well
+        as this one's: a proxy in front of several could quote any of them)."""
+        self._redactor = redactor
 
     @property
     def configured(self) -> bool:

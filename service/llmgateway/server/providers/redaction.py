@@ -109,9 +109,10 @@ class Redactor:
             gram: tuple(places) for gram, places in grams.items()
         }
 
-    def joined(self, other: Redactor) -> Redactor:
-        """A redactor removing the keys of both."""
-        return Redactor((*self._secrets, *other._secrets))
+    @classmethod
+    def union(cls, redactors: Iterable[Redactor]) -> Redactor:
+        """One redactor removing the keys of all of `redactors`."""
+        return cls(secret for redactor in redactors for secret in redactor._secrets)
 
     def text(self, value: str) -> str:
         """`value` without any long run of a key's characters (escaped or not),
