@@ -26,7 +26,7 @@ from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
 PROMPT = "Say hello."
 GATEWAY_MODEL = "openrouter/openai/gpt-4o-mini"
@@ -149,23 +149,33 @@ class GatewayTarget(Target):
     """gRPC to llmgateway over several channels (one TCP connection each), so
     connections spread over the gateway's worker processes as real clients' would."""
 
-    def __init__(self, address: str, channels: int) -> None:
+    def __init__(
+        self,
+        address: str,
+        channels: int,
+        metadata: Sequence[tuple[str, str]] = (),
+        model: str = GATEWAY_MODEL,
+    ) -> None:
+        if channels < 1:
+            raise ValueError("channels must be at least 1")
         options = [("grpc.use_local_subchannel_pool", 1)]
         self._channels = [
             grpc.aio.insecure_channel(address, options=options) for _ in range(channels)
         ]
         self._stubs = [pb_grpc.CompletionServiceStub(c) for c in self._channels]
         self._next = 0
+        # Sent on every call, e.g. ("authorization", "Bearer <key>") for a keyed gateway.
+        self._metadata = tuple(metadata)
         message = common.ChatMessage(role=common.ROLE_USER, content=PROMPT)
-        self._unary = pb.CompleteRequest(model=GATEWAY_MODEL, messages=[message])
-        self._stream = pb.StreamCompleteRequest(model=GATEWAY_MODEL, messages=[message])
+        self._unary = pb.CompleteRequest(model=model, messages=[message])
+        self._stream = pb.StreamCompleteRequest(model=model, messages=[message])
 
     def _stub(self) -> pb_grpc.CompletionServiceAsyncStub:
         self._next = (self._next + 1) % len(self._stubs)
         return self._stubs[self._next]
 
     async def unary(self) -> None:
-        response = await self._stub().Complete(self._unary, timeout=120)
+        response = await self._stub().Complete(self._unary, timeout=120, metadata=self._metadata)
         if not response.content:
             raise RuntimeError("empty answer")
 
@@ -174,7 +184,8 @@ class GatewayTarget(Target):
         first = 0.0
         chunks = 0
         done = False
-        async for event in self._stub().StreamComplete(self._stream, timeout=120):
+        call = self._stub().StreamComplete(self._stream, timeout=120, metadata=self._metadata)
+        async for event in call:
             kind = event.WhichOneof("event")
             if kind == "content_delta":
                 chunks += upstream_chunks(event.content_delta.text)
@@ -252,7 +263,7 @@ async def _warm_up(call: Callable[[], Awaitable[object]], times: int) -> None:
 async def main_async(args: argparse.Namespace) -> Result:
     target: Target
     if args.target == "gateway":
-        target = GatewayTarget(args.address, args.channels)
+        target = GatewayTarget(args.address, args.channels, args.metadata, args.gateway_model)
     else:
         target = HttpTarget(args.url, args.key, args.model, max(args.concurrency, 1))
     try:
@@ -264,8 +275,18 @@ async def main_async(args: argparse.Namespace) -> Result:
         await target.close()
 
 
-def main() -> None:
-    """Entry point: python -m bench.loadgen ..."""
+def metadata_pair(text: str) -> tuple[str, str]:
+    """`--metadata K=V` as gRPC metadata: the key lower-cased (gRPC requires it),
+    the value as given (it may itself hold `=`)."""
+    key, sep, value = text.partition("=")
+    key = key.strip().lower()
+    if not sep or not key:
+        # Not echoed: the value may be a caller key.
+        raise argparse.ArgumentTypeError("expected K=V with a non-empty K")
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--target", choices=["direct", "litellm", "gateway"], required=True)
     parser.add_argument("--mode", choices=["unary", "stream"], required=True)
@@ -274,11 +295,29 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=0.0)
     parser.add_argument("--waves", type=int, default=1)
     parser.add_argument("--address", default="127.0.0.1:50051")
-    parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument(
+        "--channels", type=int, default=8, help="gRPC channels (TCP connections) to the gateway"
+    )
+    parser.add_argument(
+        "--metadata",
+        type=metadata_pair,
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="gRPC metadata sent on every gateway call (repeatable)",
+    )
+    parser.add_argument("--gateway-model", default=GATEWAY_MODEL)
     parser.add_argument("--url", default="")
     parser.add_argument("--key", default="")
     parser.add_argument("--model", default="openai/gpt-4o-mini")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: python -m bench.loadgen ..."""
+    args = build_parser().parse_args(argv)
+    if args.channels < 1:
+        raise SystemExit("--channels must be at least 1")
     result = asyncio.run(main_async(args))
     json.dump(asdict(result), sys.stdout)
 
