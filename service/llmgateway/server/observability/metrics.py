@@ -159,6 +159,31 @@ class GatewayMetrics:
             ("route", "reason"),
             registry=reg,
         )
+        # The limit store's (state/limits.py, state/redis_limits.py) own counts; `store`
+        # is database or redis. Counted as they happen, so workers' values add up.
+        self._limit_counters = {
+            "settlements_waited": Counter(
+                "llmgateway_limit_settlements_waited",
+                "Settlements (a finished call's real use replacing its reserved estimate) "
+                "the limit store could not take at once, kept and retried in the background.",
+                ("store",),
+                registry=reg,
+            ),
+            "settlements_lost": Counter(
+                "llmgateway_limit_settlements_lost",
+                "Settlements given up (more than the cap waiting, or still waiting at "
+                "shutdown): their reservations keep the estimate, erring toward the limit.",
+                ("store",),
+                registry=reg,
+            ),
+            "fail_open_admits": Counter(
+                "llmgateway_limit_fail_open_admits",
+                "Calls of keys with limits admitted WITHOUT checking them because Redis did "
+                "not answer and LLMGATEWAY_REDIS_FAILURE_MODE=open.",
+                ("store",),
+                registry=reg,
+            ),
+        }
         self._in_flight_children: dict[str, Gauge] = {}
         self._request_children: dict[tuple[str, str, str, str], Counter] = {}
         self._timing_children: dict[tuple[str, str, str], tuple[Histogram, Histogram]] = {}
@@ -229,6 +254,11 @@ class GatewayMetrics:
     def request_undecodable(self, method: str) -> None:
         """A request of `method` could not be decoded (service/llmgateway/server/call_path/decoding.py)."""
         self._undecodable.labels(method).inc()
+
+    def limit_store_counted(self, store: str, what: str, count: int = 1) -> None:
+        """The limit store `store` counted `count` of `what` (settlements_waited,
+        settlements_lost or fail_open_admits; a LimitStoreObserver)."""
+        self._limit_counters[what].labels(store).inc(count)
 
     # -- internals ----------------------------------------------------------------
 
