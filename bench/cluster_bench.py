@@ -2,8 +2,8 @@
 
 Starts the local cluster (scripts/cluster.py: Envoy before three `llmgateway serve`
 replicas, one worker each, sharing PostgreSQL and Redis, over the fake upstream with the
-benchmark's streams of 50 chunks 5 ms apart) and drives the same loads, from a separate
-load-generator process, through:
+benchmark's streams of 50 chunks 5 ms apart) and drives the same loads, from
+bench.loadgen in a process of its own (the caller key in --metadata), through:
 
 - one replica directly, and Envoy before all three, with a key without limits (no
   reservation: the path's own cost);
@@ -19,7 +19,6 @@ share them, so this measures what the balancer and the shared stores cost, not s
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -28,13 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from bench.loadgen import PROMPT, GatewayTarget, Result, run_streams, run_unary, upstream_chunks
 from bench.report import Row
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -74,61 +72,6 @@ PROFILES = {
 }
 
 
-# ---- the load generator (its own process: `python -m bench.cluster_bench load ...`) ----
-
-
-class KeyedGatewayTarget(GatewayTarget):
-    """bench.loadgen's gRPC target with a caller key on every call (the cluster's
-    gateways are keyed)."""
-
-    def __init__(self, address: str, channels: int, key: str, model: str) -> None:
-        super().__init__(address, channels)
-        self._metadata = (("authorization", f"Bearer {key}"),)
-        message = common.ChatMessage(role=common.ROLE_USER, content=PROMPT)
-        self._unary = pb.CompleteRequest(model=model, messages=[message])
-        self._stream = pb.StreamCompleteRequest(model=model, messages=[message])
-
-    async def unary(self) -> None:
-        response = await self._stub().Complete(self._unary, timeout=120, metadata=self._metadata)
-        if not response.content:
-            raise RuntimeError("empty answer")
-
-    async def stream(self) -> tuple[float, int]:
-        started = time.perf_counter()
-        first = 0.0
-        chunks = 0
-        done = False
-        call = self._stub().StreamComplete(self._stream, timeout=120, metadata=self._metadata)
-        async for event in call:
-            kind = event.WhichOneof("event")
-            if kind == "content_delta":
-                chunks += upstream_chunks(event.content_delta.text)
-                if not first:
-                    first = time.perf_counter() - started
-            elif kind == "done":
-                done = True
-        if not done:
-            raise RuntimeError("stream ended without done")
-        return first, chunks
-
-
-async def _drive(args: argparse.Namespace) -> Result:
-    target = KeyedGatewayTarget(args.address, args.channels, args.key, args.model)
-    try:
-        for _ in range(20):  # warm-up, as bench.loadgen does
-            await (target.unary() if args.mode == "unary" else target.stream())
-        if args.mode == "unary":
-            return await run_unary(target, args.concurrency, 0, args.duration)
-        return await run_streams(target, args.concurrency, args.waves)
-    finally:
-        await target.close()
-
-
-def _load_main(args: argparse.Namespace) -> int:
-    json.dump(asdict(asyncio.run(_drive(args))), sys.stdout)
-    return 0
-
-
 # ---- the run ----
 
 
@@ -142,13 +85,20 @@ class Via:
     replicas: int
 
 
-def drive(via: Via, load: Load) -> Row:
-    command = [
-        sys.executable, "-m", "bench.cluster_bench", "load",
-        "--address", via.address, "--key", via.key, "--model", MODEL,
+def load_command(via: Via, load: Load) -> list[str]:
+    """bench.loadgen's command line for `load` through `via` (its own process, so it
+    shares no core's GIL with what it measures), with the caller key on every call."""
+    return [
+        sys.executable, "-m", "bench.loadgen", "--target", "gateway",
+        "--address", via.address, "--metadata", f"authorization=Bearer {via.key}",
+        "--gateway-model", MODEL,
         "--mode", load.mode, "--concurrency", str(load.concurrency),
         "--duration", str(load.duration), "--waves", str(load.waves),
     ]  # fmt: skip
+
+
+def drive(via: Via, load: Load) -> Row:
+    command = load_command(via, load)
     done = subprocess.run(command, capture_output=True, text=True, check=True)  # noqa: S603
     raw = json.loads(done.stdout)
     return Row.from_raw(load.name, load.mode, via.label, load.concurrency, raw, None, None)
@@ -285,16 +235,6 @@ def _cpus() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cluster_bench", description=__doc__)
-    commands = parser.add_subparsers(dest="command")
-    load = commands.add_parser("load", help="(internal) the load generator's process")
-    load.add_argument("--address", required=True)
-    load.add_argument("--key", required=True)
-    load.add_argument("--model", default=MODEL)
-    load.add_argument("--mode", choices=("unary", "stream"), required=True)
-    load.add_argument("--concurrency", type=int, default=1)
-    load.add_argument("--duration", type=float, default=0.0)
-    load.add_argument("--waves", type=int, default=1)
-    load.add_argument("--channels", type=int, default=8)
     parser.add_argument("--smoke", action="store_true", help="a few seconds: does it run")
     parser.add_argument(
         "--out",
@@ -303,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write the table and JSON (default: a temp dir)",
     )
     args = parser.parse_args(argv)
-    if args.command == "load":
-        return _load_main(args)
     out = args.out or Path(tempfile.mkdtemp(prefix="cluster-bench-out-"))
     return run("smoke" if args.smoke else "full", out)
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.cluster_bench import MODEL, Load, Via, load_command
 from bench.loadgen import GatewayTarget, build_parser, main_async, metadata_pair, run_unary
 from llmgateway.server.process.server import start_gateway
 from llmgateway.server.state.db import Database
@@ -87,3 +88,20 @@ def test_metadata_without_a_key_is_refused_without_echoing_it(text):
 def test_channels_below_one_are_refused():
     with pytest.raises(ValueError, match="at least 1"):
         GatewayTarget("127.0.0.1:1", channels=0)
+
+
+def test_cluster_bench_drives_its_loads_through_loadgen():
+    via = Via("Envoy + 3", "127.0.0.1:10000", "lgw_fake_not_a_key", 3)
+    command = load_command(via, Load("200 streams", "stream", 200, waves=2))
+    assert command[1:3] == ["-m", "bench.loadgen"]
+    args = build_parser().parse_args(command[3:])
+    assert (args.target, args.address, args.mode, args.concurrency, args.waves) == (
+        "gateway",
+        "127.0.0.1:10000",
+        "stream",
+        200,
+        2,
+    )
+    assert args.metadata == [("authorization", "Bearer lgw_fake_not_a_key")]
+    assert args.gateway_model == MODEL
+    assert args.channels == 8
