@@ -1,30 +1,53 @@
-"""The gateway benchmark: python -m bench [--quick | --smoke] [--litellm].
+"""The gateway benchmark: python -m bench [--quick | --smoke] [--compare | --litellm --portkey].
 
 Starts a fake upstream (instant unary answers; streams of N chunks D ms
-apart), the gateway with its default settings and, with --litellm, LiteLLM's
-proxy with the same number of workers; drives the same loads through each in
-turn from a separate load-generator process; prints a table and writes JSON,
-Markdown and a PNG chart. A benchmark, not a test: it judges nothing, but it
-exits non-zero if the direct path or the gateway had errors.
+apart), the two reference servers (bench/reference/: a bare grpc.aio server
+with no upstream, and a minimal aiohttp relay before the same fake), the
+gateway with its default settings and, with --litellm / --portkey (both with
+--compare), LiteLLM's proxy and Portkey's gateway with the same number of
+workers; drives the same loads through each in turn from a separate load
+generator process (the Go one when it builds, bench/goload.py); samples each
+party's CPU time around every load; then does one stream load again with a
+short stream, so a stream's CPU splits into set-up and per chunk. Prints a
+table and the issue's targets, writes JSON, Markdown and a PNG chart. A
+benchmark, not a test: it judges nothing, but it exits non-zero if the direct
+path, a reference server or the gateway had errors.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import processes as procs
-from bench.report import Row, check_targets, markdown_table, text_table, write_chart
+from bench.report import (
+    Row,
+    check_targets,
+    markdown_table,
+    split_stream_cpu,
+    text_table,
+    write_chart,
+)
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+# Calls each load generator makes before it measures (loadgen.py's _warm_up,
+# and the Go one's): the CPU sampled around a run covers them too.
+WARM_UP_CALLS = 20
+OWN_TARGETS = ("direct", "bare", "relay", "gateway")
 
 
 @dataclass(frozen=True)
@@ -37,6 +60,7 @@ class Load:
     requests: int = 0
     duration: float = 0.0
     waves: int = 1
+    channels: int = 8  # gRPC channels (TCP connections); HTTP targets pool their own
 
 
 @dataclass(frozen=True)
@@ -46,41 +70,59 @@ class Profile:
     loads: tuple[Load, ...]
     chunks: int
     chunk_delay: float
+    # The stream load run again with streams of `split_chunks` chunks (a second
+    # fake upstream and servers), so CPU per stream splits into set-up and per
+    # chunk; None: not split.
+    split_load: str | None = None
+    split_chunks: int = 5
+
+
+def _loads(requests: int, seconds: float, waves: int) -> tuple[Load, ...]:
+    return (
+        Load("unary c=1", "unary", 1, requests=requests),
+        Load("unary c=32", "unary", 32, duration=seconds),
+        Load("unary c=128", "unary", 128, duration=seconds),
+        Load("200 streams 1ch", "stream", 200, waves=waves, channels=1),
+        Load("200 streams 8ch", "stream", 200, waves=waves, channels=8),
+        Load("1000 streams", "stream", 1000, waves=waves, channels=8),
+    )
 
 
 PROFILES = {
     "full": Profile(
-        loads=(
-            Load("unary c=1", "unary", 1, requests=2000),
-            Load("unary c=32", "unary", 32, duration=10),
-            Load("unary c=128", "unary", 128, duration=10),
-            Load("200 streams", "stream", 200, waves=3),
-            Load("1000 streams", "stream", 1000, waves=3),
-        ),
-        chunks=50,
-        chunk_delay=0.005,
+        _loads(2000, 10, 3), chunks=50, chunk_delay=0.005, split_load="200 streams 8ch"
     ),
-    "quick": Profile(
-        loads=(
-            Load("unary c=1", "unary", 1, requests=300),
-            Load("unary c=32", "unary", 32, duration=3),
-            Load("unary c=128", "unary", 128, duration=3),
-            Load("200 streams", "stream", 200),
-            Load("1000 streams", "stream", 1000),
-        ),
-        chunks=50,
-        chunk_delay=0.005,
-    ),
+    "quick": Profile(_loads(300, 3, 1), chunks=50, chunk_delay=0.005, split_load="200 streams 8ch"),
     "smoke": Profile(
         loads=(
             Load("unary c=1", "unary", 1, requests=20),
             Load("unary c=8", "unary", 8, duration=0.5),
-            Load("20 streams", "stream", 20),
+            Load("20 streams 1ch", "stream", 20, channels=1),
+            Load("20 streams 8ch", "stream", 20, channels=8),
         ),
         chunks=5,
         chunk_delay=0.005,
     ),
 }
+
+
+@dataclass
+class Target:
+    """One thing a load is driven through."""
+
+    name: str
+    grpc: bool
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = None  # None: the fake upstream itself
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Loadgen:
+    """The load generator's command prefix, and which one it is."""
+
+    kind: str  # "go" or "python"
+    command: tuple[str, ...]
 
 
 def main() -> int:
@@ -91,8 +133,11 @@ def main() -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="shorter runs (about a minute)")
+    size.add_argument("--quick", action="store_true", help="shorter runs (a few minutes)")
     size.add_argument("--smoke", action="store_true", help="tiny runs, for CI")
+    parser.add_argument(
+        "--compare", action="store_true", help="the whole comparison: --litellm and --portkey"
+    )
     parser.add_argument(
         "--litellm",
         action="store_true",
@@ -100,10 +145,23 @@ def main() -> int:
         "into bench/.venv-litellm)",
     )
     parser.add_argument(
+        "--portkey",
+        action="store_true",
+        help="also run Portkey's gateway (installed once from npm; needs the Go load generator)",
+    )
+    parser.add_argument(
+        "--loadgen",
+        choices=["go", "python"],
+        default=None,
+        help="the load generator: go (bench/goload.py; the default when it builds, except for "
+        "--smoke) or python (bench/loadgen.py)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=None,
-        help="gateway (and LiteLLM) workers; default: the gateway's own default, one per core",
+        help="workers of the gateway, the reference servers and the peers; default: the "
+        "gateway's own default, one per core",
     )
     parser.add_argument(
         "--out",
@@ -112,22 +170,38 @@ def main() -> int:
         help="where results.json, results.md and results.png go",
     )
     args = parser.parse_args()
-    profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    profile_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    profile = PROFILES[profile_name]
     workers = args.workers or len(os.sched_getaffinity(0))
+    peers = [
+        name
+        for name, wanted in (("litellm", args.litellm), ("portkey", args.portkey))
+        if wanted or args.compare
+    ]
+    # The CI smoke judges errors, not speed: Python's generator spares it a cold Go build.
+    loadgen = choose_loadgen(args.loadgen or ("python" if args.smoke else None))
+    if "portkey" in peers and loadgen.kind != "go":
+        parser.error(
+            "--portkey needs the Go load generator (Portkey is told where to go by headers)"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = run(profile, workers, with_litellm=args.litellm, out=args.out)
+    rows = run(profile, workers, peers=peers, loadgen=loadgen, out=args.out)
     machine = describe_machine()
     report: dict[str, Any] = {
         "machine": machine,
-        "profile": "smoke" if args.smoke else "quick" if args.quick else "full",
+        "profile": profile_name,
         "workers": workers,
+        "loadgen": loadgen.kind,
         "stream_chunks": profile.chunks,
+        "split_chunks": profile.split_chunks if profile.split_load else None,
         "chunk_delay_ms": profile.chunk_delay * 1000,
-        "litellm_version": procs.LITELLM_VERSION if args.litellm else None,
+        "litellm_version": procs.LITELLM_VERSION if "litellm" in peers else None,
+        "portkey_version": portkey_version() if "portkey" in peers else None,
         "rows": [row.as_dict() for row in rows],
     }
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown_table(rows) + "\n")
+    print(f"load generator: {loadgen.kind}; workers: {workers}")
     print(text_table(rows))
     print()
     for line in check_targets(rows):
@@ -137,7 +211,7 @@ def main() -> int:
         f"\nwrote {args.out / 'results.json'}, {args.out / 'results.md'}"
         + (f", {chart}" if chart else " (no chart: matplotlib is not installed)")
     )
-    failed = [r for r in rows if r.target in ("direct", "gateway") and r.errors]
+    failed = [r for r in rows if r.target in OWN_TARGETS and r.errors]
     for row in failed:
         print(
             f"ERRORS in {row.load} via {row.target}: {row.errors}; e.g. {row.error_samples[:1]}",
@@ -146,74 +220,169 @@ def main() -> int:
     return 1 if failed else 0
 
 
-def run(profile: Profile, workers: int, *, with_litellm: bool, out: Path) -> list[Row]:
-    """Start everything, drive every load through every target, stop everything."""
+def choose_loadgen(wanted: str | None) -> Loadgen:
+    """The Go load generator when asked for, or by default when it builds; else Python's."""
+    python = Loadgen("python", (sys.executable, "-m", "bench.loadgen"))
+    if wanted == "python" or (wanted is None and importlib.util.find_spec("bench.goload") is None):
+        return python
+    try:
+        from bench import goload  # H2's module, optional until it exists
+
+        return Loadgen("go", (str(goload.binary()),))
+    except Exception as exc:
+        if wanted == "go":
+            raise
+        print(f"the Go load generator did not build ({exc}); using Python's", file=sys.stderr)
+        return python
+
+
+def portkey_version() -> str:
+    """The pinned version of Portkey's gateway."""
+    return str(_portkey().VERSION)
+
+
+def run(
+    profile: Profile, workers: int, *, peers: list[str], loadgen: Loadgen, out: Path
+) -> list[Row]:
+    """Every load through every target, then the split load; everything stopped after."""
     rows: list[Row] = []
-    fake_port, gateway_port, litellm_port = (procs.free_port() for _ in range(3))
-    env = procs.fake_environment(fake_port)
     with contextlib.ExitStack() as stack:
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        fake = stack.enter_context(
-            procs.running(
-                procs.fake_upstream_command(fake_port, profile.chunks, profile.chunk_delay),
-                log=out / "fake_upstream.log",
-            )
-        )
-        gateway = stack.enter_context(
-            procs.running(
-                procs.gateway_command(gateway_port, workers), env=env, log=out / "gateway.log"
-            )
-        )
-        procs.wait_for_port(fake_port, fake)
-        procs.wait_for_port(gateway_port, gateway)
-        targets: list[tuple[str, list[str], subprocess.Popen[bytes] | None]] = [
-            (
-                "direct",
-                [
-                    "--url",
-                    f"http://127.0.0.1:{fake_port}/openrouter/api/v1/chat/completions",
-                    "--key",
-                    procs.FAKE_OPENROUTER_KEY,
-                ],
-                None,
-            ),
-            ("gateway", ["--address", f"127.0.0.1:{gateway_port}"], gateway),
-        ]
-        if with_litellm:
-            command = procs.litellm_command(litellm_port, fake_port, workers, scratch)
-            litellm = stack.enter_context(procs.running(command, log=out / "litellm.log"))
-            procs.wait_for_http(f"http://127.0.0.1:{litellm_port}/health/liveliness", litellm)
-            targets.append(
-                (
-                    "litellm",
-                    [
-                        "--url",
-                        f"http://127.0.0.1:{litellm_port}/v1/chat/completions",
-                        "--key",
-                        "sk-bench-master",
-                        "--model",
-                        "bench",
-                    ],
-                    litellm,
-                )
-            )
+        targets, fake = start_targets(stack, profile.chunks, profile, workers, peers, out)
         for load in profile.loads:
-            for name, target_args, process in targets:
-                print(f"running {load.name} via {name}...", file=sys.stderr, flush=True)
-                rows.append(drive(load, name, target_args, process))
+            for target in targets:
+                if load.channels == 1 and not target.grpc:
+                    continue  # one gRPC channel means nothing to an HTTP client
+                print(f"running {load.name} via {target.name}...", file=sys.stderr, flush=True)
+                rows.append(drive(load, target, fake, loadgen))
+    split = next((load for load in profile.loads if load.name == profile.split_load), None)
+    if split is None:
+        return rows
+    short = Load(
+        f"{split.name} x{profile.split_chunks}",
+        split.mode,
+        split.concurrency,
+        waves=split.waves,
+        channels=split.channels,
+    )
+    with contextlib.ExitStack() as stack:
+        targets, fake = start_targets(stack, profile.split_chunks, profile, workers, [], out)
+        for target in targets:
+            print(f"running {short.name} via {target.name}...", file=sys.stderr, flush=True)
+            rows.append(drive(short, target, fake, loadgen))
+    split_stream_cpu(rows, split.name, short.name, profile.chunks, profile.split_chunks)
     return rows
 
 
-def drive(
-    load: Load, target: str, target_args: list[str], process: subprocess.Popen[bytes] | None
-) -> Row:
-    """One load through one target, from a separate load-generator process."""
+def start_targets(
+    stack: contextlib.ExitStack,
+    chunks: int,
+    profile: Profile,
+    workers: int,
+    peers: list[str],
+    out: Path,
+) -> tuple[list[Target], subprocess.Popen[bytes]]:
+    """A fake upstream streaming `chunks` chunks and every target before it; the fake."""
+    tag = "" if chunks == profile.chunks else f"-{chunks}"
+    fake_port, bare_port, relay_port, gateway_port = (procs.free_port() for _ in range(4))
+    env = procs.fake_environment(fake_port)
+    fake = stack.enter_context(
+        procs.running(
+            procs.fake_upstream_command(fake_port, chunks, profile.chunk_delay),
+            log=out / f"fake_upstream{tag}.log",
+        )
+    )
+    procs.wait_for_port(fake_port, fake)
+    targets = [
+        Target(
+            "direct",
+            grpc=False,
+            args=[
+                "--url",
+                f"http://127.0.0.1:{fake_port}/openrouter/api/v1/chat/completions",
+                "--key",
+                procs.FAKE_OPENROUTER_KEY,
+            ],
+        )
+    ]
+    for name, port in (("bare", bare_port), ("relay", relay_port)):
+        log = out / f"{name}{tag}.log"
+        command = procs.reference_command(name, port, workers, chunks, profile.chunk_delay)
+        process = stack.enter_context(procs.running(command, env=env, log=log))
+        procs.wait_for_line(log, "serving", process)
+        targets.append(
+            Target(name, grpc=True, args=["--address", f"127.0.0.1:{port}"], process=process)
+        )
+    gateway = stack.enter_context(
+        procs.running(
+            procs.gateway_command(gateway_port, workers), env=env, log=out / f"gateway{tag}.log"
+        )
+    )
+    procs.wait_for_port(gateway_port, gateway)
+    procs.wait_for_workers(gateway, workers)
+    targets.append(
+        Target(
+            "gateway", grpc=True, args=["--address", f"127.0.0.1:{gateway_port}"], process=gateway
+        )
+    )
+    if "litellm" in peers:
+        port = procs.free_port()
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        command = procs.litellm_command(port, fake_port, workers, scratch)
+        litellm = stack.enter_context(procs.running(command, log=out / "litellm.log"))
+        procs.wait_for_http(f"http://127.0.0.1:{port}/health/liveliness", litellm)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        targets.append(
+            Target(
+                "litellm",
+                grpc=False,
+                args=["--url", url, "--key", "sk-bench-master", "--model", "bench"],
+                process=litellm,
+            )
+        )
+    if "portkey" in peers:
+        targets.append(start_portkey(stack, fake_port, workers, out))
+    return targets, fake
+
+
+def start_portkey(stack: contextlib.ExitStack, fake_port: int, workers: int, out: Path) -> Target:
+    """Portkey's gateway (bench/peers/portkey.py) before the fake upstream."""
+    portkey = _portkey()
+    portkey.install()
+    port = procs.free_port()
+    process = stack.enter_context(
+        procs.running(
+            portkey.command(port, fake_port, workers),
+            env=portkey.environment(),
+            log=out / "portkey.log",
+        )
+    )
+    procs.wait_for_http(portkey.health_url(port), process)
+    return Target(
+        "portkey",
+        grpc=False,
+        args=["--url", portkey.url(port), "--key", procs.FAKE_OPENROUTER_KEY],
+        process=process,
+        headers=dict(portkey.headers(fake_port)),
+    )
+
+
+def _portkey() -> ModuleType:
+    """bench/peers/portkey.py, imported only with --portkey (it installs Node packages)."""
+    return importlib.import_module("bench.peers.portkey")
+
+
+def loadgen_command(load: Load, target: Target, loadgen: Loadgen) -> list[str]:
+    """The load generator's command line for `load` through `target`."""
+    if target.grpc:
+        kind = "gateway"  # both generators speak the gateway's gRPC contract as "gateway"
+    elif loadgen.kind == "go" or target.name in ("direct", "litellm"):
+        kind = target.name
+    else:
+        kind = "direct"  # Python's knows direct and litellm, the same OpenAI wire
     command = [
-        sys.executable,
-        "-m",
-        "bench.loadgen",
+        *loadgen.command,
         "--target",
-        target,
+        kind,
         "--mode",
         load.mode,
         "--concurrency",
@@ -224,26 +393,59 @@ def drive(
         str(load.duration),
         "--waves",
         str(load.waves),
-        *target_args,
+        "--channels",
+        str(load.channels),
+        *target.args,
     ]
+    for name, value in target.headers.items():
+        command += ["--header", f"{name}:{value}"]
+    return command
+
+
+def drive(load: Load, target: Target, fake: subprocess.Popen[bytes], loadgen: Loadgen) -> Row:
+    """One load through one target, from a separate load-generator process, with
+    each party's CPU time sampled before and after."""
+    command = loadgen_command(load, target, loadgen)
+    process = target.process
     with contextlib.ExitStack() as stack:
-        sampler = (
-            stack.enter_context(procs.MemorySampler(process.pid)) if process is not None else None
-        )
+        sampler = stack.enter_context(procs.MemorySampler(process.pid)) if process else None
+        target_cpu = procs.cpu_seconds(process.pid) if process else 0.0
+        fake_cpu = procs.cpu_seconds(fake.pid)
+        client_cpu = _children_cpu()
         done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+        client_cpu = _children_cpu() - client_cpu
+        fake_cpu = procs.cpu_seconds(fake.pid) - fake_cpu
+        target_cpu = procs.cpu_seconds(process.pid) - target_cpu if process else 0.0
     if done.returncode != 0:
-        raise RuntimeError(f"load generator failed for {load.name} via {target}:\n{done.stderr}")
+        raise RuntimeError(
+            f"load generator failed for {load.name} via {target.name}:\n{done.stderr}"
+        )
     raw = json.loads(done.stdout)
+    # The Go generator reports its own CPU (getrusage; its start-up is next to
+    # nothing); Python's is the whole process's, interpreter start-up and
+    # imports included (about 0.3-0.5 s: read its per-call figure as an upper bound).
+    client_cpu = float(raw.get("client_cpu_seconds", client_cpu))
+    calls = len(raw["latencies"]) + raw["errors"] + WARM_UP_CALLS
     time.sleep(0.5)  # let the target settle before the next load
-    return Row.from_raw(
+    row = Row.from_raw(
         load.name,
         load.mode,
-        target,
+        target.name,
         load.concurrency,
         raw,
         sampler.peak_mb if sampler else None,
         sampler.peak_pss_mb if sampler else None,
     )
+    row.channels = load.channels if target.grpc else None
+    row.cpu_ms = target_cpu * 1000 / calls if process else None
+    row.fake_cpu_ms = fake_cpu * 1000 / calls
+    row.client_cpu_ms = client_cpu * 1000 / calls
+    return row
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def describe_machine() -> dict[str, Any]:

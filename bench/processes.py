@@ -1,4 +1,5 @@
-"""The processes a benchmark runs: fake upstream, gateway, LiteLLM; and their memory."""
+"""The processes a benchmark runs: fake upstream, reference servers, gateway,
+LiteLLM; and their memory and CPU time."""
 
 from __future__ import annotations
 
@@ -126,6 +127,57 @@ def gateway_command(port: int, workers: int | None, log_level: str = "WARNING") 
     return command
 
 
+def reference_command(
+    name: str, port: int, workers: int, chunks: int = 50, delay: float = 0.005
+) -> list[str]:
+    """A reference server (bench/reference/): "bare" streams `chunks` events
+    `delay` s apart itself; "relay" reads the fake upstream named by the
+    environment (fake_environment), as the gateway does."""
+    command = [
+        sys.executable,
+        "-m",
+        f"bench.reference.{name}",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    if name == "bare":
+        command += ["--chunks", str(chunks), "--chunk-delay", str(delay)]
+    return command
+
+
+def wait_for_line(
+    log: Path, text: str, process: subprocess.Popen[bytes], seconds: float = 60
+) -> None:
+    """Until `log` holds `text`; fail if `process` died first (a reference
+    server says "serving" once all its workers listen)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        with contextlib.suppress(OSError):
+            if text in log.read_text(errors="replace"):
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{log} did not say {text!r} within {seconds} s")
+
+
+def wait_for_workers(process: subprocess.Popen[bytes], workers: int, seconds: float = 60) -> None:
+    """Until `process` has `workers` children, then a moment for the last to
+    bind, so a load's connections spread over all of them (the gateway says
+    when each worker listens only at INFO, which would log every call too)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        if workers <= 1 or len(_tree(process.pid)) > workers:
+            time.sleep(1.0)
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{process.args!r} did not start {workers} workers within {seconds} s")
+
+
 def ensure_litellm() -> Path:
     """LiteLLM's proxy in its own virtual environment (installed once, pinned)."""
     executable = LITELLM_VENV / "bin" / "litellm"
@@ -232,6 +284,23 @@ class MemorySampler:
                 self._peak_pss, sum(_field_kb(p, "smaps_rollup", "Pss:") for p in pids)
             )
             self._stop.wait(0.05)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its live descendants, plus
+    what their reaped children used, in seconds; 0 for what is gone. Sampled
+    before and after a load, the difference is what the load cost that tree."""
+    total = 0
+    for member in _tree(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # After the command's closing parenthesis: field 3 (state) onwards;
+            # utime, stime, cutime, cstime are fields 14-17.
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(f) for f in fields[11:15])
+    return total / _TICKS
 
 
 def rss_kb(pid: int) -> int:
