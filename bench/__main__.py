@@ -226,8 +226,7 @@ def choose_loadgen(wanted: str | None) -> Loadgen:
     if wanted == "python" or (wanted is None and importlib.util.find_spec("bench.goload") is None):
         return python
     try:
-        from bench import goload  # H2's module, optional until it exists
-
+        goload = importlib.import_module("bench.goload")  # builds bench/go once, cached
         return Loadgen("go", (str(goload.binary()),))
     except Exception as exc:
         if wanted == "go":
@@ -347,11 +346,10 @@ def start_targets(
 def start_portkey(stack: contextlib.ExitStack, fake_port: int, workers: int, out: Path) -> Target:
     """Portkey's gateway (bench/peers/portkey.py) before the fake upstream."""
     portkey = _portkey()
-    portkey.install()
     port = procs.free_port()
     process = stack.enter_context(
         procs.running(
-            portkey.command(port, fake_port, workers),
+            portkey.command(port, workers),  # installs it once; the upstream is per request
             env=portkey.environment(),
             log=out / "portkey.log",
         )
@@ -360,7 +358,7 @@ def start_portkey(stack: contextlib.ExitStack, fake_port: int, workers: int, out
     return Target(
         "portkey",
         grpc=False,
-        args=["--url", portkey.url(port), "--key", procs.FAKE_OPENROUTER_KEY],
+        args=["--url", portkey.url(port), "--key", portkey.KEY, "--model", portkey.MODEL],
         process=process,
         headers=dict(portkey.headers(fake_port)),
     )
@@ -398,7 +396,7 @@ def loadgen_command(load: Load, target: Target, loadgen: Loadgen) -> list[str]:
         *target.args,
     ]
     for name, value in target.headers.items():
-        command += ["--header", f"{name}:{value}"]
+        command += ["--header", f"{name}: {value}"]
     return command
 
 
@@ -421,11 +419,13 @@ def drive(load: Load, target: Target, fake: subprocess.Popen[bytes], loadgen: Lo
             f"load generator failed for {load.name} via {target.name}:\n{done.stderr}"
         )
     raw = json.loads(done.stdout)
-    # The Go generator reports its own CPU (getrusage; its start-up is next to
-    # nothing); Python's is the whole process's, interpreter start-up and
+    # The Go generator reports its own CPU over the measured load (getrusage);
+    # Python's is the whole process's, warm-up, interpreter start-up and
     # imports included (about 0.3-0.5 s: read its per-call figure as an upper bound).
-    client_cpu = float(raw.get("client_cpu_seconds", client_cpu))
     calls = len(raw["latencies"]) + raw["errors"] + WARM_UP_CALLS
+    client_calls = calls
+    if "client_cpu_seconds" in raw:  # the measured load's only, warm-up left out
+        client_cpu, client_calls = float(raw["client_cpu_seconds"]), calls - WARM_UP_CALLS
     time.sleep(0.5)  # let the target settle before the next load
     row = Row.from_raw(
         load.name,
@@ -439,7 +439,7 @@ def drive(load: Load, target: Target, fake: subprocess.Popen[bytes], loadgen: Lo
     row.channels = load.channels if target.grpc else None
     row.cpu_ms = target_cpu * 1000 / calls if process else None
     row.fake_cpu_ms = fake_cpu * 1000 / calls
-    row.client_cpu_ms = client_cpu * 1000 / calls
+    row.client_cpu_ms = client_cpu * 1000 / max(1, client_calls)
     return row
 
 
