@@ -7,16 +7,18 @@ concurrent streams of 50 chunks 5 ms apart. For each it prints the gateway
 process tree's CPU milliseconds per call (utime + stime of every process in
 the tree from /proc, read before and after the load, divided by the calls the
 load generator made, its own warm-up calls included), latency p50/p99, req/s,
-time to first token p50 and wall time.
+time to first token p50 and wall time. The gateway logs at INFO, its default,
+so every call's access line is written (to a file under --logs) and paid for.
 
 CPU per call is the figure to compare: the machine is shared, and wall-clock
 figures move with whatever else runs; the CPU the gateway spent per call
 moves far less.
 
 A/B: `--b-env KEY=VALUE` (repeatable) and/or `--b-checkout PATH` define a
-variant B (the gateway started with those environment variables, or from
-another checkout's service/ directory); with them every repeat runs A then B,
-each on a fresh gateway, so the two alternate. Figures are printed per run
+variant B: the gateway started with those environment variables, or from
+another checkout's service/ directory. `--a-env` and `--a-checkout` do the
+same for A, which is otherwise this checkout as it is. With a B, every repeat
+runs A then B, each on a fresh gateway, so the two alternate. Figures are printed per run
 and as medians per variant.
 """
 
@@ -151,13 +153,14 @@ def run_gateway(
     extra_env: dict[str, str],
     checkout: Path | None,
     log_dir: Path,
+    log_level: str,
 ) -> list[Figures]:
     """A fresh gateway before the running fake upstream; every load through it."""
     port = procs.free_port()
     env = {**procs.fake_environment(fake_port), **extra_env}
     if checkout is not None:
         env["PYTHONPATH"] = str(checkout / "service")
-    command = procs.gateway_command(port, workers)
+    command = procs.gateway_command(port, workers, log_level)
     with procs.running(command, env=env, log=log_dir / f"gateway-{variant}.log") as gateway:
         procs.wait_for_port(port, gateway)
         address = f"127.0.0.1:{port}"
@@ -171,7 +174,7 @@ def _env_pairs(values: list[str]) -> dict[str, str]:
     for value in values:
         key, sep, rest = value.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--b-env wants KEY=VALUE, not {value!r}")
+            raise SystemExit(f"--a-env/--b-env want KEY=VALUE, not {value!r}")
         pairs[key] = rest
     return pairs
 
@@ -233,14 +236,23 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="gateway workers (default 1)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant (default 1)")
     parser.add_argument("--quick", action="store_true", help="500 calls at c=1, 2 s at c=32")
+    parser.add_argument("--a-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--a-checkout", type=Path, default=None, metavar="PATH")
     parser.add_argument("--b-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--b-checkout", type=Path, default=None, metavar="PATH")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="the gateway's --log-level (default INFO, its own default: an access line per call)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write every run here")
     parser.add_argument("--logs", type=Path, default=Path("bench/results/per_call"))
     args = parser.parse_args()
     loads = QUICK_LOADS if args.quick else LOADS
     b_env = _env_pairs(args.b_env)
-    variants: list[tuple[str, dict[str, str], Path | None]] = [("A", {}, None)]
+    variants: list[tuple[str, dict[str, str], Path | None]] = [
+        ("A", _env_pairs(args.a_env), args.a_checkout)
+    ]
     if b_env or args.b_checkout:
         variants.append(("B", b_env, args.b_checkout))
     args.logs.mkdir(parents=True, exist_ok=True)
@@ -254,7 +266,7 @@ def main() -> int:
         for _ in range(args.repeat):
             for name, env, checkout in variants:
                 for figures in run_gateway(
-                    name, loads, args.workers, fake_port, env, checkout, args.logs
+                    name, loads, args.workers, fake_port, env, checkout, args.logs, args.log_level
                 ):
                     results.append(figures)
                     print(line(figures), flush=True)
