@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from llmgateway.server.resilience.retry import RetryPolicy
 from llmgateway.server.routing.names import model_name_problem
 from llmgateway.server.routing.task_rules import Task
+from llmgateway.server.state import redis_url as redis_urls
 from llmgateway.v1 import completion_pb2 as common
 
 if TYPE_CHECKING:
@@ -581,7 +582,7 @@ class Settings:
             instance_lease=_positive_number(
                 environ, "LLMGATEWAY_INSTANCE_LEASE", state, "instance_lease_seconds", 15.0
             ),
-            redis_url=_redis_url(pick("LLMGATEWAY_REDIS_URL", state, "redis_url", "")),
+            redis_url=check_redis_url(pick("LLMGATEWAY_REDIS_URL", state, "redis_url", "")),
             redis_failure_mode=_choice(
                 pick("LLMGATEWAY_REDIS_FAILURE_MODE", state, "redis_failure_mode", "closed"),
                 "LLMGATEWAY_REDIS_FAILURE_MODE ([state] redis_failure_mode)",
@@ -921,13 +922,21 @@ def _choice(
     return value
 
 
-def _redis_url(value: str) -> str:
-    """A Redis URL the client library can open, or empty for none."""
+def check_redis_url(value: str) -> str:
+    """A Redis URL the client library reads as written, or empty for none; a
+    ConfigError that never quotes the password otherwise."""
     value = value.strip()
-    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+    if not value:
+        return ""
+    if not value.startswith(redis_urls.SCHEMES):
         raise ConfigError(
             "LLMGATEWAY_REDIS_URL ([state] redis_url) must start with redis://, rediss:// "
             "or unix:// (e.g. redis://127.0.0.1:6379/0)"
+        )
+    problem = redis_urls.url_problem(value)
+    if problem is not None:
+        raise ConfigError(
+            f"LLMGATEWAY_REDIS_URL ([state] redis_url) {redis_urls.display_url(value)} {problem}"
         )
     return value
 

@@ -46,7 +46,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from llmgateway.server.config import ConfigError
+from llmgateway.server.config import ConfigError, check_redis_url
 from llmgateway.server.state.db import StateUnavailableError
 from llmgateway.server.state.limits import (
     WINDOW_SECONDS,
@@ -58,6 +58,9 @@ from llmgateway.server.state.limits import (
     tpm_refused,
     tpm_too_large,
 )
+from llmgateway.server.state.redis_url import display_url, redact, scrub, url_secrets
+
+__all__ = ["RedisLimiter", "display_url", "ledger_spend", "nano", "unavailable"]
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -196,22 +199,6 @@ def unavailable(exc: BaseException) -> bool:
     return isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(
         _UNAVAILABLE_REPLIES
     )
-
-
-def display_url(url: str) -> str:
-    """A Redis URL without its password (in the user part or the query)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    # The credentials end at the last '@', before the query is cut off: a
-    # password may hold an unencoded '?' or '#', which a URL parser would take
-    # for the start of the query or fragment.
-    credentials, _, host = rest.rpartition("@")
-    host = host.split("?", 1)[0].split("#", 1)[0]
-    user = credentials.split(":", 1)[0]
-    if any(c in user for c in "/?#"):
-        user = ""  # not a user name: the '@' was in the query or a password
-    return f"{scheme}://{user}{'@' if user else ''}{host}"
 
 
 def _reason(exc: BaseException) -> str:
@@ -353,7 +340,12 @@ class RedisLimiter:
         """`spend_since(key_id, period_start)`: what the ledger says the key spent
         since then, to seed a budget counter Redis does not hold (a new Redis,
         one that lost its data, a switch from database limits mid-period)."""
+        # First: a URL the client would misread (a password's '/' taken for the
+        # end of the host) is refused before anything connects with it.
+        check_redis_url(url)
         self.display = display_url(url)
+        # Kept out of every error and log line that quotes redis-py (scrub).
+        self._secrets = url_secrets(url)
         self._spend_since = spend_since
         # Budget counters being seeded by this process: concurrent calls wait for one.
         self._seeding: dict[str, asyncio.Future[None]] = {}
@@ -377,7 +369,11 @@ class RedisLimiter:
         except ValueError as exc:
             # The library's reason quotes what it read as the port, which is a
             # piece of the password when that holds an unencoded '/', '?' or '#'.
-            reason = str(exc) if "@" not in url else "its host or port cannot be read"
+            reason = (
+                redact(str(exc), self._secrets)
+                if "@" not in url
+                else "its host or port cannot be read"
+            )
             msg = (
                 f"LLMGATEWAY_REDIS_URL ([state] redis_url) {self.display} is malformed: "
                 f"{reason} (percent-encode '/', '?', '#' and '@' in a user name or password, "
@@ -422,7 +418,7 @@ class RedisLimiter:
             async with asyncio.timeout(self.timeout):
                 await self._client.ping()
         except Exception as exc:
-            if not unavailable(exc):
+            if not self._unavailable(exc):
                 raise
             self._outage.failed(f"at start-up: {_reason(exc)}")
             return
@@ -440,7 +436,7 @@ class RedisLimiter:
             async with asyncio.timeout(self.timeout):
                 await self._client.ping()
         except Exception as exc:
-            if not unavailable(exc):
+            if not self._unavailable(exc):
                 raise
             return False
         return True
@@ -490,7 +486,7 @@ class RedisLimiter:
                 async with asyncio.timeout(self.timeout):
                     answer = await self._reserve_script(keys=keys, args=args)
         except Exception as exc:
-            if not unavailable(exc):
+            if not self._unavailable(exc):
                 raise
             reason = _reason(exc)
             self._outage.failed(reason)
@@ -536,7 +532,7 @@ class RedisLimiter:
         try:
             await self._settle_once(reservation, tokens, cost_usd, self.timeout)
         except Exception as exc:
-            if not unavailable(exc):
+            if not self._unavailable(exc):
                 raise
             self._outage.failed(_reason(exc))
             self._defer(reservation, tokens, cost_usd)
@@ -686,7 +682,7 @@ class RedisLimiter:
             try:
                 written = await self._write_unsettled()
             except Exception as exc:
-                if not unavailable(exc):
+                if not self._unavailable(exc):
                     logger.exception("writing settlements to the limits store (Redis) failed")
                     delay = _RETRY_MAX
                 else:
@@ -731,7 +727,7 @@ class RedisLimiter:
                         pipe.pexpire(record, self._lease_ms)
                     results = await pipe.execute()
             except Exception as exc:
-                if unavailable(exc):
+                if self._unavailable(exc):
                     self._outage.failed(_reason(exc))
                 raise
             for (reservation_id, _), renewed in zip(chunk, results, strict=True):
@@ -739,6 +735,12 @@ class RedisLimiter:
                     lapsed += 1
                     self._held.pop(reservation_id, None)
         return lapsed
+
+    def _unavailable(self, exc: BaseException) -> bool:
+        """unavailable(exc), once the URL's password is scrubbed from `exc` (and
+        what it was raised from): whatever happens to it next, a log line, a
+        reason for the caller, a traceback, carries none of it."""
+        return unavailable(scrub(exc, self._secrets))
 
     def _in_background(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
