@@ -198,13 +198,14 @@ def main() -> int:
         "litellm_version": procs.LITELLM_VERSION if "litellm" in peers else None,
         "portkey_version": portkey_version() if "portkey" in peers else None,
         "rows": [row.as_dict() for row in rows],
+        "targets": check_targets(rows),
     }
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown_table(rows) + "\n")
     print(f"load generator: {loadgen.kind}; workers: {workers}")
     print(text_table(rows))
     print()
-    for line in check_targets(rows):
+    for line in report["targets"]:
         print(line)
     chart = write_chart(rows, args.out / "results.png")
     print(

@@ -262,8 +262,33 @@ def _best_rps(rows: list[Row], target: str) -> float:
     )
 
 
+def _relay_times(
+    attr: str, factor: float = 1.0, plus: float = 0.0, loads: str = ""
+) -> Callable[[list[Row], str], float | None]:
+    """A target line at the relay's figure for a load (those whose name starts
+    with `loads`), times `factor` plus `plus`."""
+
+    def line(rows: list[Row], load: str) -> float | None:
+        if not load.startswith(loads) or " x" in load:  # not the split's short streams
+            return None
+        relay = _find(rows, load, "relay")
+        value = getattr(relay, attr) if relay else None
+        return None if value is None else value * factor + plus
+
+    return line
+
+
+def _fixed(value: float, loads: str = "") -> Callable[[list[Row], str], float | None]:
+    """A target line at `value` for the loads whose name starts with `loads`."""
+    return lambda _rows, load: value if load.startswith(loads) else None
+
+
+_Panel = tuple[str, str, "Callable[[Row], bool]", "Callable[[list[Row], str], float | None] | None"]
+
+
 def write_chart(rows: list[Row], path: Path) -> Path | None:
-    """A PNG with one panel per figure of merit; None when matplotlib is missing."""
+    """A PNG with one panel per figure of merit, issue 16's target (where it
+    has one) drawn as a dashed line over each load; None without matplotlib."""
     try:
         import matplotlib as mpl
 
@@ -271,22 +296,64 @@ def write_chart(rows: list[Row], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    panels: list[tuple[str, str, Callable[[Row], bool]]] = [
-        ("unary latency p50 (ms), c=1", "p50_ms", lambda r: r.load == "unary c=1"),
-        ("unary throughput (req/s)", "rps", lambda r: r.mode == "unary" and r.concurrency > 1),
-        ("stream TTFT p50 (ms)", "ttft_p50_ms", lambda r: r.mode == "stream"),
-        ("stream total time per wave (s)", "total_s", lambda r: r.mode == "stream"),
-        ("peak PSS, whole tree (MB)", "peak_pss_mb", lambda r: r.peak_pss_mb is not None),
-        ("target CPU ms per call/stream", "cpu_ms", lambda r: r.cpu_ms is not None),
-        ("stream set-up CPU (ms)", "setup_cpu_ms", lambda r: r.setup_cpu_ms is not None),
+    panels: list[_Panel] = [
+        (
+            "unary latency p50 (ms), c=1",
+            "p50_ms",
+            lambda r: r.load == "unary c=1",
+            _relay_times("p50_ms", plus=0.3),
+        ),
+        (
+            "unary throughput (req/s)",
+            "rps",
+            lambda r: r.mode == "unary" and r.concurrency > 1,
+            _relay_times("rps", factor=0.8, loads="unary c=32"),
+        ),
+        (
+            "stream TTFT p50 (ms)",
+            "ttft_p50_ms",
+            lambda r: r.mode == "stream",
+            _relay_times("ttft_p50_ms", plus=10, loads="200 "),
+        ),
+        (
+            "stream total time per wave (s)",
+            "total_s",
+            lambda r: r.mode == "stream",
+            _relay_times("total_s", factor=1.1, loads="200 "),
+        ),
+        (
+            "peak PSS, whole tree (MB)",
+            "peak_pss_mb",
+            lambda r: r.peak_pss_mb is not None,
+            _fixed(150, loads="1000 streams"),
+        ),
+        (
+            "target CPU ms per unary call",
+            "cpu_ms",
+            lambda r: r.mode == "unary" and r.cpu_ms is not None,
+            None,
+        ),
+        (
+            "target CPU ms per stream",
+            "cpu_ms",
+            lambda r: r.mode == "stream" and r.cpu_ms is not None,
+            None,
+        ),
+        (
+            "stream set-up CPU (ms)",
+            "setup_cpu_ms",
+            lambda r: r.setup_cpu_ms is not None,
+            _fixed(0.5),
+        ),
     ]
+    panels = [p for p in panels if any(p[2](r) for r in rows)]
     targets = sorted({r.target for r in rows}, key=_target_rank)
     columns = math.ceil(len(panels) / 2)
     figure, grid = plt.subplots(2, columns, figsize=(4.2 * columns, 7.6), squeeze=False)
     axes = list(grid.flat)
     for axis in axes[len(panels) :]:
         axis.set_visible(False)
-    for axis, (title, attr, keep) in zip(axes, panels, strict=False):
+    for axis, (title, attr, keep, target_line) in zip(axes, panels, strict=False):
         loads = list(dict.fromkeys(r.load for r in rows if keep(r)))
         width = 0.8 / max(1, len(targets))
         for i, target in enumerate(targets):
@@ -295,11 +362,29 @@ def write_chart(rows: list[Row], path: Path) -> Path | None:
                 row = _find(rows, load, target)
                 values.append(getattr(row, attr) or 0 if row else 0)
             axis.bar([x + i * width for x in range(len(loads))], values, width, label=target)
+        for x, load in enumerate(loads):
+            level = target_line(rows, load) if target_line else None
+            if level is not None:
+                axis.hlines(
+                    level,
+                    x - width / 2,
+                    x + 0.8 - width / 2,
+                    colors="black",
+                    linestyles="dashed",
+                    linewidth=1,
+                )
         axis.set_xticks([x + width * (len(targets) - 1) / 2 for x in range(len(loads))])
         axis.set_xticklabels(loads, fontsize=7, rotation=20)
         axis.set_title(title, fontsize=9)
     axes[0].legend(fontsize=8)
-    figure.tight_layout()
+    figure.text(
+        0.01,
+        0.005,
+        "dashed: issue 16's target for the gateway (from the relay's figure "
+        "in the same run, or fixed)",
+        fontsize=7,
+    )
+    figure.tight_layout(rect=(0, 0.02, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path

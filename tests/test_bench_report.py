@@ -6,9 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from bench import processes as procs
-from bench.report import Row, check_targets, split_stream_cpu
+from bench.report import Row, check_targets, split_stream_cpu, write_chart
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def row(load: str, target: str, **figures: float | None) -> Row:
@@ -76,3 +80,16 @@ def test_targets_are_judged_against_the_relay_and_the_peers() -> None:
     assert "[MISSED] unary throughput: 1500 req/s = 0.9x portkey's 1600" in lines
     assert "[met] 1000 streams: 0 errors" in lines
     assert "[met] 1000 streams: peak PSS 140 MB" in lines
+
+
+def test_the_chart_is_a_png_with_the_new_figures(tmp_path: Path) -> None:
+    rows = [
+        row("unary c=1", "relay", p50_ms=0.65, cpu_ms=0.4),
+        row("unary c=1", "gateway", p50_ms=0.90, cpu_ms=0.9),
+        row("200 streams 8ch", "relay", total_s=1.0, ttft_p50_ms=30, cpu_ms=3.0),
+        row("200 streams 8ch", "gateway", total_s=1.2, ttft_p50_ms=35, cpu_ms=5.0),
+    ]
+    rows[3].setup_cpu_ms = 1.5
+    chart = write_chart(rows, tmp_path / "chart.png")
+    assert chart is not None
+    assert chart.read_bytes().startswith(b"\x89PNG")
