@@ -1,0 +1,1 @@
+"""Other gateways the benchmark runs beside llmgateway, each installed once into a cache."""
