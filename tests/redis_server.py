@@ -8,6 +8,7 @@ program comes from the OS packages: scripts/ensure-redis.sh installs it
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
 
 MISSING = (
     "redis-server is not installed: run `bash scripts/ensure-redis.sh` (as root it installs "
@@ -124,3 +125,52 @@ def throwaway_redis() -> Iterator[RedisServer]:
     finally:
         server.stop(kill=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+class EchoingServer:
+    """What `echoing_server` yields: its port, and the connections open to it now."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.handlers: set[asyncio.Task[None]] = set()
+
+    @property
+    def connections(self) -> int:
+        return sum(not handler.done() for handler in self.handlers)
+
+
+@contextlib.asynccontextmanager
+async def echoing_server(prefix: str) -> AsyncIterator[EchoingServer]:
+    """A server speaking just enough RESP to answer every command with the
+    error `prefix` followed by the command's words (AUTH's password among them):
+    `LOADING ...` is an outage to redis-py, `ERR ...` a plain error."""
+    echoing = EchoingServer()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        echoing.handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            while True:
+                header = await reader.readline()
+                if not header.startswith(b"*"):
+                    break
+                words = []
+                for _ in range(int(header[1:])):
+                    size = int((await reader.readline())[1:])
+                    words.append((await reader.readexactly(size + 2))[:-2].decode())
+                writer.write(f"-{prefix} {' '.join(words)}\r\n".encode())
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client hung up
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    echoing.port = server.sockets[0].getsockname()[1]
+    try:
+        yield echoing
+    finally:
+        server.close()
+        for handler in echoing.handlers:  # Python 3.11 leaves open connections to them
+            handler.cancel()
+        await asyncio.gather(*echoing.handlers, return_exceptions=True)
+        await server.wait_closed()

@@ -12,6 +12,7 @@ import multiprocessing
 import multiprocessing.synchronize
 import os
 import signal
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -41,7 +42,7 @@ from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
 from tests.conftest import rich_status, user
 from tests.postgres import fresh_database
-from tests.redis_server import RedisServer, throwaway_redis
+from tests.redis_server import RedisServer, echoing_server, throwaway_redis
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -684,6 +685,32 @@ async def ledger_cost(settings: Settings, calls: int) -> float:
     finally:
         db.close()
     raise AssertionError("the ledger never completed its rows")
+
+
+async def test_a_start_redis_refuses_closes_what_it_opened(tmp_path):
+    """Not an outage (Redis answers, with an error): the start fails, and the
+    ledger's writers, the lease, Redis's connections and the database's threads
+    opened before it are all closed."""
+    threads = set(threading.enumerate())
+    location = str(tmp_path / "state.db")
+    async with echoing_server("ERR echo:") as server:
+        configured = Settings(
+            db=location, redis_url=f"redis://:pw@127.0.0.1:{server.port}/0", redis_timeout=5.0
+        )
+        with pytest.raises(redis.exceptions.ResponseError, match="echo:"):
+            await open_state(configured)
+        for _ in range(100):  # the server sees the hang-up a moment later: a bound, 5 s
+            if not server.connections:
+                break
+            await asyncio.sleep(0.05)
+        assert server.connections == 0
+    assert [task for task in asyncio.all_tasks() if task is not asyncio.current_task()] == []
+    assert [t.name for t in threading.enumerate() if t not in threads and t.is_alive()] == []
+    db = Database(location)
+    try:  # the lease was given back, not left to lapse
+        assert db.run_sync(lambda tx: tx.fetchall("SELECT id FROM gateway_instances")) == []
+    finally:
+        db.close()
 
 
 async def test_a_malformed_redis_url_stops_the_start_saying_what_to_fix(tmp_path):

@@ -6,11 +6,9 @@ traceback (here against a server that echoes what it was sent into its errors)."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import traceback
 import urllib.parse
-from typing import TYPE_CHECKING
 
 import pytest
 import redis.connection
@@ -23,9 +21,7 @@ from llmgateway.server.state.db import StateUnavailableError
 from llmgateway.server.state.keys import CallerKey
 from llmgateway.server.state.redis_limits import RedisLimiter
 from llmgateway.server.state.redis_url import REDACTED, display_url, scrub, url_secrets
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+from tests.redis_server import echoing_server
 
 # Pieces of a password no message has of its own: letters, or digits long enough
 # that no port, errno or line number in a message matches them.
@@ -155,42 +151,6 @@ KEY = CallerKey(
 )
 
 
-@contextlib.asynccontextmanager
-async def echoing_server(prefix: str) -> AsyncIterator[int]:
-    """A server speaking just enough RESP to answer every command with the
-    error `prefix` followed by the command's words (AUTH's password among them)."""
-
-    handlers: set[asyncio.Task[None]] = set()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
-        try:
-            while True:
-                header = await reader.readline()
-                if not header.startswith(b"*"):
-                    break
-                words = []
-                for _ in range(int(header[1:])):
-                    size = int((await reader.readline())[1:])
-                    words.append((await reader.readexactly(size + 2))[:-2].decode())
-                writer.write(f"-{prefix} {' '.join(words)}\r\n".encode())
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client hung up
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for handler in handlers:  # Python 3.11 leaves open connections to their handlers
-            handler.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        await server.wait_closed()
-
-
 def limiter(port: int) -> RedisLimiter:
     quoted = urllib.parse.quote(PASSWORD, safe="")
     return RedisLimiter(
@@ -200,8 +160,8 @@ def limiter(port: int) -> RedisLimiter:
 
 async def test_an_outage_reply_quoting_the_password_reaches_no_log_or_caller(caplog):
     caplog.set_level(logging.INFO, logger="llmgateway.server.state.redis_limits")
-    async with echoing_server("LOADING echo:") as port:
-        store = limiter(port)
+    async with echoing_server("LOADING echo:") as server:
+        store = limiter(server.port)
         try:
             await store.start()
             with pytest.raises(StateUnavailableError) as refused:
@@ -218,8 +178,8 @@ async def test_an_outage_reply_quoting_the_password_reaches_no_log_or_caller(cap
 
 
 async def test_an_error_reply_quoting_the_password_is_raised_without_it():
-    async with echoing_server("ERR echo:") as port:
-        store = limiter(port)
+    async with echoing_server("ERR echo:") as server:
+        store = limiter(server.port)
         try:
             with pytest.raises(redis.exceptions.ResponseError) as raised:
                 await store.start()

@@ -88,13 +88,26 @@ async def open_state(settings: Settings) -> State | None:
     ledger = Ledger(db, instance_id=lease.id, close_grace=settings.shutdown_grace)
     ledger.start()
     lease.start()
-    limiter: LimitStore = Limiter(db)
+    state = State(
+        db=db,
+        keys=KeyStore(db),
+        limiter=Limiter(db) if redis_limiter is None else redis_limiter,
+        ledger=ledger,
+        lease=lease,
+    )
     if redis_limiter is not None:
-        # Redis away at start-up is a warning (calls get UNAVAILABLE until it
-        # answers), not a failed start: replicas must not crash-loop with it.
-        await redis_limiter.start()
-        limiter = redis_limiter
-    return State(db=db, keys=KeyStore(db), limiter=limiter, ledger=ledger, lease=lease)
+        try:
+            # Redis away at start-up is a warning (calls get UNAVAILABLE until
+            # it answers), not a failed start: replicas must not crash-loop with it.
+            await redis_limiter.start()
+        except BaseException:
+            # Anything else (a refused AUTH, a bug) fails the start: what is open
+            # by now, the ledger's writers, the lease (given back: no call ran),
+            # Redis's connections and the database's threads, is closed first,
+            # so a caller that carries on (a supervisor, a test) holds none of it.
+            await state.close()
+            raise
+    return state
 
 
 def _redis_limiter(settings: Settings, db: Database, instance_id: str) -> RedisLimiter | None:
