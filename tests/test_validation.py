@@ -858,3 +858,42 @@ def test_a_prefix_names_fields_inside_another_message():
     assert found == {"request.messages", "request.routing.task"}
     big = {v.field for v in validate(routed(), 10, prefix="request.")}
     assert big == {"request.messages"}
+
+
+_SUB_MESSAGES = ("sampling", "tool_choice", "response_format", "reasoning", "openrouter")
+
+
+@given(
+    model=st.sampled_from([OK_MODEL, "openrouter/openai/gpt-4o", "bad model", "", ROUTE]),
+    present=st.sets(st.sampled_from(_SUB_MESSAGES)),
+    temperature=st.none() | st.floats(allow_nan=True, allow_infinity=True),
+    stop=st.lists(st.text(max_size=300), max_size=6),
+    effort=st.integers(min_value=0, max_value=9),
+    fallbacks=st.lists(st.sampled_from(["openai/gpt-4o", "zai/glm-4.7", "x", "a b"]), max_size=10),
+    mode=st.integers(min_value=0, max_value=9),
+    format_type=st.integers(min_value=0, max_value=9),
+)
+def test_an_unset_sub_message_is_judged_as_an_empty_one(
+    model, present, temperature, stop, effort, fallbacks, mode, format_type
+):
+    # Validation skips the sub-messages a request leaves unset (the common
+    # request sets none of them): the answer must be the one the same request
+    # gets with each of them present and empty.
+    request = pb.CompleteRequest(model=model, messages=[user("hi")])
+    if "sampling" in present:
+        if temperature is not None:
+            request.sampling.temperature = temperature
+        request.sampling.stop.extend(stop)
+    if "reasoning" in present:
+        request.reasoning.effort = cast("common.ReasoningEffort.ValueType", effort)
+    if "openrouter" in present:
+        request.openrouter.models.extend(fallbacks)
+    if "tool_choice" in present:
+        request.tool_choice.mode = cast("common.ToolChoiceMode.ValueType", mode)
+    if "response_format" in present:
+        request.response_format.type = cast("common.ResponseFormatType.ValueType", format_type)
+    spelled_out = pb.CompleteRequest()
+    spelled_out.CopyFrom(request)
+    for name in _SUB_MESSAGES:
+        getattr(spelled_out, name).SetInParent()
+    assert validate(request, 1 << 20) == validate(spelled_out, 1 << 20)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -48,6 +49,20 @@ _DETAIL_KINDS = frozenset(common.ReasoningDetailKind.values()) - {
     common.REASONING_DETAIL_KIND_UNSPECIFIED
 }
 _DETAIL_PROVIDERS = frozenset(common.Provider.values()) - {common.PROVIDER_UNSPECIFIED}
+# Each enum's known values, built once: `Enum.values()` builds a new list on
+# every call, and validation asks for several on every request.
+_IMAGE_DETAILS = frozenset(common.ImageDetail.values())
+_TOOL_CHOICE_MODES = frozenset(common.ToolChoiceMode.values())
+_RESPONSE_FORMAT_TYPES = frozenset(common.ResponseFormatType.values())
+_REASONING_EFFORTS = frozenset(common.ReasoningEffort.values())
+_DATA_COLLECTIONS = frozenset(common.DataCollection.values())
+_PROVIDER_SORTS = frozenset(common.ProviderSort.values())
+_ZAI_ENDPOINTS = frozenset(common.ZaiEndpoint.values())
+_TASKS = frozenset(rpb.Task.values())
+_COST_TIERS = frozenset(rpb.CostTier.values())
+# Callers send the same few model names over and over; the answer for a name
+# never changes. Bounded, so names a caller mints cannot grow it.
+_model_name_problem = functools.lru_cache(maxsize=1024)(model_name_problem)
 
 _Add = Callable[[FieldViolation], None]
 
@@ -85,7 +100,7 @@ def _violations(request: AnyCompletionRequest, max_request_bytes: int) -> list[F
             )
         )
     else:
-        problem = model_name_problem(request.model)
+        problem = _model_name_problem(request.model)
         if problem is not None:
             add(FieldViolation("model", problem))
     if not request.messages:
@@ -94,16 +109,23 @@ def _violations(request: AnyCompletionRequest, max_request_bytes: int) -> list[F
         add(FieldViolation("messages", f"at most {MAX_MESSAGES} messages"))
     for i, message in enumerate(request.messages[:MAX_MESSAGES]):
         _check_message(f"messages[{i}]", message, add)
-    _check_sampling(request.sampling, add)
-    _check_tools(request, add)
-    _check_response_format(request.response_format, add)
-    _check_reasoning(request.reasoning, add)
+    # A sub-message the caller left unset reads as its defaults, which every
+    # check below accepts: skipping it gives the same answer, cheaper.
+    if request.HasField("sampling"):
+        _check_sampling(request.sampling, add)
+    if request.tools or request.HasField("tool_choice"):
+        _check_tools(request, add)
+    if request.HasField("response_format"):
+        _check_response_format(request.response_format, add)
+    if request.HasField("reasoning"):
+        _check_reasoning(request.reasoning, add)
     if len(request.user) > MAX_USER:
         add(FieldViolation("user", f"at most {MAX_USER} characters"))
     elif (char := first_invisible(request.user)) is not None:
         add(FieldViolation("user", f"must not contain {describe_char(char)}"))
-    _check_openrouter(request.openrouter, add)
-    if request.zai.endpoint not in common.ZaiEndpoint.values():
+    if request.HasField("openrouter"):
+        _check_openrouter(request.openrouter, add)
+    if request.zai.endpoint not in _ZAI_ENDPOINTS:
         add(FieldViolation("zai.endpoint", "unknown endpoint value"))
     # Hints are read only for routes: adding them to a call that names a model
     # can never break it, even if a newer client sends values this gateway
@@ -114,7 +136,7 @@ def _violations(request: AnyCompletionRequest, max_request_bytes: int) -> list[F
 
 
 def _check_routing(routing: rpb.RoutingHints, add: _Add) -> None:
-    if routing.task not in rpb.Task.values():
+    if routing.task not in _TASKS:
         add(
             FieldViolation(
                 "routing.task",
@@ -123,7 +145,7 @@ def _check_routing(routing: rpb.RoutingHints, add: _Add) -> None:
                 + " (a newer client than this gateway?)",
             )
         )
-    if routing.cost_tier not in rpb.CostTier.values():
+    if routing.cost_tier not in _COST_TIERS:
         add(
             FieldViolation(
                 "routing.cost_tier",
@@ -249,7 +271,7 @@ def _check_part(path: str, part: common.ContentPart, add: _Add) -> None:
                     f"{path}.image.url", "must be an http(s) URL or a data:image/... data URL"
                 )
             )
-        if part.image.detail not in common.ImageDetail.values():
+        if part.image.detail not in _IMAGE_DETAILS:
             add(FieldViolation(f"{path}.image.detail", "unknown detail value"))
 
 
@@ -304,7 +326,7 @@ def _check_tools(request: AnyCompletionRequest, add: _Add) -> None:
                     "tool_choice.function_name", f"{choice.function_name!r} is not among tools"
                 )
             )
-    elif choice.mode not in common.ToolChoiceMode.values():
+    elif choice.mode not in _TOOL_CHOICE_MODES:
         add(FieldViolation("tool_choice.mode", "unknown mode value"))
     elif choice.mode == common.TOOL_CHOICE_MODE_REQUIRED and not request.tools:
         add(FieldViolation("tool_choice.mode", "REQUIRED needs at least one tool"))
@@ -312,7 +334,7 @@ def _check_tools(request: AnyCompletionRequest, add: _Add) -> None:
 
 def _check_response_format(response_format: common.ResponseFormat, add: _Add) -> None:
     kind = response_format.type
-    if kind not in common.ResponseFormatType.values():
+    if kind not in _RESPONSE_FORMAT_TYPES:
         add(FieldViolation("response_format.type", "unknown type value"))
     elif kind == common.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
         schema = response_format.json_schema
@@ -333,7 +355,7 @@ def _check_response_format(response_format: common.ResponseFormat, add: _Add) ->
 
 
 def _check_reasoning(reasoning: common.ReasoningOptions, add: _Add) -> None:
-    if reasoning.effort not in common.ReasoningEffort.values():
+    if reasoning.effort not in _REASONING_EFFORTS:
         add(FieldViolation("reasoning.effort", "unknown effort value"))
     if (
         reasoning.HasField("enabled")
@@ -356,7 +378,7 @@ def _check_openrouter(options: common.OpenRouterOptions, add: _Add) -> None:
     if len(options.models) > MAX_FALLBACK_MODELS:
         add(FieldViolation("openrouter.models", f"at most {MAX_FALLBACK_MODELS} models"))
     for i, model in enumerate(options.models[:MAX_FALLBACK_MODELS]):
-        problem = model_name_problem(model)
+        problem = _model_name_problem(model)
         slug = model.removeprefix("openrouter/")
         if problem is not None:
             add(FieldViolation(f"openrouter.models[{i}]", problem))
@@ -383,9 +405,9 @@ def _check_openrouter(options: common.OpenRouterOptions, add: _Add) -> None:
         problem = _provider_name_problem(provider)
         if problem is not None:
             add(FieldViolation(f"openrouter.provider.order[{i}]", problem))
-    if prefs.data_collection not in common.DataCollection.values():
+    if prefs.data_collection not in _DATA_COLLECTIONS:
         add(FieldViolation("openrouter.provider.data_collection", "unknown value"))
-    if prefs.sort not in common.ProviderSort.values():
+    if prefs.sort not in _PROVIDER_SORTS:
         add(FieldViolation("openrouter.provider.sort", "unknown value"))
     for name in ("prompt", "completion", "request", "image"):
         if prefs.max_price.HasField(name):
