@@ -1,44 +1,26 @@
 """An httpx transport that sends requests with aiohttp.
 
-httpx stays the API; this replaces what sits under it. httpcore's pool checks
-every pooled connection on each request, which costs O(connections) per call
-and grew to a third of the gateway's CPU under a few hundred concurrent
-streams; aiohttp's connector and C-accelerated HTTP parser do not
-(docs/performance.md has the figures). aiohttp's exceptions are mapped to
-httpx's, most specific first, so the gateway's error mapping is unchanged.
+Completions call aiohttp directly (upstream_http.py); httpx stays the API of
+the catalogue and cost look-ups (`UpstreamProvider.get_json`/`post_json`), and
+this puts them on the provider's one aiohttp session and pool. httpcore's
+own pool checks every pooled connection on each request, which costs
+O(connections) per call (docs/performance.md has the figures). aiohttp's
+exceptions are re-raised as httpx's, so callers of get_json see httpx errors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import urllib.request
 from typing import TYPE_CHECKING
 
 import aiohttp
 import httpx
 
-if TYPE_CHECKING:
-    import ssl
-    from collections.abc import AsyncIterator, Iterator
+from llmgateway.server.providers.upstream_http import UpstreamSession, httpx_error_type
 
-# aiohttp exception -> httpx exception; the first match wins, so subclasses come first.
-_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
-    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
-    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
-    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
-    (aiohttp.ClientConnectorError, httpx.ConnectError),
-    # Writing to a connection the server is closing (the keep-alive race).
-    (aiohttp.ClientConnectionResetError, httpx.WriteError),
-    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),
-    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
-    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
-    (aiohttp.ClientOSError, httpx.ReadError),
-    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
-    (aiohttp.ClientError, httpx.TransportError),
-)
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
 
 
 @contextlib.contextmanager
@@ -46,19 +28,7 @@ def _httpx_errors() -> Iterator[None]:
     try:
         yield
     except aiohttp.ClientError as exc:
-        for source, target in _ERRORS:
-            if isinstance(exc, source):
-                raise target(str(exc) or type(exc).__name__) from exc
-        raise  # pragma: no cover  # ClientError itself is the last row
-
-
-@functools.cache
-def _shared_ssl_context() -> ssl.SSLContext:
-    """The same CA bundle and SSL_CERT_* handling as httpx's own transport, built
-    once per process: loading the bundle costs about 50 ms of CPU, once per
-    provider per gateway otherwise. A context is safe to share between
-    connectors; the environment is read when the first session starts."""
-    return httpx.create_ssl_context()
+        raise httpx_error_type(exc)(str(exc) or type(exc).__name__) from exc
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -96,52 +66,24 @@ class _ResponseStream(httpx.AsyncByteStream):
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """One aiohttp session (and connection pool), created on first use."""
+    """httpx requests sent on `upstream`'s session."""
 
-    def __init__(self, *, max_connections: int, keepalive_expiry: float = 30.0) -> None:
-        self._max_connections = max_connections
-        self._keepalive_expiry = keepalive_expiry
-        self._session: aiohttp.ClientSession | None = None
-        self._proxies: dict[tuple[str, str], str | None] = {}
-
-    def _proxy_for(self, url: httpx.URL) -> str | None:
-        """HTTP(S)_PROXY / NO_PROXY for this host, as httpx's own transport honours
-        them; read from the environment once per host."""
-        key = (url.scheme, url.host)
-        if key not in self._proxies:
-            proxy = None
-            if not urllib.request.proxy_bypass(url.host):
-                proxy = urllib.request.getproxies_environment().get(url.scheme)
-            self._proxies[key] = proxy
-        return self._proxies[key]
-
-    def _session_now(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                ssl=_shared_ssl_context(),
-                limit=self._max_connections,
-                limit_per_host=0,
-                keepalive_timeout=self._keepalive_expiry,
-                ttl_dns_cache=300,
-            )
-            # httpx decodes Content-Encoding itself; decoding twice would fail.
-            # No trust_env: aiohttp would then scan the environment for proxies
-            # on every request (it cost a third of unary throughput); proxies
-            # are resolved once per host in _proxy_for instead.
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        return self._session
+    def __init__(self, upstream: UpstreamSession) -> None:
+        self._upstream = upstream
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         with _httpx_errors():
-            response = await self._session_now().request(
+            response = await self._upstream.session.request(
                 request.method,
                 str(request.url),
                 headers=headers,
                 data=request.content or None,
                 allow_redirects=False,
-                proxy=self._proxy_for(request.url),
+                proxy=self._upstream.proxy_for(request.url.scheme, request.url.host),
+                # httpx decodes Content-Encoding itself; decoding twice would fail.
+                auto_decompress=False,
                 timeout=aiohttp.ClientTimeout(
                     total=None,
                     connect=timeout.get("pool"),
@@ -158,5 +100,5 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        # The session belongs to the provider, which closes it after httpx's client.
+        return

@@ -39,10 +39,8 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from typing import Unpack
-
-    import httpx
 
     from llmgateway.server.config import AnthropicSettings, Timeouts
     from llmgateway.server.errors import GatewayError
@@ -272,7 +270,7 @@ class AnthropicProvider(UpstreamProvider):
     def classify(self, failure: ue.UpstreamFailure) -> ue.Reason:
         return classify_failure(failure)
 
-    def request_id_from(self, headers: httpx.Headers) -> str | None:
+    def request_id_from(self, headers: Mapping[str, str]) -> str | None:
         # Every Anthropic response carries a `request-id` header, also when the
         # body (a proxy's page) has no request_id of its own. Cut as the body's
         # is; ue.build_error redacts it and bounds it for the caller.

@@ -5,7 +5,9 @@ transport failures and HTTP errors into gateway errors, and runs the unary and
 streaming loops. What differs between wires (URL, auth, body, the unary parser,
 the frame decoder and stream assembler, the shape of an error body) comes from
 hooks that a dialect overrides: openai_compatible/core.py is one.
-One long-lived httpx.AsyncClient per provider keeps connections pooled.
+One aiohttp session per provider keeps connections pooled: completions use it
+directly (upstream_http.py), the catalogue and cost look-ups through httpx
+(aiohttp_transport.py).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, ClassVar, TypedDict, Unpack
 
+import aiohttp
 import grpc
 import httpx
 import orjson
+from multidict import CIMultiDict
 
 from llmgateway.server.errors import FieldViolation, GatewayError
 from llmgateway.server.observability import tracing
@@ -27,11 +31,12 @@ from llmgateway.server.providers.aiohttp_transport import AiohttpTransport
 from llmgateway.server.providers.assembly import SpanAnnotating, coalesce
 from llmgateway.server.providers.redaction import Redactor
 from llmgateway.server.providers.sse import SSEDecoder
+from llmgateway.server.providers.upstream_http import IdleWatch, UpstreamSession, httpx_error_type
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+    from collections.abc import AsyncGenerator, Iterator, Mapping
 
     from llmgateway.server.config import Secret, Timeouts
     from llmgateway.server.providers.assembly import Assembler, FrameDecoder
@@ -61,7 +66,9 @@ class ProviderLimits(TypedDict, total=False):
 
     max_connections: int
     max_response_bytes: int
-    # A test seam for httpx; default: aiohttp underneath.
+    # A test seam for the requests that go through httpx (get_json, post_json:
+    # the catalogue and cost look-ups); default: the provider's aiohttp session.
+    # Completions always use that session directly.
     transport: httpx.AsyncBaseTransport | None
 
 
@@ -85,16 +92,23 @@ class UpstreamProvider:
         self._api_key = api_key
         self._timeouts = timeouts
         self._max_response = limits.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
+        self._http = UpstreamSession(max_connections=max_connections)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeouts.request, connect=timeouts.connect),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            transport=transport or AiohttpTransport(max_connections=max_connections),
+            transport=transport or AiohttpTransport(self._http),
             # Upstream base URLs come from configuration; redirects would only
             # hide a misconfiguration (and could leak the key to another host).
+            # Completions do not follow them either (upstream_http.py).
             follow_redirects=False,
         )
+        # What httpx sent on every request before completions left it (Accept,
+        # Accept-Encoding: gzip and deflate, which aiohttp decodes, Connection,
+        # User-Agent): upstreams see the same request as before.
+        self._base_headers = CIMultiDict(self._client.headers.items())
+        self._base_headers["Content-Type"] = "application/json"
         # Every string this provider passes on goes through it (see redaction.py).
         self._redactor = Redactor((api_key.value,) if api_key else ())
         self._drains: set[asyncio.Task[None]] = set()
@@ -200,14 +214,16 @@ class UpstreamProvider:
             self._redactor.bounded(content.decode("utf-8", "replace").strip(), _MAX_TEXT_ERROR),
         )
 
-    def request_id_from(self, headers: httpx.Headers) -> str | None:
+    def request_id_from(self, headers: Mapping[str, str]) -> str | None:
         """The upstream's id for a failed request from its response headers, for
         an error body that names none (a proxy's page); None when this wire has
         no such header. Redacted and bounded by ue.build_error."""
         del headers
         return None
 
-    def retry_after_from(self, failure: ue.UpstreamFailure, headers: httpx.Headers) -> float | None:
+    def retry_after_from(
+        self, failure: ue.UpstreamFailure, headers: Mapping[str, str]
+    ) -> float | None:
         """How long the provider asked callers to wait, from the response headers."""
         del failure
         return ue.parse_retry_after(headers.get("retry-after"))
@@ -312,21 +328,23 @@ class UpstreamProvider:
         made by ue.build_error or ue.local_error, which redact as they build."""
         body = orjson.dumps(self.body(request, route, stream=False))
         budget = self._budget(self._timeouts.request, deadline)
-        http_request = self._post(url, body, self._httpx_timeout(budget, budget))
+        # No read timer: `budget` bounds the whole call, every read included
+        # (and a read timer of `budget` would always fire after it).
+        timeout = self._aiohttp_timeout(budget, None)
         try:
             async with asyncio.timeout(budget):
                 with self._transport_errors(route):
-                    response = await self._client.send(http_request, stream=True)
+                    response = await self._http.post(url, body, self._completion_headers(), timeout)
                     try:
                         content = await self._read_bounded(response, route)
                     finally:
-                        await response.aclose()
+                        _close(response)
         except TimeoutError:
             raise self._timeout_error(route, budget) from None
         if trace is not None:
-            trace.http_status(response.status_code)
-        if response.status_code != 200:
-            raise self._http_error(response.status_code, content, response.headers, route)
+            trace.http_status(response.status)
+        if response.status != 200:
+            raise self._http_error(response.status, content, response.headers, route)
         try:
             payload = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -354,33 +372,35 @@ class UpstreamProvider:
         budget = self._budget(self._timeouts.stream_total, deadline)
         first_byte = self._budget(self._timeouts.first_byte, deadline)
         loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + budget
-        first_byte_at = loop.time() + first_byte
-        http_request = self._post(
-            url, body, self._httpx_timeout(budget, self._timeouts.stream_idle)
-        )
+        now = loop.time()
+        give_up_at = now + budget
+        first_byte_at = now + first_byte
+        idle = min(self._timeouts.stream_idle, budget)
+        # aiohttp's read timer bounds the wait for the headers; IdleWatch
+        # replaces it for the body.
+        timeout = self._aiohttp_timeout(budget, idle)
         try:
             async with asyncio.timeout_at(first_byte_at):
                 with self._transport_errors(route):
-                    response = await self._client.send(http_request, stream=True)
+                    response = await self._http.post(url, body, self._completion_headers(), timeout)
         except TimeoutError:
             raise self._first_byte_error(route, first_byte) from None
         if trace is not None:
-            trace.http_status(response.status_code)
+            trace.http_status(response.status)
+        watch = IdleWatch(response, idle, loop)
         handed_off = False
         try:
-            if response.status_code != 200:
-                content = await _read_capped(response)
-                raise self._http_error(response.status_code, content, response.headers, route)
+            if response.status != 200:
+                content = await self._read_capped(watch, route)
+                raise self._http_error(response.status, content, response.headers, route)
             if not self.stream_content_type_ok(response.headers.get("content-type", "")):
-                content = await _read_capped(response)
+                content = await self._read_capped(watch, route)
                 raise self.non_stream_body(content, route)
             assembler = self.stream_assembler(route, self.include_reasoning(request))
             decoder = self.frame_decoder()
-            chunks = response.aiter_bytes()
-            timed = self._first_chunk_by(first_byte_at, chunks, route, first_byte)
             with self._transport_errors(route, mid_stream=True), self._parse_errors(route):
-                async for raw in timed:
+                raw = await self._first_chunk_by(first_byte_at, watch, route, first_byte)
+                while raw:
                     batch: list[pb.StreamCompleteResponse] = []
                     try:
                         for event in decoder.feed(raw):
@@ -398,9 +418,10 @@ class UpstreamProvider:
                         # One event that never ends would otherwise grow without bound.
                         raise self._too_large(route, "one stream event")
                     if loop.time() > give_up_at:
-                        # Keep-alive comments reset httpx's idle timer, so the
+                        # Keep-alive comments reset the idle timer, so the
                         # whole stream needs a bound of its own.
                         raise self._timeout_error(route, budget, "the stream did not end")
+                    raw = await watch.read()
                 else:
                     # End of body before the wire said it was over: the
                     # assembler judges what the decoder still held.
@@ -410,16 +431,22 @@ class UpstreamProvider:
                     self._annotate(trace, assembler.span_attributes())
             for out in final:
                 yield out
-            # Reading the rest of the body (normally only the chunked
-            # terminator) returns the connection to the pool; doing it in the
-            # background lets the call end now.
-            self._drain_in_background(response, chunks)
+            watch.close()
+            if response.content.at_eof():
+                # The chunked terminator came with the last event (the usual
+                # case): the connection goes back to the pool now.
+                response.release()
+            else:
+                # Reading the rest of the body returns the connection to the
+                # pool; doing it in the background lets the call end now.
+                self._drain_in_background(response)
             handed_off = True
         finally:
             if not handed_off:
                 # Also runs when the caller cancels: closing an unfinished
                 # response drops the connection, which stops upstream generation.
-                await response.aclose()
+                watch.close()
+                _close(response)
 
     async def get_json(
         self,
@@ -455,9 +482,10 @@ class UpstreamProvider:
         if self._drains:
             await asyncio.gather(*self._drains, return_exceptions=True)
         await self._client.aclose()
+        await self._http.aclose()
 
-    def _drain_in_background(self, response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
-        task = asyncio.create_task(_drain_and_close(response, chunks))
+    def _drain_in_background(self, response: aiohttp.ClientResponse) -> None:
+        task = asyncio.create_task(_drain_and_close(response))
         self._drains.add(task)
         task.add_done_callback(self._drains.discard)
 
@@ -497,7 +525,16 @@ class UpstreamProvider:
             )
 
     def _headers(self) -> dict[str, str]:
+        """get_json's and post_json's headers (httpx adds its own defaults)."""
         return {"Content-Type": "application/json", **self.extra_headers(), **self.auth_headers()}
+
+    def _completion_headers(self) -> CIMultiDict[str]:
+        """A completion's headers: httpx's defaults, then the wire's (merged
+        case-insensitively, as httpx did: a configured User-Agent replaces it)."""
+        headers = self._base_headers.copy()
+        headers.update(self.extra_headers())
+        headers.update(self.auth_headers())
+        return headers
 
     @staticmethod
     def _budget(limit: float, deadline: float | None) -> float:
@@ -509,12 +546,14 @@ class UpstreamProvider:
         remaining = deadline - asyncio.get_running_loop().time() - _DEADLINE_MARGIN
         return max(0.001, min(limit, remaining))
 
-    def _httpx_timeout(self, budget: float, read: float) -> httpx.Timeout:
-        return httpx.Timeout(
-            connect=min(self._timeouts.connect, budget),
-            read=min(read, budget),
-            write=budget,
-            pool=budget,
+    def _aiohttp_timeout(self, budget: float, read: float | None) -> aiohttp.ClientTimeout:
+        """What httpx.Timeout(connect=, read=, pool=budget) was: `connect`
+        bounds each connection attempt, `budget` the wait for a pooled one."""
+        return aiohttp.ClientTimeout(
+            total=None,
+            connect=budget,
+            sock_connect=min(self._timeouts.connect, budget),
+            sock_read=read,
         )
 
     def _timeout_error(
@@ -526,22 +565,36 @@ class UpstreamProvider:
             self.error_context(route),
         )
 
-    def _post(self, url: str, body: bytes, timeout: httpx.Timeout) -> httpx.Request:
-        return self._client.build_request(
-            "POST", url, content=body, headers=self._headers(), timeout=timeout
-        )
-
-    async def _read_bounded(self, response: httpx.Response, route: Route) -> bytes:
+    async def _read_bounded(self, response: aiohttp.ClientResponse, route: Route) -> bytes:
         """The whole body, or UPSTREAM_RESPONSE_TOO_LARGE past the limit: the
         gateway's memory per call must not be the upstream's choice."""
+        content = response.content
         parts: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > self._max_response:
-                raise self._too_large(route, "the answer")
-            parts.append(chunk)
+        try:
+            while chunk := await content.readany():
+                size += len(chunk)
+                if size > self._max_response:
+                    raise self._too_large(route, "the answer")
+                parts.append(chunk)
+        except RuntimeError as exc:
+            # aiohttp's word for a connection that closed under a reader.
+            raise aiohttp.ClientPayloadError(f"the body broke off: {exc}") from exc
+        if not parts:
+            return b""
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _read_capped(self, watch: IdleWatch, route: Route) -> bytes:
+        """The start of an error body (or of a 200 that is not a stream)."""
+        parts: list[bytes] = []
+        size = 0
+        with self._transport_errors(route):
+            while chunk := await watch.read():
+                parts.append(chunk)
+                size += len(chunk)
+                if size >= _MAX_ERROR_BODY:
+                    break
+        return b"".join(parts)[:_MAX_ERROR_BODY]
 
     def _too_large(self, route: Route, what: str) -> GatewayError:
         return ue.local_error(
@@ -554,20 +607,16 @@ class UpstreamProvider:
         return self._timeout_error(route, first_byte, "the response had not begun")
 
     async def _first_chunk_by(
-        self, when: float, chunks: AsyncIterator[bytes], route: Route, first_byte: float
-    ) -> AsyncGenerator[bytes, None]:
-        """`chunks`, failing if the first has not arrived by loop time `when`:
-        an upstream that accepted the request but never starts is stuck."""
+        self, when: float, watch: IdleWatch, route: Route, first_byte: float
+    ) -> bytes:
+        """The body's first bytes, failing if they have not arrived by loop
+        time `when`: an upstream that accepted the request but never starts is
+        stuck."""
         try:
             async with asyncio.timeout_at(when):
-                first = await anext(chunks)
-        except StopAsyncIteration:
-            return
+                return await watch.read()
         except TimeoutError:
             raise self._first_byte_error(route, first_byte) from None
-        yield first
-        async for raw in chunks:
-            yield raw
 
     @contextlib.contextmanager
     def _parse_errors(self, route: Route) -> Iterator[None]:
@@ -582,44 +631,49 @@ class UpstreamProvider:
 
     @contextlib.contextmanager
     def _transport_errors(self, route: Route, *, mid_stream: bool = False) -> Iterator[None]:
-        """httpx's exceptions as gateway errors, most specific first."""
-        ctx = self.error_context(route)
+        """aiohttp's exceptions as gateway errors, by the httpx exception that
+        names each (upstream_http.httpx_error_type), most specific first."""
         try:
             yield
-        except httpx.ConnectTimeout:
-            raise ue.local_error(
+        except aiohttp.ClientError as exc:
+            raise self._transport_error(
+                httpx_error_type(exc), route, mid_stream=mid_stream
+            ) from None
+
+    def _transport_error(
+        self, kind: type[httpx.HTTPError], route: Route, *, mid_stream: bool
+    ) -> GatewayError:
+        """The gateway error for a transport failure named as httpx names it."""
+        ctx = self.error_context(route)
+        if issubclass(kind, httpx.ConnectTimeout):
+            return ue.local_error(
                 pb.ERROR_REASON_UPSTREAM_UNREACHABLE,
                 "connecting timed out (or every pooled connection stayed busy; the gateway "
                 "allows max_connections_per_provider at once)",
                 ctx,
-            ) from None
-        except httpx.TimeoutException as exc:
-            what = "no data within the stream idle timeout" if mid_stream else type(exc).__name__
-            raise ue.local_error(pb.ERROR_REASON_UPSTREAM_TIMEOUT, what, ctx) from None
-        except httpx.ConnectError:
-            raise ue.local_error(
+            )
+        if issubclass(kind, httpx.TimeoutException):
+            what = "no data within the stream idle timeout" if mid_stream else kind.__name__
+            return ue.local_error(pb.ERROR_REASON_UPSTREAM_TIMEOUT, what, ctx)
+        if issubclass(kind, httpx.ConnectError):
+            return ue.local_error(
                 pb.ERROR_REASON_UPSTREAM_UNREACHABLE, "the connection failed", ctx
-            ) from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            )
+        if issubclass(kind, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
             reason = (
                 pb.ERROR_REASON_UPSTREAM_STREAM_TRUNCATED
                 if mid_stream
                 else pb.ERROR_REASON_UPSTREAM_UNREACHABLE
             )
-            raise ue.local_error(
-                reason, f"the connection broke ({type(exc).__name__})", ctx
-            ) from None
-        except httpx.DecodingError:
-            raise ue.local_error(
+            return ue.local_error(reason, f"the connection broke ({kind.__name__})", ctx)
+        if issubclass(kind, httpx.DecodingError):
+            return ue.local_error(
                 pb.ERROR_REASON_UPSTREAM_MALFORMED_RESPONSE, "the body could not be decoded", ctx
-            ) from None
-        except httpx.TransportError as exc:
-            raise ue.local_error(
-                pb.ERROR_REASON_UPSTREAM_UNREACHABLE, type(exc).__name__, ctx
-            ) from None
+            )
+        return ue.local_error(pb.ERROR_REASON_UPSTREAM_UNREACHABLE, kind.__name__, ctx)
 
     def _http_error(
-        self, status: int, content: bytes, headers: httpx.Headers, route: Route
+        self, status: int, content: bytes, headers: Mapping[str, str], route: Route
     ) -> GatewayError:
         try:
             payload: object = orjson.loads(content)
@@ -640,27 +694,25 @@ class UpstreamProvider:
         return ue.build_error(self.classify(failure), failure, self.error_context(route), hint)
 
 
-async def _drain_and_close(response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
+async def _drain_and_close(response: aiohttp.ClientResponse) -> None:
     """Read what follows the end of the stream, then close.
 
     A response read to its end goes back to the pool; one closed early costs
     a new connection on the next call.
     """
     try:
-        with contextlib.suppress(httpx.HTTPError, TimeoutError):
+        with contextlib.suppress(aiohttp.ClientError, RuntimeError, TimeoutError):
             async with asyncio.timeout(_DRAIN_TIMEOUT):
-                async for _ in chunks:
+                while await response.content.readany():
                     pass
     finally:
-        await response.aclose()
+        _close(response)
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        parts.append(chunk)
-        size += len(chunk)
-        if size >= _MAX_ERROR_BODY:
-            break
-    return b"".join(parts)[:_MAX_ERROR_BODY]
+def _close(response: aiohttp.ClientResponse) -> None:
+    """Release a response read to its end (its connection is reusable); close
+    an unfinished one (dropping its connection, which stops the upstream)."""
+    if response.content.at_eof():
+        response.release()
+    else:
+        response.close()

@@ -43,10 +43,8 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Unpack
-
-    import httpx
 
     from llmgateway.server.config import GeminiSettings, Timeouts
     from llmgateway.server.errors import GatewayError
@@ -289,7 +287,9 @@ class GeminiProvider(UpstreamProvider):
             return super().failure_from_error_body(status, payload, content)
         return failure_from_error_object(error, status)
 
-    def retry_after_from(self, failure: ue.UpstreamFailure, headers: httpx.Headers) -> float | None:
+    def retry_after_from(
+        self, failure: ue.UpstreamFailure, headers: Mapping[str, str]
+    ) -> float | None:
         # RetryInfo (or the message's "retry in …") is Gemini's own, more precise word.
         if failure.retry_after is not None:
             return failure.retry_after

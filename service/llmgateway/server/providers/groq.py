@@ -30,9 +30,8 @@ from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Unpack
-
-    import httpx
 
     from llmgateway.server.config import GroqSettings, Timeouts
     from llmgateway.server.providers.core import ProviderLimits
@@ -141,7 +140,9 @@ class GroqProvider(OpenAICompatibleProvider):
             return pb.ERROR_REASON_UPSTREAM_OVERLOADED
         return super().classify(failure)
 
-    def retry_after_from(self, failure: ue.UpstreamFailure, headers: httpx.Headers) -> float | None:
+    def retry_after_from(
+        self, failure: ue.UpstreamFailure, headers: Mapping[str, str]
+    ) -> float | None:
         stated = super().retry_after_from(failure, headers)
         if stated is not None or failure.http_status != _TOO_MANY_REQUESTS:
             return stated
@@ -185,7 +186,7 @@ def _context_windows(document: object) -> dict[str, int]:
     return out
 
 
-def rate_limit_reset(headers: httpx.Headers) -> float | None:
+def rate_limit_reset(headers: Mapping[str, str]) -> float | None:
     """When the exhausted limit resets, from Groq's x-ratelimit-reset-* headers:
     the one whose remaining count is 0, else the later of those given (waiting
     for the wrong one is only slower; the earlier could be too soon)."""

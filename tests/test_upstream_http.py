@@ -1,0 +1,275 @@
+"""The completions' direct aiohttp client (providers/upstream_http.py) against a
+real local HTTP server: what upstreams are sent, Content-Encoding, the idle
+timer that replaced a timer per read, and the error it names."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from typing import TYPE_CHECKING
+
+import aiohttp
+import httpx
+import orjson
+import pytest
+from aiohttp import web
+
+from llmgateway.server.config import OpenAISettings, Secret, Timeouts
+from llmgateway.server.errors import GatewayError
+from llmgateway.server.providers.openai import OpenAIProvider
+from llmgateway.server.providers.upstream_http import IdleWatch, httpx_error_type
+from llmgateway.server.routing.router import Route
+from llmgateway.v1 import completion_pb2 as common
+from llmgateway.v1 import completion_service_pb2 as pb
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+KEY = "sk-proj-testkeyfortheupstreamhttp0000"
+ROUTE = Route(common.PROVIDER_OPENAI, "gpt-5", "openai/gpt-5")
+ANSWER = {
+    "id": "chatcmpl-1",
+    "model": "gpt-5",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+}
+
+
+def request() -> pb.CompleteRequest:
+    return pb.CompleteRequest(
+        model="openai/gpt-5", messages=[common.ChatMessage(role=common.ROLE_USER, content="Hi")]
+    )
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Awaitable[OpenAIProvider]]]:
+    """serve(handler, **timeouts): an OpenAI provider pointed at a local server."""
+    runners: list[web.AppRunner] = []
+    providers: list[OpenAIProvider] = []
+
+    async def start(
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        headers: dict[str, str] | None = None,
+        **timeouts: float,
+    ) -> OpenAIProvider:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        provider = OpenAIProvider(
+            OpenAISettings(
+                api_key=Secret(KEY),
+                base_url=f"http://127.0.0.1:{port}/v1",
+                headers=headers or {},
+            ),
+            Timeouts(**timeouts),
+        )
+        providers.append(provider)
+        return provider
+
+    yield start
+    for provider in providers:
+        await provider.aclose()
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def test_upstreams_get_the_headers_httpx_sent(serve) -> None:
+    seen: list[tuple[web.Request, bytes]] = []
+
+    async def handler(req: web.Request) -> web.Response:
+        seen.append((req, await req.read()))
+        return web.json_response(ANSWER)
+
+    provider = await serve(handler, headers={"X-Team": "search"})
+    answer = await provider.complete(request(), ROUTE, None)
+    assert answer.content == "hello"
+    sent = seen[0][0].headers
+    assert sent["Authorization"] == f"Bearer {KEY}"
+    assert sent["Content-Type"] == "application/json"
+    assert sent["X-Team"] == "search"
+    assert sent["User-Agent"] == f"python-httpx/{httpx.__version__}"
+    assert sent["Accept-Encoding"] == "gzip, deflate"
+    assert orjson.loads(seen[0][1])["model"] == "gpt-5"
+
+
+async def test_a_configured_user_agent_replaces_the_default_once(serve) -> None:
+    seen: list[list[str]] = []
+
+    async def handler(req: web.Request) -> web.Response:
+        seen.append(req.headers.getall("User-Agent"))
+        return web.json_response(ANSWER)
+
+    provider = await serve(handler, headers={"user-agent": "team-search/1"})
+    await provider.complete(request(), ROUTE, None)
+    assert seen == [["team-search/1"]]
+
+
+async def test_a_gzip_answer_is_decoded(serve) -> None:
+    async def handler(req: web.Request) -> web.Response:
+        return web.Response(
+            body=gzip.compress(orjson.dumps(ANSWER)),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    provider = await serve(handler)
+    assert (await provider.complete(request(), ROUTE, None)).content == "hello"
+
+
+async def test_a_gzip_stream_is_decoded(serve) -> None:
+    chunk = {
+        "id": "c1",
+        "model": "gpt-5",
+        "choices": [{"index": 0, "delta": {"content": "hel"}, "finish_reason": None}],
+    }
+    last = {
+        "id": "c1",
+        "model": "gpt-5",
+        "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}],
+    }
+    body = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in (chunk, last))
+
+    async def handler(req: web.Request) -> web.Response:
+        return web.Response(
+            body=gzip.compress(body + b"data: [DONE]\n\n"),
+            headers={"Content-Encoding": "gzip", "Content-Type": "text/event-stream"},
+        )
+
+    provider = await serve(handler)
+    events = [e async for e in provider.stream(request(), ROUTE, None)]
+    text = "".join(e.content_delta.text for e in events if e.HasField("content_delta"))
+    assert text == "hello"
+    assert events[-1].HasField("done")
+
+
+async def test_a_body_that_does_not_decode_is_malformed(serve) -> None:
+    async def handler(req: web.Request) -> web.Response:
+        return web.Response(
+            body=b"this is not gzip at all",
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    provider = await serve(handler)
+    with pytest.raises(GatewayError) as caught:
+        await provider.complete(request(), ROUTE, None)
+    assert caught.value.reason == pb.ERROR_REASON_UPSTREAM_MALFORMED_RESPONSE
+    assert "could not be decoded" in caught.value.message
+
+
+def sse_stream(gaps: list[float]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A stream that sends a chunk after each gap (seconds), then its end and [DONE]."""
+
+    async def handler(req: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(req)
+        for gap in gaps:
+            await asyncio.sleep(gap)
+            delta = {"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}]}
+            await response.write(b"data: " + orjson.dumps({"id": "c", **delta}) + b"\n\n")
+        end = {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        await response.write(b"data: " + orjson.dumps(end) + b"\n\ndata: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    return handler
+
+
+async def test_a_stream_with_short_gaps_outlives_the_idle_timeout(serve) -> None:
+    # 12 gaps of 0.05 s: 0.6 s in all, three times the idle timeout, never idle that long.
+    provider = await serve(sse_stream([0.05] * 12), stream_idle=0.2)
+    events = [e async for e in provider.stream(request(), ROUTE, None)]
+    assert "".join(e.content_delta.text for e in events if e.HasField("content_delta")) == "x" * 12
+
+
+async def test_a_gap_longer_than_the_idle_timeout_ends_the_stream(serve) -> None:
+    provider = await serve(sse_stream([0.0, 0.0, 1.0]), stream_idle=0.3)
+    received: list[pb.StreamCompleteResponse] = []
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(GatewayError) as caught:
+        async for event in provider.stream(request(), ROUTE, None):
+            received.append(event)
+    waited = asyncio.get_running_loop().time() - started
+    assert caught.value.reason == pb.ERROR_REASON_UPSTREAM_TIMEOUT
+    assert "no data within the stream idle timeout" in caught.value.message
+    assert received  # what came before the silence reached the caller
+    assert 0.3 <= waited < 1.0
+
+
+class _Content:
+    """A body reader that answers when told to."""
+
+    def __init__(self) -> None:
+        self.exception: BaseException | None = None
+        self.waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def readany(self) -> bytes:
+        return await self.waiter
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.exception = exc
+        if not self.waiter.done():
+            self.waiter.set_exception(exc)
+
+
+class _Response:
+    def __init__(self) -> None:
+        self.content = _Content()
+        self.connection = None
+
+
+class _CountingLoop:
+    """The running loop, counting the timers scheduled through it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.timers = 0
+
+    def time(self) -> float:
+        return self._loop.time()
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        self.timers += 1
+        return self._loop.call_at(when, callback)
+
+
+async def test_the_idle_watch_uses_one_timer_for_many_reads() -> None:
+    loop = _CountingLoop(asyncio.get_running_loop())
+    response = _Response()
+    watch = IdleWatch(response, 10.0, loop)  # type: ignore[arg-type]
+    for _ in range(100):
+        pending = asyncio.ensure_future(watch.read())
+        await asyncio.sleep(0)
+        response.content.waiter.set_result(b"data")
+        assert await pending == b"data"
+        response.content.waiter = asyncio.get_running_loop().create_future()
+    watch.close()
+    assert loop.timers == 1
+
+
+async def test_the_idle_watch_fails_a_read_that_waits_too_long() -> None:
+    response = _Response()
+    watch = IdleWatch(response, 0.05, asyncio.get_running_loop())  # type: ignore[arg-type]
+    with pytest.raises(aiohttp.SocketTimeoutError):
+        await watch.read()
+    assert httpx_error_type(aiohttp.SocketTimeoutError()) is httpx.ReadTimeout
+
+
+async def test_the_idle_watch_counts_from_the_start_of_each_read() -> None:
+    # The first read returns at once; a second, started 0.08 s later, must get
+    # its own 0.1 s, not what was left of the first one's.
+    response = _Response()
+    loop = asyncio.get_running_loop()
+    watch = IdleWatch(response, 0.1, loop)  # type: ignore[arg-type]
+    response.content.waiter.set_result(b"one")
+    assert await watch.read() == b"one"
+    await asyncio.sleep(0.08)
+    response.content.waiter = loop.create_future()
+    loop.call_later(0.07, response.content.waiter.set_result, b"two")
+    assert await watch.read() == b"two"
+    watch.close()
