@@ -207,6 +207,15 @@ def test_text_lines_end_with_the_request_id_and_extra_fields() -> None:
     assert outside.endswith("tests.text: outside")
 
 
+def test_text_lines_write_numbers_and_flags_as_python_spells_them() -> None:
+    # The access line's many numeric fields take a short path: the same text.
+    fields = {"latency_ms": 1.5, "cost_usd": 1e-05, "zero": 0.0, "sticky": False, "n": -3}
+    output = _logged_output(lambda logger: logger.info("done", extra={"fields": fields}))
+    assert output.rstrip("\n").endswith(
+        "done latency_ms=1.5 cost_usd=1e-05 zero=0.0 sticky=False n=-3"
+    )
+
+
 def test_json_lines_carry_extra_fields_and_tracebacks() -> None:
     stream = io.StringIO()
     logger = logging.getLogger("tests.json")

@@ -151,19 +151,27 @@ class TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802  # logging's name
         line = escape_text(super().formatMessage(record))
         fields = _fields(record)
-        pairs = (
-            [
-                f"{escape_text(str(key))}={_text_value(value)}"
-                for key, value in fields.items()
-                if value or value == 0
-            ]
-            if fields
-            else []
-        )
+        pairs = _text_pairs(fields) if fields else []
         request_id = record.__dict__.get("request_id")
         if request_id is not None:
             pairs.append(f"request_id={_text_value(request_id)}")
         return f"{line} {' '.join(pairs)}" if pairs else line
+
+
+def _text_pairs(fields: dict[object, object]) -> list[str]:
+    """`key=value` for each field with something to say (0 and False do;
+    None and "" do not). An access line has about twenty fields per call, most
+    of them numbers: the str() of an int, float or bool is plain ASCII with no
+    space, quote or '=', so it is written as it is, without the escaping and
+    quoting every other value goes through."""
+    pairs = []
+    for key, value in fields.items():
+        kind = value.__class__
+        if kind is int or kind is float or kind is bool:
+            pairs.append(f"{escape_text(str(key))}={value!s}")
+        elif value or value == 0:
+            pairs.append(f"{escape_text(str(key))}={_text_value(value)}")
+    return pairs
 
 
 def _text_value(value: object) -> str:
@@ -305,7 +313,13 @@ class SampledLog:
         extra: dict[str, object] = {"fields": built}
         if request_id is not None:
             extra["request_id"] = request_id
-        logger.info(message, *args, extra=extra)
+        # logger.info would first walk the stack to find the caller's file and
+        # line (findCaller), on every call's access line; neither format shows
+        # them, and for these lines they would always name this function.
+        record = logger.makeRecord(
+            logger.name, logging.INFO, "(unknown file)", 0, message, args, None, extra=extra
+        )
+        logger.handle(record)
 
     def flush(self) -> None:
         """Write the counts held back now (at shutdown)."""
