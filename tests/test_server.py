@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from bench import worker_kill
 from bench.processes import free_port
 from faults.hostile import deeply_nested
+from llmgateway.server.call_path.calls import new_request_id
 from llmgateway.server.call_path.decoding import RefusalLog
 from llmgateway.server.process.cli import (
     DEMO_MODELS,
@@ -533,6 +535,12 @@ def test_refusals_are_logged_at_most_once_per_interval_with_a_count(caplog):
 
 
 # -- x-request-id travels with every error ------------------------------------------
+
+
+def test_request_ids_are_16_hex_digits_and_do_not_repeat():
+    ids = [new_request_id() for _ in range(10_000)]
+    assert all(re.fullmatch(r"[0-9a-f]{16}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
 
 
 async def test_errors_carry_the_request_id_in_their_trailers(stub):

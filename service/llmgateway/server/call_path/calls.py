@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -104,8 +104,10 @@ def deadline_passed(remaining: float | None, elapsed: float) -> bool:
 
 
 def new_request_id() -> str:
-    """A short random id for logs, metadata and the ledger."""
-    return uuid.uuid4().hex[:16]
+    """A short random id for logs, metadata and the ledger: 16 hex digits.
+    Straight from os.urandom: uuid4().hex[:16] cost several times more per
+    call for the same 16 digits, one of them always "4" (the UUID version)."""
+    return os.urandom(8).hex()
 
 
 @dataclass(slots=True)
