@@ -36,6 +36,7 @@ from bench.report import (
     Row,
     check_targets,
     markdown_table,
+    median_row,
     split_stream_cpu,
     text_table,
     write_chart,
@@ -157,6 +158,13 @@ def main() -> int:
         "--smoke) or python (bench/loadgen.py)",
     )
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of each load, targets alternating; each figure is the median (3 on a "
+        "shared machine)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=None,
@@ -185,12 +193,15 @@ def main() -> int:
             "--portkey needs the Go load generator (Portkey is told where to go by headers)"
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = run(profile, workers, peers=peers, loadgen=loadgen, out=args.out)
+    if args.repeat < 1:
+        parser.error("--repeat needs 1 or more")
+    rows = run(profile, workers, peers=peers, loadgen=loadgen, out=args.out, repeat=args.repeat)
     machine = describe_machine()
     report: dict[str, Any] = {
         "machine": machine,
         "profile": profile_name,
         "workers": workers,
+        "repeat": args.repeat,
         "loadgen": loadgen.kind,
         "stream_chunks": profile.chunks,
         "split_chunks": profile.split_chunks if profile.split_load else None,
@@ -242,18 +253,22 @@ def portkey_version() -> str:
 
 
 def run(
-    profile: Profile, workers: int, *, peers: list[str], loadgen: Loadgen, out: Path
+    profile: Profile,
+    workers: int,
+    *,
+    peers: list[str],
+    loadgen: Loadgen,
+    out: Path,
+    repeat: int = 1,
 ) -> list[Row]:
     """Every load through every target, then the split load; everything stopped after."""
     rows: list[Row] = []
     with contextlib.ExitStack() as stack:
         targets, fake = start_targets(stack, profile.chunks, profile, workers, peers, out)
         for load in profile.loads:
-            for target in targets:
-                if load.channels == 1 and not target.grpc:
-                    continue  # one gRPC channel means nothing to an HTTP client
-                print(f"running {load.name} via {target.name}...", file=sys.stderr, flush=True)
-                rows.append(drive(load, target, fake, loadgen))
+            chosen = [t for t in targets if t.grpc or load.channels > 1]
+            # One gRPC channel means nothing to an HTTP client: those skip it.
+            rows += drive_each(load, chosen, fake, loadgen, repeat)
     split = next((load for load in profile.loads if load.name == profile.split_load), None)
     if split is None:
         return rows
@@ -266,11 +281,29 @@ def run(
     )
     with contextlib.ExitStack() as stack:
         targets, fake = start_targets(stack, profile.split_chunks, profile, workers, [], out)
-        for target in targets:
-            print(f"running {short.name} via {target.name}...", file=sys.stderr, flush=True)
-            rows.append(drive(short, target, fake, loadgen))
+        rows += drive_each(short, targets, fake, loadgen, repeat)
     split_stream_cpu(rows, split.name, short.name, profile.chunks, profile.split_chunks)
     return rows
+
+
+def drive_each(
+    load: Load,
+    targets: list[Target],
+    fake: subprocess.Popen[bytes],
+    loadgen: Loadgen,
+    repeat: int,
+) -> list[Row]:
+    """`load` through each target, `repeat` rounds alternating the targets (each
+    round starts one target later), so another process's burst on the shared
+    machine spreads over them; one row per target, each figure its median."""
+    runs: dict[str, list[Row]] = {t.name: [] for t in targets}
+    for round_ in range(repeat):
+        shift = round_ % len(targets)
+        for target in targets[shift:] + targets[:shift]:
+            note = f" (round {round_ + 1} of {repeat})" if repeat > 1 else ""
+            print(f"running {load.name} via {target.name}{note}...", file=sys.stderr, flush=True)
+            runs[target.name].append(drive(load, target, fake, loadgen))
+    return [median_row(runs[t.name]) for t in targets]
 
 
 def start_targets(

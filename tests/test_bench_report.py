@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from bench import processes as procs
-from bench.report import Row, check_targets, split_stream_cpu, write_chart
+from bench.report import Row, check_targets, median_row, split_stream_cpu, write_chart
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -93,3 +93,19 @@ def test_the_chart_is_a_png_with_the_new_figures(tmp_path: Path) -> None:
     chart = write_chart(rows, tmp_path / "chart.png")
     assert chart is not None
     assert chart.read_bytes().startswith(b"\x89PNG")
+
+
+def test_rounds_merge_into_medians_with_counts_summed_and_the_highest_memory() -> None:
+    rounds = [
+        row("unary c=32", "gateway", rps=900, cpu_ms=1.1, p50_ms=30, peak_pss_mb=90),
+        row("unary c=32", "gateway", rps=1100, cpu_ms=0.9, p50_ms=None, peak_pss_mb=95),
+        row("unary c=32", "gateway", rps=1000, cpu_ms=1.0, p50_ms=20, peak_pss_mb=None),
+    ]
+    rounds[1].errors, rounds[1].error_samples = 2, ["UNAVAILABLE: a", "UNAVAILABLE: b"]
+    merged = median_row(rounds)
+    assert (merged.rps, merged.cpu_ms) == (1000, 1.0)
+    assert merged.p50_ms == 20  # of the rounds that measured it, the lower middle
+    assert (merged.count, merged.errors, merged.repeats) == (300, 2, 3)
+    assert merged.peak_pss_mb == 95
+    assert merged.error_samples == ["UNAVAILABLE: a", "UNAVAILABLE: b"]
+    assert median_row(rounds[:1]) is rounds[0]

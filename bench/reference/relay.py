@@ -84,7 +84,12 @@ class RelayServicer(CompletionsOnly):
     def session(self) -> aiohttp.ClientSession:
         """The worker's one pooled session (made in its loop, on first use)."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONNECTIONS))
+            # No cookie jar: a relay has no use for an upstream's cookies, and
+            # a jar costs every request a look-up.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=CONNECTIONS),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
         return self._session
 
     async def close(self) -> None:
