@@ -192,9 +192,9 @@ def main() -> int:
         parser.error(
             "--portkey needs the Go load generator (Portkey is told where to go by headers)"
         )
-    args.out.mkdir(parents=True, exist_ok=True)
     if args.repeat < 1:
         parser.error("--repeat needs 1 or more")
+    args.out.mkdir(parents=True, exist_ok=True)
     rows = run(profile, workers, peers=peers, loadgen=loadgen, out=args.out, repeat=args.repeat)
     machine = describe_machine()
     report: dict[str, Any] = {
