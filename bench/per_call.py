@@ -16,10 +16,12 @@ moves far less.
 
 A/B: `--b-env KEY=VALUE` (repeatable) and/or `--b-checkout PATH` define a
 variant B: the gateway started with those environment variables, or from
-another checkout's service/ directory. `--a-env` and `--a-checkout` do the
-same for A, which is otherwise this checkout as it is. With a B, every repeat
-runs A then B, each on a fresh gateway, so the two alternate. Figures are printed per run
-and as medians per variant.
+another checkout's service/ directory, or `--b-python PATH` (another
+interpreter, e.g. a venv with the gateway's dependencies installed). `--a-env`,
+`--a-checkout` and `--a-python` do the same for A, which is otherwise this
+checkout as it is. With a B, every repeat runs A then B, each on a fresh
+gateway, so the two alternate. Figures are printed per run and as medians
+per variant.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -154,6 +157,7 @@ def run_gateway(
     checkout: Path | None,
     log_dir: Path,
     log_level: str,
+    python: str | None,
 ) -> list[Figures]:
     """A fresh gateway before the running fake upstream; every load through it."""
     port = procs.free_port()
@@ -161,6 +165,8 @@ def run_gateway(
     if checkout is not None:
         env["PYTHONPATH"] = str(checkout / "service")
     command = procs.gateway_command(port, workers, log_level)
+    if python is not None:
+        command[0] = python
     with procs.running(command, env=env, log=log_dir / f"gateway-{variant}.log") as gateway:
         procs.wait_for_port(port, gateway)
         address = f"127.0.0.1:{port}"
@@ -226,6 +232,10 @@ def medians(results: list[Figures]) -> list[Figures]:
     return out
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
     """Run the loads; print the table; non-zero if any call failed."""
     parser = argparse.ArgumentParser(
@@ -238,8 +248,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="500 calls at c=1, 2 s at c=32")
     parser.add_argument("--a-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--a-checkout", type=Path, default=None, metavar="PATH")
+    parser.add_argument("--a-python", default=None, metavar="PATH", help="A's interpreter")
     parser.add_argument("--b-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--b-checkout", type=Path, default=None, metavar="PATH")
+    parser.add_argument("--b-python", default=None, metavar="PATH", help="B's interpreter")
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -248,13 +260,17 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write every run here")
     parser.add_argument("--logs", type=Path, default=Path("bench/results/per_call"))
     args = parser.parse_args()
+    # SIGTERM (and SIGINT, which a shell's background job ignores) unwinds:
+    # the load generator, gateway and fake upstream are stopped on the way out.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     loads = QUICK_LOADS if args.quick else LOADS
     b_env = _env_pairs(args.b_env)
-    variants: list[tuple[str, dict[str, str], Path | None]] = [
-        ("A", _env_pairs(args.a_env), args.a_checkout)
+    variants: list[tuple[str, dict[str, str], Path | None, str | None]] = [
+        ("A", _env_pairs(args.a_env), args.a_checkout, args.a_python)
     ]
-    if b_env or args.b_checkout:
-        variants.append(("B", b_env, args.b_checkout))
+    if b_env or args.b_checkout or args.b_python:
+        variants.append(("B", b_env, args.b_checkout, args.b_python))
     args.logs.mkdir(parents=True, exist_ok=True)
     fake_port = procs.free_port()
     results: list[Figures] = []
@@ -264,9 +280,17 @@ def main() -> int:
     ) as fake:
         procs.wait_for_port(fake_port, fake)
         for _ in range(args.repeat):
-            for name, env, checkout in variants:
+            for name, env, checkout, python in variants:
                 for figures in run_gateway(
-                    name, loads, args.workers, fake_port, env, checkout, args.logs, args.log_level
+                    name,
+                    loads,
+                    args.workers,
+                    fake_port,
+                    env,
+                    checkout,
+                    args.logs,
+                    args.log_level,
+                    python,
                 ):
                     results.append(figures)
                     print(line(figures), flush=True)
