@@ -51,7 +51,7 @@ def portkey_port(tmp_path_factory: pytest.TempPathFactory, fake_port: int) -> It
     port = procs.free_port()
     log = tmp_path_factory.mktemp("portkey") / "portkey.log"
     with start(port, 2, log) as process:
-        procs.wait_for_http(portkey.health_url(port), process)
+        portkey.wait_ready(port, process, log, 2)
         yield port
 
 
@@ -101,7 +101,7 @@ def test_portkey_listens_on_loopback_only(portkey_port):
 def test_a_dead_worker_stops_portkey(tmp_path, fake_port):
     port = procs.free_port()
     with start(port, 2, tmp_path / "portkey.log") as process:
-        procs.wait_for_http(portkey.health_url(port), process)
+        portkey.wait_ready(port, process, tmp_path / "portkey.log", 2)
         workers = children(process.pid)
         assert len(workers) == 2
         os.kill(workers[0], signal.SIGKILL)

@@ -22,8 +22,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import httpx
 
 from llmgateway.testing.fake_upstream.app import DEFAULT_OPENROUTER_KEY, OPENROUTER_PREFIX
 
@@ -57,6 +60,7 @@ import { pathToFileURL } from "node:url";
 
 const [entry, workersText] = process.argv.slice(2, 4);
 const workers = Number.parseInt(workersText, 10);
+const READY = `portkey: all ${workers} workers listening`;
 if (!entry || !(workers >= 1)) {
   console.error("usage: launch.mjs <start-server.js> <workers> [portkey arguments]");
   process.exit(2);
@@ -64,7 +68,13 @@ if (!entry || !(workers >= 1)) {
 
 if (workers > 1 && cluster.isPrimary) {
   let stopping = false;
+  let listening = 0;
   for (let i = 0; i < workers; i += 1) cluster.fork();
+  // The port answers once the first worker listens; this line says all of them do.
+  cluster.on("listening", () => {
+    listening += 1;
+    if (listening === workers) console.log(READY);
+  });
   // A worker that dies takes the peer down, so the benchmark sees it.
   cluster.on("exit", (worker, code, signal) => {
     if (!stopping) {
@@ -83,6 +93,7 @@ if (workers > 1 && cluster.isPrimary) {
   // Portkey calls server.listen(port, undefined): bind loopback, not every interface.
   const listen = net.Server.prototype.listen;
   net.Server.prototype.listen = function (port, host, ...rest) {
+    if (workers === 1) this.once("listening", () => console.log(READY));
     if (typeof port === "number" && (host === undefined || host === null)) {
       return listen.call(this, port, "127.0.0.1", ...rest);
     }
@@ -93,6 +104,11 @@ if (workers > 1 && cluster.isPrimary) {
   await import(pathToFileURL(entry).href);
 }
 """
+
+
+def ready_line(workers: int) -> str:
+    """What the launcher prints (to its log) once every worker listens, not only the first."""
+    return f"portkey: all {workers} workers listening"
 
 
 def cache_dir() -> Path:
@@ -191,6 +207,23 @@ def url(port: int) -> str:
 def health_url(port: int) -> str:
     """Answers 200 ("AI Gateway says hey!") once Portkey is serving."""
     return f"http://127.0.0.1:{port}/"
+
+
+def wait_ready(
+    port: int, process: subprocess.Popen[bytes], log: Path, workers: int, seconds: float = 60
+) -> None:
+    """Until health_url answers 200 and the log (`process`'s stdout) says every worker
+    listens: with the first alone up, early connections would all stick to it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"Portkey exited with {process.returncode}; see {log}")
+        if log.exists() and ready_line(workers) in log.read_text(errors="replace"):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(health_url(port), timeout=2).status_code == 200:
+                    return
+        time.sleep(0.1)
+    raise RuntimeError(f"Portkey did not get {workers} workers listening within {seconds} s")
 
 
 @contextlib.contextmanager
