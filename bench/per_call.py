@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -37,10 +38,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import processes as procs
 from bench.report import _quantile
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 WARM_UP_CALLS = 20  # bench/loadgen.py makes this many calls of the load's kind first
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -148,31 +152,66 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
 
-def run_gateway(
-    variant: str,
-    loads: tuple[Load, ...],
-    workers: int,
-    fake_port: int,
-    extra_env: dict[str, str],
-    checkout: Path | None,
-    log_dir: Path,
-    log_level: str,
-    python: str | None,
-) -> list[Figures]:
-    """A fresh gateway before the running fake upstream; every load through it."""
+@dataclass(frozen=True)
+class Variant:
+    """One side of an A/B: how its gateway is started."""
+
+    name: str
+    env: dict[str, str]
+    checkout: Path | None
+    python: str | None
+    workers: int | None = None  # None: --workers
+
+
+@contextlib.contextmanager
+def started_gateway(
+    variant: Variant, workers: int, fake_port: int, log_dir: Path, log_level: str
+) -> Iterator[tuple[str, int]]:
+    """A fresh, warmed-up gateway before the running fake upstream: (address, pid)."""
     port = procs.free_port()
-    env = {**procs.fake_environment(fake_port), **extra_env}
-    if checkout is not None:
-        env["PYTHONPATH"] = str(checkout / "service")
-    command = procs.gateway_command(port, workers, log_level)
-    if python is not None:
-        command[0] = python
-    with procs.running(command, env=env, log=log_dir / f"gateway-{variant}.log") as gateway:
+    env = {**procs.fake_environment(fake_port), **variant.env}
+    if variant.checkout is not None:
+        env["PYTHONPATH"] = str(variant.checkout / "service")
+    command = procs.gateway_command(port, variant.workers or workers, log_level)
+    if variant.python is not None:
+        command[0] = variant.python
+    log = log_dir / f"gateway-{variant.name}.log"
+    with procs.running(command, env=env, log=log) as gateway:
         procs.wait_for_port(port, gateway)
         address = f"127.0.0.1:{port}"
-        warm = Load("warm-up", "unary", 8, ("--requests", "400"))
-        drive(warm, address, gateway.pid, variant)
-        return [drive(load, address, gateway.pid, variant) for load in loads]
+        drive(Load("warm-up", "unary", 8, ("--requests", "400")), address, gateway.pid, "")
+        yield address, gateway.pid
+
+
+def run_all(
+    variants: list[Variant], loads: tuple[Load, ...], args: argparse.Namespace, fake_port: int
+) -> Iterator[Figures]:
+    """Every load through every variant, `args.repeat` times.
+
+    Without --interleave each repeat of a variant gets a fresh gateway and
+    runs all the loads (A's loads, then B's). With it, every variant's gateway
+    is started once and each load alternates between them (A, B, A, B...), so
+    a change in the machine's load lands on both sides alike."""
+    start = functools.partial(
+        started_gateway,
+        workers=args.workers,
+        fake_port=fake_port,
+        log_dir=args.logs,
+        log_level=args.log_level,
+    )
+    if not args.interleave:
+        for _ in range(args.repeat):
+            for variant in variants:
+                with start(variant) as (address, pid):
+                    for load in loads:
+                        yield drive(load, address, pid, variant.name)
+        return
+    with contextlib.ExitStack() as stack:
+        running = [(v, stack.enter_context(start(v))) for v in variants]
+        for _ in range(args.repeat):
+            for load in loads:
+                for variant, (address, pid) in running:
+                    yield drive(load, address, pid, variant.name)
 
 
 def _env_pairs(values: list[str]) -> dict[str, str]:
@@ -246,12 +285,21 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="gateway workers (default 1)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant (default 1)")
     parser.add_argument("--quick", action="store_true", help="500 calls at c=1, 2 s at c=32")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="start each variant's gateway once and alternate every load between them "
+        "(best on a busy machine); default: a fresh gateway per repeat and variant",
+    )
     parser.add_argument("--a-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--a-checkout", type=Path, default=None, metavar="PATH")
     parser.add_argument("--a-python", default=None, metavar="PATH", help="A's interpreter")
     parser.add_argument("--b-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--b-checkout", type=Path, default=None, metavar="PATH")
     parser.add_argument("--b-python", default=None, metavar="PATH", help="B's interpreter")
+    parser.add_argument(
+        "--b-workers", type=int, default=None, help="B's workers (default --workers)"
+    )
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -266,11 +314,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, _stop)
     loads = QUICK_LOADS if args.quick else LOADS
     b_env = _env_pairs(args.b_env)
-    variants: list[tuple[str, dict[str, str], Path | None, str | None]] = [
-        ("A", _env_pairs(args.a_env), args.a_checkout, args.a_python)
-    ]
-    if b_env or args.b_checkout or args.b_python:
-        variants.append(("B", b_env, args.b_checkout, args.b_python))
+    variants = [Variant("A", _env_pairs(args.a_env), args.a_checkout, args.a_python)]
+    if b_env or args.b_checkout or args.b_python or args.b_workers:
+        variants.append(Variant("B", b_env, args.b_checkout, args.b_python, args.b_workers))
     args.logs.mkdir(parents=True, exist_ok=True)
     fake_port = procs.free_port()
     results: list[Figures] = []
@@ -279,21 +325,9 @@ def main() -> int:
         procs.fake_upstream_command(fake_port, 50, 0.005), log=args.logs / "fake_upstream.log"
     ) as fake:
         procs.wait_for_port(fake_port, fake)
-        for _ in range(args.repeat):
-            for name, env, checkout, python in variants:
-                for figures in run_gateway(
-                    name,
-                    loads,
-                    args.workers,
-                    fake_port,
-                    env,
-                    checkout,
-                    args.logs,
-                    args.log_level,
-                    python,
-                ):
-                    results.append(figures)
-                    print(line(figures), flush=True)
+        for figures in run_all(variants, loads, args, fake_port):
+            results.append(figures)
+            print(line(figures), flush=True)
     if args.repeat > 1 or len(variants) > 1:
         print(f"\nmedians over {args.repeat} run(s) per variant:")
         print(HEADER)
