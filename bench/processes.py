@@ -227,6 +227,11 @@ def litellm_command(port: int, fake_port: int, workers: int, config_dir: Path) -
         str(port),
         "--num_workers",
         str(workers),
+        # uvicorn kills a worker that does not answer its health ping within 5 s
+        # and starts another: on a loaded 2-core machine a worker's start (its
+        # imports) takes longer, and the proxy never came up (issue 16's run).
+        "--timeout_worker_healthcheck",
+        "60",
     ]
 
 
