@@ -30,12 +30,8 @@ from llmgateway.server.process.server import CLOSE_FLOOR_SECONDS, start_gateway
 from llmgateway.server.state.db import Database, StateUnavailableError
 from llmgateway.server.state.keys import CallerKey, KeyStore
 from llmgateway.server.state.limits import Limiter, LimitStore, Reservation, period_bounds
-from llmgateway.server.state.redis_limits import (
-    RedisLimiter,
-    display_url,
-    nano,
-    unavailable,
-)
+from llmgateway.server.state.redis_limits import RedisLimiter, nano, unavailable
+from llmgateway.server.state.redis_url import display_url
 from llmgateway.server.state.runtime import open_state
 from llmgateway.server.state.schema import migrate
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -554,7 +550,9 @@ async def test_failing_open_admits_calls_counts_them_and_says_so_once(
     redis_keyed, own_redis, caplog
 ):
     caplog.set_level(logging.WARNING, logger="llmgateway.server.state.redis_limits")
-    failing_open = dataclasses.replace(redis_keyed, redis_failure_mode="open")
+    failing_open = dataclasses.replace(
+        redis_keyed, redis_failure_mode="open", metrics_address="127.0.0.1:0"
+    )
     key = new_key(failing_open, rpm=1)
     async with serving(failing_open) as (running, stub):
         await call(stub, key)
@@ -565,6 +563,15 @@ async def test_failing_open_admits_calls_counts_them_and_says_so_once(
         limiter = running.state.limiter
         assert isinstance(limiter, RedisLimiter)
         assert limiter.fail_open_admits == 4
+        # As metrics too: each admitted unchecked, each one's release left waiting.
+        assert running.metrics is not None
+        exported = running.metrics.registry.get_sample_value
+        labels = {"store": "redis"}
+        assert exported("llmgateway_limit_fail_open_admits_total", labels) == 4
+        assert exported("llmgateway_limit_settlements_waited_total", labels) == (
+            limiter.settlements_waited
+        )
+        assert limiter.settlements_waited >= 4
         own_redis.start()
         # Back: checked again (the call before the outage still counts).
         assert rich_status(await refused(stub, key)).info.reason == "KEY_RATE_LIMITED"

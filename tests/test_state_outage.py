@@ -23,8 +23,9 @@ import grpc
 import pytest
 
 from llmgateway.server.config import Settings
+from llmgateway.server.observability.metrics import GatewayMetrics
 from llmgateway.server.process.server import Gateway, start_gateway
-from llmgateway.server.state import limits
+from llmgateway.server.state import limits, settlements
 from llmgateway.server.state.db import Database, StateUnavailableError
 from llmgateway.server.state.keys import CallerKey, KeyStore
 from llmgateway.server.state.limits import Limiter
@@ -369,14 +370,22 @@ async def test_a_settlement_the_database_cannot_take_now_is_retried(tmp_path):
 
 
 async def test_settlements_still_waiting_at_shutdown_are_counted_in_the_log(tmp_path, caplog):
+    metrics = GatewayMetrics()
     with limiter_on_sqlite(tmp_path) as (location, record, limiter, _):
+        limiter.observe(metrics)
         held = [await limiter.reserve(record, tokens=100, cost_usd=1.0) for _ in range(3)]
         with write_locked(location):
             for reservation in held:
                 await limiter.settle(reservation, 10, 0.25)
             await limiter.close()
-        assert limiter.settlements_lost == 3
+        assert (limiter.settlements_waited, limiter.settlements_lost) == (3, 3)
         assert any("3 settlements could not be written" in r.getMessage() for r in caplog.records)
+    # And as metrics (what an operator alerts on).
+    for name in (
+        "llmgateway_limit_settlements_waited_total",
+        "llmgateway_limit_settlements_lost_total",
+    ):
+        assert metrics.registry.get_sample_value(name, {"store": "database"}) == 3
     # Not written, not even once the lock went (read after the database
     # closed, its thread ended): the reservations still hold their estimates.
     assert reservations(location) == [(100, 1.0, 0)] * 3
@@ -388,7 +397,7 @@ async def test_a_settlement_being_retried_at_shutdown_is_counted_by_how_its_writ
     # Shutdown used to cancel the retry loop mid-write and call the settlement
     # lost, while its write, already waiting for the lock on the database
     # thread, committed once the lock went: the log said lost what was written.
-    monkeypatch.setattr(limits, "_RETRY_FIRST", 0.001)  # the retry writes at once
+    monkeypatch.setattr(settlements, "RETRY_FIRST", 0.001)  # the retry writes at once
     with limiter_on_sqlite(tmp_path) as (location, record, limiter, db):
         held = await limiter.reserve(record, tokens=100, cost_usd=1.0)
         retry_on_thread = threading.Event()
@@ -423,7 +432,7 @@ async def test_a_settlement_write_failing_for_a_bug_is_logged_and_shutdown_goes_
     # being away (a bug) used to be raised again from Limiter.close, so
     # State.close never wrote the ledger's last rows, kept the lease and left
     # the database open.
-    monkeypatch.setattr(limits, "_RETRY_FIRST", 0.001)  # the retry writes at once
+    monkeypatch.setattr(settlements, "RETRY_FIRST", 0.001)  # the retry writes at once
     location = str(tmp_path / "state.db")
     issue_key(location, rpm=100)
     state = await open_state(Settings(db=location, db_timeout=0.2))
@@ -460,7 +469,7 @@ async def test_a_settlement_write_failing_for_a_bug_is_logged_and_shutdown_goes_
             closing = asyncio.create_task(state.close())
             # Close stops the retry loop, then waits for the write it had begun
             # (no event marks that step: polled).
-            while state.limiter._retrying is not None:  # noqa: ASYNC110
+            while state.limiter._pending.retrying:  # noqa: ASYNC110
                 await asyncio.sleep(0.001)
             assert state.limiter._writing is not None
             assert not state.limiter._writing.done()

@@ -241,6 +241,8 @@ async def start_gateway(
 
             metrics = GatewayMetrics()
             watching.insert(0, metrics)
+            if state is not None:  # the limit store's waited/lost settlements, fail-open admits
+                state.limiter.observe(metrics)
         prices = PriceBook(settings.prices, catalog.openrouter_pricing)
         calls = Calls(
             Access(state.keys if state else None),

@@ -22,9 +22,7 @@ import calendar
 import contextlib
 import datetime as dt
 import functools
-import itertools
 import logging
-import random
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -33,6 +31,11 @@ import grpc
 
 from llmgateway.server.errors import GatewayError
 from llmgateway.server.state.db import StateUnavailableError
+from llmgateway.server.state.settlements import (
+    LimitStoreObserver,
+    PendingSettlements,
+    SettlementCounts,
+)
 from llmgateway.v1 import completion_service_pb2 as pb
 
 if TYPE_CHECKING:
@@ -48,13 +51,6 @@ _EPSILON_USD = 1e-9
 # Reservations older than this serve no limit any more (a month is at most 31 days).
 _KEEP = 32 * 86400.0
 _PRUNE_EVERY = 1000
-# Settlements waiting for the database: retried after a backoff that starts
-# here and doubles up to the maximum, in batches; beyond the cap the oldest
-# are given up (their reservations keep the estimate) so memory stays bounded.
-_RETRY_FIRST = 0.25
-_RETRY_MAX = 10.0
-_RETRY_BATCH = 500
-MAX_UNSETTLED = 100_000
 
 logger = logging.getLogger(__name__)
 
@@ -100,37 +96,41 @@ class LimitStore(Protocol):
     async def close(self, give_up: float | None = None) -> None:
         """Write what waits (by `give_up`, loop time), then let go of the store."""
 
+    def observe(self, observer: LimitStoreObserver) -> None:
+        """Tell `observer` of what the store counts from now on (the metrics)."""
+
     # Since start: settlements that had to wait for the store, and those given up.
-    settlements_waited: int
-    settlements_lost: int
+    @property
+    def settlements_waited(self) -> int: ...
+
+    @property
+    def settlements_lost(self) -> int: ...
 
     @property
     def unsettled(self) -> int:
         """Settlements waiting for the store to take them."""
 
 
-class Limiter:
+class Limiter(SettlementCounts):
     """Checks and records calls against their keys' limits."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._reservations_since_prune = 0
-        # Reservation id -> (tokens, cost_usd) it settles at, in arrival order.
-        self._unsettled: dict[int, tuple[int, float]] = {}
-        self._retrying: asyncio.Task[None] | None = None
+        # Reservation id -> (tokens, cost_usd) it settles at, until written.
+        self._pending: PendingSettlements[tuple[int, float]] = PendingSettlements(
+            store="database",
+            where="the state database",
+            log=logger,
+            write=self._write_unsettled,
+            unavailable=lambda exc: isinstance(exc, StateUnavailableError),
+            # A bug's failed write is logged by the write itself (close may await it too).
+            log_failures=False,
+        )
         # The batch being written now (by the retry loop or by close); None
         # once it ended.
         self._writing: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        # Since start: settlements that had to wait for the database, and
-        # those given up (beyond MAX_UNSETTLED, or still waiting at close).
-        self.settlements_waited = 0
-        self.settlements_lost = 0
-
-    @property
-    def unsettled(self) -> int:
-        """Settlements waiting for the database to take them."""
-        return len(self._unsettled)
 
     async def reserve(self, key: CallerKey, tokens: int, cost_usd: float) -> Reservation:
         """Hold `tokens` and `cost_usd` for one call of `key`, or refuse it with
@@ -143,7 +143,7 @@ class Limiter:
             lambda tx: _reserve(tx, key, tokens, cost_usd),
             # Committed after the caller was told the database was unavailable:
             # the call never ran, so the reservation is released.
-            if_late=lambda late: self._defer(late.id, 0, 0.0),
+            if_late=lambda late: self._pending.add(late.id, (0, 0.0)),
         )
 
     async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
@@ -152,13 +152,12 @@ class Limiter:
         try:
             await self._db.run(lambda tx: _settle(tx, [(reservation.id, tokens, cost_usd)]))
         except StateUnavailableError:
-            self._defer(reservation.id, tokens, cost_usd)
+            self._pending.add(reservation.id, (tokens, cost_usd))
 
     async def drain(self) -> None:
         """Wait until every settlement that waited for the database is written
         (for as long as that takes: bound it with asyncio.timeout)."""
-        while self._retrying is not None and not self._retrying.done():
-            await asyncio.shield(self._retrying)
+        await self._pending.drain()
 
     async def close(self, give_up: float | None = None) -> None:
         """Try the waiting settlements once more (by `give_up`, loop time, when
@@ -168,11 +167,7 @@ class Limiter:
         `give_up`), so what the log calls lost was not written. A write that
         fails for a bug is logged and counted lost: close never raises it, so
         the rest of shutdown goes on."""
-        if self._retrying is not None:
-            self._retrying.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retrying
-            self._retrying = None
+        await self._pending.stop()
         writing = self._writing
         if writing is not None and not writing.done():
             # A batch the retry loop was writing: on the database thread it
@@ -183,61 +178,19 @@ class Limiter:
         for task in list(self._background):
             task.cancel()
         left = None if give_up is None else give_up - asyncio.get_running_loop().time()
-        if self._unsettled and (left is None or left > 0):
+        if self._pending.waiting and (left is None or left > 0):
             with contextlib.suppress(Exception):  # counted below; a bug's logged
                 await self._write_unsettled(
                     within=None if left is None else min(left, self._db.timeout)
                 )
-        if self._unsettled:
-            self.settlements_lost += len(self._unsettled)
-            logger.warning(
-                "%d settlements could not be written to the state database at shutdown; "
-                "their reservations keep the estimates they hold",
-                len(self._unsettled),
-            )
-            self._unsettled.clear()
-
-    def _defer(self, reservation_id: int, tokens: int, cost_usd: float) -> None:
-        if reservation_id not in self._unsettled and len(self._unsettled) >= MAX_UNSETTLED:
-            del self._unsettled[next(iter(self._unsettled))]
-            self.settlements_lost += 1
-            if self.settlements_lost == 1 or self.settlements_lost % 10_000 == 0:
-                logger.warning(
-                    "%d settlements wait for the state database; %d given up so far (the "
-                    "oldest: their reservations keep their estimates)",
-                    MAX_UNSETTLED,
-                    self.settlements_lost,
-                )
-        if reservation_id not in self._unsettled:
-            self.settlements_waited += 1
-        self._unsettled[reservation_id] = (tokens, cost_usd)
-        if self._retrying is None or self._retrying.done():
-            self._retrying = asyncio.get_running_loop().create_task(self._retry_forever())
-
-    async def _retry_forever(self) -> None:
-        delay = _RETRY_FIRST
-        while self._unsettled:
-            # Jittered, so workers do not all come back at the same instant.
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311  # not crypto
-            try:
-                written = await self._write_unsettled()
-            except StateUnavailableError:
-                delay = min(2 * delay, _RETRY_MAX)
-                continue
-            except Exception:  # noqa: BLE001  # logged by the write
-                # Not the database being away: a bug (logged by the write), tried
-                # again after the longest backoff.
-                delay = _RETRY_MAX
-                continue
-            logger.info("wrote %d settlements that waited for the state database", written)
-            delay = _RETRY_FIRST
+        self._pending.give_up()
 
     async def _write_unsettled(self, within: float | None = None) -> int:
         """Write the waiting settlements (those that arrive meanwhile too); how
         many. `within`: the bound on each write, when not the database timeout."""
         written = 0
-        while self._unsettled:
-            batch = list(itertools.islice(self._unsettled.items(), _RETRY_BATCH))
+        while self._pending.waiting:
+            batch = self._pending.batch()
             # A task of its own, shielded: cancelling the retry loop (close does)
             # must not forget a write that has reached the database thread and
             # may commit there; close awaits it instead.
@@ -266,9 +219,7 @@ class Limiter:
             logger.exception("writing %d settlements failed", len(rows))
             raise
         for reservation_id, settled in batch:
-            # A newer settlement of the same reservation (a release) stays.
-            if self._unsettled.get(reservation_id) == settled:
-                del self._unsettled[reservation_id]
+            self._pending.written(reservation_id, settled)
 
     async def _prune(self) -> None:
         """Forget reservations that serve no limit any more (off the call's

@@ -33,9 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import logging
-import random
 import secrets
 import threading
 import time
@@ -59,8 +57,7 @@ from llmgateway.server.state.limits import (
     tpm_too_large,
 )
 from llmgateway.server.state.redis_url import display_url, redact, scrub, url_secrets
-
-__all__ = ["RedisLimiter", "display_url", "ledger_spend", "nano", "unavailable"]
+from llmgateway.server.state.settlements import PendingSettlements, SettlementCounts
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -84,11 +81,6 @@ _TOMBSTONE_SECONDS = 120
 _MAX_CONNECTIONS = 64
 # Renewals per pipeline round trip.
 _RENEW_BATCH = 1000
-# Waiting settlements: backoff, batch and cap as the database's Limiter.
-_RETRY_FIRST = 0.25
-_RETRY_MAX = 10.0
-_RETRY_BATCH = 500
-MAX_UNSETTLED = 100_000
 # While Redis stays unavailable, a reminder at most this often.
 REMINDER_SECONDS = 30.0
 
@@ -323,7 +315,7 @@ class _Outage:
         )
 
 
-class RedisLimiter:
+class RedisLimiter(SettlementCounts):
     """Checks and records calls against their keys' limits in Redis (a
     LimitStore, as the database's Limiter)."""
 
@@ -386,23 +378,21 @@ class RedisLimiter:
         self._outage = _Outage(self.display, failure_mode)
         # Reservations held by calls of this process: id -> their record's key (renewed).
         self._held: dict[int, str] = {}
-        # Reservation id -> (reservation, tokens, cost_usd) it settles at, in arrival order.
-        self._unsettled: dict[int, tuple[Reservation, int, float]] = {}
-        self._retrying: asyncio.Task[None] | None = None
+        # Reservation id -> (reservation, tokens, cost_usd) it settles at, until written.
+        self._pending: PendingSettlements[tuple[Reservation, int, float]] = PendingSettlements(
+            store="redis",
+            where=f"the limits store (Redis) {self.display}",
+            log=logger,
+            write=self._write_unsettled,
+            unavailable=self._unavailable,
+            on_unavailable=lambda exc: self._outage.failed(_reason(exc)),
+        )
         self._renewing: asyncio.Task[None] | None = None
         self._checked = False
         self._background: set[asyncio.Task[None]] = set()
-        # Since start: settlements that had to wait for Redis, those given up
-        # (beyond MAX_UNSETTLED, or still waiting at close), and calls admitted
-        # unchecked while Redis was unavailable (failure_mode "open").
-        self.settlements_waited = 0
-        self.settlements_lost = 0
+        # Since start: calls admitted unchecked while Redis was unavailable
+        # (failure_mode "open").
         self.fail_open_admits = 0
-
-    @property
-    def unsettled(self) -> int:
-        """Settlements waiting for Redis to take them."""
-        return len(self._unsettled)
 
     @property
     def held(self) -> int:
@@ -492,9 +482,11 @@ class RedisLimiter:
             self._outage.failed(reason)
             # It may still arrive (it was sent): release it by id; if it comes
             # later, the tombstone this leaves stops it.
-            self._defer(reservation, 0, 0.0)
+            self._pending.add(reservation.id, (reservation, 0, 0.0))
             if self._failure_mode == "open":
                 self.fail_open_admits += 1
+                if self._pending.observer is not None:
+                    self._pending.observer.limit_store_counted("redis", "fail_open_admits")
                 return Reservation(
                     id=reservation_id, tokens=tokens, cost_usd=cost_usd, store="none"
                 )
@@ -535,42 +527,34 @@ class RedisLimiter:
             if not self._unavailable(exc):
                 raise
             self._outage.failed(_reason(exc))
-            self._defer(reservation, tokens, cost_usd)
+            self._pending.add(reservation.id, (reservation, tokens, cost_usd))
 
     async def drain(self) -> None:
         """Wait until every settlement that waited for Redis is written (for as
         long as that takes: bound it with asyncio.timeout)."""
-        while self._retrying is not None and not self._retrying.done():
-            await asyncio.shield(self._retrying)
+        await self._pending.drain()
 
     async def close(self, give_up: float | None = None) -> None:
         """Stop renewing, try the waiting settlements once more (by `give_up`,
         loop time, when given: not at all once it has passed), say what is
         lost, and close the connections. Reservations of calls still in
         flight lapse within the lease, keeping their estimates."""
-        for task in (self._renewing, self._retrying, *self._background):
+        await self._pending.stop()
+        for task in (self._renewing, *self._background):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        self._renewing = self._retrying = None
+        self._renewing = None
         loop = asyncio.get_running_loop()
         left = None if give_up is None else give_up - loop.time()
-        if self._unsettled and (left is None or left > 0):
+        if self._pending.waiting and (left is None or left > 0):
             with contextlib.suppress(Exception):  # counted below
                 async with asyncio.timeout(
                     self.timeout if left is None else min(left, self.timeout)
                 ):
                     await self._write_unsettled()
-        if self._unsettled:
-            self.settlements_lost += len(self._unsettled)
-            logger.warning(
-                "%d settlements could not be written to the limits store (Redis) %s at "
-                "shutdown; their reservations keep the estimates they hold",
-                len(self._unsettled),
-                self.display,
-            )
-            self._unsettled.clear()
+        self._pending.give_up()
         left = None if give_up is None else give_up - loop.time()
         # Closing sends nothing: bounded all the same, it never outlasts shutdown.
         with contextlib.suppress(Exception):
@@ -657,53 +641,15 @@ class RedisLimiter:
                 self.display,
             )
 
-    def _defer(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
-        if reservation.id not in self._unsettled and len(self._unsettled) >= MAX_UNSETTLED:
-            del self._unsettled[next(iter(self._unsettled))]
-            self.settlements_lost += 1
-            if self.settlements_lost == 1 or self.settlements_lost % 10_000 == 0:
-                logger.warning(
-                    "%d settlements wait for the limits store (Redis); %d given up so far (the "
-                    "oldest: their reservations keep their estimates)",
-                    MAX_UNSETTLED,
-                    self.settlements_lost,
-                )
-        if reservation.id not in self._unsettled:
-            self.settlements_waited += 1
-        self._unsettled[reservation.id] = (reservation, tokens, cost_usd)
-        if self._retrying is None or self._retrying.done():
-            self._retrying = asyncio.get_running_loop().create_task(self._retry_forever())
-
-    async def _retry_forever(self) -> None:
-        delay = _RETRY_FIRST
-        while self._unsettled:
-            # Jittered, so replicas do not all come back at the same instant.
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311  # not crypto
-            try:
-                written = await self._write_unsettled()
-            except Exception as exc:
-                if not self._unavailable(exc):
-                    logger.exception("writing settlements to the limits store (Redis) failed")
-                    delay = _RETRY_MAX
-                else:
-                    self._outage.failed(_reason(exc))
-                    delay = min(2 * delay, _RETRY_MAX)
-                continue
-            logger.info("wrote %d settlements that waited for the limits store (Redis)", written)
-            delay = _RETRY_FIRST
-
     async def _write_unsettled(self) -> int:
         """Write the waiting settlements (those that arrive meanwhile too), one
         script each; how many. Any answer ends one: settled, or nothing held."""
         written = 0
-        while self._unsettled:
-            batch = list(itertools.islice(self._unsettled.items(), _RETRY_BATCH))
-            for reservation_id, settled in batch:
+        while self._pending.waiting:
+            for reservation_id, settled in self._pending.batch():
                 reservation, tokens, cost_usd = settled
                 await self._settle_once(reservation, tokens, cost_usd, self.timeout)
-                # A newer settlement of the same reservation stays.
-                if self._unsettled.get(reservation_id) == settled:
-                    del self._unsettled[reservation_id]
+                self._pending.written(reservation_id, settled)
                 written += 1
         return written
 
