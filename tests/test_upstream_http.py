@@ -1,12 +1,13 @@
 """The completions' direct aiohttp client (providers/upstream_http.py) against a
 real local HTTP server: what upstreams are sent, Content-Encoding, the idle
-timer that replaced a timer per read, and the error it names."""
+timer that replaced a timer per read, the error it names, and OpenRouter's
+cost look-up on the same session."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 import httpx
@@ -14,9 +15,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from llmgateway.server.config import OpenAISettings, Secret, Timeouts
+from llmgateway.server.config import OpenAISettings, OpenRouterSettings, Secret, Timeouts
 from llmgateway.server.errors import GatewayError
+from llmgateway.server.providers import openrouter
 from llmgateway.server.providers.openai import OpenAIProvider
+from llmgateway.server.providers.openrouter import OpenRouterProvider
 from llmgateway.server.providers.upstream_http import IdleWatch, httpx_error_type
 from llmgateway.server.routing.router import Route
 from llmgateway.v1 import completion_pb2 as common
@@ -37,6 +40,17 @@ ANSWER = {
 }
 
 
+class Serve(Protocol):
+    """The `serve` fixture: an OpenAI provider pointed at a local server running `handler`."""
+
+    def __call__(
+        self,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        headers: dict[str, str] | None = None,
+        **timeouts: float,
+    ) -> Awaitable[OpenAIProvider]: ...
+
+
 def request() -> pb.CompleteRequest:
     return pb.CompleteRequest(
         model="openai/gpt-5", messages=[common.ChatMessage(role=common.ROLE_USER, content="Hi")]
@@ -44,7 +58,7 @@ def request() -> pb.CompleteRequest:
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Callable[..., Awaitable[OpenAIProvider]]]:
+async def serve() -> AsyncIterator[Serve]:
     """serve(handler, **timeouts): an OpenAI provider pointed at a local server."""
     runners: list[web.AppRunner] = []
     providers: list[OpenAIProvider] = []
@@ -80,7 +94,7 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[OpenAIProvider]]]:
         await runner.cleanup()
 
 
-async def test_upstreams_get_the_headers_httpx_sent(serve) -> None:
+async def test_upstreams_get_the_headers_httpx_sent(serve: Serve) -> None:
     seen: list[tuple[web.Request, bytes]] = []
 
     async def handler(req: web.Request) -> web.Response:
@@ -99,7 +113,7 @@ async def test_upstreams_get_the_headers_httpx_sent(serve) -> None:
     assert orjson.loads(seen[0][1])["model"] == "gpt-5"
 
 
-async def test_a_configured_user_agent_replaces_the_default_once(serve) -> None:
+async def test_a_configured_user_agent_replaces_the_default_once(serve: Serve) -> None:
     seen: list[list[str]] = []
 
     async def handler(req: web.Request) -> web.Response:
@@ -111,7 +125,7 @@ async def test_a_configured_user_agent_replaces_the_default_once(serve) -> None:
     assert seen == [["team-search/1"]]
 
 
-async def test_a_gzip_answer_is_decoded(serve) -> None:
+async def test_a_gzip_answer_is_decoded(serve: Serve) -> None:
     async def handler(req: web.Request) -> web.Response:
         return web.Response(
             body=gzip.compress(orjson.dumps(ANSWER)),
@@ -122,7 +136,7 @@ async def test_a_gzip_answer_is_decoded(serve) -> None:
     assert (await provider.complete(request(), ROUTE, None)).content == "hello"
 
 
-async def test_a_gzip_stream_is_decoded(serve) -> None:
+async def test_a_gzip_stream_is_decoded(serve: Serve) -> None:
     chunk = {
         "id": "c1",
         "model": "gpt-5",
@@ -148,7 +162,7 @@ async def test_a_gzip_stream_is_decoded(serve) -> None:
     assert events[-1].HasField("done")
 
 
-async def test_a_body_that_does_not_decode_is_malformed(serve) -> None:
+async def test_a_body_that_does_not_decode_is_malformed(serve: Serve) -> None:
     async def handler(req: web.Request) -> web.Response:
         return web.Response(
             body=b"this is not gzip at all",
@@ -180,14 +194,14 @@ def sse_stream(gaps: list[float]) -> Callable[[web.Request], Awaitable[web.Strea
     return handler
 
 
-async def test_a_stream_with_short_gaps_outlives_the_idle_timeout(serve) -> None:
+async def test_a_stream_with_short_gaps_outlives_the_idle_timeout(serve: Serve) -> None:
     # 12 gaps of 0.05 s: 0.6 s in all, three times the idle timeout, never idle that long.
     provider = await serve(sse_stream([0.05] * 12), stream_idle=0.2)
     events = [e async for e in provider.stream(request(), ROUTE, None)]
     assert "".join(e.content_delta.text for e in events if e.HasField("content_delta")) == "x" * 12
 
 
-async def test_a_gap_longer_than_the_idle_timeout_ends_the_stream(serve) -> None:
+async def test_a_gap_longer_than_the_idle_timeout_ends_the_stream(serve: Serve) -> None:
     provider = await serve(sse_stream([0.0, 0.0, 1.0]), stream_idle=0.3)
     received: list[pb.StreamCompleteResponse] = []
     started = asyncio.get_running_loop().time()
@@ -273,3 +287,43 @@ async def test_the_idle_watch_counts_from_the_start_of_each_read() -> None:
     loop.call_later(0.07, response.content.waiter.set_result, b"two")
     assert await watch.read() == b"two"
     watch.close()
+
+
+@pytest.mark.parametrize(
+    ("statuses", "tries", "cost"),
+    [
+        ([404, 200], 2, 0.25),  # not there yet, then found
+        ([500, 429, 200], 3, 0.25),  # the upstream's passing trouble: tried again
+        ([401], 1, None),  # a refusal: no point in trying again
+    ],
+)
+async def test_the_cost_look_up_reads_the_record_on_the_completions_session(
+    monkeypatch: pytest.MonkeyPatch, statuses: list[int], tries: int, cost: float | None
+) -> None:
+    monkeypatch.setattr(openrouter, "GENERATION_LOOKUP_DELAYS", (0.0, 0.0, 0.0))
+    seen: list[tuple[str, str]] = []
+    answers = iter(statuses)
+
+    async def record(req: web.Request) -> web.Response:
+        seen.append((req.query["id"], req.headers["Authorization"]))
+        status = next(answers)
+        if status != 200:
+            return web.json_response({"error": {"message": "no"}}, status=status)
+        return web.json_response({"data": {"id": req.query["id"], "total_cost": 0.25}})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/generation", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    provider = OpenRouterProvider(
+        OpenRouterSettings(api_key=Secret(KEY), base_url=f"http://127.0.0.1:{port}/api/v1"),
+        Timeouts(),
+    )
+    try:
+        assert await provider.generation_cost("gen-123") == cost
+    finally:
+        await provider.aclose()
+        await runner.cleanup()
+    assert seen == [("gen-123", f"Bearer {KEY}")] * tries

@@ -31,7 +31,12 @@ from llmgateway.server.providers.aiohttp_transport import AiohttpTransport
 from llmgateway.server.providers.assembly import SpanAnnotating, coalesce
 from llmgateway.server.providers.redaction import Redactor
 from llmgateway.server.providers.sse import SSEDecoder
-from llmgateway.server.providers.upstream_http import IdleWatch, UpstreamSession, httpx_error_type
+from llmgateway.server.providers.upstream_http import (
+    IdleWatch,
+    UpstreamSession,
+    UpstreamStatusError,
+    httpx_error_type,
+)
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 
@@ -477,6 +482,27 @@ class UpstreamProvider:
         response.raise_for_status()
         return orjson.loads(response.content)
 
+    async def lookup_json(self, path: str, base_url: str, within: float) -> object:
+        """GET a small JSON document on the completions' aiohttp session, as
+        sent: NOT redacted (see get_json). For look-ups made after calls
+        (OpenRouter's generation records, a few per call), where httpx's
+        request machinery cost more than the rest of the look-up; get_json
+        stays for catalogues. The body is bounded as a unary answer is.
+        Raises upstream_http.UpstreamStatusError for a status other than 2xx,
+        aiohttp.ClientError or TimeoutError when no answer came within
+        `within` s, ValueError for a body that is not JSON."""
+        async with asyncio.timeout(within):
+            response = await self._http.get(
+                f"{base_url}{path}", self._completion_headers(), self._aiohttp_timeout(within, None)
+            )
+            try:
+                if not 200 <= response.status < 300:
+                    raise UpstreamStatusError(response.status)
+                content = await self._read_body(response)
+            finally:
+                _close(response)
+        return orjson.loads(content)
+
     async def aclose(self) -> None:
         """Close pooled connections (after the background drains, which end within a second)."""
         if self._drains:
@@ -568,6 +594,13 @@ class UpstreamProvider:
     async def _read_bounded(self, response: aiohttp.ClientResponse, route: Route) -> bytes:
         """The whole body, or UPSTREAM_RESPONSE_TOO_LARGE past the limit: the
         gateway's memory per call must not be the upstream's choice."""
+        try:
+            return await self._read_body(response)
+        except _TooLargeError:
+            raise self._too_large(route, "the answer") from None
+
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body; _TooLargeError past max_response_bytes."""
         content = response.content
         parts: list[bytes] = []
         size = 0
@@ -575,7 +608,7 @@ class UpstreamProvider:
             while chunk := await content.readany():
                 size += len(chunk)
                 if size > self._max_response:
-                    raise self._too_large(route, "the answer")
+                    raise _TooLargeError
                 parts.append(chunk)
         except RuntimeError as exc:
             # aiohttp's word for a connection that closed under a reader.
@@ -692,6 +725,10 @@ class UpstreamProvider:
         if 300 <= status < 400:
             hint = f"the upstream redirected the request; check {self.base_url_env}"
         return ue.build_error(self.classify(failure), failure, self.error_context(route), hint)
+
+
+class _TooLargeError(Exception):
+    """A body passed max_response_bytes."""
 
 
 async def _drain_and_close(response: aiohttp.ClientResponse) -> None:

@@ -7,7 +7,7 @@ import logging
 import urllib.parse
 from typing import TYPE_CHECKING, ClassVar
 
-import httpx
+import aiohttp
 import orjson
 
 from llmgateway.server.errors import FieldViolation
@@ -18,6 +18,7 @@ from llmgateway.server.providers.openai_compatible.wire import (
     JSONObject,
     chat_body,
 )
+from llmgateway.server.providers.upstream_http import UpstreamStatusError
 from llmgateway.server.routing.router import OPENROUTER_PREFIX, gateway_model_name
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
@@ -174,12 +175,12 @@ class OpenRouterProvider(OpenAICompatibleProvider):
         for delay in GENERATION_LOOKUP_DELAYS:
             await asyncio.sleep(delay)
             try:
-                document = await self.get_json(path, self.settings.base_url, 10.0)
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code in (404, 429) or exc.response.status_code >= 500:
+                document = await self.lookup_json(path, self.settings.base_url, 10.0)
+            except UpstreamStatusError as exc:
+                if exc.status in (404, 429) or exc.status >= 500:
                     continue
                 return None
-            except httpx.HTTPError:
+            except (aiohttp.ClientError, TimeoutError):
                 continue
             except ValueError:
                 # Not JSON: a proxy's page in the record's place, likely gone

@@ -66,6 +66,14 @@ def _decoding_failed(exc: BaseException) -> bool:
     return False
 
 
+class UpstreamStatusError(Exception):
+    """A look-up answered with a status other than 2xx."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
 @functools.cache
 def shared_ssl_context() -> ssl.SSLContext:
     """The same CA bundle and SSL_CERT_* handling as httpx's own transport, built
@@ -131,6 +139,23 @@ class UpstreamSession:
             parsed,
             headers=headers,
             data=body,
+            allow_redirects=False,
+            proxy=self.proxy_for(parsed.scheme, parsed.host or ""),
+            timeout=timeout,
+        )
+
+    async def get(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109  # as in post
+    ) -> aiohttp.ClientResponse:
+        """GET; the response once its headers have arrived (raises aiohttp's errors)."""
+        parsed = URL(url)  # not cached: look-up URLs differ every time
+        return await self.session.request(
+            "GET",
+            parsed,
+            headers=headers,
             allow_redirects=False,
             proxy=self.proxy_for(parsed.scheme, parsed.host or ""),
             timeout=timeout,
