@@ -7,7 +7,10 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from llmgateway.server.call_path import routing_view
 from llmgateway.server.call_path.routing_view import RoutingView, apply_override
 from llmgateway.server.config import (
     AnthropicSettings,
@@ -226,3 +229,73 @@ def test_prices_are_the_price_books(providers):
     view = view_of(providers, prices=prices)
     assert view.price("zai/glm-4.7") == Price(1.0, 2.0, None, None)
     assert view.price("openrouter/x/unknown-model") is None
+
+
+# ---- capabilities are kept per model name while its catalogue entry stays ----
+
+_NAMES = (
+    "openrouter/x/my-finetune",
+    "openrouter/openai/gpt-4o-mini",
+    "zai/glm-4.7",
+    "anthropic/claude-sonnet-4-5",
+    "ollama/llama3.2:3b",
+)
+_OVERRIDDEN = {"zai/glm-4.7": CapabilityOverride(context_window=4096, vision=True)}
+
+
+def uncached(name: str, catalogue: dict[str, pb.ModelInfo]) -> object:
+    caps = capabilities_for(name, catalogue.get(name))
+    override = _OVERRIDDEN.get(name)
+    return caps if override is None else apply_override(name, caps, override)
+
+
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(_NAMES),
+            # None: ask; a number: the catalogue refreshes this entry with that window;
+            # 0: the entry leaves the catalogue.
+            st.one_of(st.none(), st.integers(0, 2_000_000)),
+        ),
+        max_size=40,
+    ),
+    kept=st.integers(1, 4),
+)
+def test_kept_capabilities_always_answer_as_working_them_out_would(steps, kept):
+    catalogue: dict[str, pb.ModelInfo] = {}
+    view = RoutingView(
+        {},
+        Circuits(BREAKERS, []),
+        PriceBook({}),
+        model_info=catalogue.get,
+        overrides=_OVERRIDDEN,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(routing_view, "CAPABILITIES_KEPT", kept)
+        for name, refresh in steps:
+            if refresh is None:
+                assert view.capabilities(name) == uncached(name, catalogue)
+            elif refresh == 0:
+                catalogue.pop(name, None)
+            else:  # a refresh brings new entry objects, as the catalogue's fetch does
+                catalogue[name] = pb.ModelInfo(name=name, context_length=refresh)
+            assert len(view._capabilities) <= kept
+
+
+def test_capabilities_are_worked_out_once_until_the_catalogue_refreshes(providers, monkeypatch):
+    worked_out: list[str] = []
+
+    def counting(name: str, info: pb.ModelInfo | None, **options: int | None) -> object:
+        worked_out.append(name)
+        return capabilities_for(name, info, **options)
+
+    monkeypatch.setattr(routing_view, "capabilities_for", counting)
+    name = "openrouter/x/my-finetune"
+    catalogue = {name: pb.ModelInfo(name=name, context_length=65_536)}
+    view = view_of(providers, catalogue=catalogue)
+    for _ in range(3):
+        assert view.capabilities(name).context_window == 65_536
+    assert worked_out == [name]
+    catalogue[name] = pb.ModelInfo(name=name, context_length=32_768)  # refreshed
+    assert view.capabilities(name).context_window == 32_768
+    assert worked_out == [name, name]

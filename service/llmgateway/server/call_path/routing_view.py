@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 _NO_REQUEST = pb.CompleteRequest()
 # The override's feature fields, as Capabilities names them.
 _FEATURES = ("tools", "json_schema", "json_object", "vision", "image_urls", "forced_tool_choice")
+# Model names whose capabilities a view keeps. Configured targets are far fewer;
+# a bound all the same, as a call may name a model of its own.
+CAPABILITIES_KEPT = 1024
 
 
 def apply_override(
@@ -113,6 +116,13 @@ class RoutingView:
         self._model_info = model_info
         self._overrides = overrides
         self._ollama_num_ctx = ollama_num_ctx
+        # Model name -> (the catalogue entry it was worked out from, the answer).
+        # A decision asks for every candidate target on every routed call; the
+        # answer changes only with the entry (the overrides, the tables and
+        # num_ctx are fixed for the process), and a catalogue refresh brings new
+        # entry objects, so an answer is reused while the entry is the same
+        # object. Held here, an old entry cannot be freed and its id reused.
+        self._capabilities: dict[str, tuple[pb.ModelInfo | None, Capabilities]] = {}
 
     def configured(self, provider: common.Provider.ValueType) -> bool:
         """Whether the gateway has an API key for `provider` (Ollama needs none)."""
@@ -135,11 +145,18 @@ class RoutingView:
     def capabilities(self, model_name: str) -> Capabilities:
         """What `model_name` (gateway naming, no `@endpoint`) can serve: the
         built-in table and cached catalogue, then the operator's override."""
-        caps = capabilities_for(
-            model_name, self._model_info(model_name), ollama_num_ctx=self._ollama_num_ctx
-        )
+        info = self._model_info(model_name)
+        kept = self._capabilities.get(model_name)
+        if kept is not None and kept[0] is info:
+            return kept[1]
+        caps = capabilities_for(model_name, info, ollama_num_ctx=self._ollama_num_ctx)
         override = self._overrides.get(model_name)
-        return caps if override is None else apply_override(model_name, caps, override)
+        if override is not None:
+            caps = apply_override(model_name, caps, override)
+        if kept is None and len(self._capabilities) >= CAPABILITIES_KEPT:
+            del self._capabilities[next(iter(self._capabilities))]  # the oldest name
+        self._capabilities[model_name] = (info, caps)
+        return caps
 
     def price(self, model_name: str) -> Price | None:
         """The model's price, as reservations and answers are priced."""
