@@ -6,6 +6,7 @@ traceback (here against a server that echoes what it was sent into its errors)."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import traceback
 import urllib.parse
@@ -18,10 +19,10 @@ from hypothesis import strategies as st
 
 from llmgateway.server.config import ConfigError, Settings, check_redis_url
 from llmgateway.server.state.db import StateUnavailableError
-from llmgateway.server.state.keys import CallerKey
 from llmgateway.server.state.redis_limits import RedisLimiter
 from llmgateway.server.state.redis_url import REDACTED, display_url, scrub, url_secrets
 from tests.redis_server import echoing_server
+from tests.routing_fixtures import caller_key
 
 # Pieces of a password no message has of its own: letters, or digits long enough
 # that no port, errno or line number in a message matches them.
@@ -136,19 +137,7 @@ def test_scrub_removes_the_password_from_a_whole_exception_chain(password):
 # ---- against a server that echoes what it was sent into its error replies ----
 
 PASSWORD = "p/ss-SECRETXQ-31415926"
-KEY = CallerKey(
-    id="k1",
-    name="echo",
-    prefix="lgw_echo",
-    models=(),
-    rpm=5,
-    tpm=None,
-    budget_usd=None,
-    budget_period=None,
-    usage_reader=False,
-    created_at=0.0,
-    revoked_at=None,
-)
+KEY = dataclasses.replace(caller_key(name="echo"), rpm=5)
 
 
 def limiter(port: int) -> RedisLimiter:
