@@ -361,8 +361,12 @@ def start_targets(
         port = procs.free_port()
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         command = procs.litellm_command(port, fake_port, workers, scratch)
-        litellm = stack.enter_context(procs.running(command, log=out / "litellm.log"))
-        procs.wait_for_http(f"http://127.0.0.1:{port}/health/liveliness", litellm)
+        litellm = stack.enter_context(
+            procs.running(command, env=procs.LITELLM_ENV, log=out / "litellm.log")
+        )
+        procs.wait_for_http(
+            f"http://127.0.0.1:{port}/health/liveliness", litellm, procs.LITELLM_START_SECONDS
+        )
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         targets.append(
             Target(

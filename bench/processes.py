@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 LITELLM_VERSION = "1.108.7"
 LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
+# LiteLLM's cost map from its own package, not fetched from GitHub at each
+# start (offline here: three failed attempts, seconds of each start).
+LITELLM_ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+# A LiteLLM start took 85 s on the loaded 2-core machine (each worker imports
+# all of LiteLLM); the default 120 s was too little under more load.
+LITELLM_START_SECONDS = 600.0
 FAKE_OPENROUTER_KEY = DEFAULT_OPENROUTER_KEY
 
 
