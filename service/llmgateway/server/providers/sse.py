@@ -9,14 +9,15 @@ handed on as data: treating them as data is what broke many OpenRouter clients.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True, slots=True)
-class ServerSentEvent:
-    """One dispatched event. `data` stays bytes: JSON parsers take bytes directly."""
+class ServerSentEvent(NamedTuple):
+    """One dispatched event. `data` stays bytes: JSON parsers take bytes directly.
+    Immutable as a NamedTuple: a third of the cost of a frozen dataclass's
+    construction, made once per event of every stream."""
 
     data: bytes
     event: str = ""
@@ -60,18 +61,28 @@ class SSEDecoder:
         lines = buffer.split(b"\n")
         self._pending = lines.pop()
         events: list[ServerSentEvent] = []
+        data = self._data
         for line in lines:
-            event = self._line(line)
-            if event is not None:
-                events.append(event)
+            # The two lines of nearly every event, `data: ...` and the blank
+            # line that dispatches it (as _dispatch does), inline; the rest
+            # through _line.
+            if line.startswith(b"data:"):
+                data.append(line[6:] if line[5:6] == b" " else line[5:])
+            elif not line:
+                if data:
+                    joined = data[0] if len(data) == 1 else b"\n".join(data)
+                    events.append(ServerSentEvent(joined, self._event, self._last_id))
+                    data = self._data = []
+                self._event = ""
+            else:
+                self._line(line)
         return events
 
-    def _line(self, line: bytes) -> ServerSentEvent | None:
-        if not line:
-            return self._dispatch()
+    def _line(self, line: bytes) -> None:
+        """A line that is neither blank nor `data:...` (feed has those)."""
         if line[0] == 0x3A:  # ':' starts a comment
             self.comments += 1
-            return None
+            return
         name, colon, value = line.partition(b":")
         if colon and value.startswith(b" "):
             value = value[1:]
@@ -82,7 +93,6 @@ class SSEDecoder:
         elif name == b"id" and b"\0" not in value:
             self._last_id = value.decode("utf-8", "replace")
         # `retry` and unknown fields are ignored, as the spec says.
-        return None
 
     def _dispatch(self) -> ServerSentEvent | None:
         data, event = self._data, self._event
