@@ -158,7 +158,7 @@ class TextFormatter(logging.Formatter):
         return f"{line} {' '.join(pairs)}" if pairs else line
 
 
-def _text_pairs(fields: dict[object, object]) -> list[str]:
+def _text_pairs(fields: dict[str, object]) -> list[str]:
     """`key=value` for each field with something to say (0 and False do;
     None and "" do not). An access line has about twenty fields per call, most
     of them numbers: the str() of an int, float or bool is plain ASCII with no
