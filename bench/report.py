@@ -403,12 +403,17 @@ def write_chart(rows: list[Row], path: Path) -> Path | None:
     for axis, (title, attr, keep, target_line) in zip(axes, panels, strict=False):
         loads = list(dict.fromkeys(r.load for r in rows if keep(r)))
         width = 0.8 / max(1, len(targets))
+        drawn: list[float] = []
         for i, target in enumerate(targets):
             values = []
             for load in loads:
                 row = _find(rows, load, target)
                 values.append(getattr(row, attr) or 0 if row else 0)
             axis.bar([x + i * width for x in range(len(loads))], values, width, label=target)
+            drawn += [v for v in values if v > 0]
+        if drawn and max(drawn) > 30 * min(drawn):
+            # A peer tens of times slower would flatten every other bar.
+            axis.set_yscale("log")
         for x, load in enumerate(loads):
             level = target_line(rows, load) if target_line else None
             if level is not None:
