@@ -76,6 +76,8 @@ class Profile:
     # chunk; None: not split.
     split_load: str | None = None
     split_chunks: int = 5
+    # Seconds between loads, for a target to settle (the smoke judges only errors).
+    settle: float = 0.5
 
 
 def _loads(requests: int, seconds: float, waves: int) -> tuple[Load, ...]:
@@ -103,6 +105,7 @@ PROFILES = {
         ),
         chunks=5,
         chunk_delay=0.005,
+        settle=0.1,
     ),
 }
 
@@ -268,7 +271,7 @@ def run(
         for load in profile.loads:
             chosen = [t for t in targets if t.grpc or load.channels > 1]
             # One gRPC channel means nothing to an HTTP client: those skip it.
-            rows += drive_each(load, chosen, fake, loadgen, repeat)
+            rows += drive_each(load, chosen, fake, loadgen, repeat, profile.settle)
     split = next((load for load in profile.loads if load.name == profile.split_load), None)
     if split is None:
         return rows
@@ -281,7 +284,7 @@ def run(
     )
     with contextlib.ExitStack() as stack:
         targets, fake = start_targets(stack, profile.split_chunks, profile, workers, [], out)
-        rows += drive_each(short, targets, fake, loadgen, repeat)
+        rows += drive_each(short, targets, fake, loadgen, repeat, profile.settle)
     split_stream_cpu(rows, split.name, short.name, profile.chunks, profile.split_chunks)
     return rows
 
@@ -292,6 +295,7 @@ def drive_each(
     fake: subprocess.Popen[bytes],
     loadgen: Loadgen,
     repeat: int,
+    settle: float,
 ) -> list[Row]:
     """`load` through each target, `repeat` rounds alternating the targets (each
     round starts one target later), so another process's burst on the shared
@@ -302,7 +306,7 @@ def drive_each(
         for target in targets[shift:] + targets[:shift]:
             note = f" (round {round_ + 1} of {repeat})" if repeat > 1 else ""
             print(f"running {load.name} via {target.name}{note}...", file=sys.stderr, flush=True)
-            runs[target.name].append(drive(load, target, fake, loadgen))
+            runs[target.name].append(drive(load, target, fake, loadgen, settle))
     return [median_row(runs[t.name]) for t in targets]
 
 
@@ -438,7 +442,13 @@ def loadgen_command(load: Load, target: Target, loadgen: Loadgen) -> list[str]:
     return command
 
 
-def drive(load: Load, target: Target, fake: subprocess.Popen[bytes], loadgen: Loadgen) -> Row:
+def drive(
+    load: Load,
+    target: Target,
+    fake: subprocess.Popen[bytes],
+    loadgen: Loadgen,
+    settle: float = 0.5,
+) -> Row:
     """One load through one target, from a separate load-generator process, with
     each party's CPU time sampled before and after."""
     command = loadgen_command(load, target, loadgen)
@@ -464,7 +474,7 @@ def drive(load: Load, target: Target, fake: subprocess.Popen[bytes], loadgen: Lo
     client_calls = calls
     if "client_cpu_seconds" in raw:  # the measured load's only, warm-up left out
         client_cpu, client_calls = float(raw["client_cpu_seconds"]), calls - WARM_UP_CALLS
-    time.sleep(0.5)  # let the target settle before the next load
+    time.sleep(settle)  # let the target settle before the next load
     row = Row.from_raw(
         load.name,
         load.mode,
