@@ -396,7 +396,7 @@ def start_portkey(stack: contextlib.ExitStack, fake_port: int, workers: int, out
             log=out / "portkey.log",
         )
     )
-    procs.wait_for_http(portkey.health_url(port), process)
+    portkey.wait_ready(port, process, out / "portkey.log", workers)
     return Target(
         "portkey",
         grpc=False,
