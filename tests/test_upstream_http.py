@@ -176,6 +176,53 @@ async def test_a_body_that_does_not_decode_is_malformed(serve: Serve) -> None:
     assert "could not be decoded" in caught.value.message
 
 
+@pytest.mark.parametrize("encoding", ["br", "zstd"])
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_an_encoding_with_no_decoder_is_malformed(
+    serve: Serve, encoding: str, streamed: bool
+) -> None:
+    # Never asked for (Accept-Encoding says gzip, deflate), and aiohttp here has
+    # no decoder for either: it fails at the headers, which must still read as
+    # the upstream's malformed answer, not as a connection that broke
+    # (UNREACHABLE would send the call to a fallback as if the host were down).
+    async def handler(req: web.Request) -> web.Response:
+        return web.Response(
+            body=b"\x1b\x03\x00\xf8\xa5\x40\x02",
+            headers={
+                "Content-Encoding": encoding,
+                "Content-Type": "text/event-stream" if streamed else "application/json",
+            },
+        )
+
+    provider = await serve(handler)
+    with pytest.raises(GatewayError) as caught:
+        if streamed:
+            _ = [e async for e in provider.stream(request(), ROUTE, None)]
+        else:
+            await provider.complete(request(), ROUTE, None)
+    assert caught.value.reason == pb.ERROR_REASON_UPSTREAM_MALFORMED_RESPONSE
+    assert "could not be decoded" in caught.value.message
+
+
+async def test_an_idle_bound_shorter_than_the_first_byte_one_is_named_idle(serve: Serve) -> None:
+    # Headers, then silence: the 0.3 s idle bound ends it, and the message must
+    # say so, not that the response had not begun within the 5 s first-byte
+    # bound (aiohttp's read timeout is a TimeoutError too).
+    async def handler(req: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(req)
+        await asyncio.sleep(2)
+        return response
+
+    provider = await serve(handler, stream_idle=0.3, first_byte=5.0)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(GatewayError) as caught:
+        _ = [e async for e in provider.stream(request(), ROUTE, None)]
+    assert caught.value.reason == pb.ERROR_REASON_UPSTREAM_TIMEOUT
+    assert "no data within the stream idle timeout" in caught.value.message
+    assert asyncio.get_running_loop().time() - started < 2.0
+
+
 def sse_stream(gaps: list[float]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """A stream that sends a chunk after each gap (seconds), then its end and [DONE]."""
 

@@ -648,6 +648,11 @@ class UpstreamProvider:
         try:
             async with asyncio.timeout_at(when):
                 return await watch.read()
+        except aiohttp.ServerTimeoutError:
+            # The idle bound (IdleWatch, or aiohttp's read timer still armed
+            # from the headers): a TimeoutError subclass too, but not this
+            # deadline; _transport_errors names it.
+            raise
         except TimeoutError:
             raise self._first_byte_error(route, first_byte) from None
 

@@ -45,9 +45,13 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.HTTPError]], ...] = (
 
 def httpx_error_type(exc: aiohttp.ClientError) -> type[httpx.HTTPError]:
     """The httpx exception class that means what `exc` means. A body whose
-    Content-Encoding does not decode is httpx's DecodingError (aiohttp reports
-    it as a payload error caused by ContentEncodingError)."""
-    if isinstance(exc, aiohttp.ClientPayloadError) and _decoding_failed(exc):
+    Content-Encoding does not decode is httpx's DecodingError: aiohttp reports
+    a body that breaks mid-way as a payload error, and an encoding it has no
+    decoder for (`br` without Brotli, `zstd` without backports.zstd) as a
+    response error at the headers, each caused by a ContentEncodingError."""
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError) and (
+        _decoding_failed(exc)
+    ):
         return httpx.DecodingError
     for source, target in _ERRORS:
         if isinstance(exc, source):
@@ -56,8 +60,10 @@ def httpx_error_type(exc: aiohttp.ClientError) -> type[httpx.HTTPError]:
 
 
 def _decoding_failed(exc: BaseException) -> bool:
+    # At the headers the chain is ClientResponseError <- HttpProcessingError
+    # (aiohttp's protocol re-wraps what its C parser raised) <- ContentEncodingError.
     seen: BaseException | None = exc
-    for _ in range(4):  # the cause chain is short; never loop on a cycle
+    for _ in range(6):  # the cause chain is short; never loop on a cycle
         if seen is None:
             return False
         if isinstance(seen, ContentEncodingError):
