@@ -223,6 +223,47 @@ async def test_an_idle_bound_shorter_than_the_first_byte_one_is_named_idle(serve
     assert asyncio.get_running_loop().time() - started < 2.0
 
 
+async def test_no_cookie_an_upstream_sets_is_sent_again() -> None:
+    # One session serves every caller: a cookie set during one call must not
+    # ride on the next (anyone's), nor pile up. `localhost`, not 127.0.0.1:
+    # aiohttp's jar ignores cookies from IP addresses.
+    seen: list[str | None] = []
+
+    async def answer(req: web.Request) -> web.StreamResponse:
+        seen.append(req.headers.get("Cookie"))
+        if req.method == "GET":
+            response: web.StreamResponse = web.json_response({"data": []})
+        elif (await req.json()).get("stream"):
+            end = {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            response = web.Response(
+                body=b"data: " + orjson.dumps(end) + b"\n\ndata: [DONE]\n\n",
+                headers={"Content-Type": "text/event-stream"},
+            )
+        else:
+            response = web.json_response(ANSWER)
+        response.set_cookie(f"c{len(seen)}", "v", path="/")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    app.router.add_get("/v1/models", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "localhost", 0).start()
+    base = f"http://localhost:{runner.addresses[0][1]}/v1"
+    provider = OpenAIProvider(OpenAISettings(api_key=Secret(KEY), base_url=base), Timeouts())
+    try:
+        for _ in range(3):
+            await provider.complete(request(), ROUTE, None)
+            events = [e async for e in provider.stream(request(), ROUTE, None)]
+            assert events[-1].HasField("done")
+            await provider.get_json("/models", base, 5.0)
+    finally:
+        await provider.aclose()
+        await runner.cleanup()
+    assert seen == [None] * 9
+
+
 def sse_stream(gaps: list[float]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """A stream that sends a chunk after each gap (seconds), then its end and [DONE]."""
 

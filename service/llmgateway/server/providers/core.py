@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import http.cookiejar
 import logging
 from typing import TYPE_CHECKING, ClassVar, TypedDict, Unpack
 
@@ -108,6 +109,9 @@ class UpstreamProvider:
             # hide a misconfiguration (and could leak the key to another host).
             # Completions do not follow them either (upstream_http.py).
             follow_redirects=False,
+            # Keeps no cookies, as the completions' session keeps none
+            # (upstream_http.py says why).
+            cookies=_no_cookie_jar(),
         )
         # What httpx sent on every request before completions left it (Accept,
         # Accept-Encoding: gzip and deflate, which aiohttp decodes, Connection,
@@ -730,6 +734,12 @@ class UpstreamProvider:
         if 300 <= status < 400:
             hint = f"the upstream redirected the request; check {self.base_url_env}"
         return ue.build_error(self.classify(failure), failure, self.error_context(route), hint)
+
+
+def _no_cookie_jar() -> http.cookiejar.CookieJar:
+    """A jar whose policy accepts no cookie from any domain: httpx always has
+    a jar, and this one stays empty."""
+    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
 class _TooLargeError(Exception):

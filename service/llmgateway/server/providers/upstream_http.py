@@ -128,7 +128,14 @@ class UpstreamSession:
             # are resolved once per host in proxy_for instead. Content-Encoding
             # is decoded per request: here for completions, by httpx for the
             # requests that go through aiohttp_transport.
-            self._session = aiohttp.ClientSession(connector=connector)
+            # No cookie jar: the session serves every caller, so a cookie an
+            # upstream set during one call would ride on every later one, and
+            # aiohttp's jar keeps whatever it is sent, without a bound (a
+            # cookie per response would grow every request's headers until the
+            # upstream refuses them all). API upstreams authenticate by key.
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
 
     async def post(
