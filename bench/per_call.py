@@ -190,8 +190,9 @@ def run_all(
 
     Without --interleave each repeat of a variant gets a fresh gateway and
     runs all the loads (A's loads, then B's). With it, every variant's gateway
-    is started once and each load alternates between them (A, B, A, B...), so
-    a change in the machine's load lands on both sides alike."""
+    is started once and each load alternates between them (A, B, then B, A
+    on the next repeat...), so a change in the machine's load lands on both
+    sides alike."""
     start = functools.partial(
         started_gateway,
         workers=args.workers,
@@ -208,9 +209,13 @@ def run_all(
         return
     with contextlib.ExitStack() as stack:
         running = [(v, stack.enter_context(start(v))) for v in variants]
-        for _ in range(args.repeat):
+        for repeat in range(args.repeat):
+            # A then B on even repeats, B then A on odd ones: the second of
+            # two back-to-back stream loads meets the first one's leftovers
+            # (sockets closing, the fake upstream's garbage).
+            order = running if repeat % 2 == 0 else running[::-1]
             for load in loads:
-                for variant, (address, pid) in running:
+                for variant, (address, pid) in order:
                     yield drive(load, address, pid, variant.name)
 
 
