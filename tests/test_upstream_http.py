@@ -415,3 +415,37 @@ async def test_the_cost_look_up_reads_the_record_on_the_completions_session(
         await provider.aclose()
         await runner.cleanup()
     assert seen == [("gen-123", f"Bearer {KEY}")] * tries
+
+
+async def test_a_cost_record_past_the_size_bound_is_unreadable_not_an_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The look-up reads its body bounded as a unary answer is; a body past the
+    # bound is a page that is not the record (counted and logged once as one
+    # that is not JSON), never an exception out of the call's after-work.
+    monkeypatch.setattr(openrouter, "GENERATION_LOOKUP_DELAYS", (0.0, 0.0))
+    tries = 0
+
+    async def record(req: web.Request) -> web.Response:
+        nonlocal tries
+        tries += 1
+        return web.Response(body=b"x" * 5000, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/generation", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    provider = OpenRouterProvider(
+        OpenRouterSettings(api_key=Secret(KEY), base_url=f"http://127.0.0.1:{port}/api/v1"),
+        Timeouts(),
+        max_response_bytes=1000,
+    )
+    try:
+        assert await provider.generation_cost("gen-123") is None
+    finally:
+        await provider.aclose()
+        await runner.cleanup()
+    assert tries == 2
+    assert "was not JSON in 2 of 2 tries" in caplog.text

@@ -494,7 +494,8 @@ class UpstreamProvider:
         stays for catalogues. The body is bounded as a unary answer is.
         Raises upstream_http.UpstreamStatusError for a status other than 2xx,
         aiohttp.ClientError or TimeoutError when no answer came within
-        `within` s, ValueError for a body that is not JSON."""
+        `within` s, ValueError for a body that is not JSON or passed
+        max_response_bytes (no such document is the one asked for)."""
         async with asyncio.timeout(within):
             response = await self._http.get(
                 f"{base_url}{path}", self._completion_headers(), self._aiohttp_timeout(within, None)
@@ -503,6 +504,8 @@ class UpstreamProvider:
                 if not 200 <= response.status < 300:
                     raise UpstreamStatusError(response.status)
                 content = await self._read_body(response)
+            except _TooLargeError:
+                raise ValueError(f"the body passed {self._max_response} bytes") from None
             finally:
                 _close(response)
         return orjson.loads(content)
