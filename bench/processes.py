@@ -116,8 +116,9 @@ def fake_environment(fake_port: int) -> dict[str, str]:
     }
 
 
-def gateway_command(port: int, workers: int | None, log_level: str = "WARNING") -> list[str]:
-    """llmgateway serve with its default settings (workers: one per core unless given)."""
+def gateway_command(port: int, workers: int | None, log_level: str = "INFO") -> list[str]:
+    """llmgateway serve with its default settings (workers: one per core unless given;
+    INFO, the default level, so every call's access line is paid for as in production)."""
     command = [
         sys.executable,
         "-m",
