@@ -17,7 +17,7 @@ from aiohttp import web
 
 from llmgateway.server.config import OpenAISettings, OpenRouterSettings, Secret, Timeouts
 from llmgateway.server.errors import GatewayError
-from llmgateway.server.providers import openrouter
+from llmgateway.server.providers import openrouter, upstream_http
 from llmgateway.server.providers.openai import OpenAIProvider
 from llmgateway.server.providers.openrouter import OpenRouterProvider
 from llmgateway.server.providers.upstream_http import IdleWatch, httpx_error_type
@@ -123,6 +123,26 @@ async def test_a_configured_user_agent_replaces_the_default_once(serve: Serve) -
     provider = await serve(handler, headers={"user-agent": "team-search/1"})
     await provider.complete(request(), ROUTE, None)
     assert seen == [["team-search/1"]]
+
+
+async def test_completions_ask_only_for_encodings_aiohttp_decodes(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # httpx's default Accept-Encoding follows what httpx can decode: with
+    # `zstandard` installed it names zstd, which aiohttp here cannot decode
+    # (that needs backports.zstd). Completions are read by aiohttp, so they
+    # must not ask for it, or a zstd-answering upstream fails every call.
+    monkeypatch.setattr(httpx._client, "ACCEPT_ENCODING", "gzip, deflate, br, zstd")
+    seen: list[str] = []
+
+    async def handler(req: web.Request) -> web.Response:
+        seen.append(req.headers["Accept-Encoding"])
+        return web.json_response(ANSWER)
+
+    provider = await serve(handler)
+    await provider.complete(request(), ROUTE, None)
+    assert seen == [upstream_http.ACCEPT_ENCODING]
+    assert seen == ["gzip, deflate"]  # neither Brotli nor backports.zstd here
 
 
 async def test_a_gzip_answer_is_decoded(serve: Serve) -> None:

@@ -33,6 +33,7 @@ from llmgateway.server.providers.assembly import SpanAnnotating, coalesce
 from llmgateway.server.providers.redaction import Redactor
 from llmgateway.server.providers.sse import SSEDecoder
 from llmgateway.server.providers.upstream_http import (
+    ACCEPT_ENCODING,
     IdleWatch,
     UpstreamSession,
     UpstreamStatusError,
@@ -114,10 +115,12 @@ class UpstreamProvider:
             cookies=_no_cookie_jar(),
         )
         # What httpx sent on every request before completions left it (Accept,
-        # Accept-Encoding: gzip and deflate, which aiohttp decodes, Connection,
-        # User-Agent): upstreams see the same request as before.
+        # Connection, User-Agent): upstreams see the same request as before.
+        # Accept-Encoding names what aiohttp decodes (upstream_http.py), today
+        # gzip and deflate, as httpx's did.
         self._base_headers = CIMultiDict(self._client.headers.items())
         self._base_headers["Content-Type"] = "application/json"
+        self._base_headers["Accept-Encoding"] = ACCEPT_ENCODING
         # Every string this provider passes on goes through it (see redaction.py).
         self._redactor = Redactor((api_key.value,) if api_key else ())
         self._drains: set[asyncio.Task[None]] = set()

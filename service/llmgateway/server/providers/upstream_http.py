@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import httpx
+from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 from aiohttp.http_exceptions import ContentEncodingError
 from yarl import URL
 
@@ -24,6 +25,15 @@ if TYPE_CHECKING:
     import asyncio
     import ssl
     from collections.abc import Mapping
+
+# The Accept-Encoding of completions: what aiohttp decodes in this process.
+# httpx's default names what httpx could decode, which is not the same set
+# (httpx's zstd comes from `zstandard`, aiohttp's from backports.zstd before
+# Python 3.14): installing one without the other would otherwise invite an
+# answer no call could read. Today: gzip, deflate, as httpx sends.
+ACCEPT_ENCODING = ", ".join(
+    ["gzip", "deflate", *(["br"] if HAS_BROTLI else []), *(["zstd"] if HAS_ZSTD else [])]
+)
 
 # aiohttp exception -> httpx exception; the first match wins, so subclasses come first.
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.HTTPError]], ...] = (
