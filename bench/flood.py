@@ -47,9 +47,6 @@ from typing import Any
 import grpc
 
 from bench import processes as procs
-from llmgateway.server.state.db import Database
-from llmgateway.server.state.keys import KeyStore
-from llmgateway.server.state.schema import migrate
 from llmgateway.v1 import completion_pb2 as common
 from llmgateway.v1 import completion_service_pb2 as pb
 from llmgateway.v1 import completion_service_pb2_grpc as pb_grpc
@@ -256,21 +253,11 @@ def _flooded(name: str, gateway: Gateway, key: str, args: argparse.Namespace) ->
     )
 
 
-def _issue_key(db_path: str) -> str:
-    db = Database(db_path)
-    try:
-        migrate(db)
-        _, key = KeyStore(db).create("bench-flood-caller")
-    finally:
-        db.close()
-    return key
-
-
 def run(args: argparse.Namespace) -> list[Phase]:
     """Start the fake upstream and the gateway, run every phase, stop them."""
     fake_port, gateway_port = procs.free_port(), procs.free_port()
     env = procs.fake_environment(fake_port)
-    key = _issue_key(env["LLMGATEWAY_DB"])
+    key = procs.issue_caller_key(env["LLMGATEWAY_DB"], "bench-flood-caller")
     address = f"127.0.0.1:{gateway_port}"
     # INFO: the phases read the access log.
     command = procs.gateway_command(gateway_port, args.workers, log_level="INFO")

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Self
 
 import httpx
 
+from llmgateway.server.state.db import Database
+from llmgateway.server.state.keys import KeyStore
+from llmgateway.server.state.schema import migrate
 from llmgateway.testing.fake_upstream.app import DEFAULT_OPENROUTER_KEY, environment_for
 
 if TYPE_CHECKING:
@@ -114,6 +117,18 @@ def fake_environment(fake_port: int) -> dict[str, str]:
         **environment_for(f"http://127.0.0.1:{fake_port}"),
         "LLMGATEWAY_DB": str(Path(state) / "state.db"),
     }
+
+
+def issue_caller_key(db_path: str, name: str) -> str:
+    """A caller key (no limits) in the state database at `db_path`, migrated first,
+    as `llmgateway keys create` makes one; the key's secret."""
+    db = Database(db_path)
+    try:
+        migrate(db)
+        _, key = KeyStore(db).create(name)
+    finally:
+        db.close()
+    return key
 
 
 def gateway_command(port: int, workers: int | None, log_level: str = "INFO") -> list[str]:

@@ -12,10 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from bench import goload
+from bench.processes import issue_caller_key
 from llmgateway.server.process.server import start_gateway
-from llmgateway.server.state.db import Database
-from llmgateway.server.state.keys import KeyStore
-from llmgateway.server.state.schema import migrate
 from llmgateway.testing.fake_upstream.app import DEFAULT_OPENROUTER_KEY
 
 if TYPE_CHECKING:
@@ -141,12 +139,7 @@ async def test_metadata_carries_the_caller_key_to_a_keyed_gateway(
     executable: Path, settings: Settings, tmp_path: Path
 ) -> None:
     db = str(tmp_path / "keyed.db")
-    database = Database(db)
-    try:
-        migrate(database)
-        _, key = KeyStore(database).create("goload")
-    finally:
-        database.close()
+    key = issue_caller_key(db, "goload")
     running = await start_gateway(dataclasses.replace(settings, db=db), address="127.0.0.1:0")
     try:
         address = ["--target", "gateway", "--address", f"127.0.0.1:{running.port}"]

@@ -13,10 +13,8 @@ from hypothesis import strategies as st
 
 from bench.cluster_bench import MODEL, Load, Via, load_command
 from bench.loadgen import GatewayTarget, build_parser, main_async, metadata_pair, run_unary
+from bench.processes import issue_caller_key
 from llmgateway.server.process.server import start_gateway
-from llmgateway.server.state.db import Database
-from llmgateway.server.state.keys import KeyStore
-from llmgateway.server.state.schema import migrate
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -24,20 +22,10 @@ if TYPE_CHECKING:
     from llmgateway.server.config import Settings
 
 
-def create_key(db: str) -> str:
-    database = Database(db)
-    try:
-        migrate(database)
-        _, key = KeyStore(database).create("loadgen")
-    finally:
-        database.close()
-    return key
-
-
 @pytest.fixture
 def keyed(settings: Settings, tmp_path: Path) -> tuple[Settings, str]:
     db = str(tmp_path / "keyed.db")
-    return dataclasses.replace(settings, db=db), create_key(db)
+    return dataclasses.replace(settings, db=db), issue_caller_key(db, "loadgen")
 
 
 async def test_metadata_and_one_channel_reach_a_keyed_gateway(keyed):
