@@ -302,6 +302,15 @@ async def test_admissions_arriving_together_share_a_transaction(db_location):
         return await run(work, **kwargs)
 
     db.run = counting  # type: ignore[method-assign]
+    try_now = db.try_now
+
+    def counting_here(work):
+        nonlocal transactions
+        written, result = try_now(work)
+        transactions += written
+        return written, result
+
+    db.try_now = counting_here  # type: ignore[method-assign]
     ledger = Ledger(db, instance_id="me")
     ledger.start()
     records = [CallRecord(request_id=f"r{i}", method="Complete") for i in range(50)]
@@ -314,10 +323,11 @@ async def test_admissions_arriving_together_share_a_transaction(db_location):
         assert await ledger.close()
     finally:
         db.close()
-    # Each admission waits for its row, but they are written together, and so
-    # are their completions.
-    assert admitted == 1
-    assert transactions == 2
+    # Each admission waits for its row, but they are written together (on
+    # SQLite the first may be written alone, on the event loop: the rest then
+    # find it written and queue), and so are their completions.
+    assert admitted == (2 if db.dialect == "sqlite" else 1)
+    assert transactions == admitted + 1
     assert {r["status"] for r in ledger_rows(db_location)} == {"OK"}
     assert len(ledger_rows(db_location)) == 50
 

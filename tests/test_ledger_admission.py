@@ -48,6 +48,12 @@ class GatedDatabase(Database):
             self.waiting -= 1
         return await super().run(work, **options)
 
+    def try_now(self, work: Callable[[Tx], T]) -> tuple[bool, T | None]:
+        # A database stalled or failing has no free lock to write under here either.
+        if self.failures or not self.gate.is_set():
+            return False, None
+        return super().try_now(work)
+
 
 @pytest.fixture
 async def gated(tmp_path: Path) -> AsyncIterator[tuple[GatedDatabase, Ledger]]:

@@ -4,10 +4,12 @@ A call's row is written when the call is admitted, with status IN_FLIGHT,
 before it goes upstream: `Ledger.call_admitted` waits for it. Admissions
 are group-committed: one transaction writes whatever has queued up while the
 previous one ran, so a busy gateway still makes a few writes a second, not one
-per call, and an idle one adds one short transaction to a call's start. When
-the call ends, `call_finished` queues its completed row (an update of the
-in-flight row, or a new row for a call refused before admission), written
-in the background every `_FLUSH_EVERY` seconds. So no call that went
+per call. An admission that finds nothing queued or being written is
+committed at once on the event loop instead, when SQLite's lock is free
+(`Database.try_now`): the hop to the database thread and back cost more than
+the row. When the call ends, `call_finished` queues its completed row (an
+update of the in-flight row, or a new row for a call refused before
+admission), written in the background every `_FLUSH_EVERY` seconds. So no call that went
 upstream is missing from the ledger, whatever happens to the process: the
 rows a dead process left IN_FLIGHT are reaped as LOST (service/llmgateway/server/state/reaper.py).
 
@@ -50,6 +52,8 @@ Grouping = Literal["key", "model", "day", "route", "task"]
 IN_FLIGHT = "IN_FLIGHT"
 LOST = "LOST"
 _BATCH = 500
+# An admission written on the event loop (see above), at most this often.
+_WRITE_HERE_EVERY = 0.001
 _FLUSH_EVERY = 0.2
 # After a failed write, background rows wait this long before the next try.
 _RETRY_EVERY = 1.0
@@ -295,6 +299,8 @@ class Ledger:
         self._completions = _Writer(
             db, functools.partial(_write_finished, instance_id=instance_id), eager=False
         )
+        # Loop time before which an admission is queued, not written here.
+        self._write_here_after = 0.0
         # Request id -> its admission's write, while that is pending.
         self._admitting: dict[str, asyncio.Future[None]] = {}
         self._closed = False
@@ -328,10 +334,20 @@ class Ledger:
                 f"the state database {self._db.display} is unavailable (the call's "
                 "admission was not queued behind a write still trying it)"
             )
-        admitted = _Admitted(
-            (record.request_id, *_fields(record, IN_FLIGHT), self._instance_id, reservation_id),
-            asyncio.get_running_loop().create_future(),
-        )
+        row = (record.request_id, *_fields(record, IN_FLIGHT), self._instance_id, reservation_id)
+        # Nothing queued or being written: this row is a batch of one, and
+        # SQLite can take it here and now unless another connection holds
+        # its lock (then it queues as below, bounded by the timeout). The
+        # hop to the database thread and back cost more than the write.
+        # At most one a millisecond, though: admissions arriving together are
+        # still written together, on the thread, not one commit each on the loop.
+        now = asyncio.get_running_loop().time()
+        if now >= self._write_here_after and not writer.queue and not writer.batch:
+            self._write_here_after = now + _WRITE_HERE_EVERY
+            written, _ = self._db.try_now(functools.partial(_insert_rows, rows=[row]))
+            if written:
+                return
+        admitted = _Admitted(row, asyncio.get_running_loop().create_future())
         # A call refused at its deadline no longer waits for its batch's outcome.
         admitted.written.add_done_callback(consume_outcome)
         self._admitting[record.request_id] = admitted.written
@@ -483,18 +499,22 @@ def _fields(r: CallRecord, status: str) -> list[object]:
 
 
 @functools.lru_cache(maxsize=64)
-def _insert_rows(count: int) -> str:
+def _insert_statement(count: int) -> str:
     """One INSERT of `count` rows (one statement, one round trip)."""
     one = f"({', '.join('?' * len(_COLUMNS.split(',')))})"
     return f"INSERT INTO usage_records ({_COLUMNS}) VALUES {', '.join([one] * count)}"  # noqa: S608  # constants
 
 
 def _insert_admitted(tx: Tx, ops: list[_Admitted]) -> None:
+    """The in-flight rows of queued admissions."""
+    _insert_rows(tx, [op.row for op in ops])
+
+
+def _insert_rows(tx: Tx, rows: Sequence[tuple[object, ...]]) -> None:
     """In-flight rows, many to a statement (one round trip each)."""
-    rows = [op.row for op in ops]
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
-        tx.execute(_insert_rows(len(chunk)), [value for row in chunk for value in row])
+        tx.execute(_insert_statement(len(chunk)), [value for row in chunk for value in row])
 
 
 def _write_finished(tx: Tx, ops: Sequence[_Finished | _CostFound], instance_id: str | None) -> None:
