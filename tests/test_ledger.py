@@ -293,6 +293,7 @@ async def test_the_python_clients_read_usage(keyed, db_location):
 async def test_admissions_arriving_together_share_a_transaction(db_location):
     db = Database(db_location)
     migrate(db)
+    db.open_here()  # as the gateway does (SQLite only)
     transactions = 0
     run = db.run
 
@@ -324,8 +325,8 @@ async def test_admissions_arriving_together_share_a_transaction(db_location):
     finally:
         db.close()
     # Each admission waits for its row, but they are written together (on
-    # SQLite the first may be written alone, on the event loop: the rest then
-    # find it written and queue), and so are their completions.
+    # SQLite the first is written alone, on the event loop: the rest, in the
+    # same turn of the loop, queue), and so are their completions.
     assert admitted == (2 if db.dialect == "sqlite" else 1)
     assert transactions == admitted + 1
     assert {r["status"] for r in ledger_rows(db_location)} == {"OK"}

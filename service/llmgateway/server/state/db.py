@@ -4,7 +4,8 @@ Both are used through their synchronous drivers on threads of the gateway's
 own (`threads.py`): work is a plain function of a `Tx` run in one
 transaction, so the same code serves both, and the event loop never waits on
 a lock or a disk. (One exception, `try_now`: a single small SQLite write that
-cannot wait on a lock may be committed on the loop, to the page cache.)
+cannot wait on a lock may be committed on the loop; state/loop_writes.py says
+when, and what that costs.)
 SQLite gets one thread (one writer at a time is all it
 allows anyway); PostgreSQL a few, each with its own connection. SQL is
 written with `?` placeholders and translated for PostgreSQL.
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from llmgateway.server.config import ConfigError
 from llmgateway.server.state.availability import Availability
+from llmgateway.server.state.loop_writes import LoopWrites
 from llmgateway.server.state.threads import AbandonedError, StateUnavailableError, WorkThreads
 
 if TYPE_CHECKING:
@@ -51,8 +53,6 @@ DEFAULT_TIMEOUT = 5.0
 _MAX_PENDING = 10_000
 # How long start-up and the command line wait for SQLite's switch to WAL.
 _WAL_PATIENCE = 30.0
-# After try_now could not open its connection, it tries again this much later.
-_INLINE_RETRY = 1.0
 
 # SQLite result codes that mean the database cannot do the work now, rather
 # than that the SQL is wrong: busy or locked (past the busy timeout),
@@ -278,10 +278,9 @@ class Database:
         self._local = threading.local()
         self._sessions: list[_Session] = []
         self._guard = threading.Lock()
-        # try_now's SQLite connection, used on the event loop only.
-        self._inline: sqlite3.Connection | None = None
-        self._inline_closed = False
-        self._inline_retry_at = 0.0
+        # try_now's SQLite connection, used on the event loop only (open_here).
+        self._here: LoopWrites | None = None
+        self._closed = False
         if self.dialect == "sqlite":
             try:
                 Path(location).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -336,81 +335,34 @@ class Database:
             self._availability.failed(str(exc))
             raise StateUnavailableError(f"the state database {self.display}: {exc}") from None
         self._availability.answered()
+        if write and self._here is not None:
+            self._here.thread_committed()
         return result
 
+    def open_here(self) -> bool:
+        """Open the connection `try_now` writes on (blocking: at start-up, after
+        migrating); whether it could be (SQLite in WAL mode only)."""
+        if self.dialect != "sqlite" or self._closed:
+            return False
+        if self._here is None:
+            self._here = LoopWrites.open(self.location, _SQLiteTx)
+        return self._here is not None
+
+    @property
+    def writes_here(self) -> bool:
+        """Whether `try_now` may write (opened, and not given up on)."""
+        return self._here is not None and self._here.usable
+
     def try_now(self, work: Callable[[Tx], T]) -> tuple[bool, T | None]:
-        """`work` in one write transaction here, on the calling thread (the
-        event loop), where that cannot wait on a lock: SQLite only, on a
-        connection whose busy timeout is zero, so a write lock held by any
-        other connection (another worker, this process's database thread)
-        means "not now" at once. (True, its result) when it committed; (False,
-        None) when nothing was committed (PostgreSQL, the lock held elsewhere,
-        any SQLite error), for the caller to `run` it, where waits are bounded
-        and errors classified. Meant for one small row: a commit in WAL mode
-        with synchronous=NORMAL writes the log to the page cache and never
-        syncs, and this connection never checkpoints (the database thread's
-        connections do), so it costs the loop tens of microseconds, less than
-        the hop to the database thread and back."""
-        if self.dialect != "sqlite" or self._inline_closed:
+        """`work` in one write transaction on the calling thread (the event
+        loop), where that cannot wait on a lock (state/loop_writes.py): (True,
+        its result) when it committed; (False, None) when nothing was (not
+        opened with `open_here`, PostgreSQL, the lock held elsewhere, a slow
+        disk, any error), for the caller to `run` it, where waits are bounded
+        and errors classified. For one small row at a time."""
+        if self._here is None:
             return False, None
-        connection = self._inline or self._inline_connect()
-        if connection is None:
-            return False, None
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error:
-            return False, None
-        try:
-            result = work(_SQLiteTx(connection))
-            connection.execute("COMMIT")
-        except BaseException as exc:
-            # An error in COMMIT leaves the transaction open (busy) or rolled
-            # back by SQLite (I/O); either way nothing is committed.
-            if connection.in_transaction:
-                try:
-                    connection.execute("ROLLBACK")
-                except sqlite3.Error:
-                    self._discard_inline()
-            if isinstance(exc, sqlite3.Error):
-                return False, None
-            raise
-        self._availability.answered()
-        return True, result
-
-    def _inline_connect(self) -> sqlite3.Connection | None:
-        """try_now's connection; None (for _INLINE_RETRY seconds) when it
-        cannot be opened or the database is not in WAL mode."""
-        now = time.monotonic()
-        if now < self._inline_retry_at:
-            return None
-        self._inline_retry_at = now + _INLINE_RETRY
-        try:
-            connection = sqlite3.connect(
-                Path(self.location).expanduser(),
-                isolation_level=None,
-                timeout=0,
-                check_same_thread=False,
-            )
-        except sqlite3.Error:
-            return None
-        try:
-            mode = connection.execute("PRAGMA journal_mode").fetchone()
-            if not mode or str(mode[0]).lower() != "wal":
-                connection.close()
-                return None
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("PRAGMA wal_autocheckpoint=0")
-        except sqlite3.Error:
-            connection.close()
-            return None
-        self._inline = connection
-        return connection
-
-    def _discard_inline(self) -> None:
-        connection, self._inline = self._inline, None
-        if connection is not None:
-            with contextlib.suppress(sqlite3.Error):
-                connection.close()
+        return self._here.try_write(work)
 
     def run_sync(self, work: Callable[[Tx], T], *, write: bool = True) -> T:
         """The same, blocking, on the calling thread: for the command line and
@@ -430,8 +382,10 @@ class Database:
         """Close every connection, waiting for running transactions for up to
         `timeout` seconds in all (by default twice the database timeout and
         2 s); a thread still busy then is left behind."""
-        self._inline_closed = True
-        self._discard_inline()
+        self._closed = True
+        here, self._here = self._here, None
+        if here is not None:
+            here.close()
         self._threads.close(timeout=2 * self.timeout + 2.0 if timeout is None else timeout)
         with self._guard:
             sessions, self._sessions = self._sessions, []

@@ -6,8 +6,8 @@ are group-committed: one transaction writes whatever has queued up while the
 previous one ran, so a busy gateway still makes a few writes a second, not one
 per call. An admission that finds nothing queued or being written is
 committed at once on the event loop instead, when SQLite's lock is free
-(`Database.try_now`): the hop to the database thread and back cost more than
-the row. When the call ends, `call_finished` queues its completed row (an
+(`Database.try_now`, state/loop_writes.py): the hop to the database thread
+and back cost more than the row. When the call ends, `call_finished` queues its completed row (an
 update of the in-flight row, or a new row for a call refused before
 admission), written in the background every `_FLUSH_EVERY` seconds. So no call that went
 upstream is missing from the ledger, whatever happens to the process: the
@@ -299,8 +299,10 @@ class Ledger:
         self._completions = _Writer(
             db, functools.partial(_write_finished, instance_id=instance_id), eager=False
         )
-        # Loop time before which an admission is queued, not written here.
+        # Loop time before which an admission is queued, not written here,
+        # and whether one was written here in this turn of the loop.
         self._write_here_after = 0.0
+        self._wrote_here_this_turn = False
         # Request id -> its admission's write, while that is pending.
         self._admitting: dict[str, asyncio.Future[None]] = {}
         self._closed = False
@@ -338,16 +340,25 @@ class Ledger:
         # Nothing queued or being written: this row is a batch of one, and
         # SQLite can take it here and now unless another connection holds
         # its lock (then it queues as below, bounded by the timeout). The
-        # hop to the database thread and back cost more than the write.
-        # At most one a millisecond, though: admissions arriving together are
-        # still written together, on the thread, not one commit each on the loop.
-        now = asyncio.get_running_loop().time()
-        if now >= self._write_here_after and not writer.queue and not writer.batch:
-            self._write_here_after = now + _WRITE_HERE_EVERY
+        # hop to the database thread and back cost more than the write. At
+        # most one per loop turn and one a millisecond, though: admissions
+        # arriving together are still written together, on the thread.
+        loop = asyncio.get_running_loop()
+        if (
+            self._db.writes_here
+            and not self._wrote_here_this_turn
+            and loop.time() >= self._write_here_after
+            and not writer.queue
+            and not writer.batch
+        ):
             written, _ = self._db.try_now(functools.partial(_insert_rows, rows=[row]))
+            self._wrote_here_this_turn = True
+            loop.call_soon(self._next_turn)
+            # Counted from the write's end: a slow write is not followed by another.
+            self._write_here_after = loop.time() + _WRITE_HERE_EVERY
             if written:
                 return
-        admitted = _Admitted(row, asyncio.get_running_loop().create_future())
+        admitted = _Admitted(row, loop.create_future())
         # A call refused at its deadline no longer waits for its batch's outcome.
         admitted.written.add_done_callback(consume_outcome)
         self._admitting[record.request_id] = admitted.written
@@ -369,6 +380,9 @@ class Ledger:
                 f"the state database {self._db.display}: the call's ledger row was not "
                 f"written within {self._db.timeout:g} s"
             ) from None
+
+    def _next_turn(self) -> None:
+        self._wrote_here_this_turn = False
 
     def call_finished(self, record: CallRecord) -> None:
         """Queue the call's completed row. Calls refused for want of a valid key are

@@ -69,6 +69,8 @@ async def open_state(settings: Settings) -> State | None:
         redis_limiter = _redis_limiter(settings, db, lease.id)
         version = migrate(db)
         lease.register()
+        # The ledger's admissions may be written on the event loop (SQLite).
+        db.open_here()
     except StateUnavailableError as exc:
         db.close()
         # At start-up a database that cannot be reached is the operator's to fix.
