@@ -20,6 +20,7 @@ from llmgateway.server.state import loop_writes
 from llmgateway.server.state.db import Database, StateUnavailableError
 from llmgateway.server.state.ledger import Ledger
 from llmgateway.server.state.schema import migrate
+from tests.test_reaper import query
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -37,14 +38,6 @@ def sqlite_db(tmp_path: Path) -> Iterator[Database]:
         yield db
     finally:
         db.close()
-
-
-def query(location: str, sql: str) -> list[tuple[object, ...]]:
-    connection = sqlite3.connect(location)
-    try:
-        return connection.execute(sql).fetchall()
-    finally:
-        connection.close()
 
 
 def reservation_keys(location: str) -> list[str]:

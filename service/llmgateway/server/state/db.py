@@ -345,7 +345,12 @@ class Database:
         if self.dialect != "sqlite" or self._closed:
             return False
         if self._here is None:
-            self._here = LoopWrites.open(self.location, _SQLiteTx)
+            try:
+                # Busy timeout 0: a lock held elsewhere means "not now" at once.
+                connection = self._sqlite_open(busy_timeout=0, patience=_WAL_PATIENCE)
+            except (sqlite3.Error, StateUnavailableError):
+                return False
+            self._here = LoopWrites.open(connection, _SQLiteTx)
         return self._here is not None
 
     @property
@@ -455,10 +460,16 @@ class Database:
     def _sqlite_connect(self, session: _Session, *, patience: float) -> sqlite3.Connection:
         # Each connection is used by its own thread only; closing happens from
         # whichever thread shuts the database down.
+        connection = self._sqlite_open(busy_timeout=self.timeout, patience=patience)
+        session.attach(connection)
+        return connection
+
+    def _sqlite_open(self, *, busy_timeout: float, patience: float) -> sqlite3.Connection:
+        """A connection in WAL mode with synchronous=NORMAL (every one of ours)."""
         connection = sqlite3.connect(
             Path(self.location).expanduser(),
             isolation_level=None,
-            timeout=self.timeout,
+            timeout=busy_timeout,
             check_same_thread=False,
         )
         try:
@@ -467,7 +478,6 @@ class Database:
         except BaseException:
             connection.close()
             raise
-        session.attach(connection)
         return connection
 
     def _postgres_transaction(

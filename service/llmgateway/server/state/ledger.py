@@ -7,10 +7,10 @@ previous one ran, so a busy gateway still makes a few writes a second, not one
 per call. An admission that finds nothing queued or being written is
 committed at once on the event loop instead, when SQLite's lock is free
 (`Database.try_now`, state/loop_writes.py): the hop to the database thread
-and back cost more than the row. When the call ends, `call_finished` queues its completed row (an
-update of the in-flight row, or a new row for a call refused before
-admission), written in the background every `_FLUSH_EVERY` seconds. So no call that went
-upstream is missing from the ledger, whatever happens to the process: the
+and back cost more than the row. When the call ends, `call_finished` queues
+its completed row (an update of the in-flight row, or a new row for a call
+refused before admission), written in the background every `_FLUSH_EVERY`
+seconds. So no call that went upstream is missing from the ledger, whatever happens to the process: the
 rows a dead process left IN_FLIGHT are reaped as LOST (service/llmgateway/server/state/reaper.py).
 
 An admission waits at most the database timeout, whatever the batch it is

@@ -22,7 +22,7 @@ queued, the row is committed here instead, on a connection of its own:
 - After MAX_UNCHECKPOINTED writes here with no commit on the thread (so no
   checkpoint: the thread stuck or failing), writing here stops until the
   thread commits again, so the log cannot grow without bound.
-- The connection is opened at start-up (`open`), never on the loop; an error
+- The connection is opened at start-up (`Database.open_here`), never on the loop; an error
   other than a held lock closes it for good (the thread carries on).
 """
 
@@ -32,7 +32,6 @@ import contextlib
 import logging
 import sqlite3
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
@@ -64,24 +63,13 @@ class LoopWrites:
         self._uncheckpointed = 0
 
     @classmethod
-    def open(cls, location: str, make_tx: Callable[[sqlite3.Connection], Tx]) -> LoopWrites | None:
-        """Open the connection (blocking: at start-up); None when the database
-        cannot be written here (not in WAL mode, or an error)."""
+    def open(
+        cls, connection: sqlite3.Connection, make_tx: Callable[[sqlite3.Connection], Tx]
+    ) -> LoopWrites | None:
+        """Take `connection` (in WAL mode, busy timeout 0; opened at start-up)
+        for writes here, after turning its checkpoints off; None (and the
+        connection closed) when that fails."""
         try:
-            connection = sqlite3.connect(
-                Path(location).expanduser(),
-                isolation_level=None,
-                timeout=0,
-                check_same_thread=False,
-            )
-        except sqlite3.Error:
-            return None
-        try:
-            mode = connection.execute("PRAGMA journal_mode").fetchone()
-            if not mode or str(mode[0]).lower() != "wal":
-                connection.close()
-                return None
-            connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error:
             connection.close()
